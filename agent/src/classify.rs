@@ -1,0 +1,1 @@
+//! Kernel-log line classifier (stub).

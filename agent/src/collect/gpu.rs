@@ -1,0 +1,1 @@
+//! Collector: gpu (stub, being written).

@@ -1,0 +1,1 @@
+//! Collector: host (stub, being written).

@@ -1,0 +1,1 @@
+//! Collector: infiniband (stub, being written).

@@ -1,0 +1,1 @@
+//! Collector: jobs (stub, being written).

@@ -1,0 +1,1 @@
+//! Collector: kmsg (stub, being written).

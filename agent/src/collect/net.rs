@@ -1,0 +1,1 @@
+//! Collector: net (stub, being written).

@@ -1,0 +1,3 @@
+//! faultline-agent: the node agent (entry point; being written).
+
+fn main() {}

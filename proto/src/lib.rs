@@ -1,0 +1,16 @@
+//! faultline-proto: the types that cross a process boundary (agent → analyzer reports, API objects,
+//! the topology file). Pure data, serde and validation: no I/O, no async, no clock.
+//!
+//! **Architecture Invariant:** `proto` knows nothing of HTTP, SQLite or the agent's collectors.
+
+pub mod id;
+pub mod incident;
+pub mod report;
+pub mod topology;
+pub mod validate;
+
+pub use id::{ComponentId, ComponentKind, IdError};
+pub use incident::{rfc3339, Action, Evidence, FaultClass, Incident, IncidentStatus, Severity, TimelineEntry};
+pub use report::*;
+pub use topology::{TopologyError, TopologyFile};
+pub use validate::ReportError;

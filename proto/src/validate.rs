@@ -1,0 +1,247 @@
+//! Decoding and validation of `NodeReport`: every refusal names the field that is wrong.
+
+use crate::id::valid_name;
+use crate::report::{limits::*, *};
+
+/// Why a report was refused. `field` is a path like `gpus[3].temp_c`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ReportError {
+    #[error("malformed report at `{field}`: {message}")]
+    Decode { field: String, message: String },
+    #[error("invalid report field `{field}`: {message}")]
+    Invalid { field: String, message: String },
+}
+
+impl ReportError {
+    pub fn field(&self) -> &str {
+        match self {
+            Self::Decode { field, .. } | Self::Invalid { field, .. } => field,
+        }
+    }
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ReportError {
+    ReportError::Invalid { field: field.into(), message: message.into() }
+}
+
+impl NodeReport {
+    /// Parse JSON and validate. Errors name the offending field.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ReportError> {
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        let report: NodeReport = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            ReportError::Decode {
+                field: if path == "." { "(body)".to_string() } else { path },
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        report.validate()?;
+        Ok(report)
+    }
+
+    /// Check everything serde cannot: versions, ranges, finiteness, list sizes, names.
+    pub fn validate(&self) -> Result<(), ReportError> {
+        if self.schema_version != SCHEMA_VERSION {
+            return Err(invalid(
+                "schema_version",
+                format!("unknown schema version {} (this analyzer speaks {SCHEMA_VERSION})", self.schema_version),
+            ));
+        }
+        if !valid_name(&self.node) {
+            return Err(invalid("node", "must be a non-empty host name without '/', spaces or control characters, at most 128 bytes"));
+        }
+        str_len("agent_version", &self.agent_version)?;
+        if self.timestamp_ms <= 0 {
+            return Err(invalid("timestamp_ms", "must be a positive Unix time in milliseconds"));
+        }
+        if self.interval_ms == 0 || self.interval_ms > 3_600_000 {
+            return Err(invalid("interval_ms", "must be between 1 ms and 1 hour"));
+        }
+        if let Some(h) = &self.host {
+            validate_host(h)?;
+        }
+        max_len("gpus", self.gpus.len(), MAX_GPUS)?;
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, g) in self.gpus.iter().enumerate() {
+            if !seen.insert(g.index) {
+                return Err(invalid(format!("gpus[{i}].index"), format!("GPU index {} appears twice", g.index)));
+            }
+            validate_gpu(&format!("gpus[{i}]"), g)?;
+        }
+        max_len("nics", self.nics.len(), MAX_NICS)?;
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, n) in self.nics.iter().enumerate() {
+            let f = format!("nics[{i}]");
+            if !valid_name(&n.name) {
+                return Err(invalid(format!("{f}.name"), "must be a non-empty name without '/' or spaces"));
+            }
+            if !seen.insert(n.name.as_str()) {
+                return Err(invalid(format!("{f}.name"), format!("NIC {} appears twice", n.name)));
+            }
+            max_len(&format!("{f}.counters"), n.counters.len(), MAX_COUNTERS_PER_NIC)?;
+            if let Some(r) = n.rate_gbps {
+                range(&format!("{f}.rate_gbps"), r, 0.0, 100_000.0)?;
+            }
+            if let Some(r) = n.max_rate_gbps {
+                range(&format!("{f}.max_rate_gbps"), r, 0.0, 100_000.0)?;
+            }
+        }
+        max_len("disks", self.disks.len(), MAX_DISKS)?;
+        for (i, d) in self.disks.iter().enumerate() {
+            if !valid_name(&d.device) {
+                return Err(invalid(format!("disks[{i}].device"), "must be a non-empty device name without '/' or spaces"));
+            }
+            if let (Some(t), Some(a)) = (d.total_bytes, d.available_bytes) {
+                if a > t {
+                    return Err(invalid(format!("disks[{i}].available_bytes"), "is larger than total_bytes"));
+                }
+            }
+        }
+        max_len("jobs", self.jobs.len(), MAX_JOBS)?;
+        for (i, j) in self.jobs.iter().enumerate() {
+            let f = format!("jobs[{i}]");
+            if !valid_name(&j.job_id) {
+                return Err(invalid(format!("{f}.job_id"), "must be a non-empty id without '/' or spaces"));
+            }
+            max_len(&format!("{f}.ranks"), j.ranks.len(), MAX_RANKS_PER_JOB)?;
+            for (k, r) in j.ranks.iter().enumerate() {
+                let f = format!("{f}.ranks[{k}]");
+                if let Some(c) = r.cpu_seconds {
+                    range(&format!("{f}.cpu_seconds"), c, 0.0, 1e12)?;
+                }
+                if r.gpus.len() > MAX_GPUS {
+                    return Err(invalid(format!("{f}.gpus"), format!("has {} entries, more than {MAX_GPUS}", r.gpus.len())));
+                }
+                if let Some(p) = &r.progress {
+                    for (name, v) in [
+                        ("step_time_ms", p.step_time_ms),
+                        ("step_time_avg_ms", p.step_time_avg_ms),
+                        ("compute_ms", p.compute_ms),
+                    ] {
+                        if let Some(v) = v {
+                            range(&format!("{f}.progress.{name}"), v, 0.0, 1e9)?;
+                        }
+                    }
+                    for (name, v) in [("loss", p.loss), ("grad_norm", p.grad_norm)] {
+                        if let Some(v) = v {
+                            finite(&format!("{f}.progress.{name}"), v)?;
+                        }
+                    }
+                }
+            }
+        }
+        max_len("events", self.events.len(), MAX_EVENTS)?;
+        for (i, e) in self.events.iter().enumerate() {
+            let f = format!("events[{i}]");
+            if e.class.is_empty() || e.class.len() > 64 {
+                return Err(invalid(format!("{f}.class"), "must be a class name of 1 to 64 bytes"));
+            }
+            if e.ts_ms <= 0 {
+                return Err(invalid(format!("{f}.ts_ms"), "must be a positive Unix time in milliseconds"));
+            }
+            if e.count == 0 {
+                return Err(invalid(format!("{f}.count"), "must be at least 1"));
+            }
+            str_len(&format!("{f}.message"), &e.message)?;
+        }
+        Ok(())
+    }
+}
+
+fn validate_host(h: &HostSample) -> Result<(), ReportError> {
+    for (name, v) in [("host.cpu_util_pct", h.cpu_util_pct), ("host.cpu_non_job_pct", h.cpu_non_job_pct)] {
+        if let Some(v) = v {
+            range(name, v, 0.0, 100.0)?;
+        }
+    }
+    for (name, v) in [("host.load1", h.load1), ("host.load5", h.load5), ("host.load15", h.load15)] {
+        if let Some(v) = v {
+            range(name, v, 0.0, 1e6)?;
+        }
+    }
+    if let (Some(t), Some(u)) = (h.mem_total_bytes, h.mem_used_bytes) {
+        if u > t {
+            return Err(invalid("host.mem_used_bytes", "is larger than mem_total_bytes"));
+        }
+    }
+    max_len("host.fans", h.fans.len(), MAX_FANS_OR_TEMPS)?;
+    max_len("host.temps", h.temps.len(), MAX_FANS_OR_TEMPS)?;
+    for (i, fan) in h.fans.iter().enumerate() {
+        str_len(&format!("host.fans[{i}].name"), &fan.name)?;
+        if let Some(r) = fan.rpm {
+            range(&format!("host.fans[{i}].rpm"), r, 0.0, 1e6)?;
+        }
+    }
+    for (i, t) in h.temps.iter().enumerate() {
+        str_len(&format!("host.temps[{i}].name"), &t.name)?;
+        range(&format!("host.temps[{i}].celsius"), t.celsius, -100.0, 300.0)?;
+    }
+    Ok(())
+}
+
+fn validate_gpu(f: &str, g: &GpuSample) -> Result<(), ReportError> {
+    for (name, v) in [("util_gpu_pct", g.util_gpu_pct), ("util_mem_pct", g.util_mem_pct), ("tensor_active_pct", g.tensor_active_pct)] {
+        if let Some(v) = v {
+            range(&format!("{f}.{name}"), v, 0.0, 100.0)?;
+        }
+    }
+    for (name, v) in [("temp_c", g.temp_c), ("mem_temp_c", g.mem_temp_c)] {
+        if let Some(v) = v {
+            range(&format!("{f}.{name}"), v, -50.0, 250.0)?;
+        }
+    }
+    for (name, v) in [("power_w", g.power_w), ("power_limit_w", g.power_limit_w)] {
+        if let Some(v) = v {
+            range(&format!("{f}.{name}"), v, 0.0, 10_000.0)?;
+        }
+    }
+    if let (Some(t), Some(u)) = (g.mem_total_bytes, g.mem_used_bytes) {
+        if u > t {
+            return Err(invalid(format!("{f}.mem_used_bytes"), "is larger than mem_total_bytes"));
+        }
+    }
+    if let Some(p) = &g.pcie {
+        if let (Some(c), Some(m)) = (p.width, p.max_width) {
+            if c > 64 || m > 64 {
+                return Err(invalid(format!("{f}.pcie.width"), "PCIe width above x64 is impossible"));
+            }
+        }
+        if let (Some(c), Some(m)) = (p.generation, p.max_generation) {
+            if c > 16 || m > 16 {
+                return Err(invalid(format!("{f}.pcie.generation"), "PCIe generation above 16 is impossible"));
+            }
+        }
+    }
+    max_len(&format!("{f}.nvlinks"), g.nvlinks.len(), MAX_NVLINKS_PER_GPU)?;
+    max_len(&format!("{f}.processes"), g.processes.len(), MAX_PROCESSES_PER_GPU)?;
+    max_len(&format!("{f}.throttle_reasons"), g.throttle_reasons.len(), 64)?;
+    str_len(&format!("{f}.name"), &g.name)?;
+    str_len(&format!("{f}.uuid"), &g.uuid)?;
+    Ok(())
+}
+
+fn finite(field: &str, v: f64) -> Result<(), ReportError> {
+    if v.is_finite() { Ok(()) } else { Err(invalid(field, "must be a finite number")) }
+}
+
+fn range(field: &str, v: f64, lo: f64, hi: f64) -> Result<(), ReportError> {
+    finite(field, v)?;
+    if v < lo || v > hi {
+        return Err(invalid(field, format!("{v} is outside the possible range {lo}..={hi}")));
+    }
+    Ok(())
+}
+
+fn max_len(field: &str, n: usize, max: usize) -> Result<(), ReportError> {
+    if n > max {
+        return Err(invalid(field, format!("has {n} entries, more than the limit of {max}")));
+    }
+    Ok(())
+}
+
+fn str_len(field: &str, s: &str) -> Result<(), ReportError> {
+    if s.len() > MAX_STRING {
+        return Err(invalid(field, format!("is {} bytes, more than the limit of {MAX_STRING}", s.len())));
+    }
+    Ok(())
+}
