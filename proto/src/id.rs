@@ -75,9 +75,7 @@ pub struct IdError {
 
 /// Host names, NIC names, job ids: non-empty, at most 128 bytes, no `/`, whitespace or control characters.
 pub fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && !s.chars().any(|c| c == '/' || c.is_whitespace() || c.is_control())
+    !s.is_empty() && s.len() <= 128 && !s.chars().any(|c| c == '/' || c.is_whitespace() || c.is_control())
 }
 
 impl ComponentId {

@@ -108,8 +108,8 @@ impl FaultClass {
         use crate::ComponentKind as K;
         use FaultClass::*;
         match self {
-            GpuLost | GpuHbmUncorrectable | GpuSramUncorrectable | GpuGspHang | GpuThermalThrottle
-            | GpuPowerBrake | GpuSlow | GpuEccSbeStorm | GpuRowRemapFailure | GpuSdc | PcieDowntrained => K::Gpu,
+            GpuLost | GpuHbmUncorrectable | GpuSramUncorrectable | GpuGspHang | GpuThermalThrottle | GpuPowerBrake
+            | GpuSlow | GpuEccSbeStorm | GpuRowRemapFailure | GpuSdc | PcieDowntrained => K::Gpu,
             NvlinkDown | NvlinkCrcStorm => K::Nvlink,
             NicDown | NicFlap | CableBitErrors | NicSpeedDegraded => K::Nic,
             LeafSwitchDown | LeafCongestion => K::Switch,
@@ -218,12 +218,7 @@ pub fn rfc3339(unix_s: f64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        sod / 3600,
-        (sod % 3600) / 60,
-        sod % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z", sod / 3600, (sod % 3600) / 60, sod % 60)
 }
 
 #[cfg(test)]

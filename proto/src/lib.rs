@@ -10,7 +10,7 @@ pub mod topology;
 pub mod validate;
 
 pub use id::{ComponentId, ComponentKind, IdError};
-pub use incident::{rfc3339, Action, Evidence, FaultClass, Incident, IncidentStatus, Severity, TimelineEntry};
+pub use incident::{Action, Evidence, FaultClass, Incident, IncidentStatus, Severity, TimelineEntry, rfc3339};
 pub use report::*;
 pub use topology::{TopologyError, TopologyFile};
 pub use validate::ReportError;

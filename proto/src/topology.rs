@@ -111,7 +111,10 @@ impl TopologyFile {
         for s in &self.switches {
             for u in &s.uplinks {
                 if !is(u, SwitchTier::Spine) {
-                    return Err(TopologyError(format!("switch {:?} has uplink {u:?}, which is not a declared spine", s.name)));
+                    return Err(TopologyError(format!(
+                        "switch {:?} has uplink {u:?}, which is not a declared spine",
+                        s.name
+                    )));
                 }
             }
         }
@@ -131,7 +134,12 @@ impl TopologyFile {
             }
             match l.nic.parse::<crate::ComponentId>() {
                 Ok(crate::ComponentId::Nic { .. }) => {}
-                _ => return Err(TopologyError(format!("link[{i}].nic {:?} is not a NIC id like node-0007/nic:mlx5_0", l.nic))),
+                _ => {
+                    return Err(TopologyError(format!(
+                        "link[{i}].nic {:?} is not a NIC id like node-0007/nic:mlx5_0",
+                        l.nic
+                    )));
+                }
             }
         }
         Ok(())
@@ -151,10 +159,8 @@ impl TopologyFile {
         if let Some(l) = self.links.iter().find(|l| l.nic == id) {
             return Some(&l.switch);
         }
-        if let Some(r) = self
-            .rails
-            .iter()
-            .find(|r| r.nic == nic && r.nodes.as_ref().is_none_or(|n| n.iter().any(|h| h == host)))
+        if let Some(r) =
+            self.rails.iter().find(|r| r.nic == nic && r.nodes.as_ref().is_none_or(|n| n.iter().any(|h| h == host)))
         {
             return Some(&r.leaf);
         }

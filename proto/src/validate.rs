@@ -48,7 +48,10 @@ impl NodeReport {
             ));
         }
         if !valid_name(&self.node) {
-            return Err(invalid("node", "must be a non-empty host name without '/', spaces or control characters, at most 128 bytes"));
+            return Err(invalid(
+                "node",
+                "must be a non-empty host name without '/', spaces or control characters, at most 128 bytes",
+            ));
         }
         str_len("agent_version", &self.agent_version)?;
         if self.timestamp_ms <= 0 {
@@ -89,7 +92,10 @@ impl NodeReport {
         max_len("disks", self.disks.len(), MAX_DISKS)?;
         for (i, d) in self.disks.iter().enumerate() {
             if !valid_name(&d.device) {
-                return Err(invalid(format!("disks[{i}].device"), "must be a non-empty device name without '/' or spaces"));
+                return Err(invalid(
+                    format!("disks[{i}].device"),
+                    "must be a non-empty device name without '/' or spaces",
+                ));
             }
             if let (Some(t), Some(a)) = (d.total_bytes, d.available_bytes) {
                 if a > t {
@@ -110,7 +116,10 @@ impl NodeReport {
                     range(&format!("{f}.cpu_seconds"), c, 0.0, 1e12)?;
                 }
                 if r.gpus.len() > MAX_GPUS {
-                    return Err(invalid(format!("{f}.gpus"), format!("has {} entries, more than {MAX_GPUS}", r.gpus.len())));
+                    return Err(invalid(
+                        format!("{f}.gpus"),
+                        format!("has {} entries, more than {MAX_GPUS}", r.gpus.len()),
+                    ));
                 }
                 if let Some(p) = &r.progress {
                     for (name, v) in [
@@ -180,7 +189,9 @@ fn validate_host(h: &HostSample) -> Result<(), ReportError> {
 }
 
 fn validate_gpu(f: &str, g: &GpuSample) -> Result<(), ReportError> {
-    for (name, v) in [("util_gpu_pct", g.util_gpu_pct), ("util_mem_pct", g.util_mem_pct), ("tensor_active_pct", g.tensor_active_pct)] {
+    for (name, v) in
+        [("util_gpu_pct", g.util_gpu_pct), ("util_mem_pct", g.util_mem_pct), ("tensor_active_pct", g.tensor_active_pct)]
+    {
         if let Some(v) = v {
             range(&format!("{f}.{name}"), v, 0.0, 100.0)?;
         }

@@ -14,7 +14,11 @@ use faultline_proto::NodeReport;
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
     #[error("{what}: {source}")]
-    Io { what: String, #[source] source: std::io::Error },
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Other(String),
 }
