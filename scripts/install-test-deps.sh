@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install the external programs faultline's tests start for real: Prometheus and promtool,
+# Alertmanager and amtool, Slurm (slurmctld, slurmd, scontrol) and munge.
+# Needs root and apt (Debian/Ubuntu). Safe to run again.
+set -euo pipefail
+need=()
+command -v prometheus >/dev/null || need+=(prometheus)
+command -v promtool >/dev/null || need+=(prometheus)
+command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null || need+=(prometheus-alertmanager)
+command -v amtool >/dev/null || need+=(prometheus-alertmanager)
+command -v slurmctld >/dev/null || need+=(slurm-wlm)
+command -v munged >/dev/null || need+=(munge)
+if ((${#need[@]})); then
+  if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
+    echo "install-test-deps: need root and apt-get to install: ${need[*]}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # Don't let package post-install scripts start services: the tests start their own.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${need[@]}" | sort -u)
+  rm -f /usr/sbin/policy-rc.d
+fi
+echo "install-test-deps: prometheus, alertmanager, slurm and munge present"
