@@ -4,7 +4,8 @@
 //!
 //! (Interface fixed here; the implementation is being written.)
 
-use faultline_proto::{Incident, NodeReport, ReportError, TopologyFile};
+use faultline_proto::api::{ComponentView, HealthRow, JobView, NodeSummary, Summary, TopologyView};
+use faultline_proto::{ComponentId, Incident, NodeReport, ReportError, TopologyFile};
 
 /// Tunables of the engine. Every field has a default.
 #[derive(Debug, Clone)]
@@ -79,4 +80,49 @@ impl Analyzer {
 
     /// After a restart: continue the open incidents the store kept, and number new ones after `next_id`.
     pub fn restore(&mut self, _incidents: Vec<Incident>, _next_id: u64) {}
+
+    /// Every node heard from, by name.
+    pub fn nodes(&self) -> Vec<NodeSummary> {
+        Vec::new()
+    }
+
+    /// One component with its symptoms and graph neighbours; `None` when unknown.
+    pub fn component(&self, _id: &ComponentId) -> Option<ComponentView> {
+        None
+    }
+
+    /// Every running job.
+    pub fn jobs(&self) -> Vec<JobView> {
+        Vec::new()
+    }
+
+    /// One job by id (without the `job:` prefix); `None` when unknown.
+    pub fn job(&self, _id: &str) -> Option<JobView> {
+        None
+    }
+
+    /// Switches, the NICs cabled to them, and nodes.
+    pub fn topology_view(&self) -> TopologyView {
+        TopologyView { switches: Vec::new(), nodes: Vec::new() }
+    }
+
+    /// The cluster at a glance.
+    pub fn summary(&self) -> Summary {
+        Summary {
+            nodes: 0,
+            nodes_healthy: 0,
+            gpus: 0,
+            gpus_faulty: 0,
+            jobs: 0,
+            open_incidents: 0,
+            open_by_class: Default::default(),
+            open_by_severity: Default::default(),
+            most_affected_jobs: Vec::new(),
+        }
+    }
+
+    /// Health of every hardware component and agent (for `faultline_component_healthy`).
+    pub fn health(&self) -> impl Iterator<Item = HealthRow> + '_ {
+        std::iter::empty()
+    }
 }

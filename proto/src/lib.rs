@@ -3,6 +3,7 @@
 //!
 //! **Architecture Invariant:** `proto` knows nothing of HTTP, SQLite or the agent's collectors.
 
+pub mod api;
 pub mod id;
 pub mod incident;
 pub mod report;
