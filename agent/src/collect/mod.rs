@@ -8,6 +8,10 @@ pub mod jobs;
 pub mod kmsg;
 pub mod net;
 
+use std::collections::{BTreeMap, HashSet};
+use std::io;
+use std::path::{Path, PathBuf};
+
 use faultline_proto::NodeReport;
 
 /// A collector failure. Errors are data: counted per collector, logged once, and the others go on.
@@ -19,8 +23,40 @@ pub enum CollectError {
         #[source]
         source: std::io::Error,
     },
+    /// A counter that hit the top of its hardware width (it stops counting) or went backwards (it
+    /// wrapped or was reset). The value is still reported; this only counts and logs the event.
+    #[error("counter {counter} of {nic}: {problem}")]
+    Counter { nic: String, counter: String, problem: &'static str },
     #[error("{0}")]
     Other(String),
+    /// Several independent failures in one cycle (each is counted on its own).
+    #[error("{} errors, first: {}", .0.len(), .0.first().map(|e| e.to_string()).unwrap_or_default())]
+    Many(Vec<CollectError>),
+}
+
+impl CollectError {
+    pub fn io(what: impl Into<String>, source: io::Error) -> Self {
+        Self::Io { what: what.into(), source }
+    }
+
+    /// A key that stays the same while the same problem repeats, so it is logged once.
+    fn log_key(&self) -> String {
+        match self {
+            Self::Io { what, source } => format!("{what}: {:?}", source.kind()),
+            Self::Counter { nic, counter, problem } => format!("{nic}/{counter}: {problem}"),
+            Self::Other(m) => m.clone(),
+            Self::Many(_) => String::new(),
+        }
+    }
+
+    /// Turn a list of problems gathered during one cycle into a result.
+    pub fn from_list(mut errors: Vec<CollectError>) -> Result<(), CollectError> {
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(Self::Many(errors)),
+        }
+    }
 }
 
 /// One telemetry source. `collect` fills its part of the report for this cycle; collectors run in
@@ -31,6 +67,232 @@ pub trait Collector: Send {
     /// Fill this collector's part of `report`. Partial data plus an error is allowed: whatever was
     /// written stays in the report.
     fn collect(&mut self, report: &mut NodeReport) -> Result<(), CollectError>;
+}
+
+/// Where the collectors read the kernel's files. Tests point these at fixture trees.
+#[derive(Debug, Clone)]
+pub struct Roots {
+    /// `/sys` on a live host.
+    pub sysfs: PathBuf,
+    /// `/proc` on a live host.
+    pub procfs: PathBuf,
+}
+
+impl Default for Roots {
+    fn default() -> Self {
+        Self { sysfs: PathBuf::from("/sys"), procfs: PathBuf::from("/proc") }
+    }
+}
+
+/// How many distinct problems are logged per collector before the agent stops logging new ones (they
+/// are still counted). Keeps a host whose sensors all fail from filling the journal.
+const MAX_LOGGED_PROBLEMS: usize = 1024;
+
+/// The collectors of this agent, run in order, with their error counts.
+///
+/// Order matters and is fixed here: host, infiniband, net (merges netdevs into IB ports), gpu, then
+/// jobs (reads `gpus[].processes`).
+pub struct Registry {
+    collectors: Vec<Box<dyn Collector>>,
+    errors: BTreeMap<String, u64>,
+    logged: HashSet<String>,
+}
+
+impl Registry {
+    /// The collectors that need nothing but the file roots: host, infiniband and net.
+    pub fn base(roots: &Roots) -> Self {
+        let mut r = Self::empty();
+        r.push(Box::new(host::HostCollector::new(roots.clone())));
+        r.push(Box::new(infiniband::InfinibandCollector::new(roots.sysfs.clone())));
+        r.push(Box::new(net::NetCollector::new(roots.sysfs.clone())));
+        r
+    }
+
+    pub fn empty() -> Self {
+        Self { collectors: Vec::new(), errors: BTreeMap::new(), logged: HashSet::new() }
+    }
+
+    /// Append a collector (it runs after those already registered).
+    pub fn push(&mut self, c: Box<dyn Collector>) {
+        self.errors.entry(c.name().to_string()).or_insert(0);
+        self.collectors.push(c);
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.collectors.iter().map(|c| c.name()).collect()
+    }
+
+    /// Run every collector into `report`, count and log (once) what failed, and copy the error counts
+    /// into `report.collector_errors`. A failing collector never stops the ones after it.
+    pub fn collect(&mut self, report: &mut NodeReport) {
+        for c in &mut self.collectors {
+            let name = c.name();
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.collect(report)));
+            let err = match result {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e,
+                Err(_) => CollectError::Other("collector panicked".into()),
+            };
+            let mut flat = Vec::new();
+            flatten(err, &mut flat);
+            for e in flat {
+                *self.errors.entry(name.to_string()).or_insert(0) += 1;
+                let key = format!("{name}\u{0}{}", e.log_key());
+                if self.logged.len() < MAX_LOGGED_PROBLEMS && self.logged.insert(key) {
+                    tracing::warn!(collector = name, error = %e, "collector problem (logged once, counted every time)");
+                    if self.logged.len() == MAX_LOGGED_PROBLEMS {
+                        tracing::warn!(
+                            collector = name,
+                            "too many distinct collector problems; only counting from now on"
+                        );
+                    }
+                }
+            }
+        }
+        report.collector_errors = self.errors.clone();
+    }
+
+    /// Errors per collector since start.
+    pub fn errors(&self) -> &BTreeMap<String, u64> {
+        &self.errors
+    }
+}
+
+fn flatten(e: CollectError, out: &mut Vec<CollectError>) {
+    match e {
+        CollectError::Many(list) => list.into_iter().for_each(|e| flatten(e, out)),
+        e => out.push(e),
+    }
+}
+
+/// An empty report for this cycle: header filled, every section empty, for the collectors to fill.
+pub fn blank_report(node: &str, seq: u64, interval_ms: u64) -> NodeReport {
+    NodeReport {
+        schema_version: faultline_proto::SCHEMA_VERSION,
+        node: node.to_string(),
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        seq,
+        timestamp_ms: now_ms(),
+        interval_ms,
+        shutdown: false,
+        urgent: false,
+        host: None,
+        gpus: Vec::new(),
+        nics: Vec::new(),
+        disks: Vec::new(),
+        jobs: Vec::new(),
+        events: Vec::new(),
+        dropped: Default::default(),
+        collector_errors: BTreeMap::new(),
+    }
+}
+
+/// Wall-clock now, Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Watches raw counters across cycles: a counter that went backwards (wrapped, or the driver reset it)
+/// is counted every time it happens; one that sits at the top of its hardware width (it stopped
+/// counting) is counted once when it gets there.
+#[derive(Debug, Default)]
+pub struct CounterWatch {
+    prev: std::collections::HashMap<String, u64>,
+    next: std::collections::HashMap<String, u64>,
+    saturated: HashSet<String>,
+}
+
+impl CounterWatch {
+    /// Note `value` of `nic`/`counter`; `width_bits` is the counter's hardware width when it is narrower
+    /// than 64 bits.
+    pub fn observe(
+        &mut self,
+        nic: &str,
+        counter: &str,
+        value: u64,
+        width_bits: Option<u32>,
+        errs: &mut Vec<CollectError>,
+    ) {
+        let key = format!("{nic}\u{0}{counter}");
+        if let Some(&old) = self.prev.get(&key) {
+            if value < old {
+                errs.push(CollectError::Counter {
+                    nic: nic.into(),
+                    counter: counter.into(),
+                    problem: "went backwards (wrapped or reset)",
+                });
+            }
+        }
+        let at_max = width_bits.is_some_and(|w| w < 64 && value == (1u64 << w) - 1);
+        if at_max {
+            if self.saturated.insert(key.clone()) {
+                errs.push(CollectError::Counter {
+                    nic: nic.into(),
+                    counter: counter.into(),
+                    problem: "saturated at its hardware maximum (stops counting until cleared)",
+                });
+            }
+        } else {
+            self.saturated.remove(&key);
+        }
+        self.next.insert(key, value);
+    }
+
+    /// End a cycle: what was observed becomes the baseline; counters of vanished NICs are forgotten.
+    pub fn end_cycle(&mut self) {
+        self.prev = std::mem::take(&mut self.next);
+        let prev = &self.prev;
+        self.saturated.retain(|k| prev.contains_key(k));
+    }
+}
+
+/// Read a sysfs/procfs file and trim the trailing newline.
+pub fn read_trimmed(path: &Path) -> io::Result<String> {
+    Ok(std::fs::read_to_string(path)?.trim().to_string())
+}
+
+/// Read a file holding one unsigned decimal number.
+pub fn read_u64(path: &Path) -> io::Result<u64> {
+    let s = read_trimmed(path)?;
+    parse_u64(&s).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("not a counter: {s:?}")))
+}
+
+/// Parse a counter as sysfs writes it: decimal, or `0x…` hex as a few drivers do.
+pub fn parse_u64(s: &str) -> Option<u64> {
+    let s = s.trim();
+    if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        return u64::from_str_radix(h, 16).ok();
+    }
+    s.parse().ok()
+}
+
+/// The entries of a directory, sorted by name; a missing directory is empty.
+pub fn list_dir(path: &Path) -> io::Result<Vec<String>> {
+    let rd = match std::fs::read_dir(path) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut names: Vec<String> = rd.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect();
+    names.sort();
+    Ok(names)
+}
+
+/// The PCI address (`0000:3b:00.0`) of a sysfs device link such as `/sys/class/net/eth0/device`: the
+/// deepest path component that looks like one (virtio and USB devices sit below their PCI parent).
+pub fn pci_address_of(device_link: &Path) -> Option<String> {
+    let real = std::fs::canonicalize(device_link).ok()?;
+    real.components().rev().filter_map(|c| c.as_os_str().to_str()).find(|c| is_pci_address(c)).map(str::to_string)
+}
+
+fn is_pci_address(s: &str) -> bool {
+    // dddd:bb:dd.f
+    let b = s.as_bytes();
+    b.len() == 12
+        && b[4] == b':'
+        && b[7] == b':'
+        && b[10] == b'.'
+        && s.chars().enumerate().all(|(i, c)| matches!(i, 4 | 7 | 10) || c.is_ascii_hexdigit())
 }
 
 /// PCI bus id → GPU index, filled by the GPU collector from NVML and read by the kernel-log watcher
@@ -63,5 +325,71 @@ mod tests {
         assert_eq!(super::pci_key("0000:3b:00").as_deref(), Some("0000:3b:00"));
         assert_eq!(super::pci_key("3b:00.0").as_deref(), Some("0000:3b:00"));
         assert_eq!(super::pci_key("zz"), None);
+    }
+
+    #[test]
+    fn counters_parse_in_decimal_and_hex() {
+        assert_eq!(super::parse_u64("42\n"), Some(42));
+        assert_eq!(super::parse_u64("0x10"), Some(16));
+        assert_eq!(super::parse_u64("-1"), None);
+        assert_eq!(super::parse_u64("N/A"), None);
+    }
+
+    #[test]
+    fn counter_watch_counts_each_wrap_and_a_saturation_once() {
+        let mut w = super::CounterWatch::default();
+        let mut errs = Vec::new();
+        w.observe("mlx5_0", "link_downed", 10, Some(8), &mut errs);
+        w.end_cycle();
+        w.observe("mlx5_0", "link_downed", 3, Some(8), &mut errs);
+        w.end_cycle();
+        assert_eq!(errs.len(), 1, "one wrap");
+        w.observe("mlx5_0", "link_downed", 255, Some(8), &mut errs);
+        w.end_cycle();
+        w.observe("mlx5_0", "link_downed", 255, Some(8), &mut errs);
+        w.end_cycle();
+        assert_eq!(errs.len(), 2, "saturation is counted once while it lasts: {errs:?}");
+    }
+
+    #[test]
+    fn pci_addresses_are_recognized() {
+        assert!(super::is_pci_address("0000:3b:00.0"));
+        assert!(!super::is_pci_address("virtio2"));
+        assert!(!super::is_pci_address("pci0000:00"));
+    }
+
+    struct Failing(u32);
+    impl super::Collector for Failing {
+        fn name(&self) -> &'static str {
+            "failing"
+        }
+        fn collect(&mut self, _r: &mut faultline_proto::NodeReport) -> Result<(), super::CollectError> {
+            Err(super::CollectError::Many(
+                (0..self.0).map(|i| super::CollectError::Other(format!("problem {i}"))).collect(),
+            ))
+        }
+    }
+    struct Writes;
+    impl super::Collector for Writes {
+        fn name(&self) -> &'static str {
+            "writes"
+        }
+        fn collect(&mut self, r: &mut faultline_proto::NodeReport) -> Result<(), super::CollectError> {
+            r.disks.push(faultline_proto::DiskSample { device: "sda".into(), ..Default::default() });
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failing_collector_is_counted_per_problem_and_the_next_one_still_runs() {
+        let mut reg = super::Registry::empty();
+        reg.push(Box::new(Failing(3)));
+        reg.push(Box::new(Writes));
+        let mut report = super::blank_report("n1", 1, 1000);
+        reg.collect(&mut report);
+        reg.collect(&mut report);
+        assert_eq!(report.collector_errors.get("failing"), Some(&6));
+        assert_eq!(report.collector_errors.get("writes"), Some(&0));
+        assert_eq!(report.disks.len(), 2);
     }
 }

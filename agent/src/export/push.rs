@@ -1,0 +1,310 @@
+//! The push client: posts each report to `<analyzer>/api/v1/reports` with a bearer token. The
+//! collection loop hands reports over on a bounded channel and never waits for this task. While the
+//! analyzer is unreachable (or answers 5xx) reports go to the disk spool and are replayed oldest first
+//! when it is back; a 4xx answer means the analyzer refuses that report for good, so it is logged with
+//! the analyzer's message and dropped. Retries back off exponentially, capped with `min`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::export::AgentStats;
+use crate::export::spool::Spool;
+
+/// First retry delay after a failed push.
+pub const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
+/// Retry delay cap: an analyzer back from a restart hears from every agent within this long, and a
+/// thousand agents retrying do not hammer it.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// One HTTP request's deadline. A report is small; an analyzer that needs longer is treated as down.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the shutdown path may spend flushing the spool and sending the last report (systemd's
+/// default stop timeout is 90 s; this leaves most of it unused).
+pub const SHUTDOWN_FLUSH_DEADLINE: Duration = Duration::from_secs(15);
+/// How much of a refusal's body goes into the log line.
+const MAX_LOGGED_BODY: usize = 512;
+
+/// A report on its way out: its sequence number and the exact JSON bytes.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub seq: u64,
+    pub body: Vec<u8>,
+    /// The shutdown report: flush, send it, and end the task.
+    pub last: bool,
+}
+
+/// What happened to one post.
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    /// 2xx: the analyzer has it.
+    Accepted,
+    /// 4xx: the analyzer will never take this report; retrying is pointless.
+    Refused { status: u16, message: String },
+    /// Connection error, timeout, 5xx, 408 or 429: try again later.
+    Retry(String),
+}
+
+/// Posts reports to one analyzer.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    endpoint: String,
+    token: Option<String>,
+}
+
+impl Client {
+    /// `analyzer` is the base URL (`http://analyzer:9440`); reports go to `<base>/api/v1/reports`.
+    pub fn new(analyzer: &str, token: Option<String>) -> anyhow::Result<Client> {
+        let base = analyzer.trim().trim_end_matches('/');
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            anyhow::bail!("analyzer URL {analyzer:?} must start with http:// or https://");
+        }
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(3))
+            .user_agent(concat!("faultline-agent/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Client { http, endpoint: format!("{base}/api/v1/reports"), token })
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    pub async fn post(&self, body: Vec<u8>) -> Outcome {
+        let mut req =
+            self.http.post(&self.endpoint).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => return Outcome::Retry(format!("{e:#}")),
+        };
+        let status = resp.status();
+        if status.is_success() {
+            return Outcome::Accepted;
+        }
+        let mut message = resp.text().await.unwrap_or_default();
+        if message.len() > MAX_LOGGED_BODY {
+            let mut cut = MAX_LOGGED_BODY;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        let code = status.as_u16();
+        if status.is_client_error() && code != 408 && code != 429 {
+            Outcome::Refused { status: code, message }
+        } else {
+            Outcome::Retry(format!("HTTP {code}: {message}"))
+        }
+    }
+}
+
+/// Next retry delay: doubled, capped with `min`.
+pub fn next_backoff(cur: Duration) -> Duration {
+    (cur * 2).min(MAX_BACKOFF)
+}
+
+/// The pusher task. Runs until the channel closes or the `last` report was handled.
+pub struct Pusher {
+    client: Client,
+    spool: Spool,
+    stats: Arc<AgentStats>,
+    /// When set, the analyzer failed and no direct push is tried before this instant.
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Pusher {
+    pub fn new(client: Client, spool: Spool, stats: Arc<AgentStats>) -> Pusher {
+        let p = Pusher { client, spool, stats, retry_at: None, backoff: INITIAL_BACKOFF };
+        p.publish_spool();
+        if !p.spool.is_empty() {
+            tracing::info!(
+                reports = p.spool.len(),
+                bytes = p.spool.bytes(),
+                "spooled reports from an earlier run will be replayed"
+            );
+        }
+        p
+    }
+
+    fn publish_spool(&self) {
+        AgentStats::set(&self.stats.spool_reports, self.spool.len() as u64);
+        AgentStats::set(&self.stats.spool_bytes, self.spool.bytes());
+    }
+
+    fn spool(&mut self, r: &Outgoing) {
+        match self.spool.push(r.seq, &r.body) {
+            Ok(0) => {}
+            Ok(n) => {
+                AgentStats::add(&self.stats.dropped_reports, n);
+                tracing::warn!(dropped = n, seq = r.seq, "spool full: dropped the oldest reports");
+            }
+            Err(e) => {
+                AgentStats::add(&self.stats.dropped_reports, 1);
+                tracing::error!(seq = r.seq, error = %e, "cannot spool report; it is lost");
+            }
+        }
+        self.publish_spool();
+    }
+
+    fn failed(&mut self, seq: u64, why: &str) {
+        AgentStats::add(&self.stats.push_errors, 1);
+        if self.retry_at.is_none() {
+            tracing::warn!(
+                seq,
+                endpoint = self.client.endpoint(),
+                error = why,
+                "analyzer unreachable; spooling reports until it is back"
+            );
+        }
+        self.retry_at = Some(Instant::now() + self.backoff);
+        self.backoff = next_backoff(self.backoff);
+    }
+
+    fn refused(&mut self, seq: u64, status: u16, message: &str) {
+        AgentStats::add(&self.stats.push_errors, 1);
+        AgentStats::add(&self.stats.refused, 1);
+        tracing::error!(seq, status, analyzer_message = message, "analyzer refused the report; dropping it");
+    }
+
+    fn ok(&mut self) {
+        AgentStats::add(&self.stats.pushed, 1);
+        if self.retry_at.is_some() {
+            tracing::info!(endpoint = self.client.endpoint(), "analyzer reachable again");
+        }
+        self.retry_at = None;
+        self.backoff = INITIAL_BACKOFF;
+    }
+
+    /// Take everything already waiting on the channel into the spool (keeps order while replaying).
+    /// Returns the `last` report if it was among them.
+    fn absorb(&mut self, rx: &mut mpsc::Receiver<Outgoing>) -> Option<Outgoing> {
+        while let Ok(r) = rx.try_recv() {
+            if r.last {
+                return Some(r);
+            }
+            self.spool(&r);
+        }
+        None
+    }
+
+    /// Replay the spool oldest first until it is empty or the analyzer fails again. Returns false when
+    /// it stopped because of a failure.
+    async fn drain(&mut self, mut rx: Option<&mut mpsc::Receiver<Outgoing>>, last: &mut Option<Outgoing>) -> bool {
+        while let Some(seq) = self.spool.oldest() {
+            if let Some(rx) = rx.as_deref_mut() {
+                if last.is_none() {
+                    *last = self.absorb(rx);
+                }
+            }
+            let body = match self.spool.read(seq) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(seq, error = %e, "spooled report unreadable; dropping it");
+                    AgentStats::add(&self.stats.dropped_reports, 1);
+                    let _ = self.spool.remove(seq);
+                    self.publish_spool();
+                    continue;
+                }
+            };
+            match self.client.post(body).await {
+                Outcome::Accepted => self.ok(),
+                Outcome::Refused { status, message } => self.refused(seq, status, &message),
+                Outcome::Retry(why) => {
+                    self.failed(seq, &why);
+                    return false;
+                }
+            }
+            if let Err(e) = self.spool.remove(seq) {
+                tracing::error!(seq, error = %e, "cannot remove a sent report from the spool; it may be sent twice");
+            }
+            self.publish_spool();
+        }
+        true
+    }
+
+    /// Send one report now, or spool it if the analyzer is (or becomes) unavailable.
+    async fn send_or_spool(&mut self, r: Outgoing) {
+        match self.client.post(r.body.clone()).await {
+            Outcome::Accepted => self.ok(),
+            Outcome::Refused { status, message } => self.refused(r.seq, status, &message),
+            Outcome::Retry(why) => {
+                self.failed(r.seq, &why);
+                self.spool(&r);
+            }
+        }
+    }
+
+    /// The last report: flush the spool first if the analyzer answers, then send it; whatever cannot
+    /// be sent within the deadline stays spooled for the next start.
+    async fn finish(&mut self, last: Outgoing) {
+        let flush = async {
+            if !self.spool.is_empty() {
+                self.spool(&last);
+                self.drain(None, &mut None).await;
+            } else {
+                self.send_or_spool(last).await;
+            }
+        };
+        if tokio::time::timeout(SHUTDOWN_FLUSH_DEADLINE, flush).await.is_err() {
+            tracing::warn!(spooled = self.spool.len(), "shutdown flush timed out; the rest stays spooled");
+        }
+    }
+
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Outgoing>) {
+        loop {
+            // Replay what is spooled once the retry time has come.
+            let due = self.retry_at.is_none_or(|t| t <= Instant::now());
+            if !self.spool.is_empty() && due {
+                let mut last = None;
+                self.drain(Some(&mut rx), &mut last).await;
+                if let Some(last) = last {
+                    return self.finish(last).await;
+                }
+                continue;
+            }
+            let wake = self.retry_at.filter(|_| !self.spool.is_empty());
+            let msg = tokio::select! {
+                m = rx.recv() => m,
+                _ = async { tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)).await }, if wake.is_some() => continue,
+            };
+            let Some(r) = msg else { return };
+            if r.last {
+                return self.finish(r).await;
+            }
+            if !self.spool.is_empty() || self.retry_at.is_some_and(|t| t > Instant::now()) {
+                self.spool(&r);
+            } else {
+                self.send_or_spool(r).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let mut d = INITIAL_BACKOFF;
+        for _ in 0..20 {
+            d = next_backoff(d);
+        }
+        assert_eq!(d, MAX_BACKOFF);
+        assert_eq!(next_backoff(Duration::from_secs(1)), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn analyzer_urls_must_be_http() {
+        assert!(Client::new("analyzer:9440", None).is_err());
+        let c = Client::new("http://127.0.0.1:9440/", None).unwrap();
+        assert_eq!(c.endpoint(), "http://127.0.0.1:9440/api/v1/reports");
+    }
+}

@@ -1,0 +1,252 @@
+//! The disk spool: reports the analyzer could not take yet, one file per report named by its `seq`,
+//! replayed oldest first. Bounded in bytes (the oldest are dropped and counted), and it survives agent
+//! restarts. Also the persisted report sequence number (`seq` in the spool directory).
+//!
+//! Layout of the spool directory:
+//! - `seq`: the next sequence number, decimal.
+//! - `reports/00000000000000000042.json`: a spooled report (the exact bytes that will be posted).
+//!
+//! Files are written to a `.tmp` name and renamed, so a crash leaves either the whole file or none.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Why the spool could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("sequence file {path} holds {content:?}, not a number")]
+    BadSeq { path: PathBuf, content: String },
+}
+
+fn io_err(path: &Path, source: io::Error) -> SpoolError {
+    SpoolError::Io { path: path.to_path_buf(), source }
+}
+
+/// Spooled reports on disk, in `seq` order.
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    max_bytes: u64,
+    /// seq → file size.
+    entries: BTreeMap<u64, u64>,
+    bytes: u64,
+}
+
+impl Spool {
+    /// Open (creating it if needed) the spool under `spool_dir/reports`, and index what a previous run
+    /// left there. Half-written `.tmp` files are removed; files that are not ours are left alone.
+    pub fn open(spool_dir: &Path, max_bytes: u64) -> Result<Spool, SpoolError> {
+        let dir = spool_dir.join("reports");
+        std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        let mut entries = BTreeMap::new();
+        let mut bytes = 0;
+        for e in std::fs::read_dir(&dir).map_err(|e| io_err(&dir, e))? {
+            let Ok(e) = e else { continue };
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(e.path());
+                continue;
+            }
+            let Some(seq) = name.strip_suffix(".json").and_then(|s| s.parse::<u64>().ok()) else { continue };
+            let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+            entries.insert(seq, size);
+            bytes += size;
+        }
+        Ok(Spool { dir, max_bytes, entries, bytes })
+    }
+
+    fn path(&self, seq: u64) -> PathBuf {
+        self.dir.join(format!("{seq:020}.json"))
+    }
+
+    /// Store one report. Returns how many reports were dropped to make room (the oldest first; a report
+    /// larger than the whole spool is itself dropped).
+    pub fn push(&mut self, seq: u64, body: &[u8]) -> Result<u64, SpoolError> {
+        let size = body.len() as u64;
+        if size > self.max_bytes {
+            return Ok(1);
+        }
+        let mut dropped = 0;
+        while self.bytes + size > self.max_bytes {
+            let Some(oldest) = self.oldest() else { break };
+            self.remove(oldest)?;
+            dropped += 1;
+        }
+        let path = self.path(seq);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, body).map_err(|e| io_err(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
+        if let Some(old) = self.entries.insert(seq, size) {
+            self.bytes -= old;
+        }
+        self.bytes += size;
+        Ok(dropped)
+    }
+
+    /// The oldest spooled report's seq.
+    pub fn oldest(&self) -> Option<u64> {
+        self.entries.keys().next().copied()
+    }
+
+    /// The newest spooled report's seq.
+    pub fn newest(&self) -> Option<u64> {
+        self.entries.keys().next_back().copied()
+    }
+
+    /// The bytes of a spooled report.
+    pub fn read(&self, seq: u64) -> Result<Vec<u8>, SpoolError> {
+        let p = self.path(seq);
+        std::fs::read(&p).map_err(|e| io_err(&p, e))
+    }
+
+    /// Forget a report (sent, refused, or unreadable).
+    pub fn remove(&mut self, seq: u64) -> Result<(), SpoolError> {
+        if let Some(size) = self.entries.remove(&seq) {
+            self.bytes -= size;
+        }
+        let p = self.path(seq);
+        match std::fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&p, e)),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+/// The persisted report sequence number: `next()` hands out one number per report and writes the
+/// following one to disk, so numbering continues across restarts.
+#[derive(Debug)]
+pub struct SeqFile {
+    path: Option<PathBuf>,
+    next: u64,
+}
+
+impl SeqFile {
+    /// Load `spool_dir/seq`. The next number is also kept above anything still in the spool, so a lost
+    /// or stale seq file can never make two reports share a number. A missing file starts at 1.
+    pub fn open(spool_dir: &Path, spool: Option<&Spool>) -> Result<SeqFile, SpoolError> {
+        let path = spool_dir.join("seq");
+        let stored = match std::fs::read_to_string(&path) {
+            // An empty file is what a power loss between write and rename can leave: start over
+            // rather than refuse to run (the spool, if any, still keeps numbers increasing).
+            Ok(s) if s.trim().is_empty() => {
+                tracing::warn!(path = %path.display(), "sequence file is empty; numbering restarts after the spool");
+                1
+            }
+            Ok(s) => s.trim().parse::<u64>().map_err(|_| SpoolError::BadSeq { path: path.clone(), content: s })?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 1,
+            Err(e) => return Err(io_err(&path, e)),
+        };
+        let after_spool = spool.and_then(Spool::newest).map(|s| s + 1).unwrap_or(1);
+        Ok(SeqFile { path: Some(path), next: stored.max(after_spool).max(1) })
+    }
+
+    /// A sequence that is never written to disk (`--once` must not disturb a running agent's numbering).
+    pub fn read_only(spool_dir: &Path) -> SeqFile {
+        let next = std::fs::read_to_string(spool_dir.join("seq")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(1);
+        SeqFile { path: None, next }
+    }
+
+    /// The number for the next report; the one after it is persisted before this returns.
+    pub fn next(&mut self) -> Result<u64, SpoolError> {
+        let seq = self.next;
+        self.next += 1;
+        if let Some(path) = &self.path {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, format!("{}\n", self.next)).map_err(|e| io_err(&tmp, e))?;
+            std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
+        }
+        Ok(seq)
+    }
+
+    pub fn peek(&self) -> u64 {
+        self.next
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_come_back_oldest_first_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        for seq in [3, 1, 2] {
+            s.push(seq, format!("{{\"seq\":{seq}}}").as_bytes()).unwrap();
+        }
+        drop(s);
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(s.len(), 3);
+        assert_eq!(s.oldest(), Some(1));
+        assert_eq!(s.read(1).unwrap(), b"{\"seq\":1}");
+        s.remove(1).unwrap();
+        assert_eq!(s.oldest(), Some(2));
+    }
+
+    #[test]
+    fn a_full_spool_drops_the_oldest_and_says_how_many() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 25).unwrap();
+        assert_eq!(s.push(1, &[b'x'; 10]).unwrap(), 0);
+        assert_eq!(s.push(2, &[b'x'; 10]).unwrap(), 0);
+        assert_eq!(s.push(3, &[b'x'; 10]).unwrap(), 1);
+        assert_eq!(s.oldest(), Some(2));
+        assert_eq!(s.bytes(), 20);
+        assert_eq!(s.push(4, &[b'x'; 100]).unwrap(), 1, "a report bigger than the spool is dropped itself");
+        assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn half_written_files_are_cleaned_up_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("reports")).unwrap();
+        std::fs::write(dir.path().join("reports/00000000000000000007.tmp"), b"{").unwrap();
+        let s = Spool::open(dir.path(), 1000).unwrap();
+        assert!(s.is_empty());
+        assert!(!dir.path().join("reports/00000000000000000007.tmp").exists());
+    }
+
+    #[test]
+    fn seq_continues_across_restarts_and_stays_above_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut q = SeqFile::open(dir.path(), None).unwrap();
+        assert_eq!(q.next().unwrap(), 1);
+        assert_eq!(q.next().unwrap(), 2);
+        let mut q = SeqFile::open(dir.path(), None).unwrap();
+        assert_eq!(q.next().unwrap(), 3);
+        let mut s = Spool::open(dir.path(), 1000).unwrap();
+        s.push(10, b"{}").unwrap();
+        let mut q = SeqFile::open(dir.path(), Some(&s)).unwrap();
+        assert_eq!(q.next().unwrap(), 11);
+        let ro = SeqFile::read_only(dir.path());
+        assert_eq!(ro.peek(), 12);
+    }
+
+    #[test]
+    fn a_corrupt_seq_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("seq"), "banana").unwrap();
+        let e = SeqFile::open(dir.path(), None).unwrap_err();
+        assert!(e.to_string().contains("banana"), "{e}");
+    }
+}
