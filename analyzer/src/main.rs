@@ -1,1 +1,165 @@
-fn main() {}
+//! `faultline-analyzer`: the analyzer server binary. Reads config and flags, opens the store,
+//! continues open incidents, binds, prints `listening on http://ADDR`, and serves until SIGINT or
+//! SIGTERM.
+//!
+//! Exit codes: 0 after a clean shutdown, 1 when serving failed, 2 for a configuration or start-up
+//! error (bad flag, unreadable token or topology file, database that cannot be opened, port taken).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use faultline_analyzer::clock::SystemClock;
+use faultline_analyzer::config::Config;
+use faultline_analyzer::server::{self, AppState};
+use tracing::{info, warn};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "faultline-analyzer",
+    version,
+    about = "faultline analyzer: ingests agent reports, names root causes, serves incidents"
+)]
+struct Cli {
+    /// TOML config file; flags override its values.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:9440].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// SQLite database file [default: faultline.db].
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
+    /// Bearer token for ingest and read (prefer --token-file: flags show up in `ps`).
+    #[arg(long, value_name = "TOKEN", conflicts_with = "token_file")]
+    token: Option<String>,
+    /// File holding the bearer token.
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// Topology file (TOML, or JSON when named *.json).
+    #[arg(long, value_name = "PATH")]
+    topology: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let (state, listener, settings) = match start(cli).await {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match server::serve(listener, state, settings.tick_interval, shutdown_signal()).await {
+        Ok(()) => {
+            info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: serving failed: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn start(
+    cli: Cli,
+) -> anyhow::Result<(Arc<AppState>, tokio::net::TcpListener, faultline_analyzer::config::Settings)> {
+    let mut cfg = match &cli.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if let Some(l) = cli.listen {
+        cfg.listen = l;
+    }
+    if let Some(d) = cli.db {
+        cfg.db = d;
+    }
+    if let Some(t) = cli.token {
+        cfg.token = Some(t);
+        cfg.token_file = None;
+    }
+    if let Some(p) = cli.token_file {
+        cfg.token_file = Some(p);
+        cfg.token = None;
+    }
+    if let Some(t) = cli.topology {
+        cfg.topology = Some(t);
+    }
+    let settings = cfg.build()?;
+    let state = AppState::open(&settings, Arc::new(SystemClock), None).context("cannot start the store")?;
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let addr = listener.local_addr().context("cannot read the bound address")?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on http://{addr}").context("cannot write to stdout")?;
+        out.flush().context("cannot write to stdout")?;
+    }
+    if settings.token.is_none() {
+        warn!("************************************************************************");
+        warn!("NO API TOKEN CONFIGURED: anyone who can reach {addr} can push reports");
+        warn!("and read incidents. Set --token-file (or token_file in the config).");
+        warn!("************************************************************************");
+    }
+    if !addr.ip().is_loopback() {
+        warn!(
+            listen = %addr,
+            "listening on a non-loopback address without TLS: tokens and reports travel in clear text; \
+             put a TLS-terminating proxy in front or keep the network private"
+        );
+    }
+    info!(
+        listen = %addr,
+        db = %settings.db.display(),
+        topology = settings.topology_path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(none)".into()),
+        switches = settings.topology.switches.len(),
+        tick_ms = settings.tick_interval.as_millis() as u64,
+        "analyzer started"
+    );
+    Ok((state, listener, settings))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    info!("shutdown requested");
+}

@@ -1,0 +1,686 @@
+//! The read side of the HTTP API (nodes, incidents, components, jobs, topology, summary, metrics)
+//! and the per-node ingest ledger behind `GET /api/v1/nodes`.
+//!
+//! Lists are JSON arrays of the `proto::api` view types (plus a few ledger fields on nodes); errors
+//! are `{"error": "..."}`. Incidents are read from the store, so resolved incidents from before a
+//! restart are still served.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use faultline_proto::api::{ComponentView, HealthRow, JobView, NodeSummary, Summary, SwitchView, TopologyView};
+use faultline_proto::{ComponentId, ComponentKind, Incident, IncidentStatus, NodeReport, rfc3339};
+use serde::Serialize;
+
+use crate::metrics::{Snapshot, wants_openmetrics};
+use crate::server::{ApiError, AppState, accept_header, lock};
+use crate::store::IncidentQuery;
+
+/// Most separate missing-seq ranges remembered per node. Past this the oldest range is forgotten
+/// (its count stays in `seqs_missing`); a node with this many holes is broken in a way a person
+/// will look at anyway.
+const MAX_MISSING_RANGES: usize = 64;
+
+/// What the ledger needs from a report, taken before the report moves into the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportMeta {
+    pub node: String,
+    pub seq: u64,
+    pub timestamp_ms: i64,
+    pub interval_ms: u64,
+    pub agent_version: String,
+    pub shutdown: bool,
+    pub gpus: u32,
+    pub nics: u32,
+    pub bytes: usize,
+}
+
+impl ReportMeta {
+    pub fn of(r: &NodeReport, bytes: usize) -> Self {
+        Self {
+            node: r.node.clone(),
+            seq: r.seq,
+            timestamp_ms: r.timestamp_ms,
+            interval_ms: r.interval_ms,
+            agent_version: r.agent_version.clone(),
+            shutdown: r.shutdown,
+            gpus: u32::try_from(r.gpus.len()).unwrap_or(u32::MAX),
+            nics: u32::try_from(r.nics.len()).unwrap_or(u32::MAX),
+            bytes,
+        }
+    }
+}
+
+/// How a report's `seq` related to what came before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    First,
+    InOrder,
+    /// `missing` seqs were skipped before this one.
+    Gap {
+        missing: u64,
+    },
+    /// Filled a hole left by an earlier gap.
+    LateFill,
+    Duplicate,
+}
+
+/// One node's ingest history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeRecord {
+    pub last_seq: u64,
+    /// Reports applied, duplicates not counted.
+    pub reports: u64,
+    pub duplicates: u64,
+    /// Times `seq` jumped by more than one.
+    pub gaps: u64,
+    /// Seqs skipped and not (yet) filled by a late report.
+    pub seqs_missing: u64,
+    /// Reports that arrived after a later seq and filled a hole.
+    pub late: u64,
+    missing: VecDeque<(u64, u64)>,
+    /// Analyzer clock, Unix ms.
+    pub first_heard_ms: i64,
+    pub last_heard_ms: i64,
+    /// Report clock of the newest report, Unix ms.
+    pub last_report_ms: i64,
+    pub interval_ms: u64,
+    pub agent_version: String,
+    pub shutdown: bool,
+    pub bytes: u64,
+    pub gpus: u32,
+    pub nics: u32,
+}
+
+/// Per-node seq accounting: lets anyone check that every report arrived, in order, with no gap.
+#[derive(Debug, Default)]
+pub struct NodeLedger {
+    nodes: BTreeMap<String, NodeRecord>,
+}
+
+impl NodeLedger {
+    /// Accounts for one accepted report. `engine_duplicate` is the engine's own verdict.
+    pub fn record(&mut self, m: &ReportMeta, engine_duplicate: bool, now_ms: i64) -> Arrival {
+        let Some(rec) = self.nodes.get_mut(&m.node) else {
+            self.nodes.insert(
+                m.node.clone(),
+                NodeRecord {
+                    last_seq: m.seq,
+                    reports: 1,
+                    duplicates: 0,
+                    gaps: 0,
+                    seqs_missing: 0,
+                    late: 0,
+                    missing: VecDeque::new(),
+                    first_heard_ms: now_ms,
+                    last_heard_ms: now_ms,
+                    last_report_ms: m.timestamp_ms,
+                    interval_ms: m.interval_ms,
+                    agent_version: m.agent_version.clone(),
+                    shutdown: m.shutdown,
+                    bytes: m.bytes as u64,
+                    gpus: m.gpus,
+                    nics: m.nics,
+                },
+            );
+            return Arrival::First;
+        };
+        rec.last_heard_ms = now_ms;
+        rec.bytes = rec.bytes.saturating_add(m.bytes as u64);
+        let arrival = if engine_duplicate {
+            Arrival::Duplicate
+        } else if m.seq == rec.last_seq.saturating_add(1) {
+            Arrival::InOrder
+        } else if m.seq > rec.last_seq {
+            let missing = m.seq - rec.last_seq - 1;
+            rec.missing.push_back((rec.last_seq + 1, m.seq - 1));
+            if rec.missing.len() > MAX_MISSING_RANGES {
+                rec.missing.pop_front();
+            }
+            Arrival::Gap { missing }
+        } else if take_missing(&mut rec.missing, m.seq) {
+            Arrival::LateFill
+        } else {
+            Arrival::Duplicate
+        };
+        match arrival {
+            Arrival::Duplicate => {
+                rec.duplicates += 1;
+                return arrival;
+            }
+            Arrival::LateFill => {
+                rec.late += 1;
+                rec.seqs_missing = rec.seqs_missing.saturating_sub(1);
+            }
+            Arrival::Gap { missing } => {
+                rec.gaps += 1;
+                rec.seqs_missing = rec.seqs_missing.saturating_add(missing);
+            }
+            Arrival::First | Arrival::InOrder => {}
+        }
+        rec.reports += 1;
+        if m.seq > rec.last_seq {
+            rec.last_seq = m.seq;
+        }
+        if m.timestamp_ms >= rec.last_report_ms {
+            rec.last_report_ms = m.timestamp_ms;
+            rec.interval_ms = m.interval_ms;
+            rec.agent_version.clone_from(&m.agent_version);
+            rec.shutdown = m.shutdown;
+            rec.gpus = m.gpus;
+            rec.nics = m.nics;
+        }
+        arrival
+    }
+
+    pub fn get(&self, node: &str) -> Option<&NodeRecord> {
+        self.nodes.get(node)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &NodeRecord)> {
+        self.nodes.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Nodes heard within `intervals` of their own report interval, and not shut down.
+    pub fn reporting(&self, now_ms: i64, intervals: f64) -> usize {
+        self.nodes
+            .values()
+            .filter(|r| !r.shutdown && ((now_ms - r.last_heard_ms) as f64) <= intervals * r.interval_ms as f64)
+            .count()
+    }
+}
+
+/// Removes `seq` from the missing ranges; false when it was not missing.
+fn take_missing(ranges: &mut VecDeque<(u64, u64)>, seq: u64) -> bool {
+    let Some(i) = ranges.iter().position(|&(lo, hi)| lo <= seq && seq <= hi) else { return false };
+    let (lo, hi) = ranges[i];
+    match (seq == lo, seq == hi) {
+        (true, true) => {
+            ranges.remove(i);
+        }
+        (true, false) => ranges[i].0 = seq + 1,
+        (false, true) => ranges[i].1 = seq - 1,
+        (false, false) => {
+            ranges[i].1 = seq - 1;
+            ranges.insert(i + 1, (seq + 1, hi));
+        }
+    }
+    true
+}
+
+/// One row of `GET /api/v1/nodes`: the engine's summary plus the ingest ledger.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeEntry {
+    #[serde(flatten)]
+    pub summary: NodeSummary,
+    /// RFC 3339 form of `last_seen_s`.
+    pub last_seen_at: String,
+    /// Analyzer clock when the last report arrived, Unix seconds.
+    pub last_heard_s: f64,
+    /// Times `seq` jumped by more than one.
+    pub gaps: u64,
+    /// Seqs skipped and not filled since.
+    pub seqs_missing: u64,
+    /// Reports that repeated a seq already applied.
+    pub duplicates: u64,
+    /// Reports that arrived late and filled a hole.
+    pub late: u64,
+    pub interval_ms: u64,
+    pub agent_version: String,
+    /// Heard within its heartbeat allowance and not shut down.
+    pub reporting: bool,
+    /// Body bytes received from this node.
+    pub bytes: u64,
+}
+
+fn json_error(e: QueryRejection) -> ApiError {
+    ApiError::bad_request(format!("bad query string: {}", e.body_text()))
+}
+
+/// `GET /api/v1/nodes`
+pub async fn list_nodes(State(st): State<Arc<AppState>>) -> Response {
+    let now_ms = st.clock.now_ms();
+    let engine_nodes: BTreeMap<String, NodeSummary> =
+        lock(&st.engine).nodes().into_iter().map(|n| (n.node.clone(), n)).collect();
+    let open_roots = open_root_hosts(&st);
+    let ledger = lock(&st.ledger);
+    let mut out = Vec::with_capacity(ledger.len());
+    for (name, rec) in ledger.iter() {
+        let last_seen_s = rec.last_report_ms as f64 / 1000.0;
+        let summary = match engine_nodes.get(name) {
+            Some(s) => NodeSummary { last_seq: rec.last_seq, reports: rec.reports, ..s.clone() },
+            None => NodeSummary {
+                node: name.clone(),
+                last_seen_s,
+                last_seq: rec.last_seq,
+                reports: rec.reports,
+                gpus: rec.gpus,
+                gpus_faulty: 0,
+                nics: rec.nics,
+                healthy: !open_roots.contains(name.as_str()),
+                shutdown: rec.shutdown,
+            },
+        };
+        let reporting =
+            !rec.shutdown && ((now_ms - rec.last_heard_ms) as f64) <= st.heartbeat_intervals * rec.interval_ms as f64;
+        out.push(NodeEntry {
+            last_seen_at: rfc3339(summary.last_seen_s),
+            summary,
+            last_heard_s: rec.last_heard_ms as f64 / 1000.0,
+            gaps: rec.gaps,
+            seqs_missing: rec.seqs_missing,
+            duplicates: rec.duplicates,
+            late: rec.late,
+            interval_ms: rec.interval_ms,
+            agent_version: rec.agent_version.clone(),
+            reporting,
+            bytes: rec.bytes,
+        });
+    }
+    Json(out).into_response()
+}
+
+/// Hosts with an open incident rooted on them or on something of theirs.
+fn open_root_hosts(st: &AppState) -> BTreeSet<String> {
+    let open = st.open.read().unwrap_or_else(|p| p.into_inner());
+    open.values().filter_map(|i| i.root.host().map(str::to_string)).collect()
+}
+
+/// `GET /api/v1/incidents?status=open|resolved|all&since=<RFC 3339 or Unix s>&limit=N`
+pub async fn list_incidents(
+    State(st): State<Arc<AppState>>,
+    q: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = q.map_err(json_error)?;
+    let mut query = IncidentQuery { status: None, since_s: None, limit: st.list_limit };
+    for (k, v) in &params {
+        match k.as_str() {
+            "status" => {
+                query.status = match v.as_str() {
+                    "open" => Some(IncidentStatus::Open),
+                    "resolved" => Some(IncidentStatus::Resolved),
+                    "all" | "" => None,
+                    other => {
+                        return Err(ApiError::bad_request(format!(
+                            "status={other:?} is not one of open, resolved, all"
+                        )));
+                    }
+                }
+            }
+            "since" => {
+                query.since_s = Some(parse_since(v).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "since={v:?} is neither an RFC 3339 time (2024-05-01T12:00:00Z) nor Unix seconds"
+                    ))
+                })?);
+            }
+            "limit" => {
+                let n: usize = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| ApiError::bad_request(format!("limit={v:?} is not a positive whole number")))?;
+                query.limit = n.min(st.list_limit);
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {other:?} (known: status, since, limit)"
+                )));
+            }
+        }
+    }
+    let st2 = st.clone();
+    let list = tokio::task::spawn_blocking(move || lock(&st2.store).list(&query))
+        .await
+        .map_err(|e| ApiError::internal(format!("store task failed: {e}")))??;
+    Ok(Json(list).into_response())
+}
+
+/// `GET /api/v1/incidents/{id}`
+pub async fn get_incident(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let st2 = st.clone();
+    let id2 = id.clone();
+    let found = tokio::task::spawn_blocking(move || lock(&st2.store).get(&id2))
+        .await
+        .map_err(|e| ApiError::internal(format!("store task failed: {e}")))??;
+    match found {
+        Some(i) => Ok(Json(i).into_response()),
+        None => Err(ApiError::not_found(format!("no incident {id}"))),
+    }
+}
+
+/// `GET /api/v1/components/{id}`; the id may be sent URL-encoded or with its `/` as path segments.
+pub async fn get_component(State(st): State<Arc<AppState>>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+    let raw = raw.trim_start_matches('/');
+    let id: ComponentId = raw.parse().map_err(|e: faultline_proto::IdError| ApiError::bad_request(e.to_string()))?;
+    let engine_view = lock(&st.engine).component(&id);
+    let id_str = id.to_string();
+    let st2 = st.clone();
+    let root_str = id_str.clone();
+    let mut related = tokio::task::spawn_blocking(move || lock(&st2.store).by_root(&root_str))
+        .await
+        .map_err(|e| ApiError::internal(format!("store task failed: {e}")))??;
+    {
+        let open = st.open.read().unwrap_or_else(|p| p.into_inner());
+        for i in open.values() {
+            if i.root != id && i.paths.iter().any(|p| p.contains(&id_str)) {
+                related.push(i.clone());
+            }
+        }
+    }
+    let root_incidents = related;
+    let view = match engine_view {
+        Some(mut v) => {
+            for i in &root_incidents {
+                if !v.incidents.contains(&i.id) {
+                    v.incidents.push(i.id.clone());
+                }
+            }
+            v
+        }
+        None if !root_incidents.is_empty() => ComponentView {
+            kind: id.kind(),
+            healthy: !root_incidents.iter().any(|i| i.status == IncidentStatus::Open && i.root == id),
+            symptoms: Vec::new(),
+            depends_on: Vec::new(),
+            dependents: Vec::new(),
+            incidents: root_incidents.iter().map(|i| i.id.clone()).collect(),
+            id,
+        },
+        None => return Err(ApiError::not_found(format!("no component {id}"))),
+    };
+    Ok(Json(view).into_response())
+}
+
+/// `GET /api/v1/jobs`
+pub async fn list_jobs(State(st): State<Arc<AppState>>) -> Response {
+    let jobs: Vec<JobView> = lock(&st.engine).jobs();
+    Json(jobs).into_response()
+}
+
+/// `GET /api/v1/jobs/{id}`; `llm-70b` and `job:llm-70b` both work.
+pub async fn get_job(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let bare = id.strip_prefix("job:").unwrap_or(&id);
+    match lock(&st.engine).job(bare) {
+        Some(j) => Ok(Json(j).into_response()),
+        None => Err(ApiError::not_found(format!("no job {bare}"))),
+    }
+}
+
+/// `GET /api/v1/topology`
+pub async fn topology(State(st): State<Arc<AppState>>) -> Response {
+    let mut view = lock(&st.engine).topology_view();
+    if view.switches.is_empty() && !st.topology.switches.is_empty() {
+        // The engine has not built its graph yet: show the file as configured.
+        view.switches = st
+            .topology
+            .switches
+            .iter()
+            .map(|s| SwitchView {
+                id: format!("switch:{}", s.name),
+                tier: serde_json::to_value(s.tier)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                uplinks: s.uplinks.iter().map(|u| format!("switch:{u}")).collect(),
+                nics: Vec::new(),
+                healthy: true,
+            })
+            .collect();
+    }
+    if view.nodes.is_empty() {
+        view.nodes = lock(&st.ledger).iter().map(|(n, _)| n.clone()).collect();
+    }
+    Json::<TopologyView>(view).into_response()
+}
+
+/// `GET /api/v1/summary`: the engine's summary, with open-incident counts from the recorded state
+/// and a few analyzer facts.
+#[derive(Debug, Serialize)]
+struct SummaryBody {
+    #[serde(flatten)]
+    summary: Summary,
+    incidents_total: u64,
+    outbox_pending: u64,
+    analyzer_version: &'static str,
+    started_at: String,
+    uptime_s: f64,
+}
+
+pub async fn summary(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let mut s = lock(&st.engine).summary();
+    {
+        let open = st.open.read().unwrap_or_else(|p| p.into_inner());
+        s.open_incidents = u32::try_from(open.len()).unwrap_or(u32::MAX);
+        s.open_by_class.clear();
+        s.open_by_severity.clear();
+        for i in open.values() {
+            *s.open_by_class.entry(i.class).or_default() += 1;
+            *s.open_by_severity.entry(i.severity).or_default() += 1;
+        }
+    }
+    if s.nodes == 0 {
+        s.nodes = u32::try_from(lock(&st.ledger).len()).unwrap_or(u32::MAX);
+    }
+    let st2 = st.clone();
+    let counts = tokio::task::spawn_blocking(move || lock(&st2.store).counts())
+        .await
+        .map_err(|e| ApiError::internal(format!("store task failed: {e}")))??;
+    let now_s = st.clock.now_s();
+    Ok(Json(SummaryBody {
+        summary: s,
+        incidents_total: counts.incidents,
+        outbox_pending: counts.outbox_pending,
+        analyzer_version: env!("CARGO_PKG_VERSION"),
+        started_at: rfc3339(st.started_s),
+        uptime_s: (now_s - st.started_s).max(0.0),
+    })
+    .into_response())
+}
+
+/// Kinds whose healthy components still get a `faultline_component_healthy` series (the rest only
+/// appear while unhealthy): the parts people replace or reboot.
+fn always_exported(kind: ComponentKind) -> bool {
+    matches!(kind, ComponentKind::Gpu | ComponentKind::Nic | ComponentKind::Node | ComponentKind::Switch)
+}
+
+/// `GET /metrics`
+pub async fn metrics(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let now_ms = st.clock.now_ms();
+    let open: Vec<Incident> = st.open.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+    let (mut health, jobs): (Vec<HealthRow>, Vec<JobView>) = {
+        let engine = lock(&st.engine);
+        let health = engine
+            .health()
+            .filter(|h| h.kind != ComponentKind::Rank && h.kind != ComponentKind::Job)
+            .filter(|h| !h.healthy || always_exported(h.kind))
+            .collect();
+        (health, engine.jobs())
+    };
+    // Roots of open incidents are unhealthy even if the engine's view has not caught up (after a
+    // restart, before the next reports).
+    let listed: BTreeSet<ComponentId> = health.iter().map(|h| h.id.clone()).collect();
+    for i in &open {
+        let kind = i.root.kind();
+        if kind == ComponentKind::Rank || kind == ComponentKind::Job || listed.contains(&i.root) {
+            continue;
+        }
+        health.push(HealthRow { id: i.root.clone(), kind, node: i.root.host().map(str::to_string), healthy: false });
+    }
+    let affected: BTreeSet<String> = open.iter().flat_map(|i| i.affected_jobs.iter().cloned()).collect();
+    let mut job_rows: BTreeMap<String, bool> = jobs.into_iter().map(|j| (j.id, false)).collect();
+    for j in &affected {
+        job_rows.insert(j.strip_prefix("job:").unwrap_or(j).to_string(), true);
+    }
+    let (nodes, reporting) = {
+        let ledger = lock(&st.ledger);
+        (ledger.len(), ledger.reporting(now_ms, st.heartbeat_intervals))
+    };
+    let snap = Snapshot {
+        open_incidents: open.iter().collect(),
+        health,
+        jobs: job_rows.into_iter().collect(),
+        nodes: i64::try_from(nodes).unwrap_or(i64::MAX),
+        nodes_reporting: i64::try_from(reporting).unwrap_or(i64::MAX),
+    };
+    match st.metrics.render(&snap, wants_openmetrics(accept_header(&headers))) {
+        Ok((body, ct)) => {
+            let mut resp = body.into_response();
+            resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+            resp
+        }
+        Err(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "could not encode metrics").into_response(),
+    }
+}
+
+/// Parses `since`: Unix seconds (`1714564800`, `1714564800.5`) or RFC 3339 (`2024-05-01T12:00:00Z`,
+/// `2024-05-01T14:00:00.250+02:00`).
+pub fn parse_since(s: &str) -> Option<f64> {
+    let s = s.trim();
+    if let Ok(v) = s.parse::<f64>() {
+        return v.is_finite().then_some(v);
+    }
+    parse_rfc3339(s)
+}
+
+fn parse_rfc3339(s: &str) -> Option<f64> {
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = s.get(r)?;
+        if part.bytes().all(|c| c.is_ascii_digit()) { part.parse().ok() } else { None }
+    };
+    let (y, mo, d, h, mi, sec) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut frac = 0.0;
+    if let Some(r) = rest.strip_prefix('.') {
+        let digits = r.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        frac = format!("0.{}", &r[..digits]).parse().ok()?;
+        rest = &r[digits..];
+    }
+    let offset_s = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let rb = rest.as_bytes();
+            if rb.len() != 6 || !matches!(rb[0], b'+' | b'-') || rb[3] != b':' {
+                return None;
+            }
+            let oh: i64 = rest[1..3].parse().ok()?;
+            let om: i64 = rest[4..6].parse().ok()?;
+            let off = oh * 3600 + om * 60;
+            if rb[0] == b'-' { -off } else { off }
+        }
+    };
+    // Days from civil (Howard Hinnant's algorithm), the inverse of `rfc3339`.
+    let yy = if mo <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset_s;
+    Some(secs as f64 + frac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(node: &str, seq: u64) -> ReportMeta {
+        ReportMeta {
+            node: node.into(),
+            seq,
+            timestamp_ms: 1_000 + seq as i64,
+            interval_ms: 10_000,
+            agent_version: "0.1.0".into(),
+            shutdown: false,
+            gpus: 8,
+            nics: 8,
+            bytes: 100,
+        }
+    }
+
+    #[test]
+    fn ledger_counts_order_gaps_late_fills_and_duplicates() {
+        let mut l = NodeLedger::default();
+        assert_eq!(l.record(&meta("n", 1), false, 0), Arrival::First);
+        assert_eq!(l.record(&meta("n", 2), false, 0), Arrival::InOrder);
+        assert_eq!(l.record(&meta("n", 6), false, 0), Arrival::Gap { missing: 3 });
+        assert_eq!(l.record(&meta("n", 4), false, 0), Arrival::LateFill);
+        assert_eq!(l.record(&meta("n", 4), false, 0), Arrival::Duplicate);
+        assert_eq!(l.record(&meta("n", 6), false, 0), Arrival::Duplicate);
+        assert_eq!(l.record(&meta("n", 7), true, 0), Arrival::Duplicate);
+        let r = l.get("n").unwrap();
+        assert_eq!((r.last_seq, r.reports, r.gaps, r.seqs_missing, r.late, r.duplicates), (6, 4, 1, 2, 1, 3));
+        assert_eq!(r.missing, VecDeque::from([(3, 3), (5, 5)]));
+    }
+
+    #[test]
+    fn missing_ranges_split_and_shrink() {
+        let mut r = VecDeque::from([(10, 20)]);
+        assert!(take_missing(&mut r, 10));
+        assert!(take_missing(&mut r, 20));
+        assert!(take_missing(&mut r, 15));
+        assert_eq!(r, VecDeque::from([(11, 14), (16, 19)]));
+        assert!(!take_missing(&mut r, 15));
+        assert!(!take_missing(&mut r, 25));
+    }
+
+    #[test]
+    fn reporting_counts_only_nodes_heard_recently_and_not_shut_down() {
+        let mut l = NodeLedger::default();
+        l.record(&meta("a", 1), false, 0);
+        l.record(&meta("b", 1), false, 50_000);
+        let mut m = meta("c", 1);
+        m.shutdown = true;
+        l.record(&m, false, 50_000);
+        assert_eq!(l.reporting(50_000, 3.0), 1);
+        assert_eq!(l.reporting(20_000, 3.0), 2);
+    }
+
+    #[test]
+    fn since_accepts_unix_seconds_and_rfc3339() {
+        assert_eq!(parse_since("1700000000"), Some(1_700_000_000.0));
+        assert_eq!(parse_since("1700000000.5"), Some(1_700_000_000.5));
+        assert_eq!(parse_since("2023-11-14T22:13:20.500Z"), Some(1_700_000_000.5));
+        assert_eq!(parse_since("2023-11-15T00:13:20+02:00"), Some(1_700_000_000.0));
+        assert_eq!(parse_since("2000-02-29T00:00:00Z"), Some(951_782_400.0));
+        assert_eq!(parse_since("1970-01-01T00:00:00Z"), Some(0.0));
+        for bad in ["yesterday", "2023-13-01T00:00:00Z", "2023-11-14", "2023-11-14T22:13:20", "NaN", "inf", ""] {
+            assert_eq!(parse_since(bad), None, "{bad}");
+        }
+        // Round trip with the proto formatter over a spread of instants.
+        for s in [0.0, 86_399.0, 951_868_799.999, 1_714_564_800.0, 4_102_444_800.0] {
+            assert_eq!(parse_since(&rfc3339(s)), Some(s), "{s}");
+        }
+    }
+}

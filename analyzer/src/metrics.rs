@@ -1,0 +1,411 @@
+//! The analyzer's own `/metrics`: open incidents, component health, affected jobs, diagnosis
+//! latency, and how ingest is doing. Text format 0.0.4 by default, OpenMetrics when asked for.
+//!
+//! Every label has bounded cardinality: classes, severities and results are fixed sets; incident,
+//! component and job series exist only while they matter and are capped.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+use faultline_proto::api::HealthRow;
+use faultline_proto::{Incident, Severity};
+use prometheus_client::encoding::{EncodeLabelSet, prometheus_text, text};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Content type of the OpenMetrics text format.
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Diagnosis latency buckets, seconds: hard evidence is diagnosed within a tick (≤ 1 s), soft
+/// evidence must persist for a few report intervals (10 s each by default), so the tail reaches
+/// ten minutes.
+const DIAGNOSIS_BUCKETS: [f64; 12] = [0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
+
+/// Ingest handling time buckets, seconds: a typical report decodes and applies in well under a
+/// millisecond; a maximal 8 MiB one takes tens of milliseconds.
+const INGEST_BUCKETS: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+
+/// Report age buckets, seconds: live reports arrive within a second; spooled ones replayed after
+/// an outage can be hours old.
+const REPORT_AGE_BUCKETS: [f64; 12] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0];
+
+/// Most `faultline_incident_info` series at once: an incident storm must not become a series storm.
+const MAX_INCIDENT_INFO_SERIES: usize = 1_000;
+
+/// Most `faultline_job_affected` series at once.
+const MAX_JOB_SERIES: usize = 5_000;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct ClassLabels {
+    class: String,
+    severity: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InfoLabels {
+    id: String,
+    root: String,
+    class: String,
+    severity: String,
+    action: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ComponentLabels {
+    component: String,
+    kind: String,
+    node: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    job: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+/// How one ingest request ended; the `result` label of `faultline_ingest_reports_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestResult {
+    Accepted,
+    Duplicate,
+    /// Not JSON, or JSON of the wrong shape.
+    Malformed,
+    /// Well-formed but refused by validation.
+    Invalid,
+    Unauthorized,
+    TooLarge,
+    UnsupportedMediaType,
+}
+
+impl IngestResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Duplicate => "duplicate",
+            Self::Malformed => "malformed",
+            Self::Invalid => "invalid",
+            Self::Unauthorized => "unauthorized",
+            Self::TooLarge => "too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+        }
+    }
+}
+
+/// Everything `/metrics` shows that is a snapshot of state rather than a running count.
+#[derive(Debug, Default)]
+pub struct Snapshot<'a> {
+    pub open_incidents: Vec<&'a Incident>,
+    /// Component health; unhealthy rows are kept first when the cap bites.
+    pub health: Vec<HealthRow>,
+    /// Every job known, with whether an open incident affects it.
+    pub jobs: Vec<(String, bool)>,
+    pub nodes: i64,
+    pub nodes_reporting: i64,
+}
+
+/// The registry and every metric in it.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    incidents_open: Family<ClassLabels, Gauge>,
+    incident_info: Family<InfoLabels, Gauge>,
+    component_healthy: Family<ComponentLabels, Gauge>,
+    job_affected: Family<JobLabels, Gauge>,
+    diagnosis_latency: Histogram,
+    ingest_reports: Family<ResultLabels, Counter>,
+    ingest_bytes: Counter,
+    ingest_duration: Histogram,
+    report_age: Histogram,
+    nodes: Gauge,
+    nodes_reporting: Gauge,
+    /// Class/severity pairs seen open at least once: they stay at 0 after resolving so that
+    /// `faultline_incidents_open` drops to zero instead of vanishing.
+    seen_classes: Mutex<BTreeSet<ClassLabels>>,
+    /// Serializes refresh+encode so two scrapes never see each other's half-rebuilt families.
+    scrape: Mutex<()>,
+    max_components: usize,
+}
+
+impl Metrics {
+    pub fn new(max_components: usize) -> Self {
+        let mut registry = Registry::with_prefix("faultline");
+        let incidents_open = Family::<ClassLabels, Gauge>::default();
+        registry.register("incidents_open", "Open incidents by fault class and severity", incidents_open.clone());
+        let incident_info = Family::<InfoLabels, Gauge>::default();
+        registry.register(
+            "incident_info",
+            "1 for each open incident, labelled with its root and class",
+            incident_info.clone(),
+        );
+        let component_healthy = Family::<ComponentLabels, Gauge>::default();
+        registry.register(
+            "component_healthy",
+            "1 when a component shows no symptom, 0 when it does (hardware components and unhealthy ones only)",
+            component_healthy.clone(),
+        );
+        let job_affected = Family::<JobLabels, Gauge>::default();
+        registry.register("job_affected", "1 when an open incident affects the job", job_affected.clone());
+        let diagnosis_latency = Histogram::new(DIAGNOSIS_BUCKETS);
+        registry.register(
+            "diagnosis_latency_seconds",
+            "Time from the first symptom (report clock) to the incident opening (analyzer clock)",
+            diagnosis_latency.clone(),
+        );
+        let ingest_reports = Family::<ResultLabels, Counter>::default();
+        registry.register("ingest_reports", "Report posts by result", ingest_reports.clone());
+        let ingest_bytes = Counter::default();
+        registry.register("ingest_bytes", "Bytes of report bodies read", ingest_bytes.clone());
+        let ingest_duration = Histogram::new(INGEST_BUCKETS);
+        registry.register(
+            "ingest_duration_seconds",
+            "Time to read, decode, validate and apply one report",
+            ingest_duration.clone(),
+        );
+        let report_age = Histogram::new(REPORT_AGE_BUCKETS);
+        registry.register(
+            "report_age_seconds",
+            "Analyzer time minus report timestamp at arrival (spool replays are old; clock skew shows here too)",
+            report_age.clone(),
+        );
+        let nodes = Gauge::default();
+        registry.register("nodes", "Nodes heard from since the analyzer started", nodes.clone());
+        let nodes_reporting = Gauge::default();
+        registry.register(
+            "nodes_reporting",
+            "Nodes whose last report arrived within their heartbeat allowance",
+            nodes_reporting.clone(),
+        );
+        for r in [IngestResult::Accepted, IngestResult::Invalid, IngestResult::Malformed] {
+            let _ = ingest_reports.get_or_create_owned(&ResultLabels { result: r.as_str().into() });
+        }
+        Self {
+            registry,
+            incidents_open,
+            incident_info,
+            component_healthy,
+            job_affected,
+            diagnosis_latency,
+            ingest_reports,
+            ingest_bytes,
+            ingest_duration,
+            report_age,
+            nodes,
+            nodes_reporting,
+            seen_classes: Mutex::new(BTreeSet::new()),
+            scrape: Mutex::new(()),
+            max_components,
+        }
+    }
+
+    pub fn ingest_result(&self, result: IngestResult) {
+        self.ingest_reports.get_or_create(&ResultLabels { result: result.as_str().into() }).inc();
+    }
+
+    pub fn ingest_bytes(&self, n: usize) {
+        self.ingest_bytes.inc_by(n as u64);
+    }
+
+    pub fn ingest_duration(&self, seconds: f64) {
+        self.ingest_duration.observe(seconds);
+    }
+
+    /// Age of a report at arrival; negative ages (agent clock ahead) count as 0.
+    pub fn report_age(&self, seconds: f64) {
+        if seconds.is_finite() {
+            self.report_age.observe(seconds.max(0.0));
+        }
+    }
+
+    /// One newly opened incident: record its diagnosis latency.
+    pub fn incident_opened(&self, inc: &Incident) {
+        let latency = inc.opened_s - inc.onset_s;
+        if latency.is_finite() {
+            self.diagnosis_latency.observe(latency.max(0.0));
+        }
+    }
+
+    /// Rebuilds the state gauges from `snap` and encodes everything. `openmetrics` picks the format;
+    /// the content type to send comes back with the text.
+    pub fn render(&self, snap: &Snapshot<'_>, openmetrics: bool) -> Result<(String, &'static str), std::fmt::Error> {
+        let _guard = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        self.refresh(snap);
+        let mut out = String::new();
+        if openmetrics {
+            text::encode(&mut out, &self.registry)?;
+            Ok((out, OPENMETRICS_CONTENT_TYPE))
+        } else {
+            prometheus_text::encode(&mut out, &self.registry)?;
+            Ok((out, prometheus_text::CONTENT_TYPE))
+        }
+    }
+
+    fn refresh(&self, snap: &Snapshot<'_>) {
+        let mut seen = self.seen_classes.lock().unwrap_or_else(|p| p.into_inner());
+        for labels in seen.iter() {
+            self.incidents_open.get_or_create(labels).set(0);
+        }
+        self.incident_info.clear();
+        let mut open = snap.open_incidents.clone();
+        // Newest first when capping info series: the newest incidents are the ones being worked on.
+        open.sort_by(|a, b| b.opened_s.total_cmp(&a.opened_s).then_with(|| b.id.cmp(&a.id)));
+        for (i, inc) in open.iter().enumerate() {
+            let labels = ClassLabels { class: inc.class.as_str().into(), severity: severity_str(inc.severity).into() };
+            self.incidents_open.get_or_create(&labels).inc();
+            seen.insert(labels);
+            if i < MAX_INCIDENT_INFO_SERIES {
+                let action = serde_json::to_value(inc.action)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_else(|| "none".into());
+                self.incident_info
+                    .get_or_create(&InfoLabels {
+                        id: inc.id.clone(),
+                        root: inc.root.to_string(),
+                        class: inc.class.as_str().into(),
+                        severity: severity_str(inc.severity).into(),
+                        action,
+                    })
+                    .set(1);
+            }
+        }
+        drop(seen);
+
+        self.component_healthy.clear();
+        let mut rows: Vec<&HealthRow> = snap.health.iter().collect();
+        // Unhealthy first, then by id, so the cap drops healthy series, never the sick ones.
+        rows.sort_by(|a, b| a.healthy.cmp(&b.healthy).then_with(|| a.id.cmp(&b.id)));
+        for row in rows.into_iter().take(self.max_components) {
+            self.component_healthy
+                .get_or_create(&ComponentLabels {
+                    component: row.id.to_string(),
+                    kind: row.kind.as_str().into(),
+                    node: row.node.clone().unwrap_or_default(),
+                })
+                .set(i64::from(row.healthy));
+        }
+
+        self.job_affected.clear();
+        let mut jobs: Vec<&(String, bool)> = snap.jobs.iter().collect();
+        jobs.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        for (job, affected) in jobs.into_iter().take(MAX_JOB_SERIES) {
+            self.job_affected.get_or_create(&JobLabels { job: job.clone() }).set(i64::from(*affected));
+        }
+        self.nodes.set(snap.nodes);
+        self.nodes_reporting.set(snap.nodes_reporting);
+    }
+}
+
+fn severity_str(s: Severity) -> &'static str {
+    s.as_str()
+}
+
+/// Whether an `Accept` header asks for OpenMetrics.
+pub fn wants_openmetrics(accept: Option<&str>) -> bool {
+    accept.is_some_and(|a| a.split(',').any(|part| part.trim().starts_with("application/openmetrics-text")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use faultline_proto::{Action, ComponentId, ComponentKind, FaultClass, IncidentStatus, rfc3339};
+
+    fn incident(id: &str, class: FaultClass) -> Incident {
+        Incident {
+            id: id.into(),
+            root: ComponentId::gpu("node-0001", 2),
+            class,
+            severity: Severity::Critical,
+            confidence: 0.9,
+            status: IncidentStatus::Open,
+            summary: String::new(),
+            onset_s: 100.0,
+            opened_s: 101.5,
+            opened_at: rfc3339(101.5),
+            updated_s: 101.5,
+            resolved_s: None,
+            affected_jobs: vec!["j1".into()],
+            paths: vec![],
+            evidence: vec![],
+            timeline: vec![],
+            action: Action::ResetGpu,
+        }
+    }
+
+    fn render(m: &Metrics, snap: &Snapshot<'_>) -> String {
+        m.render(snap, false).unwrap().0
+    }
+
+    #[test]
+    fn open_incidents_show_and_drop_to_zero_when_resolved() {
+        let m = Metrics::new(100);
+        let a = incident("inc-000001", FaultClass::GpuLost);
+        m.incident_opened(&a);
+        let out = render(&m, &Snapshot { open_incidents: vec![&a], ..Default::default() });
+        assert!(out.contains(r#"faultline_incidents_open{class="gpu_lost",severity="critical"} 1"#), "{out}");
+        assert!(out.contains(
+            r#"faultline_incident_info{id="inc-000001",root="node-0001/gpu2",class="gpu_lost",severity="critical",action="reset_gpu"} 1"#
+        ), "{out}");
+        assert!(out.contains("faultline_diagnosis_latency_seconds_bucket{le=\"2\"} 1"), "{out}");
+        let out = render(&m, &Snapshot::default());
+        assert!(out.contains(r#"faultline_incidents_open{class="gpu_lost",severity="critical"} 0"#), "{out}");
+        assert!(!out.contains("faultline_incident_info{"), "{out}");
+    }
+
+    #[test]
+    fn component_series_are_capped_keeping_the_unhealthy() {
+        let m = Metrics::new(2);
+        let row = |i: u32, healthy| HealthRow {
+            id: ComponentId::gpu("n1", i),
+            kind: ComponentKind::Gpu,
+            node: Some("n1".into()),
+            healthy,
+        };
+        let snap = Snapshot { health: vec![row(0, true), row(1, true), row(2, false)], ..Default::default() };
+        let out = render(&m, &snap);
+        assert!(out.contains(r#"faultline_component_healthy{component="n1/gpu2",kind="gpu",node="n1"} 0"#), "{out}");
+        assert!(out.contains(r#"faultline_component_healthy{component="n1/gpu0",kind="gpu",node="n1"} 1"#), "{out}");
+        assert!(!out.contains("n1/gpu1"), "{out}");
+    }
+
+    #[test]
+    fn counters_and_formats() {
+        let m = Metrics::new(10);
+        m.ingest_result(IngestResult::Accepted);
+        m.ingest_result(IngestResult::TooLarge);
+        m.ingest_bytes(123);
+        m.report_age(-5.0);
+        let snap = Snapshot {
+            jobs: vec![("j1".into(), true), ("j2".into(), false)],
+            nodes: 3,
+            nodes_reporting: 2,
+            ..Default::default()
+        };
+        let (out, ct) = m.render(&snap, false).unwrap();
+        assert_eq!(ct, prometheus_text::CONTENT_TYPE);
+        for needle in [
+            r#"faultline_ingest_reports_total{result="accepted"} 1"#,
+            r#"faultline_ingest_reports_total{result="too_large"} 1"#,
+            "faultline_ingest_bytes_total 123",
+            "faultline_report_age_seconds_bucket{le=\"0.05\"} 1",
+            r#"faultline_job_affected{job="j1"} 1"#,
+            r#"faultline_job_affected{job="j2"} 0"#,
+            "faultline_nodes 3",
+            "faultline_nodes_reporting 2",
+        ] {
+            assert!(out.contains(needle), "missing {needle} in\n{out}");
+        }
+        let (out, ct) = m.render(&snap, true).unwrap();
+        assert_eq!(ct, OPENMETRICS_CONTENT_TYPE);
+        assert!(out.ends_with("# EOF\n"), "{out}");
+        assert!(wants_openmetrics(Some("application/openmetrics-text;version=1.0.0,text/plain;q=0.5")));
+        assert!(!wants_openmetrics(Some("text/plain")));
+        assert!(!wants_openmetrics(None));
+    }
+}

@@ -1,0 +1,466 @@
+//! The analyzer's HTTP server: report ingest, the read API, `/metrics`, `/healthz`, and the
+//! background tick that runs the engine once a second and records what changed.
+//!
+//! **Architecture Invariant:** the engine sits behind one std `Mutex` and every critical section is
+//! short: reports are decoded and validated before the lock is taken, and store writes happen after
+//! it is released.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, HttpBody};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use faultline_proto::{Incident, IncidentStatus, NodeReport, ReportError, TopologyFile};
+use serde::Serialize;
+use tracing::{debug, error, info, warn};
+
+use crate::api::{self, NodeLedger, ReportMeta};
+use crate::auth::{self, Token};
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::engine::{Analyzer, IncidentChange};
+use crate::metrics::{IngestResult, Metrics};
+use crate::store::{NewOutbox, Store, StoreError};
+
+/// Most incident changes kept in memory while the store refuses writes (disk full, I/O error).
+/// Incident changes are rare (a handful per fault), so this covers hours of a broken disk.
+const MAX_PENDING_CHANGES: usize = 10_000;
+
+/// Turns an incident change into the notifications to enqueue with it (issue 7 plugs in here).
+pub trait OutboxPlanner: Send + Sync + std::fmt::Debug + 'static {
+    fn plan(&self, change: &IncidentChange, now_s: f64) -> Vec<NewOutbox>;
+}
+
+/// A JSON error answer: `{"error": "..."}` with a 4xx/5xx status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into() }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, axum::Json(ErrorBody { error: &self.message })).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        error!(error = %e, "store read failed");
+        Self::internal(format!("store: {e}"))
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Everything the handlers and the tick share.
+pub struct AppState {
+    pub engine: Mutex<Analyzer>,
+    /// Ingest bookkeeping per node (seq gaps, duplicates). Lock order: engine, then ledger.
+    pub ledger: Mutex<NodeLedger>,
+    pub store: Mutex<Store>,
+    /// Open incidents as last recorded, for metrics and summaries without a database read.
+    pub open: RwLock<BTreeMap<String, Incident>>,
+    pub metrics: Metrics,
+    pub clock: Arc<dyn Clock>,
+    pub token: Option<Token>,
+    pub topology: TopologyFile,
+    pub max_body_bytes: usize,
+    pub list_limit: usize,
+    pub heartbeat_intervals: f64,
+    pub started_s: f64,
+    planner: Option<Arc<dyn OutboxPlanner>>,
+    /// Changes the store has not accepted yet; retried on the next tick.
+    pending: Mutex<Vec<IncidentChange>>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("token", &self.token)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one tick did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TickReport {
+    pub changes: usize,
+    /// Changes still waiting for the store after this tick (0 when all is written).
+    pub pending: usize,
+}
+
+/// Locks a mutex, carrying on with the data if a previous holder panicked: the state is plain data
+/// and a half-finished update is better than a dead server.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl AppState {
+    /// Opens the store, restores the open incidents into a fresh engine, and logs how long that took.
+    pub fn open(
+        settings: &Settings,
+        clock: Arc<dyn Clock>,
+        planner: Option<Arc<dyn OutboxPlanner>>,
+    ) -> Result<Arc<Self>, StartError> {
+        let t0 = Instant::now();
+        let store = Store::open(&settings.db)?;
+        Self::with_store(settings, store, clock, planner, t0)
+    }
+
+    /// Like `open`, with a store the caller opened (an in-memory one in tests).
+    pub fn with_store(
+        settings: &Settings,
+        store: Store,
+        clock: Arc<dyn Clock>,
+        planner: Option<Arc<dyn OutboxPlanner>>,
+        t0: Instant,
+    ) -> Result<Arc<Self>, StartError> {
+        let open = store.load_open()?;
+        let next_id = store.next_incident_id()?;
+        let counts = store.counts()?;
+        let mut engine = Analyzer::new(settings.engine.clone(), settings.topology.clone());
+        let open_map: BTreeMap<String, Incident> = open.iter().map(|i| (i.id.clone(), i.clone())).collect();
+        engine.restore(open, next_id);
+        info!(
+            db = %settings.db.display(),
+            incidents = counts.incidents,
+            open = open_map.len(),
+            outbox_pending = counts.outbox_pending,
+            next_id,
+            elapsed_ms = t0.elapsed().as_millis() as u64,
+            "store loaded; open incidents continue"
+        );
+        let started_s = clock.now_s();
+        Ok(Arc::new(Self {
+            engine: Mutex::new(engine),
+            ledger: Mutex::new(NodeLedger::default()),
+            store: Mutex::new(store),
+            open: RwLock::new(open_map),
+            metrics: Metrics::new(settings.metrics_max_components),
+            clock,
+            token: settings.token.clone(),
+            topology: settings.topology.clone(),
+            max_body_bytes: settings.max_body_bytes,
+            list_limit: settings.list_limit,
+            heartbeat_intervals: settings.engine.heartbeat_intervals,
+            started_s,
+            planner,
+            pending: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// Runs the engine once at the clock's time and records every change (with its notifications)
+    /// in one transaction. If the store refuses, the changes wait in memory for the next tick.
+    pub fn tick_once(&self) -> TickReport {
+        let now_ms = self.clock.now_ms();
+        let changes = lock(&self.engine).tick(now_ms);
+        let n = changes.len();
+        if n > 0 {
+            let mut open = self.open.write().unwrap_or_else(|p| p.into_inner());
+            for c in &changes {
+                match c {
+                    IncidentChange::Opened(i) => {
+                        self.metrics.incident_opened(i);
+                        info!(incident = %i.id, root = %i.root, class = %i.class, confidence = i.confidence, "incident opened");
+                    }
+                    IncidentChange::Updated(i) => debug!(incident = %i.id, "incident updated"),
+                    IncidentChange::Resolved(i) => info!(incident = %i.id, root = %i.root, "incident resolved"),
+                }
+                let inc = change_incident(c);
+                if inc.status == IncidentStatus::Open && !matches!(c, IncidentChange::Resolved(_)) {
+                    open.insert(inc.id.clone(), inc.clone());
+                } else {
+                    open.remove(&inc.id);
+                }
+            }
+        }
+        let mut pending = lock(&self.pending);
+        pending.extend(changes);
+        if pending.is_empty() {
+            return TickReport::default();
+        }
+        let now_s = now_ms as f64 / 1000.0;
+        let outbox: Vec<NewOutbox> = match &self.planner {
+            Some(p) => pending.iter().flat_map(|c| p.plan(c, now_s)).collect(),
+            None => Vec::new(),
+        };
+        match lock(&self.store).record(&pending, &outbox, now_s) {
+            Ok(()) => {
+                pending.clear();
+            }
+            Err(e) => {
+                if pending.len() > MAX_PENDING_CHANGES {
+                    let drop_n = pending.len() - MAX_PENDING_CHANGES;
+                    pending.drain(..drop_n);
+                    error!(dropped = drop_n, "store unavailable too long; oldest unrecorded incident changes dropped");
+                }
+                error!(error = %e, pending = pending.len(), "cannot record incident changes; retrying next tick");
+            }
+        }
+        TickReport { changes: n, pending: pending.len() }
+    }
+
+    /// Checks the bearer token of a request.
+    pub fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        auth::check(self.token.as_ref(), headers).map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))
+    }
+}
+
+fn change_incident(c: &IncidentChange) -> &Incident {
+    match c {
+        IncidentChange::Opened(i) | IncidentChange::Updated(i) | IncidentChange::Resolved(i) => i,
+    }
+}
+
+/// The whole HTTP app.
+pub fn router(state: Arc<AppState>) -> Router {
+    let read = Router::new()
+        .route("/api/v1/nodes", get(api::list_nodes))
+        .route("/api/v1/incidents", get(api::list_incidents))
+        .route("/api/v1/incidents/{id}", get(api::get_incident))
+        .route("/api/v1/components/{*id}", get(api::get_component))
+        .route("/api/v1/jobs", get(api::list_jobs))
+        .route("/api/v1/jobs/{id}", get(api::get_job))
+        .route("/api/v1/topology", get(api::topology))
+        .route("/api/v1/summary", get(api::summary))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/api/v1/reports", post(post_report).layer(DefaultBodyLimit::disable()))
+        .merge(read)
+        .route("/metrics", get(api::metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(|req: Request| async move {
+            ApiError::not_found(format!("no route {} {}", req.method(), req.uri().path()))
+        })
+        .method_not_allowed_fallback(|req: Request| async move {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{} is not allowed on {}", req.method(), req.uri().path()),
+            )
+        })
+        .with_state(state)
+}
+
+async fn require_token(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    match st.authorize(req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Serialize)]
+struct Accepted {
+    node: String,
+    seq: u64,
+    duplicate: bool,
+}
+
+/// `POST /api/v1/reports`.
+async fn post_report(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let t0 = Instant::now();
+    let (result, resp) = match ingest(&st, &headers, body).await {
+        Ok((accepted, result)) => (result, (StatusCode::OK, axum::Json(accepted)).into_response()),
+        Err((result, e)) => {
+            debug!(status = e.status.as_u16(), error = %e.message, "report refused");
+            (result, e.into_response())
+        }
+    };
+    st.metrics.ingest_result(result);
+    st.metrics.ingest_duration(t0.elapsed().as_secs_f64());
+    resp
+}
+
+type Refusal = (IngestResult, ApiError);
+
+async fn ingest(st: &AppState, headers: &HeaderMap, body: Body) -> Result<(Accepted, IngestResult), Refusal> {
+    st.authorize(headers).map_err(|e| (IngestResult::Unauthorized, e))?;
+    check_content_type(headers).map_err(|e| (IngestResult::UnsupportedMediaType, e))?;
+    let too_large = |n: String| {
+        (
+            IngestResult::TooLarge,
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("report body is {n} bytes, more than the limit of {} bytes", st.max_body_bytes),
+            ),
+        )
+    };
+    if let Some(len) = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
+        if len > st.max_body_bytes as u64 {
+            return Err(too_large(len.to_string()));
+        }
+    }
+    let bytes = match read_limited(body, st.max_body_bytes).await {
+        Ok(b) => b,
+        Err(ReadError::TooLarge) => return Err(too_large("more".into())),
+        Err(ReadError::Io(e)) => {
+            return Err((
+                IngestResult::Malformed,
+                ApiError::bad_request(format!("could not read the request body: {e}")),
+            ));
+        }
+    };
+    st.metrics.ingest_bytes(bytes.len());
+    if bytes.is_empty() {
+        return Err((
+            IngestResult::Malformed,
+            ApiError::bad_request("empty body: expected one NodeReport JSON object"),
+        ));
+    }
+    // Decode and validate outside the engine lock.
+    let report = NodeReport::from_json(&bytes).map_err(|e| report_refusal(&e))?;
+    let meta = ReportMeta::of(&report, bytes.len());
+    let now_ms = st.clock.now_ms();
+    st.metrics.report_age((now_ms - report.timestamp_ms) as f64 / 1000.0);
+    let outcome = {
+        let mut engine = lock(&st.engine);
+        let outcome = engine
+            .ingest(report, now_ms)
+            .map_err(|e| (IngestResult::Invalid, ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())))?;
+        lock(&st.ledger).record(&meta, outcome.duplicate, now_ms);
+        outcome
+    };
+    let result = if outcome.duplicate { IngestResult::Duplicate } else { IngestResult::Accepted };
+    debug!(node = %outcome.node, seq = outcome.seq, duplicate = outcome.duplicate, bytes = meta.bytes, "report applied");
+    Ok((Accepted { node: outcome.node, seq: outcome.seq, duplicate: outcome.duplicate }, result))
+}
+
+fn report_refusal(e: &ReportError) -> Refusal {
+    match e {
+        ReportError::Decode { .. } => (IngestResult::Malformed, ApiError::bad_request(e.to_string())),
+        ReportError::Invalid { .. } => {
+            (IngestResult::Invalid, ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
+        }
+    }
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let unsupported = |msg: String| ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, msg);
+    let Some(v) = headers.get(CONTENT_TYPE) else {
+        return Err(unsupported("missing Content-Type: send `Content-Type: application/json`".into()));
+    };
+    let v = v.to_str().map_err(|_| unsupported("Content-Type is not readable text".into()))?;
+    let mime = v.split(';').next().unwrap_or("").trim();
+    if mime.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(unsupported(format!("Content-Type is {v:?}; reports must be sent as application/json")))
+    }
+}
+
+enum ReadError {
+    TooLarge,
+    Io(String),
+}
+
+/// Reads a body frame by frame, stopping as soon as it passes `limit` bytes.
+async fn read_limited(mut body: Body, limit: usize) -> Result<Vec<u8>, ReadError> {
+    let mut buf = Vec::new();
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let frame = frame.map_err(|e| ReadError::Io(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(ReadError::TooLarge);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf)
+}
+
+/// Whether the metrics request asks for OpenMetrics.
+pub(crate) fn accept_header(headers: &HeaderMap) -> Option<&str> {
+    headers.get(ACCEPT).and_then(|v| v.to_str().ok())
+}
+
+/// Serves on `listener` until `shutdown` resolves, ticking the engine every `tick_interval`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    tick_interval: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let ticker = tokio::spawn(tick_loop(state.clone(), tick_interval));
+    let result = axum::serve(listener, router(state.clone())).with_graceful_shutdown(shutdown).await;
+    ticker.abort();
+    // Give unrecorded changes one last chance to reach the store.
+    let st = state.clone();
+    let left = tokio::task::spawn_blocking(move || st.flush_pending()).await.unwrap_or(0);
+    if left > 0 {
+        warn!(pending = left, "shutting down with incident changes the store did not accept");
+    }
+    result
+}
+
+impl AppState {
+    /// Retries recording pending changes without ticking; returns how many are still pending.
+    pub fn flush_pending(&self) -> usize {
+        let mut pending = lock(&self.pending);
+        if pending.is_empty() {
+            return 0;
+        }
+        let now_s = self.clock.now_s();
+        let outbox: Vec<NewOutbox> = match &self.planner {
+            Some(p) => pending.iter().flat_map(|c| p.plan(c, now_s)).collect(),
+            None => Vec::new(),
+        };
+        match lock(&self.store).record(&pending, &outbox, now_s) {
+            Ok(()) => pending.clear(),
+            Err(e) => error!(error = %e, "cannot record incident changes"),
+        }
+        pending.len()
+    }
+}
+
+async fn tick_loop(state: Arc<AppState>, every: Duration) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let st = state.clone();
+        match tokio::task::spawn_blocking(move || st.tick_once()).await {
+            Ok(r) if r.changes > 0 => debug!(changes = r.changes, pending = r.pending, "tick"),
+            Ok(_) => {}
+            Err(e) => error!(error = %e, "engine tick panicked; continuing"),
+        }
+    }
+}

@@ -1,0 +1,594 @@
+//! Durable state: incidents, their timelines, the notification outbox and a little metadata, in one
+//! SQLite file (WAL, `synchronous=FULL`), so every incident once recorded survives `kill -9`.
+//!
+//! **Architecture Invariant:** an incident change and the notifications it causes are written in the
+//! same transaction (`Store::record`), so a crash can never keep one without the other.
+
+use std::path::{Path, PathBuf};
+
+use faultline_proto::{Incident, IncidentStatus, TimelineEntry};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use crate::engine::IncidentChange;
+
+/// The schema this code writes. Bump it together with a migration in `migrate`.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// How long a writer waits for another connection's lock before giving up, milliseconds. Only the
+/// analyzer itself writes, so this only covers an operator's `sqlite3` shell holding a read.
+const BUSY_TIMEOUT_MS: u64 = 5_000;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS incidents (
+    id         TEXT PRIMARY KEY,
+    json       TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    root       TEXT NOT NULL,
+    class      TEXT NOT NULL,
+    opened_s   REAL NOT NULL,
+    updated_s  REAL NOT NULL,
+    resolved_s REAL
+);
+CREATE INDEX IF NOT EXISTS incidents_by_status ON incidents(status, opened_s);
+CREATE INDEX IF NOT EXISTS incidents_by_update ON incidents(updated_s);
+CREATE INDEX IF NOT EXISTS incidents_by_root ON incidents(root);
+CREATE TABLE IF NOT EXISTS timeline (
+    incident_id TEXT NOT NULL,
+    idx         INTEGER NOT NULL,
+    at_s        REAL NOT NULL,
+    what        TEXT NOT NULL,
+    detail      TEXT NOT NULL,
+    PRIMARY KEY (incident_id, idx)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    receiver        TEXT NOT NULL,
+    incident_id     TEXT NOT NULL,
+    event           TEXT NOT NULL,
+    payload         TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_s  REAL NOT NULL,
+    state           TEXT NOT NULL DEFAULT 'pending',
+    last_error      TEXT,
+    created_s       REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_s);
+";
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open database {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error(
+        "database schema version {found} is newer than this analyzer understands ({SCHEMA_VERSION}); run a newer analyzer"
+    )]
+    TooNew { found: i64 },
+    #[error("incident {id} in the database is not readable: {message}")]
+    Corrupt { id: String, message: String },
+    #[error("cannot encode incident {id}: {message}")]
+    Encode { id: String, message: String },
+}
+
+/// A notification to enqueue together with an incident change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewOutbox {
+    /// Receiver name from the notifier config.
+    pub receiver: String,
+    pub incident_id: String,
+    /// `opened`, `updated`, `resolved`.
+    pub event: String,
+    /// The body to send, already encoded.
+    pub payload: String,
+    /// Unique per (receiver, incident, event, version): enqueueing it twice keeps one row.
+    pub idempotency_key: String,
+    /// Unix seconds of the first attempt.
+    pub next_attempt_s: f64,
+}
+
+/// State of one outbox row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxState {
+    Pending,
+    Sent,
+    /// Gave up after too many attempts.
+    Dead,
+}
+
+impl OutboxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Sent => "sent",
+            Self::Dead => "dead",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "sent" => Self::Sent,
+            "dead" => Self::Dead,
+            _ => Self::Pending,
+        }
+    }
+}
+
+/// One stored notification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub receiver: String,
+    pub incident_id: String,
+    pub event: String,
+    pub payload: String,
+    pub idempotency_key: String,
+    pub attempts: u32,
+    pub next_attempt_s: f64,
+    pub state: OutboxState,
+    pub last_error: Option<String>,
+}
+
+/// Which incidents a list returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentQuery {
+    /// `None` means open and resolved.
+    pub status: Option<IncidentStatus>,
+    /// Only incidents active at some point at or after this Unix second: still open, or updated
+    /// (which includes resolved) at or after it.
+    pub since_s: Option<f64>,
+    /// The newest `limit` matches are returned, oldest first.
+    pub limit: usize,
+}
+
+/// Counts for the start-up log and `/api/v1/summary`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreCounts {
+    pub incidents: u64,
+    pub open: u64,
+    pub outbox_pending: u64,
+}
+
+/// The SQLite store. One connection; callers serialize access (the server keeps it in a mutex).
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+}
+
+fn status_str(s: IncidentStatus) -> &'static str {
+    match s {
+        IncidentStatus::Open => "open",
+        IncidentStatus::Resolved => "resolved",
+    }
+}
+
+/// The number in `inc-000123`, if the id has that shape.
+pub fn incident_number(id: &str) -> Option<u64> {
+    let digits = id.strip_prefix("inc-")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+impl Store {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
+        Self::init(conn).map_err(|e| match e {
+            StoreError::Sql(source) => StoreError::Open { path: path.to_path_buf(), source },
+            other => other,
+        })
+    }
+
+    /// A throwaway database for tests and the simulator.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Self, StoreError> {
+        conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
+        // WAL: readers never block the writer; FULL: a committed incident is on disk, not just in
+        // the OS cache, before `record` returns (incident writes are rare, so the fsync is cheap).
+        let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        conn.execute_batch("PRAGMA synchronous=FULL;")?;
+        let mut store = Self { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute_batch(SCHEMA)?;
+        let found: Option<String> =
+            tx.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).optional()?;
+        match found.and_then(|v| v.parse::<i64>().ok()) {
+            Some(v) if v > SCHEMA_VERSION => return Err(StoreError::TooNew { found: v }),
+            Some(_) => {}
+            None => {
+                tx.execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?1)",
+                    params![SCHEMA_VERSION.to_string()],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Writes incident changes and the notifications they cause in one transaction: all or nothing.
+    pub fn record(&mut self, changes: &[IncidentChange], outbox: &[NewOutbox], now_s: f64) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        for change in changes {
+            let inc = match change {
+                IncidentChange::Opened(i) | IncidentChange::Updated(i) | IncidentChange::Resolved(i) => i,
+            };
+            upsert_incident(&tx, inc)?;
+        }
+        for o in outbox {
+            tx.execute(
+                "INSERT OR IGNORE INTO outbox(receiver, incident_id, event, payload, idempotency_key, next_attempt_s, created_s)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![o.receiver, o.incident_id, o.event, o.payload, o.idempotency_key, o.next_attempt_s, now_s],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Open incidents, oldest first, for `Analyzer::restore` after a restart. A row that no longer
+    /// decodes is skipped and logged rather than blocking start-up; the rest are returned.
+    pub fn load_open(&self) -> Result<Vec<Incident>, StoreError> {
+        let mut stmt =
+            self.conn.prepare("SELECT id, json FROM incidents WHERE status = 'open' ORDER BY opened_s, id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, json) = row?;
+            match decode(&id, &json) {
+                Ok(i) => out.push(i),
+                Err(e) => tracing::error!(incident = %id, error = %e, "skipping unreadable incident"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The number the next new incident should get: one past the highest ever recorded, so ids are
+    /// never reused even after incidents are deleted by hand.
+    pub fn next_incident_id(&self) -> Result<u64, StoreError> {
+        let from_meta: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'next_incident_id'", [], |r| r.get(0))
+            .optional()?;
+        let from_meta = from_meta.and_then(|v| v.parse::<u64>().ok()).unwrap_or(1);
+        let mut stmt = self.conn.prepare("SELECT id FROM incidents")?;
+        let mut max = 0u64;
+        for id in stmt.query_map([], |r| r.get::<_, String>(0))? {
+            if let Some(n) = incident_number(&id?) {
+                max = max.max(n);
+            }
+        }
+        Ok(from_meta.max(max.saturating_add(1)))
+    }
+
+    /// One incident by id.
+    pub fn get(&self, id: &str) -> Result<Option<Incident>, StoreError> {
+        let json: Option<String> =
+            self.conn.query_row("SELECT json FROM incidents WHERE id = ?1", params![id], |r| r.get(0)).optional()?;
+        json.map(|j| decode(id, &j)).transpose()
+    }
+
+    /// Incidents matching `q`, oldest first.
+    pub fn list(&self, q: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
+        let status = q.status.map(status_str);
+        let mut stmt = self.conn.prepare(
+            "SELECT id, json FROM incidents
+             WHERE (?1 IS NULL OR status = ?1)
+               AND (?2 IS NULL OR status = 'open' OR updated_s >= ?2)
+             ORDER BY opened_s DESC, id DESC
+             LIMIT ?3",
+        )?;
+        let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![status, q.since_s, limit], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, json) = row?;
+            out.push(decode(&id, &json)?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Every incident (open or resolved) rooted at `root`, oldest first.
+    pub fn by_root(&self, root: &str) -> Result<Vec<Incident>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT id, json FROM incidents WHERE root = ?1 ORDER BY opened_s, id")?;
+        let rows = stmt.query_map(params![root], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, json) = row?;
+            out.push(decode(&id, &json)?);
+        }
+        Ok(out)
+    }
+
+    /// The stored timeline of one incident, in order.
+    pub fn timeline(&self, id: &str) -> Result<Vec<TimelineEntry>, StoreError> {
+        let mut stmt =
+            self.conn.prepare("SELECT at_s, what, detail FROM timeline WHERE incident_id = ?1 ORDER BY idx")?;
+        let rows =
+            stmt.query_map(params![id], |r| Ok(TimelineEntry { at_s: r.get(0)?, what: r.get(1)?, detail: r.get(2)? }))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn counts(&self) -> Result<StoreCounts, StoreError> {
+        let (incidents, open): (i64, i64) =
+            self.conn.query_row("SELECT COUNT(*), COALESCE(SUM(status = 'open'), 0) FROM incidents", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        let pending: i64 =
+            self.conn.query_row("SELECT COUNT(*) FROM outbox WHERE state = 'pending'", [], |r| r.get(0))?;
+        Ok(StoreCounts {
+            incidents: incidents.max(0) as u64,
+            open: open.max(0) as u64,
+            outbox_pending: pending.max(0) as u64,
+        })
+    }
+
+    /// Pending notifications whose time has come, oldest first.
+    pub fn outbox_due(&self, now_s: f64, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, receiver, incident_id, event, payload, idempotency_key, attempts, next_attempt_s, state, last_error
+             FROM outbox WHERE state = 'pending' AND next_attempt_s <= ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![now_s, limit], |r| {
+            Ok(OutboxRow {
+                id: r.get(0)?,
+                receiver: r.get(1)?,
+                incident_id: r.get(2)?,
+                event: r.get(3)?,
+                payload: r.get(4)?,
+                idempotency_key: r.get(5)?,
+                attempts: r.get::<_, i64>(6)?.clamp(0, i64::from(u32::MAX)) as u32,
+                next_attempt_s: r.get(7)?,
+                state: OutboxState::parse(&r.get::<_, String>(8)?),
+                last_error: r.get(9)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Marks a notification delivered.
+    pub fn outbox_sent(&mut self, id: i64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE outbox SET state = 'sent', attempts = attempts + 1, last_error = NULL WHERE id = ?1",
+            params![id],
+        )?;
+        Ok(())
+    }
+
+    /// Records a failed attempt: retry at `next_attempt_s`, or give up (`dead`) when `None`.
+    pub fn outbox_failed(&mut self, id: i64, error: &str, next_attempt_s: Option<f64>) -> Result<(), StoreError> {
+        let state = if next_attempt_s.is_some() { OutboxState::Pending } else { OutboxState::Dead };
+        self.conn.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, state = ?3,
+                 next_attempt_s = COALESCE(?4, next_attempt_s) WHERE id = ?1",
+            params![id, error, state.as_str(), next_attempt_s],
+        )?;
+        Ok(())
+    }
+}
+
+fn decode(id: &str, json: &str) -> Result<Incident, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt { id: id.to_string(), message: e.to_string() })
+}
+
+fn upsert_incident(tx: &Transaction<'_>, inc: &Incident) -> Result<(), StoreError> {
+    let json =
+        serde_json::to_string(inc).map_err(|e| StoreError::Encode { id: inc.id.clone(), message: e.to_string() })?;
+    tx.execute(
+        "INSERT INTO incidents(id, json, status, root, class, opened_s, updated_s, resolved_s)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT(id) DO UPDATE SET json = excluded.json, status = excluded.status, root = excluded.root,
+             class = excluded.class, updated_s = excluded.updated_s, resolved_s = excluded.resolved_s",
+        params![
+            inc.id,
+            json,
+            status_str(inc.status),
+            inc.root.to_string(),
+            inc.class.as_str(),
+            inc.opened_s,
+            inc.updated_s,
+            inc.resolved_s
+        ],
+    )?;
+    for (idx, t) in inc.timeline.iter().enumerate() {
+        tx.execute(
+            "INSERT OR IGNORE INTO timeline(incident_id, idx, at_s, what, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![inc.id, idx as i64, t.at_s, t.what, t.detail],
+        )?;
+    }
+    if let Some(n) = incident_number(&inc.id) {
+        let next = n.saturating_add(1).to_string();
+        tx.execute(
+            "INSERT INTO meta(key, value) VALUES ('next_incident_id', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value
+             WHERE CAST(excluded.value AS INTEGER) > CAST(meta.value AS INTEGER)",
+            params![next],
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use faultline_proto::{Action, ComponentId, FaultClass, Severity, rfc3339};
+
+    fn incident(n: u64, opened_s: f64, status: IncidentStatus) -> Incident {
+        Incident {
+            id: format!("inc-{n:06}"),
+            root: ComponentId::gpu("node-0008", 3),
+            class: FaultClass::GpuLost,
+            severity: Severity::Critical,
+            confidence: 0.98,
+            status,
+            summary: "node-0008/gpu3 fell off the bus (XID 79)".into(),
+            onset_s: opened_s - 0.5,
+            opened_s,
+            opened_at: rfc3339(opened_s),
+            updated_s: opened_s,
+            resolved_s: None,
+            affected_jobs: vec!["llm-70b".into()],
+            paths: vec![vec!["job:llm-70b".into(), "job:llm-70b/rank19".into(), "node-0008/gpu3".into()]],
+            evidence: vec![],
+            timeline: vec![TimelineEntry { at_s: opened_s, what: "opened".into(), detail: "XID 79".into() }],
+            action: Action::ResetGpu,
+        }
+    }
+
+    fn all(limit: usize) -> IncidentQuery {
+        IncidentQuery { status: None, since_s: None, limit }
+    }
+
+    #[test]
+    fn incidents_survive_reopening_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.db");
+        let a = incident(1, 100.0, IncidentStatus::Open);
+        let mut b = incident(2, 200.0, IncidentStatus::Open);
+        {
+            let mut s = Store::open(&path).unwrap();
+            s.record(&[IncidentChange::Opened(a.clone()), IncidentChange::Opened(b.clone())], &[], 200.0).unwrap();
+            b.status = IncidentStatus::Resolved;
+            b.resolved_s = Some(300.0);
+            b.updated_s = 300.0;
+            b.timeline.push(TimelineEntry { at_s: 300.0, what: "resolved".into(), detail: "gone".into() });
+            s.record(&[IncidentChange::Resolved(b.clone())], &[], 300.0).unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.load_open().unwrap(), vec![a.clone()]);
+        assert_eq!(s.get("inc-000002").unwrap().unwrap(), b);
+        assert_eq!(s.list(&all(100)).unwrap(), vec![a, b]);
+        assert_eq!(s.timeline("inc-000002").unwrap().len(), 2);
+        assert_eq!(s.next_incident_id().unwrap(), 3);
+        assert_eq!(s.counts().unwrap(), StoreCounts { incidents: 2, open: 1, outbox_pending: 0 });
+        assert!(s.get("inc-000009").unwrap().is_none());
+        assert_eq!(s.by_root("node-0008/gpu3").unwrap().len(), 2);
+        assert!(s.by_root("node-0008/gpu4").unwrap().is_empty());
+    }
+
+    #[test]
+    fn list_filters_by_status_since_and_limit() {
+        let mut s = Store::open_in_memory().unwrap();
+        let mut old = incident(1, 100.0, IncidentStatus::Resolved);
+        old.resolved_s = Some(150.0);
+        old.updated_s = 150.0;
+        let open_old = incident(2, 120.0, IncidentStatus::Open);
+        let new = incident(3, 500.0, IncidentStatus::Open);
+        let changes: Vec<_> = [&old, &open_old, &new].iter().map(|i| IncidentChange::Opened((*i).clone())).collect();
+        s.record(&changes, &[], 500.0).unwrap();
+        let ids = |q: IncidentQuery| s.list(&q).unwrap().into_iter().map(|i| i.id).collect::<Vec<_>>();
+        assert_eq!(ids(IncidentQuery { status: Some(IncidentStatus::Open), ..all(10) }), ["inc-000002", "inc-000003"]);
+        assert_eq!(ids(IncidentQuery { status: Some(IncidentStatus::Resolved), ..all(10) }), ["inc-000001"]);
+        // Since 200: the old resolved one is out; the old open one is still active.
+        assert_eq!(ids(IncidentQuery { since_s: Some(200.0), ..all(10) }), ["inc-000002", "inc-000003"]);
+        // The newest `limit`, oldest first.
+        assert_eq!(ids(all(2)), ["inc-000002", "inc-000003"]);
+    }
+
+    #[test]
+    fn next_id_never_goes_back_even_if_rows_are_deleted() {
+        let mut s = Store::open_in_memory().unwrap();
+        assert_eq!(s.next_incident_id().unwrap(), 1);
+        s.record(&[IncidentChange::Opened(incident(41, 1.0, IncidentStatus::Open))], &[], 1.0).unwrap();
+        s.record(&[IncidentChange::Opened(incident(7, 2.0, IncidentStatus::Open))], &[], 2.0).unwrap();
+        s.conn.execute("DELETE FROM incidents", []).unwrap();
+        assert_eq!(s.next_incident_id().unwrap(), 42);
+    }
+
+    #[test]
+    fn outbox_rows_are_written_with_the_change_and_deduplicated() {
+        let mut s = Store::open_in_memory().unwrap();
+        let inc = incident(1, 10.0, IncidentStatus::Open);
+        let note = NewOutbox {
+            receiver: "oncall".into(),
+            incident_id: inc.id.clone(),
+            event: "opened".into(),
+            payload: "{}".into(),
+            idempotency_key: "oncall/inc-000001/opened".into(),
+            next_attempt_s: 10.0,
+        };
+        s.record(&[IncidentChange::Opened(inc.clone())], std::slice::from_ref(&note), 10.0).unwrap();
+        s.record(&[IncidentChange::Updated(inc)], std::slice::from_ref(&note), 11.0).unwrap();
+        assert!(s.outbox_due(9.0, 10).unwrap().is_empty());
+        let due = s.outbox_due(10.0, 10).unwrap();
+        assert_eq!(due.len(), 1);
+        s.outbox_failed(due[0].id, "connection refused", Some(20.0)).unwrap();
+        assert!(s.outbox_due(15.0, 10).unwrap().is_empty());
+        let due = s.outbox_due(20.0, 10).unwrap();
+        assert_eq!((due[0].attempts, due[0].last_error.as_deref()), (1, Some("connection refused")));
+        s.outbox_sent(due[0].id).unwrap();
+        assert!(s.outbox_due(100.0, 10).unwrap().is_empty());
+        assert_eq!(s.counts().unwrap().outbox_pending, 0);
+    }
+
+    #[test]
+    fn a_failed_transaction_keeps_nothing() {
+        let mut s = Store::open_in_memory().unwrap();
+        s.conn
+            .execute_batch(
+                "CREATE TRIGGER no_outbox BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+            )
+            .unwrap();
+        let inc = incident(1, 10.0, IncidentStatus::Open);
+        let note = NewOutbox {
+            receiver: "r".into(),
+            incident_id: inc.id.clone(),
+            event: "opened".into(),
+            payload: "{}".into(),
+            idempotency_key: "k".into(),
+            next_attempt_s: 0.0,
+        };
+        assert!(s.record(&[IncidentChange::Opened(inc)], &[note], 10.0).is_err());
+        assert_eq!(s.counts().unwrap().incidents, 0);
+    }
+
+    #[test]
+    fn corrupt_rows_are_named_and_skipped_at_load() {
+        let mut s = Store::open_in_memory().unwrap();
+        s.record(&[IncidentChange::Opened(incident(1, 1.0, IncidentStatus::Open))], &[], 1.0).unwrap();
+        s.record(&[IncidentChange::Opened(incident(2, 2.0, IncidentStatus::Open))], &[], 2.0).unwrap();
+        s.conn.execute("UPDATE incidents SET json = '{' WHERE id = 'inc-000001'", []).unwrap();
+        assert_eq!(s.load_open().unwrap().len(), 1);
+        let e = s.get("inc-000001").unwrap_err().to_string();
+        assert!(e.contains("inc-000001"), "{e}");
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.db");
+        drop(Store::open(&path).unwrap());
+        let c = Connection::open(&path).unwrap();
+        c.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'", []).unwrap();
+        drop(c);
+        let e = Store::open(&path).unwrap_err().to_string();
+        assert!(e.contains("99"), "{e}");
+    }
+
+    #[test]
+    fn incident_numbers() {
+        assert_eq!(incident_number("inc-000042"), Some(42));
+        assert_eq!(incident_number("inc-"), None);
+        assert_eq!(incident_number("inc-12a"), None);
+        assert_eq!(incident_number("x-1"), None);
+    }
+}
