@@ -1,1 +1,1101 @@
-//! Progress API (stub).
+//! The progress API: training loops post `{job, rank, step, …}` to the agent (HTTP on 127.0.0.1 or a
+//! Unix socket); the store keeps the latest state per (job, rank) for the jobs collector and `/metrics`.
+//!
+//! Contract of `POST /progress` (JSON object, at most [`MAX_BODY_BYTES`]):
+//!
+//! | field | type | notes |
+//! | --- | --- | --- |
+//! | `job` | string, required | the job id the agent discovers: Slurm job id, else `TORCHELASTIC_RUN_ID`, … |
+//! | `rank` | integer ≥ 0, required | global rank |
+//! | `step` | integer ≥ 0, required | the training step just finished |
+//! | `step_time_ms` | number ≥ 0 or null | wall time of the step; derived from post spacing when absent |
+//! | `compute_ms` | number ≥ 0 or null | the step's own work before it waits in collectives |
+//! | `loss`, `grad_norm` | number, null, or the strings `"nan"`, `"inf"`, `"-inf"` | a string marks a non-finite value |
+//! | `loss_nonfinite`, `grad_norm_nonfinite` | bool | alternative to the strings: `"loss": null, "loss_nonfinite": true` |
+//! | `status` | `running` (default), `checkpointing`, `exited` | |
+//! | `exit_code` | integer | required with `exited`, refused otherwise; negative = killed by signal -n |
+//!
+//! The bare tokens `NaN`, `Infinity` and `-Infinity` (what Python's `json.dumps` writes for non-finite
+//! floats) are accepted too and read like the strings above. Unknown fields are refused, so a typo does
+//! not silently drop data.
+//!
+//! Decisions:
+//! - A step lower than the last one is accepted: it is a restart from a checkpoint. It counts as
+//!   progress and restarts the step-time average. A repeated step is not progress (the time of last
+//!   progress stays) but its other fields are stored.
+//! - `nonfinite_loss` is latched: it stays set for [`NONFINITE_HOLD_MS`] after the last non-finite loss
+//!   or gradient norm, so a report taken every interval cannot miss a single bad step.
+//! - A refused post (4xx, with the reason in `{"error": "..."}`) changes nothing. Success is `204`.
+//! - The store holds at most [`DEFAULT_MAX_ENTRIES`] (job, rank) entries; a post for a new entry when
+//!   it is full is refused with 429 and counted in `dropped()`. Entries expire [`STALE_AFTER_MS`]
+//!   after their last post unless the jobs collector still sees the rank's process
+//!   ([`ProgressStore::touch`]); `exited` entries expire after [`EXITED_RETAIN_MS`].
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use faultline_proto::{Progress, ProgressStatus};
+use serde_json::{Map, Value};
+
+/// Largest accepted post body. A progress post is ~200 bytes; 16 KiB leaves room for long job ids
+/// while keeping a misbehaving client from making the agent buffer much.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Most (job, rank) entries tracked. A node runs at most a few dozen ranks; 65,536 bounds memory to a
+/// few tens of MiB even when a client posts garbage ids.
+pub const DEFAULT_MAX_ENTRIES: usize = 65_536;
+/// An entry with no post and no live process for this long is forgotten. One hour: far longer than any
+/// checkpoint or evaluation pause, short enough that ids of finished jobs do not pile up.
+pub const STALE_AFTER_MS: i64 = 60 * 60 * 1000;
+/// An `exited` entry is kept this long after its last post (the same 5 minutes the jobs collector
+/// keeps a vanished rank), so the analyzer sees the exit in several reports.
+pub const EXITED_RETAIN_MS: i64 = 5 * 60 * 1000;
+/// Weight of the newest sample in the step-time moving average. 0.2 averages over roughly the last
+/// 5–10 steps: smooth enough to hide ±2% jitter, quick enough to show a slowdown within ~10 steps.
+pub const STEP_TIME_EWMA_ALPHA: f64 = 0.2;
+/// How long `nonfinite_loss` stays set after the last non-finite value: 60 s is several report
+/// intervals (default 10 s), so no report in between can miss it.
+pub const NONFINITE_HOLD_MS: i64 = 60 * 1000;
+/// Highest accepted rank. The largest published training runs use ~10^5 GPUs; 2^24 leaves margin and
+/// still refuses obviously corrupt values.
+pub const MAX_RANK: u32 = 1 << 24;
+/// Largest accepted `step_time_ms` / `compute_ms`: the proto's own bound (1e9 ms ≈ 11.6 days).
+pub const MAX_DURATION_MS: f64 = 1e9;
+/// Default address of the HTTP listener (also the default of `report-progress --url`).
+pub const DEFAULT_URL: &str = "http://127.0.0.1:9431/progress";
+
+const KNOWN_FIELDS: &str = "job, rank, step, step_time_ms, compute_ms, loss, loss_nonfinite, grad_norm, \
+                            grad_norm_nonfinite, status, exit_code";
+
+/// Why a post was refused. Each maps to one HTTP status (see [`PostError::status`]).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PostError {
+    /// The body is not a valid post; the message names the field.
+    #[error("{0}")]
+    Invalid(String),
+    /// The body is over [`MAX_BODY_BYTES`].
+    #[error("body is {0} bytes, more than the limit of {MAX_BODY_BYTES}")]
+    TooLarge(usize),
+    /// The store is full and this (job, rank) is new.
+    #[error("tracking limit of {0} (job, rank) entries reached; post refused")]
+    Full(usize),
+}
+
+impl PostError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Invalid(_) => StatusCode::BAD_REQUEST,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Full(_) => StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> PostError {
+    PostError::Invalid(msg.into())
+}
+
+/// A value that may be non-finite (`loss`, `grad_norm`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Metric {
+    Finite(f64),
+    NonFinite,
+}
+
+/// One validated post.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProgressPost {
+    pub job: String,
+    pub rank: u32,
+    pub step: u64,
+    pub step_time_ms: Option<f64>,
+    pub compute_ms: Option<f64>,
+    pub loss: Option<Metric>,
+    pub grad_norm: Option<Metric>,
+    pub status: ProgressStatus,
+    pub exit_code: Option<i32>,
+}
+
+impl ProgressPost {
+    /// Parse and validate a post body. Every error names the field that is wrong.
+    pub fn from_json(body: &[u8]) -> Result<Self, PostError> {
+        if body.len() > MAX_BODY_BYTES {
+            return Err(PostError::TooLarge(body.len()));
+        }
+        let body = nonfinite_literals_to_strings(body);
+        let value: Value = serde_json::from_slice(&body).map_err(|e| invalid(format!("malformed JSON: {e}")))?;
+        let Value::Object(map) = value else {
+            return Err(invalid("body must be a JSON object like {\"job\": \"j\", \"rank\": 0, \"step\": 1}"));
+        };
+        Self::from_map(&map)
+    }
+
+    fn from_map(map: &Map<String, Value>) -> Result<Self, PostError> {
+        for k in map.keys() {
+            if !KNOWN_FIELDS.split(", ").any(|f| f == k) {
+                return Err(invalid(format!("unknown field `{k}`; known fields: {KNOWN_FIELDS}")));
+            }
+        }
+        let job = match map.get("job") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            None | Some(Value::Null) => return Err(invalid("missing field `job`")),
+            Some(other) => return Err(invalid(format!("`job` must be a string, got {}", kind(other)))),
+        };
+        if !faultline_proto::id::valid_name(&job) {
+            return Err(invalid(format!(
+                "`job` {job:?} is not a valid id: 1 to 128 bytes, no '/', whitespace or control characters"
+            )));
+        }
+        let rank = int_field(map, "rank")?.ok_or_else(|| invalid("missing field `rank`"))?;
+        if rank < 0 || rank > i128::from(MAX_RANK) {
+            return Err(invalid(format!("`rank` must be between 0 and {MAX_RANK}, got {rank}")));
+        }
+        let step = int_field(map, "step")?.ok_or_else(|| invalid("missing field `step`"))?;
+        if step < 0 || step > i128::from(u64::MAX) {
+            return Err(invalid(format!("`step` must be a non-negative integer, got {step}")));
+        }
+        let step_time_ms = duration_field(map, "step_time_ms")?;
+        let compute_ms = duration_field(map, "compute_ms")?;
+        let loss = metric_field(map, "loss", "loss_nonfinite")?;
+        let grad_norm = metric_field(map, "grad_norm", "grad_norm_nonfinite")?;
+        let status = match map.get("status") {
+            None | Some(Value::Null) => ProgressStatus::Running,
+            Some(Value::String(s)) => match s.as_str() {
+                "running" => ProgressStatus::Running,
+                "checkpointing" => ProgressStatus::Checkpointing,
+                "exited" => ProgressStatus::Exited,
+                other => {
+                    return Err(invalid(format!(
+                        "unknown `status` {other:?}: expected \"running\", \"checkpointing\" or \"exited\""
+                    )));
+                }
+            },
+            Some(other) => return Err(invalid(format!("`status` must be a string, got {}", kind(other)))),
+        };
+        let exit_code = match int_field(map, "exit_code")? {
+            None => None,
+            Some(c) => {
+                Some(i32::try_from(c).map_err(|_| invalid(format!("`exit_code` {c} does not fit a 32-bit integer")))?)
+            }
+        };
+        match (status, exit_code) {
+            (ProgressStatus::Exited, None) => {
+                return Err(invalid(
+                    "status \"exited\" needs `exit_code` (the process's exit status; negative for a signal)",
+                ));
+            }
+            (ProgressStatus::Running | ProgressStatus::Checkpointing, Some(_)) => {
+                return Err(invalid("`exit_code` is only allowed with status \"exited\""));
+            }
+            _ => {}
+        }
+        Ok(Self {
+            job,
+            rank: rank as u32,
+            step: step as u64,
+            step_time_ms,
+            compute_ms,
+            loss,
+            grad_norm,
+            status,
+            exit_code,
+        })
+    }
+
+    /// The JSON body for this post (what `report-progress` sends). Non-finite values go as `"nan"`.
+    pub fn to_json(&self) -> String {
+        let mut m = Map::new();
+        m.insert("job".into(), Value::String(self.job.clone()));
+        m.insert("rank".into(), Value::from(self.rank));
+        m.insert("step".into(), Value::from(self.step));
+        for (k, v) in [("step_time_ms", self.step_time_ms), ("compute_ms", self.compute_ms)] {
+            if let Some(v) = v {
+                m.insert(k.into(), Value::from(v));
+            }
+        }
+        for (k, v) in [("loss", self.loss), ("grad_norm", self.grad_norm)] {
+            match v {
+                Some(Metric::Finite(x)) => {
+                    m.insert(k.into(), Value::from(x));
+                }
+                Some(Metric::NonFinite) => {
+                    m.insert(k.into(), Value::String("nan".into()));
+                }
+                None => {}
+            }
+        }
+        let status = match self.status {
+            ProgressStatus::Running => "running",
+            ProgressStatus::Checkpointing => "checkpointing",
+            ProgressStatus::Exited => "exited",
+        };
+        m.insert("status".into(), Value::String(status.into()));
+        if let Some(c) = self.exit_code {
+            m.insert("exit_code".into(), Value::from(c));
+        }
+        Value::Object(m).to_string()
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// An optional integer field. A float with no fractional part (`12.0`) is refused: steps and ranks
+/// are counts, and a float here usually means the client sent the wrong variable.
+fn int_field(map: &Map<String, Value>, name: &str) -> Result<Option<i128>, PostError> {
+    match map.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => {
+            if let Some(i) = n.as_i64() {
+                Ok(Some(i128::from(i)))
+            } else if let Some(u) = n.as_u64() {
+                Ok(Some(i128::from(u)))
+            } else {
+                Err(invalid(format!("`{name}` must be an integer, got {n}")))
+            }
+        }
+        Some(other) => Err(invalid(format!("`{name}` must be an integer, got {}", kind(other)))),
+    }
+}
+
+fn duration_field(map: &Map<String, Value>, name: &str) -> Result<Option<f64>, PostError> {
+    match map.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => {
+            let v = n.as_f64().ok_or_else(|| invalid(format!("`{name}` {n} is not a number")))?;
+            if !(0.0..=MAX_DURATION_MS).contains(&v) {
+                return Err(invalid(format!("`{name}` must be between 0 and {MAX_DURATION_MS} ms, got {v}")));
+            }
+            Ok(Some(v))
+        }
+        Some(Value::String(s)) => {
+            Err(invalid(format!("`{name}` must be a finite number of milliseconds, got the string {s:?}")))
+        }
+        Some(other) => Err(invalid(format!("`{name}` must be a number, got {}", kind(other)))),
+    }
+}
+
+fn metric_field(map: &Map<String, Value>, name: &str, flag: &str) -> Result<Option<Metric>, PostError> {
+    let flagged = match map.get(flag) {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => return Err(invalid(format!("`{flag}` must be true or false, got {}", kind(other)))),
+    };
+    let value = match map.get(name) {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(v) if v.is_finite() => Some(Metric::Finite(v)),
+            _ => Some(Metric::NonFinite),
+        },
+        Some(Value::String(s)) => {
+            let l = s.trim().to_ascii_lowercase();
+            let l = l.strip_prefix(['+', '-']).unwrap_or(&l);
+            if matches!(l, "nan" | "inf" | "infinity") {
+                Some(Metric::NonFinite)
+            } else {
+                return Err(invalid(format!(
+                    "`{name}` must be a number, null, or one of \"nan\", \"inf\", \"-inf\"; got the string {s:?}"
+                )));
+            }
+        }
+        Some(other) => return Err(invalid(format!("`{name}` must be a number, got {}", kind(other)))),
+    };
+    match (value, flagged) {
+        (Some(Metric::Finite(v)), true) => {
+            Err(invalid(format!("`{flag}` is true but `{name}` is the finite number {v}")))
+        }
+        (_, true) => Ok(Some(Metric::NonFinite)),
+        (v, false) => Ok(v),
+    }
+}
+
+/// Rewrite the bare tokens `NaN`, `Infinity`, `-Infinity` outside strings into the strings `"nan"`,
+/// `"inf"`, `"-inf"`, so bodies from Python's `json.dumps` parse. Returns the input unchanged (no copy)
+/// when there is nothing to rewrite.
+fn nonfinite_literals_to_strings(body: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    const TOKENS: [(&[u8], &[u8]); 3] = [(b"-Infinity", b"\"-inf\""), (b"Infinity", b"\"inf\""), (b"NaN", b"\"nan\"")];
+    if !body.iter().any(|&b| b == b'N' || b == b'I') {
+        return std::borrow::Cow::Borrowed(body);
+    }
+    let mut out = Vec::with_capacity(body.len() + 16);
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut i = 0;
+    'outer: while i < body.len() {
+        let b = body[i];
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else {
+            for (tok, rep) in TOKENS {
+                if body[i..].starts_with(tok) {
+                    out.extend_from_slice(rep);
+                    i += tok.len();
+                    continue 'outer;
+                }
+            }
+        }
+        out.push(b);
+        i += 1;
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Unix time now, milliseconds (the agent's clock).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    step: u64,
+    last_progress_ms: i64,
+    last_post_ms: i64,
+    /// Last time the jobs collector saw this rank's process alive.
+    last_alive_ms: i64,
+    step_time_ms: Option<f64>,
+    step_time_avg_ms: Option<f64>,
+    compute_ms: Option<f64>,
+    loss: Option<f64>,
+    grad_norm: Option<f64>,
+    nonfinite_at_ms: Option<i64>,
+    status: ProgressStatus,
+    exit_code: Option<i32>,
+}
+
+impl Entry {
+    fn progress(&self, now_ms: i64) -> Progress {
+        Progress {
+            step: self.step,
+            last_progress_ms: self.last_progress_ms,
+            step_time_ms: self.step_time_ms,
+            step_time_avg_ms: self.step_time_avg_ms,
+            compute_ms: self.compute_ms,
+            loss: self.loss,
+            grad_norm: self.grad_norm,
+            nonfinite_loss: self.nonfinite_at_ms.is_some_and(|t| now_ms - t < NONFINITE_HOLD_MS),
+            status: self.status,
+            exit_code: self.exit_code,
+        }
+    }
+
+    fn expired(&self, now_ms: i64) -> bool {
+        let seen = self.last_post_ms.max(self.last_alive_ms);
+        let keep = if self.status == ProgressStatus::Exited { EXITED_RETAIN_MS } else { STALE_AFTER_MS };
+        now_ms - seen > keep
+    }
+}
+
+struct Inner {
+    entries: HashMap<(String, u32), Entry>,
+    max_entries: usize,
+}
+
+/// Latest progress per (job, rank). Cheap to clone (an `Arc`), safe to share between the HTTP
+/// handlers, the jobs collector and `/metrics`.
+#[derive(Clone)]
+pub struct ProgressStore {
+    inner: Arc<Mutex<Inner>>,
+    dropped: Arc<AtomicU64>,
+    rejected: Arc<AtomicU64>,
+}
+
+impl Default for ProgressStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for ProgressStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProgressStore").field("entries", &self.len()).field("dropped", &self.dropped()).finish()
+    }
+}
+
+impl ProgressStore {
+    pub fn new() -> Self {
+        Self::with_capacity(DEFAULT_MAX_ENTRIES)
+    }
+
+    /// A store that tracks at most `max_entries` (job, rank) pairs.
+    pub fn with_capacity(max_entries: usize) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Inner { entries: HashMap::new(), max_entries: max_entries.max(1) })),
+            dropped: Arc::new(AtomicU64::new(0)),
+            rejected: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Parse, validate and apply one post body at the current time.
+    pub fn post_json(&self, body: &[u8]) -> Result<(), PostError> {
+        let res = ProgressPost::from_json(body).and_then(|p| self.apply(p, now_ms()));
+        if let Err(e) = &res {
+            if !matches!(e, PostError::Full(_)) {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        res
+    }
+
+    /// Apply a validated post as of `now_ms`.
+    pub fn apply(&self, p: ProgressPost, now_ms: i64) -> Result<(), PostError> {
+        let mut inner = self.lock();
+        let key = (p.job, p.rank);
+        if !inner.entries.contains_key(&key) && inner.entries.len() >= inner.max_entries {
+            inner.entries.retain(|_, e| !e.expired(now_ms));
+            if inner.entries.len() >= inner.max_entries {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return Err(PostError::Full(inner.max_entries));
+            }
+        }
+        let e = inner.entries.entry(key).or_insert_with(|| Entry {
+            step: p.step,
+            last_progress_ms: now_ms,
+            last_post_ms: now_ms,
+            last_alive_ms: i64::MIN / 2,
+            step_time_ms: None,
+            step_time_avg_ms: None,
+            compute_ms: None,
+            loss: None,
+            grad_norm: None,
+            nonfinite_at_ms: None,
+            status: p.status,
+            exit_code: None,
+        });
+        // How long the step(s) since the previous post took, when the loop did not say.
+        let derived = if p.step > e.step && e.status == ProgressStatus::Running && now_ms > e.last_progress_ms {
+            Some((now_ms - e.last_progress_ms) as f64 / (p.step - e.step) as f64)
+        } else {
+            None
+        };
+        if p.step != e.step {
+            let restarted = p.step < e.step;
+            if restarted {
+                e.step_time_avg_ms = None;
+            }
+            let sample = p.step_time_ms.or(if restarted { None } else { derived });
+            if let Some(st) = sample {
+                let st = st.min(MAX_DURATION_MS);
+                e.step_time_ms = Some(st);
+                e.step_time_avg_ms = Some(match e.step_time_avg_ms {
+                    Some(avg) => avg + STEP_TIME_EWMA_ALPHA * (st - avg),
+                    None => st,
+                });
+            }
+            e.step = p.step;
+            e.last_progress_ms = now_ms;
+        } else if let Some(st) = p.step_time_ms {
+            // First post of an entry, or a repeat of the same step that carries its time.
+            e.step_time_ms = Some(st);
+            e.step_time_avg_ms.get_or_insert(st);
+        }
+        if p.compute_ms.is_some() {
+            e.compute_ms = p.compute_ms;
+        }
+        for (m, slot) in [(p.loss, &mut e.loss), (p.grad_norm, &mut e.grad_norm)] {
+            match m {
+                Some(Metric::Finite(v)) => *slot = Some(v),
+                Some(Metric::NonFinite) => e.nonfinite_at_ms = Some(now_ms),
+                None => {}
+            }
+        }
+        e.status = p.status;
+        e.exit_code = p.exit_code;
+        e.last_post_ms = now_ms;
+        Ok(())
+    }
+
+    /// The progress of one rank as of `now_ms`.
+    pub fn get(&self, job: &str, rank: u32, now_ms: i64) -> Option<Progress> {
+        self.lock().entries.get(&(job.to_string(), rank)).map(|e| e.progress(now_ms))
+    }
+
+    /// Every tracked (job, rank) with its progress as of `now_ms`, sorted.
+    pub fn snapshot(&self, now_ms: i64) -> Vec<(String, u32, Progress)> {
+        let inner = self.lock();
+        let mut v: Vec<_> = inner.entries.iter().map(|((j, r), e)| (j.clone(), *r, e.progress(now_ms))).collect();
+        drop(inner);
+        v.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        v
+    }
+
+    /// Mark ranks whose process the jobs collector saw alive at `now_ms`: their entries do not expire
+    /// while the process lives, even when the loop stopped posting (a hang must stay visible).
+    pub fn touch<'a>(&self, alive: impl IntoIterator<Item = (&'a str, u32)>, now_ms: i64) {
+        let mut inner = self.lock();
+        for (job, rank) in alive {
+            if let Some(e) = inner.entries.get_mut(&(job.to_string(), rank)) {
+                e.last_alive_ms = now_ms;
+            }
+        }
+    }
+
+    /// Forget stale entries (see the module docs). Returns how many were removed.
+    pub fn expire(&self, now_ms: i64) -> usize {
+        let mut inner = self.lock();
+        let before = inner.entries.len();
+        inner.entries.retain(|_, e| !e.expired(now_ms));
+        before - inner.entries.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Posts refused because the store was full (monotonic): `NodeReport.dropped.progress`.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Posts refused as invalid (monotonic).
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Server
+
+fn router(store: ProgressStore) -> Router {
+    Router::new()
+        .route("/progress", post(handle_post).get(handle_list))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(store)
+}
+
+async fn handle_post(State(store): State<ProgressStore>, body: Bytes) -> Response {
+    match store.post_json(&body) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => {
+            tracing::debug!(error = %e, "progress post refused");
+            error_response(e.status(), &e.to_string())
+        }
+    }
+}
+
+async fn handle_list(State(store): State<ProgressStore>) -> Response {
+    let now = now_ms();
+    let list: Vec<Value> = store
+        .snapshot(now)
+        .into_iter()
+        .map(|(job, rank, p)| serde_json::json!({"job": job, "rank": rank, "progress": p}))
+        .collect();
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], Value::Array(list).to_string()).into_response()
+}
+
+fn error_response(status: StatusCode, msg: &str) -> Response {
+    let body = serde_json::json!({ "error": msg }).to_string();
+    (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Bind the progress HTTP listener on `addr` (meant for `127.0.0.1`). Returns the bound address and
+/// the server future, which runs until dropped; it needs a Tokio runtime, binding does not.
+pub fn serve_http(
+    store: ProgressStore,
+    addr: SocketAddr,
+) -> std::io::Result<(SocketAddr, impl Future<Output = ()> + Send + 'static)> {
+    let std_listener = std::net::TcpListener::bind(addr)?;
+    std_listener.set_nonblocking(true)?;
+    let local = std_listener.local_addr()?;
+    let fut = async move {
+        let listener = match tokio::net::TcpListener::from_std(std_listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(addr = %local, error = %e, "progress listener could not be registered");
+                return;
+            }
+        };
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        if let Err(e) = axum::serve(listener, router(store)).await {
+            tracing::error!(addr = %local, error = %e, "progress HTTP server stopped");
+        }
+    };
+    Ok((local, fut))
+}
+
+/// Bind the progress API on a Unix socket at `path` (same HTTP protocol as [`serve_http`]:
+/// `curl --unix-socket PATH -d '{…}' http://localhost/progress`). A stale socket file left by a dead
+/// agent is replaced; a live one, or any other kind of file, is an error. The socket is made
+/// writable by every local user (mode 0666) so training processes of any user can post.
+pub fn serve_unix(store: ProgressStore, path: &Path) -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket; refusing to replace it", path.display()),
+            ));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("another process is serving {}", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let std_listener = std::os::unix::net::UnixListener::bind(path)?;
+    std_listener.set_nonblocking(true)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    let shown: PathBuf = path.to_path_buf();
+    Ok(async move {
+        let listener = match tokio::net::UnixListener::from_std(std_listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(path = %shown.display(), error = %e, "progress socket could not be registered");
+                return;
+            }
+        };
+        if let Err(e) = axum::serve(listener, router(store)).await {
+            tracing::error!(path = %shown.display(), error = %e, "progress socket server stopped");
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Client: `faultline-agent report-progress`
+
+/// `faultline-agent report-progress`: post one progress record to a running agent. `--job` and
+/// `--rank` default to the process environment the way the agent discovers them (`SLURM_JOB_ID`,
+/// `TORCHELASTIC_RUN_ID`; `RANK`, `SLURM_PROCID`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReportProgressArgs {
+    /// Job id (default: $SLURM_JOB_ID, else $TORCHELASTIC_RUN_ID).
+    #[arg(long)]
+    pub job: Option<String>,
+    /// Global rank (default: $RANK, else $SLURM_PROCID).
+    #[arg(long)]
+    pub rank: Option<u32>,
+    /// The training step just finished.
+    #[arg(long)]
+    pub step: u64,
+    /// Wall time of the step in milliseconds.
+    #[arg(long)]
+    pub step_time_ms: Option<f64>,
+    /// The step's own compute time before it waits in collectives, milliseconds.
+    #[arg(long)]
+    pub compute_ms: Option<f64>,
+    /// Loss: a number, or `nan` / `inf` / `-inf`.
+    #[arg(long, allow_hyphen_values = true)]
+    pub loss: Option<String>,
+    /// Gradient norm: a number, or `nan` / `inf`.
+    #[arg(long, allow_hyphen_values = true)]
+    pub grad_norm: Option<String>,
+    /// `running`, `checkpointing` or `exited`.
+    #[arg(long, default_value = "running")]
+    pub status: String,
+    /// Exit code, with `--status exited` (negative: killed by signal -n).
+    #[arg(long, allow_hyphen_values = true)]
+    pub exit_code: Option<i32>,
+    /// The agent's progress URL.
+    #[arg(long, default_value = DEFAULT_URL)]
+    pub url: String,
+    /// Post over this Unix socket instead of `--url`.
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Give up after this long (connect + send + answer).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Errors of the `report-progress` client.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot reach the agent at {target}: {source}")]
+    Connect {
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the agent refused the post ({status}): {reason}")]
+    Refused { status: u16, reason: String },
+    #[error("malformed answer from the agent: {0}")]
+    BadAnswer(String),
+}
+
+fn env_first(names: &[&str]) -> Option<String> {
+    names
+        .iter()
+        .filter_map(|n| std::env::var(n).ok())
+        .map(|v| v.trim().to_string())
+        .find(|v| !v.is_empty() && v != "none")
+}
+
+fn cli_metric(name: &str, v: &Option<String>) -> Result<Option<Metric>, ReportError> {
+    let Some(s) = v else { return Ok(None) };
+    let l = s.trim().to_ascii_lowercase();
+    if matches!(l.trim_start_matches(['+', '-']), "nan" | "inf" | "infinity") {
+        return Ok(Some(Metric::NonFinite));
+    }
+    match l.parse::<f64>() {
+        Ok(x) if x.is_finite() => Ok(Some(Metric::Finite(x))),
+        Ok(_) => Ok(Some(Metric::NonFinite)),
+        Err(_) => Err(ReportError::Usage(format!("--{name} {s:?} is not a number, nan or inf"))),
+    }
+}
+
+impl ReportProgressArgs {
+    /// Build the post this command line describes, validated by the same rules as the server.
+    pub fn to_post(&self) -> Result<ProgressPost, ReportError> {
+        let job = self
+            .job
+            .clone()
+            .or_else(|| env_first(&["SLURM_JOB_ID", "SLURM_JOBID", "TORCHELASTIC_RUN_ID"]))
+            .ok_or_else(|| {
+                ReportError::Usage("--job is required (no SLURM_JOB_ID or TORCHELASTIC_RUN_ID set)".into())
+            })?;
+        let rank = match self.rank {
+            Some(r) => r,
+            None => env_first(&["RANK", "SLURM_PROCID"])
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| ReportError::Usage("--rank is required (no RANK or SLURM_PROCID set)".into()))?,
+        };
+        let status = match self.status.as_str() {
+            "running" => ProgressStatus::Running,
+            "checkpointing" => ProgressStatus::Checkpointing,
+            "exited" => ProgressStatus::Exited,
+            s => {
+                return Err(ReportError::Usage(format!("--status {s:?}: expected running, checkpointing or exited")));
+            }
+        };
+        let post = ProgressPost {
+            job,
+            rank,
+            step: self.step,
+            step_time_ms: self.step_time_ms,
+            compute_ms: self.compute_ms,
+            loss: cli_metric("loss", &self.loss)?,
+            grad_norm: cli_metric("grad-norm", &self.grad_norm)?,
+            status,
+            exit_code: self.exit_code,
+        };
+        // Run the server's own checks so a bad command line fails before it reaches the network.
+        ProgressPost::from_json(post.to_json().as_bytes()).map_err(|e| ReportError::Usage(e.to_string()))
+    }
+}
+
+/// `faultline-agent report-progress`: post one record and wait for the agent's answer.
+pub fn report_progress(args: ReportProgressArgs) -> anyhow::Result<()> {
+    let post = args.to_post()?;
+    let body = post.to_json();
+    match &args.socket {
+        Some(path) => post_unix(path, &body, args.timeout)?,
+        None => post_http(&args.url, &body, args.timeout)?,
+    }
+    Ok(())
+}
+
+/// Split `http://host:port/path` into (host:port, path).
+fn split_http_url(url: &str) -> Result<(String, String), ReportError> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| ReportError::Usage(format!("--url {url:?}: only http:// URLs are supported")))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/progress"),
+    };
+    if authority.is_empty() {
+        return Err(ReportError::Usage(format!("--url {url:?} has no host")));
+    }
+    let authority = if authority.rsplit_once(':').is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
+        && !authority.ends_with(']')
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    Ok((authority, path.to_string()))
+}
+
+/// Post `body` over HTTP/1.1 with `Connection: close` (no client library: this runs inside training
+/// jobs' shells and must not need a runtime).
+pub fn post_http(url: &str, body: &str, timeout: Duration) -> Result<(), ReportError> {
+    use std::net::ToSocketAddrs;
+    let (authority, path) = split_http_url(url)?;
+    let conn_err = |source| ReportError::Connect { target: url.to_string(), source };
+    let addr = authority.to_socket_addrs().map_err(conn_err)?.next().ok_or_else(|| {
+        conn_err(std::io::Error::new(std::io::ErrorKind::NotFound, "host name resolved to no address"))
+    })?;
+    let stream = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(conn_err)?;
+    stream.set_read_timeout(Some(timeout)).map_err(conn_err)?;
+    stream.set_write_timeout(Some(timeout)).map_err(conn_err)?;
+    exchange(stream, &authority, &path, body).map_err(|e| match e {
+        ExchangeError::Io(source) => ReportError::Connect { target: url.to_string(), source },
+        ExchangeError::Report(r) => r,
+    })
+}
+
+/// Post `body` to the agent's Unix socket.
+pub fn post_unix(path: &Path, body: &str, timeout: Duration) -> Result<(), ReportError> {
+    let target = path.display().to_string();
+    let conn_err = |source| ReportError::Connect { target: target.clone(), source };
+    let stream = std::os::unix::net::UnixStream::connect(path).map_err(conn_err)?;
+    stream.set_read_timeout(Some(timeout)).map_err(conn_err)?;
+    stream.set_write_timeout(Some(timeout)).map_err(conn_err)?;
+    exchange(stream, "localhost", "/progress", body).map_err(|e| match e {
+        ExchangeError::Io(source) => ReportError::Connect { target: target.clone(), source },
+        ExchangeError::Report(r) => r,
+    })
+}
+
+enum ExchangeError {
+    Io(std::io::Error),
+    Report(ReportError),
+}
+
+fn exchange<S: std::io::Read + std::io::Write>(
+    mut stream: S,
+    host: &str,
+    path: &str,
+    body: &str,
+) -> Result<(), ExchangeError> {
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).map_err(ExchangeError::Io)?;
+    stream.flush().map_err(ExchangeError::Io)?;
+    let mut answer = Vec::new();
+    // Read until the server closes; cap what we keep (answers are tiny).
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if answer.len() < 64 * 1024 {
+                    answer.extend_from_slice(&buf[..n]);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if !answer.is_empty() && e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => return Err(ExchangeError::Io(e)),
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    let status_line = text.lines().next().unwrap_or_default();
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| ExchangeError::Report(ReportError::BadAnswer(format!("status line {status_line:?}"))))?;
+    if (200..300).contains(&status) {
+        return Ok(());
+    }
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    let reason = serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+        .unwrap_or_else(|| body.trim().to_string());
+    Err(ExchangeError::Report(ReportError::Refused { status, reason }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn post(body: &str) -> Result<ProgressPost, PostError> {
+        ProgressPost::from_json(body.as_bytes())
+    }
+
+    fn err(body: &str) -> String {
+        match post(body) {
+            Err(e) => e.to_string(),
+            Ok(p) => panic!("expected refusal of {body}, got {p:?}"),
+        }
+    }
+
+    #[test]
+    fn minimal_post_defaults_to_running() {
+        let p = post(r#"{"job":"4242","rank":3,"step":10}"#).unwrap();
+        assert_eq!((p.job.as_str(), p.rank, p.step, p.status), ("4242", 3, 10, ProgressStatus::Running));
+        assert_eq!(p.loss, None);
+    }
+
+    #[test]
+    fn numeric_job_id_is_taken_as_its_text() {
+        assert_eq!(post(r#"{"job":4242,"rank":0,"step":1}"#).unwrap().job, "4242");
+    }
+
+    #[test]
+    fn bad_posts_name_the_field() {
+        assert!(err("{").contains("malformed JSON"));
+        assert!(err("[1]").contains("JSON object"));
+        assert!(err(r#"{"rank":0,"step":1}"#).contains("`job`"));
+        assert!(err(r#"{"job":"j","step":1}"#).contains("`rank`"));
+        assert!(err(r#"{"job":"j","rank":0}"#).contains("`step`"));
+        assert!(err(r#"{"job":"j","rank":0,"step":-1}"#).contains("`step` must be a non-negative"));
+        assert!(err(r#"{"job":"j","rank":-2,"step":1}"#).contains("`rank`"));
+        assert!(err(r#"{"job":"j","rank":0,"step":1.5}"#).contains("integer"));
+        assert!(err(r#"{"job":"j","rank":0,"step":"7"}"#).contains("integer"));
+        assert!(err(r#"{"job":"a/b","rank":0,"step":1}"#).contains("not a valid id"));
+        assert!(err(r#"{"job":"","rank":0,"step":1}"#).contains("not a valid id"));
+        assert!(err(r#"{"job":"j","rank":0,"step":1,"status":"paused"}"#).contains("unknown `status`"));
+        assert!(err(r#"{"job":"j","rank":0,"step":1,"stpe":2}"#).contains("unknown field `stpe`"));
+        assert!(err(r#"{"job":"j","rank":0,"step":1,"step_time_ms":-5}"#).contains("step_time_ms"));
+        assert!(err(r#"{"job":"j","rank":0,"step":1,"compute_ms":"fast"}"#).contains("compute_ms"));
+        assert!(err(r#"{"job":"j","rank":0,"step":1,"loss":"low"}"#).contains("`loss`"));
+        assert!(err(r#"{"job":"j","rank":0,"step":1,"status":"exited"}"#).contains("exit_code"));
+        assert!(err(r#"{"job":"j","rank":0,"step":1,"exit_code":1}"#).contains("only allowed"));
+        assert!(err(r#"{"job":"j","rank":0,"step":1,"loss":1.0,"loss_nonfinite":true}"#).contains("finite number"));
+        let big = format!(r#"{{"job":"{}","rank":0,"step":1}}"#, "x".repeat(MAX_BODY_BYTES));
+        assert!(matches!(post(&big), Err(PostError::TooLarge(_))));
+    }
+
+    #[test]
+    fn nonfinite_loss_forms_are_all_accepted() {
+        for body in [
+            r#"{"job":"j","rank":0,"step":1,"loss":"nan"}"#,
+            r#"{"job":"j","rank":0,"step":1,"loss":"-Inf"}"#,
+            r#"{"job":"j","rank":0,"step":1,"loss":null,"loss_nonfinite":true}"#,
+            r#"{"job":"j","rank":0,"step":1,"loss":NaN}"#,
+            r#"{"job":"j","rank":0,"step":1,"loss":-Infinity}"#,
+        ] {
+            assert_eq!(post(body).unwrap().loss, Some(Metric::NonFinite), "{body}");
+        }
+        // A string that merely contains the token stays a string.
+        assert_eq!(post(r#"{"job":"NaN-run","rank":0,"step":1}"#).unwrap().job, "NaN-run");
+        assert_eq!(post(r#"{"job":"a\"NaN","rank":0,"step":1}"#).unwrap().job, "a\"NaN");
+    }
+
+    fn apply(s: &ProgressStore, body: &str, now: i64) {
+        s.apply(post(body).unwrap(), now).unwrap();
+    }
+
+    #[test]
+    fn store_tracks_steps_ewma_and_derived_step_time() {
+        let s = ProgressStore::new();
+        apply(&s, r#"{"job":"j","rank":0,"step":1,"step_time_ms":100,"compute_ms":60,"loss":2.5}"#, 1_000);
+        apply(&s, r#"{"job":"j","rank":0,"step":2,"step_time_ms":200}"#, 1_200);
+        let p = s.get("j", 0, 1_200).unwrap();
+        assert_eq!(p.step, 2);
+        assert_eq!(p.last_progress_ms, 1_200);
+        assert_eq!(p.step_time_ms, Some(200.0));
+        assert!((p.step_time_avg_ms.unwrap() - (100.0 + STEP_TIME_EWMA_ALPHA * 100.0)).abs() < 1e-9);
+        assert_eq!(p.compute_ms, Some(60.0), "compute_ms keeps the last value given");
+        assert_eq!(p.loss, Some(2.5));
+        // No step_time_ms: derived from the spacing of posts, per step.
+        apply(&s, r#"{"job":"j","rank":0,"step":4}"#, 1_800);
+        assert_eq!(s.get("j", 0, 1_800).unwrap().step_time_ms, Some(300.0));
+        // Same step again: not progress.
+        apply(&s, r#"{"job":"j","rank":0,"step":4,"status":"checkpointing"}"#, 5_000);
+        let p = s.get("j", 0, 5_000).unwrap();
+        assert_eq!((p.last_progress_ms, p.status), (1_800, ProgressStatus::Checkpointing));
+    }
+
+    #[test]
+    fn step_going_back_is_a_restart_from_checkpoint() {
+        let s = ProgressStore::new();
+        apply(&s, r#"{"job":"j","rank":0,"step":1000,"step_time_ms":100}"#, 1_000);
+        apply(&s, r#"{"job":"j","rank":0,"step":900,"step_time_ms":300}"#, 2_000);
+        let p = s.get("j", 0, 2_000).unwrap();
+        assert_eq!((p.step, p.last_progress_ms, p.step_time_avg_ms), (900, 2_000, Some(300.0)));
+    }
+
+    #[test]
+    fn nonfinite_flag_latches_then_clears() {
+        let s = ProgressStore::new();
+        apply(&s, r#"{"job":"j","rank":0,"step":1,"loss":1.5}"#, 1_000);
+        apply(&s, r#"{"job":"j","rank":0,"step":2,"loss":"nan"}"#, 2_000);
+        apply(&s, r#"{"job":"j","rank":0,"step":3,"loss":1.4}"#, 3_000);
+        let p = s.get("j", 0, 3_000).unwrap();
+        assert!(p.nonfinite_loss);
+        assert_eq!(p.loss, Some(1.4), "last finite loss kept");
+        assert!(!s.get("j", 0, 2_000 + NONFINITE_HOLD_MS + 1).unwrap().nonfinite_loss);
+    }
+
+    #[test]
+    fn exited_then_running_again() {
+        let s = ProgressStore::new();
+        apply(&s, r#"{"job":"j","rank":1,"step":5,"status":"exited","exit_code":-9}"#, 1_000);
+        let p = s.get("j", 1, 1_000).unwrap();
+        assert_eq!((p.status, p.exit_code), (ProgressStatus::Exited, Some(-9)));
+        apply(&s, r#"{"job":"j","rank":1,"step":6}"#, 2_000);
+        let p = s.get("j", 1, 2_000).unwrap();
+        assert_eq!((p.status, p.exit_code), (ProgressStatus::Running, None));
+    }
+
+    #[test]
+    fn full_store_refuses_new_keys_and_keeps_old_ones() {
+        let s = ProgressStore::with_capacity(2);
+        apply(&s, r#"{"job":"j","rank":0,"step":1}"#, 1_000);
+        apply(&s, r#"{"job":"j","rank":1,"step":1}"#, 1_000);
+        let e = s.apply(post(r#"{"job":"j","rank":2,"step":1}"#).unwrap(), 1_000).unwrap_err();
+        assert_eq!(e.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(s.dropped(), 1);
+        apply(&s, r#"{"job":"j","rank":1,"step":2}"#, 1_001);
+        // Once the old ones are stale, a new key gets in.
+        apply(&s, r#"{"job":"j","rank":2,"step":1}"#, 1_000 + STALE_AFTER_MS + 10);
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn touched_entries_do_not_expire_exited_ones_do() {
+        let s = ProgressStore::new();
+        apply(&s, r#"{"job":"j","rank":0,"step":1}"#, 0);
+        apply(&s, r#"{"job":"j","rank":1,"step":1,"status":"exited","exit_code":0}"#, 0);
+        s.touch([("j", 0)], STALE_AFTER_MS);
+        assert_eq!(s.expire(STALE_AFTER_MS + 1), 1);
+        assert!(s.get("j", 0, 0).is_some());
+        assert!(s.get("j", 1, 0).is_none());
+    }
+
+    #[test]
+    fn refused_post_changes_nothing() {
+        let s = ProgressStore::new();
+        s.post_json(br#"{"job":"j","rank":0,"step":7,"loss":1.0}"#).unwrap();
+        let before = s.snapshot(0);
+        assert!(s.post_json(br#"{"job":"j","rank":0,"step":8,"loss":"x"}"#).is_err());
+        assert_eq!(s.snapshot(0), before);
+        assert_eq!(s.rejected(), 1);
+    }
+
+    #[test]
+    fn urls_split_into_authority_and_path() {
+        assert_eq!(
+            split_http_url("http://127.0.0.1:9431/progress").unwrap(),
+            ("127.0.0.1:9431".into(), "/progress".into())
+        );
+        assert_eq!(split_http_url("http://localhost").unwrap(), ("localhost:80".into(), "/progress".into()));
+        assert!(split_http_url("https://x/progress").is_err());
+    }
+}
