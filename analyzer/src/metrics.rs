@@ -125,6 +125,8 @@ pub struct Metrics {
     report_age: Histogram,
     nodes: Gauge,
     nodes_reporting: Gauge,
+    tick_duration: Histogram,
+    store_errors: Counter,
     /// Class/severity pairs seen open at least once: they stay at 0 after resolving so that
     /// `faultline_incidents_open` drops to zero instead of vanishing.
     seen_classes: Mutex<BTreeSet<ClassLabels>>,
@@ -182,6 +184,14 @@ impl Metrics {
             "Nodes whose last report arrived within their heartbeat allowance",
             nodes_reporting.clone(),
         );
+        let tick_duration = Histogram::new(INGEST_BUCKETS);
+        registry.register(
+            "engine_tick_duration_seconds",
+            "Time one engine tick (detectors, localizer) took, including recording its changes",
+            tick_duration.clone(),
+        );
+        let store_errors = Counter::default();
+        registry.register("store_write_errors", "Failed attempts to record incident changes", store_errors.clone());
         for r in [IngestResult::Accepted, IngestResult::Invalid, IngestResult::Malformed] {
             let _ = ingest_reports.get_or_create_owned(&ResultLabels { result: r.as_str().into() });
         }
@@ -198,6 +208,8 @@ impl Metrics {
             report_age,
             nodes,
             nodes_reporting,
+            tick_duration,
+            store_errors,
             seen_classes: Mutex::new(BTreeSet::new()),
             scrape: Mutex::new(()),
             max_components,
@@ -221,6 +233,15 @@ impl Metrics {
         if seconds.is_finite() {
             self.report_age.observe(seconds.max(0.0));
         }
+    }
+
+    /// One engine tick finished (its count is the `_count` of the histogram).
+    pub fn tick(&self, seconds: f64) {
+        self.tick_duration.observe(seconds);
+    }
+
+    pub fn store_error(&self) {
+        self.store_errors.inc();
     }
 
     /// One newly opened incident: record its diagnosis latency.

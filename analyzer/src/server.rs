@@ -35,6 +35,11 @@ use crate::store::{NewOutbox, Store, StoreError};
 /// Incident changes are rare (a handful per fault), so this covers hours of a broken disk.
 const MAX_PENDING_CHANGES: usize = 10_000;
 
+/// An oversized body up to this size is read and discarded before the 413 goes out, so a client
+/// that writes its whole body before reading sees the answer; bigger ones get the connection cut.
+/// Four times the default report limit: a client that far off is misconfigured, not a real agent.
+const MAX_DRAIN_BYTES: usize = 4 * faultline_proto::report::limits::MAX_BODY_BYTES;
+
 /// Turns an incident change into the notifications to enqueue with it (issue 7 plugs in here).
 pub trait OutboxPlanner: Send + Sync + std::fmt::Debug + 'static {
     fn plan(&self, change: &IncidentChange, now_s: f64) -> Vec<NewOutbox>;
@@ -192,6 +197,13 @@ impl AppState {
     /// Runs the engine once at the clock's time and records every change (with its notifications)
     /// in one transaction. If the store refuses, the changes wait in memory for the next tick.
     pub fn tick_once(&self) -> TickReport {
+        let t0 = Instant::now();
+        let report = self.tick_inner();
+        self.metrics.tick(t0.elapsed().as_secs_f64());
+        report
+    }
+
+    fn tick_inner(&self) -> TickReport {
         let now_ms = self.clock.now_ms();
         let changes = lock(&self.engine).tick(now_ms);
         let n = changes.len();
@@ -229,6 +241,7 @@ impl AppState {
                 pending.clear();
             }
             Err(e) => {
+                self.metrics.store_error();
                 if pending.len() > MAX_PENDING_CHANGES {
                     let drop_n = pending.len() - MAX_PENDING_CHANGES;
                     pending.drain(..drop_n);
@@ -324,14 +337,18 @@ async fn ingest(st: &AppState, headers: &HeaderMap, body: Body) -> Result<(Accep
             ),
         )
     };
-    if let Some(len) = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
-        if len > st.max_body_bytes as u64 {
+    let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(len) = declared {
+        if len > st.max_body_bytes as u64 && len > MAX_DRAIN_BYTES as u64 {
+            // Too big to be worth draining: answer at once and let the connection drop.
             return Err(too_large(len.to_string()));
         }
     }
     let bytes = match read_limited(body, st.max_body_bytes).await {
         Ok(b) => b,
-        Err(ReadError::TooLarge) => return Err(too_large("more".into())),
+        Err(ReadError::TooLarge(seen)) => {
+            return Err(too_large(declared.map(|d| d.to_string()).unwrap_or_else(|| format!("at least {seen}"))));
+        }
         Err(ReadError::Io(e)) => {
             return Err((
                 IngestResult::Malformed,
@@ -388,23 +405,32 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 enum ReadError {
-    TooLarge,
+    /// Over the limit; how many bytes were seen before giving up.
+    TooLarge(usize),
     Io(String),
 }
 
-/// Reads a body frame by frame, stopping as soon as it passes `limit` bytes.
+/// Reads a body frame by frame, keeping at most `limit` bytes. Past the limit the rest is read and
+/// thrown away (up to `MAX_DRAIN_BYTES`) so that the client, still sending, reads our 413 instead of
+/// a reset connection.
 async fn read_limited(mut body: Body, limit: usize) -> Result<Vec<u8>, ReadError> {
     let mut buf = Vec::new();
+    let mut seen = 0usize;
     while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
         let frame = frame.map_err(|e| ReadError::Io(e.to_string()))?;
         if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > limit {
-                return Err(ReadError::TooLarge);
+            seen = seen.saturating_add(data.len());
+            if seen > limit {
+                buf = Vec::new();
+                if seen > MAX_DRAIN_BYTES {
+                    return Err(ReadError::TooLarge(seen));
+                }
+            } else {
+                buf.extend_from_slice(&data);
             }
-            buf.extend_from_slice(&data);
         }
     }
-    Ok(buf)
+    if seen > limit { Err(ReadError::TooLarge(seen)) } else { Ok(buf) }
 }
 
 /// Whether the metrics request asks for OpenMetrics.
@@ -445,7 +471,10 @@ impl AppState {
         };
         match lock(&self.store).record(&pending, &outbox, now_s) {
             Ok(()) => pending.clear(),
-            Err(e) => error!(error = %e, "cannot record incident changes"),
+            Err(e) => {
+                self.metrics.store_error();
+                error!(error = %e, "cannot record incident changes");
+            }
         }
         pending.len()
     }
