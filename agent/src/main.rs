@@ -1,3 +1,505 @@
-//! faultline-agent: the node agent (entry point; being written).
+//! faultline-agent: the node agent. Collects host, NIC, GPU, kernel-log and job telemetry on its own
+//! timer, serves it on `/metrics`, and pushes `NodeReport`s to the analyzer (spooling to disk while the
+//! analyzer is away). Also the `classify-log` and `report-progress` helper subcommands.
+//!
+//! Exit codes: 0 on success (including a clean stop on SIGTERM/SIGINT), 2 on any error (bad flags or
+//! config, a port that cannot be bound, an unusable spool directory).
 
-fn main() {}
+mod config;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use clap::{Parser, Subcommand};
+use faultline_agent::collect::{self, PciMap, Registry, Roots};
+use faultline_agent::events::EventQueue;
+use faultline_agent::export::push::{self, Outgoing};
+use faultline_agent::export::spool::{SeqFile, Spool};
+use faultline_agent::export::{self, AgentStats, Snapshot};
+use faultline_agent::progress::{self, ProgressStore};
+use faultline_proto::{Dropped, NodeReport};
+use tokio::sync::mpsc;
+
+use crate::config::{FileConfig, Overrides, Settings};
+
+/// Events waiting for the next report. Below `proto`'s MAX_EVENTS so a full queue still fits one report.
+const EVENT_QUEUE_CAP: usize = 4096;
+/// Reports waiting for the pusher. The pusher spools whatever it receives while the analyzer is away,
+/// so this only fills if the disk itself stalls; 64 reports is ten minutes at the default interval.
+const PUSH_QUEUE_CAP: usize = 64;
+/// After an urgent push, further urgent events within this window ride on the next one (an XID storm
+/// must not turn into a report storm).
+const URGENT_MIN_GAP: Duration = Duration::from_secs(1);
+/// How long shutdown waits for a collection cycle that is stuck (a hung GPU driver) before exiting.
+const SHUTDOWN_COLLECT_DEADLINE: Duration = Duration::from_secs(20);
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "faultline-agent",
+    version,
+    about = "faultline node agent: collects node telemetry, serves /metrics, pushes reports to the analyzer"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// TOML config file (flags override it).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Node name (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Address for /metrics and /healthz (default 0.0.0.0:9430).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Analyzer base URL, e.g. http://analyzer:9440 (default: do not push).
+    #[arg(long)]
+    analyzer: Option<String>,
+    /// Analyzer bearer token.
+    #[arg(long, env = "FAULTLINE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the analyzer bearer token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Report interval: 500ms, 10s, 2m (default 10s).
+    #[arg(long)]
+    interval: Option<String>,
+    /// Spool directory, also holds the persisted report sequence number.
+    #[arg(long)]
+    spool_dir: Option<PathBuf>,
+    /// Spool size bound in bytes (default 256 MiB); the oldest reports are dropped past it.
+    #[arg(long)]
+    spool_max_bytes: Option<u64>,
+    /// Root of sysfs (default /sys).
+    #[arg(long)]
+    sysfs_root: Option<PathBuf>,
+    /// Root of procfs (default /proc).
+    #[arg(long)]
+    procfs_root: Option<PathBuf>,
+    /// Collect once, print one NodeReport as JSON on stdout, and exit.
+    #[arg(long)]
+    once: bool,
+    /// NVML library to load instead of libnvidia-ml.so.1.
+    #[arg(long)]
+    nvml_lib: Option<PathBuf>,
+    /// Do not load NVML.
+    #[arg(long)]
+    no_gpu: bool,
+    /// Kernel log to follow (default /dev/kmsg).
+    #[arg(long)]
+    kmsg: Option<PathBuf>,
+    /// Progress API address for training loops (default 127.0.0.1:9431).
+    #[arg(long)]
+    progress_listen: Option<String>,
+    /// Also serve the progress API on this Unix socket.
+    #[arg(long)]
+    progress_socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Classify kernel/training log lines from stdin: one JSON object per line on stdout.
+    ClassifyLog,
+    /// Post one training-progress record to the local agent.
+    ReportProgress(progress::ReportProgressArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Some(Command::ClassifyLog) => faultline_agent::classify::classify_log_stdin(),
+        Some(Command::ReportProgress(ref args)) => progress::report_progress(args.clone()),
+        None => run(cli),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("faultline-agent: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let file = match &cli.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let settings = Settings::build(
+        file,
+        Overrides {
+            node_name: cli.node_name,
+            listen: cli.listen,
+            analyzer: cli.analyzer,
+            token: cli.token,
+            token_file: cli.token_file,
+            interval: cli.interval,
+            spool_dir: cli.spool_dir,
+            spool_max_bytes: cli.spool_max_bytes,
+            sysfs_root: cli.sysfs_root,
+            procfs_root: cli.procfs_root,
+            nvml_lib: cli.nvml_lib,
+            no_gpu: cli.no_gpu,
+            kmsg: cli.kmsg,
+            progress_listen: cli.progress_listen,
+            progress_socket: cli.progress_socket,
+        },
+    )?;
+    if cli.once { once(&settings) } else { daemon(settings) }
+}
+
+/// Everything a collection cycle needs besides the collectors.
+struct Parts {
+    events: Arc<EventQueue>,
+    progress: ProgressStore,
+    pci: PciMap,
+}
+
+/// The collectors in registry order: host, infiniband, net, gpu, jobs.
+fn registry(s: &Settings, parts: &Parts) -> Registry {
+    let roots = Roots { sysfs: s.sysfs_root.clone(), procfs: s.procfs_root.clone() };
+    let mut reg = Registry::base(&roots);
+    if !s.no_gpu {
+        if let Some(gpu) =
+            collect::gpu::GpuCollector::new(s.nvml_lib.as_deref(), parts.events.clone(), parts.pci.clone())
+        {
+            reg.push(Box::new(gpu));
+        }
+    }
+    reg.push(Box::new(collect::jobs::JobsCollector::new(
+        s.procfs_root.clone(),
+        parts.progress.clone(),
+        s.jobs.clone(),
+    )));
+    reg
+}
+
+fn once(s: &Settings) -> anyhow::Result<()> {
+    let parts = Parts {
+        events: Arc::new(EventQueue::new(EVENT_QUEUE_CAP)),
+        progress: ProgressStore::new(),
+        pci: PciMap::default(),
+    };
+    let mut cycle = Cycle {
+        registry: registry(s, &parts),
+        node: s.node.clone(),
+        interval: s.interval,
+        seq: SeqFile::read_only(&s.spool_dir_read_only()),
+        parts,
+        stats: Arc::new(AgentStats::default()),
+        seq_error_logged: false,
+    };
+    let report = cycle.build(false, false);
+    if let Err(e) = report.validate() {
+        tracing::warn!(error = %e, "this report would be refused by the analyzer");
+    }
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, &report)?;
+    writeln!(out)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// One collection cycle's state: the collectors, the sequence, and what every report carries.
+struct Cycle {
+    registry: Registry,
+    node: String,
+    interval: Duration,
+    seq: SeqFile,
+    parts: Parts,
+    stats: Arc<AgentStats>,
+    seq_error_logged: bool,
+}
+
+impl Cycle {
+    fn build(&mut self, urgent: bool, shutdown: bool) -> NodeReport {
+        let start = Instant::now();
+        let seq = match self.seq.next() {
+            Ok(s) => s,
+            Err(e) => {
+                if !self.seq_error_logged {
+                    tracing::error!(error = %e, "cannot persist the report sequence; numbering restarts if the agent restarts");
+                    self.seq_error_logged = true;
+                }
+                self.seq.peek() - 1
+            }
+        };
+        let mut r = collect::blank_report(&self.node, seq, self.interval.as_millis() as u64);
+        r.urgent = urgent;
+        r.shutdown = shutdown;
+        self.registry.collect(&mut r);
+        let mut events = self.parts.events.drain();
+        let mut extra_dropped = 0;
+        if events.len() > faultline_proto::limits::MAX_EVENTS {
+            extra_dropped = (events.len() - faultline_proto::limits::MAX_EVENTS) as u64;
+            events.drain(..events.len() - faultline_proto::limits::MAX_EVENTS);
+        }
+        r.events = events;
+        r.dropped = Dropped {
+            reports: AgentStats::get(&self.stats.dropped_reports),
+            events: self.parts.events.dropped() + extra_dropped,
+            progress: self.parts.progress.dropped(),
+        };
+        AgentStats::set(&self.stats.collect_duration_us, start.elapsed().as_micros() as u64);
+        AgentStats::add(&self.stats.reports, 1);
+        r
+    }
+}
+
+enum Trigger {
+    Urgent,
+    Shutdown,
+}
+
+/// The collection thread: collects every interval (and at once on an urgent event), publishes the
+/// snapshot for `/metrics`, and hands the report to the pusher without ever waiting for it.
+fn collection_loop(
+    mut cycle: Cycle,
+    triggers: std_mpsc::Receiver<Trigger>,
+    snapshot: Snapshot,
+    out: Option<mpsc::Sender<Outgoing>>,
+) {
+    let mut next = Instant::now();
+    let mut queue_full_logged = false;
+    loop {
+        let wait = next.saturating_duration_since(Instant::now());
+        let (urgent, shutdown) = match triggers.recv_timeout(wait) {
+            Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                next += cycle.interval;
+                let now = Instant::now();
+                if next < now {
+                    // A slow cycle (or a suspended host): skip the missed ticks rather than bursting.
+                    next = now + cycle.interval;
+                }
+                (false, false)
+            }
+            Ok(Trigger::Urgent) => (true, false),
+            Ok(Trigger::Shutdown) | Err(std_mpsc::RecvTimeoutError::Disconnected) => (false, true),
+        };
+        let report = cycle.build(urgent, shutdown);
+        let seq = report.seq;
+        let body = match serde_json::to_vec(&report) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(seq, error = %e, "cannot encode report");
+                Vec::new()
+            }
+        };
+        *snapshot.write().unwrap_or_else(|p| p.into_inner()) = Some(report);
+        if let (Some(tx), false) = (&out, body.is_empty()) {
+            let o = Outgoing { seq, body, last: shutdown };
+            if shutdown {
+                let _ = tx.blocking_send(o);
+            } else if tx.try_send(o).is_err() {
+                AgentStats::add(&cycle.stats.dropped_reports, 1);
+                if !queue_full_logged {
+                    tracing::warn!(seq, "push queue full (disk stalled?); dropping reports until it drains");
+                    queue_full_logged = true;
+                }
+            } else {
+                queue_full_logged = false;
+            }
+        }
+        if shutdown {
+            return;
+        }
+    }
+}
+
+/// Take an exclusive lock on the spool directory so two agents never share one.
+fn lock_spool(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own; no memory is shared.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        anyhow::bail!("another faultline-agent is using the spool directory {} (pass --spool-dir)", dir.display());
+    }
+    Ok(f)
+}
+
+#[derive(Clone)]
+struct Http {
+    registry: Arc<prometheus_client::registry::Registry>,
+    snapshot: Snapshot,
+}
+
+async fn metrics_handler(State(h): State<Http>, headers: axum::http::HeaderMap) -> axum::response::Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (ct, body) = export::metrics::render(&h.registry, accept);
+    ([(header::CONTENT_TYPE, ct)], body).into_response()
+}
+
+async fn healthz_handler(State(h): State<Http>) -> axum::response::Response {
+    let (seq, ts) = match h.snapshot.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        Some(r) => (Some(r.seq), Some(r.timestamp_ms)),
+        None => (None, None),
+    };
+    let body = serde_json::json!({ "status": "ok", "last_seq": seq, "last_report_ms": ts });
+    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+fn daemon(s: Settings) -> anyhow::Result<()> {
+    let spool_dir = s.spool_dir()?;
+    let _lock = lock_spool(&spool_dir)?;
+    let spool = Spool::open(&spool_dir, s.spool_max_bytes)?;
+    let seq = SeqFile::open(&spool_dir, Some(&spool))?;
+    let client = match &s.analyzer {
+        Some(a) => Some(push::Client::new(a, s.token.clone())?),
+        None => None,
+    };
+    let rt =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::bind(s.listen).await.with_context(|| format!("cannot listen on {}", s.listen))?;
+        let addr = listener.local_addr()?;
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "listening on http://{addr}")?;
+            out.flush()?;
+        }
+        let parts = Parts {
+            events: Arc::new(EventQueue::new(EVENT_QUEUE_CAP)),
+            progress: ProgressStore::new(),
+            pci: PciMap::default(),
+        };
+        match progress::serve_http(parts.progress.clone(), s.progress_listen) {
+            Ok((paddr, fut)) => {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "progress on http://{paddr}")?;
+                out.flush()?;
+                tokio::spawn(fut);
+            }
+            Err(e) => tracing::error!(addr = %s.progress_listen, error = %e, "progress API not available"),
+        }
+        if let Some(path) = &s.progress_socket {
+            match progress::serve_unix(parts.progress.clone(), path) {
+                Ok(fut) => {
+                    tokio::spawn(fut);
+                }
+                Err(e) => tracing::error!(path = %path.display(), error = %e, "progress socket not available"),
+            }
+        }
+        if let Err(e) = collect::kmsg::spawn_watcher(&s.kmsg, parts.events.clone(), parts.pci.clone()) {
+            tracing::warn!(path = %s.kmsg.display(), error = %e, "kernel-log watcher not running");
+        }
+
+        let stats = Arc::new(AgentStats::default());
+        let snapshot: Snapshot = Arc::default();
+        let mut prom = prometheus_client::registry::Registry::default();
+        prom.register_collector(Box::new(export::metrics::NodeMetrics::new(
+            snapshot.clone(),
+            stats.clone(),
+            s.node.clone(),
+        )));
+        prom.register_collector(Box::new(export::gpu_metrics::GpuMetrics::new(snapshot.clone())));
+        prom.register_collector(Box::new(export::job_metrics::JobMetrics::new(snapshot.clone())));
+        let http = Http { registry: Arc::new(prom), snapshot: snapshot.clone() };
+        let app = axum::Router::new()
+            .route("/metrics", axum::routing::get(metrics_handler))
+            .route("/healthz", axum::routing::get(healthz_handler))
+            .with_state(http);
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "metrics server stopped");
+            }
+        });
+
+        let (out_tx, pusher) = match client {
+            Some(c) => {
+                let (tx, rx) = mpsc::channel(PUSH_QUEUE_CAP);
+                tracing::info!(endpoint = c.endpoint(), interval = ?s.interval, "pushing reports");
+                let task = tokio::spawn(push::Pusher::new(c, spool, stats.clone()).run(rx));
+                (Some(tx), Some(task))
+            }
+            None => {
+                if !spool.is_empty() {
+                    tracing::warn!(reports = spool.len(), "spooled reports are kept but not sent: no --analyzer given");
+                }
+                (None, None)
+            }
+        };
+
+        let cycle = Cycle {
+            registry: registry(&s, &parts),
+            node: s.node.clone(),
+            interval: s.interval,
+            seq,
+            parts,
+            stats: stats.clone(),
+            seq_error_logged: false,
+        };
+        let events = cycle.parts.events.clone();
+        let (trig_tx, trig_rx) = std_mpsc::channel();
+        let collector = std::thread::Builder::new()
+            .name("collect".into())
+            .spawn(move || collection_loop(cycle, trig_rx, snapshot, out_tx))
+            .context("cannot start the collection thread")?;
+
+        let urgent_tx = trig_tx.clone();
+        tokio::spawn(async move {
+            loop {
+                events.urgent().await;
+                if urgent_tx.send(Trigger::Urgent).is_err() {
+                    return;
+                }
+                tokio::time::sleep(URGENT_MIN_GAP).await;
+            }
+        });
+
+        wait_for_signal().await?;
+        tracing::info!("stopping: sending the last report");
+        let _ = trig_tx.send(Trigger::Shutdown);
+        let joined = tokio::task::spawn_blocking(move || collector.join());
+        if tokio::time::timeout(SHUTDOWN_COLLECT_DEADLINE, joined).await.is_err() {
+            tracing::warn!("the last collection cycle did not finish in time; exiting without it");
+            return Ok(());
+        }
+        if let Some(task) = pusher {
+            if tokio::time::timeout(push::SHUTDOWN_FLUSH_DEADLINE + Duration::from_secs(5), task).await.is_err() {
+                tracing::warn!("the pusher did not finish in time");
+            }
+        }
+        Ok::<(), anyhow::Error>(())
+    })?;
+    // The runtime may hold a blocking task stuck in a hung driver call: do not wait for it.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
