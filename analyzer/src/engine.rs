@@ -2,10 +2,25 @@
 //! clock-free object. Time is what callers pass as `now_ms` (the HTTP server passes the system clock,
 //! the simulator passes virtual time), so the whole diagnosis runs deterministically in tests.
 //!
-//! (Interface fixed here; the implementation is being written.)
+//! Cost model (100k GPUs, 12,500 reports per 10 s round): ingest updates only the reporting node's
+//! state and marks it dirty; `tick` re-runs node detectors for dirty nodes and for nodes that still
+//! carry symptoms, scans heartbeats at most once per second, checks a job when it has new data or
+//! every few seconds, and runs the localizer over the (small) set of live symptoms.
 
-use faultline_proto::api::{ComponentView, HealthRow, JobView, NodeSummary, Summary, TopologyView};
-use faultline_proto::{ComponentId, Incident, NodeReport, ReportError, TopologyFile};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use faultline_proto::api::{
+    AffectedJob, ComponentView, HealthRow, JobView, NodeSummary, RankView, Summary, SwitchView, SymptomView,
+    TopologyView,
+};
+use faultline_proto::topology::SwitchTier;
+use faultline_proto::{ComponentId, ComponentKind, Incident, IncidentStatus, NodeReport, ReportError, TopologyFile};
+
+use crate::detect::{self, Symptom, SymptomKind, gpu, host, job as jobdet, nic};
+use crate::incident::{Book, Change};
+use crate::localize::{self, Active};
+use crate::state::{Applied, State};
+use crate::topology::{RankPlacement, Topology};
 
 /// Tunables of the engine. Every field has a default.
 #[derive(Debug, Clone)]
@@ -14,11 +29,15 @@ pub struct EngineConfig {
     pub resolve_after_s: f64,
     /// An agent silent for this many of its own intervals is lost.
     pub heartbeat_intervals: f64,
+    /// A job none of whose ranks was reported for this long is over and leaves the graph, seconds.
+    pub job_linger_s: f64,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { resolve_after_s: 120.0, heartbeat_intervals: 3.0 }
+        // Two missed intervals: one late report is normal, two in a row is not (and node-down
+        // diagnosis stays near 20 s at the 10 s default interval).
+        Self { resolve_after_s: 120.0, heartbeat_intervals: 2.0, job_linger_s: 60.0 }
     }
 }
 
@@ -46,83 +65,576 @@ pub enum IncidentChange {
     Resolved(Incident),
 }
 
+/// Heartbeats of every node are scanned at most this often (analyzer time).
+const HEARTBEAT_SCAN_MS: i64 = 1_000;
+/// A job with no new data is re-checked this often (stalls are judged on time passing).
+const JOB_RECHECK_MS: i64 = 2_000;
+
+/// Open-incident statistics for the server's metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IncidentStats {
+    pub open: usize,
+    pub total: usize,
+    pub open_by_class: BTreeMap<String, usize>,
+    pub affected_jobs: usize,
+}
+
 pub struct Analyzer {
-    _cfg: EngineConfig,
-    _topology: TopologyFile,
+    cfg: EngineConfig,
+    topology_file: TopologyFile,
+    topo: Topology,
+    state: State,
+    book: Book,
+    dirty_nodes: BTreeSet<String>,
+    dirty_jobs: BTreeSet<String>,
+    node_symptoms: HashMap<String, Vec<Symptom>>,
+    job_symptoms: HashMap<String, Vec<Symptom>>,
+    job_checked: HashMap<String, i64>,
+    first_seen: HashMap<(ComponentId, SymptomKind), i64>,
+    last_scan_ms: i64,
+    symptoms_changed: bool,
+    last_localize_ms: i64,
 }
 
 impl Analyzer {
     pub fn new(cfg: EngineConfig, topology: TopologyFile) -> Self {
-        Self { _cfg: cfg, _topology: topology }
+        let topo = Topology::new(&topology);
+        Self {
+            cfg,
+            topology_file: topology,
+            topo,
+            state: State::default(),
+            book: Book::default(),
+            dirty_nodes: BTreeSet::new(),
+            dirty_jobs: BTreeSet::new(),
+            node_symptoms: HashMap::new(),
+            job_symptoms: HashMap::new(),
+            job_checked: HashMap::new(),
+            first_seen: HashMap::new(),
+            last_scan_ms: i64::MIN,
+            symptoms_changed: false,
+            last_localize_ms: i64::MIN,
+        }
     }
 
     /// Decode, validate and apply one report body, exactly as `POST /api/v1/reports` does.
     pub fn ingest_json(&mut self, body: &[u8], now_ms: i64) -> Result<IngestOutcome, IngestError> {
         let report = NodeReport::from_json(body)?;
-        self.ingest(report, now_ms)
+        self.apply(report, now_ms)
     }
 
     /// Apply one already-decoded report (validated again here).
-    pub fn ingest(&mut self, report: NodeReport, _now_ms: i64) -> Result<IngestOutcome, IngestError> {
+    pub fn ingest(&mut self, report: NodeReport, now_ms: i64) -> Result<IngestOutcome, IngestError> {
         report.validate()?;
-        Ok(IngestOutcome { node: report.node, seq: report.seq, duplicate: false })
+        self.apply(report, now_ms)
+    }
+
+    fn apply(&mut self, report: NodeReport, now_ms: i64) -> Result<IngestOutcome, IngestError> {
+        let applied = self.state.apply(&report, now_ms);
+        let duplicate = applied == Applied::Duplicate;
+        if !duplicate {
+            self.topo.add_inventory(
+                &report.node,
+                report.gpus.iter().map(|g| g.index),
+                report.nics.iter().map(|n| n.name.clone()),
+            );
+            for d in &report.disks {
+                self.topo.add_disk(&report.node, &d.device);
+            }
+            self.dirty_nodes.insert(report.node.clone());
+            for j in &report.jobs {
+                self.dirty_jobs.insert(j.job_id.clone());
+            }
+            if let Some(n) = self.state.nodes.get(&report.node) {
+                // Jobs that just left this node need a look too.
+                for j in self.state.jobs.iter().filter(|(_, j)| j.ranks.values().any(|r| r.node == report.node)) {
+                    if !n.jobs.contains(j.0) {
+                        self.dirty_jobs.insert(j.0.clone());
+                    }
+                }
+            }
+        }
+        Ok(IngestOutcome { node: report.node, seq: report.seq, duplicate })
     }
 
     /// Run detectors and the localizer at `now_ms`; return what changed.
-    pub fn tick(&mut self, _now_ms: i64) -> Vec<IncidentChange> {
-        Vec::new()
+    pub fn tick(&mut self, now_ms: i64) -> Vec<IncidentChange> {
+        let heartbeat_due = now_ms - self.last_scan_ms >= HEARTBEAT_SCAN_MS;
+        let mut to_check: BTreeSet<String> = std::mem::take(&mut self.dirty_nodes);
+        if heartbeat_due {
+            self.last_scan_ms = now_ms;
+            to_check.extend(self.node_symptoms.keys().cloned());
+            for (name, n) in &self.state.nodes {
+                let hb = (self.cfg.heartbeat_intervals * n.interval_ms as f64) as i64;
+                if !n.shutdown && now_ms - n.last_recv_ms > hb {
+                    to_check.insert(name.clone());
+                }
+            }
+        }
+        for name in &to_check {
+            self.check_node(name, now_ms);
+        }
+        self.update_jobs(now_ms, heartbeat_due);
+
+        if !self.symptoms_changed && !heartbeat_due && now_ms - self.last_localize_ms < HEARTBEAT_SCAN_MS {
+            return Vec::new();
+        }
+        self.symptoms_changed = false;
+        self.last_localize_ms = now_ms;
+
+        let mut active: Vec<Active> = Vec::new();
+        let mut keys = BTreeSet::new();
+        let mut node_names: Vec<&String> = self.node_symptoms.keys().collect();
+        node_names.sort();
+        let mut job_names: Vec<&String> = self.job_symptoms.keys().collect();
+        job_names.sort();
+        let all = node_names
+            .into_iter()
+            .flat_map(|n| self.node_symptoms[n].iter())
+            .chain(job_names.into_iter().flat_map(|j| self.job_symptoms[j].iter()));
+        for s in all {
+            let key = (s.component.clone(), s.kind);
+            let first = *self.first_seen.entry(key.clone()).or_insert(now_ms);
+            keys.insert(key);
+            active.push(Active { s: s.clone(), first_seen_ms: first });
+        }
+        self.first_seen.retain(|k, _| keys.contains(k));
+        for a in &active {
+            if let ComponentId::NvLink { host, gpu, link } = &a.s.component {
+                self.topo.ensure_nvlink(host, *gpu, *link);
+            }
+        }
+        let open = self.book.open_roots();
+        let ctx = localize::Ctx { topo: &self.topo, state: &self.state, now: now_ms, open: &open };
+        let diags = localize::localize(&active, &ctx);
+        let resolve_ms = (self.cfg.resolve_after_s * 1000.0) as i64;
+        let changes = self.book.apply(&diags, &active, &self.topo, &self.state, now_ms, resolve_ms);
+        changes
+            .into_iter()
+            .map(|c| match c {
+                Change::Opened(i) => IncidentChange::Opened(self.book.incidents[i].clone()),
+                Change::Updated(i) => IncidentChange::Updated(self.book.incidents[i].clone()),
+                Change::Resolved(i) => IncidentChange::Resolved(self.book.incidents[i].clone()),
+            })
+            .collect()
+    }
+
+    fn check_node(&mut self, name: &str, now_ms: i64) {
+        let Some(n) = self.state.nodes.get(name) else { return };
+        let mut out = Vec::new();
+        let hb = (self.cfg.heartbeat_intervals * n.interval_ms as f64) as i64;
+        host::check(n, hb, now_ms, &mut out);
+        let mut clocks: Vec<f64> = n
+            .gpus
+            .values()
+            .filter_map(|g| g.points.back())
+            .filter(|p| p.util.is_none_or(|u| u > 10.0))
+            .filter_map(|p| p.sm_mhz.map(|c| c as f64))
+            .collect();
+        let peers = gpu::GpuPeers { sm_median: detect::median(&mut clocks).filter(|_| clocks.len() >= 3) };
+        for (idx, g) in &n.gpus {
+            gpu::check(name, *idx, g, &peers, now_ms, &mut out);
+        }
+        for (nic_name, st) in &n.nics {
+            let layer = st.last.as_ref().and_then(|l| l.link_layer.clone());
+            let best = n
+                .nics
+                .iter()
+                .filter(|(other, o)| {
+                    *other != nic_name
+                        && o.down_since.is_none()
+                        && o.last.as_ref().and_then(|l| l.link_layer.clone()) == layer
+                })
+                .filter_map(|(_, o)| o.rates.back().map(|r| r.1))
+                .reduce(f64::max);
+            // Only NICs cabled into the fabric are compared with each other.
+            let in_fabric = self.topo.leaf_of_nic(&ComponentId::nic(name, nic_name)).is_some();
+            let peers = nic::NicPeers { best_rate: best.filter(|_| in_fabric) };
+            nic::check(name, nic_name, st, &peers, now_ms, &mut out);
+        }
+        let old = self.node_symptoms.get(name);
+        if old.map(|o| same(o, &out)) != Some(true) && !(old.is_none() && out.is_empty()) {
+            self.symptoms_changed = true;
+        }
+        if out.is_empty() {
+            self.node_symptoms.remove(name);
+        } else {
+            self.node_symptoms.insert(name.to_string(), out);
+        }
+    }
+
+    fn update_jobs(&mut self, now_ms: i64, recheck: bool) {
+        let linger = (self.cfg.job_linger_s * 1000.0) as i64;
+        let dirty = std::mem::take(&mut self.dirty_jobs);
+        let mut to_check: BTreeSet<String> = dirty.clone();
+        if recheck {
+            for (id, _) in &self.state.jobs {
+                if self.job_checked.get(id).is_none_or(|t| now_ms - t >= JOB_RECHECK_MS) {
+                    to_check.insert(id.clone());
+                }
+            }
+        }
+        let mut remove = Vec::new();
+        for id in &to_check {
+            let Some(job) = self.state.jobs.get_mut(id) else { continue };
+            // Every rank gone from its node's reports: the job ended.
+            let all_gone = job.ranks.values().all(|r| r.gone_ms.is_some());
+            if all_gone {
+                let t = job.ranks.values().filter_map(|r| r.gone_ms).max().unwrap_or(now_ms);
+                job.ended_ms.get_or_insert(t);
+            }
+            let silent_too_long = now_ms - job.last_seen_ms > linger
+                && job
+                    .ranks
+                    .values()
+                    .all(|r| self.state.nodes.get(&r.node).is_none_or(|n| n.last_report_ms > r.seen_ms));
+            if job.ended_ms.is_some_and(|t| now_ms - t > linger) || silent_too_long {
+                remove.push(id.clone());
+                continue;
+            }
+            if job.placement_dirty {
+                job.placement_dirty = false;
+                let placement: BTreeMap<u32, RankPlacement> = job
+                    .ranks
+                    .iter()
+                    .map(|(k, r)| {
+                        (*k, RankPlacement { rank: *k, host: r.node.clone(), gpus: r.gpus.clone(), nic: r.nic.clone() })
+                    })
+                    .collect();
+                self.topo.set_job(id, placement);
+            }
+            if dirty.contains(id) {
+                jobdet::learn_baseline(job);
+            }
+            let mut out = Vec::new();
+            jobdet::check(job, &self.state.nodes, now_ms, &mut out);
+            self.job_checked.insert(id.clone(), now_ms);
+            let old = self.job_symptoms.get(id);
+            if old.map(|o| same(o, &out)) != Some(true) && !(old.is_none() && out.is_empty()) {
+                self.symptoms_changed = true;
+            }
+            if out.is_empty() {
+                self.job_symptoms.remove(id);
+            } else {
+                self.job_symptoms.insert(id.clone(), out);
+            }
+        }
+        for id in remove {
+            self.state.jobs.remove(&id);
+            self.topo.remove_job(&id);
+            self.job_checked.remove(&id);
+            if self.job_symptoms.remove(&id).is_some() {
+                self.symptoms_changed = true;
+            }
+        }
     }
 
     /// Every incident, open and resolved, oldest first.
     pub fn incidents(&self) -> Vec<Incident> {
-        Vec::new()
+        self.book.incidents.clone()
+    }
+
+    /// One incident by id.
+    pub fn incident(&self, id: &str) -> Option<Incident> {
+        self.book.incidents.iter().find(|i| i.id == id).cloned()
     }
 
     /// After a restart: continue the open incidents the store kept, and number new ones after `next_id`.
-    pub fn restore(&mut self, _incidents: Vec<Incident>, _next_id: u64) {}
+    pub fn restore(&mut self, incidents: Vec<Incident>, next_id: u64) {
+        let now = incidents.iter().map(|i| (i.updated_s * 1000.0) as i64).max().unwrap_or(0);
+        self.book.restore(incidents, next_id, now);
+    }
+
+    /// The number the next incident id follows.
+    pub fn next_incident_id(&self) -> u64 {
+        self.book.next_id()
+    }
+
+    /// Open-incident statistics (for metrics).
+    pub fn incident_stats(&self) -> IncidentStats {
+        let mut s =
+            IncidentStats { open: self.book.open_count(), total: self.book.incidents.len(), ..Default::default() };
+        let mut jobs = BTreeSet::new();
+        for i in self.book.open_incidents() {
+            *s.open_by_class.entry(i.class.as_str().to_string()).or_default() += 1;
+            jobs.extend(i.affected_jobs.iter().cloned());
+        }
+        s.affected_jobs = jobs.len();
+        s
+    }
+
+    fn symptoms_of(&self, id: &ComponentId) -> Vec<&Symptom> {
+        let from_node = id.host().and_then(|h| self.node_symptoms.get(h)).into_iter().flatten();
+        let from_job = id.job_id().and_then(|j| self.job_symptoms.get(j)).into_iter().flatten();
+        from_node.chain(from_job).filter(|s| &s.component == id).collect()
+    }
+
+    fn node_healthy(&self, host: &str) -> bool {
+        !self.node_symptoms.get(host).is_some_and(|v| v.iter().any(|s| !s.kind.is_supporting()))
+    }
 
     /// Every node heard from, by name.
     pub fn nodes(&self) -> Vec<NodeSummary> {
-        Vec::new()
+        self.state
+            .nodes
+            .values()
+            .map(|n| {
+                let faulty = n
+                    .gpus
+                    .keys()
+                    .filter(|g| {
+                        let id = ComponentId::gpu(&n.name, **g);
+                        self.node_symptoms.get(&n.name).is_some_and(|v| {
+                            v.iter().any(|s| {
+                                !s.kind.is_supporting()
+                                    && (s.component == id
+                                        || matches!(&s.component, ComponentId::NvLink { gpu, .. } if gpu == *g))
+                            })
+                        })
+                    })
+                    .count() as u32;
+                NodeSummary {
+                    node: n.name.clone(),
+                    last_seen_s: n.last_report_ms as f64 / 1000.0,
+                    last_seq: n.last_seq,
+                    reports: n.reports,
+                    gpus: n.gpus.len() as u32,
+                    gpus_faulty: faulty,
+                    nics: n.nics.len() as u32,
+                    healthy: self.node_healthy(&n.name),
+                    shutdown: n.shutdown,
+                }
+            })
+            .collect()
     }
 
     /// One component with its symptoms and graph neighbours; `None` when unknown.
-    pub fn component(&self, _id: &ComponentId) -> Option<ComponentView> {
-        None
+    pub fn component(&self, id: &ComponentId) -> Option<ComponentView> {
+        let known = self.topo.contains(id)
+            || match id {
+                ComponentId::NvLink { host, gpu, link } => self
+                    .state
+                    .nodes
+                    .get(host)
+                    .and_then(|n| n.gpus.get(gpu))
+                    .is_some_and(|g| g.nvlinks.contains_key(link)),
+                _ => false,
+            };
+        if !known {
+            return None;
+        }
+        let symptoms: Vec<SymptomView> = self
+            .symptoms_of(id)
+            .into_iter()
+            .map(|s| SymptomView {
+                kind: s.kind.as_str().to_string(),
+                severity: s.severity,
+                onset_s: s.onset_ms as f64 / 1000.0,
+                detail: s.detail.clone(),
+            })
+            .collect();
+        let ids = id.to_string();
+        let incidents = self
+            .book
+            .incidents
+            .iter()
+            .filter(|i| &i.root == id || i.paths.iter().any(|p| p.contains(&ids)))
+            .map(|i| i.id.clone())
+            .collect();
+        let mut depends_on = self.topo.depends_on(id);
+        if depends_on.is_empty() {
+            if let ComponentId::NvLink { host, gpu, .. } = id {
+                depends_on.push(ComponentId::gpu(host, *gpu));
+            }
+        }
+        Some(ComponentView {
+            id: id.clone(),
+            kind: id.kind(),
+            healthy: symptoms.iter().all(|s| s.severity == faultline_proto::Severity::Info),
+            symptoms,
+            depends_on,
+            dependents: self.topo.dependents(id),
+            incidents,
+        })
+    }
+
+    fn job_view(&self, id: &str) -> Option<JobView> {
+        let job = self.state.jobs.get(id)?;
+        let multi = self.topo.job_multi_node(id);
+        let jid = ComponentId::job(id);
+        let mut ranks = Vec::new();
+        let mut paths = Vec::new();
+        for (k, r) in &job.ranks {
+            let nic = r.nic.as_ref().filter(|_| multi).map(|n| ComponentId::nic(&r.node, n));
+            let leaf = nic.as_ref().and_then(|n| self.topo.leaf_of_nic(n)).map(|l| ComponentId::switch(l).to_string());
+            let rid = ComponentId::rank(id, *k);
+            let healthy = self.symptoms_of(&rid).is_empty()
+                && r.gpus.iter().all(|g| self.symptoms_of(&ComponentId::gpu(&r.node, *g)).is_empty())
+                && self
+                    .node_symptoms
+                    .get(&r.node)
+                    .is_none_or(|v| v.iter().all(|s| s.kind != SymptomKind::HeartbeatLost));
+            ranks.push(RankView {
+                rank: *k,
+                node: r.node.clone(),
+                gpus: r.gpus.iter().map(|g| ComponentId::gpu(&r.node, *g).to_string()).collect(),
+                nic: nic.map(|n| n.to_string()),
+                leaf,
+                healthy,
+                step: r.step,
+                state: format!("{:?}", r.state).to_lowercase(),
+            });
+            paths.extend(self.topo.rank_path(id, *k));
+        }
+        let incidents: Vec<String> = self
+            .book
+            .incidents
+            .iter()
+            .filter(|i| i.affected_jobs.iter().any(|j| j == id) || i.root == jid)
+            .map(|i| i.id.clone())
+            .collect();
+        let open = self.book.open_incidents().any(|i| i.affected_jobs.iter().any(|j| j == id) || i.root == jid);
+        Some(JobView {
+            id: id.to_string(),
+            healthy: !open && self.job_symptoms.get(id).is_none_or(|v| v.is_empty()) && ranks.iter().all(|r| r.healthy),
+            ranks,
+            paths,
+            incidents,
+            step_time_ms: jobdet::current_step_ms(job),
+        })
     }
 
     /// Every running job.
     pub fn jobs(&self) -> Vec<JobView> {
-        Vec::new()
+        self.state.jobs.keys().filter_map(|id| self.job_view(id)).collect()
     }
 
     /// One job by id (without the `job:` prefix); `None` when unknown.
-    pub fn job(&self, _id: &str) -> Option<JobView> {
-        None
+    pub fn job(&self, id: &str) -> Option<JobView> {
+        self.job_view(id)
     }
 
     /// Switches, the NICs cabled to them, and nodes.
     pub fn topology_view(&self) -> TopologyView {
-        TopologyView { switches: Vec::new(), nodes: Vec::new() }
+        let open_roots: BTreeSet<ComponentId> = self.book.open_roots().into_iter().map(|x| x.0).collect();
+        let switches = self
+            .topo
+            .switch_tiers()
+            .iter()
+            .map(|(name, tier)| {
+                let id = ComponentId::switch(name);
+                SwitchView {
+                    id: id.to_string(),
+                    tier: match tier {
+                        SwitchTier::Leaf => "leaf".into(),
+                        SwitchTier::Spine => "spine".into(),
+                    },
+                    uplinks: self.topo.uplinks(name).iter().map(|u| ComponentId::switch(u).to_string()).collect(),
+                    nics: self
+                        .topo
+                        .nics_of_leaf(name)
+                        .map(|s| s.iter().map(|n| n.to_string()).collect())
+                        .unwrap_or_default(),
+                    healthy: !open_roots.contains(&id),
+                }
+            })
+            .collect();
+        TopologyView { switches, nodes: self.state.nodes.keys().cloned().collect() }
     }
 
     /// The cluster at a glance.
     pub fn summary(&self) -> Summary {
+        let nodes = self.nodes();
+        let mut by_class = BTreeMap::new();
+        let mut by_sev = BTreeMap::new();
+        for i in self.book.open_incidents() {
+            *by_class.entry(i.class).or_default() += 1;
+            *by_sev.entry(i.severity).or_default() += 1;
+        }
+        let mut most: Vec<AffectedJob> = self
+            .book
+            .open_by_job()
+            .into_iter()
+            .map(|(job, n)| AffectedJob {
+                ranks: self.state.jobs.get(&job).map(|j| j.ranks.len() as u32).unwrap_or(0),
+                job,
+                open_incidents: n,
+            })
+            .collect();
+        most.sort_by(|a, b| b.open_incidents.cmp(&a.open_incidents).then(a.job.cmp(&b.job)));
+        most.truncate(10);
         Summary {
-            nodes: 0,
-            nodes_healthy: 0,
-            gpus: 0,
-            gpus_faulty: 0,
-            jobs: 0,
-            open_incidents: 0,
-            open_by_class: Default::default(),
-            open_by_severity: Default::default(),
-            most_affected_jobs: Vec::new(),
+            nodes: nodes.len() as u32,
+            nodes_healthy: nodes.iter().filter(|n| n.healthy).count() as u32,
+            gpus: nodes.iter().map(|n| n.gpus).sum(),
+            gpus_faulty: nodes.iter().map(|n| n.gpus_faulty).sum(),
+            jobs: self.state.jobs.len() as u32,
+            open_incidents: self.book.open_count() as u32,
+            open_by_class: by_class,
+            open_by_severity: by_sev,
+            most_affected_jobs: most,
         }
     }
 
     /// Health of every hardware component and agent (for `faultline_component_healthy`).
     pub fn health(&self) -> impl Iterator<Item = HealthRow> + '_ {
-        std::iter::empty()
+        self.state.nodes.values().flat_map(move |n| {
+            let syms = self.node_symptoms.get(&n.name);
+            let sick = move |id: &ComponentId| {
+                syms.is_some_and(|v| v.iter().any(|s| &s.component == id && !s.kind.is_supporting()))
+            };
+            let node_id = ComponentId::node(&n.name);
+            let silent = syms.is_some_and(|v| v.iter().any(|s| s.kind == SymptomKind::HeartbeatLost));
+            let mut rows = vec![
+                HealthRow {
+                    kind: ComponentKind::Node,
+                    node: Some(n.name.clone()),
+                    healthy: !sick(&node_id),
+                    id: node_id,
+                },
+                HealthRow {
+                    id: ComponentId::agent(&n.name),
+                    kind: ComponentKind::Agent,
+                    node: Some(n.name.clone()),
+                    healthy: !silent,
+                },
+            ];
+            for g in n.gpus.keys() {
+                let id = ComponentId::gpu(&n.name, *g);
+                rows.push(HealthRow { healthy: !sick(&id), kind: ComponentKind::Gpu, node: Some(n.name.clone()), id });
+            }
+            for name in n.nics.keys() {
+                let id = ComponentId::nic(&n.name, name);
+                rows.push(HealthRow { healthy: !sick(&id), kind: ComponentKind::Nic, node: Some(n.name.clone()), id });
+            }
+            rows.into_iter()
+        })
     }
+
+    /// Open incidents right now.
+    pub fn open_incidents(&self) -> Vec<Incident> {
+        let mut v: Vec<Incident> = self.book.open_incidents().cloned().collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// The topology file this analyzer was started with.
+    pub fn topology_file(&self) -> &TopologyFile {
+        &self.topology_file
+    }
+
+    /// Vertices in the dependency graph (for metrics and scale tests).
+    pub fn graph_size(&self) -> usize {
+        self.topo.vertex_count()
+    }
+}
+
+fn same(a: &[Symptom], b: &[Symptom]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| x.component == y.component && x.kind == y.kind && x.class == y.class)
+}
+
+/// Resolved incidents are kept; this says whether one is open.
+pub fn is_open(i: &Incident) -> bool {
+    i.status == IncidentStatus::Open
 }

@@ -5,9 +5,15 @@ pub mod api;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod detect;
 pub mod engine;
+pub mod incident;
+pub mod localize;
 pub mod metrics;
 pub mod server;
+pub mod state;
 pub mod store;
+pub mod topology;
+pub mod xid;
 
 pub use engine::{Analyzer, EngineConfig, IncidentChange, IngestError, IngestOutcome};

@@ -1,0 +1,470 @@
+//! GPU and NVLink detectors: lost or unresponsive GPUs, XID classes, ECC (DBE, SRAM, SBE storms),
+//! row remapping, throttling, SM clock against the node's other GPUs, PCIe training, NVLink state
+//! and error-counter rates.
+
+use faultline_proto::{ComponentId, FaultClass};
+
+use super::{EVENT_HOLD_MS, SOFT_SAMPLES, Symptom, SymptomKind as K};
+use crate::state::GpuState;
+use crate::xid::{self, XidClass};
+
+/// Application XIDs (13, 31, 43) on one GPU within this window, this many times, point at the GPU:
+/// one is an application bug, three in ten minutes on the same board is hardware (NVIDIA's XID 13/31
+/// workflows say to suspect the GPU when it repeats).
+pub const APP_XID_REPEAT: usize = 3;
+pub const APP_XID_WINDOW_MS: i64 = 600_000;
+/// Correctable ECC errors in the SBE window that make a storm: the catalog's "hundreds per minute";
+/// an occasional single correctable error is normal.
+pub const SBE_STORM_COUNT: u64 = 100;
+pub const SBE_STORM_WINDOW_MS: i64 = 120_000;
+/// NVML's slowdown temperature for H100 is 87–90 °C; at or above 87 °C the board throttles.
+pub const THERMAL_TEMP_C: f64 = 87.0;
+/// An SM clock below this fraction of the median of the node's other busy GPUs is a throttled GPU
+/// (thermal −30%, power brake −40% in the catalog; normal boost spread is a few percent).
+pub const CLOCK_LOW_FRACTION: f64 = 0.8;
+/// NVLink CRC + replay + recovery errors over the last `SOFT_SAMPLES` deltas that make a storm, with
+/// every one of those deltas increasing (healthy links count zero).
+pub const NVLINK_ERR_MIN: u64 = 20;
+/// PCIe replays over the last `SOFT_SAMPLES` deltas that count as "rising" (healthy links replay
+/// rarely; a marginal link replays continuously).
+pub const PCIE_REPLAY_MIN: u64 = 10;
+/// GPU utilisation above which a PCIe generation below max is not the idle power-saving downshift.
+pub const PCIE_BUSY_UTIL: f64 = 20.0;
+
+/// What the node's other GPUs look like.
+#[derive(Debug, Clone, Default)]
+pub struct GpuPeers {
+    /// Median SM clock of the node's other GPUs in their last sample.
+    pub sm_median: Option<f64>,
+}
+
+/// The last `n` points, or `None` while fewer were seen.
+pub fn recent<T>(points: &std::collections::VecDeque<T>, n: usize) -> Option<Vec<&T>> {
+    if points.len() < n {
+        return None;
+    }
+    Some(points.iter().skip(points.len() - n).collect())
+}
+
+/// Check one GPU. Pure: reads `g` and `peers`, appends to `out`.
+pub fn check(host: &str, idx: u32, g: &GpuState, peers: &GpuPeers, now: i64, out: &mut Vec<Symptom>) {
+    let id = ComponentId::gpu(host, idx);
+    if let Some(t) = g.lost_since {
+        out.push(
+            Symptom::new(
+                id.clone(),
+                K::GpuLost,
+                t,
+                format!("{id} is lost: NVML reports GPU_IS_LOST or it fell off the bus"),
+            )
+            .class(FaultClass::GpuLost)
+            .critical(),
+        );
+    } else if let Some(t) = g.missing_since {
+        out.push(
+            Symptom::new(id.clone(), K::GpuLost, t, format!("{id} vanished from the device list the agent reports"))
+                .class(FaultClass::GpuLost)
+                .critical(),
+        );
+    }
+    if let Some(t) = g.unresponsive_since {
+        out.push(
+            Symptom::new(id.clone(), K::GpuUnresponsive, t, format!("NVML queries to {id} time out or fail"))
+                .class(FaultClass::GpuGspHang)
+                .critical(),
+        );
+    }
+    // XIDs: fatal ones at once; application ones only when they repeat.
+    let mut fatal_seen = std::collections::BTreeSet::new();
+    let mut app = 0usize;
+    let mut app_first = None;
+    for x in g.xids.iter().rev() {
+        match xid::classify(x.xid) {
+            XidClass::Fatal(mut class) if x.ts > now - EVENT_HOLD_MS => {
+                if !fatal_seen.insert(x.xid) {
+                    continue;
+                }
+                if matches!(x.xid, 94 | 95) && g.sram_at.is_some_and(|t| t >= x.ts - EVENT_HOLD_MS) {
+                    class = FaultClass::GpuSramUncorrectable;
+                }
+                let name = xid::info(x.xid).map(|i| i.category.as_str()).unwrap_or("unknown");
+                let mut s = Symptom::new(
+                    id.clone(),
+                    K::XidFatal,
+                    x.ts,
+                    format!("{id} raised XID {} ({name}){}", x.xid, caused(x.caused_by)),
+                )
+                .class(class)
+                .xid(x.xid)
+                .value(x.xid as f64);
+                if !matches!(class, FaultClass::GpuEccSbeStorm) {
+                    s = s.critical();
+                }
+                out.push(s);
+            }
+            XidClass::App if x.ts > now - APP_XID_WINDOW_MS => {
+                app += 1;
+                app_first = Some(x.ts);
+            }
+            _ => {}
+        }
+    }
+    if app >= APP_XID_REPEAT {
+        out.push(
+            Symptom::new(
+                id.clone(),
+                K::XidAppRepeated,
+                app_first.unwrap_or(now),
+                format!("{id} raised {app} application XIDs in 10 minutes"),
+            )
+            .value(app as f64),
+        );
+    }
+    if let Some(t) = g.dbe_at.or(g.ecc_dbe_event_at).filter(|t| *t > now - EVENT_HOLD_MS) {
+        out.push(
+            Symptom::new(
+                id.clone(),
+                K::EccDbe,
+                t,
+                format!("{id} volatile uncorrectable (DBE) ECC count rose to {}", g.dbe.value().unwrap_or(0)),
+            )
+            .class(FaultClass::GpuHbmUncorrectable)
+            .critical(),
+        );
+    }
+    if let Some(t) = g.sram_at.filter(|t| *t > now - EVENT_HOLD_MS) {
+        out.push(
+            Symptom::new(
+                id.clone(),
+                K::SramUncorrectable,
+                t,
+                format!("{id} SRAM uncorrectable ECC count rose to {}", g.sram.value().unwrap_or(0)),
+            )
+            .class(FaultClass::GpuSramUncorrectable)
+            .critical(),
+        );
+    }
+    let last_ts = g.points.back().map(|p| p.ts).unwrap_or(now);
+    if g.remap_failure {
+        out.push(
+            Symptom::new(id.clone(), K::RowRemapFailure, last_ts, format!("{id} reports a row-remapping failure"))
+                .class(FaultClass::GpuRowRemapFailure)
+                .critical(),
+        );
+    }
+    if g.remap_pending {
+        out.push(Symptom::new(id.clone(), K::RowRemapPending, last_ts, format!("{id} has a row remap pending")));
+    }
+    let sbe = g.sbe.sum_since(now - SBE_STORM_WINDOW_MS);
+    if sbe >= SBE_STORM_COUNT && g.sbe.increases_since(now - SBE_STORM_WINDOW_MS) >= 2 {
+        let onset = g.sbe.deltas.iter().find(|(t, d)| *t > now - SBE_STORM_WINDOW_MS && *d > 0).map(|x| x.0);
+        out.push(
+            Symptom::new(
+                id.clone(),
+                K::SbeStorm,
+                onset.unwrap_or(now),
+                format!("{id} logged {sbe} correctable ECC errors in the last 2 minutes"),
+            )
+            .class(FaultClass::GpuEccSbeStorm),
+        );
+    }
+    if let Some(pts) = recent(&g.points, SOFT_SAMPLES) {
+        let onset = pts[0].ts;
+        if pts.iter().all(|p| p.thermal || p.temp_c.is_some_and(|t| t >= THERMAL_TEMP_C)) {
+            let t = pts.last().and_then(|p| p.temp_c).unwrap_or(0.0);
+            out.push(
+                Symptom::new(
+                    id.clone(),
+                    K::ThermalThrottle,
+                    onset,
+                    format!("{id} is thermally throttled at {t:.0} °C for {} samples", pts.len()),
+                )
+                .class(FaultClass::GpuThermalThrottle)
+                .value(t),
+            );
+        }
+        if pts.iter().all(|p| p.power_brake) {
+            let w = pts.last().and_then(|p| p.power_w).unwrap_or(0.0);
+            out.push(
+                Symptom::new(
+                    id.clone(),
+                    K::PowerBrake,
+                    onset,
+                    format!("{id} has HW power brake slowdown active for {} samples at {w:.0} W", pts.len()),
+                )
+                .class(FaultClass::GpuPowerBrake)
+                .value(w),
+            );
+        }
+        if let Some(peer) = peers.sm_median.filter(|m| *m > 0.0) {
+            if pts.iter().all(|p| p.sm_mhz.is_some_and(|c| (c as f64) < CLOCK_LOW_FRACTION * peer)) {
+                let c = pts.last().and_then(|p| p.sm_mhz).unwrap_or(0);
+                out.push(
+                    Symptom::new(
+                        id.clone(),
+                        K::ClockLow,
+                        onset,
+                        format!(
+                            "{id} SM clock {c} MHz is {:.0}% below the node's other GPUs ({peer:.0} MHz)",
+                            100.0 * (1.0 - c as f64 / peer)
+                        ),
+                    )
+                    .value(c as f64),
+                );
+            }
+        }
+        let narrow = pts.iter().all(|p| p.pcie_width.is_some_and(|(w, m)| w < m));
+        let slow_gen =
+            pts.iter().all(|p| p.pcie_gen.is_some_and(|(c, m)| c < m) && p.util.is_some_and(|u| u > PCIE_BUSY_UTIL));
+        let replays: u64 = g.pcie_replay.last_n(SOFT_SAMPLES).sum();
+        if narrow || slow_gen {
+            let p = pts.last().map(|p| (*p).clone()).unwrap_or_default();
+            let (w, mw) = p.pcie_width.unwrap_or((0, 0));
+            let (c, mg) = p.pcie_gen.unwrap_or((0, 0));
+            out.push(
+                Symptom::new(
+                    id.clone(),
+                    K::PcieDegraded,
+                    onset,
+                    format!("{id} PCIe link trained at x{w} Gen{c} (max x{mw} Gen{mg}); {replays} replays in the last samples"),
+                )
+                .class(FaultClass::PcieDowntrained),
+            );
+        }
+    }
+    // NVLinks: a link seen up that is now inactive is down; error counters rising every sample is a storm.
+    for (link, l) in &g.nvlinks {
+        let lid = ComponentId::nvlink(host, idx, *link);
+        if let (Some(t), true) = (l.inactive_since, l.seen_active) {
+            out.push(
+                Symptom::new(lid.clone(), K::NvlinkDown, t, format!("{lid} is inactive"))
+                    .class(FaultClass::NvlinkDown)
+                    .critical(),
+            );
+            continue;
+        }
+        let sum = |c: &crate::state::Counter| -> (u64, bool) {
+            let v: Vec<u64> = c.last_n(SOFT_SAMPLES).collect();
+            (v.iter().sum(), v.len() == SOFT_SAMPLES && v.iter().all(|d| *d > 0))
+        };
+        let (crc, crc_all) = sum(&l.crc);
+        let (rep, rep_all) = sum(&l.replay);
+        let (rec, rec_all) = sum(&l.recovery);
+        if crc + rep + rec >= NVLINK_ERR_MIN && (crc_all || rep_all || rec_all) {
+            let onset = [&l.crc, &l.replay, &l.recovery]
+                .iter()
+                .filter_map(|c| c.deltas.iter().rev().nth(SOFT_SAMPLES - 1).map(|x| x.0))
+                .min()
+                .unwrap_or(now);
+            out.push(
+                Symptom::new(
+                    lid.clone(),
+                    K::NvlinkErrors,
+                    onset,
+                    format!("{lid} counted {crc} CRC, {rep} replay and {rec} recovery errors over the last {SOFT_SAMPLES} samples"),
+                )
+                .class(FaultClass::NvlinkCrcStorm)
+                .value((crc + rep + rec) as f64),
+            );
+        }
+    }
+}
+
+fn caused(by: Option<u32>) -> String {
+    by.map(|x| format!(", caused by previous XID {x}")).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{GpuPoint, NvLinkState, XidSeen};
+    use faultline_proto::GpuState as Wire;
+
+    const NOW: i64 = 1_000_000;
+
+    fn pts(n: usize, f: impl Fn(usize) -> GpuPoint) -> std::collections::VecDeque<GpuPoint> {
+        (0..n).map(|i| GpuPoint { ts: NOW - (n - i) as i64 * 10_000, ..f(i) }).collect()
+    }
+
+    fn normal(_: usize) -> GpuPoint {
+        GpuPoint {
+            temp_c: Some(70.0),
+            sm_mhz: Some(1980),
+            sm_max_mhz: Some(1980),
+            util: Some(95.0),
+            pcie_width: Some((16, 16)),
+            pcie_gen: Some((5, 5)),
+            ..Default::default()
+        }
+    }
+
+    fn kinds(g: &GpuState, peers: &GpuPeers) -> Vec<(K, Option<FaultClass>)> {
+        let mut out = Vec::new();
+        check("n", 0, g, peers, NOW, &mut out);
+        out.into_iter().map(|s| (s.kind, s.class)).collect()
+    }
+
+    fn check_case(name: &str, g: GpuState, peers: GpuPeers, want: &[(K, Option<FaultClass>)]) {
+        assert_eq!(kinds(&g, &peers), want, "case {name}");
+    }
+
+    fn xids(list: &[(i64, u32)]) -> std::collections::VecDeque<XidSeen> {
+        list.iter().map(|(t, x)| XidSeen { ts: *t, xid: *x, caused_by: None }).collect()
+    }
+
+    #[test]
+    fn gpu_detector_table() {
+        use FaultClass::*;
+        let healthy = || GpuState { points: pts(5, normal), ..Default::default() };
+        let peers = GpuPeers { sm_median: Some(1980.0) };
+        check_case("healthy", healthy(), peers.clone(), &[]);
+        check_case(
+            "lost",
+            GpuState { lost_since: Some(NOW - 1), state: Wire::Lost, ..healthy() },
+            peers.clone(),
+            &[(K::GpuLost, Some(GpuLost))],
+        );
+        check_case(
+            "missing from the list",
+            GpuState { missing_since: Some(NOW - 1), ..healthy() },
+            peers.clone(),
+            &[(K::GpuLost, Some(GpuLost))],
+        );
+        check_case(
+            "unresponsive",
+            GpuState { unresponsive_since: Some(NOW - 1), ..healthy() },
+            peers.clone(),
+            &[(K::GpuUnresponsive, Some(GpuGspHang))],
+        );
+        check_case(
+            "xid 79",
+            GpuState { xids: xids(&[(NOW - 500, 79)]), ..healthy() },
+            peers.clone(),
+            &[(K::XidFatal, Some(GpuLost))],
+        );
+        check_case(
+            "xid 119 old is forgotten",
+            GpuState { xids: xids(&[(NOW - EVENT_HOLD_MS - 1, 119)]), ..healthy() },
+            peers.clone(),
+            &[],
+        );
+        check_case("one xid 13 is noise", GpuState { xids: xids(&[(NOW - 500, 13)]), ..healthy() }, peers.clone(), &[]);
+        check_case(
+            "xid 45 is a consequence",
+            GpuState { xids: xids(&[(NOW - 500, 45)]), ..healthy() },
+            peers.clone(),
+            &[],
+        );
+        check_case(
+            "three xid 31 on one gpu",
+            GpuState { xids: xids(&[(NOW - 500, 31), (NOW - 400, 31), (NOW - 300, 13)]), ..healthy() },
+            peers.clone(),
+            &[(K::XidAppRepeated, None)],
+        );
+        let mut sram = healthy();
+        sram.sram_at = Some(NOW - 100);
+        sram.xids = xids(&[(NOW - 100, 95)]);
+        check_case(
+            "xid 95 with SRAM count is SRAM",
+            sram,
+            peers.clone(),
+            &[(K::XidFatal, Some(GpuSramUncorrectable)), (K::SramUncorrectable, Some(GpuSramUncorrectable))],
+        );
+        check_case(
+            "dbe",
+            GpuState { dbe_at: Some(NOW - 100), remap_pending: true, ..healthy() },
+            peers.clone(),
+            &[(K::EccDbe, Some(GpuHbmUncorrectable)), (K::RowRemapPending, None)],
+        );
+        check_case(
+            "remap failure",
+            GpuState { remap_failure: true, ..healthy() },
+            peers.clone(),
+            &[(K::RowRemapFailure, Some(GpuRowRemapFailure))],
+        );
+        let mut storm = healthy();
+        for (i, v) in [0u64, 1, 80, 200, 330].iter().enumerate() {
+            storm.sbe.update(NOW - 50_000 + i as i64 * 10_000, *v);
+        }
+        check_case("sbe storm", storm, peers.clone(), &[(K::SbeStorm, Some(GpuEccSbeStorm))]);
+        let mut single = healthy();
+        for (i, v) in [0u64, 1, 1, 1].iter().enumerate() {
+            single.sbe.update(NOW - 40_000 + i as i64 * 10_000, *v);
+        }
+        check_case("single sbe is noise", single, peers.clone(), &[]);
+        check_case(
+            "thermal 3 samples",
+            GpuState {
+                points: pts(4, |i| {
+                    if i == 0 {
+                        normal(i)
+                    } else {
+                        GpuPoint { thermal: true, temp_c: Some(89.0), sm_mhz: Some(1300), ..normal(i) }
+                    }
+                }),
+                ..Default::default()
+            },
+            peers.clone(),
+            &[(K::ThermalThrottle, Some(GpuThermalThrottle)), (K::ClockLow, None)],
+        );
+        check_case(
+            "thermal 2 samples is not yet",
+            GpuState {
+                points: pts(4, |i| if i < 2 { normal(i) } else { GpuPoint { thermal: true, ..normal(i) } }),
+                ..Default::default()
+            },
+            peers.clone(),
+            &[],
+        );
+        check_case(
+            "+2 °C noise",
+            GpuState { points: pts(4, |i| GpuPoint { temp_c: Some(72.0), ..normal(i) }), ..Default::default() },
+            peers.clone(),
+            &[],
+        );
+        check_case(
+            "power brake",
+            GpuState {
+                points: pts(3, |i| GpuPoint { power_brake: true, sm_mhz: Some(1900), ..normal(i) }),
+                ..Default::default()
+            },
+            peers.clone(),
+            &[(K::PowerBrake, Some(GpuPowerBrake))],
+        );
+        check_case(
+            "pcie x8",
+            GpuState { points: pts(3, |i| GpuPoint { pcie_width: Some((8, 16)), ..normal(i) }), ..Default::default() },
+            peers.clone(),
+            &[(K::PcieDegraded, Some(PcieDowntrained))],
+        );
+        check_case(
+            "pcie gen low while idle is power saving",
+            GpuState {
+                points: pts(3, |i| GpuPoint { pcie_gen: Some((1, 5)), util: Some(0.0), ..normal(i) }),
+                ..Default::default()
+            },
+            peers.clone(),
+            &[],
+        );
+        let mut nv = healthy();
+        nv.nvlinks.insert(
+            2,
+            NvLinkState { active: false, seen_active: true, inactive_since: Some(NOW - 10), ..Default::default() },
+        );
+        nv.nvlinks.insert(
+            3,
+            NvLinkState { active: false, seen_active: false, inactive_since: Some(NOW - 10), ..Default::default() },
+        );
+        let mut out = Vec::new();
+        check("n", 0, &nv, &peers, NOW, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].component, ComponentId::nvlink("n", 0, 2));
+        let mut crc = healthy();
+        let mut l = NvLinkState { active: true, seen_active: true, ..Default::default() };
+        for (i, v) in [0u64, 10, 30, 60].iter().enumerate() {
+            l.crc.update(NOW - 40_000 + i as i64 * 10_000, *v);
+        }
+        crc.nvlinks.insert(1, l);
+        check_case("nvlink crc storm", crc, peers.clone(), &[(K::NvlinkErrors, Some(NvlinkCrcStorm))]);
+    }
+}

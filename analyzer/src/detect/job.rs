@@ -1,0 +1,372 @@
+//! Job detectors: every rank stalled, every rank exited non-zero, one rank exited while the others
+//! run, stragglers by median/MAD of `compute_ms` over the job's ranks, a non-finite loss or a gradient
+//! norm unlike its peers' on one rank, and job step time above the job's own baseline.
+
+use std::collections::BTreeMap;
+
+use faultline_proto::{ComponentId, FaultClass, ProgressStatus};
+
+use super::{SOFT_SAMPLES, Symptom, SymptomKind as K, median, median_mad};
+use crate::state::{JobState, NodeState};
+
+/// A job is stalled when no rank advanced its step for this many of its step times…
+pub const STALL_STEPS: f64 = 5.0;
+/// …and at least this long: 20 s is well past the "few seconds" checkpoint pauses of the catalog and
+/// two report intervals, so one late report cannot fake a stall.
+pub const STALL_MIN_MS: i64 = 20_000;
+/// A rank that says it is checkpointing may pause this long before it counts as stalled.
+pub const CHECKPOINT_MAX_MS: i64 = 300_000;
+/// A rank whose compute time is this much above the job median is a straggler candidate (the catalog's
+/// slow GPU is 15–25% slower; jitter is ±2%).
+pub const STRAGGLER_REL: f64 = 0.10;
+/// …and this many scaled MADs above it (robust z-score).
+pub const STRAGGLER_MADS: f64 = 4.0;
+/// Ranks needed before peers say anything.
+pub const MIN_PEERS: usize = 4;
+/// Job step time this much above its own baseline is slow (catalog slowdowns are +5–50%; jitter ±2%).
+pub const JOB_SLOW_REL: f64 = 0.04;
+/// Gradient norms are identical across data-parallel ranks after all-reduce: a rank off by more than
+/// this fraction of the median (and many MADs) computed on corrupted data.
+pub const GRAD_REL: f64 = 0.05;
+/// Scale from MAD to a normal standard deviation.
+const MAD_SCALE: f64 = 1.4826;
+
+fn last_n_median(v: &std::collections::VecDeque<f64>, n: usize) -> Option<f64> {
+    if v.len() < n {
+        return None;
+    }
+    let mut x: Vec<f64> = v.iter().skip(v.len() - n).copied().collect();
+    median(&mut x)
+}
+
+fn last_n_min(v: &std::collections::VecDeque<f64>, n: usize) -> Option<f64> {
+    if v.len() < n {
+        return None;
+    }
+    v.iter().skip(v.len() - n).copied().reduce(f64::min)
+}
+
+/// The job's current step time: median over ranks of each rank's smallest of its last samples (the
+/// minimum drops one-off spikes such as a checkpoint step).
+pub fn current_step_ms(job: &JobState) -> Option<f64> {
+    let mut v: Vec<f64> =
+        job.ranks.values().filter(|r| r.alive()).filter_map(|r| last_n_min(&r.step_times, SOFT_SAMPLES)).collect();
+    median(&mut v)
+}
+
+/// Learn the job's healthy step time: an average that moves only while the job is not slow.
+pub fn learn_baseline(job: &mut JobState) {
+    let Some(s) = current_step_ms(job) else { return };
+    match job.baseline_step_ms {
+        None => {
+            job.baseline_step_ms = Some(s);
+            job.baseline_samples = 1;
+        }
+        Some(b) if s <= b * (1.0 + JOB_SLOW_REL) => {
+            let a = if job.baseline_samples < 10 { 0.3 } else { 0.05 };
+            job.baseline_step_ms = Some(b + a * (s - b));
+            job.baseline_samples += 1;
+        }
+        _ => {}
+    }
+}
+
+/// Check one job. Pure: reads the job and the nodes its ranks run on.
+pub fn check(job: &JobState, nodes: &BTreeMap<String, NodeState>, now: i64, out: &mut Vec<Symptom>) {
+    let jid = ComponentId::job(&job.id);
+    if job.ranks.is_empty() || job.ended_ms.is_some() {
+        return;
+    }
+    let present: Vec<_> = job.ranks.iter().filter(|(_, r)| r.gone_ms.is_none()).collect();
+    let exited: Vec<_> = job.ranks.iter().filter(|(_, r)| r.exit_code.is_some() || !r.alive()).collect();
+    let nonzero: Vec<_> = job.ranks.iter().filter(|(_, r)| r.exited_nonzero()).collect();
+    let all_exited = exited.len() == job.ranks.len() && job.world_size.is_none_or(|w| job.ranks.len() as u32 >= w);
+    if all_exited && !nonzero.is_empty() {
+        let onset = nonzero.iter().filter_map(|(_, r)| r.exited_ms).min().unwrap_or(now);
+        let codes: std::collections::BTreeSet<i32> = nonzero.iter().filter_map(|(_, r)| r.exit_code).collect();
+        out.push(
+            Symptom::new(
+                jid.clone(),
+                K::JobCrashed,
+                onset,
+                format!("{} of {} ranks of {jid} exited non-zero (codes {codes:?})", nonzero.len(), job.ranks.len()),
+            )
+            .class(FaultClass::JobCrash)
+            .critical()
+            .value(nonzero.len() as f64),
+        );
+        return;
+    }
+    if present.is_empty() {
+        return;
+    }
+    for (rank, r) in &nonzero {
+        out.push(
+            Symptom::new(
+                ComponentId::rank(&job.id, **rank),
+                K::RankExited,
+                r.exited_ms.unwrap_or(now),
+                format!("rank {rank} of {jid} on {} exited with code {}", r.node, r.exit_code.unwrap_or(0)),
+            )
+            .value(r.pid.unwrap_or(0) as f64),
+        );
+    }
+    // Stall: no alive rank advanced for the threshold.
+    let step = current_step_ms(job).or(job.baseline_step_ms).unwrap_or(0.0);
+    let thr = ((STALL_STEPS * step) as i64).max(STALL_MIN_MS);
+    let alive: Vec<_> = job.ranks.values().filter(|r| r.alive()).collect();
+    let with_progress: Vec<_> = alive.iter().filter(|r| r.last_progress_ms.is_some()).collect();
+    let stalled = |r: &&&crate::state::RankState| {
+        let lp = r.last_progress_ms.unwrap_or(now);
+        let limit = if r.status == ProgressStatus::Checkpointing { CHECKPOINT_MAX_MS } else { thr };
+        now - lp >= limit
+    };
+    if !with_progress.is_empty() && with_progress.iter().all(stalled) {
+        // Confirmed when every rank's node reported after the threshold passed (fresh evidence).
+        let confirmed = with_progress.iter().all(|r| {
+            let lp = r.last_progress_ms.unwrap_or(now);
+            nodes.get(&r.node).is_some_and(|n| n.last_report_ms - lp >= thr)
+        });
+        let last = with_progress.iter().filter_map(|r| r.last_progress_ms).max().unwrap_or(now);
+        out.push(
+            Symptom::new(
+                jid.clone(),
+                K::JobStalled,
+                last,
+                format!(
+                    "no rank of {jid} advanced its step for {:.0} s (step time {:.1} s)",
+                    (now - last) as f64 / 1000.0,
+                    step / 1000.0
+                ),
+            )
+            .class(FaultClass::JobHang)
+            .critical()
+            .value(if confirmed { 1.0 } else { 0.0 }),
+        );
+        return;
+    }
+    // Stragglers: compute time against the job's other ranks.
+    let computes: Vec<(u32, f64)> = job
+        .ranks
+        .iter()
+        .filter(|(_, r)| r.alive())
+        .filter_map(|(k, r)| last_n_min(&r.compute, SOFT_SAMPLES).map(|c| (*k, c)))
+        .collect();
+    if computes.len() >= MIN_PEERS {
+        let vals: Vec<f64> = computes.iter().map(|x| x.1).collect();
+        if let Some((m, mad)) = median_mad(&vals) {
+            let slow: Vec<&(u32, f64)> = computes
+                .iter()
+                .filter(|(_, c)| *c > m * (1.0 + STRAGGLER_REL) && *c - m > STRAGGLER_MADS * MAD_SCALE * mad)
+                .collect();
+            if slow.len() * 2 < computes.len() {
+                for (rank, c) in slow {
+                    let r = &job.ranks[rank];
+                    out.push(
+                        Symptom::new(
+                            ComponentId::rank(&job.id, *rank),
+                            K::Straggler,
+                            now,
+                            format!(
+                                "rank {rank} of {jid} on {} computes in {c:.0} ms, {:.0}% above the job median {m:.0} ms",
+                                r.node,
+                                100.0 * (c / m - 1.0)
+                            ),
+                        )
+                        .class(FaultClass::GpuSlow)
+                        .value(*c),
+                    );
+                }
+            }
+        }
+    }
+    // Non-finite loss on a minority of ranks, or a gradient norm unlike the others'.
+    let nonfinite: Vec<_> = job.ranks.iter().filter(|(_, r)| r.alive() && r.nonfinite_since.is_some()).collect();
+    if !nonfinite.is_empty() && nonfinite.len() * 2 < alive.len().max(1) {
+        for (rank, r) in nonfinite {
+            out.push(
+                Symptom::new(
+                    ComponentId::rank(&job.id, *rank),
+                    K::NonFinite,
+                    r.nonfinite_since.unwrap_or(now),
+                    format!("rank {rank} of {jid} on {} reported a non-finite loss while its peers did not", r.node),
+                )
+                .class(FaultClass::GpuSdc)
+                .critical(),
+            );
+        }
+    }
+    let grads: Vec<(u32, f64)> = job
+        .ranks
+        .iter()
+        .filter(|(_, r)| r.alive())
+        .filter_map(|(k, r)| last_n_median(&r.grad_norms, SOFT_SAMPLES).map(|g| (*k, g)))
+        .collect();
+    if grads.len() >= MIN_PEERS {
+        let vals: Vec<f64> = grads.iter().map(|x| x.1).collect();
+        if let Some((m, mad)) = median_mad(&vals) {
+            let off: Vec<_> =
+                grads.iter().filter(|(_, g)| (g - m).abs() > (GRAD_REL * m.abs()).max(6.0 * MAD_SCALE * mad)).collect();
+            if off.len() * 2 < grads.len() {
+                for (rank, g) in off {
+                    out.push(
+                        Symptom::new(
+                            ComponentId::rank(&job.id, *rank),
+                            K::GradMismatch,
+                            now,
+                            format!(
+                                "rank {rank} of {jid} reports gradient norm {g:.4} while its peers agree on {m:.4}"
+                            ),
+                        )
+                        .class(FaultClass::GpuSdc),
+                    );
+                }
+            }
+        }
+    }
+    // Step time above the job's own baseline.
+    if let (Some(s), Some(b)) = (current_step_ms(job), job.baseline_step_ms) {
+        if job.baseline_samples >= 3 && s > b * (1.0 + JOB_SLOW_REL) {
+            out.push(
+                Symptom::new(
+                    jid.clone(),
+                    K::JobSlow,
+                    now,
+                    format!(
+                        "{jid} steps take {s:.0} ms, {:.0}% above its baseline of {b:.0} ms",
+                        100.0 * (s / b - 1.0)
+                    ),
+                )
+                .value(s / b),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::RankState;
+
+    const NOW: i64 = 10_000_000;
+
+    fn rank(node: &str, step_ms: f64, compute: f64, last_progress: i64) -> RankState {
+        RankState {
+            node: node.into(),
+            gpus: vec![0],
+            seen_ms: NOW - 1000,
+            step: Some(100),
+            last_progress_ms: Some(last_progress),
+            step_times: [step_ms, step_ms, step_ms].into(),
+            compute: [compute, compute, compute].into(),
+            grad_norms: [1.0, 1.0, 1.0].into(),
+            ..Default::default()
+        }
+    }
+
+    fn job(ranks: Vec<RankState>) -> JobState {
+        JobState {
+            id: "j".into(),
+            ranks: ranks.into_iter().enumerate().map(|(i, r)| (i as u32, r)).collect(),
+            baseline_step_ms: Some(2000.0),
+            baseline_samples: 20,
+            ..Default::default()
+        }
+    }
+
+    fn nodes(last_report: i64) -> BTreeMap<String, NodeState> {
+        ["a", "b"]
+            .iter()
+            .map(|n| {
+                (n.to_string(), NodeState { name: n.to_string(), last_report_ms: last_report, ..Default::default() })
+            })
+            .collect()
+    }
+
+    fn check_case(name: &str, j: JobState, want: &[(K, f64)]) {
+        let mut out = Vec::new();
+        check(&j, &nodes(NOW - 500), NOW, &mut out);
+        let got: Vec<(K, f64)> =
+            out.iter().map(|s| (s.kind, if s.kind == K::JobStalled { s.value } else { 0.0 })).collect();
+        assert_eq!(got, want, "case {name}: {out:?}");
+    }
+
+    fn healthy(n: usize) -> Vec<RankState> {
+        (0..n).map(|i| rank(if i < n / 2 { "a" } else { "b" }, 2000.0, 1500.0 + i as f64, NOW - 1000)).collect()
+    }
+
+    #[test]
+    fn job_detector_table() {
+        check_case("healthy", job(healthy(8)), &[]);
+        let mut r = healthy(8);
+        for x in &mut r {
+            x.last_progress_ms = Some(NOW - 40_000);
+        }
+        check_case("all stalled and confirmed", job(r.clone()), &[(K::JobStalled, 1.0)]);
+        for x in &mut r {
+            x.status = ProgressStatus::Checkpointing;
+        }
+        check_case("checkpoint pause", job(r), &[]);
+        let mut r = healthy(8);
+        for x in &mut r {
+            x.last_progress_ms = Some(NOW - 8_000);
+        }
+        check_case("a few seconds of pause", job(r), &[]);
+        let mut r = healthy(8);
+        for x in &mut r {
+            x.exit_code = Some(1);
+            x.exited_ms = Some(NOW - 1000);
+        }
+        check_case("all exited non-zero", job(r.clone()), &[(K::JobCrashed, 0.0)]);
+        for x in &mut r {
+            x.exit_code = Some(0);
+        }
+        check_case("all exited zero is a normal end", job(r), &[]);
+        let mut r = healthy(8);
+        r[3].exit_code = Some(-9);
+        r[3].exited_ms = Some(NOW - 1000);
+        check_case("one rank killed", job(r), &[(K::RankExited, 0.0)]);
+        let mut r = healthy(8);
+        r[5].compute = [1900.0, 1850.0, 1880.0].into();
+        check_case("straggler", job(r), &[(K::Straggler, 0.0)]);
+        let mut r = healthy(8);
+        for (i, x) in r.iter_mut().enumerate() {
+            let j = 1.0 + 0.02 * ((i % 3) as f64 - 1.0);
+            x.compute = [1500.0 * j, 1500.0 / j, 1500.0].into();
+        }
+        check_case("±2% jitter", job(r), &[]);
+        let mut r = healthy(8);
+        r[2].nonfinite_since = Some(NOW - 1000);
+        check_case("one rank nan", job(r), &[(K::NonFinite, 0.0)]);
+        let mut r = healthy(8);
+        for x in &mut r {
+            x.nonfinite_since = Some(NOW - 1000);
+        }
+        check_case("every rank nan is the job diverging, not a GPU", job(r), &[]);
+        let mut r = healthy(8);
+        r[6].grad_norms = [1.7, 1.8, 1.9].into();
+        check_case("grad norm mismatch", job(r), &[(K::GradMismatch, 0.0)]);
+        let mut r = healthy(8);
+        for x in &mut r {
+            x.step_times = [2500.0, 2500.0, 2500.0].into();
+        }
+        check_case("job slower than its baseline", job(r), &[(K::JobSlow, 0.0)]);
+        let mut r = healthy(8);
+        for x in &mut r {
+            x.step_times = [2000.0, 9000.0, 2000.0].into();
+        }
+        check_case("one checkpoint step is not slow", job(r), &[]);
+    }
+
+    #[test]
+    fn stall_is_unconfirmed_when_a_node_is_silent() {
+        let mut r = healthy(8);
+        for x in &mut r {
+            x.last_progress_ms = Some(NOW - 40_000);
+        }
+        let mut out = Vec::new();
+        check(&job(r), &nodes(NOW - 35_000), NOW, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].value, 0.0);
+    }
+}
