@@ -1,0 +1,223 @@
+//! A blocking client of the analyzer's read API. It keeps each answer both as raw JSON (what
+//! `--json` prints, extra fields included) and as the `proto::api` type the renderers use.
+
+use std::time::Duration;
+
+use faultline_proto::api::{ComponentView, JobView, NodeSummary, Summary, TopologyView};
+use faultline_proto::{ComponentId, Incident};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// How long to wait for a TCP connection. Loopback or a LAN answers in milliseconds; a dead host
+/// behind a firewall drops packets and would otherwise hang for the kernel's ~2 minutes.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one request may take in all. The largest answer (incidents with full paths on a big
+/// cluster) is a few MB from an in-process store, well under this on any working analyzer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a request failed. The variants are what the CLI turns into advice.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "cannot reach the analyzer at {url}: {reason}. Is faultline-analyzer running? Set --analyzer or FAULTLINE_ANALYZER."
+    )]
+    Unreachable { url: String, reason: String },
+    #[error("the analyzer refused the token (HTTP {status}: {message}); set --token or FAULTLINE_TOKEN")]
+    Unauthorized { status: u16, message: String },
+    /// 404, with the server's own words (`no incident inc-000099`).
+    #[error("{message}")]
+    NotFound { message: String },
+    #[error("the analyzer answered HTTP {status} for {path}: {message}")]
+    Status { status: u16, path: String, message: String },
+    #[error("the analyzer's answer to {path} is not what this version of faultline understands: {message}")]
+    Decode { path: String, message: String },
+    #[error("cannot build the HTTP client: {0}")]
+    Build(String),
+}
+
+/// `GET /api/v1/nodes` rows: the engine's summary plus the ingest ledger's `reporting` flag.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct NodeRow {
+    #[serde(flatten)]
+    pub summary: NodeSummary,
+    /// Heard within its heartbeat allowance and not shut down (absent from older analyzers).
+    #[serde(default)]
+    pub reporting: Option<bool>,
+}
+
+/// An answer as JSON and as its typed form.
+#[derive(Debug, Clone)]
+pub struct Fetched<T> {
+    pub raw: Value,
+    pub value: T,
+}
+
+/// Which incidents to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFilter {
+    Open,
+    All,
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::blocking::Client,
+}
+
+impl Client {
+    /// `base` is the analyzer URL without a trailing slash.
+    pub fn new(base: &str, token: Option<String>) -> Result<Self, ClientError> {
+        let http = reqwest::blocking::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("faultline-cli/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::Build(e.to_string()))?;
+        Ok(Self { base: base.trim_end_matches('/').to_string(), token, http })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// GETs `path` (already encoded) and returns the JSON body.
+    pub fn get_raw(&self, path: &str) -> Result<Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.get(&url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().map_err(|e| ClientError::Unreachable { url: self.base.clone(), reason: reason(&e) })?;
+        let status = resp.status();
+        let body = resp.text().map_err(|e| ClientError::Unreachable { url: self.base.clone(), reason: reason(&e) })?;
+        if !status.is_success() {
+            let message = serde_json::from_str::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or_else(|| first_line(&body));
+            return Err(match status.as_u16() {
+                401 | 403 => ClientError::Unauthorized { status: status.as_u16(), message },
+                404 => ClientError::NotFound { message },
+                s => ClientError::Status { status: s, path: path.to_string(), message },
+            });
+        }
+        serde_json::from_str(&body).map_err(|e| ClientError::Decode { path: path.to_string(), message: e.to_string() })
+    }
+
+    /// GETs `path` and decodes it as `T`, keeping the raw JSON.
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<Fetched<T>, ClientError> {
+        let raw = self.get_raw(path)?;
+        let value =
+            T::deserialize(&raw).map_err(|e| ClientError::Decode { path: path.to_string(), message: e.to_string() })?;
+        Ok(Fetched { raw, value })
+    }
+
+    pub fn summary(&self) -> Result<Fetched<Summary>, ClientError> {
+        self.get("/api/v1/summary")
+    }
+
+    pub fn nodes(&self) -> Result<Fetched<Vec<NodeRow>>, ClientError> {
+        self.get("/api/v1/nodes")
+    }
+
+    /// Incidents, newest first as the analyzer orders them. `since_s` is Unix seconds.
+    pub fn incidents(&self, status: StatusFilter, since_s: Option<f64>) -> Result<Fetched<Vec<Incident>>, ClientError> {
+        let mut path = String::from("/api/v1/incidents?status=");
+        path.push_str(match status {
+            StatusFilter::Open => "open",
+            StatusFilter::All => "all",
+        });
+        if let Some(s) = since_s {
+            path.push_str(&format!("&since={s:.3}"));
+        }
+        self.get(&path)
+    }
+
+    pub fn incident(&self, id: &str) -> Result<Fetched<Incident>, ClientError> {
+        self.get(&format!("/api/v1/incidents/{}", encode_segment(id)))
+    }
+
+    /// One component; its `/` separators stay path separators (the server's route is a wildcard).
+    pub fn component(&self, id: &ComponentId) -> Result<Fetched<ComponentView>, ClientError> {
+        let s = id.to_string();
+        let encoded: Vec<String> = s.split('/').map(encode_segment).collect();
+        self.get(&format!("/api/v1/components/{}", encoded.join("/")))
+    }
+
+    pub fn jobs(&self) -> Result<Fetched<Vec<JobView>>, ClientError> {
+        self.get("/api/v1/jobs")
+    }
+
+    /// One job, by id without the `job:` prefix.
+    pub fn job(&self, id: &str) -> Result<Fetched<JobView>, ClientError> {
+        self.get(&format!("/api/v1/jobs/{}", encode_segment(id)))
+    }
+
+    pub fn topology(&self) -> Result<Fetched<TopologyView>, ClientError> {
+        self.get("/api/v1/topology")
+    }
+}
+
+/// Percent-encodes one path segment: RFC 3986 unreserved characters and `:` stay as they are.
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The most useful words for why a request never got an answer: the OS error when there is one.
+fn reason(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return format!("no answer within {} s", REQUEST_TIMEOUT.as_secs());
+    }
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut last = e.to_string();
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+                std::io::ErrorKind::TimedOut => format!("no connection within {} s", CONNECT_TIMEOUT.as_secs()),
+                _ => io.to_string(),
+            };
+        }
+        last = s.to_string();
+        src = s.source();
+    }
+    last
+}
+
+fn first_line(body: &str) -> String {
+    let line = body.lines().next().unwrap_or("").trim();
+    if line.is_empty() { "(empty body)".to_string() } else { line.chars().take(200).collect() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_keep_colons_and_escape_the_rest() {
+        assert_eq!(encode_segment("nic:mlx5_2"), "nic:mlx5_2");
+        assert_eq!(encode_segment("inc-000001"), "inc-000001");
+        assert_eq!(encode_segment("a b/c?d#e%"), "a%20b%2Fc%3Fd%23e%25");
+        assert_eq!(encode_segment("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn closed_port_reads_connection_refused() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let c = Client::new(&format!("http://127.0.0.1:{port}"), None).unwrap();
+        let err = c.summary().unwrap_err();
+        assert!(matches!(&err, ClientError::Unreachable { reason, .. } if reason == "connection refused"), "{err}");
+        assert!(err.to_string().contains("FAULTLINE_ANALYZER"), "{err}");
+    }
+}

@@ -1,0 +1,52 @@
+//! `faultline jobs`: running jobs, their size and health, and the incidents that touch them.
+
+use clap::Args;
+use faultline_proto::api::JobView;
+
+use super::{Ctx, Verdict, emit, emit_json};
+use crate::render::{self, Style, Table};
+
+#[derive(Debug, Clone, Args)]
+pub struct JobsArgs {
+    /// Print the jobs as JSON (the API objects)
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(ctx: &Ctx, a: &JobsArgs) -> anyhow::Result<Verdict> {
+    let got = ctx.client.jobs()?;
+    if a.json {
+        emit_json(&got.raw)?;
+    } else {
+        emit(&text(&got.value, &ctx.style))?;
+    }
+    Ok(Verdict::of(got.value.iter().any(|j| !j.healthy)))
+}
+
+pub fn text(jobs: &[JobView], style: &Style) -> String {
+    if jobs.is_empty() {
+        return "no jobs reported\n".to_string();
+    }
+    let mut t = Table::new(&["JOB", "HEALTH", "RANKS", "NODES", "STEP TIME", "INCIDENTS"]);
+    for j in jobs {
+        let mut nodes: Vec<&str> = j.ranks.iter().map(|r| r.node.as_str()).collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        let sick = j.ranks.iter().filter(|r| !r.healthy).count();
+        t.row(vec![
+            j.id.clone(),
+            if j.healthy {
+                style.green("✓ ok")
+            } else if sick > 0 {
+                style.red(&format!("✗ {sick} rank{} unhealthy", if sick == 1 { "" } else { "s" }))
+            } else {
+                style.red("✗ unhealthy")
+            },
+            j.ranks.len().to_string(),
+            nodes.len().to_string(),
+            j.step_time_ms.map(|ms| format!("{ms:.0} ms")).unwrap_or_else(|| "-".into()),
+            render::list(&j.incidents, 3),
+        ]);
+    }
+    t.render(style)
+}

@@ -1,0 +1,162 @@
+//! The diagnosis subcommands (`status`, `incidents`, `incident`, `explain`, `path`, `topology`,
+//! `jobs`, `watch`): their flags, the shared connection flags, and the exit-code contract.
+//!
+//! Exit codes: 0 healthy, 1 open incidents (or an unhealthy component) found, 2 error. Errors go to
+//! stderr and say what went wrong and what to do about it.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use crate::client::{Client, ClientError};
+use crate::config;
+use crate::render::Style;
+
+mod explain;
+mod incidents;
+mod jobs;
+mod path;
+mod status;
+mod topology;
+mod watch;
+
+/// The exit-code contract, shown under `--help`.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  healthy: nothing open, nothing faulty
+  1  findings: open incidents, or the component, job or path asked about is unhealthy
+  2  error: the analyzer is unreachable, refused the token, or does not know the id";
+
+/// Where the analyzer is and how to authenticate; global, so they go before or after the subcommand.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConnArgs {
+    /// Analyzer base URL [env: FAULTLINE_ANALYZER] [config: analyzer] [default: http://127.0.0.1:9440]
+    #[arg(long, global = true, value_name = "URL")]
+    pub analyzer: Option<String>,
+    /// Bearer token for the analyzer API [env: FAULTLINE_TOKEN] [config: token]
+    #[arg(long, global = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+}
+
+/// The diagnosis subcommands; `main.rs` flattens them into the top-level command.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Cluster at a glance: nodes reporting/silent, GPUs, open incidents, most affected jobs
+    #[command(after_help = EXIT_CODES_HELP)]
+    Status(status::StatusArgs),
+    /// List incidents (open ones unless --all)
+    #[command(after_help = EXIT_CODES_HELP)]
+    Incidents(incidents::IncidentsArgs),
+    /// One incident: root cause, evidence, timeline, recommended action, affected job paths
+    #[command(after_help = EXIT_CODES_HELP)]
+    Incident(incidents::IncidentArgs),
+    /// Why a component or job is unhealthy: symptoms, incidents, what it depends on and what depends on it
+    #[command(after_help = EXIT_CODES_HELP)]
+    Explain(explain::ExplainArgs),
+    /// A job's dependency tree (ranks → GPUs → nodes → NICs → switches) with health marks
+    #[command(after_help = EXIT_CODES_HELP)]
+    Path(path::PathArgs),
+    /// Leaf and spine switches with their NIC and node counts
+    #[command(after_help = EXIT_CODES_HELP)]
+    Topology(topology::TopologyArgs),
+    /// Running jobs with their health
+    #[command(after_help = EXIT_CODES_HELP)]
+    Jobs(jobs::JobsArgs),
+    /// Refresh `status` every interval until interrupted (or --count times)
+    #[command(after_help = EXIT_CODES_HELP)]
+    Watch(watch::WatchArgs),
+}
+
+/// What a command found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Healthy,
+    Findings,
+}
+
+impl Verdict {
+    pub fn of(findings: bool) -> Self {
+        if findings { Self::Findings } else { Self::Healthy }
+    }
+
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Healthy => 0,
+            Self::Findings => 1,
+        }
+    }
+}
+
+/// Exit code for errors.
+pub const EXIT_ERROR: u8 = 2;
+
+/// What every command gets.
+pub struct Ctx {
+    pub client: Client,
+    pub style: Style,
+}
+
+/// Runs one diagnosis command and turns its result into the exit code; errors are printed here.
+pub fn run(conn: &ConnArgs, cmd: Command) -> ExitCode {
+    match run_inner(conn, cmd) {
+        Ok(v) => ExitCode::from(v.code()),
+        Err(e) => {
+            if e.downcast_ref::<Reported>().is_none() {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// An error already printed to stderr where it happened; only the exit code is left to set.
+#[derive(Debug, thiserror::Error)]
+#[error("(reported above)")]
+pub struct Reported;
+
+fn run_inner(conn: &ConnArgs, cmd: Command) -> anyhow::Result<Verdict> {
+    let settings = config::from_env(conn.analyzer.as_deref(), conn.token.as_deref())?;
+    let ctx = Ctx { client: Client::new(&settings.analyzer, settings.token)?, style: Style::detect() };
+    match cmd {
+        Command::Status(a) => status::run(&ctx, &a),
+        Command::Incidents(a) => incidents::run_list(&ctx, &a),
+        Command::Incident(a) => incidents::run_one(&ctx, &a),
+        Command::Explain(a) => explain::run(&ctx, &a),
+        Command::Path(a) => path::run(&ctx, &a),
+        Command::Topology(a) => topology::run(&ctx, &a),
+        Command::Jobs(a) => jobs::run(&ctx, &a),
+        Command::Watch(a) => watch::run(&ctx, &a),
+    }
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error worth a message.
+pub fn emit(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(e).context("cannot write to stdout"),
+    }
+}
+
+/// Pretty JSON with a trailing newline.
+pub fn emit_json(v: &serde_json::Value) -> anyhow::Result<()> {
+    let mut s = serde_json::to_string_pretty(v).context("cannot encode JSON")?;
+    s.push('\n');
+    emit(&s)
+}
+
+/// Turns a 404 into advice about `what` (`incident inc-000099`) and where to find valid ids.
+pub fn not_found(e: ClientError, what: &str, hint: &str) -> anyhow::Error {
+    match e {
+        ClientError::NotFound { .. } => anyhow::anyhow!("no {what}; {hint}"),
+        other => other.into(),
+    }
+}
+
+/// Unix seconds now (the CLI's own clock, only for "5m ago" and `--since 2h`).
+pub fn now_s() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
