@@ -159,7 +159,7 @@ impl Analyzer {
 
     /// Run detectors and the localizer at `now_ms`; return what changed.
     pub fn tick(&mut self, now_ms: i64) -> Vec<IncidentChange> {
-        let heartbeat_due = now_ms - self.last_scan_ms >= HEARTBEAT_SCAN_MS;
+        let heartbeat_due = now_ms.saturating_sub(self.last_scan_ms) >= HEARTBEAT_SCAN_MS;
         let mut to_check: BTreeSet<String> = std::mem::take(&mut self.dirty_nodes);
         if heartbeat_due {
             self.last_scan_ms = now_ms;
@@ -176,7 +176,8 @@ impl Analyzer {
         }
         self.update_jobs(now_ms, heartbeat_due);
 
-        if !self.symptoms_changed && !heartbeat_due && now_ms - self.last_localize_ms < HEARTBEAT_SCAN_MS {
+        if !self.symptoms_changed && !heartbeat_due && now_ms.saturating_sub(self.last_localize_ms) < HEARTBEAT_SCAN_MS
+        {
             return Vec::new();
         }
         self.symptoms_changed = false;
@@ -638,3 +639,7 @@ fn same(a: &[Symptom], b: &[Symptom]) -> bool {
 pub fn is_open(i: &Incident) -> bool {
     i.status == IncidentStatus::Open
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

@@ -444,7 +444,10 @@ pub fn localize(symptoms: &[Active], ctx: &Ctx) -> Vec<Diagnosis> {
             let fresh: Vec<usize> = h.explains.iter().copied().filter(|i| !explained.contains(i)).collect();
             let claims = fresh.iter().any(|i| {
                 let s = &symptoms[*i].s;
-                primary(s) || matches!(h.class, FaultClass::JobHang | FaultClass::JobCrash) && s.component == h.root
+                primary(s)
+                    || matches!(h.class, FaultClass::JobHang | FaultClass::JobCrash) && s.component == h.root
+                    // The leaf verdict rests on many NICs' congestion, each only supporting alone.
+                    || h.class == FaultClass::LeafCongestion && s.kind == K::NicCongested
             });
             if !claims && !(h.open && !fresh.is_empty()) {
                 continue;
