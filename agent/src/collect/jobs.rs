@@ -564,8 +564,10 @@ impl JobsCollector {
                     tracing::warn!(
                         pid = st.pid,
                         error = %e,
-                        "cannot read other users' process environments; ranks are found from cgroups and \
-                         NVML only, with unknown rank numbers (run the agent as root to fix)"
+                        "cannot read some processes' environments (reading /proc/<pid>/environ needs \
+                         ptrace-read access: root with CAP_SYS_PTRACE, in the host PID namespace); those \
+                         processes are matched to jobs through their cgroup and NVML only, with unknown \
+                         rank numbers (logged once)"
                     );
                 }
                 None
