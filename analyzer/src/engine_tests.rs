@@ -601,6 +601,31 @@ fn nic_flap_bit_errors_and_speed() {
 }
 
 #[test]
+fn a_flap_seen_only_in_events_opens_at_the_first_bounce_and_becomes_a_flap() {
+    let mut w = World::new();
+    w.run(60);
+    let at = w.t;
+    for k in 0..4u64 {
+        w.event(&host(5), "nic_link_down", Some("nic:mlx5_1"), None, None);
+        w.mutate(move |r, _| {
+            if r.node == "node-0005" {
+                set_nic(r, "mlx5_1", |n| {
+                    n.counters.insert("link_downed".into(), k + 1);
+                    n.carrier_changes = Some(1 + 2 * (k + 1));
+                });
+            }
+        });
+        w.run(3);
+        w.event(&host(5), "nic_link_up", Some("nic:mlx5_1"), None, None);
+        w.run(27);
+    }
+    let (i, ttd) = w.expect_one("node-0005/nic:mlx5_1", &["big"], at);
+    assert!(ttd <= 5.0, "{ttd}");
+    let last = w.a.incident(&i.id).unwrap();
+    assert_eq!(last.class, FaultClass::NicFlap, "{:?}", last.timeline);
+}
+
+#[test]
 fn leaf_congestion_is_the_leaf() {
     let (w, at) = case(120, 90, |w| {
         let t0 = w.t;

@@ -117,6 +117,13 @@ pub fn affected(topo: &Topology, root: &ComponentId, class: FaultClass) -> (Vec<
                 }
             }
         }
+        (_, ComponentId::Disk { host, .. }) => {
+            // Ranks checkpoint to their node's local disk: they depend on it as on the node.
+            for (job, rank) in topo.ranks_depending_on(&ComponentId::node(host)) {
+                paths.extend(topo.rank_path(&job, rank));
+                jobs.insert(job);
+            }
+        }
         _ => {
             for (job, rank) in topo.ranks_depending_on(root) {
                 paths.extend(topo.rank_path(&job, rank));
@@ -222,7 +229,6 @@ impl Book {
                         }
                         if let ComponentId::Job { id } = &s.component {
                             if !inc.affected_jobs.contains(id)
-                                && inc.class != FaultClass::DiskFailure
                                 && state.jobs.get(id).is_some_and(|j| j.first_seen_ms as f64 / 1000.0 <= inc.onset_s)
                             {
                                 inc.affected_jobs.push(id.clone());

@@ -390,12 +390,17 @@ fn apply_event(node: &mut NodeState, e: &faultline_proto::Event) {
             }
         }
         if let Some(nic) = c.strip_prefix("nic:") {
-            if ev.class == "nic_link_down" {
-                let st = node.nics.entry(nic.to_string()).or_default();
-                if st.down_since.is_none() {
+            let st = node.nics.entry(nic.to_string()).or_default();
+            match ev.class.as_str() {
+                "nic_link_down" if st.down_since.is_none() => {
                     st.down_since = Some(e.ts_ms);
                     push(&mut st.downs, e.ts_ms, MAX_POINTS);
                 }
+                "nic_link_up" if st.down_since.is_some_and(|t| t <= e.ts_ms) => {
+                    st.down_since = None;
+                    st.up_at = Some(e.ts_ms);
+                }
+                _ => {}
             }
         }
         if let Some(idx) = c.strip_prefix("gpu").and_then(|i| i.parse::<u32>().ok()) {

@@ -25,9 +25,6 @@ pub const CLOCK_LOW_FRACTION: f64 = 0.8;
 /// NVLink CRC + replay + recovery errors over the last `SOFT_SAMPLES` deltas that make a storm, with
 /// every one of those deltas increasing (healthy links count zero).
 pub const NVLINK_ERR_MIN: u64 = 20;
-/// PCIe replays over the last `SOFT_SAMPLES` deltas that count as "rising" (healthy links replay
-/// rarely; a marginal link replays continuously).
-pub const PCIE_REPLAY_MIN: u64 = 10;
 /// GPU utilisation above which a PCIe generation below max is not the idle power-saving downshift.
 pub const PCIE_BUSY_UTIL: f64 = 20.0;
 
@@ -214,9 +211,12 @@ pub fn check(host: &str, idx: u32, g: &GpuState, peers: &GpuPeers, now: i64, out
             }
         }
         let narrow = pts.iter().all(|p| p.pcie_width.is_some_and(|(w, m)| w < m));
-        let slow_gen =
-            pts.iter().all(|p| p.pcie_gen.is_some_and(|(c, m)| c < m) && p.util.is_some_and(|u| u > PCIE_BUSY_UTIL));
         let replays: u64 = g.pcie_replay.last_n(SOFT_SAMPLES).sum();
+        let replaying = g.pcie_replay.consecutive_increases() >= SOFT_SAMPLES;
+        // An idle GPU drops its PCIe generation to save power; busy or replaying, it should not.
+        let slow_gen = pts.iter().all(|p| {
+            p.pcie_gen.is_some_and(|(c, m)| c < m) && (replaying || p.util.is_some_and(|u| u > PCIE_BUSY_UTIL))
+        });
         if narrow || slow_gen {
             let p = pts.last().map(|p| (*p).clone()).unwrap_or_default();
             let (w, mw) = p.pcie_width.unwrap_or((0, 0));

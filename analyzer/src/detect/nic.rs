@@ -12,6 +12,9 @@ use crate::state::{Counter, NicState};
 /// cable pulled once (that stays down) nor a switch reboot (one down, one up).
 pub const FLAP_WINDOW_MS: i64 = 300_000;
 pub const FLAP_MIN_DOWNS: usize = 2;
+/// A link that went down and came back stays a symptom this long: long enough to open an incident
+/// and to see whether it goes down again (a flap), short enough to resolve a one-off bounce.
+pub const LINK_BOUNCE_HOLD_MS: i64 = 60_000;
 /// Physical-layer errors (symbol, receive, link integrity) summed over the last `SOFT_SAMPLES` deltas,
 /// every delta increasing, that make a bad cable. Healthy ports tick once now and then (the H100
 /// sample in our reference data has a few on healthy ports), which this rules out.
@@ -69,6 +72,14 @@ pub fn check(host: &str, name: &str, n: &NicState, peers: &NicPeers, now: i64, o
         out.push(
             Symptom::new(id.clone(), K::NicDown, t, format!("{id} link is down (state {state})"))
                 .class(class)
+                .critical(),
+        );
+    } else if let Some(t) = n.downs.back().copied().filter(|t| *t > now - LINK_BOUNCE_HOLD_MS && !flapping) {
+        // Down and back up within seconds (a report may never have seen it down): still a fault of
+        // this NIC for a while, so the incident opens and a flap can grow out of it.
+        out.push(
+            Symptom::new(id.clone(), K::NicDown, t, format!("{id} link went down and came back up"))
+                .class(FaultClass::NicDown)
                 .critical(),
         );
     } else if flapping {
