@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use faultline_proto::{
@@ -84,14 +84,11 @@ fn now_ms() -> i64 {
 // Workers
 // ---------------------------------------------------------------------------------------------
 
-/// What a worker remembers about the GPU at its index between polls.
-#[derive(Debug, Default)]
-struct Memory {
-    uuid: Option<String>,
-    not_supported: BTreeSet<&'static str>,
-}
+/// Queries each GPU (by UUID) answered NotSupported: not asked again. Shared by the workers, since
+/// a GPU can move to another NVML index when one before it vanishes.
+type NotSupportedMemory = Arc<Mutex<BTreeMap<String, BTreeSet<&'static str>>>>;
 
-type Job = Box<dyn FnOnce(&Nvml, &mut Memory) + Send>;
+type Job = Box<dyn FnOnce(&Nvml) + Send>;
 
 /// A thread that runs NVML calls for one device index, so a call that hangs blocks only it.
 struct Worker {
@@ -105,9 +102,8 @@ impl Worker {
         let busy = Arc::new(AtomicBool::new(false));
         let b = busy.clone();
         std::thread::Builder::new().name(name).spawn(move || {
-            let mut mem = Memory::default();
             for job in rx {
-                job(&nvml, &mut mem);
+                job(&nvml);
                 b.store(false, Ordering::SeqCst);
             }
         })?;
@@ -115,16 +111,13 @@ impl Worker {
     }
 
     /// Start `f` on the worker. `None` while it is still stuck in an earlier call.
-    fn submit<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Nvml, &mut Memory) -> R + Send + 'static,
-    ) -> Option<Receiver<R>> {
+    fn submit<R: Send + 'static>(&self, f: impl FnOnce(&Nvml) -> R + Send + 'static) -> Option<Receiver<R>> {
         if self.busy.swap(true, Ordering::SeqCst) {
             return None;
         }
         let (rtx, rrx) = mpsc::sync_channel(1);
-        let job: Job = Box::new(move |n, m| {
-            let _ = rtx.send(f(n, m));
+        let job: Job = Box::new(move |n| {
+            let _ = rtx.send(f(n));
         });
         if self.tx.send(job).is_err() {
             self.busy.store(false, Ordering::SeqCst);
@@ -140,16 +133,16 @@ impl Worker {
 
 /// Query bookkeeping for one poll: NotSupported memory, and whether the GPU is lost or hung (after
 /// which no further query is sent this cycle).
-struct Poll<'a> {
-    mem: &'a mut Memory,
+struct Poll {
+    not_supported: BTreeSet<&'static str>,
     lost: bool,
     hung: bool,
     errors: Vec<String>,
 }
 
-impl Poll<'_> {
+impl Poll {
     fn q<T>(&mut self, name: &'static str, f: impl FnOnce() -> Result<T, NvmlError>) -> Option<T> {
-        if self.lost || self.hung || self.mem.not_supported.contains(name) {
+        if self.lost || self.hung || self.not_supported.contains(name) {
             return None;
         }
         match f() {
@@ -164,7 +157,7 @@ impl Poll<'_> {
     fn fail(&mut self, name: &'static str, e: NvmlError) {
         match e {
             NvmlError::NotSupported => {
-                self.mem.not_supported.insert(name);
+                self.not_supported.insert(name);
             }
             NvmlError::GpuLost => self.lost = true,
             NvmlError::Timeout | NvmlError::Unknown => self.hung = true,
@@ -184,7 +177,7 @@ fn sample_f64(v: &SampleValue) -> f64 {
 
 /// Poll the GPU at NVML index `index`. The returned sample's `index` is the NVML index; the collector
 /// maps it to the stable one.
-fn poll_device(nvml: &Nvml, index: u32, mem: &mut Memory) -> GpuSample {
+fn poll_device(nvml: &Nvml, index: u32, memory: &NotSupportedMemory) -> GpuSample {
     let mut s = GpuSample { index, ..Default::default() };
     let dev = match nvml.device_by_index(index) {
         Ok(d) => d,
@@ -198,15 +191,11 @@ fn poll_device(nvml: &Nvml, index: u32, mem: &mut Memory) -> GpuSample {
             return s;
         }
     };
-    let mut p = Poll { mem, lost: false, hung: false, errors: Vec::new() };
+    let mut p = Poll { not_supported: BTreeSet::new(), lost: false, hung: false, errors: Vec::new() };
 
     let uuid = p.q("uuid", || dev.uuid());
     if let Some(u) = &uuid {
-        if p.mem.uuid.as_deref() != Some(u.as_str()) {
-            // Another GPU now sits at this index: forget what the previous one could not do.
-            p.mem.not_supported.clear();
-            p.mem.uuid = Some(u.clone());
-        }
+        p.not_supported = memory.lock().unwrap_or_else(|e| e.into_inner()).get(u).cloned().unwrap_or_default();
         s.uuid = u.clone();
     }
     s.name = p.q("name", || dev.name()).unwrap_or_default();
@@ -295,7 +284,10 @@ fn poll_device(nvml: &Nvml, index: u32, mem: &mut Memory) -> GpuSample {
     } else {
         GpuState::Ok
     };
-    s.not_supported = p.mem.not_supported.iter().map(|n| n.to_string()).collect();
+    s.not_supported = p.not_supported.iter().map(|n| n.to_string()).collect();
+    if let Some(u) = uuid {
+        memory.lock().unwrap_or_else(|e| e.into_inner()).insert(u, p.not_supported);
+    }
     s
 }
 
@@ -314,7 +306,7 @@ fn remapped_rows(nvml: &Nvml, dev: &nvml_wrapper::Device) -> Result<RowRemap, Nv
 
 fn poll_nvlinks(dev: &nvml_wrapper::Device, p: &mut Poll) -> Vec<NvLinkSample> {
     let mut out = Vec::new();
-    if p.lost || p.hung || p.mem.not_supported.contains("nvlink") {
+    if p.lost || p.hung || p.not_supported.contains("nvlink") {
         return out;
     }
     for link in 0..NVLINK_MAX_LINKS {
@@ -324,7 +316,7 @@ fn poll_nvlinks(dev: &nvml_wrapper::Device, p: &mut Poll) -> Vec<NvLinkSample> {
             // Past the last link, or a GPU without NVLink.
             Err(NvmlError::InvalidArg) => break,
             Err(NvmlError::NotSupported) if link == 0 => {
-                p.mem.not_supported.insert("nvlink");
+                p.not_supported.insert("nvlink");
                 break;
             }
             Err(NvmlError::NotSupported) => break,
@@ -385,6 +377,7 @@ pub struct GpuCollector {
     workers: Vec<Worker>,
     known: Vec<Known>,
     uuid_index: UuidIndex,
+    not_supported: NotSupportedMemory,
     /// Stable indexes for which a `gpu_lost` event went out and the GPU has not come back since.
     lost_announced: BTreeSet<u32>,
     stop: Arc<AtomicBool>,
@@ -426,6 +419,7 @@ impl GpuCollector {
             workers: Vec::new(),
             known: Vec::new(),
             uuid_index,
+            not_supported: NotSupportedMemory::default(),
             lost_announced: BTreeSet::new(),
             stop,
         })
@@ -455,7 +449,7 @@ impl GpuCollector {
     fn device_count(&self, deadline: Instant) -> Result<u32, CollectError> {
         let rx = self
             .system
-            .submit(|nvml, _| nvml.device_count())
+            .submit(|nvml| nvml.device_count())
             .ok_or_else(|| CollectError::Other("nvmlDeviceGetCount is still hung from an earlier poll".into()))?;
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(Ok(n)) => Ok(n.min(faultline_proto::limits::MAX_GPUS as u32)),
@@ -539,7 +533,8 @@ impl Collector for GpuCollector {
         // Hand every GPU its poll, then collect answers until the common deadline.
         let mut pending: Vec<(u32, Option<Receiver<GpuSample>>)> = Vec::new();
         for j in 0..count {
-            let rx = self.worker(j).and_then(|w| w.submit(move |nvml, mem| poll_device(nvml, j, mem)));
+            let memory = self.not_supported.clone();
+            let rx = self.worker(j).and_then(|w| w.submit(move |nvml| poll_device(nvml, j, &memory)));
             pending.push((j, rx));
         }
         let mut polled: Vec<(u32, GpuSample)> = Vec::new();
