@@ -1,0 +1,129 @@
+//! `faultline sim run SCENARIO [--json REPORT] [--speed N] [--analyzer URL --token T]`: run a
+//! scenario against the analyzer (in-process, or a running one over HTTP), print a table of the
+//! scores, and exit 0 once the run completed (scores are reported, not errors; 2 on an error).
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use faultline_sim::{RunOptions, Scenario, WireTarget};
+
+use crate::commands::ConnArgs;
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum SimCommand {
+    /// Run one scenario file and score what the analyzer found (in-process; over HTTP with --analyzer URL)
+    Run(RunArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Scenario file (TOML, see spec/scenario.md)
+    pub scenario: PathBuf,
+    /// Also write the run report as JSON here
+    #[arg(long, value_name = "REPORT")]
+    pub json: Option<PathBuf>,
+    /// Pace virtual time at N× real time (default: flat out in-process, 1× with --analyzer)
+    #[arg(long, value_name = "N")]
+    pub speed: Option<f64>,
+    /// File holding the bearer token for --analyzer (instead of --token / FAULTLINE_TOKEN)
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+}
+
+/// Run a `sim` subcommand. With the global `--analyzer URL` the reports go over HTTP to that
+/// analyzer; without it the analyzer engine runs in-process.
+pub fn run(conn: &ConnArgs, cmd: SimCommand) -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .try_init();
+    let result = match cmd {
+        SimCommand::Run(args) => run_scenario(conn, args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// A one-line progress bar on stderr, redrawn at most ten times a second.
+struct Bar {
+    last: Option<Instant>,
+    start: Instant,
+}
+
+impl Bar {
+    fn draw(&mut self, done: f64, total: f64) {
+        let now = Instant::now();
+        if self.last.is_some_and(|l| now - l < Duration::from_millis(100)) && done < total {
+            return;
+        }
+        self.last = Some(now);
+        let frac = if total > 0.0 { (done / total).clamp(0.0, 1.0) } else { 1.0 };
+        let width = 40;
+        let full = (frac * width as f64).round() as usize;
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r[{}{}] {:>5.1}%  {:.0}/{:.0} virtual s  {:.1} s",
+            "#".repeat(full),
+            ".".repeat(width - full),
+            frac * 100.0,
+            done,
+            total,
+            self.start.elapsed().as_secs_f64()
+        );
+        let _ = err.flush();
+    }
+
+    fn clear(&self) {
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r{}\r", " ".repeat(90));
+        let _ = err.flush();
+    }
+}
+
+fn run_scenario(conn: &ConnArgs, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let sc = Scenario::from_path(&args.scenario)?;
+    if let Some(s) = args.speed {
+        if !(s.is_finite() && s > 0.0) {
+            bail!("--speed must be a positive number, not {s}");
+        }
+    }
+    let env_token = std::env::var("FAULTLINE_TOKEN").ok().filter(|t| !t.trim().is_empty());
+    let token = match (&conn.token, &args.token_file) {
+        (Some(_), Some(_)) => bail!("give --token or --token-file, not both"),
+        (Some(t), None) => Some(t.trim().to_string()),
+        (None, Some(p)) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read --token-file {}", p.display()))?
+                .trim()
+                .to_string(),
+        ),
+        (None, None) => env_token,
+    };
+    let wire = conn.analyzer.as_ref().map(|url| WireTarget { url: url.clone(), token });
+    let tty = std::io::stderr().is_terminal();
+    let mut bar = Bar { last: None, start: Instant::now() };
+    let mut draw = |d: f64, t: f64| bar.draw(d, t);
+    let opts = RunOptions { speed: args.speed, wire, progress: if tty { Some(&mut draw) } else { None }, engine: None };
+    let report = faultline_sim::run(&sc, opts).with_context(|| format!("running {}", args.scenario.display()))?;
+    if tty {
+        bar.clear();
+    }
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(report.table().as_bytes())?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,251 @@
+//! The run report (`--json`, spec/scenario.md "Run report") and its table for people.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::score::{FaultResult, Group, RunIncident, Summary, Tally};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobPlacement {
+    pub id: String,
+    pub hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    pub nodes: usize,
+    pub gpus: usize,
+    pub nics: usize,
+    pub switches: usize,
+    pub jobs: Vec<JobPlacement>,
+}
+
+/// What feeding the analyzer cost (real time), and what it was fed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AnalyzerStats {
+    /// `in_process` or `wire`.
+    pub mode: String,
+    pub reports: u64,
+    pub report_bytes: u64,
+    /// Reports the analyzer refused (should be 0: the simulator writes valid reports).
+    pub rejected: u64,
+    pub first_rejection: Option<String>,
+    /// Report intervals simulated; a round is every report of every node once, with its ticks.
+    pub rounds: u64,
+    /// Most reports in one round.
+    pub reports_per_round_max: u64,
+    /// Analyzer time (ingest of the round's reports + its ticks) per round, milliseconds.
+    /// In-process only (wire mode cannot see inside the analyzer).
+    pub round_ms_p50: Option<f64>,
+    pub round_ms_p95: Option<f64>,
+    pub round_ms_max: Option<f64>,
+    pub ingest_ms_total: Option<f64>,
+    pub tick_ms_total: Option<f64>,
+    /// Slowest single tick, milliseconds.
+    pub tick_ms_max: Option<f64>,
+}
+
+/// The whole run report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    pub scenario: String,
+    pub seed: u64,
+    pub cluster: ClusterInfo,
+    pub virtual_s: f64,
+    pub wall_s: f64,
+    pub peak_rss_bytes: u64,
+    pub faults: Vec<FaultResult>,
+    pub incidents: Vec<RunIncident>,
+    pub summary: Summary,
+    pub analyzer: AnalyzerStats,
+}
+
+fn opt(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"))
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", x * 100.0)
+}
+
+fn tally_row(out: &mut String, t: &Tally) {
+    let _ = writeln!(
+        out,
+        "{:<24} {:>4} {:>5} {:>5} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        t.name,
+        t.faults,
+        t.detected,
+        t.correct,
+        opt(t.ttd_p50_s),
+        opt(t.ttd_max_s),
+        opt(t.diagnose_p50_s),
+        opt(t.diagnose_p95_s),
+        opt(t.diagnose_max_s)
+    );
+}
+
+impl RunReport {
+    /// The results as text tables: per fault, per kind, per group, summary.
+    pub fn table(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "scenario {} (seed {}): {} nodes, {} GPUs, {} jobs; {:.0} virtual s in {:.1} s wall; peak RSS {:.0} MiB",
+            self.scenario,
+            self.seed,
+            self.cluster.nodes,
+            self.cluster.gpus,
+            self.cluster.jobs.len(),
+            self.virtual_s,
+            self.wall_s,
+            self.peak_rss_bytes as f64 / 1_048_576.0
+        );
+        let a = &self.analyzer;
+        let _ = writeln!(
+            o,
+            "analyzer ({}): {} reports ({:.1} KiB avg), {} rejected; {} rounds, up to {} reports/round",
+            a.mode,
+            a.reports,
+            if a.reports > 0 { a.report_bytes as f64 / a.reports as f64 / 1024.0 } else { 0.0 },
+            a.rejected,
+            a.rounds,
+            a.reports_per_round_max
+        );
+        if let (Some(p50), Some(p95), Some(max)) = (a.round_ms_p50, a.round_ms_p95, a.round_ms_max) {
+            let _ = writeln!(
+                o,
+                "analyzer time per round (ingest + ticks): p50 {p50:.1} ms, p95 {p95:.1} ms, max {max:.1} ms; ingest total {:.0} ms, ticks total {:.0} ms, slowest tick {:.1} ms",
+                a.ingest_ms_total.unwrap_or(0.0),
+                a.tick_ms_total.unwrap_or(0.0),
+                a.tick_ms_max.unwrap_or(0.0)
+            );
+        }
+        if let Some(e) = &a.first_rejection {
+            let _ = writeln!(o, "first rejection: {e}");
+        }
+        if !self.faults.is_empty() {
+            let _ = writeln!(o, "\nFAULTS");
+            let _ = writeln!(
+                o,
+                "{:<24} {:<28} {:>7} {:>4} {:>4} {:>7} {:>7} {:>9}  {}",
+                "kind", "target", "at_s", "det", "ok", "ttd_s", "diag_s", "jobs e/r", "diagnosed root (incident)"
+            );
+            for f in &self.faults {
+                let jobs_ok = {
+                    let mut e = f.expected_jobs.clone();
+                    e.sort();
+                    e == f.reported_jobs
+                };
+                let _ = writeln!(
+                    o,
+                    "{:<24} {:<28} {:>7.0} {:>4} {:>4} {:>7} {:>7} {:>5}/{:<3}{} {}",
+                    f.kind.as_str(),
+                    f.target,
+                    f.at_s,
+                    if f.detected { "yes" } else { "NO" },
+                    if f.correct { "yes" } else { "NO" },
+                    opt(f.time_to_detect_s),
+                    opt(f.time_to_diagnose_s),
+                    f.expected_jobs.len(),
+                    f.reported_jobs.len(),
+                    if jobs_ok { " " } else { "*" },
+                    match (&f.diagnosed_root, &f.incident) {
+                        (Some(r), Some(i)) => {
+                            let class =
+                                self.incidents.iter().find(|x| &x.id == i).map(|x| x.class.as_str()).unwrap_or("?");
+                            format!("{r} [{class}] ({i})")
+                        }
+                        _ => "-".to_string(),
+                    }
+                );
+            }
+            let _ = writeln!(o, "(* reported jobs differ from the ground truth)");
+            let header = format!(
+                "{:<24} {:>4} {:>5} {:>5} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                "", "n", "det", "ok", "ttd_p50", "ttd_max", "diag_p50", "diag_p95", "diag_max"
+            );
+            let _ = writeln!(
+                o,
+                "\nPER KIND\n{}",
+                header.replacen("                        ", "kind                    ", 1)
+            );
+            for t in &self.summary.kinds {
+                tally_row(&mut o, t);
+            }
+            let _ = writeln!(o, "\nPER GROUP (targets: hard diag p95 <= 5 s, slow diag p95 <= 60 s)");
+            let _ = writeln!(o, "{}", header.replacen("                        ", "group                   ", 1));
+            for t in &self.summary.groups {
+                tally_row(&mut o, t);
+            }
+            for t in &self.summary.groups {
+                let g = match t.name.as_str() {
+                    "hard" => Group::Hard,
+                    "slow" => Group::Slow,
+                    _ => Group::Silence,
+                };
+                if let (Some(target), Some(p95)) = (g.target_p95_s(), t.diagnose_p95_s) {
+                    let _ = writeln!(
+                        o,
+                        "  {}: diagnose p95 {p95:.1} s vs target {target:.0} s: {}",
+                        t.name,
+                        if p95 <= target { "met" } else { "MISSED" }
+                    );
+                }
+            }
+        }
+        let s = &self.summary;
+        let _ = writeln!(o, "\nSUMMARY");
+        let _ = writeln!(
+            o,
+            "faults {}  detected {}  correct {}  coverage {}  weighted coverage {}",
+            s.faults,
+            s.detected,
+            s.correct,
+            pct(s.coverage),
+            pct(s.weighted_coverage)
+        );
+        let _ = writeln!(
+            o,
+            "time to detect p50 {} s  p95 {} s  max {} s",
+            opt(s.ttd_p50_s),
+            opt(s.ttd_p95_s),
+            opt(s.ttd_max_s)
+        );
+        let _ = writeln!(o, "job precision {:.3}  job recall {:.3}", s.job_precision, s.job_recall);
+        let _ = writeln!(
+            o,
+            "incidents {}  false incidents {} ({:.2} per 1000 node-days){}",
+            self.incidents.len(),
+            s.false_incidents,
+            s.false_per_1000_node_days,
+            if s.false_incident_ids.is_empty() {
+                String::new()
+            } else {
+                let list: Vec<String> = s
+                    .false_incident_ids
+                    .iter()
+                    .take(10)
+                    .map(|id| {
+                        let i = self.incidents.iter().find(|x| &x.id == id);
+                        i.map_or(id.clone(), |i| format!("{id} {} [{}] at {:.0} s", i.root, i.class, i.opened_s))
+                    })
+                    .collect();
+                format!(": {}", list.join("; "))
+            }
+        );
+        o
+    }
+}
+
+/// Peak resident set size of this process (VmHWM), bytes; 0 where /proc is not there.
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
+        })
+        .map_or(0, |kb| kb * 1024)
+}

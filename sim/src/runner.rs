@@ -1,0 +1,332 @@
+//! Runs a scenario: in-process (each report serialized to JSON and fed to the real analyzer engine
+//! through `ingest_json`, the same path as HTTP, with a `tick` every virtual second) or over the wire
+//! (POST to a running analyzer, paced N× real time, then read its incidents). Then scores.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use faultline_analyzer::{Analyzer, EngineConfig};
+use faultline_proto::Incident;
+
+use crate::report::{AnalyzerStats, ClusterInfo, JobPlacement, RunReport, peak_rss_bytes};
+use crate::scenario::Scenario;
+use crate::score::{self, RunFacts, RunIncident, TruthFault};
+use crate::world::{DEFAULT_EPOCH_MS, World};
+
+/// Report posts in flight at once in wire mode.
+pub const WIRE_WORKERS: usize = 4;
+/// Per-request timeout in wire mode.
+const WIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot serialize a report: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("analyzer at {url}: {message}")]
+    Wire { url: String, message: String },
+}
+
+/// A running analyzer to push to.
+#[derive(Debug, Clone)]
+pub struct WireTarget {
+    /// Base URL, e.g. `http://127.0.0.1:9440`.
+    pub url: String,
+    pub token: Option<String>,
+}
+
+/// How to run.
+#[derive(Default)]
+pub struct RunOptions<'a> {
+    /// Pace virtual time at N× real time (wire mode defaults to 1×; in-process runs flat out).
+    pub speed: Option<f64>,
+    pub wire: Option<WireTarget>,
+    /// Called after every virtual second with (virtual seconds done, total).
+    pub progress: Option<&'a mut dyn FnMut(f64, f64)>,
+    pub engine: Option<EngineConfig>,
+}
+
+/// Ground truth of every fault of the scenario.
+pub fn truth(world: &World, sc: &Scenario) -> Vec<TruthFault> {
+    sc.faults
+        .iter()
+        .map(|f| {
+            let at_ms = (f.at_s * 1000.0).round() as i64;
+            TruthFault {
+                kind: f.kind,
+                target: f.target.to_string(),
+                at_s: f.at_s,
+                clear_s: f.clear_s(sc.duration_s),
+                blast: world.cluster.blast_radius(&f.target, at_ms),
+                expected_jobs: world.cluster.affected_jobs(&f.target, at_ms),
+            }
+        })
+        .collect()
+}
+
+/// Convert an analyzer incident to run-report form (times relative to the run's start).
+pub fn run_incident(i: &Incident, epoch_s: f64, speed: f64) -> RunIncident {
+    let rel = |t: f64| ((t - epoch_s) * speed * 1000.0).round() / 1000.0;
+    RunIncident {
+        id: i.id.clone(),
+        root: i.root.to_string(),
+        class: i.class,
+        confidence: i.confidence,
+        opened_s: rel(i.opened_s),
+        resolved_s: i.resolved_s.map(rel),
+        affected_jobs: i.affected_jobs.clone(),
+        paths: i.paths.clone(),
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Run a scenario and score it.
+pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunError> {
+    let wall = Instant::now();
+    let wire = opts.wire.clone();
+    let speed = opts.speed.or(wire.as_ref().map(|_| 1.0)).filter(|s| *s > 0.0);
+    let epoch_ms = if wire.is_some() {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(DEFAULT_EPOCH_MS, |d| d.as_millis() as i64)
+    } else {
+        DEFAULT_EPOCH_MS
+    };
+    let mut world = World::new(sc, epoch_ms);
+    let truth = truth(&world, sc);
+    let steps = (sc.duration_s.ceil() as i64).max(1);
+    let interval_ms = world.interval_ms;
+    let mut stats =
+        AnalyzerStats { mode: if wire.is_some() { "wire" } else { "in_process" }.into(), ..Default::default() };
+    let mut rounds_ms: Vec<f64> = Vec::new();
+    let mut round_cur = Duration::ZERO;
+    let mut round_reports = 0u64;
+    let mut round_idx = 0i64;
+    let (mut ingest_total, mut tick_total, mut tick_max) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+
+    let incidents: Vec<Incident> = match &wire {
+        None => {
+            let mut an = Analyzer::new(opts.engine.take().unwrap_or_default(), world.cluster.topology());
+            for k in 0..=steps {
+                let out = world.step();
+                let t = world.t_ms;
+                let mut spent = Duration::ZERO;
+                for o in &out {
+                    let body = serde_json::to_vec(&o.report)?;
+                    stats.reports += 1;
+                    stats.report_bytes += body.len() as u64;
+                    let now = epoch_ms + o.arrival_ms.min(t);
+                    let t0 = Instant::now();
+                    let res = an.ingest_json(&body, now);
+                    spent += t0.elapsed();
+                    if let Err(e) = res {
+                        stats.rejected += 1;
+                        if stats.first_rejection.is_none() {
+                            tracing::warn!(node = %o.report.node, seq = o.report.seq, error = %e, "analyzer refused a simulated report");
+                            stats.first_rejection = Some(format!("{} seq {}: {e}", o.report.node, o.report.seq));
+                        }
+                    }
+                }
+                ingest_total += spent;
+                let t0 = Instant::now();
+                let _changes = an.tick(epoch_ms + t);
+                let tk = t0.elapsed();
+                tick_total += tk;
+                tick_max = tick_max.max(tk);
+                spent += tk;
+                // Rounds: one report interval each.
+                let idx = t.max(0) / interval_ms;
+                if idx != round_idx {
+                    rounds_ms.push(ms(round_cur));
+                    stats.reports_per_round_max = stats.reports_per_round_max.max(round_reports);
+                    round_cur = Duration::ZERO;
+                    round_reports = 0;
+                    round_idx = idx;
+                }
+                round_cur += spent;
+                round_reports += out.len() as u64;
+                pace(wall, speed, t);
+                if let Some(p) = opts.progress.as_mut() {
+                    p((k as f64).min(sc.duration_s), sc.duration_s);
+                }
+            }
+            if round_reports > 0 {
+                rounds_ms.push(ms(round_cur));
+                stats.reports_per_round_max = stats.reports_per_round_max.max(round_reports);
+            }
+            stats.rounds = rounds_ms.len() as u64;
+            stats.round_ms_p50 = score::percentile(&rounds_ms, 50.0).map(r2);
+            stats.round_ms_p95 = score::percentile(&rounds_ms, 95.0).map(r2);
+            stats.round_ms_max = score::percentile(&rounds_ms, 100.0).map(r2);
+            stats.ingest_ms_total = Some(r2(ms(ingest_total)));
+            stats.tick_ms_total = Some(r2(ms(tick_total)));
+            stats.tick_ms_max = Some(r2(ms(tick_max)));
+            an.incidents()
+        }
+        Some(target) => run_wire(&mut world, sc, target, speed.unwrap_or(1.0), steps, &mut stats, &mut opts)?,
+    };
+    let epoch_s = epoch_ms as f64 / 1000.0;
+    let speed_for_times = if wire.is_some() { speed.unwrap_or(1.0) } else { 1.0 };
+    let mut run_incidents: Vec<RunIncident> =
+        incidents.iter().map(|i| run_incident(i, epoch_s, speed_for_times)).collect();
+    run_incidents.sort_by(|a, b| a.opened_s.total_cmp(&b.opened_s).then(a.id.cmp(&b.id)));
+    let facts = RunFacts { duration_s: sc.duration_s, interval_s: sc.interval_s, nodes: world.cluster.nodes.len() };
+    let (faults, summary) = score::score(&truth, &run_incidents, facts);
+    let c = &world.cluster;
+    Ok(RunReport {
+        scenario: sc.name.clone(),
+        seed: sc.seed,
+        cluster: ClusterInfo {
+            nodes: c.nodes.len(),
+            gpus: c.gpus(),
+            nics: c.nics(),
+            switches: c.leaves.len() + c.spines.len(),
+            jobs: sc.jobs.iter().map(|j| JobPlacement { id: j.id.clone(), hosts: j.hosts.clone() }).collect(),
+        },
+        virtual_s: sc.duration_s,
+        wall_s: r2(wall.elapsed().as_secs_f64()),
+        peak_rss_bytes: peak_rss_bytes(),
+        faults,
+        incidents: run_incidents,
+        summary,
+        analyzer: stats,
+    })
+}
+
+fn r2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// Sleep until virtual ms `t` is due at `speed`× real time.
+fn pace(start: Instant, speed: Option<f64>, t: i64) {
+    if let Some(s) = speed {
+        let due = Duration::from_secs_f64((t.max(0) as f64 / 1000.0) / s);
+        let now = start.elapsed();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+    }
+}
+
+struct WireShared {
+    errors: u64,
+    first_error: Option<String>,
+}
+
+fn run_wire(
+    world: &mut World,
+    sc: &Scenario,
+    target: &WireTarget,
+    speed: f64,
+    steps: i64,
+    stats: &mut AnalyzerStats,
+    opts: &mut RunOptions<'_>,
+) -> Result<Vec<Incident>, RunError> {
+    let base = target.url.trim_end_matches('/').to_string();
+    let werr = |message: String| RunError::Wire { url: base.clone(), message };
+    let client = reqwest::blocking::Client::builder()
+        .timeout(WIRE_TIMEOUT)
+        .build()
+        .map_err(|e| werr(format!("cannot build an HTTP client: {e}")))?;
+    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(4096);
+    let rx = Arc::new(Mutex::new(rx));
+    let shared = Arc::new(Mutex::new(WireShared { errors: 0, first_error: None }));
+    let url = format!("{base}/api/v1/reports");
+    let mut workers = Vec::new();
+    for _ in 0..WIRE_WORKERS {
+        let rx = Arc::clone(&rx);
+        let shared = Arc::clone(&shared);
+        let client = client.clone();
+        let url = url.clone();
+        let token = target.token.clone();
+        workers.push(std::thread::spawn(move || {
+            loop {
+                let body = {
+                    let guard = rx.lock().unwrap_or_else(|p| p.into_inner());
+                    guard.recv()
+                };
+                let Ok(body) = body else { break };
+                let mut req = client.post(&url).header("content-type", "application/json").body(body);
+                if let Some(t) = &token {
+                    req = req.bearer_auth(t);
+                }
+                let failure = match req.send() {
+                    Ok(r) if r.status().is_success() => None,
+                    Ok(r) => {
+                        let status = r.status();
+                        let text = r.text().unwrap_or_default();
+                        Some(format!("POST {url}: {status}: {}", text.chars().take(300).collect::<String>()))
+                    }
+                    Err(e) => Some(format!("POST {url}: {e}")),
+                };
+                if let Some(f) = failure {
+                    let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+                    s.errors += 1;
+                    if s.first_error.is_none() {
+                        tracing::warn!(error = %f, "analyzer refused or missed a report");
+                        s.first_error = Some(f);
+                    }
+                }
+            }
+        }));
+    }
+    let start = Instant::now();
+    let mut round_reports = 0u64;
+    let mut round_idx = 0i64;
+    for k in 0..=steps {
+        let out = world.step();
+        let t = world.t_ms;
+        for o in out {
+            let body = serde_json::to_vec(&o.report)?;
+            stats.reports += 1;
+            stats.report_bytes += body.len() as u64;
+            round_reports += 1;
+            if tx.send(body).is_err() {
+                return Err(werr("every sender thread stopped".into()));
+            }
+        }
+        let idx = t.max(0) / world.interval_ms;
+        if idx != round_idx {
+            stats.rounds += 1;
+            stats.reports_per_round_max = stats.reports_per_round_max.max(round_reports);
+            round_reports = 0;
+            round_idx = idx;
+        }
+        pace(start, Some(speed), t);
+        if let Some(p) = opts.progress.as_mut() {
+            p((k as f64).min(sc.duration_s), sc.duration_s);
+        }
+    }
+    drop(tx);
+    for w in workers {
+        let _ = w.join();
+    }
+    {
+        let s = shared.lock().unwrap_or_else(|p| p.into_inner());
+        stats.rejected = s.errors;
+        stats.first_rejection = s.first_error.clone();
+    }
+    let mut req = client.get(format!("{base}/api/v1/incidents?status=all"));
+    if let Some(t) = &target.token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().map_err(|e| werr(format!("GET incidents: {e}")))?;
+    let status = resp.status();
+    let text = resp.text().map_err(|e| werr(format!("GET incidents: {e}")))?;
+    if !status.is_success() {
+        return Err(werr(format!("GET incidents: {status}: {}", text.chars().take(300).collect::<String>())));
+    }
+    parse_incidents(&text).map_err(|e| werr(format!("GET incidents: {e}")))
+}
+
+/// The incidents list: a JSON array, or an object holding it under `incidents`.
+pub fn parse_incidents(text: &str) -> Result<Vec<Incident>, String> {
+    #[derive(serde::Deserialize)]
+    struct Wrapped {
+        incidents: Vec<Incident>,
+    }
+    serde_json::from_str::<Vec<Incident>>(text)
+        .or_else(|_| serde_json::from_str::<Wrapped>(text).map(|w| w.incidents))
+        .map_err(|e| format!("not a list of incidents: {e}"))
+}

@@ -1,0 +1,770 @@
+//! Scenario files (spec/scenario.md): parse, validate, and place jobs. Every refusal names the line:
+//! `scenario.toml:14: unknown key `nodez` in [cluster]`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::Path;
+
+use faultline_proto::{ComponentId, ComponentKind, FaultClass};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::cluster::naming;
+use crate::noise::{SeqRng, what};
+
+/// Most nodes a scenario may ask for (the scale target is 12,500; leave room).
+pub const MAX_NODES: u32 = 100_000;
+/// Longest run a scenario may ask for: 30 virtual days.
+pub const MAX_DURATION_S: f64 = 30.0 * 86_400.0;
+/// Per-node limits follow the wire format's (`proto::report::limits`).
+pub const MAX_GPUS_PER_NODE: u32 = faultline_proto::limits::MAX_GPUS as u32;
+/// H100/H200 SXM have 18 NVLinks per GPU; the wire format allows 32.
+pub const DEFAULT_NVLINKS_PER_GPU: u32 = 18;
+
+/// Why a scenario was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// `file:line: message`
+    #[error("{file}:{line}: {message}")]
+    At { file: String, line: usize, message: String },
+    #[error("cannot read scenario {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+}
+
+impl ScenarioError {
+    /// The line the error names, if it names one.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            Self::At { line, .. } => Some(*line),
+            Self::Read { .. } => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fabric {
+    /// All NICs of a node go to its rack's leaf.
+    Tor,
+    /// NIC i of every node goes to leaf i.
+    Rail,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    name: Spanned<String>,
+    #[serde(default)]
+    seed: Option<Spanned<u64>>,
+    duration_s: Spanned<f64>,
+    #[serde(default)]
+    interval_s: Option<Spanned<f64>>,
+    #[serde(default)]
+    noise: Option<Spanned<f64>>,
+    cluster: Spanned<RawCluster>,
+    #[serde(default)]
+    job: Vec<Spanned<RawJob>>,
+    #[serde(default)]
+    fault: Vec<Spanned<RawFault>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    #[serde(default)]
+    fabric: Option<Spanned<Fabric>>,
+    nodes: Spanned<u32>,
+    #[serde(default)]
+    nodes_per_leaf: Option<Spanned<u32>>,
+    #[serde(default)]
+    spines: Option<Spanned<u32>>,
+    #[serde(default)]
+    gpus_per_node: Option<Spanned<u32>>,
+    #[serde(default)]
+    nics_per_node: Option<Spanned<u32>>,
+    #[serde(default)]
+    gpu_model: Option<Spanned<String>>,
+    /// Extension: NVLinks per GPU (default 18, as on H100/H200 SXM).
+    #[serde(default)]
+    nvlinks_per_gpu: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJob {
+    id: Spanned<String>,
+    #[serde(default)]
+    hosts: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    nodes: Option<Spanned<u32>>,
+    #[serde(default)]
+    gpus_per_node: Option<Spanned<u32>>,
+    step_time_s: Spanned<f64>,
+    #[serde(default)]
+    start_s: Option<Spanned<f64>>,
+    #[serde(default)]
+    end_s: Option<Spanned<f64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFault {
+    kind: Spanned<String>,
+    target: Spanned<String>,
+    at_s: Spanned<f64>,
+    #[serde(default)]
+    duration_s: Option<Spanned<f64>>,
+}
+
+/// The cluster a scenario describes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterSpec {
+    pub fabric: Fabric,
+    pub nodes: u32,
+    /// tor only (rail: 0).
+    pub nodes_per_leaf: u32,
+    pub spines: u32,
+    pub gpus_per_node: u32,
+    pub nics_per_node: u32,
+    pub gpu_model: String,
+    pub nvlinks_per_gpu: u32,
+}
+
+impl ClusterSpec {
+    pub fn leaves(&self) -> u32 {
+        match self.fabric {
+            Fabric::Tor => self.nodes.div_ceil(self.nodes_per_leaf),
+            Fabric::Rail => self.nics_per_node,
+        }
+    }
+}
+
+/// One training job, placed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSpec {
+    pub id: String,
+    /// Host names in rank order.
+    pub hosts: Vec<String>,
+    /// GPU indexes used on each host (same order as `hosts`).
+    pub gpus: Vec<Vec<u32>>,
+    pub step_time_s: f64,
+    pub start_s: f64,
+    pub end_s: f64,
+}
+
+/// One injected fault.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultSpec {
+    pub kind: FaultClass,
+    pub target: ComponentId,
+    pub at_s: f64,
+    /// 0 = lasts until the end.
+    pub duration_s: f64,
+}
+
+impl FaultSpec {
+    /// When the fault clears, if it does before the run ends.
+    pub fn clear_s(&self, run_s: f64) -> Option<f64> {
+        (self.duration_s > 0.0 && self.at_s + self.duration_s < run_s).then_some(self.at_s + self.duration_s)
+    }
+}
+
+/// A parsed, validated scenario with every job placed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    pub name: String,
+    pub seed: u64,
+    pub duration_s: f64,
+    pub interval_s: f64,
+    pub noise: f64,
+    pub cluster: ClusterSpec,
+    pub jobs: Vec<JobSpec>,
+    pub faults: Vec<FaultSpec>,
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    src: &'a str,
+}
+
+impl Ctx<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let offset = offset.min(self.src.len());
+        self.src.as_bytes()[..offset].iter().filter(|&&b| b == b'\n').count() + 1
+    }
+
+    /// The table header (`[cluster]`, `[[fault]]`) that encloses a byte offset, if any.
+    fn table_at(&self, offset: usize) -> Option<String> {
+        let offset = offset.min(self.src.len());
+        let end = self.src[offset..].find('\n').map_or(self.src.len(), |i| offset + i);
+        self.src[..end]
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| l.starts_with('['))
+            .map(|l| l.split('#').next().unwrap_or(l).trim().to_string())
+    }
+
+    fn err(&self, span: Range<usize>, message: impl Into<String>) -> ScenarioError {
+        ScenarioError::At { file: self.file.to_string(), line: self.line_of(span.start), message: message.into() }
+    }
+
+    fn from_toml(&self, e: &toml::de::Error) -> ScenarioError {
+        let span = e.span().unwrap_or(0..0);
+        let msg = e.message().trim().to_string();
+        let table = self.table_at(span.start);
+        let message = if let Some(rest) = msg.strip_prefix("unknown field ") {
+            // "unknown field `nodez`, expected one of `a`, `b`"
+            let (key, expected) = rest.split_once(", expected ").unwrap_or((rest, ""));
+            let place = table.map_or_else(|| "at the top level".to_string(), |t| format!("in {t}"));
+            if expected.is_empty() {
+                format!("unknown key {key} {place}")
+            } else {
+                format!("unknown key {key} {place} (expected {expected})")
+            }
+        } else if let Some(rest) = msg.strip_prefix("unknown variant ") {
+            format!("unknown value {rest}")
+        } else {
+            match (msg.strip_prefix("missing field "), table) {
+                (Some(key), Some(t)) if span.end > 0 => format!("missing key {key} in {t}"),
+                (Some(key), _) => format!("missing key {key}"),
+                (None, _) => msg,
+            }
+        };
+        self.err(span, message)
+    }
+}
+
+impl Scenario {
+    /// Read and parse a scenario file; errors name `path:line`.
+    pub fn from_path(path: &Path) -> Result<Self, ScenarioError> {
+        let src = std::fs::read_to_string(path)
+            .map_err(|source| ScenarioError::Read { path: path.display().to_string(), source })?;
+        let file = path.file_name().map_or_else(|| path.display().to_string(), |f| f.to_string_lossy().into_owned());
+        Self::parse(&src, &file)
+    }
+
+    /// Parse scenario text. `file` is the name used in error messages.
+    pub fn parse(src: &str, file: &str) -> Result<Self, ScenarioError> {
+        let cx = Ctx { file, src };
+        let raw: RawScenario = toml::from_str(src).map_err(|e| cx.from_toml(&e))?;
+        resolve(&cx, raw)
+    }
+
+    /// Every host name of the cluster, in leaf order.
+    pub fn host_names(&self) -> Vec<String> {
+        (0..self.cluster.nodes).map(|i| naming::node(i, self.cluster.nodes)).collect()
+    }
+}
+
+fn finite_in(cx: &Ctx, v: &Spanned<f64>, name: &str, lo: f64, hi: f64) -> Result<f64, ScenarioError> {
+    let x = *v.get_ref();
+    if !x.is_finite() || x < lo || x > hi {
+        return Err(cx.err(v.span(), format!("{name} = {x} is out of range ({lo} to {hi})")));
+    }
+    Ok(x)
+}
+
+fn resolve(cx: &Ctx, raw: RawScenario) -> Result<Scenario, ScenarioError> {
+    let name = raw.name.get_ref().trim().to_string();
+    if name.is_empty() {
+        return Err(cx.err(raw.name.span(), "name must not be empty"));
+    }
+    let seed = raw.seed.as_ref().map_or(0, |s| *s.get_ref());
+    let duration_s = finite_in(cx, &raw.duration_s, "duration_s", 1.0, MAX_DURATION_S)?;
+    let interval_s = match &raw.interval_s {
+        Some(v) => finite_in(cx, v, "interval_s", 1.0, 3600.0)?,
+        None => 10.0,
+    };
+    if let Some(v) = &raw.interval_s {
+        if (interval_s * 1000.0).fract() != 0.0 {
+            return Err(cx.err(v.span(), "interval_s must be a whole number of milliseconds"));
+        }
+    }
+    let noise = match &raw.noise {
+        Some(v) => finite_in(cx, v, "noise", 0.0, 10.0)?,
+        None => 1.0,
+    };
+    let cluster = resolve_cluster(cx, &raw.cluster)?;
+    let hosts: BTreeMap<String, u32> = (0..cluster.nodes).map(|i| (naming::node(i, cluster.nodes), i)).collect();
+
+    let mut jobs = Vec::new();
+    let mut placed = Placement::new(cluster.nodes, cluster.gpus_per_node);
+    let mut rng = SeqRng::new(seed, what::PLACEMENT);
+    let mut ids = BTreeSet::new();
+    for j in &raw.job {
+        let job = resolve_job(cx, j, &cluster, &hosts, duration_s, &mut placed, &mut rng)?;
+        if !ids.insert(job.id.clone()) {
+            return Err(cx.err(j.get_ref().id.span(), format!("job id `{}` is used twice", job.id)));
+        }
+        jobs.push(job);
+    }
+
+    let mut faults = Vec::new();
+    for f in &raw.fault {
+        faults.push(resolve_fault(cx, f.get_ref(), &cluster, &hosts, &jobs, duration_s)?);
+    }
+    Ok(Scenario { name, seed, duration_s, interval_s, noise, cluster, jobs, faults })
+}
+
+fn resolve_cluster(cx: &Ctx, c: &Spanned<RawCluster>) -> Result<ClusterSpec, ScenarioError> {
+    let r = c.get_ref();
+    let fabric = r.fabric.as_ref().map_or(Fabric::Tor, |f| *f.get_ref());
+    let count = |v: &Option<Spanned<u32>>, name: &str, default: u32, lo: u32, hi: u32| -> Result<u32, ScenarioError> {
+        match v {
+            None => Ok(default),
+            Some(s) => {
+                let x = *s.get_ref();
+                if x < lo || x > hi {
+                    Err(cx.err(s.span(), format!("{name} = {x} is out of range ({lo} to {hi}) in [cluster]")))
+                } else {
+                    Ok(x)
+                }
+            }
+        }
+    };
+    let nodes = count(&Some(r.nodes.clone()), "nodes", 0, 1, MAX_NODES)?;
+    let nodes_per_leaf = match (fabric, &r.nodes_per_leaf) {
+        (Fabric::Rail, Some(s)) => {
+            return Err(cx.err(s.span(), "nodes_per_leaf applies to fabric = \"tor\" only (rail: one leaf per NIC)"));
+        }
+        (Fabric::Rail, None) => 0,
+        (Fabric::Tor, v) => count(v, "nodes_per_leaf", 16, 1, 4096)?,
+    };
+    let spines = count(&r.spines, "spines", 2, 1, 256)?;
+    let gpus_per_node = count(&r.gpus_per_node, "gpus_per_node", 8, 1, MAX_GPUS_PER_NODE)?;
+    let nics_per_node = count(&r.nics_per_node, "nics_per_node", 8, 1, 64)?;
+    let nvlinks_per_gpu = count(
+        &r.nvlinks_per_gpu,
+        "nvlinks_per_gpu",
+        DEFAULT_NVLINKS_PER_GPU,
+        0,
+        faultline_proto::limits::MAX_NVLINKS_PER_GPU as u32,
+    )?;
+    let gpu_model = match &r.gpu_model {
+        None => "H100".to_string(),
+        Some(s) => {
+            let m = s.get_ref().trim();
+            if m.is_empty() || m.len() > 128 {
+                return Err(cx.err(s.span(), "gpu_model must be 1 to 128 characters"));
+            }
+            m.to_string()
+        }
+    };
+    Ok(ClusterSpec { fabric, nodes, nodes_per_leaf, spines, gpus_per_node, nics_per_node, gpu_model, nvlinks_per_gpu })
+}
+
+/// Which GPUs of which host are taken when.
+struct Placement {
+    /// Per host: (start, end, gpus) of the jobs placed so far.
+    busy: Vec<Vec<(f64, f64, Vec<u32>)>>,
+    gpus_per_node: u32,
+}
+
+impl Placement {
+    fn new(nodes: u32, gpus_per_node: u32) -> Self {
+        Self { busy: vec![Vec::new(); nodes as usize], gpus_per_node }
+    }
+
+    /// GPUs of `host` free during [start, end).
+    fn free(&self, host: usize, start: f64, end: f64) -> Vec<u32> {
+        let mut taken = BTreeSet::new();
+        for (s, e, g) in &self.busy[host] {
+            if *s < end && start < *e {
+                taken.extend(g.iter().copied());
+            }
+        }
+        (0..self.gpus_per_node).filter(|g| !taken.contains(g)).collect()
+    }
+
+    fn take(&mut self, host: usize, start: f64, end: f64, gpus: Vec<u32>) {
+        self.busy[host].push((start, end, gpus));
+    }
+}
+
+fn resolve_job(
+    cx: &Ctx,
+    j: &Spanned<RawJob>,
+    cluster: &ClusterSpec,
+    hosts: &BTreeMap<String, u32>,
+    duration_s: f64,
+    placed: &mut Placement,
+    rng: &mut SeqRng,
+) -> Result<JobSpec, ScenarioError> {
+    let r = j.get_ref();
+    let id = r.id.get_ref().clone();
+    if !faultline_proto::id::valid_name(&id) {
+        return Err(cx.err(r.id.span(), format!("job id {id:?} must be non-empty, without '/' or spaces")));
+    }
+    let step_time_s = finite_in(cx, &r.step_time_s, "step_time_s", 0.001, 3600.0)?;
+    let start_s = match &r.start_s {
+        Some(v) => finite_in(cx, v, "start_s", 0.0, duration_s)?,
+        None => 0.0,
+    };
+    if start_s >= duration_s {
+        let span = r.start_s.as_ref().map_or(j.span(), |v| v.span());
+        return Err(cx.err(span, format!("start_s = {start_s} is not before duration_s = {duration_s}")));
+    }
+    let end_s = match &r.end_s {
+        Some(v) => {
+            let e = finite_in(cx, v, "end_s", 0.0, duration_s)?;
+            if e <= start_s {
+                return Err(cx.err(v.span(), format!("end_s = {e} must be after start_s = {start_s}")));
+            }
+            e
+        }
+        None => duration_s,
+    };
+    let gpn = match &r.gpus_per_node {
+        Some(v) => {
+            let g = *v.get_ref();
+            if g == 0 || g > cluster.gpus_per_node {
+                return Err(cx.err(
+                    v.span(),
+                    format!("gpus_per_node = {g} is out of range (1 to {} GPUs per node)", cluster.gpus_per_node),
+                ));
+            }
+            g as usize
+        }
+        None => cluster.gpus_per_node as usize,
+    };
+    let (host_idx, gpus): (Vec<usize>, Vec<Vec<u32>>) = match (&r.hosts, &r.nodes) {
+        (Some(_), Some(n)) => {
+            return Err(cx.err(n.span(), format!("job `{id}` gives both `hosts` and `nodes`; give one")));
+        }
+        (None, None) => {
+            return Err(cx.err(j.span(), format!("job `{id}` needs `hosts = [...]` or `nodes = N`")));
+        }
+        (Some(list), None) => {
+            if list.get_ref().is_empty() {
+                return Err(cx.err(list.span(), format!("job `{id}` has an empty `hosts` list")));
+            }
+            let mut seen = BTreeSet::new();
+            let mut idx = Vec::new();
+            let mut gpus = Vec::new();
+            for h in list.get_ref() {
+                let name = h.get_ref();
+                let Some(&i) = hosts.get(name) else {
+                    return Err(cx.err(
+                        h.span(),
+                        format!(
+                            "host `{name}` is not in the cluster (hosts are {} … {})",
+                            naming::node(0, cluster.nodes),
+                            naming::node(cluster.nodes - 1, cluster.nodes)
+                        ),
+                    ));
+                };
+                if !seen.insert(i) {
+                    return Err(cx.err(h.span(), format!("host `{name}` appears twice in job `{id}`")));
+                }
+                let free = placed.free(i as usize, start_s, end_s);
+                if free.len() < gpn {
+                    return Err(cx.err(
+                        h.span(),
+                        format!(
+                            "host `{name}` has {} free GPUs from {start_s} s to {end_s} s, job `{id}` needs {gpn}",
+                            free.len()
+                        ),
+                    ));
+                }
+                idx.push(i as usize);
+                gpus.push(free[..gpn].to_vec());
+            }
+            (idx, gpus)
+        }
+        (None, Some(n)) => {
+            let want = *n.get_ref() as usize;
+            if want == 0 || want > cluster.nodes as usize {
+                return Err(cx.err(n.span(), format!("nodes = {want} is out of range (1 to {})", cluster.nodes)));
+            }
+            let total = cluster.nodes as usize;
+            let candidates: Vec<usize> = (0..total).filter(|&h| placed.free(h, start_s, end_s).len() >= gpn).collect();
+            if candidates.len() < want {
+                return Err(cx.err(
+                    n.span(),
+                    format!(
+                        "job `{id}` needs {want} nodes with {gpn} free GPUs from {start_s} s to {end_s} s; only {} have them",
+                        candidates.len()
+                    ),
+                ));
+            }
+            // A topology-aware scheduler packs a job onto neighbouring nodes: take consecutive
+            // candidates (leaf order) from a seeded starting point.
+            let first = rng.below(candidates.len() as u64) as usize;
+            let mut idx: Vec<usize> = (0..want).map(|k| candidates[(first + k) % candidates.len()]).collect();
+            idx.sort_unstable();
+            let gpus = idx.iter().map(|&h| placed.free(h, start_s, end_s)[..gpn].to_vec()).collect();
+            (idx, gpus)
+        }
+    };
+    for (h, g) in host_idx.iter().zip(&gpus) {
+        placed.take(*h, start_s, end_s, g.clone());
+    }
+    Ok(JobSpec {
+        id,
+        hosts: host_idx.iter().map(|&h| naming::node(h as u32, cluster.nodes)).collect(),
+        gpus,
+        step_time_s,
+        start_s,
+        end_s,
+    })
+}
+
+fn resolve_fault(
+    cx: &Ctx,
+    f: &RawFault,
+    cluster: &ClusterSpec,
+    hosts: &BTreeMap<String, u32>,
+    jobs: &[JobSpec],
+    duration_s: f64,
+) -> Result<FaultSpec, ScenarioError> {
+    let kind: FaultClass = f.kind.get_ref().parse().map_err(|_| {
+        let all: Vec<&str> = FaultClass::ALL.iter().map(|c| c.as_str()).collect();
+        cx.err(f.kind.span(), format!("unknown fault kind `{}` (kinds: {})", f.kind.get_ref(), all.join(", ")))
+    })?;
+    let tspan = f.target.span();
+    let target: ComponentId =
+        f.target.get_ref().parse().map_err(|e: faultline_proto::IdError| cx.err(tspan.clone(), e.to_string()))?;
+    if target.kind() != kind.target_kind() {
+        return Err(cx.err(
+            tspan,
+            format!(
+                "fault `{kind}` needs a {} target, but `{target}` is a {}",
+                kind_words(kind.target_kind()),
+                kind_words(target.kind())
+            ),
+        ));
+    }
+    let at_s = finite_in(cx, &f.at_s, "at_s", 0.0, f64::MAX)?;
+    if at_s >= duration_s {
+        return Err(cx.err(f.at_s.span(), format!("at_s = {at_s} is beyond the run (duration_s = {duration_s})")));
+    }
+    let dur = match &f.duration_s {
+        Some(v) => finite_in(cx, v, "duration_s", 0.0, MAX_DURATION_S)?,
+        None => 0.0,
+    };
+    check_target_exists(cx, &target, tspan, cluster, hosts, jobs, at_s)?;
+    Ok(FaultSpec { kind, target, at_s, duration_s: dur })
+}
+
+fn kind_words(k: ComponentKind) -> &'static str {
+    match k {
+        ComponentKind::Node => "node (`node-0003`)",
+        ComponentKind::Gpu => "GPU (`node-0003/gpu5`)",
+        ComponentKind::Nvlink => "NVLink (`node-0003/gpu5/nvlink3`)",
+        ComponentKind::Nic => "NIC (`node-0003/nic:mlx5_2`)",
+        ComponentKind::Disk => "disk (`node-0003/disk:nvme0n1`)",
+        ComponentKind::Agent => "agent (`node-0003/agent`)",
+        ComponentKind::Switch => "leaf switch (`switch:leaf-02`)",
+        ComponentKind::Job => "job (`job:llm-70b`)",
+        ComponentKind::Rank => "rank",
+    }
+}
+
+fn check_target_exists(
+    cx: &Ctx,
+    target: &ComponentId,
+    span: Range<usize>,
+    cluster: &ClusterSpec,
+    hosts: &BTreeMap<String, u32>,
+    jobs: &[JobSpec],
+    at_s: f64,
+) -> Result<(), ScenarioError> {
+    if let Some(h) = target.host() {
+        if !hosts.contains_key(h) {
+            return Err(cx.err(span, format!("host `{h}` of target `{target}` is not in the cluster")));
+        }
+    }
+    let bad = |what: String| Err(cx.err(span.clone(), what));
+    match target {
+        ComponentId::Gpu { index, .. } | ComponentId::NvLink { gpu: index, .. } if *index >= cluster.gpus_per_node => {
+            return bad(format!("`{target}`: the nodes have GPUs gpu0 … gpu{}", cluster.gpus_per_node - 1));
+        }
+        _ => {}
+    }
+    match target {
+        ComponentId::NvLink { link, .. } if *link >= cluster.nvlinks_per_gpu => {
+            bad(format!("`{target}`: each GPU has {} NVLinks (nvlink0 …)", cluster.nvlinks_per_gpu))
+        }
+        ComponentId::Nic { name, .. } => {
+            let ok = name
+                .strip_prefix("mlx5_")
+                .and_then(|i| i.parse::<u32>().ok())
+                .is_some_and(|i| i < cluster.nics_per_node && naming::nic(i) == *name);
+            if ok {
+                Ok(())
+            } else {
+                bad(format!("`{target}`: the nodes have NICs mlx5_0 … mlx5_{}", cluster.nics_per_node - 1))
+            }
+        }
+        ComponentId::Disk { device, .. } if device != naming::DISK => {
+            bad(format!("`{target}`: the nodes have one disk, `{}`", naming::DISK))
+        }
+        ComponentId::Switch { name } => {
+            let leaves = cluster.leaves();
+            if (0..leaves).any(|i| naming::leaf(i, leaves) == *name) {
+                Ok(())
+            } else if (0..cluster.spines).any(|i| naming::spine(i, cluster.spines) == *name) {
+                bad(format!("`{target}` is a spine; leaf faults need a leaf (leaf-… )"))
+            } else {
+                bad(format!(
+                    "switch `{name}` is not in the cluster (leaves are {} … {})",
+                    naming::leaf(0, leaves),
+                    naming::leaf(leaves - 1, leaves)
+                ))
+            }
+        }
+        ComponentId::Job { id } => match jobs.iter().find(|j| j.id == *id) {
+            None => bad(format!("job `{id}` is not declared in a [[job]] table")),
+            Some(j) if !(j.start_s <= at_s && at_s < j.end_s) => bad(format!(
+                "job `{id}` is not running at at_s = {at_s} (it runs from {} s to {} s)",
+                j.start_s, j.end_s
+            )),
+            Some(_) => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = r#"
+name = "two-faults"
+seed = 7
+duration_s = 1800
+interval_s = 10
+noise = 1.0
+
+[cluster]
+fabric = "tor"
+nodes = 32
+nodes_per_leaf = 8
+spines = 2
+gpus_per_node = 8
+nics_per_node = 8
+gpu_model = "H100"
+
+[[job]]
+id = "llm-70b"
+hosts = ["node-0000", "node-0001", "node-0008", "node-0009"]
+step_time_s = 2.0
+
+[[job]]
+id = "auto"
+nodes = 4
+gpus_per_node = 4
+step_time_s = 1.5
+start_s = 60
+end_s = 900
+
+[[fault]]
+kind = "gpu_lost"
+target = "node-0008/gpu3"
+at_s = 600
+duration_s = 0
+"#;
+
+    #[test]
+    fn the_spec_example_parses_and_places() {
+        let s = Scenario::parse(OK, "s.toml").unwrap();
+        assert_eq!(s.name, "two-faults");
+        assert_eq!(s.cluster.leaves(), 4);
+        assert_eq!(s.jobs[0].hosts, ["node-0000", "node-0001", "node-0008", "node-0009"]);
+        assert_eq!(s.jobs[0].gpus[0], (0..8).collect::<Vec<_>>());
+        assert_eq!(s.jobs[1].hosts.len(), 4);
+        assert!(s.jobs[1].hosts.iter().all(|h| !s.jobs[0].hosts.contains(h)), "auto placement avoids busy nodes");
+        assert_eq!(s.faults[0].kind, FaultClass::GpuLost);
+        // Same seed, same placement.
+        assert_eq!(Scenario::parse(OK, "s.toml").unwrap(), s);
+    }
+
+    /// `check(input, line, words)`: the error names the line and says what is wrong.
+    fn check(src: &str, line: usize, words: &[&str]) {
+        let e = Scenario::parse(src, "scenario.toml").expect_err("must be refused");
+        let msg = e.to_string();
+        assert!(msg.starts_with(&format!("scenario.toml:{line}: ")), "wrong line in {msg:?} (want {line})");
+        for w in words {
+            assert!(msg.contains(w), "{msg:?} lacks {w:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_table() {
+        check("name = \"x\"\nduration_s = 60\n\n[cluster]\nnodez = 4\n", 5, &["unknown key `nodez` in [cluster]"]);
+        check("name = \"x\"\nduration_s = 60\ncolour = 1\n[cluster]\nnodes = 4\n", 3, &["unknown key `colour`"]);
+        check(
+            "name = \"x\"\nduration_s = 60\n[cluster]\nnodes = 4\n[[fault]]\nkind = \"gpu_lost\"\ntarget = \"node-0000/gpu0\"\nat = 5\n",
+            8,
+            &["unknown key `at` in [[fault]]"],
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_line() {
+        let base = "name = \"x\"\nduration_s = 600\n[cluster]\nnodes = 4\nnodes_per_leaf = 2\n";
+        check(
+            &format!("{base}[[fault]]\nkind = \"gpu_melted\"\ntarget = \"node-0000/gpu0\"\nat_s = 5\n"),
+            7,
+            &["unknown fault kind `gpu_melted`"],
+        );
+        check(
+            &format!("{base}[[fault]]\nkind = \"gpu_lost\"\ntarget = \"node-0000/nic:mlx5_0\"\nat_s = 5\n"),
+            8,
+            &["needs a GPU"],
+        );
+        check(
+            &format!("{base}[[fault]]\nkind = \"gpu_lost\"\ntarget = \"node-0099/gpu0\"\nat_s = 5\n"),
+            8,
+            &["node-0099", "not in the cluster"],
+        );
+        check(
+            &format!("{base}[[fault]]\nkind = \"gpu_lost\"\ntarget = \"node-0001/gpu0\"\nat_s = 900\n"),
+            9,
+            &["beyond the run"],
+        );
+        check(
+            &format!("{base}[[fault]]\nkind = \"leaf_switch_down\"\ntarget = \"switch:leaf-07\"\nat_s = 5\n"),
+            8,
+            &["leaf-07"],
+        );
+        check(&format!("{base}[[fault]]\nkind = \"job_hang\"\ntarget = \"job:nope\"\nat_s = 5\n"), 8, &["nope"]);
+        check(
+            &format!("{base}[[job]]\nid = \"a\"\nhosts = [\"node-0000\", \"node-0042\"]\nstep_time_s = 1\n"),
+            8,
+            &["node-0042"],
+        );
+        check("name = \"x\"\nduration_s = 600\n[cluster]\nfabric = \"mesh\"\nnodes = 4\n", 4, &["mesh"]);
+        check("name = \"x\"\nduration_s = -5\n[cluster]\nnodes = 4\n", 2, &["duration_s"]);
+        check("name = \"x\"\nduration_s = 60\n[cluster]\nnodes = \"four\"\n", 4, &["invalid type"]);
+        check(
+            "name = \"x\"\nduration_s = 60\n[cluster]\nfabric = \"rail\"\nnodes = 4\nnodes_per_leaf = 2\n",
+            6,
+            &["fabric = \"tor\" only"],
+        );
+    }
+
+    #[test]
+    fn overbooked_hosts_are_refused() {
+        let src = "name = \"x\"\nduration_s = 600\n[cluster]\nnodes = 2\n\
+                   [[job]]\nid = \"a\"\nhosts = [\"node-0000\"]\nstep_time_s = 1\n\
+                   [[job]]\nid = \"b\"\nhosts = [\"node-0000\"]\nstep_time_s = 1\n";
+        check(src, 11, &["node-0000", "0 free GPUs"]);
+        let src = "name = \"x\"\nduration_s = 600\n[cluster]\nnodes = 2\n\
+                   [[job]]\nid = \"a\"\nnodes = 3\nstep_time_s = 1\n";
+        check(src, 7, &["nodes = 3"]);
+        // Back to back is fine.
+        let src = "name = \"x\"\nduration_s = 600\n[cluster]\nnodes = 1\n\
+                   [[job]]\nid = \"a\"\nhosts = [\"node-0000\"]\nstep_time_s = 1\nend_s = 300\n\
+                   [[job]]\nid = \"b\"\nnodes = 1\nstep_time_s = 1\nstart_s = 300\n";
+        Scenario::parse(src, "s").unwrap();
+    }
+
+    #[test]
+    fn missing_required_keys_are_named() {
+        check("duration_s = 60\n[cluster]\nnodes = 4\n", 1, &["missing key `name`"]);
+        let e = Scenario::parse("name = \"x\"\nduration_s = 60\n", "s").unwrap_err();
+        assert!(e.to_string().contains("cluster"), "{e}");
+    }
+}

@@ -1,0 +1,812 @@
+//! NodeReports as a real agent on a real node would send them: 8 GPUs with every NVML field, IB
+//! ports with their sysfs counters (healthy ports included, with their small non-zero error
+//! counts), the host, the disk, and the training ranks with their progress. Faults add their signals
+//! through `Fault::apply`; the consequences (slow steps, stalls, idle peers) come from job state.
+
+use std::collections::BTreeMap;
+
+use faultline_proto::{
+    DiskSample, EccCounts, FanSample, GpuProcess, GpuSample, GpuState, HostSample, JobSample, NicKind, NicSample,
+    NodeReport, NvLinkSample, PcieLink, ProcState, Progress, ProgressStatus, RankSample, RowRemap, SCHEMA_VERSION,
+    Scheduler, TempSample,
+};
+
+use crate::cluster::{Cluster, naming};
+use crate::faults::{COMPUTE_FRAC_MULTI, COMPUTE_FRAC_SINGLE};
+use crate::noise::{self, what};
+use crate::world::{RankView, World};
+
+/// Host memory of a simulated node (DGX H100: 2 TiB).
+pub const HOST_MEM_BYTES: u64 = 2 << 40;
+/// Logical CPUs of a simulated node (2 × 56 cores, SMT).
+pub const HOST_CPUS: u32 = 224;
+/// Local NVMe of a simulated node, bytes (3.84 TB).
+pub const DISK_BYTES: u64 = 3_840_755_982_336;
+/// Traffic of one NIC of a training rank, bytes/s (about half of a 400 Gb/s port, averaged over the step).
+pub const NIC_BUSY_BYTES_PER_S: f64 = 22.0e9;
+/// Background traffic of an idle port (subnet management, IPoIB chatter), bytes/s.
+pub const NIC_IDLE_BYTES_PER_S: f64 = 2.0e3;
+/// `port_xmit_wait` ticks per second on a busy, healthy port (the H100 sample in shared/data has
+/// 2.5e9 after weeks of uptime: a few thousand per second).
+pub const XMIT_WAIT_PER_S: f64 = 3_000.0;
+/// Rated IB speed, Gb/s (NDR).
+pub const NIC_RATE_GBPS: f64 = 400.0;
+/// Agent version the simulated agents report.
+pub const AGENT_VERSION: &str = concat!("faultline-sim/", env!("CARGO_PKG_VERSION"));
+
+/// The IB counters every port reports, in a fixed order (kernel sysfs names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum NicCounter {
+    ExcessiveBufferOverrunErrors,
+    LinkDowned,
+    LinkErrorRecovery,
+    LocalLinkIntegrityErrors,
+    PortRcvConstraintErrors,
+    PortRcvData,
+    PortRcvErrors,
+    PortRcvPackets,
+    PortRcvRemotePhysicalErrors,
+    PortRcvSwitchRelayErrors,
+    PortXmitConstraintErrors,
+    PortXmitData,
+    PortXmitDiscards,
+    PortXmitPackets,
+    PortXmitWait,
+    SymbolError,
+    Vl15Dropped,
+    // hw_counters
+    DuplicateRequest,
+    ImpliedNakSeqErr,
+    LocalAckTimeoutErr,
+    NpCnpSent,
+    NpEcnMarkedRocePackets,
+    OutOfBuffer,
+    OutOfSequence,
+    PacketSeqErr,
+    RnrNakRetryErr,
+    RoceAdpRetrans,
+    RoceAdpRetransTo,
+    RpCnpHandled,
+    RpCnpIgnored,
+}
+
+/// Sysfs names, in `NicCounter` order.
+pub const NIC_COUNTER_NAMES: [&str; 30] = [
+    "excessive_buffer_overrun_errors",
+    "link_downed",
+    "link_error_recovery",
+    "local_link_integrity_errors",
+    "port_rcv_constraint_errors",
+    "port_rcv_data",
+    "port_rcv_errors",
+    "port_rcv_packets",
+    "port_rcv_remote_physical_errors",
+    "port_rcv_switch_relay_errors",
+    "port_xmit_constraint_errors",
+    "port_xmit_data",
+    "port_xmit_discards",
+    "port_xmit_packets",
+    "port_xmit_wait",
+    "symbol_error",
+    "VL15_dropped",
+    "duplicate_request",
+    "implied_nak_seq_err",
+    "local_ack_timeout_err",
+    "np_cnp_sent",
+    "np_ecn_marked_roce_packets",
+    "out_of_buffer",
+    "out_of_sequence",
+    "packet_seq_err",
+    "rnr_nak_retry_err",
+    "roce_adp_retrans",
+    "roce_adp_retrans_to",
+    "rp_cnp_handled",
+    "rp_cnp_ignored",
+];
+
+/// Monotonic GPU counters of one boot.
+#[derive(Debug, Clone, Default)]
+pub struct GpuDyn {
+    pub energy_mj: f64,
+    pub sbe_vol: u64,
+    pub sbe_agg: u64,
+    pub dbe_vol: u64,
+    pub dbe_agg: u64,
+    pub sram_unc: u64,
+    pub pcie_replay: u64,
+    pub remap_corr: u64,
+    pub remap_unc: u64,
+    pub remap_pending: bool,
+    pub remap_failure: bool,
+    /// Per NVLink: crc, replay, recovery.
+    pub nvl: Vec<[u64; 3]>,
+}
+
+/// Monotonic NIC counters of one boot.
+#[derive(Debug, Clone, Default)]
+pub struct NicDyn {
+    pub c: [u64; 30],
+    pub carrier_changes: u64,
+    /// Fractional remainders of data counters, so slow rates still count.
+    frac: [f64; 4],
+}
+
+/// Everything about one node that changes from report to report.
+#[derive(Debug, Clone, Default)]
+pub struct NodeDyn {
+    pub seq: u64,
+    /// Virtual ms the node booted (negative: before the run).
+    pub boot_ms: i64,
+    /// Virtual ms of the last report sent.
+    pub last_ts: i64,
+    /// Virtual ms of the next regular report.
+    pub next_ms: i64,
+    /// Events waiting for the next report.
+    pub pending: Vec<faultline_proto::Event>,
+    /// Was away (reboot, crash): the next report starts a new boot.
+    pub rebooting: bool,
+    pub gpus: Vec<GpuDyn>,
+    pub nics: Vec<NicDyn>,
+}
+
+impl NodeDyn {
+    pub fn new(cluster: &Cluster, n: usize, seed: u64, phase_ms: i64, interval_ms: i64) -> Self {
+        let u = |k: u64| noise::unit(&[seed, what::STATIC, n as u64, 1000 + k]);
+        let uptime_ms = ((3.0 + 57.0 * u(0)) * 86_400_000.0) as i64;
+        let mut d = Self {
+            seq: 1000 + (u(1) * 1_000_000.0) as u64,
+            boot_ms: -uptime_ms,
+            last_ts: phase_ms - interval_ms,
+            next_ms: phase_ms,
+            ..Default::default()
+        };
+        d.fresh_counters(cluster, n, seed, uptime_ms as f64 / 1000.0);
+        d
+    }
+
+    /// Counters after `up_s` seconds of uptime: data counters that match it, and the small
+    /// non-zero error counts healthy ports carry.
+    fn fresh_counters(&mut self, cluster: &Cluster, n: usize, seed: u64, up_s: f64) {
+        let spec = &cluster.spec;
+        let u = |a: u64, b: u64| noise::unit(&[seed, what::STATIC, n as u64, a, b]);
+        let small = |a: u64, b: u64, max: f64| (u(a, b) * max) as u64;
+        let agg: Vec<(u64, u64)> = self.gpus.iter().map(|g| (g.sbe_agg, g.dbe_agg)).collect();
+        self.gpus = (0..spec.gpus_per_node as u64)
+            .map(|g| GpuDyn {
+                energy_mj: up_s * 250.0 * 1000.0,
+                sbe_agg: agg.get(g as usize).map_or(small(10, g, 40.0), |a| a.0),
+                dbe_agg: agg.get(g as usize).map_or(0, |a| a.1),
+                pcie_replay: small(11, g, 4.0),
+                remap_corr: small(12, g, 2.5),
+                nvl: (0..spec.nvlinks_per_gpu as u64)
+                    .map(|l| [small(13, g * 64 + l, 6.0) * u64::from(up_s > 3600.0), small(14, g * 64 + l, 3.0), 0])
+                    .collect(),
+                ..Default::default()
+            })
+            .collect();
+        let aged = up_s > 3600.0;
+        self.nics = (0..spec.nics_per_node as u64)
+            .map(|k| {
+                let mut c = [0u64; 30];
+                use NicCounter as C;
+                let avg_bytes = up_s * 6.0e9 * (0.5 + u(20, k));
+                c[C::PortXmitData as usize] = avg_bytes as u64;
+                c[C::PortRcvData as usize] = (avg_bytes * (0.99 + 0.02 * u(21, k))) as u64;
+                c[C::PortXmitPackets as usize] = c[C::PortXmitData as usize] / 4000;
+                c[C::PortRcvPackets as usize] = c[C::PortRcvData as usize] / 4000;
+                c[C::PortXmitWait as usize] = (up_s * XMIT_WAIT_PER_S * 0.3 * u(22, k)) as u64;
+                if aged {
+                    // Healthy ports are rarely at zero (shared/data/sysfs-infiniband-h100-sample.txt).
+                    c[C::ExcessiveBufferOverrunErrors as usize] = 1 + small(23, k, 20.0);
+                    c[C::PortRcvErrors as usize] = 1 + small(24, k, 15.0);
+                    c[C::SymbolError as usize] = small(25, k, 4.0);
+                    c[C::PortRcvSwitchRelayErrors as usize] = small(26, k, 2.5);
+                    c[C::LinkErrorRecovery as usize] = small(27, k, 2.5);
+                    c[C::RoceAdpRetrans as usize] = small(28, k, 6.0);
+                    c[C::LinkDowned as usize] = small(29, k, 1.5);
+                }
+                NicDyn { c, carrier_changes: 1 + 2 * c[C::LinkDowned as usize], frac: [0.0; 4] }
+            })
+            .collect();
+    }
+
+    /// A new boot at `boot_ms`: volatile counters start over, aggregate ECC counts persist, and the
+    /// agent carries on with its persisted `seq`.
+    pub fn reboot(&mut self, cluster: &Cluster, n: usize, seed: u64, boot_ms: i64) {
+        self.boot_ms = boot_ms;
+        self.rebooting = false;
+        self.pending.clear();
+        self.fresh_counters(cluster, n, seed, 0.0);
+        for nic in &mut self.nics {
+            nic.c = [0; 30];
+            nic.carrier_changes = 1;
+        }
+    }
+}
+
+/// The report being built, and what faults set on it.
+pub struct ReportCtx<'a> {
+    pub node: usize,
+    pub last_ts: i64,
+    pub ts: i64,
+    pub noise: noise::Noise,
+    pub report: &'a mut NodeReport,
+    pub dynamic: &'a mut NodeDyn,
+    pub gpu_state: Vec<GpuState>,
+    pub nvlink_down: Vec<(usize, usize)>,
+    pub nic_down: Vec<bool>,
+    /// Throughput multiplier per NIC.
+    pub nic_tput: Vec<f64>,
+    /// Trained rate per NIC, Gb/s.
+    pub nic_rate: Vec<f64>,
+    /// `port_xmit_wait` multiplier from congestion (0 = none).
+    pub nic_congested: Vec<f64>,
+    pub fan_failed: bool,
+    pub mem_full: bool,
+    pub cpu_non_job: Option<f64>,
+    pub disk_read_only: bool,
+    pub disk_full: bool,
+}
+
+impl ReportCtx<'_> {
+    /// Whether `t` falls in this report's window (last_ts, ts].
+    pub fn crossed(&self, t: i64) -> bool {
+        self.last_ts < t && t <= self.ts
+    }
+}
+
+/// Set throttle reasons and cut the SM clock to `clock_factor` of its max.
+pub fn throttle(s: &mut GpuSample, reasons: &[(&str, u64)], clock_factor: f64) {
+    s.throttle_reasons.retain(|r| r != "gpu_idle");
+    let mut mask = s.throttle_mask.unwrap_or(0) & !1;
+    for (name, bit) in reasons {
+        if !s.throttle_reasons.iter().any(|r| r == name) {
+            s.throttle_reasons.push((*name).to_string());
+        }
+        mask |= bit;
+    }
+    s.throttle_mask = Some(mask);
+    if let Some(max) = s.sm_clock_max_mhz {
+        s.sm_clock_mhz = Some((f64::from(max) * clock_factor).round() as u32);
+    }
+}
+
+struct Model {
+    mem_bytes: u64,
+    power_limit_w: f64,
+    sm_max: u32,
+    mem_max: u32,
+}
+
+fn model(name: &str) -> Model {
+    let m = name.to_ascii_uppercase();
+    let mib = |x: u64| x << 20;
+    if m.contains("B200") {
+        Model { mem_bytes: mib(183_359), power_limit_w: 1000.0, sm_max: 1965, mem_max: 3996 }
+    } else if m.contains("H200") {
+        Model { mem_bytes: mib(143_771), power_limit_w: 700.0, sm_max: 1980, mem_max: 3201 }
+    } else if m.contains("A100") {
+        Model { mem_bytes: mib(81_920), power_limit_w: 400.0, sm_max: 1410, mem_max: 1593 }
+    } else {
+        Model { mem_bytes: mib(81_559), power_limit_w: 700.0, sm_max: 1980, mem_max: 2619 }
+    }
+}
+
+/// How a GPU is loaded this report.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Load {
+    Idle,
+    /// Training: util %, tensor-active %.
+    Busy(f64, f64),
+    /// Spinning in a collective that never completes (NCCL busy-wait).
+    Spin,
+    /// Writing a checkpoint.
+    Checkpoint,
+    /// The process is stuck in the driver.
+    Stuck,
+}
+
+struct RankHere {
+    j: usize,
+    r: usize,
+    view: RankView,
+    load: Load,
+    extra: f64,
+}
+
+/// Build node `n`'s report at virtual ms `ts`.
+pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdown: bool) -> NodeReport {
+    let c = &w.cluster;
+    let spec = &c.spec;
+    let node = &c.nodes[n];
+    let noise = w.noise;
+    let last = d.last_ts;
+    let dt_s = ((ts - last) as f64 / 1000.0).max(0.0);
+    let tk = (ts / 1000) as u64;
+    let nk = n as u64;
+    let m = model(&spec.gpu_model);
+    let gpn = spec.gpus_per_node as usize;
+    let disk_fault_here = w.node_faults[n].iter().any(|&f| {
+        let f = &w.faults[f];
+        f.kind() == faultline_proto::FaultClass::DiskFailure && f.active(ts)
+    });
+
+    // Ranks visible on this node, and what their GPUs do.
+    let mut ranks: Vec<RankHere> = Vec::new();
+    for (j, rs) in &c.node_jobs[n] {
+        for &r in rs {
+            let view = w.rank_view(*j, r, ts);
+            if view == RankView::Hidden {
+                continue;
+            }
+            let jd = &w.jobs[*j];
+            let job = &c.jobs[*j];
+            let extra = w.rank_extra(*j, r, ts);
+            let load = match view {
+                RankView::Exited { .. } | RankView::Hidden => Load::Idle,
+                RankView::HangD => Load::Stuck,
+                RankView::Running => match jd.ckpt_until {
+                    Some(i64::MAX) if disk_fault_here => Load::Stuck,
+                    Some(u) if u != i64::MAX => Load::Checkpoint,
+                    _ if !jd.progressing => Load::Spin,
+                    _ => {
+                        let cfrac = if job.multi_node { COMPUTE_FRAC_MULTI } else { COMPUTE_FRAC_SINGLE };
+                        let s = jd.slowdown.max(1e-6);
+                        // Busy share: its own compute, plus the communication everyone does; the rest
+                        // of a slowed step it waits for the straggler.
+                        let busy = ((s - (jd.extra_max - extra)) / s).clamp(0.0, 1.0);
+                        let util = 97.0 * busy;
+                        let tensor = 55.0 * (cfrac + extra) / s;
+                        Load::Busy(util, tensor)
+                    }
+                },
+            };
+            ranks.push(RankHere { j: *j, r, view, load, extra });
+        }
+    }
+    let mut gpu_rank: Vec<Option<usize>> = vec![None; gpn];
+    for (i, rh) in ranks.iter().enumerate() {
+        if matches!(rh.view, RankView::Running | RankView::HangD) {
+            let g = c.jobs[rh.j].ranks[rh.r].gpu as usize;
+            if g < gpn {
+                gpu_rank[g] = Some(i);
+            }
+        }
+    }
+
+    // GPUs, before faults.
+    let mut gpus = Vec::with_capacity(gpn);
+    for (g, gs) in node.gpus.iter().enumerate() {
+        let gk = nk * 64 + g as u64;
+        let load = gpu_rank[g].map_or(Load::Idle, |i| ranks[i].load);
+        let (util, tensor, power) = match load {
+            Load::Idle => (0.0, 0.0, 72.0),
+            Load::Busy(u, t) => {
+                let u = (u + noise.plus(what::UTIL, gk, tk, noise::UTIL_JITTER_PCT)).clamp(0.0, 100.0);
+                let t = (t + noise.plus(what::UTIL, gk, tk ^ 1, 1.5)).clamp(0.0, 100.0);
+                (u, t, (120.0 + 5.6 * u * (0.75 + 0.25 * t / 55.0)).min(m.power_limit_w * 0.97))
+            }
+            Load::Spin => (100.0, 0.0, 330.0),
+            Load::Checkpoint => (8.0, 0.0, 140.0),
+            Load::Stuck => (0.0, 0.0, 110.0),
+        };
+        let power = power * noise.jitter(what::POWER, gk, tk, 0.02);
+        let offset = noise::sym(&[w.seed, what::STATIC, gk, 7]) * 3.0;
+        let temp = (27.0 + power * 0.052 + offset + noise.plus(what::TEMP, gk, tk, noise::TEMP_JITTER_C)).max(20.0);
+        let idle = load == Load::Idle;
+        let mem_used = match gpu_rank[g] {
+            Some(_) => m.mem_bytes / 100 * (88 + (noise::unit(&[w.seed, what::STATIC, gk, 8]) * 8.0) as u64),
+            None => 600 << 20,
+        };
+        let processes = gpu_rank[g]
+            .map(|i| {
+                vec![GpuProcess { pid: w.pid(ranks[i].j, ranks[i].r), used_mem_bytes: Some(mem_used - (500 << 20)) }]
+            })
+            .unwrap_or_default();
+        gpus.push(GpuSample {
+            index: g as u32,
+            uuid: gs.uuid.clone(),
+            name: spec.gpu_model.clone(),
+            serial: Some(gs.serial.clone()),
+            pci_bus_id: Some(gs.bus_id.clone()),
+            state: GpuState::Ok,
+            util_gpu_pct: Some((util * 10.0).round() / 10.0),
+            util_mem_pct: Some((util * 0.42 * 10.0).round() / 10.0),
+            mem_total_bytes: Some(m.mem_bytes),
+            mem_used_bytes: Some(mem_used),
+            mem_free_bytes: Some(m.mem_bytes - mem_used),
+            temp_c: Some(temp.round()),
+            mem_temp_c: Some((temp + 4.0).round()),
+            power_w: Some((power * 100.0).round() / 100.0),
+            power_limit_w: Some(m.power_limit_w),
+            energy_mj: None,
+            sm_clock_mhz: Some(if idle { 345 } else { m.sm_max }),
+            sm_clock_max_mhz: Some(m.sm_max),
+            mem_clock_mhz: Some(m.mem_max),
+            mem_clock_max_mhz: Some(m.mem_max),
+            throttle_mask: Some(u64::from(idle)),
+            throttle_reasons: if idle { vec!["gpu_idle".to_string()] } else { Vec::new() },
+            tensor_active_pct: Some((tensor * 10.0).round() / 10.0),
+            ecc: EccCounts::default(),
+            retired_pages: None,
+            row_remap: None,
+            pcie: Some(PcieLink {
+                generation: Some(5),
+                max_generation: Some(5),
+                width: Some(16),
+                max_width: Some(16),
+                replay_count: None,
+            }),
+            nvlinks: Vec::new(),
+            processes,
+            not_supported: vec!["retired_pages".to_string()],
+        });
+    }
+
+    let mut report = NodeReport {
+        schema_version: SCHEMA_VERSION,
+        node: node.name.clone(),
+        agent_version: AGENT_VERSION.to_string(),
+        seq: d.seq,
+        timestamp_ms: w.epoch_ms + ts,
+        interval_ms: w.interval_ms as u64,
+        shutdown,
+        urgent,
+        host: None,
+        gpus,
+        nics: Vec::new(),
+        disks: Vec::new(),
+        jobs: Vec::new(),
+        events: Vec::new(),
+        dropped: Default::default(),
+        collector_errors: BTreeMap::new(),
+    };
+    let nics_n = spec.nics_per_node as usize;
+    let mut ctx = ReportCtx {
+        node: n,
+        last_ts: last,
+        ts,
+        noise,
+        report: &mut report,
+        dynamic: &mut *d,
+        gpu_state: vec![GpuState::Ok; gpn],
+        nvlink_down: Vec::new(),
+        nic_down: vec![false; nics_n],
+        nic_tput: vec![1.0; nics_n],
+        nic_rate: vec![NIC_RATE_GBPS; nics_n],
+        nic_congested: vec![0.0; nics_n],
+        fan_failed: false,
+        mem_full: false,
+        cpu_non_job: None,
+        disk_read_only: false,
+        disk_full: false,
+    };
+    for &f in &w.node_faults[n] {
+        w.faults[f].apply(c, &mut ctx);
+    }
+    let ReportCtx {
+        report: _,
+        dynamic: _,
+        gpu_state,
+        nvlink_down,
+        nic_down,
+        nic_tput,
+        nic_rate,
+        nic_congested,
+        fan_failed,
+        mem_full,
+        cpu_non_job,
+        disk_read_only,
+        disk_full,
+        ..
+    } = ctx;
+
+    // GPU counters, then the state of GPUs that stopped answering.
+    for (g, s) in report.gpus.iter_mut().enumerate() {
+        let gd = &mut d.gpus[g];
+        gd.energy_mj += s.power_w.unwrap_or(0.0) * dt_s * 1000.0;
+        if noise.fires(what::SBE_TICK, nk * 64 + g as u64, d.seq, noise::SBE_TICKS_PER_GPU_HOUR, dt_s) {
+            gd.sbe_vol += 1;
+            gd.sbe_agg += 1;
+        }
+        s.energy_mj = Some(gd.energy_mj as u64);
+        s.ecc = EccCounts {
+            sbe_volatile: Some(gd.sbe_vol),
+            dbe_volatile: Some(gd.dbe_vol),
+            sbe_aggregate: Some(gd.sbe_agg),
+            dbe_aggregate: Some(gd.dbe_agg),
+            sram_uncorrectable: Some(gd.sram_unc),
+        };
+        s.row_remap = Some(RowRemap {
+            correctable: gd.remap_corr,
+            uncorrectable: gd.remap_unc,
+            pending: gd.remap_pending,
+            failure: gd.remap_failure,
+        });
+        if let Some(p) = s.pcie.as_mut() {
+            p.replay_count = Some(gd.pcie_replay);
+        }
+        s.nvlinks = gd
+            .nvl
+            .iter()
+            .enumerate()
+            .map(|(l, c)| NvLinkSample {
+                link: l as u32,
+                active: !nvlink_down.contains(&(g, l)),
+                crc_errors: Some(c[0]),
+                replay_errors: Some(c[1]),
+                recovery_errors: Some(c[2]),
+            })
+            .collect();
+        if gpu_state[g] != GpuState::Ok {
+            *s = GpuSample {
+                index: s.index,
+                uuid: std::mem::take(&mut s.uuid),
+                name: std::mem::take(&mut s.name),
+                serial: s.serial.take(),
+                pci_bus_id: s.pci_bus_id.take(),
+                state: gpu_state[g],
+                ..Default::default()
+            };
+        }
+    }
+
+    // NICs: traffic follows the ranks that use them.
+    let mut nic_busy = vec![0.0f64; nics_n];
+    for rh in &ranks {
+        let job = &c.jobs[rh.j];
+        if !job.multi_node {
+            continue;
+        }
+        if let Load::Busy(..) = rh.load {
+            let k = job.ranks[rh.r].nic as usize;
+            if k < nics_n {
+                nic_busy[k] += 1.0 / w.jobs[rh.j].slowdown.max(1e-6);
+            }
+        }
+    }
+    let mut nics = Vec::with_capacity(nics_n);
+    for (k, ns) in node.nics.iter().enumerate() {
+        use NicCounter as C;
+        let nd = &mut d.nics[k];
+        let down = nic_down[k];
+        let rate = nic_rate[k];
+        let cap = rate / 8.0 * 1e9 * 0.92;
+        let bps = if down {
+            0.0
+        } else if nic_busy[k] > 0.0 {
+            (NIC_BUSY_BYTES_PER_S * nic_busy[k].min(1.0) * nic_tput[k]).min(cap)
+                * noise.jitter(what::TRAFFIC, nk * 64 + k as u64, tk, 0.03)
+        } else {
+            NIC_IDLE_BYTES_PER_S
+        };
+        let add = |nd: &mut NicDyn, i: C, slot: usize, x: f64| {
+            let v = x + nd.frac[slot];
+            nd.c[i as usize] += v.floor() as u64;
+            nd.frac[slot] = v.fract();
+        };
+        add(nd, C::PortXmitData, 0, bps * dt_s);
+        add(nd, C::PortRcvData, 1, bps * dt_s * noise.jitter(what::TRAFFIC, nk * 64 + k as u64, tk ^ 3, 0.01));
+        add(nd, C::PortXmitPackets, 2, bps * dt_s / 4000.0);
+        add(nd, C::PortRcvPackets, 3, bps * dt_s / 4000.0);
+        if !down && nic_busy[k] > 0.0 {
+            let mult = if nic_congested[k] > 0.0 { nic_congested[k] } else { 1.0 };
+            nd.c[C::PortXmitWait as usize] += (XMIT_WAIT_PER_S * nic_busy[k].min(1.0) * mult * dt_s) as u64;
+        }
+        if noise.fires(what::SYMBOL_TICK, nk * 64 + k as u64, d.seq, noise::SYMBOL_TICKS_PER_NIC_HOUR, dt_s) {
+            nd.c[C::SymbolError as usize] += 1;
+        }
+        let counters: BTreeMap<String, u64> =
+            NIC_COUNTER_NAMES.iter().zip(nd.c.iter()).map(|(name, v)| ((*name).to_string(), *v)).collect();
+        let mut counters = counters;
+        counters.insert("rx_bytes".to_string(), nd.c[C::PortRcvData as usize]);
+        counters.insert("tx_bytes".to_string(), nd.c[C::PortXmitData as usize]);
+        nics.push(NicSample {
+            name: ns.name.clone(),
+            kind: NicKind::Infiniband,
+            netdev: Some(ns.netdev.clone()),
+            port: Some(1),
+            pci_bus_id: Some(ns.bus_id.clone()),
+            operstate: Some(if down { "down" } else { "up" }.to_string()),
+            carrier: Some(!down),
+            carrier_changes: Some(nd.carrier_changes),
+            speed_mbps: if down { None } else { Some((rate * 1000.0) as u64) },
+            mtu: Some(4096),
+            link_layer: Some("InfiniBand".to_string()),
+            ib_state: Some(if down { "DOWN" } else { "ACTIVE" }.to_string()),
+            ib_phys_state: Some(if down { "Polling" } else { "LinkUp" }.to_string()),
+            rate_gbps: Some(if down { 0.0 } else { rate }),
+            max_rate_gbps: Some(NIC_RATE_GBPS),
+            counters,
+        });
+    }
+    report.nics = nics;
+
+    // Host.
+    let alive = ranks.iter().filter(|r| matches!(r.view, RankView::Running | RankView::HangD)).count() as f64;
+    let job_cpu = 1.7 * alive;
+    let (cpu_util, non_job) = match cpu_non_job {
+        Some(x) => (97.0 + 2.5 * noise::unit(&[w.seed, what::HOST, nk, tk]), x),
+        None => (
+            (3.0 + job_cpu + noise.plus(what::HOST, nk, tk, 1.0)).clamp(0.5, 100.0),
+            (1.5 + noise.plus(what::HOST, nk, tk ^ 9, 0.5)).clamp(0.1, 100.0),
+        ),
+    };
+    let mem_used = if mem_full {
+        (HOST_MEM_BYTES as f64 * (0.985 + 0.01 * noise::unit(&[w.seed, what::HOST, nk, tk ^ 5]))) as u64
+    } else {
+        ((30u64 << 30) as f64 + (40u64 << 30) as f64 * alive) as u64
+    };
+    let load = cpu_util / 100.0 * f64::from(HOST_CPUS) * 0.9;
+    let fans = (0..6)
+        .map(|i| {
+            let failed = fan_failed && (i == 0 || i == 3);
+            let rpm = if failed {
+                0.0
+            } else {
+                (9_600.0
+                    + 400.0 * noise::sym(&[w.seed, what::STATIC, nk, 40 + i])
+                    + noise.plus(what::HOST, nk, tk ^ i, 80.0))
+                .round()
+            };
+            FanSample { name: format!("hwmon3/fan{}", i + 1), rpm: Some(rpm), min_rpm: Some(1_000.0), alarm: failed }
+        })
+        .collect();
+    let hot = if fan_failed { 15.0 } else { 0.0 };
+    let temps = vec![
+        TempSample {
+            name: "CPU0 Temp".into(),
+            celsius: (42.0 + 1.5 * alive + hot + noise.plus(what::TEMP, nk, tk ^ 11, 1.0)).round(),
+            crit_celsius: Some(100.0),
+        },
+        TempSample {
+            name: "CPU1 Temp".into(),
+            celsius: (41.0 + 1.5 * alive + hot + noise.plus(what::TEMP, nk, tk ^ 12, 1.0)).round(),
+            crit_celsius: Some(100.0),
+        },
+        TempSample {
+            name: "Inlet Temp".into(),
+            celsius: (23.0 + noise.plus(what::TEMP, nk, tk ^ 13, 0.5)).round(),
+            crit_celsius: Some(45.0),
+        },
+    ];
+    report.host = Some(HostSample {
+        cpu_count: Some(HOST_CPUS),
+        cpu_util_pct: Some((cpu_util * 10.0).round() / 10.0),
+        cpu_non_job_pct: Some((non_job * 10.0).round() / 10.0),
+        load1: Some((load * 100.0).round() / 100.0),
+        load5: Some((load * 0.97 * 100.0).round() / 100.0),
+        load15: Some((load * 0.95 * 100.0).round() / 100.0),
+        mem_total_bytes: Some(HOST_MEM_BYTES),
+        mem_used_bytes: Some(mem_used.min(HOST_MEM_BYTES)),
+        mem_available_bytes: Some(HOST_MEM_BYTES.saturating_sub(mem_used)),
+        swap_total_bytes: Some(0),
+        swap_used_bytes: Some(0),
+        uptime_s: Some(((ts - d.boot_ms) / 1000).max(0) as u64),
+        fans,
+        temps,
+    });
+    report.disks = vec![DiskSample {
+        device: naming::DISK.to_string(),
+        mount: Some("/".to_string()),
+        total_bytes: Some(DISK_BYTES),
+        available_bytes: Some(if disk_full {
+            0
+        } else {
+            (DISK_BYTES as f64 * (0.62 + 0.02 * noise::unit(&[w.seed, what::STATIC, nk, 50]))) as u64
+        }),
+        read_only: disk_read_only,
+    }];
+
+    // Jobs and their ranks.
+    let mut jobs: Vec<JobSample> = Vec::new();
+    for rh in &ranks {
+        let job = &c.jobs[rh.j];
+        let jd = &w.jobs[rh.j];
+        let rk = &job.ranks[rh.r];
+        let rkey = job.tag ^ (rh.r as u64) << 20;
+        let cfrac = if job.multi_node { COMPUTE_FRAC_MULTI } else { COMPUTE_FRAC_SINGLE };
+        let (state, exit_code) = match rh.view {
+            RankView::Exited { code, .. } => (ProcState::Exited, Some(code)),
+            RankView::HangD => (ProcState::DiskSleep, None),
+            _ if rh.load == Load::Stuck => (ProcState::DiskSleep, None),
+            _ => (ProcState::Running, None),
+        };
+        let end = match rh.view {
+            RankView::Exited { at_ms, .. } => at_ms,
+            _ => ts,
+        };
+        let ended_ok = matches!(rh.view, RankView::Exited { code: 0, .. });
+        let loss_at = |step: u64| 1.8 + 6.0 * (-(step as f64) / 3_000.0).exp();
+        let mut loss = loss_at(jd.step) + noise.plus(what::LOSS, rkey, jd.step, 0.01);
+        let mut grad =
+            0.8 + 0.4 * (-(jd.step as f64) / 2_000.0).exp() + noise.plus(what::LOSS, rkey, jd.step ^ 1, 0.05);
+        let mut nonfinite = false;
+        if let Some(at) = job_sdc_since(w, rh.j, ts) {
+            loss += ((ts - at) as f64 / 1000.0 * 0.002).min(3.0); // the job diverges
+        }
+        if let Some((at, nan)) = w.sdc(rh.j, rh.r, ts) {
+            if nan {
+                nonfinite = true;
+                loss = loss_at(jd.step.saturating_sub(((ts - at) as f64 / job.step_ms) as u64));
+            } else {
+                grad *= 50.0 + 950.0 * noise::unit(&[w.seed, what::LOSS, rkey, 77]);
+            }
+        }
+        let compute = job.step_ms * cfrac * noise.jitter(what::COMPUTE, rkey, jd.step, 0.02) + job.step_ms * rh.extra;
+        let progress = Progress {
+            step: jd.step,
+            last_progress_ms: w.epoch_ms + jd.last_progress_ms,
+            step_time_ms: Some(round2(jd.last_step_ms * noise.jitter(what::STEP_JITTER, rkey, jd.step, 0.003))),
+            step_time_avg_ms: Some(round2(jd.avg_step_ms)),
+            compute_ms: Some(round2(compute)),
+            loss: Some((loss * 1e4).round() / 1e4),
+            grad_norm: Some((grad * 1e4).round() / 1e4),
+            nonfinite_loss: nonfinite,
+            status: if ended_ok {
+                ProgressStatus::Exited
+            } else if matches!(jd.ckpt_until, Some(_)) && state != ProcState::Exited {
+                ProgressStatus::Checkpointing
+            } else {
+                ProgressStatus::Running
+            },
+            exit_code: if ended_ok { Some(0) } else { None },
+        };
+        let sample = RankSample {
+            rank: rk.rank,
+            local_rank: Some(rk.local_rank),
+            pid: Some(w.pid(rh.j, rh.r)),
+            gpus: vec![rk.gpu],
+            nic: Some(naming::nic(rk.nic)),
+            state,
+            cpu_seconds: Some(round2(((end - jd.run_start_ms).max(0) as f64 / 1000.0) * 1.4)),
+            rss_bytes: Some(
+                (22u64 << 30) + (noise::unit(&[w.seed, what::STATIC, rkey, 3]) * (4u64 << 30) as f64) as u64,
+            ),
+            exit_code,
+            progress: Some(progress),
+        };
+        match jobs.iter_mut().find(|s| s.job_id == job.id) {
+            Some(s) => s.ranks.push(sample),
+            None => jobs.push(JobSample {
+                job_id: job.id.clone(),
+                scheduler: Scheduler::Slurm,
+                world_size: Some(job.ranks.len() as u32),
+                ranks: vec![sample],
+            }),
+        }
+    }
+    report.jobs = jobs;
+
+    // Events seen since the last report.
+    let mut events = Vec::new();
+    d.pending.retain(|e| {
+        if e.ts_ms <= ts {
+            events.push(e.clone());
+            false
+        } else {
+            true
+        }
+    });
+    events.sort_by_key(|e| e.ts_ms);
+    for e in &mut events {
+        e.ts_ms += w.epoch_ms;
+    }
+    report.events = events;
+    d.seq += 1;
+    d.last_ts = ts;
+    report
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// When silent data corruption began in job `j`, if it is going on.
+fn job_sdc_since(w: &World, j: usize, t: i64) -> Option<i64> {
+    w.job_fx[j].iter().find_map(|(fi, fx)| {
+        let f = &w.faults[*fi];
+        (f.active(t) && fx.ranks.iter().any(|(_, x)| *x == crate::faults::RankFx::Sdc)).then_some(f.at_ms)
+    })
+}

@@ -1,0 +1,517 @@
+//! The running cluster: job progress second by second, report schedules, urgent pushes, planned
+//! reboots, and the order in which reports leave the agents. Deterministic from the scenario seed.
+
+use std::collections::BTreeMap;
+
+use faultline_proto::{Event, FaultClass, NodeReport, Severity};
+
+use crate::cluster::{Cluster, Job};
+use crate::faults::{self, Fault, JobFx, RankFx, Stall};
+use crate::noise::{self, Noise, what};
+use crate::scenario::Scenario;
+use crate::telemetry::{self, NodeDyn};
+
+/// A rank process that is gone stays in the agent's report, `state: exited`, this long (ms).
+pub const EXITED_VISIBLE_MS: i64 = 300_000;
+/// Unix ms of virtual time 0 in in-process runs (2023-11-14T22:13:20Z).
+pub const DEFAULT_EPOCH_MS: i64 = 1_700_000_000_000;
+
+/// The pid of a rank process in a given incarnation of its job.
+pub fn rank_pid(seed: u64, job: &Job, rank: usize, incarnation: u32) -> u32 {
+    10_000 + (noise::hash(&[seed, what::PID, job.tag, rank as u64, u64::from(incarnation)]) % 3_900_000) as u32
+}
+
+/// Progress state of one job.
+#[derive(Debug, Clone, Default)]
+pub struct JobDyn {
+    pub started: bool,
+    step_f: f64,
+    pub step: u64,
+    /// Virtual ms of the last step advance.
+    pub last_progress_ms: i64,
+    pub last_step_ms: f64,
+    pub avg_step_ms: f64,
+    pub incarnation: u32,
+    /// Virtual ms when the current incarnation started.
+    pub run_start_ms: i64,
+    next_ckpt_ms: i64,
+    /// In a checkpoint until this time (`i64::MAX`: stuck on a failing disk).
+    pub ckpt_until: Option<i64>,
+    /// A rank died or hung in this incarnation: restart once the cause clears.
+    failed: bool,
+    /// Current step time over the healthy one (1 = healthy).
+    pub slowdown: f64,
+    /// The largest straggler extra of any rank (fraction of the healthy step).
+    pub extra_max: f64,
+    /// Whether the step advanced in the last second.
+    pub progressing: bool,
+    /// Loss value frozen when the SDC rank went non-finite.
+    pub sdc_since_ms: Option<i64>,
+}
+
+/// What a rank looks like to the agent on its node.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RankView {
+    Hidden,
+    Running,
+    /// Stuck in the driver (D state).
+    HangD,
+    Exited {
+        code: i32,
+        at_ms: i64,
+    },
+}
+
+/// Why a node is silent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Silence {
+    NodeDown,
+    AgentDown,
+    Reboot,
+}
+
+/// One report on its way to the analyzer.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Virtual ms when the agent sent it.
+    pub sent_ms: i64,
+    /// Virtual ms when it reaches the analyzer.
+    pub arrival_ms: i64,
+    pub report: NodeReport,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum ReqKind {
+    Shutdown,
+    Regular,
+    Urgent,
+}
+
+/// A planned reboot: the node sends a last report at `start` and is back at `end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reboot {
+    pub node: usize,
+    pub start_ms: i64,
+    pub end_ms: i64,
+}
+
+pub struct World {
+    pub seed: u64,
+    pub noise: Noise,
+    pub epoch_ms: i64,
+    pub interval_ms: i64,
+    pub duration_ms: i64,
+    pub cluster: Cluster,
+    pub faults: Vec<Fault>,
+    /// Per node: faults whose signals show in its reports.
+    pub node_faults: Vec<Vec<usize>>,
+    /// Per job: (fault, effect).
+    pub job_fx: Vec<Vec<(usize, JobFx)>>,
+    pub jobs: Vec<JobDyn>,
+    pub nodes: Vec<NodeDyn>,
+    pub reboots: Vec<Reboot>,
+    node_reboots: Vec<Vec<usize>>,
+    /// Virtual ms of the end of the last step (-1000 before the first).
+    pub t_ms: i64,
+    app_xid_p: f64,
+}
+
+impl World {
+    pub fn new(sc: &Scenario, epoch_ms: i64) -> Self {
+        let cluster = Cluster::build(sc);
+        let noise = Noise::new(sc.seed, sc.noise);
+        let faults: Vec<Fault> =
+            sc.faults.iter().enumerate().map(|(i, f)| Fault::new(i, f, &cluster, sc.seed)).collect();
+        let mut node_faults = vec![Vec::new(); cluster.nodes.len()];
+        for f in &faults {
+            if let Some(n) = f.node {
+                node_faults[n].push(f.idx);
+            } else if let Some(l) = f.leaf {
+                let mut seen = std::collections::BTreeSet::new();
+                for (n, _) in cluster.nics_of_leaf(l) {
+                    if seen.insert(n) {
+                        node_faults[n].push(f.idx);
+                    }
+                }
+            }
+        }
+        let job_fx = (0..cluster.jobs.len())
+            .map(|j| faults.iter().filter_map(|f| f.job_fx(&cluster, j).map(|fx| (f.idx, fx))).collect())
+            .collect();
+        let interval_ms = (sc.interval_s * 1000.0).round() as i64;
+        let duration_ms = (sc.duration_s * 1000.0).round() as i64;
+        let nodes: Vec<NodeDyn> = (0..cluster.nodes.len())
+            .map(|n| {
+                let phase = (noise.draw(what::PHASE, n as u64, 0) * interval_ms as f64) as i64;
+                NodeDyn::new(&cluster, n, sc.seed, phase, interval_ms)
+            })
+            .collect();
+        let reboots = plan_reboots(sc, &cluster, &faults, noise);
+        let mut node_reboots = vec![Vec::new(); cluster.nodes.len()];
+        for (i, r) in reboots.iter().enumerate() {
+            node_reboots[r.node].push(i);
+        }
+        let jobs = vec![JobDyn { slowdown: 1.0, ..Default::default() }; cluster.jobs.len()];
+        // Application XIDs: per node-second probability at this noise level.
+        let app_xid_p = 1.0 - (-sc.noise * noise::APP_XIDS_PER_NODE_DAY / 86_400.0).exp();
+        Self {
+            seed: sc.seed,
+            noise,
+            epoch_ms,
+            interval_ms,
+            duration_ms,
+            cluster,
+            faults,
+            node_faults,
+            job_fx,
+            jobs,
+            nodes,
+            reboots,
+            node_reboots,
+            t_ms: -1000,
+            app_xid_p,
+        }
+    }
+
+    /// Why node `n` is silent at `t`, if it is.
+    pub fn silence(&self, n: usize, t: i64) -> Option<Silence> {
+        for &f in &self.node_faults[n] {
+            let f = &self.faults[f];
+            if f.node == Some(n) && f.active(t) {
+                match f.kind() {
+                    FaultClass::NodeDown => return Some(Silence::NodeDown),
+                    FaultClass::AgentDown => return Some(Silence::AgentDown),
+                    _ => {}
+                }
+            }
+        }
+        for &r in &self.node_reboots[n] {
+            let r = &self.reboots[r];
+            if r.start_ms < t && t < r.end_ms {
+                return Some(Silence::Reboot);
+            }
+        }
+        None
+    }
+
+    /// How a rank looks at `t`.
+    pub fn rank_view(&self, j: usize, r: usize, t: i64) -> RankView {
+        let job = &self.cluster.jobs[j];
+        if t < job.start_ms {
+            return RankView::Hidden;
+        }
+        if t >= job.end_ms {
+            return if t < job.end_ms + EXITED_VISIBLE_MS {
+                RankView::Exited { code: 0, at_ms: job.end_ms }
+            } else {
+                RankView::Hidden
+            };
+        }
+        let mut view = RankView::Running;
+        for (fi, fx) in &self.job_fx[j] {
+            let f = &self.faults[*fi];
+            if !f.active(t) {
+                continue;
+            }
+            if fx.crash {
+                return exited(1, f.at_ms, t);
+            }
+            for (ri, rfx) in &fx.ranks {
+                if *ri != r {
+                    continue;
+                }
+                match rfx {
+                    RankFx::Exit(code) => return exited(*code, f.at_ms, t),
+                    RankFx::Gone => return RankView::Hidden,
+                    RankFx::HangD => view = RankView::HangD,
+                    RankFx::Extra(_) | RankFx::Sdc => {}
+                }
+            }
+        }
+        view
+    }
+
+    /// Extra compute (fraction of the healthy step) of one rank at `t`, from active faults.
+    pub fn rank_extra(&self, j: usize, r: usize, t: i64) -> f64 {
+        let mut extra: f64 = 0.0;
+        for (fi, fx) in &self.job_fx[j] {
+            let f = &self.faults[*fi];
+            if !f.active(t) {
+                continue;
+            }
+            for (ri, rfx) in &fx.ranks {
+                if *ri == r {
+                    if let RankFx::Extra(x) = rfx {
+                        extra += x * f.ramp(t);
+                    }
+                }
+            }
+        }
+        extra
+    }
+
+    /// The rank of `j` with silent data corruption at `t`, and the fault's variant.
+    pub fn sdc(&self, j: usize, r: usize, t: i64) -> Option<(i64, bool)> {
+        self.job_fx[j].iter().find_map(|(fi, fx)| {
+            let f = &self.faults[*fi];
+            (f.active(t) && fx.ranks.iter().any(|(ri, x)| *ri == r && *x == RankFx::Sdc))
+                .then_some((f.at_ms, f.p.variant))
+        })
+    }
+
+    /// The pid of a rank now.
+    pub fn pid(&self, j: usize, r: usize) -> u32 {
+        rank_pid(self.seed, &self.cluster.jobs[j], r, self.jobs[j].incarnation)
+    }
+
+    /// Advance every job by one second, to `t`.
+    fn update_jobs(&mut self, t: i64) {
+        let dt = 1000.0;
+        for j in 0..self.jobs.len() {
+            let job = &self.cluster.jobs[j];
+            if !job.active_at(t) {
+                continue;
+            }
+            let jd = &mut self.jobs[j];
+            if !jd.started {
+                jd.started = true;
+                jd.last_progress_ms = job.start_ms;
+                jd.run_start_ms = job.start_ms;
+                jd.last_step_ms = job.step_ms;
+                jd.avg_step_ms = job.step_ms;
+                let first = noise::CHECKPOINT_PERIOD_S * (0.3 + 0.7 * self.noise.draw(what::CHECKPOINT, job.tag, 0));
+                jd.next_ckpt_ms = job.start_ms + (first * 1000.0) as i64;
+            }
+            let mut stall = false;
+            let mut hang = false;
+            let mut failing = false;
+            let mut comm_slow = 0.0;
+            let mut disk = false;
+            for (fi, fx) in &self.job_fx[j] {
+                let f = &self.faults[*fi];
+                if !f.active(t) {
+                    continue;
+                }
+                match fx.stall {
+                    Stall::WhileActive => stall = true,
+                    Stall::WhileFlapDown => stall |= f.flap_down(t),
+                    Stall::AtCheckpoint => disk = true,
+                    Stall::No => {}
+                }
+                hang |= fx.hang;
+                failing |= fx.crash
+                    || fx.ranks.iter().any(|(_, x)| matches!(x, RankFx::Exit(_) | RankFx::HangD | RankFx::Gone));
+                comm_slow += fx.comm_slow * f.ramp(t);
+            }
+            let extra = (0..job.ranks.len())
+                .filter(|&r| self.job_fx[j].iter().any(|(_, fx)| fx.ranks.iter().any(|(ri, _)| *ri == r)))
+                .map(|r| self.rank_extra(j, r, t))
+                .fold(0.0, f64::max);
+            let jd = &mut self.jobs[j];
+            if failing {
+                jd.failed = true;
+            } else if jd.failed {
+                // The cause cleared: the launcher restarts every rank (new pids) and goes on.
+                jd.failed = false;
+                jd.incarnation += 1;
+                jd.run_start_ms = t;
+                jd.last_progress_ms = t;
+            }
+            // Checkpoints: a pause of a few seconds on every rank at once; on a failing disk the
+            // write never finishes.
+            if jd.ckpt_until.is_none() && t >= jd.next_ckpt_ms && !stall {
+                let pause = noise::CHECKPOINT_PAUSE_S.0
+                    + self.noise.draw(what::CHECKPOINT, job.tag, jd.next_ckpt_ms as u64)
+                        * (noise::CHECKPOINT_PAUSE_S.1 - noise::CHECKPOINT_PAUSE_S.0);
+                let pause_ms = (pause * self.noise.level.min(1.0) * 1000.0) as i64;
+                jd.next_ckpt_ms += (noise::CHECKPOINT_PERIOD_S * 1000.0) as i64;
+                if disk {
+                    jd.ckpt_until = Some(i64::MAX);
+                } else if pause_ms > 0 {
+                    jd.ckpt_until = Some(t + pause_ms);
+                }
+            }
+            match jd.ckpt_until {
+                Some(i64::MAX) if !disk => jd.ckpt_until = None,
+                Some(u) if u != i64::MAX && t >= u => jd.ckpt_until = None,
+                _ => {}
+            }
+            let jitter = self.noise.jitter(what::STEP_JITTER, job.tag, jd.step, noise::STEP_JITTER_FRAC);
+            let step_eff = job.step_ms * (jitter * (1.0 + comm_slow) + extra);
+            jd.slowdown = step_eff / job.step_ms;
+            jd.extra_max = extra;
+            jd.progressing = !(stall || hang || failing || jd.ckpt_until.is_some());
+            if jd.progressing {
+                jd.step_f += dt / step_eff;
+                let whole = jd.step_f.floor() as u64;
+                if whole > jd.step {
+                    let over = (jd.step_f - jd.step_f.floor()) * step_eff;
+                    jd.step = whole;
+                    jd.last_progress_ms = t - over.min(dt) as i64;
+                    jd.last_step_ms = step_eff;
+                    jd.avg_step_ms = 0.9 * jd.avg_step_ms + 0.1 * step_eff;
+                }
+            }
+        }
+    }
+
+    /// Advance one virtual second and return the reports sent in it, in arrival order.
+    pub fn step(&mut self) -> Vec<Outgoing> {
+        let t = self.t_ms + 1000;
+        self.t_ms = t;
+        let t0 = t - 1000;
+        self.update_jobs(t);
+
+        let mut reqs: Vec<(i64, usize, ReqKind)> = Vec::new();
+        for (n, d) in self.nodes.iter_mut().enumerate() {
+            while d.next_ms <= t {
+                reqs.push((d.next_ms, n, ReqKind::Regular));
+                d.next_ms += self.interval_ms;
+            }
+        }
+        for r in &self.reboots {
+            if t0 < r.start_ms && r.start_ms <= t {
+                reqs.push((r.start_ms, r.node, ReqKind::Shutdown));
+            }
+        }
+        // Events of this second.
+        let mut urgent_at: BTreeMap<usize, i64> = BTreeMap::new();
+        let mut new_events: Vec<(usize, Event)> = Vec::new();
+        {
+            let boot = |n: usize| self.nodes[n].boot_ms;
+            let pid = |j: usize, r: usize| self.pid(j, r);
+            for f in &self.faults {
+                new_events.extend(f.events(&self.cluster, t0, t, &boot, &pid));
+            }
+        }
+        if self.app_xid_p > 0.0 {
+            self.noise_app_xids(t, &mut new_events);
+        }
+        for (n, ev) in new_events {
+            if self.silence(n, ev.ts_ms).is_some() {
+                continue; // nobody is there to read the kernel log
+            }
+            if ev.severity >= Severity::Warning {
+                let e = urgent_at.entry(n).or_insert(ev.ts_ms);
+                *e = (*e).max(ev.ts_ms);
+            }
+            self.nodes[n].pending.push(ev);
+        }
+        for (n, te) in urgent_at {
+            let lat = noise::range(
+                &[self.seed, what::LATENCY, n as u64, te as u64],
+                noise::URGENT_PUSH_LATENCY_MS.0,
+                noise::URGENT_PUSH_LATENCY_MS.1,
+            );
+            reqs.push(((te + lat as i64).min(t), n, ReqKind::Urgent));
+        }
+        reqs.sort_unstable();
+
+        let mut reports = Vec::with_capacity(reqs.len());
+        for (ts, n, kind) in reqs {
+            if kind != ReqKind::Shutdown {
+                if let Some(s) = self.silence(n, ts) {
+                    if s != Silence::AgentDown {
+                        self.nodes[n].rebooting = true;
+                    }
+                    continue;
+                }
+            }
+            if ts <= self.nodes[n].last_ts {
+                continue;
+            }
+            let d = &self.nodes[n];
+            if kind == ReqKind::Urgent && !d.pending.iter().any(|e| e.ts_ms <= ts && e.severity >= Severity::Warning) {
+                continue; // an earlier report already carried the events
+            }
+            let mut d = std::mem::take(&mut self.nodes[n]);
+            if d.rebooting {
+                // Back from a reboot or a crash: fresh boot, counters from zero, same persisted seq.
+                d.reboot(&self.cluster, n, self.seed, ts - 60_000);
+            }
+            let report = telemetry::build(self, &mut d, n, ts, kind == ReqKind::Urgent, kind == ReqKind::Shutdown);
+            if kind == ReqKind::Shutdown {
+                d.rebooting = true;
+            }
+            self.nodes[n] = d;
+            let lat = noise::range(
+                &[self.seed, what::LATENCY, n as u64, ts as u64 ^ 0x55],
+                noise::NET_LATENCY_MS.0,
+                noise::NET_LATENCY_MS.1,
+            );
+            reports.push(Outgoing { sent_ms: ts, arrival_ms: ts + lat as i64, report });
+        }
+        reports.sort_by_key(|o| (o.arrival_ms, o.sent_ms));
+        reports
+    }
+
+    fn noise_app_xids(&self, t: i64, out: &mut Vec<(usize, Event)>) {
+        let sec = (t / 1000) as u64;
+        for n in 0..self.cluster.nodes.len() {
+            if noise::unit(&[self.seed, what::APP_XID, n as u64, sec]) >= self.app_xid_p {
+                continue;
+            }
+            // The XID comes from an application: pick a running rank on this node.
+            let running: Vec<(usize, usize)> = self.cluster.node_jobs[n]
+                .iter()
+                .flat_map(|(j, rs)| rs.iter().map(move |r| (*j, *r)))
+                .filter(|&(j, r)| self.rank_view(j, r, t) == RankView::Running)
+                .collect();
+            if running.is_empty() {
+                continue;
+            }
+            let pick = noise::hash(&[self.seed, what::APP_XID_KIND, n as u64, sec]);
+            let (j, r) = running[(pick % running.len() as u64) as usize];
+            let g = self.cluster.jobs[j].ranks[r].gpu;
+            let xid = [13, 31, 43][((pick >> 20) % 3) as usize];
+            let ts = t - 1000 + ((pick >> 40) % 1000) as i64;
+            let dev = &self.cluster.nodes[n].gpus[g as usize].kmsg_dev;
+            out.push((n, faults::app_xid_event(dev, g, xid, ts, self.nodes[n].boot_ms, self.pid(j, r))));
+        }
+    }
+}
+
+fn exited(code: i32, at_ms: i64, t: i64) -> RankView {
+    if t < at_ms + EXITED_VISIBLE_MS { RankView::Exited { code, at_ms } } else { RankView::Hidden }
+}
+
+/// Planned reboots of idle nodes (noise): the node's jobs left, no fault touches it, and none will
+/// run there until it is back.
+fn plan_reboots(sc: &Scenario, cluster: &Cluster, faults: &[Fault], noise: Noise) -> Vec<Reboot> {
+    let mut out = Vec::new();
+    if noise.level <= 0.0 {
+        return out;
+    }
+    let days = sc.duration_s / 86_400.0;
+    let p = 1.0 - (-noise.level * noise::PLANNED_REBOOTS_PER_NODE_DAY * days).exp();
+    let dur_ms = (sc.duration_s * 1000.0) as i64;
+    for n in 0..cluster.nodes.len() {
+        if noise.draw(what::REBOOT, n as u64, 0) >= p {
+            continue;
+        }
+        let down = noise::PLANNED_REBOOT_DOWN_S.0
+            + noise.draw(what::REBOOT, n as u64, 1) * (noise::PLANNED_REBOOT_DOWN_S.1 - noise::PLANNED_REBOOT_DOWN_S.0);
+        let down_ms = (down * 1000.0) as i64;
+        let lo = 120_000;
+        let hi = dur_ms - down_ms - 600_000;
+        if hi <= lo {
+            continue;
+        }
+        let start = lo + (noise.draw(what::REBOOT, n as u64, 2) * (hi - lo) as f64) as i64;
+        let end = start + down_ms;
+        let (quiet_lo, quiet_hi) = (start - EXITED_VISIBLE_MS - 60_000, end + 120_000);
+        let busy = cluster.node_jobs[n].iter().any(|(j, _)| {
+            let job = &cluster.jobs[*j];
+            job.start_ms < quiet_hi && quiet_lo < job.end_ms
+        });
+        let touched = faults.iter().any(|f| {
+            let near = f.at_ms < quiet_hi && quiet_lo < f.end_ms;
+            near && (f.node == Some(n)
+                || f.leaf.is_some_and(|l| (0..cluster.spec.nics_per_node).any(|k| cluster.leaf_of(n, k) == l)))
+        });
+        if !busy && !touched {
+            out.push(Reboot { node: n, start_ms: start, end_ms: end });
+        }
+    }
+    out
+}
