@@ -177,18 +177,19 @@ fn sample_f64(v: &SampleValue) -> f64 {
 
 /// Poll the GPU at NVML index `index`. The returned sample's `index` is the NVML index; the collector
 /// maps it to the stable one.
-fn poll_device(nvml: &Nvml, index: u32, memory: &NotSupportedMemory) -> GpuSample {
+/// Also returns each NVLink's CRC split `(link, flit, data)`, which the report carries only summed.
+fn poll_device(nvml: &Nvml, index: u32, memory: &NotSupportedMemory) -> (GpuSample, Vec<CrcSplit>) {
     let mut s = GpuSample { index, ..Default::default() };
     let dev = match nvml.device_by_index(index) {
         Ok(d) => d,
         Err(NvmlError::GpuLost) => {
             s.state = GpuState::Lost;
-            return s;
+            return (s, Vec::new());
         }
         Err(e) => {
             tracing::debug!(gpu = index, error = %e, "device handle lookup failed");
             s.state = GpuState::Unresponsive;
-            return s;
+            return (s, Vec::new());
         }
     };
     let mut p = Poll { not_supported: BTreeSet::new(), lost: false, hung: false, errors: Vec::new() };
@@ -258,7 +259,8 @@ fn poll_device(nvml: &Nvml, index: u32, memory: &NotSupportedMemory) -> GpuSampl
         s.pcie = Some(PcieLink { generation, max_generation, width, max_width, replay_count });
     }
 
-    s.nvlinks = poll_nvlinks(&dev, &mut p);
+    let (nvlinks, crc_split) = poll_nvlinks(&dev, &mut p);
+    s.nvlinks = nvlinks;
 
     if let Some(procs) = p.q("processes", || dev.running_compute_processes()) {
         s.processes = procs
@@ -288,8 +290,11 @@ fn poll_device(nvml: &Nvml, index: u32, memory: &NotSupportedMemory) -> GpuSampl
     if let Some(u) = uuid {
         memory.lock().unwrap_or_else(|e| e.into_inner()).insert(u, p.not_supported);
     }
-    s
+    (s, crc_split)
 }
+
+/// One NVLink's CRC errors split as `(link, flit, data)`.
+type CrcSplit = (u32, Option<u64>, Option<u64>);
 
 /// Row remapping (A100 and later): nvml-wrapper has no method for it, so call the C function through
 /// the loaded library.
@@ -304,10 +309,11 @@ fn remapped_rows(nvml: &Nvml, dev: &nvml_wrapper::Device) -> Result<RowRemap, Nv
     Ok(RowRemap { correctable: corr as u64, uncorrectable: unc as u64, pending: pending != 0, failure: failure != 0 })
 }
 
-fn poll_nvlinks(dev: &nvml_wrapper::Device, p: &mut Poll) -> Vec<NvLinkSample> {
+fn poll_nvlinks(dev: &nvml_wrapper::Device, p: &mut Poll) -> (Vec<NvLinkSample>, Vec<CrcSplit>) {
     let mut out = Vec::new();
+    let mut split = Vec::new();
     if p.lost || p.hung || p.not_supported.contains("nvlink") {
-        return out;
+        return (out, split);
     }
     for link in 0..NVLINK_MAX_LINKS {
         let l = dev.link_wrapper_for(link);
@@ -342,11 +348,12 @@ fn poll_nvlinks(dev: &nvml_wrapper::Device, p: &mut Poll) -> Vec<NvLinkSample> {
             (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
         };
         out.push(NvLinkSample { link, active, crc_errors: crc, replay_errors: replay, recovery_errors: recovery });
+        split.push((link, flit, data));
         if p.lost || p.hung {
             break;
         }
     }
-    out
+    (out, split)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -531,31 +538,30 @@ impl Collector for GpuCollector {
         };
 
         // Hand every GPU its poll, then collect answers until the common deadline.
-        let mut pending: Vec<(u32, Option<Receiver<GpuSample>>)> = Vec::new();
+        let mut pending: Vec<(u32, Option<Receiver<(GpuSample, Vec<CrcSplit>)>>)> = Vec::new();
         for j in 0..count {
             let memory = self.not_supported.clone();
             let rx = self.worker(j).and_then(|w| w.submit(move |nvml| poll_device(nvml, j, &memory)));
             pending.push((j, rx));
         }
-        let mut polled: Vec<(u32, GpuSample)> = Vec::new();
+        let mut polled: Vec<(u32, GpuSample, Vec<CrcSplit>)> = Vec::new();
         for (j, rx) in pending {
-            let sample = match rx {
-                None => GpuSample { index: j, state: GpuState::Unresponsive, ..Default::default() },
+            let hung = || (GpuSample { index: j, state: GpuState::Unresponsive, ..Default::default() }, Vec::new());
+            let (sample, split) = match rx {
+                None => hung(),
                 Some(rx) => match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                     Ok(s) => s,
-                    Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
-                        GpuSample { index: j, state: GpuState::Unresponsive, ..Default::default() }
-                    }
+                    Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => hung(),
                 },
             };
-            polled.push((j, sample));
+            polled.push((j, sample, split));
         }
 
         // Map to stable indexes: answers with a UUID first, so UUID-less ones (lost, hung) match what is left.
-        polled.sort_by_key(|(_, s)| s.uuid.is_empty());
+        polled.sort_by_key(|(_, s, _)| s.uuid.is_empty());
         let mut claimed: BTreeSet<usize> = BTreeSet::new();
         let mut out: Vec<GpuSample> = Vec::new();
-        for (j, mut s) in polled {
+        for (j, mut s, split) in polled {
             let k = self.match_known(&s, j, &claimed);
             if !claimed.insert(k) {
                 continue; // two answers for one GPU cannot happen with stable UUIDs; keep the first
@@ -576,6 +582,9 @@ impl Collector for GpuCollector {
                 s.pci_bus_id = known.pci_bus_id.clone();
             }
             s.index = known.index;
+            if s.state == GpuState::Ok {
+                crate::export::gpu_metrics::record_nvlink_crc(s.index, &split);
+            }
             out.push(s);
         }
         // GPUs seen before and missing from the device list now.
@@ -741,6 +750,14 @@ fn event_loop(
                             let key = component.clone().or(reg.pci.clone()).unwrap_or_default();
                             let a = tracker.assess(ts, &key, code, None, None);
                             ev.xid = Some(code);
+                            // The kernel log is the complete XID record (NVML reports only the
+                            // latest code when several come at once); count from NVML only
+                            // when the kernel log is not being read.
+                            if !crate::collect::kmsg::watching() {
+                                if let Some(i) = (index != u32::MAX).then_some(index) {
+                                    crate::export::gpu_metrics::record_xid(i, code, 1);
+                                }
+                            }
                             ev.severity = a.severity;
                             ev.caused_by_xid = a.caused_by_xid;
                             ev.message = format!("XID {} from NVML{}", crate::xid::describe(code), note(&a.note));

@@ -32,6 +32,14 @@ const MULTILINE_WINDOW: Duration = Duration::from_secs(2);
 
 type Key = (String, Option<u32>, Option<String>);
 
+/// Set once a watcher runs: the kernel log then is where XIDs are counted (see `gpu_metrics`).
+static WATCHING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// True when a kernel-log watcher is running in this process.
+pub fn watching() -> bool {
+    WATCHING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 #[derive(Debug)]
 struct Open {
     started: Instant,
@@ -196,6 +204,9 @@ impl LineHandler {
             message: truncate(&c.message, MAX_MESSAGE),
         };
         if let Some(code) = c.xid {
+            if let Some(i) = crate::export::gpu_metrics::gpu_index_of(component.as_deref()) {
+                crate::export::gpu_metrics::record_xid(i, code, 1);
+            }
             let key = component.or(c.device.clone()).unwrap_or_default();
             let a = self.tracker.assess(ts, &key, code, c.pid, c.caused_by_xid);
             ev.severity = a.severity;
@@ -242,6 +253,7 @@ pub fn spawn_watcher(path: &Path, events: Arc<EventQueue>, pci: PciMap) -> std::
         spawn("kmsg-watcher", move || tail_file(path_buf, file, pos, handler))
     }
     .map_err(fail)?;
+    WATCHING.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(path = %path.display(), "kernel-log watcher on");
     Ok(())
 }

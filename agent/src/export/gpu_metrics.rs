@@ -1,9 +1,78 @@
 //! GPU metrics under dcgm-exporter's names and labels, plus `faultline_gpu_*` for what DCGM lacks.
+//!
+//! Values are read at scrape time from the latest report. Two things are not on the wire and reach
+//! this module in-process instead: the NVLink CRC split into flit and data errors (the report carries
+//! their sum), and the XID count per GPU and code (events leave with each report; the counter must
+//! outlive them). The collectors record those with `record_nvlink_crc` and `record_xid`.
+//!
+//! Labels are dcgm-exporter's: `gpu`, `UUID`, `pci_bus_id`, `device` (`nvidia<i>`), `modelName`,
+//! `Hostname`, so existing GPU dashboards keep working. Every fault signal is on by default.
+//!
+//! **Names over types:** dcgm-exporter declares some series (`DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION`,
+//! the ECC, retired-page, remapped-row, PCIe-replay and NVLink error totals) as counters without a
+//! `_total` suffix. The Prometheus client appends `_total` to every counter, which would rename them
+//! and break the dashboards and alerts written for DCGM, so those series are exposed `untyped` under
+//! their exact DCGM names. Our own counters (`faultline_gpu_xid_errors_total`, …) are real counters.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use faultline_proto::{GpuSample, GpuState, NodeReport};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 
+use crate::collect::gpu::THROTTLE_REASONS;
 use crate::export::Snapshot;
+
+/// Bytes in the MiB that dcgm-exporter's framebuffer metrics count in.
+const MIB: f64 = 1024.0 * 1024.0;
+
+// ---------------------------------------------------------------------------------------------
+// In-process side table (see the module doc)
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Default)]
+struct Side {
+    /// (gpu, link) → (CRC flit errors, CRC data errors).
+    nvlink_crc: BTreeMap<(u32, u32), (Option<u64>, Option<u64>)>,
+    /// (gpu, xid) → occurrences since the agent started.
+    xids: BTreeMap<(u32, u32), u64>,
+    /// gpu → the last XID code seen (DCGM_FI_DEV_XID_ERRORS).
+    last_xid: BTreeMap<u32, u32>,
+}
+
+static SIDE: Mutex<Side> =
+    Mutex::new(Side { nvlink_crc: BTreeMap::new(), xids: BTreeMap::new(), last_xid: BTreeMap::new() });
+
+fn side() -> std::sync::MutexGuard<'static, Side> {
+    SIDE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The GPU collector's per-link CRC split for GPU `gpu` (stable index): `(link, flit, data)`.
+pub fn record_nvlink_crc(gpu: u32, links: &[(u32, Option<u64>, Option<u64>)]) {
+    let mut s = side();
+    s.nvlink_crc.retain(|(g, _), _| *g != gpu);
+    for &(link, flit, data) in links {
+        s.nvlink_crc.insert((gpu, link), (flit, data));
+    }
+}
+
+/// Count `count` occurrences of XID `xid` on GPU `gpu` (stable index).
+pub fn record_xid(gpu: u32, xid: u32, count: u64) {
+    let mut s = side();
+    *s.xids.entry((gpu, xid)).or_insert(0) += count;
+    s.last_xid.insert(gpu, xid);
+}
+
+/// GPU index from an event component `gpu3` (not `gpu3/nvlink1`).
+pub fn gpu_index_of(component: Option<&str>) -> Option<u32> {
+    component?.strip_prefix("gpu")?.parse().ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The collector
+// ---------------------------------------------------------------------------------------------
 
 /// Reads the latest report at scrape time.
 #[derive(Debug)]
@@ -18,8 +87,407 @@ impl GpuMetrics {
 }
 
 impl Collector for GpuMetrics {
-    fn encode(&self, _encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let _ = &self.snapshot;
-        Ok(())
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let report = self.snapshot.read().unwrap_or_else(|p| p.into_inner());
+        let Some(report) = report.as_ref() else { return Ok(()) };
+        if report.gpus.is_empty() {
+            return Ok(());
+        }
+        let side = side();
+        encode_report(report, &side, &mut encoder)
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+fn labels(host: &str, g: &GpuSample) -> Labels {
+    vec![
+        ("gpu", g.index.to_string()),
+        ("UUID", g.uuid.clone()),
+        ("pci_bus_id", g.pci_bus_id.clone().unwrap_or_default()),
+        ("device", format!("nvidia{}", g.index)),
+        ("modelName", g.name.clone()),
+        ("Hostname", host.to_string()),
+    ]
+}
+
+fn with(base: &Labels, extra: &[(&'static str, String)]) -> Labels {
+    let mut l = base.clone();
+    l.extend(extra.iter().cloned());
+    l
+}
+
+/// One metric family over every GPU: `value` gives the series (extra labels, value) for a GPU.
+fn family(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    gpus: &[(Labels, &GpuSample)],
+    value: impl Fn(&Labels, &GpuSample) -> Vec<(Labels, f64)>,
+) -> std::fmt::Result {
+    let series: Vec<(Labels, f64)> = gpus.iter().flat_map(|(l, g)| value(l, g)).collect();
+    if series.is_empty() {
+        return Ok(());
+    }
+    let mut m = enc.encode_descriptor(name, help, None, kind)?;
+    for (l, v) in &series {
+        let mut f = m.encode_family(l)?;
+        match kind {
+            MetricType::Counter => f.encode_counter::<NoLabelSet, f64, f64>(v, None)?,
+            _ => f.encode_gauge(v)?,
+        }
+    }
+    Ok(())
+}
+
+/// A gauge (or untyped DCGM counter) with one value per GPU.
+fn per_gpu(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    gpus: &[(Labels, &GpuSample)],
+    value: impl Fn(&GpuSample) -> Option<f64>,
+) -> std::fmt::Result {
+    family(enc, name, help, kind, gpus, |l, g| value(g).map(|v| (l.clone(), v)).into_iter().collect())
+}
+
+fn encode_report(report: &NodeReport, side: &Side, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+    let host = report.node.as_str();
+    let gpus: Vec<(Labels, &GpuSample)> = report.gpus.iter().map(|g| (labels(host, g), g)).collect();
+    let ok: Vec<(Labels, &GpuSample)> = gpus.iter().filter(|(_, g)| g.state == GpuState::Ok).cloned().collect();
+    let g_ = MetricType::Gauge;
+    // DCGM counters without `_total`: see the module doc.
+    let dc = MetricType::Unknown;
+
+    per_gpu(enc, "DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", g_, &ok, |g| g.util_gpu_pct)?;
+    per_gpu(enc, "DCGM_FI_DEV_MEM_COPY_UTIL", "Memory utilization (in %).", g_, &ok, |g| g.util_mem_pct)?;
+    per_gpu(enc, "DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).", g_, &ok, |g| {
+        g.mem_used_bytes.map(|b| (b as f64 / MIB).round())
+    })?;
+    per_gpu(enc, "DCGM_FI_DEV_FB_FREE", "Framebuffer memory free (in MiB).", g_, &ok, |g| {
+        g.mem_free_bytes.map(|b| (b as f64 / MIB).round())
+    })?;
+    per_gpu(enc, "DCGM_FI_DEV_FB_TOTAL", "Framebuffer memory total (in MiB).", g_, &ok, |g| {
+        g.mem_total_bytes.map(|b| (b as f64 / MIB).round())
+    })?;
+    per_gpu(enc, "DCGM_FI_DEV_GPU_TEMP", "GPU temperature (in C).", g_, &ok, |g| g.temp_c)?;
+    per_gpu(enc, "DCGM_FI_DEV_MEMORY_TEMP", "Memory temperature (in C).", g_, &ok, |g| g.mem_temp_c)?;
+    per_gpu(enc, "DCGM_FI_DEV_POWER_USAGE", "Power draw (in W).", g_, &ok, |g| g.power_w)?;
+    per_gpu(
+        enc,
+        "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
+        "Total energy consumption since boot (in mJ).",
+        dc,
+        &ok,
+        |g| g.energy_mj.map(|v| v as f64),
+    )?;
+    per_gpu(enc, "DCGM_FI_DEV_SM_CLOCK", "SM clock frequency (in MHz).", g_, &ok, |g| g.sm_clock_mhz.map(f64::from))?;
+    per_gpu(enc, "DCGM_FI_DEV_MEM_CLOCK", "Memory clock frequency (in MHz).", g_, &ok, |g| {
+        g.mem_clock_mhz.map(f64::from)
+    })?;
+    per_gpu(enc, "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", "Current clock throttle reasons (bitmask).", g_, &ok, |g| {
+        g.throttle_mask.map(|m| m as f64)
+    })?;
+    // Every GPU gets the XID gauge, 0 until one is seen, as dcgm-exporter does.
+    per_gpu(enc, "DCGM_FI_DEV_XID_ERRORS", "Value of the last XID error encountered.", g_, &gpus, |g| {
+        Some(side.last_xid.get(&g.index).copied().unwrap_or(0) as f64)
+    })?;
+
+    let ecc = [
+        ("DCGM_FI_DEV_ECC_SBE_VOL_TOTAL", "Total number of single-bit volatile ECC errors.", 0),
+        ("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", "Total number of double-bit volatile ECC errors.", 1),
+        ("DCGM_FI_DEV_ECC_SBE_AGG_TOTAL", "Total number of single-bit persistent ECC errors.", 2),
+        ("DCGM_FI_DEV_ECC_DBE_AGG_TOTAL", "Total number of double-bit persistent ECC errors.", 3),
+    ];
+    for (name, help, which) in ecc {
+        per_gpu(enc, name, help, dc, &ok, |g| {
+            let e = &g.ecc;
+            [e.sbe_volatile, e.dbe_volatile, e.sbe_aggregate, e.dbe_aggregate][which].map(|v| v as f64)
+        })?;
+    }
+    per_gpu(enc, "DCGM_FI_DEV_RETIRED_SBE", "Total number of retired pages due to single-bit errors.", dc, &ok, |g| {
+        g.retired_pages.as_ref().map(|r| r.sbe as f64)
+    })?;
+    per_gpu(enc, "DCGM_FI_DEV_RETIRED_DBE", "Total number of retired pages due to double-bit errors.", dc, &ok, |g| {
+        g.retired_pages.as_ref().map(|r| r.dbe as f64)
+    })?;
+    per_gpu(enc, "DCGM_FI_DEV_RETIRED_PENDING", "Total number of pages pending retirement.", dc, &ok, |g| {
+        g.retired_pages.as_ref().map(|r| if r.pending { 1.0 } else { 0.0 })
+    })?;
+    per_gpu(enc, "DCGM_FI_DEV_ROW_REMAP_FAILURE", "Whether remapping of rows has failed", g_, &ok, |g| {
+        g.row_remap.as_ref().map(|r| if r.failure { 1.0 } else { 0.0 })
+    })?;
+    per_gpu(
+        enc,
+        "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS",
+        "Number of remapped rows for uncorrectable errors",
+        dc,
+        &ok,
+        |g| g.row_remap.as_ref().map(|r| r.uncorrectable as f64),
+    )?;
+    per_gpu(
+        enc,
+        "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS",
+        "Number of remapped rows for correctable errors",
+        dc,
+        &ok,
+        |g| g.row_remap.as_ref().map(|r| r.correctable as f64),
+    )?;
+    per_gpu(enc, "DCGM_FI_DEV_PCIE_REPLAY_COUNTER", "Total number of PCIe retries.", dc, &ok, |g| {
+        g.pcie.as_ref().and_then(|p| p.replay_count).map(|v| v as f64)
+    })?;
+    per_gpu(enc, "DCGM_FI_DEV_PCIE_LINK_GEN", "PCIe current link generation.", g_, &ok, |g| {
+        g.pcie.as_ref().and_then(|p| p.generation).map(f64::from)
+    })?;
+    per_gpu(enc, "DCGM_FI_DEV_PCIE_LINK_WIDTH", "PCIe current link width.", g_, &ok, |g| {
+        g.pcie.as_ref().and_then(|p| p.width).map(f64::from)
+    })?;
+
+    // NVLink totals per GPU, summed over links. The flit/data split comes from the side table.
+    let nvl_sum = |g: &GpuSample, f: &dyn Fn(u32, &faultline_proto::NvLinkSample) -> Option<u64>| -> Option<f64> {
+        let vals: Vec<u64> = g.nvlinks.iter().filter_map(|l| f(g.index, l)).collect();
+        (!vals.is_empty()).then(|| vals.iter().sum::<u64>() as f64)
+    };
+    per_gpu(
+        enc,
+        "DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL",
+        "Total number of NVLink flow-control CRC errors.",
+        dc,
+        &ok,
+        |g| nvl_sum(g, &|gi, l| side.nvlink_crc.get(&(gi, l.link)).and_then(|s| s.0)),
+    )?;
+    per_gpu(
+        enc,
+        "DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL",
+        "Total number of NVLink data CRC errors.",
+        dc,
+        &ok,
+        |g| nvl_sum(g, &|gi, l| side.nvlink_crc.get(&(gi, l.link)).and_then(|s| s.1)),
+    )?;
+    per_gpu(enc, "DCGM_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL", "Total number of NVLink retries.", dc, &ok, |g| {
+        nvl_sum(g, &|_, l| l.replay_errors)
+    })?;
+    per_gpu(
+        enc,
+        "DCGM_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL",
+        "Total number of NVLink recovery errors.",
+        dc,
+        &ok,
+        |g| nvl_sum(g, &|_, l| l.recovery_errors),
+    )?;
+
+    // faultline_gpu_*: what DCGM lacks.
+    family(
+        enc,
+        "faultline_gpu_xid_errors",
+        "XID errors seen on this GPU since the agent started, by code.",
+        MetricType::Counter,
+        &gpus,
+        |l, g| {
+            side.xids
+                .range((g.index, 0)..=(g.index, u32::MAX))
+                .map(|((_, x), n)| (with(l, &[("xid", x.to_string())]), *n as f64))
+                .collect()
+        },
+    )?;
+    per_gpu(
+        enc,
+        "faultline_gpu_lost",
+        "1 when the GPU is lost (fell off the bus, or gone from NVML's list).",
+        g_,
+        &gpus,
+        |g| Some(if g.state == GpuState::Lost { 1.0 } else { 0.0 }),
+    )?;
+    per_gpu(enc, "faultline_gpu_unresponsive", "1 when NVML calls for the GPU time out (hung GSP).", g_, &gpus, |g| {
+        Some(if g.state == GpuState::Unresponsive { 1.0 } else { 0.0 })
+    })?;
+    family(
+        enc,
+        "faultline_gpu_throttle_reason",
+        "1 while the GPU's clocks are held down for this reason.",
+        g_,
+        &ok,
+        |l, g| {
+            let Some(mask) = g.throttle_mask else { return Vec::new() };
+            THROTTLE_REASONS
+                .iter()
+                .map(|(bit, name)| {
+                    (with(l, &[("reason", name.to_string())]), if mask & bit.bits() != 0 { 1.0 } else { 0.0 })
+                })
+                .collect()
+        },
+    )?;
+    family(enc, "faultline_gpu_nvlink_up", "1 when the NVLink link is active.", g_, &ok, |l, g| {
+        g.nvlinks.iter().map(|n| (with(l, &[("link", n.link.to_string())]), if n.active { 1.0 } else { 0.0 })).collect()
+    })?;
+    for (name, help, pick) in [
+        ("faultline_gpu_nvlink_crc_errors", "NVLink CRC errors (flit + data) on this link.", 0usize),
+        ("faultline_gpu_nvlink_replay_errors", "NVLink replays on this link.", 1),
+        ("faultline_gpu_nvlink_recovery_errors", "NVLink recoveries on this link.", 2),
+    ] {
+        family(enc, name, help, MetricType::Counter, &ok, |l, g| {
+            g.nvlinks
+                .iter()
+                .filter_map(|n| {
+                    let v = [n.crc_errors, n.replay_errors, n.recovery_errors][pick]?;
+                    Some((with(l, &[("link", n.link.to_string())]), v as f64))
+                })
+                .collect()
+        })?;
+    }
+    per_gpu(enc, "faultline_gpu_pcie_link_width", "PCIe link width the GPU runs at now.", g_, &ok, |g| {
+        g.pcie.as_ref().and_then(|p| p.width).map(f64::from)
+    })?;
+    per_gpu(enc, "faultline_gpu_pcie_link_width_max", "PCIe link width the GPU is capable of.", g_, &ok, |g| {
+        g.pcie.as_ref().and_then(|p| p.max_width).map(f64::from)
+    })?;
+    per_gpu(enc, "faultline_gpu_pcie_link_gen_max", "PCIe generation the GPU is capable of.", g_, &ok, |g| {
+        g.pcie.as_ref().and_then(|p| p.max_generation).map(f64::from)
+    })?;
+    per_gpu(enc, "faultline_gpu_power_limit_watts", "Enforced power limit, watts.", g_, &ok, |g| g.power_limit_w)?;
+    per_gpu(enc, "faultline_gpu_sm_clock_max_mhz", "Highest SM clock the GPU can run, MHz.", g_, &ok, |g| {
+        g.sm_clock_max_mhz.map(f64::from)
+    })?;
+    family(
+        enc,
+        "faultline_gpu_ecc_sram_uncorrectable_errors",
+        "Uncorrectable SRAM (on-chip) ECC errors, volatile.",
+        MetricType::Counter,
+        &ok,
+        |l, g| g.ecc.sram_uncorrectable.map(|v| (l.clone(), v as f64)).into_iter().collect(),
+    )?;
+    per_gpu(
+        enc,
+        "faultline_gpu_row_remap_pending",
+        "1 when remapped rows wait for a GPU reset to take effect.",
+        g_,
+        &ok,
+        |g| g.row_remap.as_ref().map(|r| if r.pending { 1.0 } else { 0.0 }),
+    )?;
+    family(
+        enc,
+        "faultline_gpu_query_not_supported",
+        "1 for each NVML query this GPU answered NotSupported (its value is unknown, not zero).",
+        g_,
+        &ok,
+        |l, g| g.not_supported.iter().map(|q| (with(l, &[("query", q.clone())]), 1.0)).collect(),
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::registry::Registry;
+
+    fn report() -> NodeReport {
+        serde_json::from_value(serde_json::json!({
+            "schema_version": 1, "node": "node-7", "agent_version": "t", "seq": 1, "timestamp_ms": 1, "interval_ms": 1000,
+            "gpus": [
+                {"index": 0, "uuid": "GPU-a", "name": "NVIDIA H100 80GB HBM3", "serial": null, "pci_bus_id": "00000000:18:00.0",
+                 "util_gpu_pct": 97.0, "util_mem_pct": 40.0, "mem_total_bytes": 85_520_809_984u64, "mem_used_bytes": 1_048_576,
+                 "mem_free_bytes": 85_519_761_408u64, "temp_c": 71.0, "mem_temp_c": 80.0, "power_w": 650.5, "power_limit_w": 700.0,
+                 "energy_mj": 5, "sm_clock_mhz": 1980, "sm_clock_max_mhz": 1980, "mem_clock_mhz": 2619, "mem_clock_max_mhz": 2619,
+                 "throttle_mask": 68, "throttle_reasons": ["sw_power_cap", "hw_thermal_slowdown"],
+                 "ecc": {"sbe_volatile": 3, "dbe_volatile": 0, "sbe_aggregate": 9, "dbe_aggregate": 1, "sram_uncorrectable": 0},
+                 "row_remap": {"correctable": 1, "uncorrectable": 2, "pending": true, "failure": false},
+                 "pcie": {"generation": 4, "max_generation": 5, "width": 8, "max_width": 16, "replay_count": 12},
+                 "nvlinks": [{"link": 0, "active": true, "crc_errors": 5, "replay_errors": 1, "recovery_errors": 0},
+                             {"link": 1, "active": false, "crc_errors": 2, "replay_errors": 0, "recovery_errors": 3}]},
+                {"index": 1, "uuid": "GPU-b", "name": "NVIDIA H100 80GB HBM3", "serial": null, "pci_bus_id": "00000000:2A:00.0", "state": "lost",
+                 "util_gpu_pct": null, "util_mem_pct": null, "mem_total_bytes": null, "mem_used_bytes": null, "mem_free_bytes": null,
+                 "temp_c": null, "mem_temp_c": null, "power_w": null, "power_limit_w": null, "energy_mj": null, "sm_clock_mhz": null,
+                 "sm_clock_max_mhz": null, "mem_clock_mhz": null, "mem_clock_max_mhz": null, "throttle_mask": null}
+            ]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn dcgm_names_labels_and_values() {
+        // GPU index 40+ keeps this test's side-table entries apart from other tests in the process.
+        let mut r = report();
+        r.gpus[0].index = 40;
+        r.gpus[1].index = 41;
+        record_nvlink_crc(40, &[(0, Some(4), Some(1)), (1, Some(2), Some(0))]);
+        record_xid(40, 79, 1);
+        record_xid(40, 79, 2);
+        record_xid(40, 13, 1);
+        let snap: Snapshot = std::sync::Arc::new(std::sync::RwLock::new(Some(r)));
+        let mut reg = Registry::default();
+        reg.register_collector(Box::new(GpuMetrics::new(snap)));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
+        let l0 = r#"gpu="40",UUID="GPU-a",pci_bus_id="00000000:18:00.0",device="nvidia40",modelName="NVIDIA H100 80GB HBM3",Hostname="node-7""#;
+        for want in [
+            format!("DCGM_FI_DEV_GPU_UTIL{{{l0}}} 97.0"),
+            format!("DCGM_FI_DEV_FB_USED{{{l0}}} 1.0"),
+            format!("DCGM_FI_DEV_GPU_TEMP{{{l0}}} 71.0"),
+            format!("DCGM_FI_DEV_MEMORY_TEMP{{{l0}}} 80.0"),
+            format!("DCGM_FI_DEV_POWER_USAGE{{{l0}}} 650.5"),
+            format!("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{{{l0}}} 5.0"),
+            format!("DCGM_FI_DEV_CLOCK_THROTTLE_REASONS{{{l0}}} 68.0"),
+            format!("DCGM_FI_DEV_XID_ERRORS{{{l0}}} 13.0"),
+            format!("DCGM_FI_DEV_ECC_DBE_AGG_TOTAL{{{l0}}} 1.0"),
+            format!("DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS{{{l0}}} 2.0"),
+            format!("DCGM_FI_DEV_PCIE_REPLAY_COUNTER{{{l0}}} 12.0"),
+            format!("DCGM_FI_DEV_PCIE_LINK_GEN{{{l0}}} 4.0"),
+            format!("DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL{{{l0}}} 6.0"),
+            format!("DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL{{{l0}}} 1.0"),
+            format!("DCGM_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL{{{l0}}} 3.0"),
+            format!("faultline_gpu_xid_errors_total{{{l0},xid=\"79\"}} 3"),
+            format!("faultline_gpu_xid_errors_total{{{l0},xid=\"13\"}} 1"),
+            format!("faultline_gpu_throttle_reason{{{l0},reason=\"sw_power_cap\"}} 1.0"),
+            format!("faultline_gpu_throttle_reason{{{l0},reason=\"gpu_idle\"}} 0.0"),
+            format!("faultline_gpu_nvlink_up{{{l0},link=\"1\"}} 0.0"),
+            format!("faultline_gpu_pcie_link_width{{{l0}}} 8.0"),
+            format!("faultline_gpu_pcie_link_width_max{{{l0}}} 16.0"),
+            format!("faultline_gpu_lost{{{l0}}} 0.0"),
+            "# TYPE DCGM_FI_DEV_GPU_UTIL gauge".to_string(),
+            "# TYPE faultline_gpu_xid_errors counter".to_string(),
+        ] {
+            assert!(out.contains(&want), "missing {want}\n{out}");
+        }
+        assert!(out.contains(r#"faultline_gpu_lost{gpu="41",UUID="GPU-b""#), "{out}");
+        assert!(!out.contains(r#"DCGM_FI_DEV_GPU_TEMP{gpu="41""#), "a lost GPU has no readings");
+        assert!(!out.contains("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION_total"), "DCGM names are exact");
+    }
+
+    #[test]
+    fn every_dcgm_name_we_export_is_a_dcgm_exporter_name() {
+        // The names dcgm-exporter can emit (its etc/*.csv), plus the four it emits that the CSVs of
+        // the version we checked did not list.
+        const DCGM_CSV: &str = include_str!("../../tests/data/dcgm-exporter-metrics.csv");
+        let mut known: Vec<&str> = DCGM_CSV.lines().skip(1).filter_map(|l| l.split(',').next()).collect();
+        known.extend([
+            "DCGM_FI_DEV_FB_TOTAL",
+            "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS",
+            "DCGM_FI_DEV_PCIE_LINK_GEN",
+            "DCGM_FI_DEV_PCIE_LINK_WIDTH",
+        ]);
+        let snap: Snapshot = std::sync::Arc::new(std::sync::RwLock::new(Some(report())));
+        let mut reg = Registry::default();
+        reg.register_collector(Box::new(GpuMetrics::new(snap)));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
+        let mut n = 0;
+        for line in out.lines().filter(|l| l.starts_with("# TYPE DCGM_")) {
+            let name = line.split_whitespace().nth(2).unwrap();
+            assert!(known.contains(&name), "{name} is not a dcgm-exporter metric");
+            n += 1;
+        }
+        assert!(n >= 25, "only {n} DCGM families exported");
+    }
+
+    #[test]
+    fn no_report_no_output() {
+        let snap: Snapshot = std::sync::Arc::new(std::sync::RwLock::new(None));
+        let mut reg = Registry::default();
+        reg.register_collector(Box::new(GpuMetrics::new(snap)));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
+        assert!(!out.contains("DCGM"));
     }
 }
