@@ -376,6 +376,9 @@ fn healthy_cluster_every_command_exits_0() {
         assert!(o.stdout.contains(want), "{want:?} not in\n{}", o.stdout);
     }
     assert!(!o.stdout.contains('✗'), "{}", o.stdout);
+    let o = env.run(&["path", JOB, "--faulty"]);
+    expect_code(&o, 0, "path --faulty on a healthy job");
+    assert!(o.stdout.starts_with("no path of job:llm-test passes through an unhealthy component"), "{}", o.stdout);
     let v = env.run(&["path", &format!("job:{JOB}"), "--json"]).json();
     assert_eq!(v["job"]["id"], JOB);
     assert_eq!(v["health"]["node-0001/gpu1"], true, "{v:#}");
@@ -467,6 +470,9 @@ fn an_open_incident_turns_exit_codes_to_1() {
     expect_code(&o, 1, "path through the lost GPU");
     assert!(o.stdout.contains("✗ node-0001/gpu1"), "{}", o.stdout);
     assert!(o.stdout.contains("✓ node-0002/gpu0"), "{}", o.stdout);
+    let o = env.run(&["path", JOB, "--faulty"]);
+    expect_code(&o, 1, "path --faulty");
+    assert!(o.stdout.contains("✗ node-0001/gpu1") && !o.stdout.contains("node-0002/gpu0"), "{}", o.stdout);
 }
 
 // ---------------------------------------------------------------------------------------------

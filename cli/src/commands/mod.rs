@@ -29,14 +29,25 @@ Exit codes:
   1  findings: open incidents, or the component, job or path asked about is unhealthy
   2  error: the analyzer is unreachable, refused the token, or does not know the id";
 
+/// The top-level `--help` epilogue: where settings come from, then the exit codes.
+pub const TOP_HELP: &str = "\
+Connection settings come from the flag, then FAULTLINE_ANALYZER / FAULTLINE_TOKEN, then the config
+file ~/.config/faultline/cli.toml (or $XDG_CONFIG_HOME/faultline/cli.toml) with the keys `analyzer`
+and `token`, then the default http://127.0.0.1:9440 without a token.
+
+Exit codes:
+  0  healthy: nothing open, nothing faulty
+  1  findings: open incidents, or the component, job or path asked about is unhealthy
+  2  error: the analyzer is unreachable, refused the token, or does not know the id";
+
 /// Where the analyzer is and how to authenticate; global, so they go before or after the subcommand.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ConnArgs {
     /// Analyzer base URL [env: FAULTLINE_ANALYZER] [config: analyzer] [default: http://127.0.0.1:9440]
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(long, global = true, value_name = "URL", help_heading = "Connection")]
     pub analyzer: Option<String>,
     /// Bearer token for the analyzer API [env: FAULTLINE_TOKEN] [config: token]
-    #[arg(long, global = true, value_name = "TOKEN")]
+    #[arg(long, global = true, value_name = "TOKEN", help_heading = "Connection")]
     pub token: Option<String>,
 }
 

@@ -25,6 +25,9 @@ pub struct PathArgs {
     /// Job id (llm-70b or job:llm-70b)
     #[arg(value_name = "JOB")]
     pub job: String,
+    /// Draw only the paths that pass through an unhealthy component (big jobs)
+    #[arg(long)]
+    pub faulty: bool,
     /// Print the job and the health of every component on its paths as JSON
     #[arg(long)]
     pub json: bool,
@@ -133,6 +136,20 @@ pub fn run(ctx: &Ctx, a: &PathArgs) -> anyhow::Result<Verdict> {
         let health: BTreeMap<&String, Value> =
             book.health.iter().map(|(k, v)| (k, v.map(Value::Bool).unwrap_or(Value::Null))).collect();
         emit_json(&json!({ "job": got.raw, "health": health }))?;
+    } else if a.faulty {
+        // The job line itself is unhealthy whenever anything under it is, so it does not count.
+        let job_id = format!("job:{}", got.value.id);
+        let through: Vec<Vec<String>> =
+            paths.iter().filter(|p| p.iter().any(|c| *c != job_id && book.get(c) == Some(false))).cloned().collect();
+        if through.is_empty() {
+            emit(&format!(
+                "no path of job:{} passes through an unhealthy component ({} paths checked)\n",
+                got.value.id,
+                paths.len()
+            ))?;
+        } else {
+            emit(&tree_text(&got.value, &through, &book, &ctx.style))?;
+        }
     } else {
         emit(&tree_text(&got.value, &paths, &book, &ctx.style))?;
     }
