@@ -356,11 +356,16 @@ async fn metrics_handler(State(h): State<Http>, headers: axum::http::HeaderMap) 
 }
 
 async fn healthz_handler(State(h): State<Http>) -> axum::response::Response {
-    let (seq, ts) = match h.snapshot.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
-        Some(r) => (Some(r.seq), Some(r.timestamp_ms)),
-        None => (None, None),
+    let body = match h.snapshot.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        Some(r) => serde_json::json!({
+            "status": "ok",
+            "last_seq": r.seq,
+            "last_report_ms": r.timestamp_ms,
+            "last_urgent": r.urgent,
+            "last_events": r.events.len(),
+        }),
+        None => serde_json::json!({ "status": "ok", "last_seq": null }),
     };
-    let body = serde_json::json!({ "status": "ok", "last_seq": seq, "last_report_ms": ts });
     ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
@@ -379,11 +384,7 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
         let listener =
             tokio::net::TcpListener::bind(s.listen).await.with_context(|| format!("cannot listen on {}", s.listen))?;
         let addr = listener.local_addr()?;
-        {
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "listening on http://{addr}")?;
-            out.flush()?;
-        }
+        announce(&format!("listening on http://{addr}"));
         let parts = Parts {
             events: Arc::new(EventQueue::new(EVENT_QUEUE_CAP)),
             progress: ProgressStore::new(),
@@ -391,9 +392,7 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
         };
         match progress::serve_http(parts.progress.clone(), s.progress_listen) {
             Ok((paddr, fut)) => {
-                let mut out = std::io::stdout().lock();
-                writeln!(out, "progress on http://{paddr}")?;
-                out.flush()?;
+                announce(&format!("progress on http://{paddr}"));
                 tokio::spawn(fut);
             }
             Err(e) => tracing::error!(addr = %s.progress_listen, error = %e, "progress API not available"),
@@ -491,6 +490,15 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
     // The runtime may hold a blocking task stuck in a hung driver call: do not wait for it.
     rt.shutdown_timeout(Duration::from_millis(100));
     Ok(())
+}
+
+/// Print one line on stdout for whoever started us (tests read the addresses from it). A closed stdout
+/// is not a reason to stop a node agent: the error is logged and ignored.
+fn announce(line: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        tracing::warn!(error = %e, line, "cannot write to stdout");
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -100,7 +100,10 @@ fn outage_is_replayed_in_order_without_gaps_and_sigterm_sends_a_last_report() {
     eprintln!("first analyzer took {accepted_before}; last seq {last}; restarted analyzer: {e}");
     // The restarted analyzer either starts its ledger afresh (it then saw exactly seqs
     // accepted_before+1 ..= last) or restores it from its database (then it saw 1 ..= last).
-    assert!(reports == last - accepted_before || reports == last, "reports {reports}, last seq {last}, first analyzer took {accepted_before}: {e}");
+    assert!(
+        reports == last - accepted_before || reports == last,
+        "reports {reports}, last seq {last}, first analyzer took {accepted_before}: {e}"
+    );
 
     // seq survives an agent restart: numbering goes on, the analyzer sees no gap.
     let agent = start_agent(node, port, &spool, TOKEN);

@@ -138,19 +138,23 @@ impl Pusher {
         AgentStats::set(&self.stats.spool_bytes, self.spool.bytes());
     }
 
-    fn spool(&mut self, r: &Outgoing) {
-        match self.spool.push(r.seq, &r.body) {
-            Ok(0) => {}
+    /// Put a report in the spool; false when it could not be stored (it is then counted as dropped).
+    fn spool(&mut self, r: &Outgoing) -> bool {
+        let stored = match self.spool.push(r.seq, &r.body) {
+            Ok(0) => true,
             Ok(n) => {
                 AgentStats::add(&self.stats.dropped_reports, n);
                 tracing::warn!(dropped = n, seq = r.seq, "spool full: dropped the oldest reports");
+                self.spool.newest() == Some(r.seq)
             }
             Err(e) => {
                 AgentStats::add(&self.stats.dropped_reports, 1);
                 tracing::error!(seq = r.seq, error = %e, "cannot spool report; it is lost");
+                false
             }
-        }
+        };
         self.publish_spool();
+        stored
     }
 
     fn failed(&mut self, seq: u64, why: &str) {
@@ -183,24 +187,25 @@ impl Pusher {
     }
 
     /// Take everything already waiting on the channel into the spool (keeps order while replaying).
-    /// Returns the `last` report if it was among them.
-    fn absorb(&mut self, rx: &mut mpsc::Receiver<Outgoing>) -> Option<Outgoing> {
+    /// Returns true when the last report was among them (it is spooled too).
+    fn absorb(&mut self, rx: &mut mpsc::Receiver<Outgoing>) -> bool {
         while let Ok(r) = rx.try_recv() {
-            if r.last {
-                return Some(r);
-            }
             self.spool(&r);
+            if r.last {
+                return true;
+            }
         }
-        None
+        false
     }
 
-    /// Replay the spool oldest first until it is empty or the analyzer fails again. Returns false when
-    /// it stopped because of a failure.
-    async fn drain(&mut self, mut rx: Option<&mut mpsc::Receiver<Outgoing>>, last: &mut Option<Outgoing>) -> bool {
+    /// Replay the spool oldest first until it is empty or the analyzer fails again. With `rx`, what
+    /// arrives meanwhile is spooled behind, and the replay stops (returning true) once the last report
+    /// arrived, so shutdown can take over with its deadline.
+    async fn drain(&mut self, mut rx: Option<&mut mpsc::Receiver<Outgoing>>) -> bool {
         while let Some(seq) = self.spool.oldest() {
             if let Some(rx) = rx.as_deref_mut() {
-                if last.is_none() {
-                    *last = self.absorb(rx);
+                if self.absorb(rx) {
+                    return true;
                 }
             }
             let body = match self.spool.read(seq) {
@@ -226,7 +231,7 @@ impl Pusher {
             }
             self.publish_spool();
         }
-        true
+        false
     }
 
     /// Send one report now, or spool it if the analyzer is (or becomes) unavailable.
@@ -241,16 +246,19 @@ impl Pusher {
         }
     }
 
-    /// The last report: flush the spool first if the analyzer answers, then send it; whatever cannot
-    /// be sent within the deadline stays spooled for the next start.
-    async fn finish(&mut self, last: Outgoing) {
+    /// Shutdown: the last report goes behind whatever is spooled (on disk first, so a flush cut short
+    /// by the deadline loses nothing), then the spool is replayed in order while the analyzer answers.
+    /// What cannot be sent within the deadline stays spooled for the next start.
+    async fn finish(&mut self, last: Option<Outgoing>) {
         let flush = async {
-            if !self.spool.is_empty() {
-                self.spool(&last);
-                self.drain(None, &mut None).await;
-            } else {
-                self.send_or_spool(last).await;
+            if let Some(last) = last {
+                if !self.spool(&last) {
+                    // Could not spool it (disk full?): try it directly, after the older ones.
+                    self.drain(None).await;
+                    return self.send_or_spool(last).await;
+                }
             }
+            self.drain(None).await;
         };
         if tokio::time::timeout(SHUTDOWN_FLUSH_DEADLINE, flush).await.is_err() {
             tracing::warn!(spooled = self.spool.len(), "shutdown flush timed out; the rest stays spooled");
@@ -262,10 +270,8 @@ impl Pusher {
             // Replay what is spooled once the retry time has come.
             let due = self.retry_at.is_none_or(|t| t <= Instant::now());
             if !self.spool.is_empty() && due {
-                let mut last = None;
-                self.drain(Some(&mut rx), &mut last).await;
-                if let Some(last) = last {
-                    return self.finish(last).await;
+                if self.drain(Some(&mut rx)).await {
+                    return self.finish(None).await;
                 }
                 continue;
             }
@@ -276,7 +282,7 @@ impl Pusher {
             };
             let Some(r) = msg else { return };
             if r.last {
-                return self.finish(r).await;
+                return self.finish(Some(r)).await;
             }
             if !self.spool.is_empty() || self.retry_at.is_some_and(|t| t > Instant::now()) {
                 self.spool(&r);
