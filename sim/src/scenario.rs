@@ -529,7 +529,7 @@ fn resolve_fault(
         return Err(cx.err(
             tspan,
             format!(
-                "fault `{kind}` needs a {} target, but `{target}` is a {}",
+                "fault `{kind}` needs {} as target, but `{target}` is {}",
                 kind_words(kind.target_kind()),
                 kind_words(target.kind())
             ),
@@ -549,15 +549,15 @@ fn resolve_fault(
 
 fn kind_words(k: ComponentKind) -> &'static str {
     match k {
-        ComponentKind::Node => "node (`node-0003`)",
-        ComponentKind::Gpu => "GPU (`node-0003/gpu5`)",
-        ComponentKind::Nvlink => "NVLink (`node-0003/gpu5/nvlink3`)",
-        ComponentKind::Nic => "NIC (`node-0003/nic:mlx5_2`)",
-        ComponentKind::Disk => "disk (`node-0003/disk:nvme0n1`)",
-        ComponentKind::Agent => "agent (`node-0003/agent`)",
-        ComponentKind::Switch => "leaf switch (`switch:leaf-02`)",
-        ComponentKind::Job => "job (`job:llm-70b`)",
-        ComponentKind::Rank => "rank",
+        ComponentKind::Node => "a node (`node-0003`)",
+        ComponentKind::Gpu => "a GPU (`node-0003/gpu5`)",
+        ComponentKind::Nvlink => "an NVLink (`node-0003/gpu5/nvlink3`)",
+        ComponentKind::Nic => "a NIC (`node-0003/nic:mlx5_2`)",
+        ComponentKind::Disk => "a disk (`node-0003/disk:nvme0n1`)",
+        ComponentKind::Agent => "an agent (`node-0003/agent`)",
+        ComponentKind::Switch => "a leaf switch (`switch:leaf-02`)",
+        ComponentKind::Job => "a job (`job:llm-70b`)",
+        ComponentKind::Rank => "a rank",
     }
 }
 

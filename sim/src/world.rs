@@ -324,7 +324,10 @@ impl World {
                     + self.noise.draw(what::CHECKPOINT, job.tag, jd.next_ckpt_ms as u64)
                         * (noise::CHECKPOINT_PAUSE_S.1 - noise::CHECKPOINT_PAUSE_S.0);
                 let pause_ms = (pause * self.noise.level.min(1.0) * 1000.0) as i64;
-                jd.next_ckpt_ms += (noise::CHECKPOINT_PERIOD_S * 1000.0) as i64;
+                // Checkpoints come every N steps, so their period wanders with the step time.
+                let period = noise::CHECKPOINT_PERIOD_S
+                    * (0.9 + 0.2 * self.noise.draw(what::CHECKPOINT, job.tag, jd.next_ckpt_ms as u64 ^ 1));
+                jd.next_ckpt_ms += (period * 1000.0) as i64;
                 if disk {
                     jd.ckpt_until = Some(i64::MAX);
                 } else if pause_ms > 0 {
