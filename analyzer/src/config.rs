@@ -177,6 +177,8 @@ impl Config {
         if self.list_limit == 0 {
             return Err(ConfigError::Value { field: "list_limit", value: "0".into(), message: "must be at least 1" });
         }
+        // Set field by field: the engine's config has more tunables than the file exposes.
+        #[allow(clippy::field_reassign_with_default)]
         let mut engine = EngineConfig::default();
         engine.resolve_after_s = self.resolve_after_s;
         engine.heartbeat_intervals = self.heartbeat_intervals;

@@ -338,11 +338,12 @@ async fn ingest(st: &AppState, headers: &HeaderMap, body: Body) -> Result<(Accep
         )
     };
     let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
-    if let Some(len) = declared {
-        if len > st.max_body_bytes as u64 && len > MAX_DRAIN_BYTES as u64 {
-            // Too big to be worth draining: answer at once and let the connection drop.
-            return Err(too_large(len.to_string()));
-        }
+    if let Some(len) = declared
+        && len > st.max_body_bytes as u64
+        && len > MAX_DRAIN_BYTES as u64
+    {
+        // Too big to be worth draining: answer at once and let the connection drop.
+        return Err(too_large(len.to_string()));
     }
     let bytes = match read_limited(body, st.max_body_bytes).await {
         Ok(b) => b,
