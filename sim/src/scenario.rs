@@ -356,8 +356,8 @@ fn resolve_cluster(cx: &Ctx, c: &Spanned<RawCluster>) -> Result<ClusterSpec, Sce
 
 /// Which GPUs of which host are taken when.
 struct Placement {
-    /// Per host: (start, end, gpus) of the jobs placed so far.
-    busy: Vec<Vec<(f64, f64, Vec<u32>)>>,
+    /// Per host: (start, end, GPU bitmask) of the jobs placed so far.
+    busy: Vec<Vec<(f64, f64, u64)>>,
     gpus_per_node: u32,
 }
 
@@ -366,19 +366,24 @@ impl Placement {
         Self { busy: vec![Vec::new(); nodes as usize], gpus_per_node }
     }
 
-    /// GPUs of `host` free during [start, end).
-    fn free(&self, host: usize, start: f64, end: f64) -> Vec<u32> {
-        let mut taken = BTreeSet::new();
-        for (s, e, g) in &self.busy[host] {
-            if *s < end && start < *e {
-                taken.extend(g.iter().copied());
-            }
-        }
-        (0..self.gpus_per_node).filter(|g| !taken.contains(g)).collect()
+    /// Bitmask of the GPUs of `host` taken at some time in [start, end).
+    fn taken(&self, host: usize, start: f64, end: f64) -> u64 {
+        self.busy[host].iter().filter(|(s, e, _)| *s < end && start < *e).fold(0, |m, (_, _, g)| m | g)
     }
 
-    fn take(&mut self, host: usize, start: f64, end: f64, gpus: Vec<u32>) {
-        self.busy[host].push((start, end, gpus));
+    fn free_count(&self, host: usize, start: f64, end: f64) -> usize {
+        self.gpus_per_node as usize - self.taken(host, start, end).count_ones() as usize
+    }
+
+    /// GPUs of `host` free during [start, end), lowest first.
+    fn free(&self, host: usize, start: f64, end: f64) -> Vec<u32> {
+        let taken = self.taken(host, start, end);
+        (0..self.gpus_per_node).filter(|g| taken & (1u64 << g) == 0).collect()
+    }
+
+    fn take(&mut self, host: usize, start: f64, end: f64, gpus: &[u32]) {
+        let mask = gpus.iter().fold(0u64, |m, g| m | (1u64 << g));
+        self.busy[host].push((start, end, mask));
     }
 }
 
@@ -478,7 +483,7 @@ fn resolve_job(
                 return Err(cx.err(n.span(), format!("nodes = {want} is out of range (1 to {})", cluster.nodes)));
             }
             let total = cluster.nodes as usize;
-            let candidates: Vec<usize> = (0..total).filter(|&h| placed.free(h, start_s, end_s).len() >= gpn).collect();
+            let candidates: Vec<usize> = (0..total).filter(|&h| placed.free_count(h, start_s, end_s) >= gpn).collect();
             if candidates.len() < want {
                 return Err(cx.err(
                     n.span(),
@@ -498,7 +503,7 @@ fn resolve_job(
         }
     };
     for (h, g) in host_idx.iter().zip(&gpus) {
-        placed.take(*h, start_s, end_s, g.clone());
+        placed.take(*h, start_s, end_s, g);
     }
     Ok(JobSpec {
         id,

@@ -303,8 +303,9 @@ impl World {
                     || fx.ranks.iter().any(|(_, x)| matches!(x, RankFx::Exit(_) | RankFx::HangD | RankFx::Gone));
                 comm_slow += fx.comm_slow * f.ramp(t);
             }
-            let extra = (0..job.ranks.len())
-                .filter(|&r| self.job_fx[j].iter().any(|(_, fx)| fx.ranks.iter().any(|(ri, _)| *ri == r)))
+            let extra = self.job_fx[j]
+                .iter()
+                .flat_map(|(_, fx)| fx.ranks.iter().map(|(r, _)| *r))
                 .map(|r| self.rank_extra(j, r, t))
                 .fold(0.0, f64::max);
             let jd = &mut self.jobs[j];
