@@ -544,6 +544,25 @@ pub struct Agent {
     pub progress_url: String,
     pub state_file: PathBuf,
     pub sysfs: SysfsNode,
+    /// The file the agent follows as its kernel log (`--kmsg`).
+    pub kmsg: PathBuf,
+}
+
+impl Agent {
+    /// Append a line to the agent's kernel log, as the kernel would print it.
+    pub fn kernel_log(&self, line: &str) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&self.kmsg).unwrap();
+        writeln!(f, "{line}").unwrap();
+    }
+}
+
+/// The kernel line NVIDIA's driver prints for XID `xid` on the GPU in fake-NVML slot `slot` (the fake
+/// library's default bus ids), as real nodes show next to the NVML event.
+pub fn xid_kernel_line(slot: usize, xid: u32) -> String {
+    const BUSES: [u32; 8] = [0x18, 0x2a, 0x3a, 0x5d, 0x9a, 0xab, 0xba, 0xdb];
+    let what = if xid == 79 { "GPU has fallen off the bus." } else { "Graphics Exception" };
+    format!("[ 8123.456789] NVRM: Xid (PCI:0000:{:02x}:00): {xid}, pid=4242, name=python3, {what}", BUSES[slot])
 }
 
 /// Start a real `faultline-agent` named `name` under `dir`: fake NVML with `state`, the fixture sysfs
@@ -587,7 +606,7 @@ pub fn start_agent(dir: &Path, name: &str, analyzer: &str, state: &Value) -> Age
         .next_line(Duration::from_secs(30))
         .and_then(|l| l.strip_prefix("progress on ").map(|s| s.trim().to_string()))
         .unwrap_or_else(|| panic!("agent {name} printed no `progress on` line; stderr:\n{}", proc.stderr()));
-    Agent { name: name.to_string(), proc, url, progress_url, state_file, sysfs }
+    Agent { name: name.to_string(), proc, url, progress_url, state_file, sysfs, kmsg }
 }
 
 /// Post one progress record for `job`/`rank` to an agent's progress API.
