@@ -495,10 +495,8 @@ fn subcommands(top: &str) -> Vec<String> {
             if !line.starts_with("  ") {
                 break;
             }
-            if let Some(name) = line.split_whitespace().next() {
-                if name != "help" {
-                    out.push(name.to_string());
-                }
+            if let Some(name) = line.split_whitespace().next().filter(|n| *n != "help") {
+                out.push(name.to_string());
             }
         }
     }
