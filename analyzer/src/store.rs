@@ -391,6 +391,22 @@ fn decode(id: &str, json: &str) -> Result<Incident, StoreError> {
 }
 
 fn upsert_incident(tx: &Transaction<'_>, inc: &Incident) -> Result<(), StoreError> {
+    // An id that already belongs to an incident opened at another time means the engine's numbering
+    // went back (started without `restore`). Keep the recorded incident: history is never overwritten.
+    let existing: Option<f64> =
+        tx.query_row("SELECT opened_s FROM incidents WHERE id = ?1", params![inc.id], |r| r.get(0)).optional()?;
+    if let Some(opened_s) = existing
+        && (opened_s - inc.opened_s).abs() > 1e-3
+    {
+        tracing::error!(
+            incident = %inc.id,
+            recorded_opened_s = opened_s,
+            new_opened_s = inc.opened_s,
+            root = %inc.root,
+            "incident id reused for a different incident; keeping the recorded one"
+        );
+        return Ok(());
+    }
     let json =
         serde_json::to_string(inc).map_err(|e| StoreError::Encode { id: inc.id.clone(), message: e.to_string() })?;
     tx.execute(
@@ -582,6 +598,22 @@ mod tests {
         drop(c);
         let e = Store::open(&path).unwrap_err().to_string();
         assert!(e.contains("99"), "{e}");
+    }
+
+    #[test]
+    fn a_reused_id_never_overwrites_a_recorded_incident() {
+        let mut s = Store::open_in_memory().unwrap();
+        let first = incident(1, 100.0, IncidentStatus::Open);
+        s.record(&[IncidentChange::Opened(first.clone())], &[], 100.0).unwrap();
+        let mut impostor = incident(1, 900.0, IncidentStatus::Open);
+        impostor.summary = "someone else".into();
+        s.record(&[IncidentChange::Opened(impostor)], &[], 900.0).unwrap();
+        assert_eq!(s.get("inc-000001").unwrap().unwrap(), first);
+        // Updates of the same incident (same opening time) go through.
+        let mut upd = first.clone();
+        upd.updated_s = 150.0;
+        s.record(&[IncidentChange::Updated(upd.clone())], &[], 150.0).unwrap();
+        assert_eq!(s.get("inc-000001").unwrap().unwrap(), upd);
     }
 
     #[test]

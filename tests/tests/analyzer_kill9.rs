@@ -115,7 +115,7 @@ fn incidents_survive_kill9_and_open_ones_continue() {
 
     first.kill9();
 
-    let second = start_analyzer(dir.path(), Some(TOKEN), &[]);
+    let mut second = start_analyzer(dir.path(), Some(TOKEN), &[]);
     let url = second.url.clone();
     // Before any new report: everything recorded is served, and what was open is still open.
     let after: BTreeMap<String, Value> =
@@ -150,6 +150,10 @@ fn incidents_survive_kill9_and_open_ones_continue() {
     let same_root: Vec<&Value> = open_now.iter().filter(|i| i["root"] == format!("{NODE}/gpu3")).collect();
     assert_eq!(same_root.len(), 1, "one root cause, one incident, across a restart: {open_now:?}");
     assert_eq!(same_root[0]["id"], lost_id.as_str());
+    // The same incident, not a new one that took its id: it was opened before the crash.
+    assert_eq!(same_root[0]["opened_s"], lost_gpu["opened_s"], "the incident was reopened: {}", same_root[0]);
+    let all_same_root = incidents(&url, "all").into_iter().filter(|i| i["root"] == format!("{NODE}/gpu3")).count();
+    assert_eq!(all_same_root, 1, "a second incident was recorded for the same root");
 
     // A new fault gets a new id, after every id used before the crash.
     seq += 1;
@@ -166,4 +170,8 @@ fn incidents_survive_kill9_and_open_ones_continue() {
     let nodes = get_json(&format!("{url}/api/v1/nodes"), Some(TOKEN)).unwrap();
     assert_eq!(nodes[0]["node"], NODE);
     assert_eq!(nodes[0]["last_seq"], seq);
+
+    // A clean stop after all that: SIGTERM ends the process with status 0.
+    let status = second.terminate(Duration::from_secs(30)).expect("the analyzer stops on SIGTERM");
+    assert!(status.success(), "exit status after SIGTERM: {status}");
 }
