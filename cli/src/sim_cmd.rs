@@ -17,6 +17,18 @@ use crate::commands::ConnArgs;
 pub enum SimCommand {
     /// Run one scenario file and score what the analyzer found (in-process; over HTTP with --analyzer URL)
     Run(RunArgs),
+    /// Print (or write) the topology file of a scenario's cluster, for `faultline-analyzer --topology`
+    /// before a `sim run --analyzer` against it
+    Topology(TopologyArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TopologyArgs {
+    /// Scenario file (TOML, see spec/scenario.md)
+    pub scenario: PathBuf,
+    /// Write it here instead of stdout
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -43,6 +55,7 @@ pub fn run(conn: &ConnArgs, cmd: SimCommand) -> ExitCode {
         .try_init();
     let result = match cmd {
         SimCommand::Run(args) => run_scenario(conn, args),
+        SimCommand::Topology(args) => write_topology(args),
     };
     match result {
         Ok(code) => code,
@@ -51,6 +64,17 @@ pub fn run(conn: &ConnArgs, cmd: SimCommand) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn write_topology(args: TopologyArgs) -> anyhow::Result<ExitCode> {
+    let sc = Scenario::from_path(&args.scenario)?;
+    let text =
+        faultline_sim::cluster::Cluster::build(&sc).topology_toml().context("cannot write the topology as TOML")?;
+    match &args.out {
+        Some(p) => std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display()))?,
+        None => std::io::stdout().lock().write_all(text.as_bytes())?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A one-line progress bar on stderr, redrawn at most ten times a second.

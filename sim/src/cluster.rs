@@ -254,6 +254,11 @@ impl Cluster {
         topo
     }
 
+    /// The topology file as TOML, for `faultline-analyzer --topology`.
+    pub fn topology_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(&self.topology())
+    }
+
     pub fn gpus(&self) -> usize {
         self.nodes.len() * self.spec.gpus_per_node as usize
     }
