@@ -285,12 +285,13 @@ fn strip_kmsg_record(s: &str) -> &str {
 
 /// `<4>` syslog priority.
 fn strip_priority(s: &str) -> &str {
-    if let Some(rest) = s.strip_prefix('<') {
-        if let Some(end) = rest.find('>') {
-            if end > 0 && end <= 3 && rest[..end].bytes().all(|b| b.is_ascii_digit()) {
-                return &rest[end + 1..];
-            }
-        }
+    if let Some(rest) = s.strip_prefix('<')
+        && let Some(end) = rest.find('>')
+        && end > 0
+        && end <= 3
+        && rest[..end].bytes().all(|b| b.is_ascii_digit())
+    {
+        return &rest[end + 1..];
     }
     s
 }
@@ -394,12 +395,13 @@ fn strip_syslog_header(s: &str) -> &str {
     let mut it = s.splitn(4, ' ').filter(|t| !t.is_empty());
     if let (Some(mon), Some(day)) = (it.next(), it.next()) {
         let day_ok = day.len() <= 2 && day.bytes().all(|b| b.is_ascii_digit());
-        if day_ok && mon.chars().count() <= 5 && mon.chars().all(char::is_alphabetic) {
-            if let Some(tpos) = s.find(|c: char| c.is_ascii_digit()).and_then(|_| find_clock(s)) {
-                let after = &s[tpos + 8..];
-                let after = after.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.');
-                return after;
-            }
+        if day_ok
+            && mon.chars().count() <= 5
+            && mon.chars().all(char::is_alphabetic)
+            && let Some(tpos) = find_clock(s)
+        {
+            let after = &s[tpos + 8..];
+            return after.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.');
         }
     }
     s
@@ -542,10 +544,10 @@ fn looks_like_nic(t: &str) -> bool {
         }
     }
     for p in ["eth", "bond", "irdma", "bnxt_re", "em", "ib"] {
-        if let Some(rest) = t.strip_prefix(p) {
-            if digits(rest) {
-                return true;
-            }
+        if let Some(rest) = t.strip_prefix(p)
+            && digits(rest)
+        {
+            return true;
         }
     }
     for p in ["ibp", "ibs", "enp", "ens", "eno", "enx", "rocep"] {
@@ -582,17 +584,14 @@ fn parse_nic(s: &str) -> Option<String> {
 /// Whole-disk name from a partition: `nvme0n1p2` → `nvme0n1`, `sda3` → `sda`.
 fn disk_base(d: &str) -> String {
     if d.starts_with("nvme") || d.starts_with("mmcblk") {
-        if let Some(p) = d.rfind('p') {
-            if p > 0
-                && d[p + 1..].bytes().all(|b| b.is_ascii_digit())
-                && !d[p + 1..].is_empty()
-                && d[..p].contains(['n', 'k'])
-            {
-                let head = &d[..p];
-                if head.bytes().last().is_some_and(|b| b.is_ascii_digit()) {
-                    return head.to_string();
-                }
-            }
+        // `nvme0n1p2`, `mmcblk0p1`: the partition is `p<digits>` after a name ending in a digit.
+        if let Some(p) = d.rfind('p')
+            && p > 0
+            && !d[p + 1..].is_empty()
+            && d[p + 1..].bytes().all(|b| b.is_ascii_digit())
+            && d[..p].bytes().last().is_some_and(|b| b.is_ascii_digit())
+        {
+            return d[..p].to_string();
         }
         return d.to_string();
     }

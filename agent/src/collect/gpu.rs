@@ -295,6 +295,8 @@ fn poll_device(nvml: &Nvml, index: u32, memory: &NotSupportedMemory) -> (GpuSamp
 
 /// One NVLink's CRC errors split as `(link, flit, data)`.
 type CrcSplit = (u32, Option<u64>, Option<u64>);
+/// What one GPU's poll gives back.
+type PollResult = (GpuSample, Vec<CrcSplit>);
 
 /// Row remapping (A100 and later): nvml-wrapper has no method for it, so call the C function through
 /// the loaded library.
@@ -538,7 +540,7 @@ impl Collector for GpuCollector {
         };
 
         // Hand every GPU its poll, then collect answers until the common deadline.
-        let mut pending: Vec<(u32, Option<Receiver<(GpuSample, Vec<CrcSplit>)>>)> = Vec::new();
+        let mut pending: Vec<(u32, Option<Receiver<PollResult>>)> = Vec::new();
         for j in 0..count {
             let memory = self.not_supported.clone();
             let rx = self.worker(j).and_then(|w| w.submit(move |nvml| poll_device(nvml, j, &memory)));
@@ -753,10 +755,8 @@ fn event_loop(
                             // The kernel log is the complete XID record (NVML reports only the
                             // latest code when several come at once); count from NVML only
                             // when the kernel log is not being read.
-                            if !crate::collect::kmsg::watching() {
-                                if let Some(i) = (index != u32::MAX).then_some(index) {
-                                    crate::export::gpu_metrics::record_xid(i, code, 1);
-                                }
+                            if !crate::collect::kmsg::watching() && index != u32::MAX {
+                                crate::export::gpu_metrics::record_xid(index, code, 1);
                             }
                             ev.severity = a.severity;
                             ev.caused_by_xid = a.caused_by_xid;

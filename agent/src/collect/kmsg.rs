@@ -181,10 +181,11 @@ impl LineHandler {
             return;
         }
         if c.class == Class::GpuFallenOffBus {
-            if let Some((at, dev)) = &self.last_fallen {
-                if now.duration_since(*at) < MULTILINE_WINDOW && (c.device.is_none() || c.device == *dev) {
-                    return; // the rest of a message already sent
-                }
+            if let Some((at, dev)) = &self.last_fallen
+                && now.duration_since(*at) < MULTILINE_WINDOW
+                && (c.device.is_none() || c.device == *dev)
+            {
+                return; // the rest of a message already sent
             }
             self.last_fallen = Some((now, c.device.clone()));
         }
@@ -305,16 +306,15 @@ fn tail_file(path: PathBuf, mut file: File, mut pos: u64, mut h: LineHandler) {
             Ok(0) => {
                 h.tick(Instant::now());
                 std::thread::sleep(POLL_INTERVAL);
-                if let Ok(meta) = std::fs::metadata(&path) {
-                    if meta.ino() != ino || meta.len() < pos {
-                        // Rotated or truncated: read the new content from its start.
-                        if let Ok(f) = File::open(&path) {
-                            file = f;
-                            ino = meta.ino();
-                            pos = 0;
-                            partial.clear();
-                        }
-                    }
+                if let Ok(meta) = std::fs::metadata(&path)
+                    && (meta.ino() != ino || meta.len() < pos)
+                    // Rotated or truncated: read the new content from its start.
+                    && let Ok(f) = File::open(&path)
+                {
+                    file = f;
+                    ino = meta.ino();
+                    pos = 0;
+                    partial.clear();
                 }
             }
             Ok(n) => {
