@@ -181,3 +181,67 @@ fn every_metric_in_dashboards_and_alerts_is_exported() {
     }
     eprintln!("checked {} metric names against a real agent and analyzer", used.len());
 }
+
+/// Every panel (rows' nested ones included), flattened.
+fn all_panels(panels: &serde_json::Value, out: &mut Vec<serde_json::Value>) {
+    for p in panels.as_array().into_iter().flatten() {
+        out.push(p.clone());
+        if let Some(n) = p.get("panels") {
+            all_panels(n, out);
+        }
+    }
+}
+
+#[test]
+fn dashboards_are_well_formed() {
+    let mut uids = BTreeSet::new();
+    let mut problems = Vec::new();
+    for (file, d) in dashboards() {
+        let uid = d["uid"].as_str().unwrap_or("");
+        if uid.is_empty() || !uids.insert(uid.to_string()) {
+            problems.push(format!("{file}: uid {uid:?} missing or not unique"));
+        }
+        if !d["schemaVersion"].as_u64().is_some_and(|v| (36..=41).contains(&v)) {
+            problems.push(format!("{file}: schemaVersion {} (want ~39)", d["schemaVersion"]));
+        }
+        let vars = dashboard_variables(&d);
+        if !vars.iter().any(|(n, t, q)| n == "datasource" && t == "datasource" && q == "prometheus") {
+            problems.push(format!("{file}: no `datasource` variable of type datasource/prometheus"));
+        }
+        let mut panels = Vec::new();
+        all_panels(&d["panels"], &mut panels);
+        let mut ids = BTreeSet::new();
+        for p in &panels {
+            let title = p["title"].as_str().unwrap_or("?");
+            if !p["id"].as_u64().is_some_and(|id| ids.insert(id)) {
+                problems.push(format!("{file} / {title}: panel id missing or repeated"));
+            }
+            if p["type"] == "row" {
+                continue;
+            }
+            if p["datasource"]["uid"] != "${datasource}" {
+                problems.push(format!("{file} / {title}: datasource is not ${{datasource}}"));
+            }
+            for t in p["targets"].as_array().into_iter().flatten() {
+                if t["datasource"]["uid"] != "${datasource}" {
+                    problems.push(format!("{file} / {title}: a target's datasource is not ${{datasource}}"));
+                }
+            }
+            if p["type"] == "timeseries" && p["fieldConfig"]["defaults"]["unit"].as_str().is_none_or(str::is_empty) {
+                problems.push(format!("{file} / {title}: timeseries without a unit"));
+            }
+            if p["description"].as_str().is_none_or(str::is_empty) {
+                problems.push(format!("{file} / {title}: no description"));
+            }
+        }
+        // Links to the analyzer API use the `api` variable, so the base URL is configurable.
+        let text = serde_json::to_string(&d).unwrap();
+        if text.contains("/api/v1/incidents/") && !text.contains("${api}/api/v1/incidents/${__data.fields.id}") {
+            problems.push(format!("{file}: incident links must be ${{api}}/api/v1/incidents/${{__data.fields.id}}"));
+        }
+        if text.contains("/api/v1/incidents/") && !vars.iter().any(|(n, t, _)| n == "api" && t == "textbox") {
+            problems.push(format!("{file}: links to the API but has no `api` textbox variable"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
