@@ -165,7 +165,9 @@ impl AppState {
         let counts = store.counts()?;
         let mut engine = Analyzer::new(settings.engine.clone(), settings.topology.clone());
         let open_map: BTreeMap<String, Incident> = open.iter().map(|i| (i.id.clone(), i.clone())).collect();
-        engine.restore(open, next_id);
+        // The engine numbers new incidents after the highest id used (`inc-{last + 1}`); the store
+        // says which number comes next.
+        engine.restore(open, next_id.saturating_sub(1));
         info!(
             db = %settings.db.display(),
             incidents = counts.incidents,

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use faultline_analyzer::IncidentChange;
 use faultline_analyzer::clock::FakeClock;
 use faultline_analyzer::config::Config;
-use faultline_analyzer::server::{self, AppState};
-use faultline_analyzer::store::Store;
+use faultline_analyzer::server::{self, AppState, OutboxPlanner};
+use faultline_analyzer::store::{NewOutbox, Store};
 use faultline_proto::{Action, ComponentId, FaultClass, Incident, IncidentStatus, Severity, TimelineEntry, rfc3339};
 use serde_json::{Value, json};
 
@@ -26,10 +26,14 @@ struct TestServer {
 
 impl TestServer {
     async fn start(token: Option<&str>, store: Store) -> Self {
+        Self::start_with(token, store, None).await
+    }
+
+    async fn start_with(token: Option<&str>, store: Store, planner: Option<Arc<dyn OutboxPlanner>>) -> Self {
         let cfg = Config { token: token.map(str::to_string), list_limit: 50, ..Config::default() };
         let settings = cfg.build().unwrap();
         let clock = Arc::new(FakeClock::new(T0_MS));
-        let state = AppState::with_store(&settings, store, clock.clone(), None, Instant::now()).unwrap();
+        let state = AppState::with_store(&settings, store, clock.clone(), planner, Instant::now()).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -291,5 +295,92 @@ async fn unknown_routes_and_methods_answer_json() {
     // Without a configured token, no header is needed.
     let r = c.get(format!("{}/api/v1/nodes", srv.url)).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
+    srv.stop().await;
+}
+
+/// Enqueues one notification per incident change, keyed so a retry cannot duplicate it.
+#[derive(Debug)]
+struct OnePerChange;
+
+impl OutboxPlanner for OnePerChange {
+    fn plan(&self, change: &IncidentChange, now_s: f64) -> Vec<NewOutbox> {
+        let (event, inc) = match change {
+            IncidentChange::Opened(i) => ("opened", i),
+            IncidentChange::Updated(i) => ("updated", i),
+            IncidentChange::Resolved(i) => ("resolved", i),
+        };
+        vec![NewOutbox {
+            receiver: "test".into(),
+            incident_id: inc.id.clone(),
+            event: event.into(),
+            payload: serde_json::to_string(inc).unwrap(),
+            idempotency_key: format!("test/{}/{event}/{}", inc.id, inc.updated_s),
+            next_attempt_s: now_s,
+        }]
+    }
+}
+
+fn lost_gpu_report(node: &str, seq: u64, ts_ms: i64) -> Value {
+    let mut r = report(node, seq);
+    r["timestamp_ms"] = json!(ts_ms);
+    r["gpus"][0]["state"] = json!("lost");
+    r["urgent"] = json!(true);
+    r["events"] = json!([{"ts_ms": ts_ms, "source": "nvml", "class": "xid", "severity": "critical",
+                          "component": "gpu0", "xid": 79, "message": "GPU has fallen off the bus."}]);
+    r
+}
+
+#[tokio::test]
+async fn a_tick_records_new_incidents_after_the_stored_ids_with_their_notifications() {
+    let srv = TestServer::start_with(Some(TOKEN), seeded_store(), Some(Arc::new(OnePerChange))).await;
+    for seq in 1..=3 {
+        assert_eq!(srv.post_report(&report("node-0005", seq)).await.0, 200);
+    }
+    srv.clock.advance_ms(1_000);
+    srv.state.tick_once();
+    let (status, body) = srv.post_report(&lost_gpu_report("node-0005", 4, T0_MS + 1_000)).await;
+    assert_eq!(status, 200, "{body}");
+    // Tick (with the fake clock) until the engine opens the incident; the engine decides how many
+    // ticks hard evidence needs, the test only bounds it.
+    let mut opened = None;
+    for _ in 0..30 {
+        srv.clock.advance_ms(1_000);
+        let r = srv.state.tick_once();
+        assert_eq!(r.pending, 0, "the store took every change");
+        let (_, open) = srv.get_json("/api/v1/incidents?status=open").await;
+        if let Some(i) = open.as_array().unwrap().iter().find(|i| i["root"] == "node-0005/gpu0") {
+            opened = Some(i.clone());
+            break;
+        }
+    }
+    let opened = opened.expect("an incident for the lost GPU");
+    // Seeded ids were inc-000001 and inc-000002: numbering continues right after them.
+    assert_eq!(opened["id"], "inc-000003", "{opened}");
+    assert_eq!(opened["class"], "gpu_lost");
+    let (_, summary) = srv.get_json("/api/v1/summary").await;
+    assert_eq!(summary["incidents_total"], 3, "{summary}");
+    assert!(summary["outbox_pending"].as_u64().unwrap() >= 1, "notifications were enqueued with the change: {summary}");
+    let metrics = srv.get("/metrics").send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("faultline_diagnosis_latency_seconds_count 1"), "{metrics}");
+    assert!(metrics.contains(r#"faultline_incident_info{id="inc-000003",root="node-0005/gpu0""#), "{metrics}");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn the_first_incident_of_an_empty_store_is_inc_000001() {
+    let srv = TestServer::start(Some(TOKEN), Store::open_in_memory().unwrap()).await;
+    assert_eq!(srv.post_report(&report("node-0006", 1)).await.0, 200);
+    assert_eq!(srv.post_report(&lost_gpu_report("node-0006", 2, T0_MS)).await.0, 200);
+    let mut ids = Vec::new();
+    for _ in 0..30 {
+        srv.clock.advance_ms(1_000);
+        srv.state.tick_once();
+        let (_, all) = srv.get_json("/api/v1/incidents").await;
+        ids = all.as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect();
+        if !ids.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(ids, ["inc-000001"]);
     srv.stop().await;
 }
