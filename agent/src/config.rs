@@ -171,6 +171,7 @@ impl Settings {
         if spool_max_bytes == 0 {
             bail!("--spool-max-bytes must be above 0");
         }
+        let sysfs_root = o.sysfs_root.unwrap_or(file.sysfs_root);
         Ok(Settings {
             node,
             listen,
@@ -179,14 +180,17 @@ impl Settings {
             interval,
             spool_dir: o.spool_dir.or(file.spool_dir),
             spool_max_bytes,
-            sysfs_root: o.sysfs_root.unwrap_or(file.sysfs_root),
+            sysfs_root: sysfs_root.clone(),
             procfs_root: o.procfs_root.unwrap_or(file.procfs_root),
             nvml_lib: o.nvml_lib.or(file.nvml_lib),
             no_gpu: o.no_gpu || file.no_gpu,
             kmsg: o.kmsg.unwrap_or(file.kmsg),
             progress_listen,
             progress_socket: o.progress_socket.or(file.progress_socket),
-            jobs: file.jobs,
+            jobs: faultline_agent::collect::jobs::JobsConfig {
+                sysfs_root: file.jobs.sysfs_root.clone().or_else(|| Some(sysfs_root.clone())),
+                ..file.jobs
+            },
         })
     }
 

@@ -40,13 +40,15 @@ pub struct HostCollector {
     disks: Option<sysinfo::Disks>,
     /// Read disks from the live host (only when procfs is the real one; a fixture tree has no disks).
     live_disks: bool,
+    /// No sample was taken yet.
+    first: bool,
 }
 
 impl HostCollector {
     pub fn new(roots: Roots) -> Self {
         let prev_cpu = read_cpu_times(&roots.procfs.join("stat")).ok().map(|(t, _)| (t, Instant::now()));
         let live_disks = roots.procfs == Path::new("/proc");
-        Self { roots, prev_cpu, disks: None, live_disks }
+        Self { roots, prev_cpu, disks: None, live_disks, first: true }
     }
 
     fn cpu(&mut self, h: &mut HostSample, errs: &mut Vec<CollectError>) {
@@ -56,7 +58,9 @@ impl HostCollector {
             Err(e) => return errs.push(CollectError::io(path.display().to_string(), e)),
         };
         h.cpu_count = Some(count);
-        if let Some((_, at)) = self.prev_cpu {
+        // Only the first sample can have a baseline younger than the window (taken in `new`); later
+        // ones use whatever interval the agent runs at.
+        if let (Some((_, at)), true) = (self.prev_cpu, self.first) {
             let age = at.elapsed();
             if age < MIN_CPU_WINDOW {
                 std::thread::sleep(MIN_CPU_WINDOW - age);
@@ -70,6 +74,7 @@ impl HostCollector {
             h.cpu_util_pct = cpu_util_pct(prev, now);
         }
         self.prev_cpu = Some((now, Instant::now()));
+        self.first = false;
     }
 
     fn disks(&mut self, report: &mut NodeReport, errs: &mut Vec<CollectError>) {
