@@ -103,10 +103,10 @@ fn used_names() -> BTreeMap<String, BTreeSet<String>> {
             add(&q.expr, format!("{file} / {}", q.panel));
         }
         for (name, kind, query) in dashboard_variables(dash) {
-            if kind == "query" {
-                if let (Some(expr), _) = parse_label_values(&query) {
-                    add(&expr, format!("{file} / variable {name}"));
-                }
+            if kind == "query"
+                && let (Some(expr), _) = parse_label_values(&query)
+            {
+                add(&expr, format!("{file} / variable {name}"));
             }
         }
     }

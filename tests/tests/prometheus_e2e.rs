@@ -207,10 +207,10 @@ fn dashboards_and_alerts_work_on_a_real_prometheus() {
                     if values.is_empty() {
                         failures.push(format!("{file}: variable {name} ({q}) has no values"));
                     }
-                    if let Some(want) = expect_var.get(name.as_str()) {
-                        if !values.iter().any(|v| v == want) {
-                            failures.push(format!("{file}: variable {name} values {values:?} lack {want}"));
-                        }
+                    if let Some(want) = expect_var.get(name.as_str())
+                        && !values.iter().any(|v| v == want)
+                    {
+                        failures.push(format!("{file}: variable {name} values {values:?} lack {want}"));
                     }
                 }
             }

@@ -350,7 +350,7 @@ pub fn fill_variables(expr: &str, vars: &BTreeMap<&str, &str>) -> String {
     all.push(("__rate_interval".into(), "10s".into()));
     all.push(("__interval".into(), "2s".into()));
     all.push(("__range".into(), "5m".into()));
-    all.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    all.sort_by_key(|(k, _)| std::cmp::Reverse(k.len()));
     let mut out = expr.to_string();
     for (k, v) in &all {
         out = out.replace(&format!("${{{k}}}"), v).replace(&format!("${k}"), v);
