@@ -162,10 +162,10 @@ impl Settings {
             bail!("the analyzer token is empty");
         }
         let analyzer = o.analyzer.or(file.analyzer);
-        if let Some(a) = &analyzer {
-            if !(a.starts_with("http://") || a.starts_with("https://")) {
-                bail!("--analyzer {a:?} must be a URL starting with http:// or https://");
-            }
+        if let Some(a) = &analyzer
+            && !(a.starts_with("http://") || a.starts_with("https://"))
+        {
+            bail!("--analyzer {a:?} must be a URL starting with http:// or https://");
         }
         let spool_max_bytes = o.spool_max_bytes.unwrap_or(file.spool_max_bytes);
         if spool_max_bytes == 0 {

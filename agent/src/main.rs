@@ -104,6 +104,7 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up; boxing buys nothing
 enum Command {
     /// Classify kernel/training log lines from stdin: one JSON object per line on stdout.
     ClassifyLog,
@@ -178,12 +179,11 @@ struct Parts {
 fn registry(s: &Settings, parts: &Parts) -> Registry {
     let roots = Roots { sysfs: s.sysfs_root.clone(), procfs: s.procfs_root.clone() };
     let mut reg = Registry::base(&roots);
-    if !s.no_gpu {
-        if let Some(gpu) =
+    if !s.no_gpu
+        && let Some(gpu) =
             collect::gpu::GpuCollector::new(s.nvml_lib.as_deref(), parts.events.clone(), parts.pci.clone())
-        {
-            reg.push(Box::new(gpu));
-        }
+    {
+        reg.push(Box::new(gpu));
     }
     reg.push(Box::new(collect::jobs::JobsCollector::new(
         s.procfs_root.clone(),
@@ -233,7 +233,7 @@ struct Cycle {
 impl Cycle {
     fn build(&mut self, urgent: bool, shutdown: bool) -> NodeReport {
         let start = Instant::now();
-        let seq = match self.seq.next() {
+        let seq = match self.seq.take_next() {
             Ok(s) => s,
             Err(e) => {
                 if !self.seq_error_logged {
@@ -480,10 +480,10 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
             tracing::warn!("the last collection cycle did not finish in time; exiting without it");
             return Ok(());
         }
-        if let Some(task) = pusher {
-            if tokio::time::timeout(push::SHUTDOWN_FLUSH_DEADLINE + Duration::from_secs(5), task).await.is_err() {
-                tracing::warn!("the pusher did not finish in time");
-            }
+        if let Some(task) = pusher
+            && tokio::time::timeout(push::SHUTDOWN_FLUSH_DEADLINE + Duration::from_secs(5), task).await.is_err()
+        {
+            tracing::warn!("the pusher did not finish in time");
         }
         Ok::<(), anyhow::Error>(())
     })?;

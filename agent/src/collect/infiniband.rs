@@ -212,10 +212,10 @@ fn netdev_for_port(ddir: &Path, port: u32) -> Option<String> {
     let mut idx: Vec<u32> = list_dir(&ndevs).unwrap_or_default().iter().filter_map(|n| n.parse().ok()).collect();
     idx.sort_unstable();
     for i in idx.iter().take(16) {
-        if let Ok(n) = read_trimmed(&ndevs.join(i.to_string())) {
-            if faultline_proto::id::valid_name(&n) {
-                return Some(n);
-            }
+        if let Ok(n) = read_trimmed(&ndevs.join(i.to_string()))
+            && faultline_proto::id::valid_name(&n)
+        {
+            return Some(n);
         }
     }
     let net = ddir.join("device/net");

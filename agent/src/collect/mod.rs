@@ -214,14 +214,14 @@ impl CounterWatch {
         errs: &mut Vec<CollectError>,
     ) {
         let key = format!("{nic}\u{0}{counter}");
-        if let Some(&old) = self.prev.get(&key) {
-            if value < old {
-                errs.push(CollectError::Counter {
-                    nic: nic.into(),
-                    counter: counter.into(),
-                    problem: "went backwards (wrapped or reset)",
-                });
-            }
+        if let Some(&old) = self.prev.get(&key)
+            && value < old
+        {
+            errs.push(CollectError::Counter {
+                nic: nic.into(),
+                counter: counter.into(),
+                problem: "went backwards (wrapped or reset)",
+            });
         }
         let at_max = width_bits.is_some_and(|w| w < 64 && value == (1u64 << w) - 1);
         if at_max {

@@ -203,10 +203,10 @@ impl Pusher {
     /// arrived, so shutdown can take over with its deadline.
     async fn drain(&mut self, mut rx: Option<&mut mpsc::Receiver<Outgoing>>) -> bool {
         while let Some(seq) = self.spool.oldest() {
-            if let Some(rx) = rx.as_deref_mut() {
-                if self.absorb(rx) {
-                    return true;
-                }
+            if let Some(rx) = rx.as_deref_mut()
+                && self.absorb(rx)
+            {
+                return true;
             }
             let body = match self.spool.read(seq) {
                 Ok(b) => b,
@@ -251,12 +251,12 @@ impl Pusher {
     /// What cannot be sent within the deadline stays spooled for the next start.
     async fn finish(&mut self, last: Option<Outgoing>) {
         let flush = async {
-            if let Some(last) = last {
-                if !self.spool(&last) {
-                    // Could not spool it (disk full?): try it directly, after the older ones.
-                    self.drain(None).await;
-                    return self.send_or_spool(last).await;
-                }
+            if let Some(last) = last
+                && !self.spool(&last)
+            {
+                // Could not spool it (disk full?): try it directly, after the older ones.
+                self.drain(None).await;
+                return self.send_or_spool(last).await;
             }
             self.drain(None).await;
         };

@@ -167,7 +167,7 @@ impl SeqFile {
     }
 
     /// The number for the next report; the one after it is persisted before this returns.
-    pub fn next(&mut self) -> Result<u64, SpoolError> {
+    pub fn take_next(&mut self) -> Result<u64, SpoolError> {
         let seq = self.next;
         self.next += 1;
         if let Some(path) = &self.path {
@@ -230,14 +230,14 @@ mod tests {
     fn seq_continues_across_restarts_and_stays_above_the_spool() {
         let dir = tempfile::tempdir().unwrap();
         let mut q = SeqFile::open(dir.path(), None).unwrap();
-        assert_eq!(q.next().unwrap(), 1);
-        assert_eq!(q.next().unwrap(), 2);
+        assert_eq!(q.take_next().unwrap(), 1);
+        assert_eq!(q.take_next().unwrap(), 2);
         let mut q = SeqFile::open(dir.path(), None).unwrap();
-        assert_eq!(q.next().unwrap(), 3);
+        assert_eq!(q.take_next().unwrap(), 3);
         let mut s = Spool::open(dir.path(), 1000).unwrap();
         s.push(10, b"{}").unwrap();
         let mut q = SeqFile::open(dir.path(), Some(&s)).unwrap();
-        assert_eq!(q.next().unwrap(), 11);
+        assert_eq!(q.take_next().unwrap(), 11);
         let ro = SeqFile::read_only(dir.path());
         assert_eq!(ro.peek(), 12);
     }
