@@ -459,10 +459,10 @@ impl ProgressStore {
     /// Parse, validate and apply one post body at the current time.
     pub fn post_json(&self, body: &[u8]) -> Result<(), PostError> {
         let res = ProgressPost::from_json(body).and_then(|p| self.apply(p, now_ms()));
-        if let Err(e) = &res {
-            if !matches!(e, PostError::Full(_)) {
-                self.rejected.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Err(e) = &res
+            && !matches!(e, PostError::Full(_))
+        {
+            self.rejected.fetch_add(1, Ordering::Relaxed);
         }
         res
     }

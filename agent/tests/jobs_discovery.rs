@@ -295,3 +295,37 @@ fn rank_cpu_time_grows_and_non_job_cpu_is_measured() {
     let pct = r.host.unwrap().cpu_non_job_pct.unwrap();
     assert!((0.0..=100.0).contains(&pct), "{pct}");
 }
+
+#[test]
+fn torchrun_under_slurm_reports_framework_ranks_not_the_srun_tasks_that_launch_them() {
+    let store = ProgressStore::new();
+    let mut c = collector(&store, JobsConfig::default());
+    let slurm = |job: &str, procid: &str| {
+        vec![
+            ("SLURM_JOB_ID", job.to_string()),
+            ("SLURM_PROCID", procid.to_string()),
+            ("SLURM_NTASKS", "2".to_string()),
+            ("WORLD_SIZE", "8".to_string()),
+        ]
+    };
+    // Job A: srun task 0 starts torchrun, which starts framework ranks 0..3.
+    let job_a = uniq("slurm-tr-a");
+    let la = spawn("for r in 0 1 2 3; do RANK=$r LOCAL_RANK=$r sleep 60 & done; wait", &slurm(&job_a, "0"));
+    // Job B: srun task 1 starts one worker that is framework rank 1, the same number as its launcher.
+    let job_b = uniq("slurm-tr-b");
+    let lb = spawn("RANK=1 LOCAL_RANK=0 sleep 60 & wait", &slurm(&job_b, "1"));
+    let wa = wait_children(la.0.id(), 4);
+    let wb = wait_children(lb.0.id(), 1);
+    let r = poll(&mut c, Vec::new, &[], "framework ranks of both jobs", |r| {
+        let a = r.jobs.iter().find(|j| j.job_id == job_a);
+        let b = r.jobs.iter().find(|j| j.job_id == job_b);
+        a.is_some_and(|j| j.ranks.len() == 4 && j.ranks.iter().all(|s| s.pid.is_some_and(|p| wa.contains(&p))))
+            && b.is_some_and(|j| j.ranks.len() == 1 && j.ranks[0].pid == Some(wb[0]))
+    });
+    let a = r.jobs.iter().find(|j| j.job_id == job_a).unwrap();
+    assert_eq!(a.scheduler, Scheduler::Slurm);
+    assert_eq!(a.world_size, Some(8), "the framework's world size, not SLURM_NTASKS");
+    assert_eq!(a.ranks.iter().map(|s| s.rank).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+    let b = r.jobs.iter().find(|j| j.job_id == job_b).unwrap();
+    assert_eq!((b.ranks[0].rank, b.ranks[0].local_rank), (1, Some(0)));
+}

@@ -223,3 +223,32 @@ fn config_is_strict_toml_with_defaults() {
     let e = toml::from_str::<JobsConfig>("job_env = [\"X\"]\n").unwrap_err();
     assert!(e.to_string().contains("job_env"), "{e}");
 }
+
+#[test]
+fn progress_for_made_up_jobs_cannot_push_a_live_job_out_of_the_report() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    write_totals(root, 1000);
+    let live = P {
+        pid: 900,
+        ppid: 1,
+        state: 'S',
+        ticks: 5,
+        exit_status: 0,
+        cgroup: "/user.slice",
+        environ: Some("SLURM_JOB_ID=zzz-live SLURM_PROCID=0"),
+    };
+    write_proc(root, &live);
+    let store = ProgressStore::new();
+    let limit = faultline_proto::limits::MAX_JOBS;
+    for j in 0..limit + 20 {
+        store.post_json(format!(r#"{{"job":"a{j:04}","rank":0,"step":1}}"#).as_bytes()).unwrap();
+    }
+    let mut c = JobsCollector::new(root.to_path_buf(), store, JobsConfig::default());
+    let mut r = report(T0);
+    c.collect(&mut r).unwrap();
+    assert_eq!(r.jobs.len(), limit);
+    assert!(r.jobs.iter().any(|j| j.job_id == "zzz-live" && j.ranks[0].pid == Some(900)));
+    assert!(r.jobs.windows(2).all(|w| w[0].job_id < w[1].job_id), "still in id order");
+    assert!(r.validate().is_ok(), "{:?}", r.validate());
+}

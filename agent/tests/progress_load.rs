@@ -201,3 +201,29 @@ fn progress_api_load_1000_ranks_10_posts_per_second() {
     assert!(entries.iter().all(|e| e["progress"]["step"].as_u64() == Some(last_step)));
     drop(agent);
 }
+
+/// The in-process part of a post (parse, validate, store) without HTTP, to tell how much of the
+/// per-post cost is ours and how much is the socket and HTTP layers.
+#[test]
+#[ignore = "benchmark: run with --release -- --ignored --nocapture"]
+fn progress_store_cost_per_post_without_http() {
+    let store = faultline_agent::progress::ProgressStore::new();
+    let ranks = 1000u64;
+    let rounds = 200u64;
+    let bodies: Vec<String> = (0..ranks)
+        .flat_map(|r| {
+            (0..2).map(move |s| {
+                format!(r#"{{"job":"bench","rank":{r},"step":{s},"step_time_ms":100.0,"compute_ms":80.0,"loss":2.5}}"#)
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    for round in 0..rounds {
+        for r in 0..ranks {
+            let b = &bodies[(r * 2 + round % 2) as usize];
+            store.post_json(b.as_bytes()).unwrap();
+        }
+    }
+    let per = start.elapsed().as_secs_f64() / (ranks * rounds) as f64;
+    println!("store: {:.2} us per post (parse + validate + apply), {} entries", per * 1e6, store.len());
+}

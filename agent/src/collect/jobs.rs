@@ -178,12 +178,12 @@ fn parse_cgroup(text: &str) -> CgroupIds {
         // hierarchy-id:controllers:path
         let Some(path) = line.splitn(3, ':').nth(2) else { continue };
         for comp in path.split('/') {
-            if ids.slurm_job.is_none() {
-                if let Some(id) = comp.strip_prefix("job_") {
-                    if !id.is_empty() && id.chars().all(|c| c.is_ascii_digit()) {
-                        ids.slurm_job = Some(id.to_string());
-                    }
-                }
+            if ids.slurm_job.is_none()
+                && let Some(id) = comp.strip_prefix("job_")
+                && !id.is_empty()
+                && id.chars().all(|c| c.is_ascii_digit())
+            {
+                ids.slurm_job = Some(id.to_string());
             }
             if ids.pod_uid.is_none() {
                 ids.pod_uid = pod_uid_of(comp);
@@ -615,6 +615,9 @@ fn uptime_secs(procfs: &Path) -> Option<f64> {
     std::fs::read_to_string(procfs.join("uptime")).ok()?.split_whitespace().next()?.parse().ok()
 }
 
+/// A job being assembled: scheduler, world size, ranks by number.
+type JobParts = (Scheduler, Option<u32>, BTreeMap<u32, RankSample>);
+
 /// One process that may be a rank.
 struct Candidate {
     job: String,
@@ -670,10 +673,10 @@ impl Collector for JobsCollector {
                 cands.insert(*pid, Candidate { job: job.clone(), rank, source });
             } else if !id.env_readable {
                 // Environment unreadable: a process of a Slurm job or pod on a GPU is a rank.
-                if let (Some(cg_job), Some(gpus)) = (&id.cgroup_job, nvml.get(pid)) {
-                    if let Some(&g) = gpus.iter().min() {
-                        cands.insert(*pid, Candidate { job: cg_job.clone(), rank: g, source: RankSource::GpuIndex });
-                    }
+                if let (Some(cg_job), Some(gpus)) = (&id.cgroup_job, nvml.get(pid))
+                    && let Some(&g) = gpus.iter().min()
+                {
+                    cands.insert(*pid, Candidate { job: cg_job.clone(), rank: g, source: RankSource::GpuIndex });
                 }
             }
         }
@@ -695,12 +698,11 @@ impl Collector for JobsCollector {
         let mut launchers: HashSet<u32> = HashSet::new();
         for (pid, c) in &cands {
             for a in ancestors(*pid) {
-                if let Some(ac) = cands.get(&a) {
-                    if ac.job == c.job
-                        && (ac.rank != c.rank || (ac.source == RankSource::Slurm && c.source == RankSource::Framework))
-                    {
-                        launchers.insert(a);
-                    }
+                if let Some(ac) = cands.get(&a)
+                    && ac.job == c.job
+                    && (ac.rank != c.rank || (ac.source == RankSource::Slurm && c.source == RankSource::Framework))
+                {
+                    launchers.insert(a);
                 }
             }
         }
@@ -762,11 +764,11 @@ impl Collector for JobsCollector {
                 non_job_ticks += delta;
             }
         }
-        if let (Some(prev), Some(total)) = (self.prev_total, total_ticks) {
-            if total > prev {
-                let pct = (non_job_ticks as f64 * 100.0 / (total - prev) as f64).clamp(0.0, 100.0);
-                report.host.get_or_insert_with(Default::default).cpu_non_job_pct = Some(pct);
-            }
+        if let (Some(prev), Some(total)) = (self.prev_total, total_ticks)
+            && total > prev
+        {
+            let pct = (non_job_ticks as f64 * 100.0 / (total - prev) as f64).clamp(0.0, 100.0);
+            report.host.get_or_insert_with(Default::default).cpu_non_job_pct = Some(pct);
         }
         self.prev_ticks = next_ticks;
         self.prev_total = total_ticks;
@@ -785,7 +787,7 @@ impl Collector for JobsCollector {
         };
 
         // Alive (or zombie) ranks.
-        let mut jobs: BTreeMap<String, (Scheduler, Option<u32>, BTreeMap<u32, RankSample>)> = BTreeMap::new();
+        let mut jobs: BTreeMap<String, JobParts> = BTreeMap::new();
         let mut alive_keys: Vec<(String, u32)> = Vec::new();
         for ((job, rank), pid) in &rank_root {
             let (Some(st), Some(id)) = (by_pid.get(pid), idents.get(pid)) else { continue };
@@ -815,10 +817,9 @@ impl Collector for JobsCollector {
             }
             // A different process now holds a rank we knew: the old one exited.
             if let Some(old) = self.remembered.get(&key) {
-                if old.sample.pid != Some(*pid) || old.starttime != st.starttime {
-                    if old.gone_since_ms.is_none() {
-                        report.events.push(exit_event(now, job, &old.sample, None));
-                    }
+                let replaced = old.sample.pid != Some(*pid) || old.starttime != st.starttime;
+                if replaced && old.gone_since_ms.is_none() && old.sample.state != ProcState::Zombie {
+                    report.events.push(exit_event(now, job, &old.sample, None));
                 }
                 if state == ProcState::Zombie && old.sample.state != ProcState::Zombie && old.sample.pid == Some(*pid) {
                     report.events.push(exit_event(now, job, &old.sample, exit_code));
@@ -890,27 +891,39 @@ impl Collector for JobsCollector {
         }
 
         // Into the report, within the protocol's limits.
-        if jobs.len() > MAX_JOBS || jobs.values().any(|j| j.2.len() > MAX_RANKS_PER_JOB) {
-            if !self.warned_limits {
-                self.warned_limits = true;
-                tracing::warn!(
-                    jobs = jobs.len(),
-                    max_jobs = MAX_JOBS,
-                    max_ranks_per_job = MAX_RANKS_PER_JOB,
-                    "more jobs or ranks than a report may carry; the rest are left out"
-                );
-            }
+        if (jobs.len() > MAX_JOBS || jobs.values().any(|j| j.2.len() > MAX_RANKS_PER_JOB)) && !self.warned_limits {
+            self.warned_limits = true;
+            tracing::warn!(
+                jobs = jobs.len(),
+                max_jobs = MAX_JOBS,
+                max_ranks_per_job = MAX_RANKS_PER_JOB,
+                "more jobs or ranks than a report may carry; the rest are left out (logged once)"
+            );
         }
-        report.jobs = jobs
+        // Jobs and ranks with a process here come first when the limits bite, so posts for made-up
+        // ids cannot push real jobs out of the report.
+        let has_pid = |r: &RankSample| r.pid.is_some();
+        let mut list: Vec<JobSample> = jobs
             .into_iter()
-            .take(MAX_JOBS)
-            .map(|(job_id, (scheduler, world_size, ranks))| JobSample {
-                job_id,
-                scheduler,
-                world_size,
-                ranks: ranks.into_values().take(MAX_RANKS_PER_JOB).collect(),
+            .map(|(job_id, (scheduler, world_size, ranks))| {
+                let mut ranks: Vec<RankSample> = ranks.into_values().collect();
+                if ranks.len() > MAX_RANKS_PER_JOB {
+                    ranks.sort_by_key(|r| (!has_pid(r), r.rank));
+                    ranks.truncate(MAX_RANKS_PER_JOB);
+                    ranks.sort_by_key(|r| r.rank);
+                }
+                JobSample { job_id, scheduler, world_size, ranks }
             })
             .collect();
+        if list.len() > MAX_JOBS {
+            list.sort_by(|a, b| {
+                let live = |j: &JobSample| j.ranks.iter().any(has_pid);
+                (!live(a), &a.job_id).cmp(&(!live(b), &b.job_id))
+            });
+            list.truncate(MAX_JOBS);
+            list.sort_by(|a, b| a.job_id.cmp(&b.job_id));
+        }
+        report.jobs = list;
         report.dropped.progress = self.progress.dropped();
         Ok(())
     }
@@ -928,7 +941,8 @@ fn exit_event(now: i64, job: &str, s: &RankSample, code: Option<i32>) -> Event {
         source: EventSource::Agent,
         class: "process_exit".into(),
         severity: if code == Some(0) { Severity::Info } else { Severity::Warning },
-        component: s.gpus.first().map(|g| format!("gpu{g}")),
+        // The exit concerns the rank, not its GPU: naming the GPU would read as GPU evidence.
+        component: None,
         pid: s.pid,
         count: 1,
         message: format!(

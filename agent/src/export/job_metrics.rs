@@ -7,7 +7,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
-use faultline_proto::{NodeReport, ProcState, RankSample};
+use faultline_proto::{JobSample, NodeReport, ProcState, RankSample};
 
 use super::Snapshot;
 
@@ -53,7 +53,17 @@ fn alive(r: &RankSample) -> bool {
 fn encode_report(report: &NodeReport, enc: &mut DescriptorEncoder) -> std::fmt::Result {
     let host = report.node.clone();
     let exported = report.jobs.len().min(MAX_EXPORTED_JOBS);
-    let jobs = &report.jobs[..exported];
+    // Jobs with a live process here first (then by id), so ids that only post progress cannot crowd
+    // real jobs out; exported in id order.
+    let mut jobs: Vec<&JobSample> = report.jobs.iter().collect();
+    if jobs.len() > MAX_EXPORTED_JOBS {
+        jobs.sort_by(|a, b| {
+            let live = |j: &JobSample| j.ranks.iter().any(alive);
+            (!live(a), &a.job_id).cmp(&(!live(b), &b.job_id))
+        });
+        jobs.truncate(MAX_EXPORTED_JOBS);
+        jobs.sort_by(|a, b| a.job_id.cmp(&b.job_id));
+    }
     let ranks: Vec<(RankLabels, &RankSample)> = jobs
         .iter()
         .flat_map(|j| {
@@ -118,7 +128,7 @@ fn encode_report(report: &NodeReport, enc: &mut DescriptorEncoder) -> std::fmt::
             None,
             MetricType::Gauge,
         )?;
-        for j in jobs {
+        for j in &jobs {
             let labels = [("Hostname", host.clone()), ("job", j.job_id.clone())];
             m.encode_family(&labels)?.encode_gauge(&(j.ranks.len() as i64))?;
         }
@@ -147,7 +157,7 @@ impl Collector for JobMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use faultline_proto::{JobSample, Progress};
+    use faultline_proto::Progress;
     use prometheus_client::registry::Registry;
 
     fn scrape(report: Option<NodeReport>) -> String {
@@ -207,6 +217,20 @@ mod tests {
         let text = scrape(Some(report_with_jobs(MAX_EXPORTED_JOBS + 6)));
         assert!(text.contains(r#"faultline_agent_jobs_not_exported{Hostname="node-7"} 6"#), "{text}");
         assert_eq!(text.matches("faultline_job_ranks{").count(), MAX_EXPORTED_JOBS);
+    }
+
+    #[test]
+    fn a_live_job_is_exported_even_when_progress_only_jobs_fill_the_cap() {
+        let mut r = report_with_jobs(MAX_EXPORTED_JOBS + 1);
+        for j in &mut r.jobs {
+            j.ranks[0].state = ProcState::Unknown;
+            j.ranks[0].pid = None;
+        }
+        r.jobs.last_mut().unwrap().ranks[0].state = ProcState::Running;
+        let live = r.jobs.last().unwrap().job_id.clone();
+        let text = scrape(Some(r));
+        assert!(text.contains(&format!(r#"faultline_job_ranks{{Hostname="node-7",job="{live}"}} 1"#)), "{text}");
+        assert!(text.contains(r#"faultline_agent_jobs_not_exported{Hostname="node-7"} 1"#));
     }
 
     #[test]
