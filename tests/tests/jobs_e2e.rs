@@ -194,3 +194,33 @@ fn running_agent_takes_progress_refuses_bad_posts_and_sees_the_rank_exit() {
     });
     assert_eq!(sample(&scrape(&agent.url), "faultline_rank_step", &labels), Some(42.0), "nothing moved the step");
 }
+
+/// The Python snippet in `agent/PROGRESS.md`, run as written (only the URL points at this agent), must
+/// reach the agent, including a NaN loss.
+#[test]
+fn progress_md_python_snippet_posts_to_a_real_agent() {
+    let Some(python) = faultline_tests::external("python3") else { return };
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../agent/PROGRESS.md")).unwrap();
+    let snippet = doc.split("```python\n").nth(1).and_then(|s| s.split("```").next()).expect("python block");
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(bin("faultline-agent"));
+    cmd.args(["--listen", "127.0.0.1:0", "--progress-listen", "127.0.0.1:0", "--interval", "300ms", "--no-gpu"])
+        .arg("--spool-dir")
+        .arg(dir.path().join("spool"));
+    let mut agent = Proc::spawn(cmd);
+    let purl = agent.next_line(DEADLINE).expect("progress line").replace("progress on ", "");
+    assert!(snippet.contains("http://127.0.0.1:9431/progress"), "the snippet names the default address");
+    let script = format!(
+        "{}\nreport_progress(7, step_time_ms=120.0, compute_ms=90.0, loss=float('nan'))\n",
+        snippet.replace("http://127.0.0.1:9431/progress", &format!("{}/progress", purl.trim()))
+    );
+    let job = format!("py-{}", std::process::id());
+    let out = Command::new(python).arg("-c").arg(&script).env("SLURM_JOB_ID", &job).env("RANK", "2").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let list = faultline_tests::get_json(&format!("{}/progress", purl.trim()), None).expect("GET /progress");
+    let e = list.as_array().unwrap().iter().find(|e| e["job"] == job.as_str()).expect("the snippet's post");
+    assert_eq!(e["rank"], 2);
+    assert_eq!(e["progress"]["step"], 7);
+    assert_eq!(e["progress"]["nonfinite_loss"], true);
+    assert_eq!(e["progress"]["compute_ms"], 90.0);
+}
