@@ -6,6 +6,7 @@
 pub mod api;
 pub mod id;
 pub mod incident;
+pub mod remediation;
 pub mod report;
 pub mod topology;
 pub mod validate;

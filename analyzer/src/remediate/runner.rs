@@ -1,0 +1,505 @@
+//! Carries out the planner's steps against the server's state: finds drain targets in the graph and
+//! topology file, asks the scheduler adapter, records every action in the store (the incident
+//! timeline shows it) and in `/metrics`, logs, and serves the manual drain/resume of the API.
+//!
+//! Every scheduler call happens on a blocking thread: `run_loop` runs each round in
+//! `spawn_blocking`, and the HTTP handlers do the same. One round or manual action runs at a time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use faultline_proto::remediation::{
+    ActionOrigin, ActionRecord, ActionResult, ActionsView, DrainRequest, NodeAction, ResumeRequest,
+};
+use faultline_proto::{ComponentId, Incident};
+use tracing::{debug, error, info, warn};
+
+use super::slurm::SlurmRemediator;
+use super::{
+    AdapterKind, Planner, RemediateError, RemediationSettings, Remediator, Step, drains, manual_drain, manual_reason,
+    owned_by_faultline, record, targets,
+};
+use crate::server::{AppState, lock};
+use crate::store::{Store, StoreError};
+
+/// Most recent actions `GET /api/v1/actions` lists.
+pub const MAX_ACTIONS_LISTED: usize = 500;
+
+/// Remediation as the server holds it: settings, the adapter, the planner's state.
+pub struct Remediation {
+    settings: RemediationSettings,
+    adapter: Option<Arc<dyn Remediator>>,
+    planner: Mutex<Planner>,
+    /// One round or one manual action at a time, so two never race on the same node.
+    ops: Mutex<()>,
+}
+
+impl std::fmt::Debug for Remediation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remediation")
+            .field("adapter", &self.adapter.as_ref().map(|a| a.name()))
+            .field("dry_run", &self.settings.dry_run)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a manual drain or resume was refused; the HTTP layer turns it into a status.
+#[derive(Debug, thiserror::Error)]
+pub enum ManualError {
+    /// 400
+    #[error("{0}")]
+    BadRequest(String),
+    /// 503
+    #[error("no scheduler adapter is configured: set [remediation] adapter = \"slurm\" in the analyzer's config")]
+    NoAdapter,
+    /// 404
+    #[error("{0}")]
+    NotFound(String),
+    /// 409
+    #[error("{0}")]
+    Conflict(String),
+    /// 502
+    #[error("{0}")]
+    Scheduler(String),
+}
+
+impl Remediation {
+    /// Builds the configured adapter (none, or Slurm).
+    pub fn new(settings: &RemediationSettings) -> Self {
+        let adapter: Option<Arc<dyn Remediator>> = match settings.adapter {
+            AdapterKind::None => None,
+            AdapterKind::Slurm => Some(Arc::new(SlurmRemediator::new(&settings.slurm))),
+        };
+        Self::with_adapter(settings, adapter)
+    }
+
+    /// With an adapter the caller built (another scheduler).
+    pub fn with_adapter(settings: &RemediationSettings, adapter: Option<Arc<dyn Remediator>>) -> Self {
+        Self {
+            planner: Mutex::new(Planner::new(settings.clone(), adapter.is_some())),
+            settings: settings.clone(),
+            adapter,
+            ops: Mutex::new(()),
+        }
+    }
+
+    pub fn settings(&self) -> &RemediationSettings {
+        &self.settings
+    }
+
+    pub fn adapter_name(&self) -> Option<&'static str> {
+        self.adapter.as_ref().map(|a| a.name())
+    }
+
+    /// Rebuilds what faultline holds drained, the guard's window and which incidents were decided,
+    /// from the actions the store recorded.
+    pub fn restore(&self, store: &Store, now_s: f64) -> Result<(), StoreError> {
+        let records = store.actions_all()?;
+        let mut p = lock(&self.planner);
+        p.restore(&records, now_s);
+        if !p.held().is_empty() {
+            info!(nodes = p.held().len(), "remediation: nodes faultline drained are held until their incidents resolve");
+        }
+        Ok(())
+    }
+
+    fn target(&self, node: &str) -> String {
+        self.adapter.as_ref().map(|a| a.target(node)).unwrap_or_else(|| node.to_string())
+    }
+
+    /// One round: decide about new open incidents, retry failed drains, resume what is due, and
+    /// carry it all out. Blocks on the scheduler; call it from a blocking thread.
+    pub fn round(&self, st: &AppState) {
+        let _ops = lock(&self.ops);
+        let now_s = st.clock.now_s();
+        let open: Vec<Incident> = st.open.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let open_ids: BTreeSet<String> = open.iter().map(|i| i.id.clone()).collect();
+        let fresh: Vec<&Incident> = {
+            let p = lock(&self.planner);
+            open.iter().filter(|i| drains(i.class) && p.wants(&i.id)).collect()
+        };
+        let mut known: Option<usize> = None;
+        let mut steps = Vec::new();
+        for inc in fresh {
+            let k = *known.get_or_insert_with(|| known_nodes(st));
+            let t = targets(inc, |sw| nodes_behind(st, sw));
+            let target = |n: &str| self.target(n);
+            steps.extend(lock(&self.planner).plan_incident(inc, &t, k, &target, now_s));
+        }
+        let has_retries = lock(&self.planner).has_retries();
+        if has_retries {
+            let k = *known.get_or_insert_with(|| known_nodes(st));
+            steps.extend(lock(&self.planner).due_retries(&open_ids, k, now_s));
+        }
+        let held = !lock(&self.planner).held().is_empty();
+        let health: BTreeMap<String, bool> = if held {
+            let busy = busy_nodes(st, &open);
+            lock(&st.engine).nodes().into_iter().map(|n| (n.node.clone(), n.healthy && !busy.contains(&n.node))).collect()
+        } else {
+            BTreeMap::new()
+        };
+        steps.extend(lock(&self.planner).plan_resumes(&open_ids, &|n| health.get(n).copied(), now_s));
+        for step in steps {
+            self.execute(st, step, now_s);
+        }
+    }
+
+    fn execute(&self, st: &AppState, step: Step, now_s: f64) {
+        match step {
+            Step::Record(rec) => self.commit(st, rec),
+            Step::Page { incident, detail } => {
+                st.metrics.remediation_blocked();
+                error!(
+                    incident = %incident,
+                    detail = %detail,
+                    "REMEDIATION BLOCKED by the blast-radius guard: a person must decide"
+                );
+            }
+            Step::Drain { node, incident, reason, dry_run } => {
+                let target = self.target(&node);
+                let (result, adopt, detail) = if dry_run {
+                    (ActionResult::DryRun, false, format!("would drain {node} (scheduler node {target}) for {incident} with reason {reason:?} (dry run)"))
+                } else if let Some(a) = &self.adapter {
+                    drain_with(a.as_ref(), &node, &target, &incident, &reason)
+                } else {
+                    (ActionResult::Failed, false, RemediateError::NoAdapter.to_string())
+                };
+                lock(&self.planner).drain_done(&node, &incident, &reason, result, adopt, now_s);
+                let rec = record(
+                    now_s,
+                    NodeAction::Drain,
+                    &node,
+                    &target,
+                    Some(&incident),
+                    ActionOrigin::Auto,
+                    result,
+                    Some(&reason),
+                    detail,
+                );
+                self.commit(st, rec);
+            }
+            Step::Resume { node, incidents, dry_run } => {
+                let target = self.target(&node);
+                let after = incidents.join(", ");
+                let (result, detail) = if dry_run {
+                    (ActionResult::DryRun, format!("would resume {node} (scheduler node {target}): {after} resolved and the node stayed healthy (dry run)"))
+                } else if let Some(a) = &self.adapter {
+                    resume_with(a.as_ref(), &node, &target, &after)
+                } else {
+                    (ActionResult::Failed, RemediateError::NoAdapter.to_string())
+                };
+                lock(&self.planner).resume_done(&node, result, now_s);
+                // The resume belongs to every incident that drained the node.
+                for (i, inc) in incidents.iter().enumerate() {
+                    let rec = record(
+                        now_s,
+                        NodeAction::Resume,
+                        &node,
+                        &target,
+                        Some(inc),
+                        ActionOrigin::Auto,
+                        result,
+                        None,
+                        detail.clone(),
+                    );
+                    if i > 0 {
+                        // One scheduler call: counted and logged once, recorded on every incident.
+                        self.store_only(st, &rec);
+                    } else {
+                        self.commit(st, rec);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records an action in the store and the metrics, and logs it.
+    fn commit(&self, st: &AppState, rec: ActionRecord) {
+        st.metrics.remediation_action(rec.action, rec.result);
+        log_action(&rec);
+        self.store_only(st, &rec);
+    }
+
+    fn store_only(&self, st: &AppState, rec: &ActionRecord) {
+        if let Err(e) = lock(&st.store).record_action(rec) {
+            st.metrics.store_error();
+            error!(node = %rec.node, action = %rec.action, result = %rec.result, error = %e, "cannot record a remediation action");
+        }
+    }
+
+    /// `POST /api/v1/actions/drain`: a person drains a node. Blocks on the scheduler.
+    pub fn manual_drain(&self, st: &AppState, req: &DrainRequest) -> Result<ActionRecord, ManualError> {
+        let _ops = lock(&self.ops);
+        let node = checked_node(&req.node)?;
+        let a = self.adapter.as_ref().ok_or(ManualError::NoAdapter)?;
+        let target = a.target(node);
+        let reason = manual_reason(req.reason.as_deref());
+        let now_s = st.clock.now_s();
+        let state = a.node_state(node).map_err(|e| scheduler_error(e, node))?;
+        let (result, detail) = if state.drained && owned_by_faultline(state.reason.as_deref()) {
+            (
+                ActionResult::Skipped,
+                format!("{node} is already drained by faultline (reason {:?}); nothing changed", state.reason.unwrap_or_default()),
+            )
+        } else if state.drained {
+            return Err(ManualError::Conflict(format!(
+                "{node} is already drained by someone else (reason {:?}); faultline does not overwrite another drain",
+                state.reason.unwrap_or_default()
+            )));
+        } else if self.settings.dry_run {
+            (ActionResult::DryRun, format!("would drain {node} (scheduler node {target}) by hand with reason {reason:?} (dry run)"))
+        } else {
+            match a.drain(node, &reason) {
+                Ok(()) => (ActionResult::Ok, format!("drained {node} by hand (scheduler node {target}) with reason {reason:?}")),
+                Err(e) => {
+                    let rec = record(now_s, NodeAction::Drain, node, &target, None, ActionOrigin::Manual, ActionResult::Failed, Some(&reason), format!("drain of {node} by hand failed: {e}"));
+                    self.commit(st, rec);
+                    return Err(scheduler_error(e, node));
+                }
+            }
+        };
+        let rec = record(now_s, NodeAction::Drain, node, &target, None, ActionOrigin::Manual, result, Some(&reason), detail);
+        self.commit(st, rec.clone());
+        Ok(rec)
+    }
+
+    /// `POST /api/v1/actions/resume`: a person resumes a node; only a `faultline:` drain unless
+    /// `force`. Blocks on the scheduler.
+    pub fn manual_resume(&self, st: &AppState, req: &ResumeRequest) -> Result<ActionRecord, ManualError> {
+        let _ops = lock(&self.ops);
+        let node = checked_node(&req.node)?;
+        let a = self.adapter.as_ref().ok_or(ManualError::NoAdapter)?;
+        let target = a.target(node);
+        let now_s = st.clock.now_s();
+        let state = a.node_state(node).map_err(|e| scheduler_error(e, node))?;
+        if !state.drained {
+            return Err(ManualError::Conflict(format!(
+                "{node} is not drained (state {}); nothing to resume",
+                state.state
+            )));
+        }
+        let reason = state.reason.clone().unwrap_or_default();
+        if !owned_by_faultline(state.reason.as_deref()) && !req.force {
+            return Err(ManualError::Conflict(format!(
+                "{node} was drained by someone else (reason {reason:?}); faultline resumes only its own drains; pass --force to resume it anyway"
+            )));
+        }
+        let forced = if owned_by_faultline(state.reason.as_deref()) { "" } else { " (forced: someone else's drain)" };
+        let (result, detail) = if self.settings.dry_run {
+            (ActionResult::DryRun, format!("would resume {node} by hand (drain reason {reason:?}){forced} (dry run)"))
+        } else {
+            match a.resume(node) {
+                Ok(()) => {
+                    lock(&self.planner).forget(node);
+                    (ActionResult::Ok, format!("resumed {node} by hand (drain reason was {reason:?}){forced}"))
+                }
+                Err(e) => {
+                    let rec = record(now_s, NodeAction::Resume, node, &target, None, ActionOrigin::Manual, ActionResult::Failed, None, format!("resume of {node} by hand failed: {e}"));
+                    self.commit(st, rec);
+                    return Err(scheduler_error(e, node));
+                }
+            }
+        };
+        let rec = record(now_s, NodeAction::Resume, node, &target, None, ActionOrigin::Manual, result, None, detail);
+        self.commit(st, rec.clone());
+        Ok(rec)
+    }
+
+    /// `GET /api/v1/actions`: pending and taken actions.
+    pub fn view(&self, st: &AppState) -> Result<ActionsView, StoreError> {
+        let now_s = st.clock.now_s();
+        let open_ids: BTreeSet<String> = st.open.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        let known = known_nodes(st);
+        let (pending, drained, limit) = {
+            let mut p = lock(&self.planner);
+            let drained = p.drained_in_window(now_s);
+            (p.pending_view(&open_ids), drained, p.limit(known))
+        };
+        let taken = lock(&st.store).actions_recent(MAX_ACTIONS_LISTED)?;
+        Ok(ActionsView {
+            adapter: self.adapter_name().map(str::to_string),
+            dry_run: self.settings.dry_run,
+            default_mode: self.settings.policy.default,
+            drain_limit: u32::try_from(limit).unwrap_or(u32::MAX),
+            drained_in_window: u32::try_from(drained).unwrap_or(u32::MAX),
+            window_s: self.settings.window_s,
+            pending,
+            taken,
+        })
+    }
+}
+
+/// Drains `node` unless it is already drained; never overwrites another drain.
+fn drain_with(a: &dyn Remediator, node: &str, target: &str, incident: &str, reason: &str) -> (ActionResult, bool, String) {
+    match a.node_state(node) {
+        Err(e) => (ActionResult::Failed, false, format!("cannot read the state of {node} before draining it for {incident}: {e}")),
+        Ok(s) if s.drained && manual_drain(s.reason.as_deref()) => (
+            ActionResult::Skipped,
+            false,
+            format!("{node} is already drained by hand through faultline (reason {:?}); left for a person to resume", s.reason.unwrap_or_default()),
+        ),
+        Ok(s) if s.drained && owned_by_faultline(s.reason.as_deref()) => (
+            ActionResult::Skipped,
+            true,
+            format!("{node} is already drained by faultline (reason {:?}); it now also waits for {incident}", s.reason.unwrap_or_default()),
+        ),
+        Ok(s) if s.drained => (
+            ActionResult::Skipped,
+            false,
+            format!(
+                "{node} is already drained by someone else (reason {:?}); left as it is, and faultline will not resume it",
+                s.reason.unwrap_or_default()
+            ),
+        ),
+        Ok(_) => match a.drain(node, reason) {
+            Ok(()) => (ActionResult::Ok, false, format!("drained {node} in {} (node {target}) with reason {reason:?}", a.name())),
+            Err(e) => (ActionResult::Failed, false, format!("drain of {node} for {incident} failed: {e}")),
+        },
+    }
+}
+
+/// Resumes `node` only if its drain reason is still faultline's.
+fn resume_with(a: &dyn Remediator, node: &str, target: &str, after: &str) -> (ActionResult, String) {
+    match a.node_state(node) {
+        Err(e) => (ActionResult::Failed, format!("cannot read the state of {node} before resuming it: {e}")),
+        Ok(s) if !s.drained => (
+            ActionResult::Skipped,
+            format!("{node} is no longer drained (state {}); someone resumed it already", s.state),
+        ),
+        Ok(s) if !owned_by_faultline(s.reason.as_deref()) => (
+            ActionResult::Skipped,
+            format!(
+                "{node} is now drained by someone else (reason {:?}); faultline leaves it drained",
+                s.reason.unwrap_or_default()
+            ),
+        ),
+        Ok(_) => match a.resume(node) {
+            Ok(()) => (
+                ActionResult::Ok,
+                format!("resumed {node} in {} (node {target}): {after} resolved and the node stayed healthy", a.name()),
+            ),
+            Err(e) => (ActionResult::Failed, format!("resume of {node} failed: {e}")),
+        },
+    }
+}
+
+fn log_action(r: &ActionRecord) {
+    let inc = r.incident.as_deref().unwrap_or("-");
+    match r.result {
+        ActionResult::Ok | ActionResult::Suggested | ActionResult::DryRun | ActionResult::Skipped => {
+            info!(action = %r.action, node = %r.node, incident = %inc, result = %r.result, detail = %r.detail, "remediation")
+        }
+        ActionResult::Failed => {
+            warn!(action = %r.action, node = %r.node, incident = %inc, detail = %r.detail, "remediation failed")
+        }
+        ActionResult::Blocked => {
+            error!(action = %r.action, node = %r.node, incident = %inc, detail = %r.detail, "remediation blocked")
+        }
+    }
+}
+
+fn checked_node(node: &str) -> Result<&str, ManualError> {
+    let n = node.trim();
+    if !faultline_proto::id::valid_name(n) {
+        return Err(ManualError::BadRequest(format!(
+            "node {node:?} is not a node name (non-empty, at most 128 bytes, no '/', spaces or control characters)"
+        )));
+    }
+    Ok(n)
+}
+
+fn scheduler_error(e: RemediateError, node: &str) -> ManualError {
+    match e {
+        RemediateError::UnknownNode { .. } => ManualError::NotFound(format!("the scheduler does not know node {node}: {e}")),
+        RemediateError::BadNodeName { .. } => ManualError::BadRequest(e.to_string()),
+        RemediateError::NoAdapter => ManualError::NoAdapter,
+        other => ManualError::Scheduler(other.to_string()),
+    }
+}
+
+/// Nodes known to the analyzer: heard from, or named in the topology file.
+pub fn known_nodes(st: &AppState) -> usize {
+    let mut names: BTreeSet<String> = lock(&st.ledger).iter().map(|(n, _)| n.clone()).collect();
+    for r in &st.topology.racks {
+        names.extend(r.nodes.iter().cloned());
+    }
+    for r in &st.topology.rails {
+        names.extend(r.nodes.iter().flatten().cloned());
+    }
+    for l in &st.topology.links {
+        if let Ok(id) = l.nic.parse::<ComponentId>()
+            && let Some(h) = id.host()
+        {
+            names.insert(h.to_string());
+        }
+    }
+    names.len()
+}
+
+/// Every node whose NICs hang off `switch` (for a spine: off the leaves below it), from the graph
+/// (NICs agents reported) and the topology file (racks, rails with node lists, single links).
+pub fn nodes_behind(st: &AppState, switch: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![switch.to_string()];
+    while let Some(sw) = stack.pop() {
+        if !seen.insert(sw.clone()) {
+            continue;
+        }
+        if let Some(view) = lock(&st.engine).component(&ComponentId::switch(&sw)) {
+            for d in view.dependents {
+                match d {
+                    ComponentId::Nic { host, .. } => {
+                        out.insert(host);
+                    }
+                    ComponentId::Switch { name } => stack.push(name),
+                    _ => {}
+                }
+            }
+        }
+        for r in st.topology.racks.iter().filter(|r| r.leaf == sw) {
+            out.extend(r.nodes.iter().cloned());
+        }
+        for r in st.topology.rails.iter().filter(|r| r.leaf == sw) {
+            out.extend(r.nodes.iter().flatten().cloned());
+        }
+        for l in st.topology.links.iter().filter(|l| l.switch == sw) {
+            if let Ok(id) = l.nic.parse::<ComponentId>()
+                && let Some(h) = id.host()
+            {
+                out.insert(h.to_string());
+            }
+        }
+        for s in st.topology.switches.iter().filter(|s| s.uplinks.iter().any(|u| *u == sw)) {
+            stack.push(s.name.clone());
+        }
+    }
+    out
+}
+
+/// Nodes an open incident still concerns: its root's host, or the nodes behind a broken switch.
+fn busy_nodes(st: &AppState, open: &[Incident]) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for i in open {
+        match &i.root {
+            ComponentId::Switch { name } if drains(i.class) => out.extend(nodes_behind(st, name)),
+            r => out.extend(r.host().map(str::to_string)),
+        }
+    }
+    out
+}
+
+/// Runs a remediation round every `every` until the task is aborted.
+pub async fn run_loop(state: Arc<AppState>, every: Duration) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let st = state.clone();
+        match tokio::task::spawn_blocking(move || st.remediation.round(&st)).await {
+            Ok(()) => debug!("remediation round"),
+            Err(e) => error!(error = %e, "remediation round panicked; continuing"),
+        }
+    }
+}
