@@ -319,8 +319,9 @@ impl State {
             node.duplicates += 1;
             return Applied::Duplicate;
         }
-        if node.reports > 0 && r.seq > node.last_seq + 1 {
-            node.seq_gaps += r.seq - node.last_seq - 1;
+        // Saturating: a report may carry any u64 seq, `u64::MAX` included (found by fuzzing).
+        if node.reports > 0 && r.seq > node.last_seq.saturating_add(1) {
+            node.seq_gaps = node.seq_gaps.saturating_add(r.seq - node.last_seq - 1);
         }
         let stale = node.reports > 0 && r.timestamp_ms < node.last_report_ms;
         node.reports += 1;
