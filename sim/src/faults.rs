@@ -635,6 +635,10 @@ impl Fault {
         }
         use FaultClass as K;
         let g = self.gpu.unwrap_or(0) as usize;
+        if self.gpu.is_some() && ctx.crossed(self.end_ms) {
+            // A GPU fault that clears was dealt with by a reset (or a new GPU).
+            ctx.dynamic.gpus[g].reset();
+        }
         match self.kind() {
             K::GpuLost if on => ctx.gpu_state[g] = GpuState::Lost,
             K::GpuGspHang if on => ctx.gpu_state[g] = GpuState::Unresponsive,

@@ -31,6 +31,9 @@ pub const NIC_IDLE_BYTES_PER_S: f64 = 2.0e3;
 pub const XMIT_WAIT_PER_S: f64 = 3_000.0;
 /// Rated IB speed, Gb/s (NDR).
 pub const NIC_RATE_GBPS: f64 = 400.0;
+/// Step-to-step jitter of the global gradient norm (absolute, on a norm near 1) at noise 1: it moves
+/// smoothly in steady pre-training; ranks reporting a few steps apart see nearly the same value.
+pub const GRAD_NORM_JITTER: f64 = 0.015;
 /// Agent version the simulated agents report.
 pub const AGENT_VERSION: &str = concat!("faultline-sim/", env!("CARGO_PKG_VERSION"));
 
@@ -150,6 +153,18 @@ pub struct NodeDyn {
     pub nics: Vec<NicDyn>,
 }
 
+impl GpuDyn {
+    /// A GPU reset (or replacement) after a fault cleared: volatile error counts start over and
+    /// pending row remaps are applied; aggregate counts stay.
+    pub fn reset(&mut self) {
+        self.sbe_vol = 0;
+        self.dbe_vol = 0;
+        self.sram_unc = 0;
+        self.remap_pending = false;
+        self.remap_failure = false;
+    }
+}
+
 impl NodeDyn {
     pub fn new(cluster: &Cluster, n: usize, seed: u64, phase_ms: i64, interval_ms: i64) -> Self {
         let u = |k: u64| noise::unit(&[seed, what::STATIC, n as u64, 1000 + k]);
@@ -172,13 +187,17 @@ impl NodeDyn {
         let u = |a: u64, b: u64| noise::unit(&[seed, what::STATIC, n as u64, a, b]);
         let small = |a: u64, b: u64, max: f64| (u(a, b) * max) as u64;
         let agg: Vec<(u64, u64)> = self.gpus.iter().map(|g| (g.sbe_agg, g.dbe_agg)).collect();
+        let remap: Vec<(u64, u64, bool)> =
+            self.gpus.iter().map(|g| (g.remap_corr, g.remap_unc, g.remap_failure)).collect();
         self.gpus = (0..spec.gpus_per_node as u64)
             .map(|g| GpuDyn {
                 energy_mj: up_s * 250.0 * 1000.0,
                 sbe_agg: agg.get(g as usize).map_or(small(10, g, 40.0), |a| a.0),
                 dbe_agg: agg.get(g as usize).map_or(0, |a| a.1),
                 pcie_replay: small(11, g, 4.0),
-                remap_corr: small(12, g, 2.5),
+                remap_corr: remap.get(g as usize).map_or(small(12, g, 2.5), |r| r.0),
+                remap_unc: remap.get(g as usize).map_or(0, |r| r.1),
+                remap_failure: remap.get(g as usize).is_some_and(|r| r.2),
                 nvl: (0..spec.nvlinks_per_gpu as u64)
                     .map(|l| [small(13, g * 64 + l, 6.0) * u64::from(up_s > 3600.0), small(14, g * 64 + l, 3.0), 0])
                     .collect(),
@@ -720,8 +739,10 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
         let ended_ok = matches!(rh.view, RankView::Exited { code: 0, .. });
         let loss_at = |step: u64| 1.8 + 6.0 * (-(step as f64) / 3_000.0).exp();
         let mut loss = loss_at(jd.step) + noise.plus(what::LOSS, rkey, jd.step, 0.01);
-        let mut grad =
-            0.8 + 0.4 * (-(jd.step as f64) / 2_000.0).exp() + noise.plus(what::LOSS, rkey, jd.step ^ 1, 0.05);
+        // The global gradient norm is computed after the all-reduce: every rank logs the same value.
+        let mut grad = 0.8
+            + 0.4 * (-(jd.step as f64) / 2_000.0).exp()
+            + noise.plus(what::LOSS, job.tag, jd.step ^ 1, GRAD_NORM_JITTER);
         let mut nonfinite = false;
         if let Some(at) = job_sdc_since(w, rh.j, ts) {
             loss += ((ts - at) as f64 / 1000.0 * 0.002).min(3.0); // the job diverges

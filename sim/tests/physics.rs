@@ -237,7 +237,6 @@ fn counters_never_go_back_within_a_boot_and_healthy_ports_carry_old_errors() {
                 continue;
             }
             vals.push((format!("gpu{}/energy", g.index), g.energy_mj.unwrap()));
-            vals.push((format!("gpu{}/sbe", g.index), g.ecc.sbe_volatile.unwrap()));
             vals.push((format!("gpu{}/sbe_agg", g.index), g.ecc.sbe_aggregate.unwrap()));
             vals.push((format!("gpu{}/replay", g.index), g.pcie.as_ref().unwrap().replay_count.unwrap()));
             for l in &g.nvlinks {
