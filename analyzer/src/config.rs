@@ -57,6 +57,13 @@ pub struct Config {
     pub metrics_max_components: usize,
     /// Most incidents one list request returns (a client may ask for fewer with `limit`).
     pub list_limit: usize,
+    /// Notifications: `[notify]` with `[[notify.webhook]]`, `[[notify.alertmanager]]` and
+    /// `[[notify.slack]]` receivers (see analyzer/NOTIFY.md). None by default.
+    pub notify: crate::notify::NotifyConfig,
+    /// Acting on incidents: `[remediation]` with the policy per class and severity (`off`,
+    /// `suggest`, `act`), the blast-radius guard, and `[remediation.slurm]` (see
+    /// analyzer/REMEDIATION.md). Default: suggest only, no scheduler adapter.
+    pub remediation: crate::remediate::RemediationConfig,
 }
 
 impl Default for Config {
@@ -74,6 +81,8 @@ impl Default for Config {
             heartbeat_intervals: engine.heartbeat_intervals,
             metrics_max_components: DEFAULT_METRICS_MAX_COMPONENTS,
             list_limit: DEFAULT_LIST_LIMIT,
+            notify: crate::notify::NotifyConfig::default(),
+            remediation: crate::remediate::RemediationConfig::default(),
         }
     }
 }
@@ -87,24 +96,28 @@ fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Er
 /// Why the configuration cannot be used. Each message names the setting or file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    ReadConfig { path: PathBuf, source: std::io::Error },
+    #[error("cannot read config file {path}: {error}")]
+    ReadConfig { path: PathBuf, error: std::io::Error },
     #[error("config file {path}: {message}")]
     ParseConfig { path: PathBuf, message: String },
     #[error("listen address {0:?} is not an address like 127.0.0.1:9440")]
     Listen(String),
     #[error("give a token or a token file, not both")]
     TokenTwice,
-    #[error("cannot read token file {path}: {source}")]
-    ReadToken { path: PathBuf, source: std::io::Error },
-    #[error("token{}: {source}", .path.as_ref().map(|p| format!(" from {}", p.display())).unwrap_or_default())]
-    BadToken { path: Option<PathBuf>, source: TokenError },
-    #[error("cannot read topology file {path}: {source}")]
-    ReadTopology { path: PathBuf, source: std::io::Error },
+    #[error("cannot read token file {path}: {error}")]
+    ReadToken { path: PathBuf, error: std::io::Error },
+    #[error("token{}: {error}", .path.as_ref().map(|p| format!(" from {}", p.display())).unwrap_or_default())]
+    BadToken { path: Option<PathBuf>, error: TokenError },
+    #[error("cannot read topology file {path}: {error}")]
+    ReadTopology { path: PathBuf, error: std::io::Error },
     #[error("topology file {path}: {message}")]
     Topology { path: PathBuf, message: String },
     #[error("{field} = {value}: {message}")]
     Value { field: &'static str, value: String, message: &'static str },
+    #[error(transparent)]
+    Notify(#[from] crate::notify::NotifyConfigError),
+    #[error(transparent)]
+    Remediation(#[from] crate::remediate::RemediationConfigError),
 }
 
 /// Everything checked and loaded, ready to start the server.
@@ -120,13 +133,15 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub metrics_max_components: usize,
     pub list_limit: usize,
+    pub notify: crate::notify::NotifySettings,
+    pub remediation: crate::remediate::RemediationSettings,
 }
 
 impl Config {
     /// Reads and parses a TOML config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::ReadConfig { path: path.to_path_buf(), source })?;
+            .map_err(|error| ConfigError::ReadConfig { path: path.to_path_buf(), error })?;
         Self::parse(&text).map_err(|message| ConfigError::ParseConfig { path: path.to_path_buf(), message })
     }
 
@@ -140,11 +155,11 @@ impl Config {
         let listen: SocketAddr = self.listen.parse().map_err(|_| ConfigError::Listen(self.listen.clone()))?;
         let token = match (&self.token, &self.token_file) {
             (Some(_), Some(_)) => return Err(ConfigError::TokenTwice),
-            (Some(t), None) => Some(Token::new(t).map_err(|source| ConfigError::BadToken { path: None, source })?),
+            (Some(t), None) => Some(Token::new(t).map_err(|error| ConfigError::BadToken { path: None, error })?),
             (None, Some(p)) => {
                 let raw =
-                    std::fs::read_to_string(p).map_err(|source| ConfigError::ReadToken { path: p.clone(), source })?;
-                Some(Token::new(&raw).map_err(|source| ConfigError::BadToken { path: Some(p.clone()), source })?)
+                    std::fs::read_to_string(p).map_err(|error| ConfigError::ReadToken { path: p.clone(), error })?;
+                Some(Token::new(&raw).map_err(|error| ConfigError::BadToken { path: Some(p.clone()), error })?)
             }
             (None, None) => None,
         };
@@ -193,6 +208,8 @@ impl Config {
             max_body_bytes: self.max_body_bytes,
             metrics_max_components: self.metrics_max_components,
             list_limit: self.list_limit,
+            notify: self.notify.build(listen)?,
+            remediation: self.remediation.build()?,
         })
     }
 }
@@ -206,8 +223,8 @@ fn positive_secs(field: &'static str, d: Duration) -> Result<(), ConfigError> {
 
 /// Reads a topology file: TOML, or JSON when the name ends in `.json`. Validated before use.
 pub fn load_topology(path: &Path) -> Result<TopologyFile, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::ReadTopology { path: path.to_path_buf(), source })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|error| ConfigError::ReadTopology { path: path.to_path_buf(), error })?;
     let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
     let topo = if is_json {
         TopologyFile::from_json(&text).map_err(|e| ConfigError::Topology { path: path.to_path_buf(), message: e.0 })?

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use faultline_proto::remediation::ActionRecord;
 use faultline_proto::{Incident, IncidentStatus, TimelineEntry};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
@@ -58,15 +59,26 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_s       REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_s);
+CREATE INDEX IF NOT EXISTS outbox_by_receiver ON outbox(receiver, state, id);
+CREATE TABLE IF NOT EXISTS actions (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_s        REAL NOT NULL,
+    incident_id TEXT,
+    node        TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    result      TEXT NOT NULL,
+    json        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS actions_by_incident ON actions(incident_id, id);
 ";
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open database {path}: {source}")]
-    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("cannot open database {path}: {error}")]
+    Open { path: PathBuf, error: rusqlite::Error },
     #[error("database error: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(rusqlite::Error),
     #[error(
         "database schema version {found} is newer than this analyzer understands ({SCHEMA_VERSION}); run a newer analyzer"
     )]
@@ -75,6 +87,13 @@ pub enum StoreError {
     Corrupt { id: String, message: String },
     #[error("cannot encode incident {id}: {message}")]
     Encode { id: String, message: String },
+}
+
+// By hand rather than `#[from]`, so the SQLite message is printed once, not again as a source.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Sql(e)
+    }
 }
 
 /// A notification to enqueue together with an incident change.
@@ -98,7 +117,7 @@ pub struct NewOutbox {
 pub enum OutboxState {
     Pending,
     Sent,
-    /// Gave up after too many attempts.
+    /// Failed for good: refused by the receiver (4xx), or still undelivered when retrying stopped.
     Dead,
 }
 
@@ -133,6 +152,26 @@ pub struct OutboxRow {
     pub next_attempt_s: f64,
     pub state: OutboxState,
     pub last_error: Option<String>,
+    /// Unix seconds the row was recorded (with its incident change).
+    pub created_s: f64,
+}
+
+const OUTBOX_COLUMNS: &str = "id, receiver, incident_id, event, payload, idempotency_key, attempts, next_attempt_s, state, last_error, created_s";
+
+fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
+    Ok(OutboxRow {
+        id: r.get(0)?,
+        receiver: r.get(1)?,
+        incident_id: r.get(2)?,
+        event: r.get(3)?,
+        payload: r.get(4)?,
+        idempotency_key: r.get(5)?,
+        attempts: r.get::<_, i64>(6)?.clamp(0, i64::from(u32::MAX)) as u32,
+        next_attempt_s: r.get(7)?,
+        state: OutboxState::parse(&r.get::<_, String>(8)?),
+        last_error: r.get(9)?,
+        created_s: r.get(10)?,
+    })
 }
 
 /// Which incidents a list returns.
@@ -180,9 +219,9 @@ pub fn incident_number(id: &str) -> Option<u64> {
 impl Store {
     /// Opens (creating if needed) the database file and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path).map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
+        let conn = Connection::open(path).map_err(|error| StoreError::Open { path: path.to_path_buf(), error })?;
         Self::init(conn).map_err(|e| match e {
-            StoreError::Sql(source) => StoreError::Open { path: path.to_path_buf(), source },
+            StoreError::Sql(error) => StoreError::Open { path: path.to_path_buf(), error },
             other => other,
         })
     }
@@ -281,7 +320,7 @@ impl Store {
     pub fn get(&self, id: &str) -> Result<Option<Incident>, StoreError> {
         let json: Option<String> =
             self.conn.query_row("SELECT json FROM incidents WHERE id = ?1", params![id], |r| r.get(0)).optional()?;
-        json.map(|j| decode(id, &j)).transpose()
+        json.map(|j| decode(id, &j).and_then(|i| self.with_actions(i))).transpose()
     }
 
     /// Incidents matching `q`, oldest first.
@@ -300,7 +339,7 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let (id, json) = row?;
-            out.push(decode(&id, &json)?);
+            out.push(self.with_actions(decode(&id, &json)?)?);
         }
         out.reverse();
         Ok(out)
@@ -313,7 +352,7 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let (id, json) = row?;
-            out.push(decode(&id, &json)?);
+            out.push(self.with_actions(decode(&id, &json)?)?);
         }
         Ok(out)
     }
@@ -343,25 +382,37 @@ impl Store {
 
     /// Pending notifications whose time has come, oldest first.
     pub fn outbox_due(&self, now_s: f64, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT id, receiver, incident_id, event, payload, idempotency_key, attempts, next_attempt_s, state, last_error
-             FROM outbox WHERE state = 'pending' AND next_attempt_s <= ?1 ORDER BY id LIMIT ?2",
-        )?;
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE state = 'pending' AND next_attempt_s <= ?1 ORDER BY id LIMIT ?2"
+        ))?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt.query_map(params![now_s, limit], |r| {
-            Ok(OutboxRow {
-                id: r.get(0)?,
-                receiver: r.get(1)?,
-                incident_id: r.get(2)?,
-                event: r.get(3)?,
-                payload: r.get(4)?,
-                idempotency_key: r.get(5)?,
-                attempts: r.get::<_, i64>(6)?.clamp(0, i64::from(u32::MAX)) as u32,
-                next_attempt_s: r.get(7)?,
-                state: OutboxState::parse(&r.get::<_, String>(8)?),
-                last_error: r.get(9)?,
-            })
-        })?;
+        let rows = stmt.query_map(params![now_s, limit], outbox_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The oldest pending notification of one receiver, due or not: the receiver's later rows wait
+    /// for it, so each receiver gets events in order.
+    pub fn outbox_head(&self, receiver: &str) -> Result<Option<OutboxRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE receiver = ?1 AND state = 'pending' ORDER BY id LIMIT 1"
+        ))?;
+        Ok(stmt.query_row(params![receiver], outbox_row).optional()?)
+    }
+
+    /// Every notification of one receiver (sent, pending and failed), oldest first.
+    pub fn outbox_rows(&self, receiver: &str) -> Result<Vec<OutboxRow>, StoreError> {
+        let mut stmt =
+            self.conn.prepare(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE receiver = ?1 ORDER BY id"))?;
+        let rows = stmt.query_map(params![receiver], outbox_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Pending notifications per receiver (receivers with none are absent).
+    pub fn outbox_depth(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT receiver, COUNT(*) FROM outbox WHERE state = 'pending' GROUP BY receiver ORDER BY receiver",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -383,6 +434,71 @@ impl Store {
             params![id, error, state.as_str(), next_attempt_s],
         )?;
         Ok(())
+    }
+}
+
+/// Remediation actions (`remediate`): every drain, resume, suggestion and block, kept apart from the
+/// incident rows the engine writes and shown in the incident's timeline when it is read.
+impl Store {
+    /// Records one action; returns its row id.
+    pub fn record_action(&mut self, a: &ActionRecord) -> Result<u64, StoreError> {
+        let json =
+            serde_json::to_string(a).map_err(|e| StoreError::Encode { id: a.node.clone(), message: e.to_string() })?;
+        self.conn.execute(
+            "INSERT INTO actions(at_s, incident_id, node, action, result, json) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![a.at_s, a.incident, a.node, a.action.as_str(), a.result.as_str(), json],
+        )?;
+        Ok(u64::try_from(self.conn.last_insert_rowid()).unwrap_or(0))
+    }
+
+    fn actions_where(&self, sql_tail: &str, p: impl rusqlite::Params) -> Result<Vec<ActionRecord>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!("SELECT id, json FROM actions {sql_tail}"))?;
+        let rows = stmt.query_map(p, |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, json) = row?;
+            match serde_json::from_str::<ActionRecord>(&json) {
+                Ok(mut a) => {
+                    a.id = u64::try_from(id).unwrap_or(0);
+                    out.push(a);
+                }
+                Err(e) => tracing::error!(action_row = id, error = %e, "skipping unreadable action row"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every recorded action, oldest first (to rebuild remediation state after a restart).
+    pub fn actions_all(&self) -> Result<Vec<ActionRecord>, StoreError> {
+        self.actions_where("ORDER BY id", [])
+    }
+
+    /// The newest `limit` actions, oldest first.
+    pub fn actions_recent(&self, limit: usize) -> Result<Vec<ActionRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut v = self.actions_where("ORDER BY id DESC LIMIT ?1", params![limit])?;
+        v.reverse();
+        Ok(v)
+    }
+
+    /// Actions taken about one incident, oldest first.
+    pub fn actions_for_incident(&self, id: &str) -> Result<Vec<ActionRecord>, StoreError> {
+        self.actions_where("WHERE incident_id = ?1 ORDER BY id", params![id])
+    }
+
+    /// The incident with its actions merged into the timeline (`what: "action"`), in time order.
+    fn with_actions(&self, mut inc: Incident) -> Result<Incident, StoreError> {
+        let actions = self.actions_for_incident(&inc.id)?;
+        if actions.is_empty() {
+            return Ok(inc);
+        }
+        inc.timeline.extend(actions.into_iter().map(|a| TimelineEntry {
+            at_s: a.at_s,
+            what: "action".into(),
+            detail: a.detail,
+        }));
+        inc.timeline.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+        Ok(inc)
     }
 }
 
@@ -554,6 +670,42 @@ mod tests {
         s.outbox_sent(due[0].id).unwrap();
         assert!(s.outbox_due(100.0, 10).unwrap().is_empty());
         assert_eq!(s.counts().unwrap().outbox_pending, 0);
+    }
+
+    #[test]
+    fn the_head_of_a_receiver_is_its_oldest_pending_row_due_or_not() {
+        let mut s = Store::open_in_memory().unwrap();
+        let inc = incident(1, 10.0, IncidentStatus::Open);
+        let note = |receiver: &str, event: &str, at: f64| NewOutbox {
+            receiver: receiver.into(),
+            incident_id: inc.id.clone(),
+            event: event.into(),
+            payload: "{}".into(),
+            idempotency_key: format!("{receiver}/{event}"),
+            next_attempt_s: at,
+        };
+        s.record(&[IncidentChange::Opened(inc.clone())], &[note("a", "opened", 10.0), note("b", "opened", 10.0)], 10.0)
+            .unwrap();
+        s.record(&[IncidentChange::Resolved(inc.clone())], &[note("a", "resolved", 20.0)], 20.0).unwrap();
+        let head = s.outbox_head("a").unwrap().unwrap();
+        assert_eq!((head.event.as_str(), head.created_s), ("opened", 10.0));
+        // The first row waits for a retry: it stays the head, the later row does not overtake it.
+        s.outbox_failed(head.id, "503", Some(100.0)).unwrap();
+        assert_eq!(s.outbox_head("a").unwrap().unwrap().id, head.id);
+        assert_eq!(s.outbox_depth().unwrap(), vec![("a".to_string(), 2), ("b".to_string(), 1)]);
+        s.outbox_failed(head.id, "HTTP 400", None).unwrap();
+        let next = s.outbox_head("a").unwrap().unwrap();
+        assert_eq!(next.event, "resolved");
+        s.outbox_sent(next.id).unwrap();
+        assert!(s.outbox_head("a").unwrap().is_none());
+        let rows = s.outbox_rows("a").unwrap();
+        assert_eq!(
+            rows.iter().map(|r| (r.event.as_str(), r.state)).collect::<Vec<_>>(),
+            [("opened", OutboxState::Dead), ("resolved", OutboxState::Sent)]
+        );
+        assert_eq!(rows[0].last_error.as_deref(), Some("HTTP 400"));
+        assert_eq!(s.outbox_depth().unwrap(), vec![("b".to_string(), 1)]);
+        assert!(s.outbox_head("nobody").unwrap().is_none());
     }
 
     #[test]
