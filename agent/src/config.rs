@@ -32,6 +32,9 @@ pub struct FileConfig {
     pub token: Option<String>,
     /// File holding the bearer token (surrounding whitespace is ignored).
     pub token_file: Option<PathBuf>,
+    /// PEM file of the CA that signed the analyzer's TLS certificate. When set, only this CA is
+    /// trusted for an `https://` analyzer (the system roots are not). Default: the system roots.
+    pub ca_cert: Option<PathBuf>,
     /// Report interval, e.g. `500ms`, `10s`, `2m`. Default `10s`.
     pub interval: String,
     /// Spool directory (also holds the persisted `seq`). Default `/var/lib/faultline-agent`, or
@@ -65,6 +68,7 @@ impl Default for FileConfig {
             analyzer: None,
             token: None,
             token_file: None,
+            ca_cert: None,
             interval: "10s".into(),
             spool_dir: None,
             spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
@@ -95,6 +99,7 @@ pub struct Overrides {
     pub analyzer: Option<String>,
     pub token: Option<String>,
     pub token_file: Option<PathBuf>,
+    pub ca_cert: Option<PathBuf>,
     pub interval: Option<String>,
     pub spool_dir: Option<PathBuf>,
     pub spool_max_bytes: Option<u64>,
@@ -114,6 +119,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub analyzer: Option<String>,
     pub token: Option<String>,
+    /// CA to pin for an `https://` analyzer.
+    pub ca_cert: Option<PathBuf>,
     pub interval: Duration,
     /// As configured; `None` means the default with its fallback (see `spool_dir()`).
     pub spool_dir: Option<PathBuf>,
@@ -167,6 +174,12 @@ impl Settings {
         {
             bail!("--analyzer {a:?} must be a URL starting with http:// or https://");
         }
+        let ca_cert = o.ca_cert.or(file.ca_cert);
+        if let Some(p) = &ca_cert
+            && !p.is_file()
+        {
+            bail!("--ca-cert {} is not a readable file", p.display());
+        }
         let spool_max_bytes = o.spool_max_bytes.unwrap_or(file.spool_max_bytes);
         if spool_max_bytes == 0 {
             bail!("--spool-max-bytes must be above 0");
@@ -177,6 +190,7 @@ impl Settings {
             listen,
             analyzer,
             token,
+            ca_cert,
             interval,
             spool_dir: o.spool_dir.or(file.spool_dir),
             spool_max_bytes,

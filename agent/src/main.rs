@@ -68,6 +68,9 @@ struct Cli {
     /// File holding the analyzer bearer token.
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// PEM CA certificate that alone may vouch for an https:// analyzer (pins it; system roots off).
+    #[arg(long, value_name = "PATH")]
+    ca_cert: Option<PathBuf>,
     /// Report interval: 500ms, 10s, 2m (default 10s).
     #[arg(long)]
     interval: Option<String>,
@@ -153,6 +156,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             analyzer: cli.analyzer,
             token: cli.token,
             token_file: cli.token_file,
+            ca_cert: cli.ca_cert,
             interval: cli.interval,
             spool_dir: cli.spool_dir,
             spool_max_bytes: cli.spool_max_bytes,
@@ -375,7 +379,10 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
     let spool = Spool::open(&spool_dir, s.spool_max_bytes)?;
     let seq = SeqFile::open(&spool_dir, Some(&spool))?;
     let client = match &s.analyzer {
-        Some(a) => Some(push::Client::new(a, s.token.clone())?),
+        Some(a) => {
+            warn_if_clear_text(a, s.token.is_some());
+            Some(push::Client::new(a, s.token.clone(), s.ca_cert.as_deref())?)
+        }
         None => None,
     };
     let rt =
@@ -490,6 +497,29 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
     // The runtime may hold a blocking task stuck in a hung driver call: do not wait for it.
     rt.shutdown_timeout(Duration::from_millis(100));
     Ok(())
+}
+
+/// A loud warning when reports (and the token) would cross a network unencrypted: plain `http://` is
+/// only quiet towards a loopback analyzer.
+fn warn_if_clear_text(analyzer: &str, has_token: bool) {
+    let Some(rest) = analyzer.trim().strip_prefix("http://") else { return };
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = match authority.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback =
+        host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        tracing::warn!(
+            analyzer,
+            token = if has_token { "sent in clear text" } else { "none" },
+            "pushing to a non-loopback analyzer over plain HTTP: reports{} can be read and altered on the way; \
+             use https:// (analyzer --tls-cert/--tls-key, agent --ca-cert)",
+            if has_token { " and the bearer token" } else { "" }
+        );
+    }
 }
 
 /// Print one line on stdout for whoever started us (tests read the addresses from it). A closed stdout

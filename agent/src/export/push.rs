@@ -2,7 +2,11 @@
 //! collection loop hands reports over on a bounded channel and never waits for this task. While the
 //! analyzer is unreachable (or answers 5xx) reports go to the disk spool and are replayed oldest first
 //! when it is back; a 4xx answer means the analyzer refuses that report for good, so it is logged with
-//! the analyzer's message and dropped. Retries back off exponentially, capped with `min`.
+//! the analyzer's message and dropped. Retries back off exponentially, capped with `min`. A 429 (the
+//! analyzer's per-node rate limit) waits as long as its `Retry-After` asks, also capped with `min`.
+//!
+//! With `https://` the analyzer's certificate is checked against the system's roots, or only against
+//! the CA given with `--ca-cert` (pinning: the system roots are then not trusted at all).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +29,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const SHUTDOWN_FLUSH_DEADLINE: Duration = Duration::from_secs(15);
 /// How much of a refusal's body goes into the log line.
 const MAX_LOGGED_BODY: usize = 512;
+/// Wait after a 429 that carries no usable `Retry-After`: one second is what the analyzer's token
+/// bucket needs to refill at its default 20 reports per second.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// A report on its way out: its sequence number and the exact JSON bytes.
 #[derive(Debug)]
@@ -42,8 +49,10 @@ pub enum Outcome {
     Accepted,
     /// 4xx: the analyzer will never take this report; retrying is pointless.
     Refused { status: u16, message: String },
-    /// Connection error, timeout, 5xx, 408 or 429: try again later.
+    /// Connection error, timeout, 5xx or 408: try again later.
     Retry(String),
+    /// 429: the analyzer is rate-limiting this node; try again after `after`.
+    Busy { after: Duration, message: String },
 }
 
 /// Posts reports to one analyzer.
@@ -56,16 +65,33 @@ pub struct Client {
 
 impl Client {
     /// `analyzer` is the base URL (`http://analyzer:9440`); reports go to `<base>/api/v1/reports`.
-    pub fn new(analyzer: &str, token: Option<String>) -> anyhow::Result<Client> {
+    /// `ca_cert` is a PEM file of the CA(s) that alone may vouch for the analyzer's certificate.
+    pub fn new(analyzer: &str, token: Option<String>, ca_cert: Option<&std::path::Path>) -> anyhow::Result<Client> {
+        use anyhow::Context;
         let base = analyzer.trim().trim_end_matches('/');
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             anyhow::bail!("analyzer URL {analyzer:?} must start with http:// or https://");
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(3))
-            .user_agent(concat!("faultline-agent/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .user_agent(concat!("faultline-agent/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = ca_cert {
+            let pem = std::fs::read(path).with_context(|| format!("cannot read --ca-cert {}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("--ca-cert {} is not a PEM certificate bundle", path.display()))?;
+            if certs.is_empty() {
+                anyhow::bail!("--ca-cert {} holds no PEM certificate", path.display());
+            }
+            if base.starts_with("http://") {
+                tracing::warn!(
+                    analyzer = base,
+                    "--ca-cert is set but the analyzer URL is http://: nothing is encrypted"
+                );
+            }
+            builder = builder.tls_certs_only(certs);
+        }
+        let http = builder.build().context("cannot build the HTTP client")?;
         Ok(Client { http, endpoint: format!("{base}/api/v1/reports"), token })
     }
 
@@ -87,6 +113,12 @@ impl Client {
         if status.is_success() {
             return Outcome::Accepted;
         }
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let mut message = resp.text().await.unwrap_or_default();
         if message.len() > MAX_LOGGED_BODY {
             let mut cut = MAX_LOGGED_BODY;
@@ -96,7 +128,11 @@ impl Client {
             message.truncate(cut);
         }
         let code = status.as_u16();
-        if status.is_client_error() && code != 408 && code != 429 {
+        if code == 429 {
+            let after = retry_after.unwrap_or(DEFAULT_RETRY_AFTER).min(MAX_BACKOFF);
+            return Outcome::Busy { after, message };
+        }
+        if status.is_client_error() && code != 408 {
             Outcome::Refused { status: code, message }
         } else {
             Outcome::Retry(format!("HTTP {code}: {message}"))
@@ -117,11 +153,13 @@ pub struct Pusher {
     /// When set, the analyzer failed and no direct push is tried before this instant.
     retry_at: Option<Instant>,
     backoff: Duration,
+    /// The analyzer failed (not just rate-limited) since the last accepted push: log once each way.
+    unreachable: bool,
 }
 
 impl Pusher {
     pub fn new(client: Client, spool: Spool, stats: Arc<AgentStats>) -> Pusher {
-        let p = Pusher { client, spool, stats, retry_at: None, backoff: INITIAL_BACKOFF };
+        let p = Pusher { client, spool, stats, retry_at: None, backoff: INITIAL_BACKOFF, unreachable: false };
         p.publish_spool();
         if !p.spool.is_empty() {
             tracing::info!(
@@ -159,7 +197,8 @@ impl Pusher {
 
     fn failed(&mut self, seq: u64, why: &str) {
         AgentStats::add(&self.stats.push_errors, 1);
-        if self.retry_at.is_none() {
+        if !self.unreachable {
+            self.unreachable = true;
             tracing::warn!(
                 seq,
                 endpoint = self.client.endpoint(),
@@ -171,6 +210,18 @@ impl Pusher {
         self.backoff = next_backoff(self.backoff);
     }
 
+    /// The analyzer rate-limits this node: wait as asked, without counting the analyzer as down.
+    fn busy(&mut self, seq: u64, after: Duration, message: &str) {
+        AgentStats::add(&self.stats.push_errors, 1);
+        tracing::debug!(
+            seq,
+            wait_ms = after.as_millis() as u64,
+            analyzer_message = message,
+            "analyzer busy (429); waiting"
+        );
+        self.retry_at = Some(Instant::now() + after);
+    }
+
     fn refused(&mut self, seq: u64, status: u16, message: &str) {
         AgentStats::add(&self.stats.push_errors, 1);
         AgentStats::add(&self.stats.refused, 1);
@@ -179,9 +230,10 @@ impl Pusher {
 
     fn ok(&mut self) {
         AgentStats::add(&self.stats.pushed, 1);
-        if self.retry_at.is_some() {
+        if self.unreachable {
             tracing::info!(endpoint = self.client.endpoint(), "analyzer reachable again");
         }
+        self.unreachable = false;
         self.retry_at = None;
         self.backoff = INITIAL_BACKOFF;
     }
@@ -225,6 +277,10 @@ impl Pusher {
                     self.failed(seq, &why);
                     return false;
                 }
+                Outcome::Busy { after, message } => {
+                    self.busy(seq, after, &message);
+                    return false;
+                }
             }
             if let Err(e) = self.spool.remove(seq) {
                 tracing::error!(seq, error = %e, "cannot remove a sent report from the spool; it may be sent twice");
@@ -241,6 +297,10 @@ impl Pusher {
             Outcome::Refused { status, message } => self.refused(r.seq, status, &message),
             Outcome::Retry(why) => {
                 self.failed(r.seq, &why);
+                self.spool(&r);
+            }
+            Outcome::Busy { after, message } => {
+                self.busy(r.seq, after, &message);
                 self.spool(&r);
             }
         }
@@ -309,8 +369,19 @@ mod tests {
 
     #[test]
     fn analyzer_urls_must_be_http() {
-        assert!(Client::new("analyzer:9440", None).is_err());
-        let c = Client::new("http://127.0.0.1:9440/", None).unwrap();
+        assert!(Client::new("analyzer:9440", None, None).is_err());
+        let c = Client::new("http://127.0.0.1:9440/", None, None).unwrap();
         assert_eq!(c.endpoint(), "http://127.0.0.1:9440/api/v1/reports");
+    }
+
+    #[test]
+    fn a_ca_file_that_is_not_pem_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ca.pem");
+        std::fs::write(&p, "not a certificate").unwrap();
+        let e = Client::new("https://127.0.0.1:9440", None, Some(&p)).err().unwrap();
+        assert!(format!("{e:#}").contains("ca.pem"), "{e:#}");
+        let e = Client::new("https://127.0.0.1:9440", None, Some(&dir.path().join("nope.pem"))).err().unwrap();
+        assert!(format!("{e:#}").contains("nope.pem"), "{e:#}");
     }
 }

@@ -67,7 +67,9 @@ impl Spool {
     }
 
     /// Store one report. Returns how many reports were dropped to make room (the oldest first; a report
-    /// larger than the whole spool is itself dropped).
+    /// larger than the whole spool is itself dropped). The room is made both for `max_bytes` and for
+    /// a full disk: when the filesystem answers "no space left", the oldest spooled reports are
+    /// deleted one by one until this one fits, so the newest are kept and every loss is counted.
     pub fn push(&mut self, seq: u64, body: &[u8]) -> Result<u64, SpoolError> {
         let size = body.len() as u64;
         if size > self.max_bytes {
@@ -81,8 +83,26 @@ impl Spool {
         }
         let path = self.path(seq);
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, body).map_err(|e| io_err(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
+        loop {
+            match write_new(&tmp, &path, body) {
+                Ok(()) => break,
+                Err(e) if is_disk_full(&e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    // Never drop the report being stored (a replay of the same seq).
+                    match self.oldest().filter(|&o| o != seq) {
+                        Some(oldest) => {
+                            self.remove(oldest)?;
+                            dropped += 1;
+                        }
+                        None => return Err(io_err(&tmp, e)),
+                    }
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(io_err(&tmp, e));
+                }
+            }
+        }
         if let Some(old) = self.entries.insert(seq, size) {
             self.bytes -= old;
         }
@@ -130,6 +150,17 @@ impl Spool {
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
+}
+
+/// Write `body` to `tmp` and rename it to `path`, so a crash leaves the whole file or none.
+fn write_new(tmp: &Path, path: &Path, body: &[u8]) -> io::Result<()> {
+    std::fs::write(tmp, body)?;
+    std::fs::rename(tmp, path)
+}
+
+/// "No space left on device" or "disk quota exceeded": room can be made by deleting old reports.
+fn is_disk_full(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::StorageFull || matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
 /// The persisted report sequence number: `next()` hands out one number per report and writes the
