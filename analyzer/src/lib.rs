@@ -10,6 +10,7 @@ pub mod engine;
 pub mod incident;
 pub mod localize;
 pub mod metrics;
+pub mod notify;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -14,7 +14,8 @@ use anyhow::Context;
 use clap::Parser;
 use faultline_analyzer::clock::SystemClock;
 use faultline_analyzer::config::Config;
-use faultline_analyzer::server::{self, AppState};
+use faultline_analyzer::notify;
+use faultline_analyzer::server::{self, AppState, OutboxPlanner};
 use tracing::{info, warn};
 
 #[derive(Debug, Parser)]
@@ -72,6 +73,14 @@ async fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Delivery runs until the process ends; rows in flight then are sent again on the next start.
+    let _notifier = match notify::spawn(state.clone(), Arc::new(settings.notify.clone())) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     match server::serve(listener, state, settings.tick_interval, shutdown_signal()).await {
         Ok(()) => {
             info!("stopped");
@@ -108,12 +117,20 @@ async fn start(
     if let Some(t) = cli.topology {
         cfg.topology = Some(t);
     }
-    let settings = cfg.build()?;
-    let state = AppState::open(&settings, Arc::new(SystemClock), None).context("cannot start the store")?;
+    let mut settings = cfg.build()?;
+    // Bound before the store opens so that notification links can name the port chosen for `:0`;
+    // nothing is served (and `listening on` is not printed) until the store has loaded.
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr().context("cannot read the bound address")?;
+    settings.notify.use_bound_address(addr);
+    let planner: Option<Arc<dyn OutboxPlanner>> = if settings.notify.is_empty() {
+        None
+    } else {
+        Some(Arc::new(notify::Planner::new(Arc::new(settings.notify.clone()))))
+    };
+    let state = AppState::open(&settings, Arc::new(SystemClock), planner).context("cannot start the store")?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on http://{addr}").context("cannot write to stdout")?;
@@ -138,6 +155,7 @@ async fn start(
         topology = settings.topology_path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(none)".into()),
         switches = settings.topology.switches.len(),
         tick_ms = settings.tick_interval.as_millis() as u64,
+        notify_receivers = settings.notify.receivers.len(),
         "analyzer started"
     );
     Ok((state, listener, settings))

@@ -32,6 +32,11 @@ const INGEST_BUCKETS: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005
 /// an outage can be hours old.
 const REPORT_AGE_BUCKETS: [f64; 12] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0];
 
+/// Change-to-delivery latency buckets for notifications, seconds: a healthy receiver gets a
+/// notification within a tick and a poll (about a second); retries after an outage reach the
+/// five-minute backoff cap and beyond, up to an hour-long outage.
+const NOTIFY_BUCKETS: [f64; 12] = [0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
+
 /// Most `faultline_incident_info` series at once: an incident storm must not become a series storm.
 const MAX_INCIDENT_INFO_SERIES: usize = 1_000;
 
@@ -68,6 +73,18 @@ struct JobLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: String,
+}
+
+/// Receiver names come from the config file, results from a fixed set: bounded.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotifyLabels {
+    receiver: String,
+    result: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReceiverLabels {
+    receiver: String,
 }
 
 /// How one ingest request ended; the `result` label of `faultline_ingest_reports_total`.
@@ -127,6 +144,9 @@ pub struct Metrics {
     nodes_reporting: Gauge,
     tick_duration: Histogram,
     store_errors: Counter,
+    notifications: Family<NotifyLabels, Counter>,
+    notification_latency: Histogram,
+    outbox_depth: Family<ReceiverLabels, Gauge>,
     /// Class/severity pairs seen open at least once: they stay at 0 after resolving so that
     /// `faultline_incidents_open` drops to zero instead of vanishing.
     seen_classes: Mutex<BTreeSet<ClassLabels>>,
@@ -192,6 +212,20 @@ impl Metrics {
         );
         let store_errors = Counter::default();
         registry.register("store_write_errors", "Failed attempts to record incident changes", store_errors.clone());
+        let notifications = Family::<NotifyLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notification delivery attempts by receiver and result (delivered, retry, failed, expired, repost, repost_failed)",
+            notifications.clone(),
+        );
+        let notification_latency = Histogram::new(NOTIFY_BUCKETS);
+        registry.register(
+            "notification_latency_seconds",
+            "Time from an incident change being recorded to its notification being delivered",
+            notification_latency.clone(),
+        );
+        let outbox_depth = Family::<ReceiverLabels, Gauge>::default();
+        registry.register("outbox_depth", "Notifications waiting in the outbox, per receiver", outbox_depth.clone());
         for r in [IngestResult::Accepted, IngestResult::Invalid, IngestResult::Malformed] {
             let _ = ingest_reports.get_or_create_owned(&ResultLabels { result: r.as_str().into() });
         }
@@ -210,6 +244,9 @@ impl Metrics {
             nodes_reporting,
             tick_duration,
             store_errors,
+            notifications,
+            notification_latency,
+            outbox_depth,
             seen_classes: Mutex::new(BTreeSet::new()),
             scrape: Mutex::new(()),
             max_components,
@@ -242,6 +279,30 @@ impl Metrics {
 
     pub fn store_error(&self) {
         self.store_errors.inc();
+    }
+
+    /// One notification attempt for `receiver` ended with `result`.
+    pub fn notification(&self, receiver: &str, result: &str) {
+        self.notifications.get_or_create(&NotifyLabels { receiver: receiver.into(), result: result.into() }).inc();
+    }
+
+    /// Creates the `receiver`/`result` series at 0, so rates work from the first scrape.
+    pub fn notification_series(&self, receiver: &str, result: &str) {
+        let _ = self.notifications.get_or_create_owned(&NotifyLabels { receiver: receiver.into(), result: result.into() });
+    }
+
+    /// Seconds from a change being recorded to its notification being delivered.
+    pub fn notification_latency(&self, seconds: f64) {
+        if seconds.is_finite() {
+            self.notification_latency.observe(seconds.max(0.0));
+        }
+    }
+
+    /// Notifications pending for `receiver`.
+    pub fn outbox_depth(&self, receiver: &str, pending: u64) {
+        self.outbox_depth
+            .get_or_create(&ReceiverLabels { receiver: receiver.into() })
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
     }
 
     /// One newly opened incident: record its diagnosis latency.
