@@ -20,6 +20,9 @@ pub const FAN_HEAT_UP_MS: i64 = 60_000;
 const IO_ERROR_EVERY_MS: i64 = 15_000;
 /// EDAC corrected-error lines of a node with an MCE problem, every this many ms.
 const EDAC_EVERY_MS: i64 = 60_000;
+/// The agent coalesces repeated NVML ECC events within this window into one with a count
+/// (agent/src/events.rs: 10 s).
+pub const ECC_COALESCE_MS: i64 = 10_000;
 /// XID 92 repeats while the SBE storm lasts, every this many ms.
 const XID92_EVERY_MS: i64 = 300_000;
 
@@ -459,10 +462,13 @@ impl Fault {
             xid_event(&node.gpus[g as usize].kmsg_dev, g, xid, t, boot, pid, &text)
         };
         let g = self.gpu.unwrap_or(0);
+        let dev = node.gpus[g as usize].kmsg_dev.clone();
         use FaultClass as K;
         match self.kind() {
             K::GpuLost if in_win(onset) => {
                 out.push((n, gpu_ev(onset, 79, "GPU has fallen off the bus.".into(), None)));
+                // The agent's next NVML query fails: it reports the GPU lost, once, at once.
+                out.push((n, agent_gpu_lost_event(&dev, g, onset + 200, &node.gpus[g as usize].uuid)));
             }
             K::GpuHbmUncorrectable if in_win(onset) => {
                 let addr = noise::hash(&[self.seed, self.idx as u64]) % 0x14_0000_0000;
@@ -476,6 +482,9 @@ impl Fault {
                     _ => "Uncontained: FBHUB. RST: Yes, D-RST: No".into(),
                 };
                 out.push((n, gpu_ev(onset, self.p.xid, text, None)));
+                if self.p.xid != 94 {
+                    out.push((n, nvml_ecc_event(&dev, g, onset + 3, "ecc_dbe", 1)));
+                }
             }
             K::GpuSramUncorrectable if in_win(onset) => {
                 let text = if self.p.xid == 94 {
@@ -499,6 +508,11 @@ impl Fault {
             K::GpuEccSbeStorm => {
                 for t in recurring(XID92_EVERY_MS) {
                     out.push((n, gpu_ev(t, 92, "High single-bit ECC error rate".into(), None)));
+                }
+                // NVML raises an event per corrected error; the agent coalesces them per window.
+                for t in recurring(ECC_COALESCE_MS) {
+                    let count = (self.p.rate * ECC_COALESCE_MS as f64 / 1000.0).round().max(1.0) as u64;
+                    out.push((n, nvml_ecc_event(&dev, g, t + 7, "ecc_sbe", count)));
                 }
             }
             K::GpuRowRemapFailure if in_win(onset) => {
@@ -532,7 +546,7 @@ impl Fault {
                             "pcie_aer_corrected",
                             Severity::Info,
                             Some(format!("gpu{g}")),
-                            Some(gs.bus_id[4..].to_string()),
+                            Some(pci_device(&gs.bus_id[4..])),
                             None,
                             msg,
                         ),
@@ -571,7 +585,7 @@ impl Fault {
                     "Out of memory: Killed process {pid} (python) total-vm:{}kB, anon-rss:{rss_kb}kB, file-rss:0kB, shmem-rss:2097152kB, UID:1000 pgtables:3915520kB oom_score_adj:0",
                     rss_kb + 60_000_000
                 );
-                out.push((n, kmsg_event(onset, boot, "oom_kill", Severity::Critical, None, None, Some(pid), msg)));
+                out.push((n, kmsg_event(onset, boot, "oom_kill", Severity::Warning, None, None, Some(pid), msg)));
             }
             K::HostMce => {
                 if in_win(onset) {
@@ -594,7 +608,7 @@ impl Fault {
                     let msg = format!(
                         "EDAC MC0: 1 CE memory read error on CPU_SrcID#0_MC#0_Chan#2_DIMM#0 (channel:2 slot:0 page:0x{page:x} offset:0x0 grain:32 syndrome:0x0 -  err_code:0101:0092 socket:0 imc:0 rank:0 bg:1 ba:2 row:1a1e8 col:180)"
                     );
-                    out.push((n, kmsg_event(t, boot, "edac_ce", Severity::Warning, None, None, None, msg)));
+                    out.push((n, kmsg_event(t, boot, "edac_ce", Severity::Info, None, None, None, msg)));
                 }
             }
             K::DiskFailure => {
@@ -609,7 +623,7 @@ impl Fault {
                             t,
                             boot,
                             "io_error",
-                            Severity::Critical,
+                            Severity::Warning,
                             Some(format!("disk:{}", crate::cluster::naming::DISK)),
                             None,
                             None,
@@ -620,6 +634,14 @@ impl Fault {
             }
             _ => {}
         }
+        // The NVML event set delivers every XID too (the kernel line is the complete record);
+        // a GPU that fell off the bus answers nothing, so XID 79 comes from the kernel log alone.
+        let nvml: Vec<(usize, Event)> = out
+            .iter()
+            .filter(|(_, e)| e.source == EventSource::Kmsg && e.class == "xid" && e.xid != Some(79))
+            .map(|(n, e)| (*n, nvml_xid_event(e)))
+            .collect();
+        out.extend(nvml);
         out
     }
 
@@ -822,6 +844,11 @@ impl Fault {
     }
 }
 
+/// A PCI address as the classifier reports it: domain:bus:device, function dropped (`0000:3b:00`).
+fn pci_device(bdf: &str) -> String {
+    bdf.rsplit_once('.').map_or(bdf, |(d, _)| d).to_string()
+}
+
 /// The kmsg timestamp prefix `[ 1843.308145]` for a time since boot.
 fn kmsg_prefix(t: i64, boot_ms: i64) -> String {
     let up = (t - boot_ms).max(0);
@@ -876,18 +903,94 @@ pub fn xid_event(dev: &str, gpu: u32, xid: u32, t: i64, boot_ms: i64, pid: Optio
     e
 }
 
+/// Short names of the XIDs the simulator emits (shared/data/xid-catalog.csv).
+fn xid_name(xid: u32) -> &'static str {
+    match xid {
+        13 => "Graphics Engine Exception",
+        31 => "GPU memory page fault",
+        43 => "GPU stopped processing",
+        48 => "Double Bit ECC Error",
+        64 => "GPU memory remapping failure",
+        74 => "NVLINK Error",
+        79 => "GPU has fallen off the bus",
+        92 => "High single-bit ECC error rate",
+        94 => "Contained memory error",
+        95 => "Uncontained memory error",
+        119 => "GSP RPC Timeout",
+        120 => "GSP Error",
+        _ => "",
+    }
+}
+
+/// The NVML event-set twin of a kernel XID line, a few ms later.
+pub fn nvml_xid_event(k: &Event) -> Event {
+    let xid = k.xid.unwrap_or(0);
+    Event {
+        ts_ms: k.ts_ms + 3,
+        source: EventSource::Nvml,
+        class: "xid".into(),
+        severity: k.severity,
+        component: k.component.clone(),
+        xid: k.xid,
+        caused_by_xid: None,
+        device: k.device.clone(),
+        pid: None,
+        count: 1,
+        message: format!("XID {xid} {} from NVML", xid_name(xid)),
+    }
+}
+
+/// An NVML ECC event (`ecc_sbe` info, `ecc_dbe` critical), `count` coalesced.
+pub fn nvml_ecc_event(dev: &str, gpu: u32, t: i64, class: &str, count: u64) -> Event {
+    let (severity, what) = if class == "ecc_dbe" {
+        (Severity::Critical, "double-bit (uncorrectable)")
+    } else {
+        (Severity::Info, "single-bit (corrected)")
+    };
+    Event {
+        ts_ms: t,
+        source: EventSource::Nvml,
+        class: class.into(),
+        severity,
+        component: Some(format!("gpu{gpu}")),
+        xid: None,
+        caused_by_xid: None,
+        device: Some(dev.to_string()),
+        pid: None,
+        count,
+        message: format!("{what} ECC error from NVML"),
+    }
+}
+
+/// The agent's own event when NVML says a GPU is lost.
+fn agent_gpu_lost_event(dev: &str, gpu: u32, t: i64, uuid: &str) -> Event {
+    Event {
+        ts_ms: t,
+        source: EventSource::Agent,
+        class: "gpu_lost".into(),
+        severity: Severity::Critical,
+        component: Some(format!("gpu{gpu}")),
+        xid: None,
+        caused_by_xid: None,
+        device: Some(dev.to_string()),
+        pid: None,
+        count: 1,
+        message: format!("GPU {gpu} ({uuid}) NVML answers GPU_IS_LOST"),
+    }
+}
+
 /// `mlx5_core 0000:19:00.0 mlx5_3: Port: 1 Link DOWN` / `Link ACTIVE`.
 pub fn nic_link_event(cluster: &Cluster, n: usize, k: u32, t: i64, boot_ms: i64, up: bool) -> Event {
     let nic = &cluster.nodes[n].nics[k as usize];
     let (class, sev, word) =
-        if up { ("nic_link_up", Severity::Info, "ACTIVE") } else { ("nic_link_down", Severity::Warning, "DOWN") };
+        if up { ("nic_link_up", Severity::Info, "ACTIVE") } else { ("nic_link_down", Severity::Critical, "DOWN") };
     kmsg_event(
         t,
         boot_ms,
         class,
         sev,
         Some(format!("nic:{}", nic.name)),
-        Some(nic.bus_id.clone()),
+        Some(pci_device(&nic.bus_id)),
         None,
         format!("mlx5_core {} {}: Port: 1 Link {word}", nic.bus_id, nic.name),
     )

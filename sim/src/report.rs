@@ -44,6 +44,11 @@ pub struct AnalyzerStats {
     pub tick_ms_total: Option<f64>,
     /// Slowest single tick, milliseconds.
     pub tick_ms_max: Option<f64>,
+    /// The simulator's own time (world physics, report building, JSON serialization), milliseconds.
+    pub sim_ms_total: f64,
+    /// The simulator's own time per round, milliseconds.
+    pub sim_round_ms_p50: Option<f64>,
+    pub sim_round_ms_max: Option<f64>,
 }
 
 /// The whole run report.
@@ -119,6 +124,13 @@ impl RunReport {
                 a.ingest_ms_total.unwrap_or(0.0),
                 a.tick_ms_total.unwrap_or(0.0),
                 a.tick_ms_max.unwrap_or(0.0)
+            );
+        }
+        if let (Some(p50), Some(max)) = (a.sim_round_ms_p50, a.sim_round_ms_max) {
+            let _ = writeln!(
+                o,
+                "simulator time per round (physics + reports + JSON): p50 {p50:.1} ms, max {max:.1} ms; total {:.0} ms",
+                a.sim_ms_total
             );
         }
         if let Some(e) = &a.first_rejection {

@@ -100,6 +100,9 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
     let mut stats =
         AnalyzerStats { mode: if wire.is_some() { "wire" } else { "in_process" }.into(), ..Default::default() };
     let mut rounds_ms: Vec<f64> = Vec::new();
+    let mut sim_rounds_ms: Vec<f64> = Vec::new();
+    let mut sim_cur = Duration::ZERO;
+    let mut sim_total = Duration::ZERO;
     let mut round_cur = Duration::ZERO;
     let mut round_reports = 0u64;
     let mut round_idx = 0i64;
@@ -109,11 +112,15 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
         None => {
             let mut an = Analyzer::new(opts.engine.take().unwrap_or_default(), world.cluster.topology());
             for k in 0..=steps {
+                let g0 = Instant::now();
                 let out = world.step();
+                let mut gen_spent = g0.elapsed();
                 let t = world.t_ms;
                 let mut spent = Duration::ZERO;
                 for o in &out {
+                    let g0 = Instant::now();
                     let body = serde_json::to_vec(&o.report)?;
+                    gen_spent += g0.elapsed();
                     stats.reports += 1;
                     stats.report_bytes += body.len() as u64;
                     let now = epoch_ms + o.arrival_ms.min(t);
@@ -139,12 +146,16 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                 let idx = t.max(0) / interval_ms;
                 if idx != round_idx {
                     rounds_ms.push(ms(round_cur));
+                    sim_rounds_ms.push(ms(sim_cur));
                     stats.reports_per_round_max = stats.reports_per_round_max.max(round_reports);
                     round_cur = Duration::ZERO;
+                    sim_cur = Duration::ZERO;
                     round_reports = 0;
                     round_idx = idx;
                 }
                 round_cur += spent;
+                sim_cur += gen_spent;
+                sim_total += gen_spent;
                 round_reports += out.len() as u64;
                 pace(wall, speed, t);
                 if let Some(p) = opts.progress.as_mut() {
@@ -153,6 +164,7 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
             }
             if round_reports > 0 {
                 rounds_ms.push(ms(round_cur));
+                sim_rounds_ms.push(ms(sim_cur));
                 stats.reports_per_round_max = stats.reports_per_round_max.max(round_reports);
             }
             stats.rounds = rounds_ms.len() as u64;
@@ -162,6 +174,9 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
             stats.ingest_ms_total = Some(r2(ms(ingest_total)));
             stats.tick_ms_total = Some(r2(ms(tick_total)));
             stats.tick_ms_max = Some(r2(ms(tick_max)));
+            stats.sim_ms_total = r2(ms(sim_total));
+            stats.sim_round_ms_p50 = score::percentile(&sim_rounds_ms, 50.0).map(r2);
+            stats.sim_round_ms_max = score::percentile(&sim_rounds_ms, 100.0).map(r2);
             an.incidents()
         }
         Some(target) => run_wire(&mut world, sc, target, speed.unwrap_or(1.0), steps, &mut stats, &mut opts)?,

@@ -522,12 +522,23 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
     } = ctx;
 
     // GPU counters, then the state of GPUs that stopped answering.
+    let mut sbe_events = Vec::new();
     for (g, s) in report.gpus.iter_mut().enumerate() {
         let gd = &mut d.gpus[g];
         gd.energy_mj += s.power_w.unwrap_or(0.0) * dt_s * 1000.0;
         if noise.fires(what::SBE_TICK, nk * 64 + g as u64, d.seq, noise::SBE_TICKS_PER_GPU_HOUR, dt_s) {
             gd.sbe_vol += 1;
             gd.sbe_agg += 1;
+            if gpu_state[g] == GpuState::Ok {
+                let t = last + ((ts - last) as f64 * noise::unit(&[w.seed, what::SBE_TICK, nk, d.seq])) as i64;
+                sbe_events.push(crate::faults::nvml_ecc_event(
+                    &node.gpus[g].kmsg_dev,
+                    g as u32,
+                    t.max(last + 1),
+                    "ecc_sbe",
+                    1,
+                ));
+            }
         }
         s.energy_mj = Some(gd.energy_mj as u64);
         s.ecc = EccCounts {
@@ -801,7 +812,7 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
     report.jobs = jobs;
 
     // Events seen since the last report.
-    let mut events = Vec::new();
+    let mut events = sbe_events;
     d.pending.retain(|e| {
         if e.ts_ms <= ts {
             events.push(e.clone());

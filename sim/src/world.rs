@@ -470,7 +470,9 @@ impl World {
             let xid = [13, 31, 43][((pick >> 20) % 3) as usize];
             let ts = t - 1000 + ((pick >> 40) % 1000) as i64;
             let dev = &self.cluster.nodes[n].gpus[g as usize].kmsg_dev;
-            out.push((n, faults::app_xid_event(dev, g, xid, ts, self.nodes[n].boot_ms, self.pid(j, r))));
+            let k = faults::app_xid_event(dev, g, xid, ts, self.nodes[n].boot_ms, self.pid(j, r));
+            out.push((n, faults::nvml_xid_event(&k)));
+            out.push((n, k));
         }
     }
 }
