@@ -407,6 +407,12 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Deletes sent and failed notifications recorded before `before_s`; pending ones stay whatever
+    /// their age. Returns how many went.
+    pub fn outbox_prune(&mut self, before_s: f64) -> Result<usize, StoreError> {
+        Ok(self.conn.execute("DELETE FROM outbox WHERE state != 'pending' AND created_s < ?1", params![before_s])?)
+    }
+
     /// Pending notifications per receiver (receivers with none are absent).
     pub fn outbox_depth(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
@@ -706,6 +712,11 @@ mod tests {
         assert_eq!(rows[0].last_error.as_deref(), Some("HTTP 400"));
         assert_eq!(s.outbox_depth().unwrap(), vec![("b".to_string(), 1)]);
         assert!(s.outbox_head("nobody").unwrap().is_none());
+        // Pruning keeps what is pending and what is recent.
+        assert_eq!(s.outbox_prune(15.0).unwrap(), 1);
+        assert_eq!(s.outbox_rows("a").unwrap().len(), 1);
+        assert_eq!(s.outbox_prune(1e12).unwrap(), 1);
+        assert_eq!(s.outbox_rows("b").unwrap().len(), 1);
     }
 
     #[test]

@@ -457,23 +457,92 @@ async fn alertmanager_gets_firing_reposts_label_changes_and_the_resolve() {
     assert!(metric(&m, r#"faultline_notifications_total{receiver="am",result="repost"}"#).unwrap() >= 2.0, "{m}");
 }
 
+/// A report of one node with one GPU; `lost` reports it fallen off the bus with an XID 79.
+fn gpu_report(seq: u64, ts_ms: i64, lost: bool) -> faultline_proto::NodeReport {
+    let mut r = serde_json::json!({
+        "schema_version": 1, "node": "node-0009", "agent_version": "0.1.0-test", "seq": seq,
+        "timestamp_ms": ts_ms, "interval_ms": 10000,
+        "gpus": [{"index": 0, "uuid": "GPU-0", "name": "H100", "serial": null, "pci_bus_id": "00000000:3B:00.0",
+                  "util_gpu_pct": 97.0, "util_mem_pct": 40.0, "mem_total_bytes": 85899345920u64,
+                  "mem_used_bytes": 1000, "mem_free_bytes": null, "temp_c": 61.0, "mem_temp_c": null,
+                  "power_w": 650.0, "power_limit_w": 700.0, "energy_mj": null, "sm_clock_mhz": 1980,
+                  "sm_clock_max_mhz": 1980, "mem_clock_mhz": null, "mem_clock_max_mhz": null, "throttle_mask": 0}],
+    });
+    if lost {
+        r["gpus"][0]["state"] = serde_json::json!("lost");
+        r["urgent"] = serde_json::json!(true);
+        r["events"] = serde_json::json!([{"ts_ms": ts_ms, "source": "nvml", "class": "xid", "severity": "critical",
+                                          "component": "gpu0", "xid": 79, "message": "GPU has fallen off the bus."}]);
+    }
+    faultline_proto::NodeReport::from_json(r.to_string().as_bytes()).unwrap()
+}
+
 #[tokio::test]
-async fn ticks_plan_notifications_through_the_configured_planner() {
-    // The planner as the server uses it: a tick that opens an incident enqueues its notifications.
-    let hook = Sink::start(200).await;
+async fn an_engine_tick_enqueues_notifications_for_matching_receivers_only() {
+    // The server's own path: reports into the engine, a tick, the planner, one transaction.
+    let lost_hook = Sink::start(200).await;
+    let nic_hook = Sink::start(200).await;
     let rig = Rig::start(&format!(
-        "[[notify.webhook]]\nname = \"hook\"\nurl = \"{}/x\"\nmin_severity = \"critical\"\nclasses = [\"gpu_lost\"]",
-        hook.url
+        "[[notify.webhook]]\nname = \"lost\"\nurl = \"{}/x\"\nmin_severity = \"critical\"\nclasses = [\"gpu_lost\"]\n\
+         [[notify.webhook]]\nname = \"nics\"\nurl = \"{}/x\"\nclasses = [\"nic_down\", \"nic_flap\"]",
+        lost_hook.url, nic_hook.url
     ));
-    let mut thermal = incident("inc-000005", rig.clock.now_s());
-    rig.record(IncidentChange::Opened(thermal.clone()));
-    let mut lost = incident("inc-000006", rig.clock.now_s());
-    lost.class = FaultClass::GpuLost;
-    lost.severity = Severity::Critical;
-    rig.record(IncidentChange::Opened(lost));
-    let got = hook.wait_count(1, "the gpu_lost incident").await;
-    assert_eq!(got[0].json()["incident"]["id"], "inc-000006");
-    assert!(rig.rows("hook").iter().all(|r| r.incident_id == "inc-000006"), "filtered incident was queued");
-    thermal.updated_s += 1.0;
-    assert!(rig.planner.plan(&IncidentChange::Updated(thermal), 0.0).is_empty());
+    for seq in 1..=3 {
+        let now = rig.clock.now_ms();
+        rig.state.engine.lock().unwrap().ingest(gpu_report(seq, now, false), now).unwrap();
+    }
+    rig.clock.advance_ms(1_000);
+    rig.state.tick_once();
+    let now = rig.clock.now_ms();
+    rig.state.engine.lock().unwrap().ingest(gpu_report(4, now, true), now).unwrap();
+    let mut ticks = 0;
+    let got = wait("the engine to open the incident and the hook to hear of it", || {
+        if ticks < 30 {
+            ticks += 1;
+            rig.clock.advance_ms(1_000);
+            assert_eq!(rig.state.tick_once().pending, 0, "the store took every change");
+        }
+        lost_hook.got().into_iter().next()
+    })
+    .await;
+    let v = got.json();
+    assert_eq!(v["event"], "opened");
+    assert_eq!(v["incident"]["root"], "node-0009/gpu0");
+    assert_eq!(v["incident"]["class"], "gpu_lost");
+    let id = v["incident"]["id"].as_str().unwrap().to_string();
+    assert_eq!(rig.rows("lost")[0].incident_id, id);
+    assert!(rig.rows("nics").is_empty(), "a receiver for other classes got a row");
+    assert!(nic_hook.got().is_empty());
+}
+
+#[tokio::test]
+async fn a_receiver_down_for_an_hour_is_tried_a_bounded_number_of_times_then_gets_everything_in_order() {
+    let hook = Sink::start(503).await;
+    // The defaults: 1 s doubling to 5 min.
+    let rig = Rig::start(&format!("[[notify.webhook]]\nname = \"hook\"\nurl = \"{}/x\"", hook.url));
+    let mut inc = incident("inc-000007", rig.clock.now_s());
+    rig.record(IncidentChange::Opened(inc.clone()));
+    let mut expected = vec![format!("hook/inc-000007/opened/{}", (inc.updated_s * 1000.0).round() as i64)];
+    // An hour of analyzer time in 20 s steps; a change every ten minutes. After each step, wait until
+    // the worker has dealt with whatever was due.
+    for step in 1..=180 {
+        rig.clock.advance_ms(20_000);
+        if step % 30 == 0 {
+            inc.updated_s = rig.clock.now_s();
+            inc.affected_jobs.push(format!("job-{step}"));
+            rig.record(IncidentChange::Updated(inc.clone()));
+            expected.push(format!("hook/inc-000007/updated/{}", (inc.updated_s * 1000.0).round() as i64));
+        }
+        let now = rig.clock.now_s();
+        wait("the due attempt", || (rig.rows("hook")[0].next_attempt_s > now).then_some(())).await;
+    }
+    let attempts = hook.got().len();
+    // 1, 2, 4 … 256 s, then every 300 s: 9 + 11 in the hour, and never more than that.
+    assert!((15..=22).contains(&attempts), "{attempts} attempts in an hour");
+    assert!(hook.got().iter().all(|g| g.key() == expected[0]), "a later event overtook the first");
+    hook.set_status(200);
+    rig.clock.advance_ms(300_000);
+    wait("the whole backlog", || (hook.got().len() >= attempts + expected.len()).then_some(())).await;
+    let keys: Vec<String> = hook.got()[attempts..].iter().map(Got::key).collect();
+    assert_eq!(keys, expected);
 }

@@ -34,6 +34,13 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// How often `faultline_outbox_depth` is refreshed.
 const DEPTH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Sent and failed notifications are kept this long for inspection, then deleted. A week covers a
+/// post-incident review; a busy cluster writes tens of MB of payloads a day, so they cannot stay.
+pub const OUTBOX_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How often old outbox rows are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 /// Most bytes of a receiver's answer kept for the log and the row's `last_error`.
 const MAX_ANSWER_BYTES: usize = 512;
 
@@ -201,7 +208,18 @@ async fn with_store<T: Send + 'static>(
 
 async fn depth_loop(state: Arc<AppState>, settings: Arc<NotifySettings>) {
     let mut warned_unknown = false;
+    let mut last_prune_s: Option<f64> = None;
     loop {
+        let now_s = state.clock.now_s();
+        if last_prune_s.is_none_or(|t| now_s - t >= PRUNE_EVERY.as_secs_f64()) {
+            last_prune_s = Some(now_s);
+            let before_s = now_s - OUTBOX_KEEP.as_secs_f64();
+            match with_store(&state, move |s| s.outbox_prune(before_s)).await {
+                Ok(0) => {}
+                Ok(n) => info!(deleted = n, keep_days = OUTBOX_KEEP.as_secs() / 86_400, "old notifications pruned"),
+                Err(e) => warn!(error = %e, "cannot prune old notifications"),
+            }
+        }
         match with_store(&state, |s| s.outbox_depth()).await {
             Ok(depth) => {
                 let depth: BTreeMap<String, u64> = depth.into_iter().collect();
