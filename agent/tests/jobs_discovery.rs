@@ -329,3 +329,19 @@ fn torchrun_under_slurm_reports_framework_ranks_not_the_srun_tasks_that_launch_t
     let b = r.jobs.iter().find(|j| j.job_id == job_b).unwrap();
     assert_eq!((b.ranks[0].rank, b.ranks[0].local_rank), (1, Some(0)));
 }
+
+#[test]
+fn a_process_seen_before_it_execs_into_a_rank_is_found_after_the_exec() {
+    let job = uniq("exec");
+    let store = ProgressStore::new();
+    let mut c = collector(&store, JobsConfig::default());
+    // The shell has no job environment; after a while it execs a program that has one.
+    let script = format!("sleep 1; exec env SLURM_JOB_ID={job} SLURM_PROCID=6 sleep 30");
+    let kid = spawn(&script, &[]);
+    let pid = kid.0.id();
+    let mut r = blank(Vec::new(), Vec::new());
+    c.collect(&mut r).unwrap();
+    assert!(rank(&r, &job, 6).is_none(), "not a rank before the exec");
+    let r = poll(&mut c, Vec::new, &[], "the rank after exec", |r| rank(r, &job, 6).is_some());
+    assert_eq!(rank(&r, &job, 6).unwrap().pid, Some(pid), "the same process, identified again after exec");
+}

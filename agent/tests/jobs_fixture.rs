@@ -46,13 +46,10 @@ fn write_proc(root: &Path, p: &P) {
     }
 }
 
-fn write_totals(root: &Path, total: u64) {
+/// `/proc/stat` and `/proc/uptime`: `busy` ticks of user time and `idle` ticks of idle time.
+fn write_totals(root: &Path, busy: u64, idle: u64) {
     // user nice system idle iowait irq softirq steal guest guest_nice
-    std::fs::write(
-        root.join("stat"),
-        format!("cpu  {} 0 0 {} 0 0 0 0 0 0\ncpu0 1 2 3 4\n", total / 2, total - total / 2),
-    )
-    .unwrap();
+    std::fs::write(root.join("stat"), format!("cpu  {busy} 0 0 {idle} 0 0 0 0 0 0\ncpu0 1 2 3 4\n")).unwrap();
     std::fs::write(root.join("uptime"), "100000.00 50000.00\n").unwrap();
 }
 
@@ -122,7 +119,7 @@ fn unreadable_environments_fall_back_to_cgroup_and_nvml_and_cpu_shares_add_up() 
     for p in &procs {
         write_proc(root, p);
     }
-    write_totals(root, 10_000);
+    write_totals(root, 5_000, 5_000);
     let mut c = JobsCollector::new(root.to_path_buf(), ProgressStore::new(), JobsConfig::default());
 
     let mut r = report(T0);
@@ -142,8 +139,8 @@ fn unreadable_environments_fall_back_to_cgroup_and_nvml_and_cpu_shares_add_up() 
     assert_eq!(r.jobs[0].scheduler, Scheduler::Kubernetes);
     assert_eq!(r.jobs[0].ranks[0].pid, Some(600));
 
-    // Next cycle: 400 ticks pass on the host; the non-job process 500 used 100 and a new non-job
-    // process 700 used 20; the job's processes used the rest.
+    // Next cycle: 1000 ticks pass on the host, 400 of them busy: the job's processes used 280, the
+    // non-job process 500 used 100 and a new non-job process 700 used 20.
     procs[4].ticks += 200; // 300
     procs[2].ticks += 80; // 200
     procs[6].ticks += 100; // 500
@@ -159,11 +156,11 @@ fn unreadable_environments_fall_back_to_cgroup_and_nvml_and_cpu_shares_add_up() 
     for p in &procs {
         write_proc(root, p);
     }
-    write_totals(root, 10_400);
+    write_totals(root, 5_400, 5_600);
     let mut r = report(T0 + 1000);
     c.collect(&mut r).unwrap();
     let pct = r.host.as_ref().and_then(|h| h.cpu_non_job_pct).unwrap();
-    assert!((pct - 30.0).abs() < 1e-9, "(100 + 20) / 400 = 30%, got {pct}");
+    assert!((pct - 12.0).abs() < 1e-9, "(400 busy - 280 in the job) / 1000 = 12%, got {pct}");
 
     // Rank 2's process becomes a zombie that exited with status 1; rank 5's process vanishes.
     procs[2].state = 'Z';
@@ -173,7 +170,7 @@ fn unreadable_environments_fall_back_to_cgroup_and_nvml_and_cpu_shares_add_up() 
     for p in &procs {
         write_proc(root, p);
     }
-    write_totals(root, 10_800);
+    write_totals(root, 5_800, 6_000);
     let mut r = report(T0 + 2000);
     c.collect(&mut r).unwrap();
     let job = r.jobs.iter().find(|j| j.job_id == "777").unwrap();
@@ -228,7 +225,7 @@ fn config_is_strict_toml_with_defaults() {
 fn progress_for_made_up_jobs_cannot_push_a_live_job_out_of_the_report() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path();
-    write_totals(root, 1000);
+    write_totals(root, 500, 500);
     let live = P {
         pid: 900,
         ppid: 1,
@@ -251,4 +248,81 @@ fn progress_for_made_up_jobs_cannot_push_a_live_job_out_of_the_report() {
     assert!(r.jobs.iter().any(|j| j.job_id == "zzz-live" && j.ranks[0].pid == Some(900)));
     assert!(r.jobs.windows(2).all(|w| w[0].job_id < w[1].job_id), "still in id order");
     assert!(r.validate().is_ok(), "{:?}", r.validate());
+}
+
+/// A `stat` line with the fields the exec check reads: start time (22) in ticks, and where code (26),
+/// stack (28) and the environment block (50, 51) sit.
+fn write_stat_exec(dir: &Path, pid: u32, ppid: u32, starttime: u64, env_end: u64) {
+    let mut f = vec!["0".to_string(); 50];
+    let mut set = |n: usize, v: u64| f[n - 3] = v.to_string();
+    set(4, u64::from(ppid));
+    set(22, starttime);
+    set(26, 0x40_0000);
+    set(28, 0x7ffd_0000_0000);
+    set(50, 0x7ffd_0000_1000);
+    set(51, env_end);
+    f[0] = "S".into();
+    std::fs::write(dir.join("stat"), format!("{pid} (sh) {}\n", f.join(" "))).unwrap();
+}
+
+fn ranks_of(r: &NodeReport) -> Vec<(String, u32, Option<u32>)> {
+    r.jobs.iter().flat_map(|j| j.ranks.iter().map(|s| (j.job_id.clone(), s.rank, s.pid))).collect()
+}
+
+#[test]
+fn environ_is_read_once_per_process_and_again_after_exec_or_pid_reuse() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    write_totals(root, 500, 500);
+    // uptime is 100000 s: a start time of 99995 s (in ticks of 1/100 s) is a 5 s old process, which
+    // may still exec; 1000 ticks is an old one.
+    let young = 9_999_500;
+    let proc_dir = |pid: u32| {
+        let d = root.join(pid.to_string());
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("cgroup"), "0::/user.slice\n").unwrap();
+        d
+    };
+    let d1 = proc_dir(1);
+    write_stat_exec(&d1, 1, 0, 1, 0x7ffd_0000_2000);
+    std::fs::write(d1.join("environ"), "").unwrap();
+    let d600 = proc_dir(600);
+    write_stat_exec(&d600, 600, 1, young, 0x7ffd_0000_2000);
+    std::fs::write(d600.join("environ"), "HOME=/root\0").unwrap();
+    let d500 = proc_dir(500);
+    write_stat_exec(&d500, 500, 1, 1000, 0x7ffd_0000_2000);
+    std::fs::write(d500.join("environ"), "HOME=/root\0").unwrap();
+
+    let mut c = JobsCollector::new(root.to_path_buf(), ProgressStore::new(), JobsConfig::default());
+    let mut r = report(T0);
+    c.collect(&mut r).unwrap();
+    assert!(r.jobs.is_empty(), "{:?}", r.jobs);
+
+    // The environment block's content changes, but no exec happened (same stat): the identity read
+    // while the process started stands (a process overwriting its own environ, as setproctitle does,
+    // does not change what it is).
+    std::fs::write(d600.join("environ"), "SLURM_JOB_ID=88\0SLURM_PROCID=1\0").unwrap();
+    std::fs::write(d500.join("environ"), "SLURM_JOB_ID=88\0SLURM_PROCID=2\0").unwrap();
+    let mut r = report(T0 + 1000);
+    c.collect(&mut r).unwrap();
+    assert!(r.jobs.is_empty(), "{:?}", r.jobs);
+
+    // The young process execs: its environment block moved, so it is read again and it is a rank.
+    write_stat_exec(&d600, 600, 1, young, 0x7ffd_0000_2400);
+    let mut r = report(T0 + 2000);
+    c.collect(&mut r).unwrap();
+    assert_eq!(ranks_of(&r), vec![("88".to_string(), 1, Some(600))]);
+
+    // pid 500 exits and a new process gets the pid: procfs gives it a new directory inode (here: made
+    // aside, then renamed over the old one), so it is read although old processes are not.
+    let fresh = root.join("500.new");
+    std::fs::create_dir_all(&fresh).unwrap();
+    std::fs::write(fresh.join("cgroup"), "0::/user.slice\n").unwrap();
+    std::fs::write(fresh.join("environ"), "SLURM_JOB_ID=88\0SLURM_PROCID=0\0").unwrap();
+    write_stat_exec(&fresh, 500, 1, 5000, 0x7ffd_0000_2000);
+    std::fs::remove_dir_all(&d500).unwrap();
+    std::fs::rename(&fresh, &d500).unwrap();
+    let mut r = report(T0 + 3000);
+    c.collect(&mut r).unwrap();
+    assert_eq!(ranks_of(&r), vec![("88".to_string(), 0, Some(500)), ("88".to_string(), 1, Some(600))]);
 }

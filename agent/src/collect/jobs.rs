@@ -2,8 +2,12 @@
 //! and what its training loop last reported (the progress API).
 //!
 //! How a rank is found, each cycle:
-//! 1. Every `<procfs>/<pid>/stat` is read (state, parent, CPU ticks, RSS). For processes not seen
-//!    before, `<pid>/environ` and `<pid>/cgroup` are read once and cached per (pid, start time).
+//! 1. `<procfs>` is listed. `<pid>/stat` (state, parent, CPU ticks, RSS, start time) is read for
+//!    processes not seen before and, every cycle, for the few that matter: those in a job, those under
+//!    a rank, and young ones that may still `exec`. The rest are only listed; a pid reused by a new
+//!    process shows as a new inode in the listing, and every 30 s all `stat`s are read anyway.
+//!    `<pid>/environ` and `<pid>/cgroup` are read once per process (pid + start time), and again only
+//!    when `stat` shows it exec'd (command name, code, stack or environment block moved).
 //! 2. The job id is the first of: the configured `job_id_env` names, `SLURM_JOB_ID`/`SLURM_JOBID`,
 //!    `TORCHELASTIC_RUN_ID` (unless `none`), the Slurm cgroup (`…/job_<id>/…`), the Kubernetes pod uid
 //!    of the cgroup (`…/pod<uid>/…`, per pod: multi-pod jobs should name a job env var in the config),
@@ -32,15 +36,18 @@
 //! wait status in `stat`), or when the loop posted `status: exited` with a code. The agent cannot
 //! `waitpid` processes that are not its children, so otherwise the code is unknown (`null`).
 //!
-//! `host.cpu_non_job_pct` is the CPU time of processes outside any job (no job identity and not
-//! descended from a rank: launchers and batch scripts count as the job) over the whole host's CPU time
-//! since the previous cycle.
+//! `host.cpu_non_job_pct` is the CPU time spent outside any job over the whole host's CPU time since
+//! the previous cycle: the busy ticks of `/proc/stat` (all but idle and iowait, as `cpu_util_pct`)
+//! less those of the processes in a job (a job identity, or descended from a rank: launchers and batch
+//! scripts count as the job). Interrupts and kernel threads count as outside; the last ticks of a job
+//! process that exited since the previous cycle do too.
 //!
 //! `cpu_seconds` is the rank process's own user+system time (all its threads), not its children's.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use faultline_proto::limits::{MAX_JOBS, MAX_RANKS_PER_JOB};
 use faultline_proto::{
@@ -55,10 +62,17 @@ use crate::progress::ProgressStore;
 /// How long a vanished rank stays in reports as `exited`: 5 minutes is 30 reports at the default 10 s
 /// interval, enough for the analyzer to tie the exit to a cause, short enough not to mislead.
 pub const DEFAULT_EXITED_RETAIN_SECS: u64 = 300;
-/// A process younger than this whose environment showed no rank is read again next cycle: right after
-/// `fork`, before `exec`, a worker still carries its launcher's environment. Two minutes covers slow
-/// interpreter start-up.
+/// A process younger than this whose environment showed no rank has its `stat` read every cycle, so
+/// that its `exec` is seen and its environment read again: right after `fork`, before `exec`, a worker
+/// still carries its launcher's environment. Two minutes covers slow interpreter start-up.
 const REREAD_YOUNG_SECS: f64 = 120.0;
+/// Every this often, `stat` of every process is read, not only of new and hot ones: it bounds how long
+/// an old process outside any job that execs into a rank (a wrapper script that waited, then `exec`s
+/// the trainer) or is re-parented under one goes unseen. Half a minute is three reports at the default
+/// interval, and costs one `stat` read per process per 30 s.
+const FULL_SCAN_EVERY: Duration = Duration::from_secs(30);
+/// Largest `stat`/`cgroup` file read. A `stat` line is < 1 KiB; a cgroup v1 file lists ~15 hierarchies.
+const MAX_SMALL_FILE: usize = 64 * 1024;
 /// Longest parent chain followed. Real trees are < 20 deep; this bounds work on a corrupt fixture.
 const MAX_TREE_DEPTH: usize = 128;
 /// Largest `environ` read. The kernel bounds the environment by ARG_MAX (usually 2 MiB); the variables
@@ -122,6 +136,27 @@ struct ProcStat {
     rss_pages: u64,
     /// The wait status (field 52, Linux ≥ 3.5): meaningful for a zombie.
     exit_status: Option<i32>,
+    /// Changes when the process calls `execve` (see [`ExecSig`]).
+    exec_sig: ExecSig,
+}
+
+/// Fields of `stat` that `execve` changes while pid and start time stay: where the code, the stack
+/// and the environment block (fields 26, 28, 50, 51) were mapped. The environment block's size
+/// (`env_end - env_start`) changes whenever a launcher adds `RANK` before it execs a worker, even with
+/// address randomisation off. All zero when the reader may not see them (then `environ` is
+/// unreadable too) or in fixtures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct ExecSig {
+    start_code: u64,
+    start_stack: u64,
+    env_start: u64,
+    env_end: u64,
+}
+
+impl ExecSig {
+    fn known(&self) -> bool {
+        *self != ExecSig::default()
+    }
 }
 
 /// Parse `/proc/<pid>/stat`. The command name sits in parentheses and may hold spaces and `)`, so
@@ -131,10 +166,15 @@ fn parse_stat(s: &str) -> Option<ProcStat> {
     let close = s.rfind(')')?;
     let pid = s[..open].trim().parse().ok()?;
     let comm = s.get(open + 1..close)?.to_string();
-    let rest: Vec<&str> = s.get(close + 1..)?.split_whitespace().collect();
+    let mut rest = [""; 50];
+    let mut n = 0;
+    for (slot, v) in rest.iter_mut().zip(s.get(close + 1..)?.split_ascii_whitespace()) {
+        *slot = v;
+        n += 1;
+    }
     // rest[0] is field 3 (state); field n is rest[n - 3].
-    let field = |n: usize| rest.get(n - 3).copied();
-    let num = |n: usize| field(n).and_then(|v| v.parse::<u64>().ok());
+    let field = |f: usize| rest[..n].get(f - 3).copied();
+    let num = |f: usize| field(f).and_then(|v| v.parse::<u64>().ok());
     Some(ProcStat {
         pid,
         comm,
@@ -144,6 +184,12 @@ fn parse_stat(s: &str) -> Option<ProcStat> {
         starttime: num(22)?,
         rss_pages: field(24).and_then(|v| v.parse::<i64>().ok()).map(|v| v.max(0) as u64).unwrap_or(0),
         exit_status: field(52).and_then(|v| v.parse().ok()),
+        exec_sig: ExecSig {
+            start_code: num(26).unwrap_or(0),
+            start_stack: num(28).unwrap_or(0),
+            env_start: num(50).unwrap_or(0),
+            env_end: num(51).unwrap_or(0),
+        },
     })
 }
 
@@ -301,12 +347,35 @@ fn ident_of(env: Option<&HashMap<String, String>>, cg: &CgroupIds, cfg: &JobsCon
     id
 }
 
-fn parse_environ(bytes: &[u8]) -> HashMap<String, String> {
+/// The environment variables [`ident_of`] looks at: the built-in names and the configured ones.
+fn wanted_env(cfg: &JobsConfig) -> HashSet<String> {
+    let builtin = [
+        "SLURM_JOB_ID",
+        "SLURM_JOBID",
+        "TORCHELASTIC_RUN_ID",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "WORLD_SIZE",
+        "CUDA_VISIBLE_DEVICES",
+        "NVIDIA_VISIBLE_DEVICES",
+    ];
+    let families = RANK_FAMILIES.iter().flat_map(|f| [f.0, f.1, f.2]);
+    let configured = cfg.job_id_env.iter().chain(&cfg.rank_env).chain(&cfg.local_rank_env).chain(&cfg.world_size_env);
+    builtin.into_iter().chain(families).map(str::to_string).chain(configured.cloned()).collect()
+}
+
+/// The `wanted` variables of a NUL-separated `environ` block (the rest are not kept: a process may
+/// carry hundreds).
+fn parse_environ(bytes: &[u8], wanted: &HashSet<String>) -> HashMap<String, String> {
     bytes
         .split(|&b| b == 0)
         .filter_map(|kv| {
-            let s = std::str::from_utf8(kv).ok()?;
-            let (k, v) = s.split_once('=')?;
+            let eq = kv.iter().position(|&b| b == b'=')?;
+            let k = std::str::from_utf8(&kv[..eq]).ok()?;
+            if !wanted.contains(k) {
+                return None;
+            }
+            let v = std::str::from_utf8(&kv[eq + 1..]).ok()?;
             Some((k.to_string(), v.to_string()))
         })
         .collect()
@@ -487,10 +556,23 @@ fn gpu_nic_map(report: &NodeReport, cfg: &JobsConfig, sysfs: &Path) -> HashMap<u
 // ---------------------------------------------------------------------------------------------------
 // the collector
 
-struct Cached {
-    starttime: u64,
-    comm: String,
-    ident: Arc<Ident>,
+/// What the collector keeps about one process between cycles.
+struct Tracked {
+    /// `d_ino` of `<procfs>/<pid>` in the listing when `stat` was last read. procfs gives a new
+    /// process a new inode, so a pid reused between two cycles shows up here without reading `stat`.
+    ino: u64,
+    /// The last `stat` read (state, ticks and RSS are stale for processes not read this cycle).
+    stat: ProcStat,
+    /// Cycle of the last `stat` read.
+    read_in: u64,
+    /// Ticks at the read before, when that read was in the previous cycle (for CPU deltas).
+    prev_ticks: Option<u64>,
+    /// First seen this cycle: everything it ran, it ran since the previous cycle.
+    new: bool,
+    /// What `environ` and `cgroup` said; `None` until read (never read for a zombie).
+    ident: Option<Arc<Ident>>,
+    /// Read `stat` again next cycle: the process is in a job, under a rank, or young enough to exec.
+    hot: bool,
 }
 
 /// The last sample of a rank whose process we saw, kept to report its exit.
@@ -502,18 +584,27 @@ struct Remembered {
     gone_since_ms: Option<i64>,
 }
 
+/// What the GPU → NIC map was computed from: GPU indexes and PCI addresses, NIC names, kinds and PCI
+/// addresses. The map (PCIe affinity reads sysfs) is computed again only when these change.
+type NicMapKey = (Vec<(u32, Option<String>)>, Vec<(String, NicKind, Option<String>)>);
+
 /// Finds training ranks in `/proc`, maps them to GPUs and NICs, and attaches posted progress.
 pub struct JobsCollector {
     procfs: PathBuf,
     sysfs: PathBuf,
     progress: ProgressStore,
     cfg: JobsConfig,
+    wanted_env: HashSet<String>,
     clk_tck: f64,
     page_size: u64,
-    idents: HashMap<u32, Cached>,
+    cycle: u64,
+    last_full_scan: Option<Instant>,
+    procs: HashMap<u32, Tracked>,
     remembered: HashMap<(String, u32), Remembered>,
-    prev_ticks: HashMap<u32, (u64, u64)>,
-    prev_total: Option<u64>,
+    /// Busy and total ticks of `/proc/stat` at the previous cycle.
+    prev_cpu: Option<(u64, u64)>,
+    nic_map: Option<(NicMapKey, Arc<HashMap<u32, String>>)>,
+    buf: Vec<u8>,
     warned_environ: bool,
     warned_limits: bool,
 }
@@ -529,13 +620,17 @@ impl JobsCollector {
             procfs: procfs_root,
             sysfs,
             progress,
+            wanted_env: wanted_env(&cfg),
             cfg,
             clk_tck: if clk > 0 { clk as f64 } else { 100.0 },
             page_size: if page > 0 { page as u64 } else { 4096 },
-            idents: HashMap::new(),
+            cycle: 0,
+            last_full_scan: None,
+            procs: HashMap::new(),
             remembered: HashMap::new(),
-            prev_ticks: HashMap::new(),
-            prev_total: None,
+            prev_cpu: None,
+            nic_map: None,
+            buf: Vec::with_capacity(4096),
             warned_environ: false,
             warned_limits: false,
         }
@@ -544,25 +639,19 @@ impl JobsCollector {
     /// Read sysfs (PCIe affinity) under `root` instead of `/sys` or the config's `sysfs_root`.
     pub fn with_sysfs_root(mut self, root: PathBuf) -> Self {
         self.sysfs = root;
+        self.nic_map = None;
         self
     }
 
-    fn read_ident(&mut self, st: &ProcStat, uptime_s: Option<f64>) -> Arc<Ident> {
-        if let Some(c) = self.idents.get(&st.pid) {
-            let young = uptime_s.is_some_and(|up| up - st.starttime as f64 / self.clk_tck < REREAD_YOUNG_SECS);
-            let stale = c.ident.env_readable && c.ident.rank.is_none() && young;
-            if c.starttime == st.starttime && c.comm == st.comm && !stale {
-                return c.ident.clone();
-            }
-        }
-        let dir = self.procfs.join(st.pid.to_string());
+    fn read_ident(&mut self, pid: u32) -> Arc<Ident> {
+        let dir = self.procfs.join(pid.to_string());
         let env = match read_capped(&dir.join("environ"), MAX_ENVIRON_BYTES) {
-            Ok(b) => Some(parse_environ(&b)),
+            Ok(b) => Some(parse_environ(&b, &self.wanted_env)),
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                 if !self.warned_environ {
                     self.warned_environ = true;
                     tracing::warn!(
-                        pid = st.pid,
+                        pid,
                         error = %e,
                         "cannot read some processes' environments (reading /proc/<pid>/environ needs \
                          ptrace-read access: root with CAP_SYS_PTRACE, in the host PID namespace); those \
@@ -574,25 +663,147 @@ impl JobsCollector {
             }
             Err(_) => None,
         };
-        let cg = std::fs::read_to_string(dir.join("cgroup")).map(|t| parse_cgroup(&t)).unwrap_or_default();
-        let ident = Arc::new(ident_of(env.as_ref(), &cg, &self.cfg));
-        self.idents.insert(st.pid, Cached { starttime: st.starttime, comm: st.comm.clone(), ident: ident.clone() });
-        ident
+        let cg = match read_small(&dir.join("cgroup"), &mut self.buf) {
+            Ok(()) => parse_cgroup(&String::from_utf8_lossy(&self.buf)),
+            Err(_) => CgroupIds::default(),
+        };
+        Arc::new(ident_of(env.as_ref(), &cg, &self.cfg))
     }
 
-    fn scan(&mut self) -> Result<Vec<ProcStat>, CollectError> {
+    fn read_stat(&mut self, pid: u32) -> Option<ProcStat> {
+        let mut path = self.procfs.join(pid.to_string());
+        path.push("stat");
+        read_small(&path, &mut self.buf).ok()?;
+        parse_stat(std::str::from_utf8(&self.buf).ok()?).filter(|s| s.pid == pid)
+    }
+
+    /// Bring `self.procs` up to date: list `<procfs>`, read `stat` of new and hot processes (all of
+    /// them on a full scan), and the identity of processes not identified yet or that exec'd.
+    fn refresh(&mut self, uptime_s: Option<f64>) -> Result<(), CollectError> {
+        use std::os::unix::fs::DirEntryExt;
+        self.cycle += 1;
+        let cycle = self.cycle;
+        let full = self.last_full_scan.is_none_or(|t| t.elapsed() >= FULL_SCAN_EVERY);
+        if full {
+            self.last_full_scan = Some(Instant::now());
+        }
         let rd = std::fs::read_dir(&self.procfs)
             .map_err(|e| CollectError::Io { what: format!("listing {}", self.procfs.display()), source: e })?;
-        let mut out = Vec::new();
+        let mut listed: Vec<(u32, u64)> = Vec::with_capacity(self.procs.len() + 16);
         for ent in rd.flatten() {
-            let Some(pid) = ent.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-            // A process can exit between listing and reading: skip it quietly.
-            let Ok(text) = std::fs::read_to_string(ent.path().join("stat")) else { continue };
-            if let Some(st) = parse_stat(&text).filter(|s| s.pid == pid) {
-                out.push(st);
+            let name = ent.file_name();
+            let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            listed.push((pid, ent.ino()));
+        }
+        let live: HashSet<u32> = listed.iter().map(|(p, _)| *p).collect();
+        self.procs.retain(|pid, _| live.contains(pid));
+
+        let own_pid = (self.procfs == Path::new("/proc")).then(std::process::id);
+        for (pid, ino) in listed {
+            let known = self.procs.get(&pid);
+            if known.is_some_and(|t| !full && !t.hot && t.ino == ino) {
+                continue;
+            }
+            let was_listed = known.is_some();
+            // A process can exit between listing and reading: forget it quietly.
+            let Some(st) = self.read_stat(pid) else {
+                self.procs.remove(&pid);
+                continue;
+            };
+            let young = uptime_s.is_some_and(|up| up - st.starttime as f64 / self.clk_tck < REREAD_YOUNG_SECS);
+            match self.procs.get_mut(&pid) {
+                Some(t) if t.stat.starttime == st.starttime => {
+                    t.prev_ticks = (t.read_in + 1 == cycle).then_some(t.stat.ticks);
+                    t.new = false;
+                    // A zombie has no memory map left (its exec fields read 0): that is no exec.
+                    let execd = st.state != 'Z'
+                        && (t.stat.comm != st.comm || (st.exec_sig.known() && t.stat.exec_sig != st.exec_sig));
+                    // Without the exec fields (fixtures), a young process without a rank is read again:
+                    // right after fork, before exec, a worker still carries its launcher's environment.
+                    let unsure = !st.exec_sig.known()
+                        && young
+                        && t.ident.as_ref().is_some_and(|i| i.env_readable && i.rank.is_none());
+                    if execd || unsure {
+                        t.ident = None;
+                    }
+                    t.stat = st;
+                    t.ino = ino;
+                    t.read_in = cycle;
+                }
+                _ => {
+                    // New, or a reused pid (another start time): what we knew was someone else's.
+                    self.procs.insert(
+                        pid,
+                        Tracked {
+                            ino,
+                            stat: st,
+                            read_in: cycle,
+                            prev_ticks: None,
+                            new: !was_listed,
+                            ident: None,
+                            hot: false,
+                        },
+                    );
+                }
+            }
+            let needs_ident = self.procs.get(&pid).is_some_and(|t| t.ident.is_none() && t.stat.state != 'Z');
+            if needs_ident && Some(pid) != own_pid {
+                // A zombie's environ is gone; only an identity read while it lived counts.
+                let id = self.read_ident(pid);
+                if let Some(t) = self.procs.get_mut(&pid) {
+                    t.ident = Some(id);
+                }
             }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// The GPU → NIC map, computed again only when the GPUs or NICs of the report changed.
+    fn nic_map_for(&mut self, report: &NodeReport) -> Arc<HashMap<u32, String>> {
+        let key: NicMapKey = (
+            report.gpus.iter().map(|g| (g.index, g.pci_bus_id.clone())).collect(),
+            report.nics.iter().map(|n| (n.name.clone(), n.kind, n.pci_bus_id.clone())).collect(),
+        );
+        if let Some((k, m)) = &self.nic_map
+            && *k == key
+        {
+            return m.clone();
+        }
+        let m = Arc::new(gpu_nic_map(report, &self.cfg, &self.sysfs));
+        self.nic_map = Some((key, m.clone()));
+        m
+    }
+}
+
+/// Read a small file (procfs `stat`, `cgroup`) into `buf`, reusing its allocation. A short read ends
+/// it: procfs hands out such a file in one read, and a regular file short-reads only at its end.
+fn read_small(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    buf.clear();
+    if buf.capacity() < 4096 {
+        buf.reserve(4096);
+    }
+    loop {
+        let len = buf.len();
+        let cap = buf.capacity();
+        buf.resize(cap, 0);
+        let n = match f.read(&mut buf[len..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
+            Err(e) => {
+                buf.truncate(len);
+                return Err(e);
+            }
+        };
+        buf.truncate(len + n);
+        if n == 0 || len + n < cap {
+            return Ok(());
+        }
+        if buf.len() >= MAX_SMALL_FILE {
+            return Ok(());
+        }
+        buf.reserve(cap);
     }
 }
 
@@ -603,16 +814,25 @@ fn read_capped(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// The first line of `/proc/stat`: total CPU ticks of all CPUs.
-fn total_cpu_ticks(procfs: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(procfs.join("stat")).ok()?;
+/// The `cpu` line of `/proc/stat`: (busy, total) ticks of all CPUs. Busy is all but idle and iowait,
+/// as in the host collector's CPU utilisation.
+fn cpu_ticks(procfs: &Path, buf: &mut Vec<u8>) -> Option<(u64, u64)> {
+    read_small(&procfs.join("stat"), buf).ok()?;
+    let text = std::str::from_utf8(buf).ok()?;
     let line = text.lines().find(|l| l.starts_with("cpu "))?;
     // user nice system idle iowait irq softirq steal (guest is already inside user).
-    Some(line.split_whitespace().skip(1).take(8).filter_map(|v| v.parse::<u64>().ok()).sum())
+    let v: Vec<u64> = line.split_whitespace().skip(1).take(8).filter_map(|v| v.parse::<u64>().ok()).collect();
+    if v.len() < 4 {
+        return None;
+    }
+    let total: u64 = v.iter().sum();
+    let idle = v[3] + v.get(4).copied().unwrap_or(0);
+    Some((total.saturating_sub(idle), total))
 }
 
-fn uptime_secs(procfs: &Path) -> Option<f64> {
-    std::fs::read_to_string(procfs.join("uptime")).ok()?.split_whitespace().next()?.parse().ok()
+fn uptime_secs(procfs: &Path, buf: &mut Vec<u8>) -> Option<f64> {
+    read_small(&procfs.join("uptime"), buf).ok()?;
+    std::str::from_utf8(buf).ok()?.split_whitespace().next()?.parse().ok()
 }
 
 /// A job being assembled: scheduler, world size, ranks by number.
@@ -632,10 +852,11 @@ impl Collector for JobsCollector {
 
     fn collect(&mut self, report: &mut NodeReport) -> Result<(), CollectError> {
         let now = if report.timestamp_ms > 0 { report.timestamp_ms } else { crate::progress::now_ms() };
-        let uptime = uptime_secs(&self.procfs);
-        let total_ticks = total_cpu_ticks(&self.procfs);
-        let procs = self.scan()?;
-        let own_pid = (self.procfs == Path::new("/proc")).then(std::process::id);
+        let uptime = uptime_secs(&self.procfs, &mut self.buf);
+        let cpu = cpu_ticks(&self.procfs, &mut self.buf);
+        self.refresh(uptime)?;
+        let cycle = self.cycle;
+        let procs = &self.procs;
 
         // NVML: pid → GPUs.
         let mut nvml: HashMap<u32, Vec<u32>> = HashMap::new();
@@ -645,29 +866,10 @@ impl Collector for JobsCollector {
             }
         }
 
-        // Identities (cached), and forget processes that are gone.
-        let live: HashSet<u32> = procs.iter().map(|p| p.pid).collect();
-        self.idents.retain(|pid, _| live.contains(pid));
-        let by_pid: HashMap<u32, &ProcStat> = procs.iter().map(|p| (p.pid, p)).collect();
-        let mut idents: HashMap<u32, Arc<Ident>> = HashMap::new();
-        for st in &procs {
-            if Some(st.pid) == own_pid {
-                continue;
-            }
-            if st.state == 'Z' {
-                // A zombie's environ is gone; only an identity cached while it lived counts.
-                if let Some(c) = self.idents.get(&st.pid) {
-                    idents.insert(st.pid, c.ident.clone());
-                }
-                continue;
-            }
-            let id = self.read_ident(st, uptime);
-            idents.insert(st.pid, id);
-        }
-
         // Candidates: processes with a job and a rank.
         let mut cands: HashMap<u32, Candidate> = HashMap::new();
-        for (pid, id) in &idents {
+        for (pid, t) in procs {
+            let Some(id) = &t.ident else { continue };
             let Some(job) = &id.job else { continue };
             if let Some((rank, source)) = id.rank {
                 cands.insert(*pid, Candidate { job: job.clone(), rank, source });
@@ -680,16 +882,17 @@ impl Collector for JobsCollector {
                 }
             }
         }
+        let parent = |pid: u32| -> Option<u32> {
+            let st = &procs.get(&pid)?.stat;
+            (st.ppid != 0 && st.ppid != pid).then_some(st.ppid)
+        };
         let ancestors = |pid: u32| -> Vec<u32> {
             let mut out = Vec::new();
             let mut cur = pid;
             while out.len() < MAX_TREE_DEPTH {
-                let Some(st) = by_pid.get(&cur) else { break };
-                if st.ppid == 0 || st.ppid == cur {
-                    break;
-                }
-                out.push(st.ppid);
-                cur = st.ppid;
+                let Some(p) = parent(cur) else { break };
+                out.push(p);
+                cur = p;
             }
             out
         };
@@ -727,51 +930,70 @@ impl Collector for JobsCollector {
             let best = pids
                 .iter()
                 .copied()
-                .max_by_key(|p| (nvml.contains_key(p), by_pid.get(p).map(|s| s.starttime).unwrap_or(0), *p));
+                .max_by_key(|p| (nvml.contains_key(p), procs.get(p).map(|t| t.stat.starttime).unwrap_or(0), *p));
             if let Some(b) = best {
                 root_of.insert(b, key.clone());
                 rank_root.insert(key, b);
             }
         }
-        let mut owner: HashMap<u32, Option<u32>> = HashMap::new();
-        for st in &procs {
-            let mut found = None;
-            if root_of.contains_key(&st.pid) {
-                found = Some(st.pid);
-            } else {
-                for a in ancestors(st.pid) {
-                    if root_of.contains_key(&a) {
-                        found = Some(a);
+        // Each chain of parents is walked once: what a process resolves to, its children reuse.
+        let mut owner: HashMap<u32, Option<u32>> = HashMap::with_capacity(procs.len());
+        if !root_of.is_empty() {
+            let mut path = Vec::new();
+            for pid in procs.keys() {
+                path.clear();
+                let mut cur = Some(*pid);
+                let mut found = None;
+                while let Some(p) = cur {
+                    if root_of.contains_key(&p) {
+                        found = Some(p);
                         break;
                     }
+                    if let Some(known) = owner.get(&p) {
+                        found = *known;
+                        break;
+                    }
+                    if path.len() >= MAX_TREE_DEPTH {
+                        break;
+                    }
+                    path.push(p);
+                    cur = parent(p);
+                }
+                for p in &path {
+                    owner.insert(*p, found);
+                }
+                if let Some(f) = found {
+                    owner.insert(f, Some(f));
                 }
             }
-            owner.insert(st.pid, found);
         }
+        let owned = |pid: &u32| owner.get(pid).is_some_and(Option::is_some);
 
-        // CPU outside jobs.
-        let mut non_job_ticks = 0u64;
-        let mut next_ticks = HashMap::with_capacity(procs.len());
-        for st in &procs {
-            let delta = match self.prev_ticks.get(&st.pid) {
-                Some(&(start, t)) if start == st.starttime => st.ticks.saturating_sub(t),
-                _ => st.ticks,
-            };
-            next_ticks.insert(st.pid, (st.starttime, st.ticks));
-            let in_job =
-                owner.get(&st.pid).is_some_and(Option::is_some) || idents.get(&st.pid).is_some_and(|i| i.job.is_some());
-            if !in_job {
-                non_job_ticks += delta;
+        // CPU outside jobs: the host's busy ticks less those of job processes (which are read every
+        // cycle), so the many processes outside jobs need no reading at all.
+        let mut job_ticks = 0u64;
+        let mut hot: Vec<(u32, bool)> = Vec::with_capacity(procs.len());
+        for (pid, t) in procs {
+            let in_job = owned(pid) || t.ident.as_ref().is_some_and(|i| i.job.is_some());
+            if in_job && t.read_in == cycle {
+                job_ticks += match t.prev_ticks {
+                    Some(prev) => t.stat.ticks.saturating_sub(prev),
+                    None if t.new => t.stat.ticks,
+                    None => 0,
+                };
             }
+            let young = uptime.is_some_and(|up| up - t.stat.starttime as f64 / self.clk_tck < REREAD_YOUNG_SECS);
+            let may_exec = young && t.stat.state != 'Z' && t.ident.as_ref().is_none_or(|i| i.rank.is_none());
+            hot.push((*pid, in_job || may_exec));
         }
-        if let (Some(prev), Some(total)) = (self.prev_total, total_ticks)
-            && total > prev
+        if let (Some((prev_busy, prev_total)), Some((busy, total))) = (self.prev_cpu, cpu)
+            && total > prev_total
         {
-            let pct = (non_job_ticks as f64 * 100.0 / (total - prev) as f64).clamp(0.0, 100.0);
+            let non_job = busy.saturating_sub(prev_busy).saturating_sub(job_ticks);
+            let pct = (non_job as f64 * 100.0 / (total - prev_total) as f64).clamp(0.0, 100.0);
             report.host.get_or_insert_with(Default::default).cpu_non_job_pct = Some(pct);
         }
-        self.prev_ticks = next_ticks;
-        self.prev_total = total_ticks;
+        self.prev_cpu = cpu;
 
         // GPUs per rank: NVML over the rank's whole process tree.
         let mut tree_gpus: HashMap<u32, Vec<u32>> = HashMap::new();
@@ -780,17 +1002,21 @@ impl Collector for JobsCollector {
                 tree_gpus.entry(*root).or_default().extend(gpus);
             }
         }
-        let nic_map = if rank_root.is_empty() && self.remembered.is_empty() {
-            HashMap::new()
-        } else {
-            gpu_nic_map(report, &self.cfg, &self.sysfs)
-        };
+        drop(owner);
+        for (pid, h) in hot {
+            if let Some(t) = self.procs.get_mut(&pid) {
+                t.hot = h;
+            }
+        }
+        let nic_map =
+            if rank_root.is_empty() && self.remembered.is_empty() { Arc::default() } else { self.nic_map_for(report) };
 
         // Alive (or zombie) ranks.
         let mut jobs: BTreeMap<String, JobParts> = BTreeMap::new();
         let mut alive_keys: Vec<(String, u32)> = Vec::new();
         for ((job, rank), pid) in &rank_root {
-            let (Some(st), Some(id)) = (by_pid.get(pid), idents.get(pid)) else { continue };
+            let Some(t) = self.procs.get(pid) else { continue };
+            let (st, Some(id)) = (&t.stat, &t.ident) else { continue };
             let mut gpus = tree_gpus.remove(pid).unwrap_or_default();
             if gpus.is_empty() && id.env_readable {
                 gpus = gpus_from_env(id, &report.gpus);
