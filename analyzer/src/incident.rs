@@ -20,6 +20,17 @@ pub const MAX_EVIDENCE: usize = 32;
 pub const MAX_TIMELINE: usize = 64;
 
 /// The recommended action for a class, refined by the XID catalog's action when an XID is behind it.
+///
+/// From the class: a lost GPU, a degraded link that needs retraining (NVLink CRC storm, PCIe
+/// downtrained) or a dead node needs the node rebooted; a hung or memory-faulted GPU (or a downed
+/// NVLink) a GPU reset; a failing part (row-remap failure, SBE storm, SDC, slow, thermal or power
+/// braked GPU, fan, MCE, disk) replacing, with the vendor; anything on the fabric (NIC, cable, leaf)
+/// a look at the cable or switch; an OOM kill or a software hang/crash a job restart; a silent agent
+/// on a computing node or CPU contention nothing a person must do at once.
+///
+/// From the XID catalog (NVIDIA's immediate action) for GPU faults: a reset or bare-metal restart
+/// wins over the class's words, and a contained memory error (XID 94, `RESTART_APP`: the bad row is
+/// already fenced off) needs only the job restarted.
 pub fn action_for(class: FaultClass, xid: Option<u32>) -> Action {
     use FaultClass::*;
     let base = match class {
@@ -44,6 +55,7 @@ pub fn action_for(class: FaultClass, xid: Option<u32>) -> Action {
         {
             a
         }
+        Some(Action::RestartJob) if class == GpuHbmUncorrectable || class == GpuSramUncorrectable => Action::RestartJob,
         _ => base,
     }
 }
@@ -403,6 +415,77 @@ mod tests {
         assert_eq!(action_for(FaultClass::JobCrash, None), Action::RestartJob);
         assert_eq!(action_for(FaultClass::AgentDown, None), Action::None);
         assert_eq!(action_for(FaultClass::GpuRowRemapFailure, Some(64)), Action::ResetGpu);
+    }
+
+    /// The recommended action of every class without an XID, and whether it pages a person.
+    #[test]
+    fn every_class_has_its_action() {
+        use Action::*;
+        use FaultClass::*;
+        let table = [
+            (GpuLost, RebootNode),
+            (GpuHbmUncorrectable, ResetGpu),
+            (GpuSramUncorrectable, ResetGpu),
+            (GpuGspHang, ResetGpu),
+            (GpuThermalThrottle, ReplacePart),
+            (GpuPowerBrake, ReplacePart),
+            (GpuSlow, ReplacePart),
+            (GpuEccSbeStorm, ReplacePart),
+            (GpuRowRemapFailure, ReplacePart),
+            (GpuSdc, ReplacePart),
+            (NvlinkDown, ResetGpu),
+            (NvlinkCrcStorm, RebootNode),
+            (PcieDowntrained, RebootNode),
+            (NicDown, InspectCableOrSwitch),
+            (NicFlap, InspectCableOrSwitch),
+            (CableBitErrors, InspectCableOrSwitch),
+            (NicSpeedDegraded, InspectCableOrSwitch),
+            (LeafSwitchDown, InspectCableOrSwitch),
+            (LeafCongestion, InspectCableOrSwitch),
+            (NodeDown, RebootNode),
+            (AgentDown, None),
+            (HostFanFailure, ReplacePart),
+            (HostOom, RestartJob),
+            (HostMce, ReplacePart),
+            (HostCpuContention, None),
+            (DiskFailure, ReplacePart),
+            (JobHang, RestartJob),
+            (JobCrash, RestartJob),
+        ];
+        assert_eq!(table.len(), FaultClass::ALL.len(), "every class is pinned");
+        for (class, want) in table {
+            assert_eq!(action_for(class, Option::None), want, "{class}");
+        }
+        // Only hardware actions page a person.
+        assert!(!RestartJob.needs_person() && !None.needs_person());
+        for a in [ResetGpu, RebootNode, ReplacePart, InspectCableOrSwitch] {
+            assert!(a.needs_person(), "{a:?}");
+        }
+    }
+
+    /// NVIDIA's immediate action for the XID behind a GPU incident refines the class's action.
+    #[test]
+    fn the_xid_catalog_refines_gpu_actions() {
+        use Action::*;
+        use FaultClass::*;
+        for (class, xid, want) in [
+            (GpuLost, 79, RebootNode),
+            (GpuHbmUncorrectable, 48, ResetGpu),
+            (GpuHbmUncorrectable, 95, ResetGpu),
+            (GpuHbmUncorrectable, 94, RestartJob),
+            (GpuSramUncorrectable, 94, RestartJob),
+            (GpuHbmUncorrectable, 171, ResetGpu),
+            (GpuGspHang, 119, ResetGpu),
+            (GpuGspHang, 169, ResetGpu),
+            (NvlinkDown, 74, ResetGpu),
+            (GpuRowRemapFailure, 64, ResetGpu),
+            (GpuEccSbeStorm, 92, ReplacePart),
+        ] {
+            assert_eq!(action_for(class, Some(xid)), want, "{class} with XID {xid}");
+        }
+        // The catalog's words never turn a non-GPU fault into a GPU action.
+        assert_eq!(action_for(NodeDown, Some(79)), RebootNode);
+        assert_eq!(action_for(LeafSwitchDown, Some(119)), InspectCableOrSwitch);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod incident;
 pub mod localize;
 pub mod metrics;
 pub mod notify;
+pub mod remediate;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -43,6 +43,9 @@ struct Cli {
     /// Topology file (TOML, or JSON when named *.json).
     #[arg(long, value_name = "PATH")]
     topology: Option<PathBuf>,
+    /// Remediation dry run: log and record what would be drained or resumed, call no scheduler.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 fn main() -> ExitCode {
@@ -116,6 +119,9 @@ async fn start(
     }
     if let Some(t) = cli.topology {
         cfg.topology = Some(t);
+    }
+    if cli.dry_run {
+        cfg.remediation.dry_run = true;
     }
     let mut settings = cfg.build()?;
     // Bound before the store opens so that notification links can name the port chosen for `:0`;

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use faultline_proto::api::HealthRow;
+use faultline_proto::remediation::{ActionResult, NodeAction};
 use faultline_proto::{Incident, Severity};
 use prometheus_client::encoding::{EncodeLabelSet, prometheus_text, text};
 use prometheus_client::metrics::counter::Counter;
@@ -82,6 +83,13 @@ struct NotifyLabels {
     result: String,
 }
 
+/// Remediation action and result: both fixed sets.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RemediationLabels {
+    action: String,
+    result: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReceiverLabels {
     receiver: String,
@@ -144,6 +152,8 @@ pub struct Metrics {
     nodes_reporting: Gauge,
     tick_duration: Histogram,
     store_errors: Counter,
+    remediation_actions: Family<RemediationLabels, Counter>,
+    remediation_blocked: Counter,
     notifications: Family<NotifyLabels, Counter>,
     notification_latency: Histogram,
     outbox_depth: Family<ReceiverLabels, Gauge>,
@@ -224,6 +234,26 @@ impl Metrics {
             "Time from an incident change being recorded to its notification being delivered",
             notification_latency.clone(),
         );
+        let remediation_actions = Family::<RemediationLabels, Counter>::default();
+        registry.register(
+            "remediation_actions",
+            "Scheduler actions (drain, resume) by result: ok, failed, suggested, dry_run, blocked, skipped",
+            remediation_actions.clone(),
+        );
+        for action in [NodeAction::Drain, NodeAction::Resume] {
+            for result in [ActionResult::Ok, ActionResult::Failed] {
+                let _ = remediation_actions.get_or_create_owned(&RemediationLabels {
+                    action: action.as_str().into(),
+                    result: result.as_str().into(),
+                });
+            }
+        }
+        let remediation_blocked = Counter::default();
+        registry.register(
+            "remediation_blocked",
+            "Incidents whose drains the blast-radius guard stopped (a person was paged)",
+            remediation_blocked.clone(),
+        );
         let outbox_depth = Family::<ReceiverLabels, Gauge>::default();
         registry.register("outbox_depth", "Notifications waiting in the outbox, per receiver", outbox_depth.clone());
         for r in [IngestResult::Accepted, IngestResult::Invalid, IngestResult::Malformed] {
@@ -244,6 +274,8 @@ impl Metrics {
             nodes_reporting,
             tick_duration,
             store_errors,
+            remediation_actions,
+            remediation_blocked,
             notifications,
             notification_latency,
             outbox_depth,
@@ -275,6 +307,18 @@ impl Metrics {
     /// One engine tick finished (its count is the `_count` of the histogram).
     pub fn tick(&self, seconds: f64) {
         self.tick_duration.observe(seconds);
+    }
+
+    /// One remediation action ended with `result`.
+    pub fn remediation_action(&self, action: NodeAction, result: ActionResult) {
+        self.remediation_actions
+            .get_or_create(&RemediationLabels { action: action.as_str().into(), result: result.as_str().into() })
+            .inc();
+    }
+
+    /// The blast-radius guard stopped an incident's drains.
+    pub fn remediation_blocked(&self) {
+        self.remediation_blocked.inc();
     }
 
     pub fn store_error(&self) {

@@ -113,6 +113,8 @@ pub struct AppState {
     pub heartbeat_intervals: f64,
     pub started_s: f64,
     planner: Option<Arc<dyn OutboxPlanner>>,
+    /// Drains and resumes through the scheduler (`remediate`); its own task runs the rounds.
+    pub remediation: crate::remediate::Remediation,
     /// Changes the store has not accepted yet; retried on the next tick.
     pending: Mutex<Vec<IncidentChange>>,
 }
@@ -178,6 +180,8 @@ impl AppState {
             "store loaded; open incidents continue"
         );
         let started_s = clock.now_s();
+        let remediation = crate::remediate::Remediation::new(&settings.remediation);
+        remediation.restore(&store, started_s)?;
         Ok(Arc::new(Self {
             engine: Mutex::new(engine),
             ledger: Mutex::new(NodeLedger::default()),
@@ -192,6 +196,7 @@ impl AppState {
             heartbeat_intervals: settings.engine.heartbeat_intervals,
             started_s,
             planner,
+            remediation,
             pending: Mutex::new(Vec::new()),
         }))
     }
@@ -278,9 +283,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/jobs/{id}", get(api::get_job))
         .route("/api/v1/topology", get(api::topology))
         .route("/api/v1/summary", get(api::summary))
+        .route("/api/v1/actions", get(crate::remediate::http::list_actions))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/api/v1/reports", post(post_report).layer(DefaultBodyLimit::disable()))
+        // Writes: the handlers check the token themselves.
+        .route("/api/v1/actions/drain", post(crate::remediate::http::post_drain))
+        .route("/api/v1/actions/resume", post(crate::remediate::http::post_resume))
         .merge(read)
         .route("/metrics", get(api::metrics))
         .route("/healthz", get(|| async { "ok" }))
@@ -449,8 +458,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let ticker = tokio::spawn(tick_loop(state.clone(), tick_interval));
+    let remediator = tokio::spawn(crate::remediate::runner::run_loop(state.clone(), tick_interval));
     let result = axum::serve(listener, router(state.clone())).with_graceful_shutdown(shutdown).await;
     ticker.abort();
+    remediator.abort();
     // Give unrecorded changes one last chance to reach the store.
     let st = state.clone();
     let left = tokio::task::spawn_blocking(move || st.flush_pending()).await.unwrap_or(0);

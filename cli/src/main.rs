@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod client;
+mod cmd_actions;
 mod commands;
 mod config;
 mod render;
@@ -31,6 +32,15 @@ enum Cmd {
     /// Simulate a cluster, inject faults, run the analyzer on it, and score the diagnosis
     #[command(subcommand)]
     Sim(sim_cmd::SimCommand),
+    /// Take a node out of scheduling (Slurm drain) through the analyzer
+    #[command(after_help = cmd_actions::WRITE_EXIT_CODES)]
+    Drain(cmd_actions::DrainArgs),
+    /// Put a drained node back into scheduling; only faultline's own drains unless --force
+    #[command(after_help = cmd_actions::WRITE_EXIT_CODES)]
+    Resume(cmd_actions::ResumeArgs),
+    /// Remediation actions: pending (suggested, blocked, waiting to resume) and taken
+    #[command(after_help = cmd_actions::ACTIONS_EXIT_CODES)]
+    Actions(cmd_actions::ActionsArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,5 +48,8 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Diag(c) => commands::run(&cli.conn, c),
         Cmd::Sim(c) => sim_cmd::run(&cli.conn, c),
+        Cmd::Drain(a) => cmd_actions::run_drain(&cli.conn, &a),
+        Cmd::Resume(a) => cmd_actions::run_resume(&cli.conn, &a),
+        Cmd::Actions(a) => cmd_actions::run_list(&cli.conn, &a),
     }
 }

@@ -46,7 +46,11 @@ pub async fn list_actions(State(st): State<Arc<AppState>>) -> Result<Response, A
 }
 
 /// `POST /api/v1/actions/drain` with `{"node": "...", "reason": "..."}`.
-pub async fn post_drain(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub async fn post_drain(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     st.authorize(&headers)?;
     let req: DrainRequest = decode(&body, r#"{"node": "NAME", "reason": "why"}"#)?;
     let st2 = st.clone();
@@ -57,7 +61,11 @@ pub async fn post_drain(State(st): State<Arc<AppState>>, headers: HeaderMap, bod
 }
 
 /// `POST /api/v1/actions/resume` with `{"node": "...", "force": false}`.
-pub async fn post_resume(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub async fn post_resume(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     st.authorize(&headers)?;
     let req: ResumeRequest = decode(&body, r#"{"node": "NAME", "force": false}"#)?;
     let st2 = st.clone();

@@ -319,9 +319,10 @@ pub fn drains(class: FaultClass) -> bool {
 }
 
 /// Cluster nodes an incident takes out of service: the root's host, or for a switch every node
-/// whose NICs hang off it (`behind_switch`). Empty when the class does not drain.
+/// whose NICs hang off it (`behind_switch`). Empty when the class does not drain, or when its
+/// recommended action needs no person (a contained memory error only restarts the job).
 pub fn targets(inc: &Incident, behind_switch: impl Fn(&str) -> BTreeSet<String>) -> Vec<String> {
-    if !drains(inc.class) {
+    if !drains(inc.class) || !inc.action.needs_person() {
         return Vec::new();
     }
     match &inc.root {
@@ -689,19 +690,8 @@ impl Planner {
                 h.incidents.insert(incident.to_string());
             }
             ActionResult::Skipped => {
-                self.retries.remove(&key);
-                self.pending.remove(&key);
                 self.unreserve(node);
-                if adopt {
-                    let h = self.held.entry(node.to_string()).or_insert_with(|| Held {
-                        incidents: BTreeSet::new(),
-                        drained_s: now_s,
-                        dry_run: false,
-                        healthy_since: None,
-                        retry_at: None,
-                    });
-                    h.incidents.insert(incident.to_string());
-                }
+                self.already_drained(node, incident, adopt, now_s);
             }
             ActionResult::Failed => {
                 self.unreserve(node);
@@ -741,6 +731,26 @@ impl Planner {
                 );
             }
             ActionResult::Suggested | ActionResult::Blocked => {}
+        }
+    }
+
+    /// `node` was found drained before faultline planned to drain it: nothing to do, and nothing
+    /// counted against the guard. Faultline's own automatic drain (`adopt`) is held for `incident`
+    /// too, so it is resumed only when every incident on it resolved.
+    pub fn already_drained(&mut self, node: &str, incident: &str, adopt: bool, now_s: f64) {
+        let key = (incident.to_string(), node.to_string());
+        self.retries.remove(&key);
+        self.pending.remove(&key);
+        if adopt {
+            let h = self.held.entry(node.to_string()).or_insert_with(|| Held {
+                incidents: BTreeSet::new(),
+                drained_s: now_s,
+                dry_run: false,
+                healthy_since: None,
+                retry_at: None,
+            });
+            h.incidents.insert(incident.to_string());
+            h.healthy_since = None;
         }
     }
 
@@ -871,14 +881,20 @@ impl Planner {
                 (
                     PendingState::AwaitingResolve,
                     None,
-                    format!("resume {node} once {} resolved", waiting.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")),
+                    format!(
+                        "resume {node} once {} resolved",
+                        waiting.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
                 )
             } else {
                 match h.healthy_since {
                     Some(s) => (
                         PendingState::AwaitingHealthy,
                         Some(s + self.settings.healthy_hold_s),
-                        format!("resume {node} after it stays healthy for {}", human_duration(self.settings.healthy_hold_s)),
+                        format!(
+                            "resume {node} after it stays healthy for {}",
+                            human_duration(self.settings.healthy_hold_s)
+                        ),
                     ),
                     None => (
                         PendingState::AwaitingHealthy,

@@ -10,15 +10,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use faultline_proto::remediation::{
-    ActionOrigin, ActionRecord, ActionResult, ActionsView, DrainRequest, NodeAction, ResumeRequest,
+    ActionOrigin, ActionRecord, ActionResult, ActionsView, DrainRequest, NodeAction, RemediationMode, ResumeRequest,
 };
 use faultline_proto::{ComponentId, Incident};
 use tracing::{debug, error, info, warn};
 
 use super::slurm::SlurmRemediator;
 use super::{
-    AdapterKind, Planner, RemediateError, RemediationSettings, Remediator, Step, drains, manual_drain, manual_reason,
-    owned_by_faultline, record, targets,
+    AdapterKind, NodeState, Planner, RemediateError, RemediationSettings, Remediator, Step, drain_reason, drains,
+    manual_drain, manual_reason, owned_by_faultline, record, targets,
 };
 use crate::server::{AppState, lock};
 use crate::store::{Store, StoreError};
@@ -99,7 +99,10 @@ impl Remediation {
         let mut p = lock(&self.planner);
         p.restore(&records, now_s);
         if !p.held().is_empty() {
-            info!(nodes = p.held().len(), "remediation: nodes faultline drained are held until their incidents resolve");
+            info!(
+                nodes = p.held().len(),
+                "remediation: nodes faultline drained are held until their incidents resolve"
+            );
         }
         Ok(())
     }
@@ -123,9 +126,38 @@ impl Remediation {
         let mut steps = Vec::new();
         for inc in fresh {
             let k = *known.get_or_insert_with(|| known_nodes(st));
-            let t = targets(inc, |sw| nodes_behind(st, sw));
+            let mut t = targets(inc, |sw| nodes_behind(st, sw));
+            // Nodes already out of scheduling are not drained again and do not count against the
+            // guard: look before planning when this incident will really be acted on.
+            let mut already = Vec::new();
+            let acts = self.settings.policy.mode_for(inc.class, inc.severity) == RemediationMode::Act;
+            if let (true, false, Some(a)) = (acts, self.settings.dry_run, &self.adapter) {
+                t.retain(|n| match a.node_state(n) {
+                    Ok(s) if s.drained => {
+                        already.push((n.clone(), s));
+                        false
+                    }
+                    _ => true,
+                });
+            }
             let target = |n: &str| self.target(n);
             steps.extend(lock(&self.planner).plan_incident(inc, &t, k, &target, now_s));
+            let reason = drain_reason(inc);
+            for (n, s) in already {
+                let (result, adopt, detail) = already_drained(&n, &s, &inc.id);
+                lock(&self.planner).already_drained(&n, &inc.id, adopt, now_s);
+                steps.push(Step::Record(record(
+                    now_s,
+                    NodeAction::Drain,
+                    &n,
+                    &self.target(&n),
+                    Some(&inc.id),
+                    ActionOrigin::Auto,
+                    result,
+                    Some(&reason),
+                    detail,
+                )));
+            }
         }
         let has_retries = lock(&self.planner).has_retries();
         if has_retries {
@@ -135,7 +167,11 @@ impl Remediation {
         let held = !lock(&self.planner).held().is_empty();
         let health: BTreeMap<String, bool> = if held {
             let busy = busy_nodes(st, &open);
-            lock(&st.engine).nodes().into_iter().map(|n| (n.node.clone(), n.healthy && !busy.contains(&n.node))).collect()
+            lock(&st.engine)
+                .nodes()
+                .into_iter()
+                .map(|n| (n.node.clone(), n.healthy && !busy.contains(&n.node)))
+                .collect()
         } else {
             BTreeMap::new()
         };
@@ -159,7 +195,13 @@ impl Remediation {
             Step::Drain { node, incident, reason, dry_run } => {
                 let target = self.target(&node);
                 let (result, adopt, detail) = if dry_run {
-                    (ActionResult::DryRun, false, format!("would drain {node} (scheduler node {target}) for {incident} with reason {reason:?} (dry run)"))
+                    (
+                        ActionResult::DryRun,
+                        false,
+                        format!(
+                            "would drain {node} (scheduler node {target}) for {incident} with reason {reason:?} (dry run)"
+                        ),
+                    )
                 } else if let Some(a) = &self.adapter {
                     drain_with(a.as_ref(), &node, &target, &incident, &reason)
                 } else {
@@ -183,7 +225,12 @@ impl Remediation {
                 let target = self.target(&node);
                 let after = incidents.join(", ");
                 let (result, detail) = if dry_run {
-                    (ActionResult::DryRun, format!("would resume {node} (scheduler node {target}): {after} resolved and the node stayed healthy (dry run)"))
+                    (
+                        ActionResult::DryRun,
+                        format!(
+                            "would resume {node} (scheduler node {target}): {after} resolved and the node stayed healthy (dry run)"
+                        ),
+                    )
                 } else if let Some(a) = &self.adapter {
                     resume_with(a.as_ref(), &node, &target, &after)
                 } else {
@@ -240,7 +287,10 @@ impl Remediation {
         let (result, detail) = if state.drained && owned_by_faultline(state.reason.as_deref()) {
             (
                 ActionResult::Skipped,
-                format!("{node} is already drained by faultline (reason {:?}); nothing changed", state.reason.unwrap_or_default()),
+                format!(
+                    "{node} is already drained by faultline (reason {:?}); nothing changed",
+                    state.reason.unwrap_or_default()
+                ),
             )
         } else if state.drained {
             return Err(ManualError::Conflict(format!(
@@ -248,18 +298,35 @@ impl Remediation {
                 state.reason.unwrap_or_default()
             )));
         } else if self.settings.dry_run {
-            (ActionResult::DryRun, format!("would drain {node} (scheduler node {target}) by hand with reason {reason:?} (dry run)"))
+            (
+                ActionResult::DryRun,
+                format!("would drain {node} (scheduler node {target}) by hand with reason {reason:?} (dry run)"),
+            )
         } else {
             match a.drain(node, &reason) {
-                Ok(()) => (ActionResult::Ok, format!("drained {node} by hand (scheduler node {target}) with reason {reason:?}")),
+                Ok(()) => (
+                    ActionResult::Ok,
+                    format!("drained {node} by hand (scheduler node {target}) with reason {reason:?}"),
+                ),
                 Err(e) => {
-                    let rec = record(now_s, NodeAction::Drain, node, &target, None, ActionOrigin::Manual, ActionResult::Failed, Some(&reason), format!("drain of {node} by hand failed: {e}"));
+                    let rec = record(
+                        now_s,
+                        NodeAction::Drain,
+                        node,
+                        &target,
+                        None,
+                        ActionOrigin::Manual,
+                        ActionResult::Failed,
+                        Some(&reason),
+                        format!("drain of {node} by hand failed: {e}"),
+                    );
                     self.commit(st, rec);
                     return Err(scheduler_error(e, node));
                 }
             }
         };
-        let rec = record(now_s, NodeAction::Drain, node, &target, None, ActionOrigin::Manual, result, Some(&reason), detail);
+        let rec =
+            record(now_s, NodeAction::Drain, node, &target, None, ActionOrigin::Manual, result, Some(&reason), detail);
         self.commit(st, rec.clone());
         Ok(rec)
     }
@@ -295,7 +362,17 @@ impl Remediation {
                     (ActionResult::Ok, format!("resumed {node} by hand (drain reason was {reason:?}){forced}"))
                 }
                 Err(e) => {
-                    let rec = record(now_s, NodeAction::Resume, node, &target, None, ActionOrigin::Manual, ActionResult::Failed, None, format!("resume of {node} by hand failed: {e}"));
+                    let rec = record(
+                        now_s,
+                        NodeAction::Resume,
+                        node,
+                        &target,
+                        None,
+                        ActionOrigin::Manual,
+                        ActionResult::Failed,
+                        None,
+                        format!("resume of {node} by hand failed: {e}"),
+                    );
                     self.commit(st, rec);
                     return Err(scheduler_error(e, node));
                 }
@@ -330,30 +407,56 @@ impl Remediation {
     }
 }
 
-/// Drains `node` unless it is already drained; never overwrites another drain.
-fn drain_with(a: &dyn Remediator, node: &str, target: &str, incident: &str, reason: &str) -> (ActionResult, bool, String) {
-    match a.node_state(node) {
-        Err(e) => (ActionResult::Failed, false, format!("cannot read the state of {node} before draining it for {incident}: {e}")),
-        Ok(s) if s.drained && manual_drain(s.reason.as_deref()) => (
-            ActionResult::Skipped,
-            false,
-            format!("{node} is already drained by hand through faultline (reason {:?}); left for a person to resume", s.reason.unwrap_or_default()),
-        ),
-        Ok(s) if s.drained && owned_by_faultline(s.reason.as_deref()) => (
-            ActionResult::Skipped,
-            true,
-            format!("{node} is already drained by faultline (reason {:?}); it now also waits for {incident}", s.reason.unwrap_or_default()),
-        ),
-        Ok(s) if s.drained => (
+/// What to record for a node found already drained: always skipped; adopted (held for resume)
+/// only when the drain is faultline's own automatic one.
+fn already_drained(node: &str, s: &NodeState, incident: &str) -> (ActionResult, bool, String) {
+    let reason = s.reason.clone().unwrap_or_default();
+    if manual_drain(s.reason.as_deref()) {
+        (
             ActionResult::Skipped,
             false,
             format!(
-                "{node} is already drained by someone else (reason {:?}); left as it is, and faultline will not resume it",
-                s.reason.unwrap_or_default()
+                "{node} is already drained by hand through faultline (reason {reason:?}); left for a person to resume"
             ),
+        )
+    } else if owned_by_faultline(s.reason.as_deref()) {
+        (
+            ActionResult::Skipped,
+            true,
+            format!("{node} is already drained by faultline (reason {reason:?}); it now also waits for {incident}"),
+        )
+    } else {
+        (
+            ActionResult::Skipped,
+            false,
+            format!(
+                "{node} is already drained by someone else (reason {reason:?}); left as it is, and faultline will not resume it"
+            ),
+        )
+    }
+}
+
+/// Drains `node` unless it is already drained; never overwrites another drain.
+fn drain_with(
+    a: &dyn Remediator,
+    node: &str,
+    target: &str,
+    incident: &str,
+    reason: &str,
+) -> (ActionResult, bool, String) {
+    match a.node_state(node) {
+        Err(e) => (
+            ActionResult::Failed,
+            false,
+            format!("cannot read the state of {node} before draining it for {incident}: {e}"),
         ),
+        Ok(s) if s.drained => already_drained(node, &s, incident),
         Ok(_) => match a.drain(node, reason) {
-            Ok(()) => (ActionResult::Ok, false, format!("drained {node} in {} (node {target}) with reason {reason:?}", a.name())),
+            Ok(()) => (
+                ActionResult::Ok,
+                false,
+                format!("drained {node} in {} (node {target}) with reason {reason:?}", a.name()),
+            ),
             Err(e) => (ActionResult::Failed, false, format!("drain of {node} for {incident} failed: {e}")),
         },
     }
@@ -394,7 +497,7 @@ fn log_action(r: &ActionRecord) {
             warn!(action = %r.action, node = %r.node, incident = %inc, detail = %r.detail, "remediation failed")
         }
         ActionResult::Blocked => {
-            error!(action = %r.action, node = %r.node, incident = %inc, detail = %r.detail, "remediation blocked")
+            warn!(action = %r.action, node = %r.node, incident = %inc, detail = %r.detail, "remediation blocked")
         }
     }
 }
@@ -411,7 +514,9 @@ fn checked_node(node: &str) -> Result<&str, ManualError> {
 
 fn scheduler_error(e: RemediateError, node: &str) -> ManualError {
     match e {
-        RemediateError::UnknownNode { .. } => ManualError::NotFound(format!("the scheduler does not know node {node}: {e}")),
+        RemediateError::UnknownNode { .. } => {
+            ManualError::NotFound(format!("the scheduler does not know node {node}: {e}"))
+        }
         RemediateError::BadNodeName { .. } => ManualError::BadRequest(e.to_string()),
         RemediateError::NoAdapter => ManualError::NoAdapter,
         other => ManualError::Scheduler(other.to_string()),

@@ -141,13 +141,12 @@ impl Remediator for SlurmRemediator {
         let name = self.slurm_name(node)?;
         let args = vec!["show".to_string(), "node".to_string(), "-o".to_string(), name.clone()];
         let out = self.run(&args).map_err(|e| unknown_node(e, &name))?;
-        let line = out
-            .lines()
-            .find(|l| l.split_whitespace().next() == Some(&format!("NodeName={name}")))
-            .ok_or_else(|| RemediateError::Parse {
+        let line = out.lines().find(|l| l.split_whitespace().next() == Some(&format!("NodeName={name}"))).ok_or_else(
+            || RemediateError::Parse {
                 program: self.scontrol.display().to_string(),
                 message: format!("no `NodeName={name}` line in: {}", out.trim()),
-            })?;
+            },
+        )?;
         parse_show_node(line).ok_or_else(|| RemediateError::Parse {
             program: self.scontrol.display().to_string(),
             message: format!("no State= in: {line}"),
@@ -193,11 +192,7 @@ fn reason_of(line: &str) -> Option<String> {
         text = &start[..next];
     }
     let text = text.trim();
-    if text.is_empty() || text == "(null)" || text.eq_ignore_ascii_case("none") {
-        None
-    } else {
-        Some(text.to_string())
-    }
+    if text.is_empty() || text == "(null)" || text.eq_ignore_ascii_case("none") { None } else { Some(text.to_string()) }
 }
 
 /// Byte offset of ` [user@time]` in a reason, if present.

@@ -2,8 +2,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use faultline_proto::remediation::{ActionOrigin, ActionRecord, ActionResult, NodeAction, PendingState, RemediationMode};
-use faultline_proto::{Action, ComponentId, FaultClass, Incident, IncidentStatus, Severity, rfc3339};
+use faultline_proto::remediation::{
+    ActionOrigin, ActionRecord, ActionResult, NodeAction, PendingState, RemediationMode,
+};
+use faultline_proto::{ComponentId, FaultClass, Incident, IncidentStatus, Severity, rfc3339};
 
 use super::*;
 use crate::config::Config;
@@ -28,7 +30,7 @@ fn incident(id: &str, root: ComponentId, class: FaultClass) -> Incident {
         paths: vec![],
         evidence: vec![],
         timeline: vec![],
-        action: Action::None,
+        action: crate::incident::action_for(class, None),
     }
 }
 
@@ -188,6 +190,12 @@ fn targets_are_the_host_or_every_node_behind_the_switch() {
     assert_eq!(targets(&leaf, behind).len(), 5);
     let congested = incident("inc-6", ComponentId::switch("leaf-01"), FaultClass::LeafCongestion);
     assert!(targets(&congested, behind).is_empty());
+    // A contained memory error (XID 94) needs only a job restart: the node stays in service.
+    let mut contained = incident("inc-7", ComponentId::gpu("node-0002", 0), FaultClass::GpuHbmUncorrectable);
+    contained.action = crate::incident::action_for(FaultClass::GpuHbmUncorrectable, Some(94));
+    assert!(targets(&contained, none).is_empty());
+    contained.action = crate::incident::action_for(FaultClass::GpuHbmUncorrectable, Some(95));
+    assert_eq!(targets(&contained, none), ["node-0002"]);
 }
 
 #[test]
@@ -215,7 +223,11 @@ fn suggest_records_and_never_drains() {
     assert!(drains_of(&steps).is_empty());
     assert_eq!(results_of(&steps), [ActionResult::Suggested]);
     let Step::Record(r) = &steps[0] else { panic!() };
-    assert!(r.detail.contains("suggest: drain node-0003") && r.detail.contains("faultline drain node-0003"), "{}", r.detail);
+    assert!(
+        r.detail.contains("suggest: drain node-0003") && r.detail.contains("faultline drain node-0003"),
+        "{}",
+        r.detail
+    );
     assert_eq!(r.reason.as_deref(), Some("faultline: gpu_lost node-0003/gpu1 inc-1"));
     // Decided once.
     assert!(p.plan_incident(&gpu_fault("inc-1", "node-0003"), &["node-0003".into()], 10, &ident, T0 + 1.0).is_empty());
@@ -387,7 +399,8 @@ fn someone_elses_drain_is_not_held_and_faultlines_own_is_adopted() {
 
 #[test]
 fn dry_run_plans_on_paper_and_resumes_on_paper() {
-    let s = settings("[remediation]\ndefault = \"act\"\ndry_run = true\nmax_drain_share = 0.5\nhealthy_hold = \"0s\"\n");
+    let s =
+        settings("[remediation]\ndefault = \"act\"\ndry_run = true\nmax_drain_share = 0.5\nhealthy_hold = \"0s\"\n");
     let mut p = Planner::new(s, false);
     let steps = p.plan_incident(&gpu_fault("inc-1", "a"), &["a".into()], 10, &ident, T0);
     assert!(matches!(&steps[0], Step::Drain { dry_run: true, .. }), "{steps:?}");
@@ -398,7 +411,15 @@ fn dry_run_plans_on_paper_and_resumes_on_paper() {
     assert!(matches!(&s[0], Step::Resume { dry_run: true, .. }), "{s:?}");
 }
 
-fn rec(n: u64, at: f64, action: NodeAction, node: &str, inc: Option<&str>, origin: ActionOrigin, result: ActionResult) -> ActionRecord {
+fn rec(
+    n: u64,
+    at: f64,
+    action: NodeAction,
+    node: &str,
+    inc: Option<&str>,
+    origin: ActionOrigin,
+    result: ActionResult,
+) -> ActionRecord {
     let mut r = record(at, action, node, node, inc, origin, result, None, String::new());
     r.id = n;
     r
@@ -426,4 +447,17 @@ fn restore_rebuilds_holds_window_and_decisions() {
         assert!(!p.wants(i), "{i} was decided before the restart");
     }
     assert!(p.wants("inc-5"));
+}
+
+#[test]
+fn the_deploy_example_parses_and_says_what_it_means() {
+    let c = Config::parse(include_str!("../../../deploy/slurm/analyzer.toml")).unwrap();
+    let r = &c.remediation;
+    assert_eq!(r.adapter, AdapterKind::Slurm);
+    assert_eq!(r.slurm.env["SLURM_CONF"], "/etc/slurm/slurm.conf");
+    let p = Policy { default: r.default, rules: r.rule.clone() };
+    assert_eq!(p.mode_for(FaultClass::GpuLost, Severity::Critical), RemediationMode::Act);
+    assert_eq!(p.mode_for(FaultClass::LeafSwitchDown, Severity::Critical), RemediationMode::Act);
+    assert_eq!(p.mode_for(FaultClass::GpuSlow, Severity::Warning), RemediationMode::Suggest);
+    assert_eq!(p.mode_for(FaultClass::DiskFailure, Severity::Critical), RemediationMode::Suggest);
 }
