@@ -2,9 +2,9 @@
 //! `<url>/api/v2/alerts`, re-posted while it is open and posted once more with `endsAt` when it
 //! resolves.
 //!
-//! Labels identify an alert in Alertmanager, so they hold only short, bounded values: severity,
-//! class, root, its node, the affected jobs (comma-joined, cut at `MAX_JOBS_LABEL_CHARS`) and the
-//! incident id. The long story (root cause, evidence, affected job paths) goes in annotations.
+//! Labels identify an alert in Alertmanager, so they hold only short, bounded values: severity
+//! (`info` when no person needs to act), class, root, its node, the affected jobs (comma-joined, cut
+//! at `MAX_JOBS_LABEL_CHARS`), the incident id and the recommended action. The long story (root cause, evidence, affected job paths) goes in annotations.
 //! When an update changes an incident's labels (its class was upgraded, a job joined), the alert
 //! under the old labels is ended in the same post (`Supersede`), so it does not linger until
 //! Alertmanager's `resolve_timeout`.
@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 pub const ALERT_NAME: &str = "FaultlineIncident";
 
 /// Labels faultline sets itself; configured extra labels may not use these names.
-pub const OWN_LABELS: [&str; 7] = ["alertname", "severity", "class", "root", "node", "jobs", "incident"];
+pub const OWN_LABELS: [&str; 8] = ["alertname", "severity", "class", "root", "node", "jobs", "incident", "action"];
 
 /// Longest `jobs` label value. Labels are an identity, not a report: a few job names fit, the full
 /// list is in the `description` annotation. 200 characters keeps routing matchers readable.
@@ -61,12 +61,15 @@ pub struct AlertContext<'a> {
 pub fn alert(inc: &Incident, ctx: AlertContext<'_>) -> PostableAlert {
     let mut labels = ctx.extra_labels.clone();
     labels.insert("alertname".into(), ALERT_NAME.into());
-    labels.insert("severity".into(), inc.severity.as_str().into());
+    // `info` when no person needs to act (`notify_severity`): routes that page match on severity.
+    labels.insert("severity".into(), super::notify_severity(inc).as_str().into());
     labels.insert("class".into(), inc.class.as_str().into());
     labels.insert("root".into(), inc.root.to_string());
     labels.insert("node".into(), inc.root.host().unwrap_or_default().to_string());
     labels.insert("jobs".into(), jobs_label(&inc.affected_jobs));
     labels.insert("incident".into(), inc.id.clone());
+    // The recommended action, a fixed set: routes can send `replace_part` to the vendor desk.
+    labels.insert("action".into(), action_str(inc));
     let mut annotations = BTreeMap::new();
     annotations.insert("summary".into(), inc.summary.clone());
     annotations.insert("description".into(), description(inc));
@@ -238,6 +241,20 @@ mod tests {
     }
 
     #[test]
+    fn an_incident_no_person_must_act_on_does_not_page() {
+        let mut inc = incident();
+        inc.class = FaultClass::HostOom;
+        inc.root = ComponentId::node("node-0003");
+        inc.action = faultline_proto::Action::RestartJob;
+        let none = BTreeMap::new();
+        let a = alert(&inc, ctx(&none));
+        assert_eq!(a.labels["severity"], "info");
+        assert_eq!(a.labels["action"], "restart_job");
+        inc.action = faultline_proto::Action::RebootNode;
+        assert_eq!(alert(&inc, ctx(&none)).labels["severity"], "critical");
+    }
+
+    #[test]
     fn a_firing_alert_carries_our_labels_and_annotations() {
         let extra = BTreeMap::from([("cluster".to_string(), "train-a".to_string())]);
         let inc = incident();
@@ -250,6 +267,7 @@ mod tests {
             ("node", "node-0003"),
             ("jobs", "llm-70b,vit-h"),
             ("incident", "inc-000007"),
+            ("action", "reboot_node"),
             ("cluster", "train-a"),
         ]
         .into_iter()

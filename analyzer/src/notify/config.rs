@@ -258,7 +258,7 @@ impl Filter {
     /// Whether this receiver wants `event` about `inc` (judged on the incident as it is now).
     pub fn matches(&self, event: Event, inc: &Incident) -> bool {
         self.events.contains(&event)
-            && inc.severity >= self.min_severity
+            && super::notify_severity(inc) >= self.min_severity
             && (self.classes.is_empty() || self.classes.contains(&inc.class))
     }
 }
@@ -698,7 +698,7 @@ mod tests {
             paths: vec![],
             evidence: vec![],
             timeline: vec![],
-            action: Action::None,
+            action: Action::ReplacePart,
         };
         assert!(Filter::all().matches(Event::Updated, &inc));
         let crit = Filter { min_severity: Severity::Critical, ..Filter::all() };
@@ -711,5 +711,15 @@ mod tests {
         assert!(thermal.matches(Event::Opened, &inc));
         let opened_only = Filter { events: [Event::Opened].into_iter().collect(), ..Filter::all() };
         assert!(!opened_only.matches(Event::Resolved, &inc));
+        // An incident no person needs to act on is informational: it reaches only `info` receivers.
+        let oom = Incident {
+            class: FaultClass::HostOom,
+            severity: Severity::Critical,
+            action: Action::RestartJob,
+            ..inc.clone()
+        };
+        assert!(Filter::all().matches(Event::Opened, &oom));
+        assert!(!crit.matches(Event::Opened, &oom));
+        assert!(!warn.matches(Event::Opened, &oom));
     }
 }

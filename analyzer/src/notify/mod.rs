@@ -18,7 +18,7 @@ pub mod webhook;
 
 use std::sync::Arc;
 
-use faultline_proto::Incident;
+use faultline_proto::{Incident, Severity};
 
 pub use config::{Event, NotifyConfig, NotifyConfigError, NotifySettings, Receiver, ReceiverKind, RetryPolicy};
 pub use deliver::{DeliveryResult, Workers, spawn};
@@ -34,6 +34,13 @@ pub fn event_of(change: &IncidentChange) -> (Event, &Incident) {
         IncidentChange::Updated(i) => (Event::Updated, i),
         IncidentChange::Resolved(i) => (Event::Resolved, i),
     }
+}
+
+/// The severity notifications carry: the incident's own when its recommended action needs a person
+/// (`Action::needs_person`), `info` otherwise, so a job restart or nothing-to-do never pages anyone.
+/// Filters, Alertmanager's `severity` label and Slack's headline all use it.
+pub fn notify_severity(inc: &Incident) -> Severity {
+    if inc.action.needs_person() { inc.severity } else { Severity::Info }
 }
 
 /// The key that identifies one notification across retries and restarts:

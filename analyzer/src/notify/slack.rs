@@ -25,7 +25,7 @@ pub fn escape(s: &str) -> String {
 fn headline(event: Event, inc: &Incident) -> String {
     let tag = match event {
         Event::Resolved => "RESOLVED".to_string(),
-        _ => inc.severity.as_str().to_uppercase(),
+        _ => super::notify_severity(inc).as_str().to_uppercase(),
     };
     format!("[{tag}] {} {}: {}", inc.id, event, inc.summary)
 }
