@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use crate::metrics::{Snapshot, wants_openmetrics};
 use crate::server::{ApiError, AppState, accept_header, lock};
+use crate::skew::ClockSkew;
 use crate::store::IncidentQuery;
 
 /// Most separate missing-seq ranges remembered per node. Past this the oldest range is forgotten
@@ -96,6 +97,8 @@ pub struct NodeRecord {
     pub bytes: u64,
     pub gpus: u32,
     pub nics: u32,
+    /// How far the node's clock is from the analyzer's.
+    pub clock: ClockSkew,
 }
 
 /// Per-node seq accounting: lets anyone check that every report arrived, in order, with no gap.
@@ -127,12 +130,16 @@ impl NodeLedger {
                     bytes: m.bytes as u64,
                     gpus: m.gpus,
                     nics: m.nics,
+                    clock: observed_clock(m, now_ms),
                 },
             );
             return Arrival::First;
         };
         rec.last_heard_ms = now_ms;
         rec.bytes = rec.bytes.saturating_add(m.bytes as u64);
+        if let Some(now_skewed) = rec.clock.observe(m.timestamp_ms, now_ms, m.interval_ms) {
+            log_skew(&m.node, &rec.clock, now_skewed);
+        }
         let arrival = if engine_duplicate {
             Arrival::Duplicate
         } else if m.seq == rec.last_seq.saturating_add(1) {
@@ -204,6 +211,35 @@ impl NodeLedger {
     }
 }
 
+fn observed_clock(m: &ReportMeta, now_ms: i64) -> ClockSkew {
+    let mut c = ClockSkew::default();
+    c.observe(m.timestamp_ms, now_ms, m.interval_ms);
+    c
+}
+
+fn log_skew(node: &str, c: &ClockSkew, now_skewed: bool) {
+    let skew_s = c.estimate_ms().map(|ms| ms as f64 / 1000.0);
+    if now_skewed {
+        tracing::warn!(
+            node,
+            skew_s,
+            limit_s = crate::skew::MAX_CLOCK_SKEW_MS as f64 / 1000.0,
+            "agent clock is off from the analyzer's; its report times are not trusted for liveness (check NTP on the node)"
+        );
+    } else {
+        tracing::info!(node, skew_s, "agent clock back in line with the analyzer's");
+    }
+}
+
+/// Nodes whose clocks are skewed, with the offset in seconds.
+pub fn skewed_nodes(ledger: &NodeLedger) -> Vec<(String, f64)> {
+    ledger
+        .iter()
+        .filter(|(_, r)| r.clock.skewed())
+        .filter_map(|(n, r)| Some((n.clone(), r.clock.estimate_ms()? as f64 / 1000.0)))
+        .collect()
+}
+
 /// Removes `seq` from the missing ranges; false when it was not missing.
 fn take_missing(ranges: &mut VecDeque<(u64, u64)>, seq: u64) -> bool {
     let Some(i) = ranges.iter().position(|&(lo, hi)| lo <= seq && seq <= hi) else { return false };
@@ -245,6 +281,11 @@ pub struct NodeEntry {
     pub reporting: bool,
     /// Body bytes received from this node.
     pub bytes: u64,
+    /// The node's clock minus the analyzer's, seconds (from reports arriving at the agent's pace);
+    /// null until known.
+    pub clock_skew_s: Option<f64>,
+    /// The clock is off by more than 5 s: report times from this node are suspect.
+    pub clock_skewed: bool,
 }
 
 fn json_error(e: QueryRejection) -> ApiError {
@@ -289,6 +330,8 @@ pub async fn list_nodes(State(st): State<Arc<AppState>>) -> Response {
             agent_version: rec.agent_version.clone(),
             reporting,
             bytes: rec.bytes,
+            clock_skew_s: rec.clock.estimate_ms().map(|ms| ms as f64 / 1000.0),
+            clock_skewed: rec.clock.skewed(),
         });
     }
     Json(out).into_response()
@@ -526,9 +569,9 @@ pub async fn metrics(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Res
     for j in &affected {
         job_rows.insert(j.strip_prefix("job:").unwrap_or(j).to_string(), true);
     }
-    let (nodes, reporting) = {
+    let (nodes, reporting, skewed) = {
         let ledger = lock(&st.ledger);
-        (ledger.len(), ledger.reporting(now_ms, st.heartbeat_intervals))
+        (ledger.len(), ledger.reporting(now_ms, st.heartbeat_intervals), skewed_nodes(&ledger))
     };
     let snap = Snapshot {
         open_incidents: open.iter().collect(),
@@ -536,6 +579,8 @@ pub async fn metrics(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Res
         jobs: job_rows.into_iter().collect(),
         nodes: i64::try_from(nodes).unwrap_or(i64::MAX),
         nodes_reporting: i64::try_from(reporting).unwrap_or(i64::MAX),
+        skewed_nodes: skewed,
+        now_ms: Some(now_ms),
     };
     match st.metrics.render(&snap, wants_openmetrics(accept_header(&headers))) {
         Ok((body, ct)) => {

@@ -1,6 +1,7 @@
 //! The analyzer's configuration: a TOML file (`--config`) with a doc and a default for every field,
 //! overridden by command-line flags, checked as a whole by `Config::build` before anything starts.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use faultline_proto::{TopologyFile, report::limits};
 use serde::Deserialize;
 
-use crate::auth::{Token, TokenError};
+use crate::auth::{Auth, DuplicateToken, Token, TokenError};
 use crate::engine::EngineConfig;
 
 /// Default listen address: loopback, so a fresh install exposes nothing until told to.
@@ -29,6 +30,113 @@ pub const DEFAULT_METRICS_MAX_COMPONENTS: usize = 20_000;
 /// Most incidents one `GET /api/v1/incidents` returns unless the client asks for fewer.
 pub const DEFAULT_LIST_LIMIT: usize = 1_000;
 
+/// Reports per second one node may send on average. An agent sends one report per interval (10 s by
+/// default, 100 ms at its fastest) plus an urgent one at most once a second; twenty a second leaves
+/// room for a spool replay while a runaway or spoofed sender cannot monopolise the engine lock.
+pub const DEFAULT_NODE_RATE_PER_S: f64 = 20.0;
+
+/// Reports one node may send in a burst above its rate: two seconds' worth, so a replay starts at
+/// full speed and the bucket then paces it.
+pub const DEFAULT_NODE_RATE_BURST: u32 = 40;
+
+/// A token as written in the config file or on the command line; `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Self(s.to_string())
+    }
+}
+
+/// Access tokens by kind (`[auth]`); see `auth.rs`. The shared `token` stays good for everything.
+#[derive(Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Tokens agents push reports with, for any node. They cannot read the API.
+    pub ingest_tokens: Vec<String>,
+    /// Files each holding one ingest token.
+    pub ingest_token_files: Vec<PathBuf>,
+    /// Tokens for readers (the CLI, Grafana): the read API only, no pushing, no actions.
+    pub read_tokens: Vec<String>,
+    /// Files each holding one read token.
+    pub read_token_files: Vec<PathBuf>,
+    /// Per-node tokens, `"node-0001" = "..."`: that node's reports only; a report for another node
+    /// is refused (403). They cannot read the API.
+    pub node_tokens: BTreeMap<String, String>,
+    /// Per-node token files, `"node-0001" = "/etc/faultline/tokens/node-0001"`.
+    pub node_token_files: BTreeMap<String, PathBuf>,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token values: only how many there are and where the files are.
+        f.debug_struct("AuthConfig")
+            .field("ingest_tokens", &self.ingest_tokens.len())
+            .field("ingest_token_files", &self.ingest_token_files)
+            .field("read_tokens", &self.read_tokens.len())
+            .field("read_token_files", &self.read_token_files)
+            .field("node_tokens", &self.node_tokens.keys().collect::<Vec<_>>())
+            .field("node_token_files", &self.node_token_files)
+            .finish()
+    }
+}
+
+impl AuthConfig {
+    /// Reads the token files and checks every token and node name.
+    fn build(&self, shared: Option<Token>) -> Result<Auth, ConfigError> {
+        let inline = |t: &String| Token::new(t).map_err(|error| ConfigError::BadToken { path: None, error });
+        let ingest = self
+            .ingest_tokens
+            .iter()
+            .map(inline)
+            .chain(self.ingest_token_files.iter().map(|p| read_token(p)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let read = self
+            .read_tokens
+            .iter()
+            .map(inline)
+            .chain(self.read_token_files.iter().map(|p| read_token(p)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut nodes = BTreeMap::new();
+        for (node, t) in &self.node_tokens {
+            nodes.insert(node.clone(), inline(t)?);
+        }
+        for (node, p) in &self.node_token_files {
+            if nodes.insert(node.clone(), read_token(p)?).is_some() {
+                return Err(ConfigError::AuthNode { node: node.clone(), message: "has both a token and a token file" });
+            }
+        }
+        for node in nodes.keys() {
+            if !faultline_proto::id::valid_name(node) {
+                return Err(ConfigError::AuthNode {
+                    node: node.clone(),
+                    message: "is not a node name (1-128 bytes, no '/', spaces or control characters)",
+                });
+            }
+        }
+        Ok(Auth::new(shared, ingest, read, nodes)?)
+    }
+}
+
+fn read_token(p: &Path) -> Result<Token, ConfigError> {
+    let raw = std::fs::read_to_string(p).map_err(|error| ConfigError::ReadToken { path: p.to_path_buf(), error })?;
+    Token::new(&raw).map_err(|error| ConfigError::BadToken { path: Some(p.to_path_buf()), error })
+}
+
 /// The configuration file. Every field is optional.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -39,7 +147,7 @@ pub struct Config {
     pub db: PathBuf,
     /// Bearer token agents and readers must send. Prefer `token_file` so it stays out of config
     /// listings. With no token at all the API is open (a loud warning says so).
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// File whose content (trimmed) is the bearer token.
     pub token_file: Option<PathBuf>,
     /// Topology file (TOML): switches, racks, rails and links. Without one, NICs have no known leaf.
@@ -57,6 +165,19 @@ pub struct Config {
     pub metrics_max_components: usize,
     /// Most incidents one list request returns (a client may ask for fewer with `limit`).
     pub list_limit: usize,
+    /// Reports per second one node may send on average; past it the analyzer answers 429 with a
+    /// `Retry-After` (a token bucket per node).
+    pub node_rate_per_s: f64,
+    /// Reports one node may send at once above its rate (the bucket's size).
+    pub node_rate_burst: u32,
+    /// PEM certificate chain for HTTPS on `listen` (with `tls_key`). Without it the API is plain
+    /// HTTP, which the analyzer only keeps quiet about on a loopback address.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Tokens by kind: `[auth]` with `ingest_tokens`, `read_tokens`, `[auth.node_tokens]` and their
+    /// `*_files` forms (see analyzer/SECURITY.md).
+    pub auth: AuthConfig,
     /// Notifications: `[notify]` with `[[notify.webhook]]`, `[[notify.alertmanager]]` and
     /// `[[notify.slack]]` receivers (see analyzer/NOTIFY.md). None by default.
     pub notify: crate::notify::NotifyConfig,
@@ -81,6 +202,11 @@ impl Default for Config {
             heartbeat_intervals: engine.heartbeat_intervals,
             metrics_max_components: DEFAULT_METRICS_MAX_COMPONENTS,
             list_limit: DEFAULT_LIST_LIMIT,
+            node_rate_per_s: DEFAULT_NODE_RATE_PER_S,
+            node_rate_burst: DEFAULT_NODE_RATE_BURST,
+            tls_cert: None,
+            tls_key: None,
+            auth: AuthConfig::default(),
             notify: crate::notify::NotifyConfig::default(),
             remediation: crate::remediate::RemediationConfig::default(),
         }
@@ -114,10 +240,32 @@ pub enum ConfigError {
     Topology { path: PathBuf, message: String },
     #[error("{field} = {value}: {message}")]
     Value { field: &'static str, value: String, message: &'static str },
+    #[error("auth: {0}")]
+    DuplicateToken(#[from] DuplicateToken),
+    #[error("auth: node {node:?} {message}")]
+    AuthNode { node: String, message: &'static str },
+    #[error("give both tls_cert and tls_key (--tls-cert, --tls-key), or neither")]
+    TlsHalf,
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     Notify(#[from] crate::notify::NotifyConfigError),
     #[error(transparent)]
     Remediation(#[from] crate::remediate::RemediationConfigError),
+}
+
+/// The TLS files and the server config loaded from them.
+#[derive(Clone)]
+pub struct TlsSettings {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub config: std::sync::Arc<rustls::ServerConfig>,
+}
+
+impl std::fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSettings").field("cert", &self.cert).field("key", &self.key).finish_non_exhaustive()
+    }
 }
 
 /// Everything checked and loaded, ready to start the server.
@@ -126,6 +274,12 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub db: PathBuf,
     pub token: Option<Token>,
+    /// Every token by kind (the shared `token` included).
+    pub auth: Auth,
+    /// TLS for the listener, when configured.
+    pub tls: Option<TlsSettings>,
+    pub node_rate_per_s: f64,
+    pub node_rate_burst: u32,
     pub topology: TopologyFile,
     pub topology_path: Option<PathBuf>,
     pub engine: EngineConfig,
@@ -155,7 +309,7 @@ impl Config {
         let listen: SocketAddr = self.listen.parse().map_err(|_| ConfigError::Listen(self.listen.clone()))?;
         let token = match (&self.token, &self.token_file) {
             (Some(_), Some(_)) => return Err(ConfigError::TokenTwice),
-            (Some(t), None) => Some(Token::new(t).map_err(|error| ConfigError::BadToken { path: None, error })?),
+            (Some(t), None) => Some(Token::new(&t.0).map_err(|error| ConfigError::BadToken { path: None, error })?),
             (None, Some(p)) => {
                 let raw =
                     std::fs::read_to_string(p).map_err(|error| ConfigError::ReadToken { path: p.clone(), error })?;
@@ -192,6 +346,30 @@ impl Config {
         if self.list_limit == 0 {
             return Err(ConfigError::Value { field: "list_limit", value: "0".into(), message: "must be at least 1" });
         }
+        if !(self.node_rate_per_s.is_finite() && self.node_rate_per_s > 0.0) {
+            return Err(ConfigError::Value {
+                field: "node_rate_per_s",
+                value: self.node_rate_per_s.to_string(),
+                message: "must be a positive number of reports per second",
+            });
+        }
+        if self.node_rate_burst == 0 {
+            return Err(ConfigError::Value {
+                field: "node_rate_burst",
+                value: "0".into(),
+                message: "must be at least 1",
+            });
+        }
+        let auth = self.auth.build(token.clone())?;
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsSettings {
+                cert: cert.clone(),
+                key: key.clone(),
+                config: crate::tls::server_config(cert, key)?,
+            }),
+            (None, None) => None,
+            _ => return Err(ConfigError::TlsHalf),
+        };
         // Set field by field: the engine's config has more tunables than the file exposes.
         #[allow(clippy::field_reassign_with_default)]
         let mut engine = EngineConfig::default();
@@ -201,6 +379,10 @@ impl Config {
             listen,
             db: self.db.clone(),
             token,
+            auth,
+            tls,
+            node_rate_per_s: self.node_rate_per_s,
+            node_rate_burst: self.node_rate_burst,
             topology,
             topology_path: self.topology.clone(),
             engine,
@@ -289,6 +471,59 @@ mod tests {
         assert!(matches!(c.build().unwrap_err(), ConfigError::TokenTwice));
         let c = Config { resolve_after_s: f64::NAN, ..Config::default() };
         assert!(c.build().unwrap_err().to_string().contains("resolve_after_s"));
+    }
+
+    #[test]
+    fn auth_section_builds_every_kind_of_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("n2.token");
+        std::fs::write(&f, "node2-secret\n").unwrap();
+        let c = Config::parse(&format!(
+            r#"
+            token = "shared-secret"
+            node_rate_per_s = 5.0
+            node_rate_burst = 10
+            [auth]
+            ingest_tokens = ["ingest-secret"]
+            read_tokens = ["read-secret"]
+            [auth.node_tokens]
+            "node-0001" = "node1-secret"
+            [auth.node_token_files]
+            "node-0002" = "{}"
+            "#,
+            f.display()
+        ))
+        .unwrap();
+        let s = c.build().unwrap();
+        assert_eq!(s.auth.counts(), (1, 1, 1, 2));
+        assert_eq!((s.node_rate_per_s, s.node_rate_burst), (5.0, 10));
+        assert!(s.tls.is_none());
+        let shown = format!("{c:?} {s:?}");
+        for secret in ["shared-secret", "ingest-secret", "read-secret", "node1-secret", "node2-secret"] {
+            assert!(!shown.contains(secret), "Debug shows a token: {shown}");
+        }
+    }
+
+    #[test]
+    fn bad_auth_rate_and_tls_settings_are_named() {
+        let e = Config::parse("[auth]\nread_tokens = [\"x\"]\ningest_tokens = [\"x\"]\n").unwrap().build().unwrap_err();
+        assert!(e.to_string().contains("ingest_tokens[0]") && e.to_string().contains("read_tokens[0]"), "{e}");
+        let e = Config::parse("[auth.node_tokens]\n\"a/b\" = \"t\"\n").unwrap().build().unwrap_err();
+        assert!(e.to_string().contains("a/b"), "{e}");
+        let e = Config::parse("[auth]\nread_tokens = [\" \"]\n").unwrap().build().unwrap_err();
+        assert!(e.to_string().contains("empty"), "{e}");
+        assert!(Config::parse("[auth]\nwrite_tokens = []\n").unwrap_err().contains("write_tokens"));
+        let e = Config { node_rate_per_s: 0.0, ..Config::default() }.build().unwrap_err();
+        assert!(e.to_string().contains("node_rate_per_s"), "{e}");
+        let e = Config { node_rate_burst: 0, ..Config::default() }.build().unwrap_err();
+        assert!(e.to_string().contains("node_rate_burst"), "{e}");
+        let e = Config { tls_cert: Some("/x.pem".into()), ..Config::default() }.build().unwrap_err();
+        assert!(matches!(e, ConfigError::TlsHalf), "{e}");
+        let e =
+            Config { tls_cert: Some("/nope/c.pem".into()), tls_key: Some("/nope/k.pem".into()), ..Config::default() }
+                .build()
+                .unwrap_err();
+        assert!(e.to_string().contains("/nope/c.pem"), "{e}");
     }
 
     #[test]

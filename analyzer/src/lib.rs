@@ -12,9 +12,12 @@ pub mod localize;
 pub mod metrics;
 pub mod notify;
 pub mod remediate;
+pub mod ratelimit;
 pub mod server;
+pub mod skew;
 pub mod state;
 pub mod store;
+pub mod tls;
 pub mod topology;
 pub mod xid;
 

@@ -43,6 +43,12 @@ struct Cli {
     /// Topology file (TOML, or JSON when named *.json).
     #[arg(long, value_name = "PATH")]
     topology: Option<PathBuf>,
+    /// PEM certificate chain: serve HTTPS (with --tls-key).
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Remediation dry run: log and record what would be drained or resumed, call no scheduler.
     #[arg(long)]
     dry_run: bool,
@@ -84,7 +90,14 @@ async fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match server::serve(listener, state, settings.tick_interval, shutdown_signal()).await {
+    let served = match &settings.tls {
+        Some(tls) => match faultline_analyzer::tls::TlsListener::new(listener, tls.config.clone()) {
+            Ok(l) => server::serve(l, state, settings.tick_interval, shutdown_signal()).await,
+            Err(e) => Err(e),
+        },
+        None => server::serve(listener, state, settings.tick_interval, shutdown_signal()).await,
+    };
+    match served {
         Ok(()) => {
             info!("stopped");
             ExitCode::SUCCESS
@@ -110,7 +123,7 @@ async fn start(
         cfg.db = d;
     }
     if let Some(t) = cli.token {
-        cfg.token = Some(t);
+        cfg.token = Some(t.into());
         cfg.token_file = None;
     }
     if let Some(p) = cli.token_file {
@@ -119,6 +132,10 @@ async fn start(
     }
     if let Some(t) = cli.topology {
         cfg.topology = Some(t);
+    }
+    if let (Some(c), Some(k)) = (cli.tls_cert, cli.tls_key) {
+        cfg.tls_cert = Some(c);
+        cfg.tls_key = Some(k);
     }
     if cli.dry_run {
         cfg.remediation.dry_run = true;
@@ -139,22 +156,34 @@ async fn start(
     let state = AppState::open(&settings, Arc::new(SystemClock), planner).context("cannot start the store")?;
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on http://{addr}").context("cannot write to stdout")?;
+        let scheme = if settings.tls.is_some() { "https" } else { "http" };
+        writeln!(out, "listening on {scheme}://{addr}").context("cannot write to stdout")?;
         out.flush().context("cannot write to stdout")?;
     }
-    if settings.token.is_none() {
+    if settings.auth.is_open() {
         warn!("************************************************************************");
         warn!("NO API TOKEN CONFIGURED: anyone who can reach {addr} can push reports");
         warn!("and read incidents. Set --token-file (or token_file in the config).");
         warn!("************************************************************************");
     }
-    if !addr.ip().is_loopback() {
-        warn!(
-            listen = %addr,
-            "listening on a non-loopback address without TLS: tokens and reports travel in clear text; \
-             put a TLS-terminating proxy in front or keep the network private"
-        );
+    if !addr.ip().is_loopback() && settings.tls.is_none() {
+        warn!("************************************************************************");
+        warn!("PLAIN HTTP ON {addr}, A NON-LOOPBACK ADDRESS: tokens and reports travel");
+        warn!("in clear text. Give --tls-cert and --tls-key (agents: --ca-cert), or put");
+        warn!("a TLS-terminating proxy in front and listen on loopback.");
+        warn!("************************************************************************");
     }
+    let (shared, ingest, read, node) = settings.auth.counts();
+    info!(
+        tls = settings.tls.is_some(),
+        shared_token = shared > 0,
+        ingest_tokens = ingest,
+        read_tokens = read,
+        node_tokens = node,
+        node_rate_per_s = settings.node_rate_per_s,
+        node_rate_burst = settings.node_rate_burst,
+        "access"
+    );
     info!(
         listen = %addr,
         db = %settings.db.display(),

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use faultline_proto::api::HealthRow;
 use faultline_proto::remediation::{ActionResult, NodeAction};
@@ -43,6 +44,20 @@ const MAX_INCIDENT_INFO_SERIES: usize = 1_000;
 
 /// Most `faultline_job_affected` series at once.
 const MAX_JOB_SERIES: usize = 5_000;
+
+/// Most `faultline_node_clock_skew_seconds` series at once (only skewed nodes get one; a fleet-wide
+/// NTP failure must not become a series per node).
+const MAX_SKEW_SERIES: usize = 1_000;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FamilyLabels {
+    family: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    node: String,
+}
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 struct ClassLabels {
@@ -105,6 +120,10 @@ pub enum IngestResult {
     /// Well-formed but refused by validation.
     Invalid,
     Unauthorized,
+    /// A valid token that may not push this (a read token, another node's token).
+    Forbidden,
+    /// The node's rate limit was exceeded (429).
+    RateLimited,
     TooLarge,
     UnsupportedMediaType,
 }
@@ -117,6 +136,8 @@ impl IngestResult {
             Self::Malformed => "malformed",
             Self::Invalid => "invalid",
             Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::RateLimited => "rate_limited",
             Self::TooLarge => "too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
         }
@@ -133,6 +154,10 @@ pub struct Snapshot<'a> {
     pub jobs: Vec<(String, bool)>,
     pub nodes: i64,
     pub nodes_reporting: i64,
+    /// Nodes whose clocks are off, with the offset in seconds.
+    pub skewed_nodes: Vec<(String, f64)>,
+    /// The analyzer's clock at the scrape (for the age of the last tick).
+    pub now_ms: Option<i64>,
 }
 
 /// The registry and every metric in it.
@@ -157,6 +182,15 @@ pub struct Metrics {
     notifications: Family<NotifyLabels, Counter>,
     notification_latency: Histogram,
     outbox_depth: Family<ReceiverLabels, Gauge>,
+    engine_backlog: Gauge,
+    last_tick_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    nodes_clock_skewed: Gauge,
+    node_clock_skew: Family<NodeLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    series_capped: Family<FamilyLabels, Gauge>,
+    /// Reports applied since the last engine tick started (the detection backlog).
+    since_tick: AtomicI64,
+    /// Analyzer clock when the last tick finished, Unix ms (0: none yet).
+    last_tick_ms: AtomicI64,
     /// Class/severity pairs seen open at least once: they stay at 0 after resolving so that
     /// `faultline_incidents_open` drops to zero instead of vanishing.
     seen_classes: Mutex<BTreeSet<ClassLabels>>,
@@ -254,6 +288,36 @@ impl Metrics {
             "Incidents whose drains the blast-radius guard stopped (a person was paged)",
             remediation_blocked.clone(),
         );
+        let engine_backlog = Gauge::default();
+        registry.register(
+            "engine_backlog_reports",
+            "Reports applied but not yet examined by the detectors (grows when the engine falls behind)",
+            engine_backlog.clone(),
+        );
+        let last_tick_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "engine_last_tick_age_seconds",
+            "Seconds since the engine last finished a tick (about 1 normally; grows when it is stuck)",
+            last_tick_age.clone(),
+        );
+        let nodes_clock_skewed = Gauge::default();
+        registry.register(
+            "nodes_clock_skewed",
+            "Nodes whose clock is more than 5 s off the analyzer's",
+            nodes_clock_skewed.clone(),
+        );
+        let node_clock_skew = Family::<NodeLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "node_clock_skew_seconds",
+            "Node clock minus analyzer clock, for skewed nodes only",
+            node_clock_skew.clone(),
+        );
+        let series_capped = Family::<FamilyLabels, Gauge>::default();
+        registry.register(
+            "metrics_series_capped",
+            "Series left out of the last scrape by the cardinality caps, by metric family",
+            series_capped.clone(),
+        );
         let outbox_depth = Family::<ReceiverLabels, Gauge>::default();
         registry.register("outbox_depth", "Notifications waiting in the outbox, per receiver", outbox_depth.clone());
         for r in [IngestResult::Accepted, IngestResult::Invalid, IngestResult::Malformed] {
@@ -279,6 +343,13 @@ impl Metrics {
             notifications,
             notification_latency,
             outbox_depth,
+            engine_backlog,
+            last_tick_age,
+            nodes_clock_skewed,
+            node_clock_skew,
+            series_capped,
+            since_tick: AtomicI64::new(0),
+            last_tick_ms: AtomicI64::new(0),
             seen_classes: Mutex::new(BTreeSet::new()),
             scrape: Mutex::new(()),
             max_components,
@@ -321,6 +392,21 @@ impl Metrics {
         self.remediation_blocked.inc();
     }
 
+    /// One report was applied; the next tick will look at it.
+    pub fn report_applied(&self) {
+        self.since_tick.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A tick starts: what was applied so far is being looked at.
+    pub fn tick_started(&self) {
+        self.since_tick.store(0, Ordering::Relaxed);
+    }
+
+    /// A tick finished at `now_ms` (analyzer clock).
+    pub fn tick_finished(&self, now_ms: i64) {
+        self.last_tick_ms.store(now_ms, Ordering::Relaxed);
+    }
+
     pub fn store_error(&self) {
         self.store_errors.inc();
     }
@@ -332,7 +418,8 @@ impl Metrics {
 
     /// Creates the `receiver`/`result` series at 0, so rates work from the first scrape.
     pub fn notification_series(&self, receiver: &str, result: &str) {
-        let _ = self.notifications.get_or_create_owned(&NotifyLabels { receiver: receiver.into(), result: result.into() });
+        let _ =
+            self.notifications.get_or_create_owned(&NotifyLabels { receiver: receiver.into(), result: result.into() });
     }
 
     /// Seconds from a change being recorded to its notification being delivered.
@@ -381,6 +468,12 @@ impl Metrics {
         let mut open = snap.open_incidents.clone();
         // Newest first when capping info series: the newest incidents are the ones being worked on.
         open.sort_by(|a, b| b.opened_s.total_cmp(&a.opened_s).then_with(|| b.id.cmp(&a.id)));
+        let capped = |family: &str, n: usize| {
+            self.series_capped
+                .get_or_create(&FamilyLabels { family: format!("faultline_{family}") })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        };
+        capped("incident_info", open.len().saturating_sub(MAX_INCIDENT_INFO_SERIES));
         for (i, inc) in open.iter().enumerate() {
             let labels = ClassLabels { class: inc.class.as_str().into(), severity: severity_str(inc.severity).into() };
             self.incidents_open.get_or_create(&labels).inc();
@@ -407,6 +500,7 @@ impl Metrics {
         let mut rows: Vec<&HealthRow> = snap.health.iter().collect();
         // Unhealthy first, then by id, so the cap drops healthy series, never the sick ones.
         rows.sort_by(|a, b| a.healthy.cmp(&b.healthy).then_with(|| a.id.cmp(&b.id)));
+        capped("component_healthy", rows.len().saturating_sub(self.max_components));
         for row in rows.into_iter().take(self.max_components) {
             self.component_healthy
                 .get_or_create(&ComponentLabels {
@@ -420,11 +514,29 @@ impl Metrics {
         self.job_affected.clear();
         let mut jobs: Vec<&(String, bool)> = snap.jobs.iter().collect();
         jobs.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        capped("job_affected", jobs.len().saturating_sub(MAX_JOB_SERIES));
         for (job, affected) in jobs.into_iter().take(MAX_JOB_SERIES) {
             self.job_affected.get_or_create(&JobLabels { job: job.clone() }).set(i64::from(*affected));
         }
         self.nodes.set(snap.nodes);
         self.nodes_reporting.set(snap.nodes_reporting);
+
+        self.node_clock_skew.clear();
+        let mut skewed: Vec<&(String, f64)> = snap.skewed_nodes.iter().collect();
+        // The worst clocks first when the cap bites.
+        skewed.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then_with(|| a.0.cmp(&b.0)));
+        capped("node_clock_skew_seconds", skewed.len().saturating_sub(MAX_SKEW_SERIES));
+        self.nodes_clock_skewed.set(i64::try_from(skewed.len()).unwrap_or(i64::MAX));
+        for (node, s) in skewed.into_iter().take(MAX_SKEW_SERIES) {
+            self.node_clock_skew.get_or_create(&NodeLabels { node: node.clone() }).set(*s);
+        }
+        self.engine_backlog.set(self.since_tick.load(Ordering::Relaxed));
+        let last = self.last_tick_ms.load(Ordering::Relaxed);
+        if let Some(now) = snap.now_ms
+            && last > 0
+        {
+            self.last_tick_age.set(((now - last) as f64 / 1000.0).max(0.0));
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::{Body, HttpBody};
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -24,11 +24,12 @@ use serde::Serialize;
 use tracing::{debug, error, info, warn};
 
 use crate::api::{self, NodeLedger, ReportMeta};
-use crate::auth::{self, Token};
+use crate::auth::{Auth, AuthError};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::engine::{Analyzer, IncidentChange};
 use crate::metrics::{IngestResult, Metrics};
+use crate::ratelimit::RateLimiter;
 use crate::store::{NewOutbox, Store, StoreError};
 
 /// Most incident changes kept in memory while the store refuses writes (disk full, I/O error).
@@ -50,11 +51,18 @@ pub trait OutboxPlanner: Send + Sync + std::fmt::Debug + 'static {
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// Sent as `Retry-After` (seconds) with a 429.
+    pub retry_after_s: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
+        Self { status, message: message.into(), retry_after_s: None }
+    }
+    /// 401 for a missing or unknown token, 403 for a known token used for something it may not do.
+    pub fn auth(e: &AuthError) -> Self {
+        let status = if e.is_forbidden() { StatusCode::FORBIDDEN } else { StatusCode::UNAUTHORIZED };
+        Self::new(status, e.to_string())
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
@@ -77,6 +85,9 @@ impl IntoResponse for ApiError {
         let mut resp = (self.status, axum::Json(ErrorBody { error: &self.message })).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(s) = self.retry_after_s {
+            resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(s));
         }
         resp
     }
@@ -106,7 +117,10 @@ pub struct AppState {
     pub open: RwLock<BTreeMap<String, Incident>>,
     pub metrics: Metrics,
     pub clock: Arc<dyn Clock>,
-    pub token: Option<Token>,
+    /// Every accepted token, by kind (`auth.rs`).
+    pub auth: Auth,
+    /// Per-node ingest rate limit.
+    pub rate: RateLimiter,
     pub topology: TopologyFile,
     pub max_body_bytes: usize,
     pub list_limit: usize,
@@ -122,7 +136,7 @@ pub struct AppState {
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
-            .field("token", &self.token)
+            .field("auth", &self.auth)
             .field("max_body_bytes", &self.max_body_bytes)
             .finish_non_exhaustive()
     }
@@ -189,7 +203,8 @@ impl AppState {
             open: RwLock::new(open_map),
             metrics: Metrics::new(settings.metrics_max_components),
             clock,
-            token: settings.token.clone(),
+            auth: settings.auth.clone(),
+            rate: RateLimiter::new(settings.node_rate_per_s, settings.node_rate_burst),
             topology: settings.topology.clone(),
             max_body_bytes: settings.max_body_bytes,
             list_limit: settings.list_limit,
@@ -207,11 +222,13 @@ impl AppState {
         let t0 = Instant::now();
         let report = self.tick_inner();
         self.metrics.tick(t0.elapsed().as_secs_f64());
+        self.metrics.tick_finished(self.clock.now_ms());
         report
     }
 
     fn tick_inner(&self) -> TickReport {
         let now_ms = self.clock.now_ms();
+        self.metrics.tick_started();
         let changes = lock(&self.engine).tick(now_ms);
         let n = changes.len();
         if n > 0 {
@@ -260,9 +277,14 @@ impl AppState {
         TickReport { changes: n, pending: pending.len() }
     }
 
-    /// Checks the bearer token of a request.
+    /// Checks that a request may change things (the write actions): the shared token only.
     pub fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        auth::check(self.token.as_ref(), headers).map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))
+        self.auth.check_admin(headers).map_err(|e| ApiError::auth(&e))
+    }
+
+    /// Checks that a request may read the API: a read token or the shared one.
+    pub fn authorize_read(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        self.auth.check_read(headers).map_err(|e| ApiError::auth(&e))
     }
 }
 
@@ -306,7 +328,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn require_token(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    match st.authorize(req.headers()) {
+    match st.authorize_read(req.headers()) {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     }
@@ -337,7 +359,10 @@ async fn post_report(State(st): State<Arc<AppState>>, headers: HeaderMap, body: 
 type Refusal = (IngestResult, ApiError);
 
 async fn ingest(st: &AppState, headers: &HeaderMap, body: Body) -> Result<(Accepted, IngestResult), Refusal> {
-    st.authorize(headers).map_err(|e| (IngestResult::Unauthorized, e))?;
+    let grant = st.auth.check_ingest(headers).map_err(|e| {
+        let result = if e.is_forbidden() { IngestResult::Forbidden } else { IngestResult::Unauthorized };
+        (result, ApiError::auth(&e))
+    })?;
     check_content_type(headers).map_err(|e| (IngestResult::UnsupportedMediaType, e))?;
     let too_large = |n: String| {
         (
@@ -377,8 +402,22 @@ async fn ingest(st: &AppState, headers: &HeaderMap, body: Body) -> Result<(Accep
     }
     // Decode and validate outside the engine lock.
     let report = NodeReport::from_json(&bytes).map_err(|e| report_refusal(&e))?;
-    let meta = ReportMeta::of(&report, bytes.len());
+    grant.allows(&report.node).map_err(|e| (IngestResult::Forbidden, ApiError::auth(&e)))?;
     let now_ms = st.clock.now_ms();
+    if let Err(wait_s) = st.rate.check(&report.node, now_ms) {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "node {:?} is over its rate limit ({} reports/s, burst {}); retry in {wait_s} s",
+                report.node,
+                st.rate.rate_per_s(),
+                st.rate.burst()
+            ),
+        );
+        e.retry_after_s = Some(wait_s);
+        return Err((IngestResult::RateLimited, e));
+    }
+    let meta = ReportMeta::of(&report, bytes.len());
     st.metrics.report_age((now_ms - report.timestamp_ms) as f64 / 1000.0);
     let outcome = {
         let mut engine = lock(&st.engine);
@@ -388,6 +427,7 @@ async fn ingest(st: &AppState, headers: &HeaderMap, body: Body) -> Result<(Accep
         lock(&st.ledger).record(&meta, outcome.duplicate, now_ms);
         outcome
     };
+    st.metrics.report_applied();
     let result = if outcome.duplicate { IngestResult::Duplicate } else { IngestResult::Accepted };
     debug!(node = %outcome.node, seq = outcome.seq, duplicate = outcome.duplicate, bytes = meta.bytes, "report applied");
     Ok((Accepted { node: outcome.node, seq: outcome.seq, duplicate: outcome.duplicate }, result))
@@ -450,13 +490,18 @@ pub(crate) fn accept_header(headers: &HeaderMap) -> Option<&str> {
     headers.get(ACCEPT).and_then(|v| v.to_str().ok())
 }
 
-/// Serves on `listener` until `shutdown` resolves, ticking the engine every `tick_interval`.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+/// Serves on `listener` (plain TCP, or `tls::TlsListener`) until `shutdown` resolves, ticking the
+/// engine every `tick_interval`.
+pub async fn serve<L>(
+    listener: L,
     state: Arc<AppState>,
     tick_interval: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let ticker = tokio::spawn(tick_loop(state.clone(), tick_interval));
     let remediator = tokio::spawn(crate::remediate::runner::run_loop(state.clone(), tick_interval));
     let result = axum::serve(listener, router(state.clone())).with_graceful_shutdown(shutdown).await;

@@ -30,7 +30,7 @@ impl TestServer {
     }
 
     async fn start_with(token: Option<&str>, store: Store, planner: Option<Arc<dyn OutboxPlanner>>) -> Self {
-        let cfg = Config { token: token.map(str::to_string), list_limit: 50, ..Config::default() };
+        let cfg = Config { token: token.map(Into::into), list_limit: 50, ..Config::default() };
         let settings = cfg.build().unwrap();
         let clock = Arc::new(FakeClock::new(T0_MS));
         let state = AppState::with_store(&settings, store, clock.clone(), planner, Instant::now()).unwrap();

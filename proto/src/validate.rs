@@ -28,13 +28,15 @@ impl NodeReport {
     /// Parse JSON and validate. Errors name the offending field.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ReportError> {
         let de = &mut serde_json::Deserializer::from_slice(bytes);
-        let report: NodeReport = serde_path_to_error::deserialize(de).map_err(|e| {
+        let report: NodeReport = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
             let path = e.path().to_string();
             ReportError::Decode {
                 field: if path == "." { "(body)".to_string() } else { path },
                 message: e.into_inner().to_string(),
             }
         })?;
+        // Only whitespace may follow the report: `{…}}` or `{…}{…}` is not one report.
+        de.end().map_err(|e| ReportError::Decode { field: "(body)".to_string(), message: e.to_string() })?;
         report.validate()?;
         Ok(report)
     }

@@ -215,7 +215,7 @@ fn every_bad_input_gets_a_clear_4xx_and_changes_nothing() {
                 v["gpus"].as_array_mut().unwrap().push(g)
             }),
             422,
-            vec!["gpus[1].index"],
+            vec!["gpus[2].index"],
         ),
         // Too many components (the proto limits).
         (

@@ -350,3 +350,18 @@ fn seq_u64_max_followed_by_another_report_is_handled() {
     b["timestamp_ms"] = json!(T0 + 1000);
     assert_eq!(run_engine(&[a.to_string().into_bytes(), b.to_string().into_bytes()]), 2);
 }
+
+/// Pinned from the bad-input battery: the decoder ignored whatever followed the first JSON value,
+/// so `{report}}}` or two reports glued together were accepted as one.
+#[test]
+fn trailing_data_after_a_report_is_refused() {
+    let r = json!({"schema_version": 1, "node": "n", "agent_version": "x", "seq": 1,
+                   "timestamp_ms": T0, "interval_ms": 1000})
+    .to_string();
+    assert!(NodeReport::from_json(r.as_bytes()).is_ok());
+    assert!(NodeReport::from_json(format!("{r} \n").as_bytes()).is_ok(), "trailing whitespace is fine");
+    for bad in [format!("{r}}}"), format!("{r}{r}"), format!("{r} x"), format!("{r}[")] {
+        let e = NodeReport::from_json(bad.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("trailing"), "{bad}: {e}");
+    }
+}
