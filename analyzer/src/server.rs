@@ -288,6 +288,13 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// The notification planner, when notifications are configured (remediation pages through it).
+    pub fn outbox_planner(&self) -> Option<&Arc<dyn OutboxPlanner>> {
+        self.planner.as_ref()
+    }
+}
+
 fn change_incident(c: &IncidentChange) -> &Incident {
     match c {
         IncidentChange::Opened(i) | IncidentChange::Updated(i) | IncidentChange::Resolved(i) => i,

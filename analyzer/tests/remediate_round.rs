@@ -57,7 +57,12 @@ impl Srv {
         );
         let settings = Config::parse(&text).unwrap().build().unwrap();
         let clock = Arc::new(FakeClock::new(start_ms));
-        let state = AppState::with_store(&settings, store, clock.clone(), None, Instant::now()).unwrap();
+        let planner: Option<Arc<dyn server::OutboxPlanner>> = if settings.notify.is_empty() {
+            None
+        } else {
+            Some(Arc::new(faultline_analyzer::notify::Planner::new(Arc::new(settings.notify.clone()))))
+        };
+        let state = AppState::with_store(&settings, store, clock.clone(), planner, Instant::now()).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -240,7 +245,8 @@ async fn a_dry_run_drains_and_resumes_on_paper_within_the_guard_and_survives_a_r
          healthy_hold = \"30s\"\n\
          [[remediation.rule]]\nclass = \"gpu_lost\"\nmode = \"act\"\n\
          [[remediation.rule]]\nclass = \"leaf_switch_down\"\nmode = \"act\"\n\
-         [remediation.slurm]\nscontrol = \"{scontrol}\"\n"
+         [remediation.slurm]\nscontrol = \"{scontrol}\"\n\
+         [[notify.webhook]]\nname = \"oncall\"\nurl = \"http://127.0.0.1:9/hook\"\nmin_severity = \"critical\"\n"
     );
     let mut srv = Srv::start(dir.path(), &remediation, Store::open(&db).unwrap(), T0_MS).await;
     srv.round_of_reports(&[], &[]).await;
@@ -259,6 +265,12 @@ async fn a_dry_run_drains_and_resumes_on_paper_within_the_guard_and_survives_a_r
     let m = srv.metrics().await;
     assert!(m.contains("faultline_remediation_blocked_total 1"), "{m}");
     assert!(m.contains(r#"faultline_remediation_actions_total{action="drain",result="blocked"} 5"#), "{m}");
+    // The page goes out through the notifiers: a critical `updated` notification saying why.
+    let rows = srv.state.store.lock().unwrap().outbox_rows("oncall").unwrap();
+    let page: Vec<_> = rows.iter().filter(|r| r.payload.contains("REMEDIATION BLOCKED")).collect();
+    assert_eq!(page.len(), 1, "{rows:#?}");
+    assert_eq!(page[0].event, "updated");
+    assert!(page[0].payload.contains("limit of 2"), "{}", page[0].payload);
 
     // XID 79 on node-0003: would drain.
     srv.clock.advance_ms(1_000);

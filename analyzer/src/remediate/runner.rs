@@ -12,7 +12,7 @@ use std::time::Duration;
 use faultline_proto::remediation::{
     ActionOrigin, ActionRecord, ActionResult, ActionsView, DrainRequest, NodeAction, RemediationMode, ResumeRequest,
 };
-use faultline_proto::{ComponentId, Incident};
+use faultline_proto::{ComponentId, Incident, TimelineEntry};
 use tracing::{debug, error, info, warn};
 
 use super::slurm::SlurmRemediator;
@@ -20,6 +20,7 @@ use super::{
     AdapterKind, NodeState, Planner, RemediateError, RemediationSettings, Remediator, Step, drain_reason, drains,
     manual_drain, manual_reason, owned_by_faultline, record, targets,
 };
+use crate::engine::IncidentChange;
 use crate::server::{AppState, lock};
 use crate::store::{Store, StoreError};
 
@@ -191,6 +192,7 @@ impl Remediation {
                     detail = %detail,
                     "REMEDIATION BLOCKED by the blast-radius guard: a person must decide"
                 );
+                page(st, &incident, &detail, now_s);
             }
             Step::Drain { node, incident, reason, dry_run } => {
                 let target = self.target(&node);
@@ -404,6 +406,26 @@ impl Remediation {
             pending,
             taken,
         })
+    }
+}
+
+/// Pages through the configured notifiers: an `updated` notification of the incident, critical,
+/// whose summary and last timeline entry say that remediation was blocked and why. Only the outbox
+/// gets it; the incident itself is not changed (its timeline shows the `blocked` actions anyway).
+fn page(st: &AppState, incident: &str, detail: &str, now_s: f64) {
+    let Some(planner) = st.outbox_planner() else { return };
+    let Some(mut inc) = st.open.read().unwrap_or_else(|p| p.into_inner()).get(incident).cloned() else { return };
+    inc.severity = faultline_proto::Severity::Critical;
+    inc.summary = format!("REMEDIATION BLOCKED, a person must decide: {}", inc.summary);
+    inc.updated_s = now_s;
+    inc.timeline.push(TimelineEntry { at_s: now_s, what: "action".into(), detail: detail.to_string() });
+    let rows = planner.plan(&IncidentChange::Updated(inc), now_s);
+    if rows.is_empty() {
+        return;
+    }
+    if let Err(e) = lock(&st.store).record(&[], &rows, now_s) {
+        st.metrics.store_error();
+        error!(incident = %incident, error = %e, "cannot queue the remediation-blocked page");
     }
 }
 
