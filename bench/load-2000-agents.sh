@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Load test (not a unit test): 2,000 simulated agents in wire mode, one report per node per second for
+# 60 s, against one release-build faultline-analyzer on loopback. The simulator (`faultline sim run
+# --analyzer URL --speed 1`) writes the reports a real agent would send (8 GPUs, 8 NICs, host, jobs
+# and ranks per node) and posts them over HTTP with the bearer token.
+#
+# Prints: reports sent and refused (goal: none refused), the analyzer's own p50/p99 ingest handling
+# time and p99 report age at arrival (both from its /metrics histograms, so bucket resolution), the
+# analyzer's CPU (utime+stime from /proc/<pid>/stat over the run, in cores) and its peak RSS.
+#
+# Bounded: NODES × DURATION_S reports, DURATION_S seconds of sending (plus start-up and a drain of at
+# most a few seconds). Loopback only. Needs curl.
+#
+# Usage: bench/load-2000-agents.sh                      (from anywhere in the repository)
+#        NODES=200 DURATION_S=10 bench/load-2000-agents.sh   (a quick smaller run)
+#        BIN_DIR=target/release bench/load-2000-agents.sh    (skip the build; use these binaries)
+set -euo pipefail
+
+NODES="${NODES:-2000}"
+DURATION_S="${DURATION_S:-60}"
+TOKEN="load-test-token-$$"
+cd "$(dirname "$0")/.."
+command -v curl >/dev/null || { echo "curl is required" >&2; exit 2; }
+
+if [[ -z "${BIN_DIR:-}" ]]; then
+    cargo build --release -p faultline-analyzer -p faultline >&2
+    BIN_DIR=target/release
+fi
+ANALYZER="$BIN_DIR/faultline-analyzer"
+CLI="$BIN_DIR/faultline"
+
+WORK="$(mktemp -d)"
+APID=""
+cleanup() {
+    [[ -n "$APID" ]] && kill "$APID" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# 2,000 H100 nodes behind 64-node leaves, 16 jobs of 125 nodes each, one GPU lost halfway.
+cat >"$WORK/load.toml" <<EOF
+name = "load-${NODES}-agents"
+seed = 7
+duration_s = ${DURATION_S}
+interval_s = 1
+noise = 1.0
+
+[cluster]
+fabric = "tor"
+nodes = ${NODES}
+nodes_per_leaf = 64
+spines = 8
+gpus_per_node = 8
+nics_per_node = 8
+gpu_model = "H100"
+EOF
+JOBS=16
+PER_JOB=$((NODES / JOBS))
+if ((PER_JOB >= 1)); then
+    for j in $(seq 0 $((JOBS - 1))); do
+        printf '\n[[job]]\nid = "train-%02d"\nnodes = %d\nstep_time_s = 2.0\n' "$j" "$PER_JOB" >>"$WORK/load.toml"
+    done
+fi
+printf '\n[[fault]]\nkind = "gpu_lost"\ntarget = "node-0001/gpu3"\nat_s = %d\n' "$((DURATION_S / 2))" >>"$WORK/load.toml"
+
+"$CLI" sim topology "$WORK/load.toml" --out "$WORK/topology.toml"
+
+"$ANALYZER" --listen 127.0.0.1:0 --db "$WORK/faultline.db" --token "$TOKEN" --topology "$WORK/topology.toml" \
+    >"$WORK/analyzer.out" 2>"$WORK/analyzer.err" &
+APID=$!
+for _ in $(seq 1 600); do
+    grep -q '^listening on ' "$WORK/analyzer.out" 2>/dev/null && break
+    kill -0 "$APID" 2>/dev/null || { cat "$WORK/analyzer.err" >&2; exit 1; }
+    sleep 0.1
+done
+URL="$(sed -n 's/^listening on //p' "$WORK/analyzer.out" | head -1)"
+[[ -n "$URL" ]] || { echo "the analyzer did not start" >&2; cat "$WORK/analyzer.err" >&2; exit 1; }
+
+CLK_TCK="$(getconf CLK_TCK)"
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$APID/stat"; }
+T0_TICKS="$(cpu_ticks)"
+T0="$(date +%s.%N)"
+
+echo "load: ${NODES} agents × 1 report/s × ${DURATION_S} s → ${URL}" >&2
+"$CLI" sim run "$WORK/load.toml" --analyzer "$URL" --token "$TOKEN" --speed 1 --json "$WORK/run.json" \
+    >"$WORK/sim.out" 2>"$WORK/sim.err" || { echo "sim run failed:" >&2; cat "$WORK/sim.err" >&2; exit 1; }
+
+T1="$(date +%s.%N)"
+T1_TICKS="$(cpu_ticks)"
+PEAK_KB="$(awk '/^VmHWM:/ {print $2}' "/proc/$APID/status")"
+curl -sf "$URL/metrics" >"$WORK/metrics.txt"
+
+# q-quantile of a Prometheus histogram (cumulative buckets), linear inside the bucket.
+quantile() { # name q
+    awk -v name="$1" -v q="$2" '
+        index($0, name "_bucket{le=\"") == 1 {
+            le = $0; sub(/^[^"]*"/, "", le); sub(/".*/, "", le)
+            n++; bound[n] = (le == "+Inf") ? 1e300 : le + 0; cum[n] = $NF + 0
+        }
+        END {
+            if (n == 0 || cum[n] == 0) { print "n/a"; exit }
+            target = q * cum[n]; prev_b = 0; prev_c = 0
+            for (i = 1; i <= n; i++) {
+                if (cum[i] >= target) {
+                    if (bound[i] >= 1e300) { printf "> %g s (above the last bucket)\n", prev_b; exit }
+                    frac = (cum[i] == prev_c) ? 1 : (target - prev_c) / (cum[i] - prev_c)
+                    printf "%.2f ms\n", 1000 * (prev_b + frac * (bound[i] - prev_b)); exit
+                }
+                prev_b = bound[i]; prev_c = cum[i]
+            }
+        }' "$WORK/metrics.txt"
+}
+result() { awk -v r="$1" 'index($0, "faultline_ingest_reports_total{result=\"" r "\"}") == 1 {print $NF}' "$WORK/metrics.txt"; }
+
+SENT="$(sed -n 's/.*"reports": *\([0-9]*\).*/\1/p' "$WORK/run.json" | head -1)"
+REJECTED="$(sed -n 's/.*"rejected": *\([0-9]*\).*/\1/p' "$WORK/run.json" | head -1)"
+WALL="$(awk -v a="$T1" -v b="$T0" 'BEGIN { print a - b }')"
+CPU_S="$(awk -v a="$T1_TICKS" -v b="$T0_TICKS" -v hz="$CLK_TCK" 'BEGIN { print (a - b) / hz }')"
+CORES="$(awk -v c="$CPU_S" -v w="$WALL" 'BEGIN { print c / w }')"
+
+echo
+echo "== faultline load test: ${NODES} agents, 1 s interval, ${DURATION_S} s, wire mode over loopback =="
+printf 'host                 %s CPUs, %s\n' "$(nproc)" "$(uname -r)"
+printf 'reports sent         %s (expected %s)\n' "${SENT:-?}" "$((NODES * (DURATION_S + 1)))"
+printf 'refused by analyzer  %s (sim count)\n' "${REJECTED:-?}"
+printf 'analyzer results     accepted=%s duplicate=%s invalid=%s malformed=%s rate_limited=%s unauthorized=%s\n' \
+    "$(result accepted)" "$(result duplicate)" "$(result invalid)" "$(result malformed)" "$(result rate_limited)" "$(result unauthorized)"
+printf 'ingest handling      p50 %s, p99 %s (analyzer histogram)\n' \
+    "$(quantile faultline_ingest_duration_seconds 0.5)" "$(quantile faultline_ingest_duration_seconds 0.99)"
+printf 'report age at ingest p50 %s, p99 %s (report timestamp to arrival)\n' \
+    "$(quantile faultline_report_age_seconds 0.5)" "$(quantile faultline_report_age_seconds 0.99)"
+printf 'engine tick          p99 %s\n' "$(quantile faultline_engine_tick_duration_seconds 0.99)"
+printf 'analyzer CPU         %.1f s over %.1f s wall = %.2f cores\n' "$CPU_S" "$WALL" "$CORES"
+printf 'analyzer peak RSS    %s MiB\n' "$((PEAK_KB / 1024))"
+printf 'incidents            %s\n' "$(curl -sf -H "Authorization: Bearer $TOKEN" "$URL/api/v1/incidents?status=all" | grep -o '"id":"inc-[0-9]*"' | wc -l)"
