@@ -598,7 +598,7 @@ pub fn nodes_behind(st: &AppState, switch: &str) -> BTreeSet<String> {
                 out.insert(h.to_string());
             }
         }
-        for s in st.topology.switches.iter().filter(|s| s.uplinks.iter().any(|u| *u == sw)) {
+        for s in st.topology.switches.iter().filter(|s| s.uplinks.contains(&sw)) {
             stack.push(s.name.clone());
         }
     }
