@@ -15,6 +15,14 @@ pub const WINDOW_MS: i64 = 600_000;
 /// Most points a window holds, whatever the interval (a 1 s agent fills 10 minutes with 600; we
 /// only ever look at the last few dozen).
 pub const MAX_POINTS: usize = 64;
+/// Deltas a counter keeps: 16 samples is 160 s at the default interval, enough for the longest
+/// counter rule (SBE storm over 2 minutes) and for a congestion baseline. Kept small because a
+/// 100k-GPU cluster has 1.8M NVLinks with three counters each.
+pub const COUNTER_POINTS: usize = 16;
+/// GPU samples kept (the soft rules look at the last 3).
+pub const GPU_POINTS: usize = 8;
+/// Host samples kept.
+pub const HOST_POINTS: usize = 16;
 /// Events kept per node.
 pub const MAX_EVENTS_PER_NODE: usize = 256;
 /// NIC counters the detectors read; others in the report are ignored to keep per-report cost low.
@@ -42,10 +50,15 @@ pub const NIC_COUNTERS: &[&str] = &[
 /// A monotonic counter seen over time. A decrease means the source reset (driver reload, agent on a
 /// new boot) or a 32-bit counter wrapped: the delta is then the new value (never negative). A counter
 /// stuck at its maximum (IB 32-bit counters saturate) gives zero deltas.
+///
+/// Memory: a counter that only ever counts zero keeps no deltas at all (most NVLink and error
+/// counters); once it moves, every delta is kept until the window has aged out again.
 #[derive(Debug, Clone, Default)]
 pub struct Counter {
     last: Option<(i64, u64)>,
-    /// (report time, increase since the previous sample)
+    /// Samples seen (the first gives no delta).
+    pub samples: u32,
+    /// (report time, increase since the previous sample); leading zero deltas are not stored.
     pub deltas: VecDeque<(i64, u64)>,
 }
 
@@ -58,11 +71,24 @@ impl Counter {
             Some((_, lv)) => Some(if value >= lv { value - lv } else { value }),
         };
         self.last = Some((ts, value));
+        self.samples = self.samples.saturating_add(1);
         if let Some(d) = d {
-            self.deltas.push_back((ts, d));
-            trim(&mut self.deltas, ts, |x| x.0);
+            if d > 0 || !self.deltas.is_empty() {
+                self.deltas.push_back((ts, d));
+            }
+            while self.deltas.len() > COUNTER_POINTS || self.deltas.front().is_some_and(|x| x.0 < ts - WINDOW_MS) {
+                self.deltas.pop_front();
+            }
+            if self.deltas.iter().all(|x| x.1 == 0) {
+                self.deltas.clear();
+            }
         }
         d
+    }
+
+    /// Deltas observed, stored or not (zeros before the first increase are implied).
+    pub fn observed(&self) -> usize {
+        (self.samples.saturating_sub(1) as usize).min(COUNTER_POINTS)
     }
 
     pub fn value(&self) -> Option<u64> {
@@ -84,7 +110,7 @@ impl Counter {
         self.deltas.iter().filter(|(t, d)| *t > since && *d > 0).count()
     }
 
-    /// The last `n` deltas, oldest first.
+    /// The last `n` stored deltas, oldest first (fewer when the counter sat at zero before).
     pub fn last_n(&self, n: usize) -> impl Iterator<Item = u64> + '_ {
         self.deltas.iter().skip(self.deltas.len().saturating_sub(n)).map(|x| x.1)
     }
@@ -136,7 +162,8 @@ pub struct XidSeen {
 
 #[derive(Debug, Clone, Default)]
 pub struct GpuState {
-    pub last: Option<GpuSample>,
+    /// A sample of this GPU was seen (it can go missing only after that).
+    pub seen: bool,
     pub state: WireGpuState,
     /// Report time since which the GPU is lost / unresponsive / missing from reports.
     pub lost_since: Option<i64>,
@@ -160,7 +187,12 @@ pub struct GpuState {
 
 #[derive(Debug, Clone, Default)]
 pub struct NicState {
-    pub last: Option<NicSample>,
+    /// `InfiniBand` / `Ethernet`, as last reported.
+    pub link_layer: Option<String>,
+    /// IB state or operstate word, as last reported.
+    pub state_word: Option<String>,
+    /// The rating the port reports, Gb/s.
+    pub max_rate_gbps: Option<f64>,
     pub counters: BTreeMap<&'static str, Counter>,
     pub carrier_changes: Counter,
     /// Report time since which the link is down.
@@ -432,7 +464,7 @@ fn apply_host(node: &mut NodeState, h: Option<&HostSample>, ts: i64) {
     push(
         &mut node.host_points,
         HostPoint { ts, cpu: h.cpu_util_pct, cpu_non_job: h.cpu_non_job_pct, mem_used_frac: mem, fan_bad },
-        MAX_POINTS,
+        HOST_POINTS,
     );
     node.uptime_s = h.uptime_s;
     node.host = Some(h.clone());
@@ -482,7 +514,7 @@ fn apply_gpus(node: &mut NodeState, gpus: &[GpuSample], ts: i64) {
                     pcie_width: pcie.and_then(|p| Some((p.width?, p.max_width?))),
                     pcie_gen: pcie.and_then(|p| Some((p.generation?, p.max_generation?))),
                 },
-                MAX_POINTS,
+                GPU_POINTS,
             );
             trim(&mut st.points, ts, |p| p.ts);
             if let Some(v) = g.ecc.sbe_volatile {
@@ -525,11 +557,11 @@ fn apply_gpus(node: &mut NodeState, gpus: &[GpuSample], ts: i64) {
                 }
             }
         }
-        st.last = Some(g.clone());
+        st.seen = true;
     }
     // GPUs the node had and no longer lists have gone missing (fell off the bus).
     for (idx, st) in node.gpus.iter_mut() {
-        if !gpus.iter().any(|g| g.index == *idx) && st.last.is_some() {
+        if !gpus.iter().any(|g| g.index == *idx) && st.seen {
             st.missing_since.get_or_insert(ts);
         }
     }
@@ -562,10 +594,14 @@ fn apply_nics(node: &mut NodeState, nics: &[NicSample], ts: i64) {
         let rate = n.rate_gbps.or(n.speed_mbps.map(|m| m as f64 / 1000.0));
         if let Some(rate) = rate {
             if !down {
-                push(&mut st.rates, (ts, rate), MAX_POINTS);
+                push(&mut st.rates, (ts, rate), GPU_POINTS);
             }
         }
-        st.last = Some(n.clone());
+        if st.link_layer != n.link_layer {
+            st.link_layer = n.link_layer.clone();
+        }
+        st.state_word = n.ib_state.clone().or_else(|| n.operstate.clone());
+        st.max_rate_gbps = n.max_rate_gbps;
     }
 }
 
@@ -659,9 +695,12 @@ mod tests {
         // 32-bit wrap looks like a reset
         check_counter(&[(1, u32::MAX as u64 - 1), (2, 5)], &[5]);
         // saturated: stuck at max gives zero
-        check_counter(&[(1, u32::MAX as u64), (2, u32::MAX as u64)], &[0]);
+        check_counter(&[(1, u32::MAX as u64), (2, u32::MAX as u64)], &[]);
         // out-of-order or repeated time is ignored
         check_counter(&[(2, 10), (1, 50), (2, 60), (3, 12)], &[2]);
+        // a counter that never moved keeps nothing; once it moves, zeros after count
+        check_counter(&[(1, 7), (2, 7), (3, 7)], &[]);
+        check_counter(&[(1, 7), (2, 7), (3, 9), (4, 9)], &[2, 0]);
     }
 
     #[test]

@@ -50,10 +50,14 @@ pub struct NicPeers {
 /// Whether a counter is elevated against its own baseline: returns (recent min delta, baseline).
 pub fn elevated(c: &Counter) -> Option<(f64, f64)> {
     let n = c.deltas.len();
-    if n < SOFT_SAMPLES + BASELINE_MIN {
+    let observed = c.observed();
+    if observed < SOFT_SAMPLES + BASELINE_MIN || n < SOFT_SAMPLES {
         return None;
     }
-    let mut base: Vec<f64> = c.deltas.iter().take(n - SOFT_SAMPLES).map(|x| x.1 as f64).collect();
+    // Deltas not stored were zeros before the counter first moved.
+    let mut base: Vec<f64> = std::iter::repeat_n(0.0, observed - n)
+        .chain(c.deltas.iter().take(n - SOFT_SAMPLES).map(|x| x.1 as f64))
+        .collect();
     let b = super::median(&mut base)?;
     let recent_min = c.last_n(SOFT_SAMPLES).min()? as f64;
     (recent_min > CONGESTION_FACTOR * b + CONGESTION_FLOOR).then_some((recent_min, b))
@@ -68,7 +72,7 @@ pub fn check(host: &str, name: &str, n: &NicState, peers: &NicPeers, now: i64, o
     let flapping = downs >= FLAP_MIN_DOWNS || downed_deltas >= FLAP_MIN_DOWNS || carrier >= 2 * FLAP_MIN_DOWNS as u64;
     if let Some(t) = n.down_since {
         let class = if flapping { FaultClass::NicFlap } else { FaultClass::NicDown };
-        let state = n.last.as_ref().and_then(|l| l.ib_state.clone().or(l.operstate.clone())).unwrap_or("down".into());
+        let state = n.state_word.clone().unwrap_or("down".into());
         out.push(
             Symptom::new(id.clone(), K::NicDown, t, format!("{id} link is down (state {state})"))
                 .class(class)
@@ -133,7 +137,7 @@ pub fn check(host: &str, name: &str, n: &NicState, peers: &NicPeers, now: i64, o
     }
     // Trained below rating or below its peers.
     if n.down_since.is_none() && n.rates.len() >= SPEED_SAMPLES {
-        let max = n.last.as_ref().and_then(|l| l.max_rate_gbps);
+        let max = n.max_rate_gbps;
         let reference = match (max, peers.best_rate) {
             (Some(m), Some(p)) => Some(m.max(p)),
             (a, b) => a.or(b),
@@ -180,7 +184,6 @@ pub fn check(host: &str, name: &str, n: &NicState, peers: &NicPeers, now: i64, o
 #[cfg(test)]
 mod tests {
     use super::*;
-    use faultline_proto::NicSample;
 
     const NOW: i64 = 1_000_000;
 
@@ -243,7 +246,7 @@ mod tests {
         );
         let mut slow = NicState::default();
         slow.rates = [(NOW - 20_000, 200.0), (NOW - 10_000, 200.0)].into();
-        slow.last = Some(NicSample { max_rate_gbps: Some(400.0), ..Default::default() });
+        slow.max_rate_gbps = Some(400.0);
         check_case("rate below rating", slow, NicPeers::default(), &[(K::NicSpeedLow, Some(NicSpeedDegraded))]);
         let mut peer = NicState::default();
         peer.rates = [(NOW - 20_000, 200.0), (NOW - 10_000, 200.0)].into();
@@ -257,6 +260,12 @@ mod tests {
         check_case(
             "xmit wait several-fold its baseline",
             with_counter("port_xmit_wait", &[0, 1000, 2000, 3000, 4000, 9000, 14000, 19000]),
+            NicPeers::default(),
+            &[(K::NicCongested, Some(LeafCongestion))],
+        );
+        check_case(
+            "ECN marks from a zero baseline",
+            with_counter("np_ecn_marked_roce_packets", &[0, 0, 0, 0, 0, 0, 30000, 60000, 90000]),
             NicPeers::default(),
             &[(K::NicCongested, Some(LeafCongestion))],
         );
