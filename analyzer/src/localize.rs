@@ -33,7 +33,7 @@ pub const LEAF_DOWN_FRACTION: f64 = 0.5;
 pub const LEAF_CONGESTION_FRACTION: f64 = 0.5;
 /// A stall or crash with nothing under it waits this long (analyzer time) for hardware evidence that
 /// may still be on its way (an OOM line or an XID pushed by another agent).
-pub const JOB_VERDICT_GRACE_MS: i64 = 2_000;
+pub const JOB_VERDICT_GRACE_MS: i64 = 1_000;
 /// Ranks on other nodes that advanced this long after a silent node's last report show that the job
 /// runs on: the node is fine and only its agent is gone. In step times, plus one report interval.
 pub const AGENT_PROGRESS_STEPS: f64 = 2.0;
@@ -306,7 +306,18 @@ pub fn localize(symptoms: &[Active], ctx: &Ctx) -> Vec<Diagnosis> {
         }
     }
     for (leaf, c) in &leaf_cong {
-        let total = ctx.topo.nics_of_leaf(leaf).map(|n| n.len()).unwrap_or(0).max(1);
+        // Judged against the leaf's ports that carry traffic now (idle ports see no congestion).
+        let busy = |nic: &&ComponentId| match nic {
+            ComponentId::Nic { host, name } => ctx
+                .state
+                .nodes
+                .get(host)
+                .and_then(|n| n.nics.get(name))
+                .and_then(|s| s.congestion.back())
+                .is_some_and(|p| p.ts >= ctx.now - crate::detect::nic::BUSY_RECENT_MS),
+            _ => false,
+        };
+        let total = ctx.topo.nics_of_leaf(leaf).map(|n| n.iter().filter(busy).count()).unwrap_or(0).max(1);
         if *c >= 2 && *c as f64 >= LEAF_CONGESTION_FRACTION * total as f64 {
             add(&mut hyps, ComponentId::switch(leaf), FaultClass::LeafCongestion, true, None);
         }

@@ -45,6 +45,7 @@ pub const NIC_COUNTERS: &[&str] = &[
     "port_xmit_discards",
     "tx_bytes",
     "rx_bytes",
+    "port_xmit_data",
 ];
 
 /// A monotonic counter seen over time. A decrease means the source reset (driver reload, agent on a
@@ -202,7 +203,27 @@ pub struct NicState {
     pub up_at: Option<i64>,
     /// (report time, rate Gb/s or netdev speed Gb/s)
     pub rates: VecDeque<(i64, f64)>,
+    /// Congestion signals per sample that carried traffic.
+    pub congestion: VecDeque<CongestionPoint>,
 }
+
+/// One busy sample's congestion signals, normalised by the bytes the port sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CongestionPoint {
+    pub ts: i64,
+    /// `port_xmit_wait` ticks per MB sent.
+    pub wait_per_mb: f64,
+    /// ECN-marked packets plus CNPs sent and handled, absolute.
+    pub marks: u64,
+    pub marks_per_mb: f64,
+}
+
+/// Counters the congestion series is built from, in this order: bytes sent (two names), transmit
+/// wait, then ECN/CNP marks.
+pub const CONGESTION_INPUTS: [&str; 6] =
+    ["tx_bytes", "port_xmit_data", "port_xmit_wait", "np_ecn_marked_roce_packets", "np_cnp_sent", "rp_cnp_handled"];
+/// A sample that sent less than this (1 MB) is idle: subnet chatter, not traffic.
+pub const CONGESTION_MIN_BYTES: u64 = 1_000_000;
 
 impl NicState {
     pub fn counter(&self, name: &str) -> Option<&Counter> {
@@ -583,10 +604,31 @@ fn apply_nics(node: &mut NodeState, nics: &[NicSample], ts: i64) {
             st.down_since = None;
             st.up_at = Some(ts);
         }
+        let mut deltas = [None::<u64>; 6];
         for name in NIC_COUNTERS {
             if let Some(v) = n.counters.get(*name) {
-                st.counters.entry(name).or_default().update(ts, *v);
+                let d = st.counters.entry(name).or_default().update(ts, *v);
+                if let Some(i) = CONGESTION_INPUTS.iter().position(|c| c == name) {
+                    deltas[i] = d;
+                }
             }
+        }
+        // Congestion per byte sent, only while the port carries traffic: a job that stalls and
+        // resumes changes wait and bytes together, a congested fabric changes the ratio.
+        let bytes = deltas[0].or(deltas[1]).unwrap_or(0);
+        if bytes >= CONGESTION_MIN_BYTES && !down {
+            let wait = deltas[2].unwrap_or(0);
+            let marks = deltas[3].unwrap_or(0) + deltas[4].unwrap_or(0) + deltas[5].unwrap_or(0);
+            push(
+                &mut st.congestion,
+                CongestionPoint {
+                    ts,
+                    wait_per_mb: wait as f64 * 1e6 / bytes as f64,
+                    marks,
+                    marks_per_mb: marks as f64 * 1e6 / bytes as f64,
+                },
+                COUNTER_POINTS,
+            );
         }
         if let Some(v) = n.carrier_changes {
             st.carrier_changes.update(ts, v);

@@ -28,6 +28,12 @@ pub const JOB_SLOW_REL: f64 = 0.04;
 /// Gradient norms are identical across data-parallel ranks after all-reduce: a rank off by more than
 /// this fraction of the median (and many MADs) computed on corrupted data.
 pub const GRAD_REL: f64 = 0.05;
+/// Nodes whose ranks all exited non-zero before the job counts as crashing without waiting for the
+/// rest of its nodes to report (one node's ranks dying is a node or GPU matter).
+pub const CRASH_MIN_NODES: usize = 2;
+/// A single gradient-norm sample this far off the median (50%) is corruption at once; smaller
+/// deviations must hold over `SOFT_SAMPLES` samples.
+pub const GRAD_FAST_REL: f64 = 0.5;
 /// Scale from MAD to a normal standard deviation.
 const MAD_SCALE: f64 = 1.4826;
 
@@ -81,7 +87,17 @@ pub fn check(job: &JobState, nodes: &BTreeMap<String, NodeState>, now: i64, out:
     let exited: Vec<_> = job.ranks.iter().filter(|(_, r)| r.exit_code.is_some() || !r.alive()).collect();
     let nonzero: Vec<_> = job.ranks.iter().filter(|(_, r)| r.exited_nonzero()).collect();
     let all_exited = exited.len() == job.ranks.len() && job.world_size.is_none_or(|w| job.ranks.len() as u32 >= w);
-    if all_exited && !nonzero.is_empty() {
+    // Ranks exit together when the job crashes, but their nodes report over a whole interval: once
+    // every rank on at least two nodes has exited non-zero and no rank advanced since the first exit,
+    // the job is crashing (one OOM-killed or lost rank stays on one node).
+    let first_exit = nonzero.iter().filter_map(|(_, r)| r.exited_ms).min();
+    let crash_nodes: std::collections::BTreeSet<&str> = nonzero.iter().map(|(_, r)| r.node.as_str()).collect();
+    let early_crash = crash_nodes.len() >= CRASH_MIN_NODES
+        && job.ranks.values().filter(|r| crash_nodes.contains(r.node.as_str())).all(|r| r.exited_nonzero())
+        && first_exit.is_some_and(|t| {
+            job.ranks.values().filter(|r| r.alive()).all(|r| r.last_progress_ms.is_none_or(|lp| lp <= t))
+        });
+    if (all_exited || early_crash) && !nonzero.is_empty() {
         let onset = nonzero.iter().filter_map(|(_, r)| r.exited_ms).min().unwrap_or(now);
         let codes: std::collections::BTreeSet<i32> = nonzero.iter().filter_map(|(_, r)| r.exit_code).collect();
         out.push(
@@ -202,12 +218,29 @@ pub fn check(job: &JobState, nodes: &BTreeMap<String, NodeState>, now: i64, out:
         .filter(|(_, r)| r.alive())
         .filter_map(|(k, r)| last_n_median(&r.grad_norms, SOFT_SAMPLES).map(|g| (*k, g)))
         .collect();
+    let latest: Vec<(u32, f64)> = job
+        .ranks
+        .iter()
+        .filter(|(_, r)| r.alive())
+        .filter_map(|(k, r)| r.grad_norms.back().map(|g| (*k, *g)))
+        .collect();
+    let mut fast: std::collections::BTreeSet<u32> = Default::default();
+    if latest.len() >= MIN_PEERS {
+        let mut v: Vec<f64> = latest.iter().map(|x| x.1).collect();
+        if let Some(m) = median(&mut v) {
+            let off: Vec<_> = latest.iter().filter(|(_, g)| (g - m).abs() > GRAD_FAST_REL * m.abs()).collect();
+            if off.len() * 2 < latest.len() {
+                fast.extend(off.iter().map(|x| x.0));
+            }
+        }
+    }
     if grads.len() >= MIN_PEERS {
         let vals: Vec<f64> = grads.iter().map(|x| x.1).collect();
         if let Some((m, mad)) = median_mad(&vals) {
             let off: Vec<_> =
                 grads.iter().filter(|(_, g)| (g - m).abs() > (GRAD_REL * m.abs()).max(6.0 * MAD_SCALE * mad)).collect();
             if off.len() * 2 < grads.len() {
+                fast.retain(|r| !off.iter().any(|x| x.0 == *r));
                 for (rank, g) in off {
                     out.push(
                         Symptom::new(
@@ -223,6 +256,18 @@ pub fn check(job: &JobState, nodes: &BTreeMap<String, NodeState>, now: i64, out:
                 }
             }
         }
+    }
+    for rank in fast {
+        let g = job.ranks[&rank].grad_norms.back().copied().unwrap_or(0.0);
+        out.push(
+            Symptom::new(
+                ComponentId::rank(&job.id, rank),
+                K::GradMismatch,
+                now,
+                format!("rank {rank} of {jid} reports gradient norm {g:.4}, far from its peers'"),
+            )
+            .class(FaultClass::GpuSdc),
+        );
     }
     // Step time above the job's own baseline.
     if let (Some(s), Some(b)) = (current_step_ms(job), job.baseline_step_ms) {
@@ -344,8 +389,30 @@ mod tests {
         }
         check_case("every rank nan is the job diverging, not a GPU", job(r), &[]);
         let mut r = healthy(8);
-        r[6].grad_norms = [1.7, 1.8, 1.9].into();
-        check_case("grad norm mismatch", job(r), &[(K::GradMismatch, 0.0)]);
+        r[6].grad_norms = [1.07, 1.08, 1.09].into();
+        check_case("grad norm mismatch held over samples", job(r), &[(K::GradMismatch, 0.0)]);
+        let mut r = healthy(8);
+        r[6].grad_norms = [1.0, 1.0, 60.0].into();
+        check_case("one grad norm far off", job(r), &[(K::GradMismatch, 0.0)]);
+        let mut r = healthy(8);
+        for x in &mut r[..4] {
+            x.exit_code = Some(1);
+            x.exited_ms = Some(NOW - 2000);
+            x.last_progress_ms = Some(NOW - 3000);
+        }
+        for x in &mut r[4..] {
+            x.last_progress_ms = Some(NOW - 3000);
+        }
+        let four = [(K::RankExited, 0.0); 4];
+        check_case("one node's ranks exited: not yet a crash", job(r.clone()), &four);
+        for x in &mut r[4..6] {
+            x.exit_code = Some(1);
+            x.exited_ms = Some(NOW - 1000);
+        }
+        for (i, x) in r.iter_mut().enumerate() {
+            x.node = ["a", "a", "a", "a", "b", "b", "c", "c"][i].into();
+        }
+        check_case("two nodes' ranks exited and nobody advanced: crashing", job(r), &[(K::JobCrashed, 0.0)]);
         let mut r = healthy(8);
         for x in &mut r {
             x.step_times = [2500.0, 2500.0, 2500.0].into();

@@ -6,7 +6,7 @@
 use faultline_proto::{ComponentId, FaultClass};
 
 use super::{SOFT_SAMPLES, Symptom, SymptomKind as K};
-use crate::state::{Counter, NicState};
+use crate::state::{CongestionPoint, NicState};
 
 /// Link-down transitions within this window that make a flap: two downs in five minutes is not a
 /// cable pulled once (that stays down) nor a switch reboot (one down, one up).
@@ -21,17 +21,16 @@ pub const LINK_BOUNCE_HOLD_MS: i64 = 60_000;
 pub const NIC_ERR_MIN: u64 = 10;
 /// Physical-layer error counters.
 pub const ERROR_COUNTERS: &[&str] = &["symbol_error", "port_rcv_errors", "local_link_integrity_errors"];
-/// Congestion and retransmit counters, judged against the port's own baseline.
-pub const CONGESTION_COUNTERS: &[&str] =
-    &["port_xmit_wait", "np_ecn_marked_roce_packets", "np_cnp_sent", "rp_cnp_handled"];
 pub const RETRANSMIT_COUNTERS: &[&str] =
     &["out_of_sequence", "packet_seq_err", "roce_adp_retrans", "local_ack_timeout_err"];
 /// A congestion counter whose every recent delta exceeds this multiple of its own median baseline
 /// (plus `CONGESTION_FLOOR`) is elevated. Congested leaves in the catalog multiply transmit wait
 /// several-fold; normal load varies by tens of percent.
 pub const CONGESTION_FACTOR: f64 = 2.0;
-/// Minimum increase per sample for a congestion counter to count at all (absolute noise floor).
+/// ECN/CNP marks per sample below this never count (absolute noise floor).
 pub const CONGESTION_FLOOR: f64 = 50.0;
+/// A port whose newest busy sample is older than this is idle now and judged on nothing.
+pub const BUSY_RECENT_MS: i64 = 35_000;
 /// Baseline deltas needed before congestion is judged.
 pub const BASELINE_MIN: usize = 3;
 /// A link rate below this fraction of its rating or of the node's best peer is degraded
@@ -45,22 +44,6 @@ pub const SPEED_SAMPLES: usize = 2;
 pub struct NicPeers {
     /// Highest current rate among the node's other NICs of the same link layer, Gb/s.
     pub best_rate: Option<f64>,
-}
-
-/// Whether a counter is elevated against its own baseline: returns (recent min delta, baseline).
-pub fn elevated(c: &Counter) -> Option<(f64, f64)> {
-    let n = c.deltas.len();
-    let observed = c.observed();
-    if observed < SOFT_SAMPLES + BASELINE_MIN || n < SOFT_SAMPLES {
-        return None;
-    }
-    // Deltas not stored were zeros before the counter first moved.
-    let mut base: Vec<f64> = std::iter::repeat_n(0.0, observed - n)
-        .chain(c.deltas.iter().take(n - SOFT_SAMPLES).map(|x| x.1 as f64))
-        .collect();
-    let b = super::median(&mut base)?;
-    let recent_min = c.last_n(SOFT_SAMPLES).min()? as f64;
-    (recent_min > CONGESTION_FACTOR * b + CONGESTION_FLOOR).then_some((recent_min, b))
 }
 
 /// Check one NIC. Pure: reads `n`, appends to `out`.
@@ -162,23 +145,47 @@ pub fn check(host: &str, name: &str, n: &NicState, peers: &NicPeers, now: i64, o
             }
         }
     }
-    // Congestion against its own baseline: evidence for a leaf-level verdict.
-    for name in CONGESTION_COUNTERS.iter().chain(RETRANSMIT_COUNTERS) {
-        if let Some((recent, base)) = n.counter(name).and_then(elevated) {
-            let onset = n.counter(name).and_then(|c| c.deltas.iter().rev().nth(SOFT_SAMPLES - 1).map(|x| x.0));
-            out.push(
-                Symptom::new(
-                    id.clone(),
-                    K::NicCongested,
-                    onset.unwrap_or(now),
-                    format!("{id} {name} rises {recent:.0} per sample against a baseline of {base:.0}"),
-                )
-                .class(FaultClass::LeafCongestion)
-                .value(recent),
-            );
-            break;
-        }
+    // Congestion against its own baseline, per byte sent: evidence for a leaf-level verdict.
+    if let Some((what, recent, base)) = congested(&n.congestion, now) {
+        let onset = n.congestion.iter().rev().nth(SOFT_SAMPLES - 1).map(|p| p.ts).unwrap_or(now);
+        out.push(
+            Symptom::new(
+                id.clone(),
+                K::NicCongested,
+                onset,
+                format!("{id} {what} is {recent:.1} per MB sent against a baseline of {base:.1}"),
+            )
+            .class(FaultClass::LeafCongestion)
+            .value(recent),
+        );
     }
+}
+
+/// A busy port's congestion signals are up against its own busy baseline: the last `SOFT_SAMPLES`
+/// busy samples (the newest no older than `BUSY_RECENT_MS`) all above `CONGESTION_FACTOR` × the median
+/// of the earlier ones. Returns (signal, recent minimum, baseline).
+pub fn congested(c: &std::collections::VecDeque<CongestionPoint>, now: i64) -> Option<(&'static str, f64, f64)> {
+    let n = c.len();
+    if n < SOFT_SAMPLES + BASELINE_MIN || c.back().is_none_or(|p| p.ts < now - BUSY_RECENT_MS) {
+        return None;
+    }
+    let recent: Vec<&CongestionPoint> = c.iter().skip(n - SOFT_SAMPLES).collect();
+    let base = |f: fn(&CongestionPoint) -> f64| {
+        let mut v: Vec<f64> = c.iter().take(n - SOFT_SAMPLES).map(f).collect();
+        super::median(&mut v).unwrap_or(0.0)
+    };
+    let wait_base = base(|p| p.wait_per_mb);
+    let wait_min = recent.iter().map(|p| p.wait_per_mb).fold(f64::INFINITY, f64::min);
+    if wait_min > CONGESTION_FACTOR * wait_base && wait_min > 0.0 && wait_base > 0.0 {
+        return Some(("port_xmit_wait", wait_min, wait_base));
+    }
+    let marks_base = base(|p| p.marks_per_mb);
+    let marks_min = recent.iter().map(|p| p.marks_per_mb).fold(f64::INFINITY, f64::min);
+    let marks_abs = recent.iter().map(|p| p.marks).min().unwrap_or(0);
+    if marks_abs as f64 >= CONGESTION_FLOOR && marks_min > CONGESTION_FACTOR * marks_base {
+        return Some(("ECN/CNP marks", marks_min, marks_base));
+    }
+    None
 }
 
 #[cfg(test)]
@@ -257,23 +264,42 @@ mod tests {
             &[(K::NicSpeedLow, Some(NicSpeedDegraded))],
         );
         check_case("rate like peers", peer, NicPeers { best_rate: Some(200.0) }, &[]);
+        let busy = |wait: &[f64], marks: &[u64]| NicState {
+            congestion: wait
+                .iter()
+                .zip(marks)
+                .enumerate()
+                .map(|(i, (w, m))| CongestionPoint {
+                    ts: NOW - (wait.len() - i) as i64 * 10_000,
+                    wait_per_mb: *w,
+                    marks: *m,
+                    marks_per_mb: *m as f64 / 220_000.0,
+                })
+                .collect(),
+            ..Default::default()
+        };
         check_case(
-            "xmit wait several-fold its baseline",
-            with_counter("port_xmit_wait", &[0, 1000, 2000, 3000, 4000, 9000, 14000, 19000]),
+            "xmit wait per byte several-fold its baseline",
+            busy(&[1.0, 1.1, 0.9, 1.0, 30.0, 28.0, 31.0], &[0; 7]),
             NicPeers::default(),
             &[(K::NicCongested, Some(LeafCongestion))],
         );
         check_case(
             "ECN marks from a zero baseline",
-            with_counter("np_ecn_marked_roce_packets", &[0, 0, 0, 0, 0, 0, 30000, 60000, 90000]),
+            busy(&[1.0; 7], &[0, 0, 0, 0, 30000, 30000, 30000]),
             NicPeers::default(),
             &[(K::NicCongested, Some(LeafCongestion))],
         );
         check_case(
-            "xmit wait at its usual rate",
-            with_counter("port_xmit_wait", &[0, 1000, 2000, 3000, 4000, 5100, 6100, 7000]),
+            "xmit wait per byte as usual",
+            busy(&[1.0, 1.1, 0.9, 1.0, 1.2, 1.0, 1.1], &[0; 7]),
             NicPeers::default(),
             &[],
         );
+        let mut idle = busy(&[1.0, 1.1, 0.9, 1.0, 30.0, 28.0, 31.0], &[0; 7]);
+        for p in idle.congestion.iter_mut() {
+            p.ts -= 60_000;
+        }
+        check_case("a port idle now is not judged", idle, NicPeers::default(), &[]);
     }
 }
