@@ -307,17 +307,7 @@ pub fn localize(symptoms: &[Active], ctx: &Ctx) -> Vec<Diagnosis> {
     }
     for (leaf, c) in &leaf_cong {
         // Judged against the leaf's ports that carry traffic now (idle ports see no congestion).
-        let busy = |nic: &&ComponentId| match nic {
-            ComponentId::Nic { host, name } => ctx
-                .state
-                .nodes
-                .get(host)
-                .and_then(|n| n.nics.get(name))
-                .and_then(|s| s.congestion.back())
-                .is_some_and(|p| p.ts >= ctx.now - crate::detect::nic::BUSY_RECENT_MS),
-            _ => false,
-        };
-        let total = ctx.topo.nics_of_leaf(leaf).map(|n| n.iter().filter(busy).count()).unwrap_or(0).max(1);
+        let total = busy_nics(ctx, leaf).max(1);
         if *c >= 2 && *c as f64 >= LEAF_CONGESTION_FRACTION * total as f64 {
             add(&mut hyps, ComponentId::switch(leaf), FaultClass::LeafCongestion, true, None);
         }
@@ -383,7 +373,11 @@ pub fn localize(symptoms: &[Active], ctx: &Ctx) -> Vec<Diagnosis> {
         }
         if h.class == FaultClass::LeafSwitchDown || h.class == FaultClass::LeafCongestion {
             if let ComponentId::Switch { name } = &h.root {
-                let total = ctx.topo.nics_of_leaf(name).map(|n| n.len()).unwrap_or(0);
+                let total = if h.class == FaultClass::LeafCongestion {
+                    busy_nics(ctx, name)
+                } else {
+                    ctx.topo.nics_of_leaf(name).map(|n| n.len()).unwrap_or(0)
+                };
                 let suffering =
                     h.explains.iter().filter(|i| matches!(symptoms[**i].s.component, ComponentId::Nic { .. })).count();
                 h.penalty = 0.5 * total.saturating_sub(suffering) as f64;
@@ -493,6 +487,21 @@ pub fn localize(symptoms: &[Active], ctx: &Ctx) -> Vec<Diagnosis> {
         });
     }
     out
+}
+
+/// NICs of a leaf that carry traffic now (a congestion sample in the last `BUSY_RECENT_MS`).
+fn busy_nics(ctx: &Ctx, leaf: &str) -> usize {
+    let busy = |nic: &&ComponentId| match nic {
+        ComponentId::Nic { host, name } => ctx
+            .state
+            .nodes
+            .get(host)
+            .and_then(|n| n.nics.get(name))
+            .and_then(|s| s.congestion.back())
+            .is_some_and(|p| p.ts >= ctx.now - crate::detect::nic::BUSY_RECENT_MS),
+        _ => false,
+    };
+    ctx.topo.nics_of_leaf(leaf).map(|n| n.iter().filter(busy).count()).unwrap_or(0)
 }
 
 /// The link of a GPU whose error counters moved most recently, for an NVLink XID with no link named.
