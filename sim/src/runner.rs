@@ -14,6 +14,16 @@ use crate::scenario::Scenario;
 use crate::score::{self, RunFacts, RunIncident, TruthFault};
 use crate::world::{DEFAULT_EPOCH_MS, World};
 
+/// Seconds of reports the simulator may run ahead of the analyzer in-process.
+const PIPELINE_DEPTH: usize = 2;
+
+/// One virtual second of serialized reports: (arrival ms, node, seq, JSON body).
+struct Second {
+    t_ms: i64,
+    items: Vec<(i64, String, u64, Vec<u8>)>,
+    sim_time: Duration,
+}
+
 /// Report posts in flight at once in wire mode.
 pub const WIRE_WORKERS: usize = 4;
 /// Per-request timeout in wire mode.
@@ -111,57 +121,84 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
     let incidents: Vec<Incident> = match &wire {
         None => {
             let mut an = Analyzer::new(opts.engine.take().unwrap_or_default(), world.cluster.topology());
-            for k in 0..=steps {
-                let g0 = Instant::now();
-                let out = world.step();
-                let mut gen_spent = g0.elapsed();
-                let t = world.t_ms;
-                let mut spent = Duration::ZERO;
-                for o in &out {
-                    let g0 = Instant::now();
-                    let body = serde_json::to_vec(&o.report)?;
-                    gen_spent += g0.elapsed();
-                    stats.reports += 1;
-                    stats.report_bytes += body.len() as u64;
-                    let now = epoch_ms + o.arrival_ms.min(t);
-                    let t0 = Instant::now();
-                    let res = an.ingest_json(&body, now);
-                    spent += t0.elapsed();
-                    if let Err(e) = res {
-                        stats.rejected += 1;
-                        if stats.first_rejection.is_none() {
-                            tracing::warn!(node = %o.report.node, seq = o.report.seq, error = %e, "analyzer refused a simulated report");
-                            stats.first_rejection = Some(format!("{} seq {}: {e}", o.report.node, o.report.seq));
+            // The simulator runs one second ahead on its own thread (physics, reports, JSON), so
+            // the analyzer's thread does nothing but ingest and tick, as a real one would.
+            let (tx, rx) = mpsc::sync_channel::<Result<Second, serde_json::Error>>(PIPELINE_DEPTH);
+            let result = std::thread::scope(|scope| -> Result<(), RunError> {
+                // Owned here, so that returning early drops it and the producer stops.
+                let rx = rx;
+                let world = &mut world;
+                scope.spawn(move || {
+                    for _ in 0..=steps {
+                        let g0 = Instant::now();
+                        let out = world.step();
+                        let mut items = Vec::with_capacity(out.len());
+                        let mut failed = None;
+                        for o in out {
+                            match serde_json::to_vec(&o.report) {
+                                Ok(body) => items.push((o.arrival_ms, o.report.node, o.report.seq, body)),
+                                Err(e) => failed = Some(e),
+                            }
+                        }
+                        let msg = match failed {
+                            Some(e) => Err(e),
+                            None => Ok(Second { t_ms: world.t_ms, items, sim_time: g0.elapsed() }),
+                        };
+                        if tx.send(msg).is_err() {
+                            break;
                         }
                     }
+                });
+                for k in 0..=steps {
+                    let Ok(second) = rx.recv() else { break };
+                    let second = second?;
+                    let t = second.t_ms;
+                    let mut spent = Duration::ZERO;
+                    for (arrival, node, seq, body) in &second.items {
+                        stats.reports += 1;
+                        stats.report_bytes += body.len() as u64;
+                        let now = epoch_ms + (*arrival).min(t);
+                        let t0 = Instant::now();
+                        let res = an.ingest_json(body, now);
+                        spent += t0.elapsed();
+                        if let Err(e) = res {
+                            stats.rejected += 1;
+                            if stats.first_rejection.is_none() {
+                                tracing::warn!(node = %node, seq, error = %e, "analyzer refused a simulated report");
+                                stats.first_rejection = Some(format!("{node} seq {seq}: {e}"));
+                            }
+                        }
+                    }
+                    ingest_total += spent;
+                    let t0 = Instant::now();
+                    let _changes = an.tick(epoch_ms + t);
+                    let tk = t0.elapsed();
+                    tick_total += tk;
+                    tick_max = tick_max.max(tk);
+                    spent += tk;
+                    // Rounds: one report interval each.
+                    let idx = t.max(0) / interval_ms;
+                    if idx != round_idx {
+                        rounds_ms.push(ms(round_cur));
+                        sim_rounds_ms.push(ms(sim_cur));
+                        stats.reports_per_round_max = stats.reports_per_round_max.max(round_reports);
+                        round_cur = Duration::ZERO;
+                        sim_cur = Duration::ZERO;
+                        round_reports = 0;
+                        round_idx = idx;
+                    }
+                    round_cur += spent;
+                    sim_cur += second.sim_time;
+                    sim_total += second.sim_time;
+                    round_reports += second.items.len() as u64;
+                    pace(wall, speed, t);
+                    if let Some(p) = opts.progress.as_mut() {
+                        p((k as f64).min(sc.duration_s), sc.duration_s);
+                    }
                 }
-                ingest_total += spent;
-                let t0 = Instant::now();
-                let _changes = an.tick(epoch_ms + t);
-                let tk = t0.elapsed();
-                tick_total += tk;
-                tick_max = tick_max.max(tk);
-                spent += tk;
-                // Rounds: one report interval each.
-                let idx = t.max(0) / interval_ms;
-                if idx != round_idx {
-                    rounds_ms.push(ms(round_cur));
-                    sim_rounds_ms.push(ms(sim_cur));
-                    stats.reports_per_round_max = stats.reports_per_round_max.max(round_reports);
-                    round_cur = Duration::ZERO;
-                    sim_cur = Duration::ZERO;
-                    round_reports = 0;
-                    round_idx = idx;
-                }
-                round_cur += spent;
-                sim_cur += gen_spent;
-                sim_total += gen_spent;
-                round_reports += out.len() as u64;
-                pace(wall, speed, t);
-                if let Some(p) = opts.progress.as_mut() {
-                    p((k as f64).min(sc.duration_s), sc.duration_s);
-                }
-            }
+                Ok(())
+            });
+            result?;
             if round_reports > 0 {
                 rounds_ms.push(ms(round_cur));
                 sim_rounds_ms.push(ms(sim_cur));

@@ -1,0 +1,42 @@
+//! Measures the simulator alone (no analyzer): physics, report building and JSON per round.
+//! `cargo run --release -p faultline-sim --example simbench -- sim/scenarios/scale-16k.toml 120`
+
+use std::time::{Duration, Instant};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let path = args.get(1).map(String::as_str).unwrap_or("sim/scenarios/scale-16k.toml");
+    let secs: i64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(60);
+    let sc = match faultline_sim::Scenario::from_path(std::path::Path::new(path)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let t0 = Instant::now();
+    let mut w = faultline_sim::World::new(&sc, 1_700_000_000_000);
+    eprintln!("world built in {:.2} s", t0.elapsed().as_secs_f64());
+    let (mut step, mut json, mut n, mut bytes) = (Duration::ZERO, Duration::ZERO, 0u64, 0u64);
+    while w.t_ms < secs * 1000 {
+        let a = Instant::now();
+        let out = w.step();
+        step += a.elapsed();
+        let b = Instant::now();
+        for o in &out {
+            bytes += serde_json::to_vec(&o.report).map(|v| v.len() as u64).unwrap_or(0);
+        }
+        json += b.elapsed();
+        n += out.len() as u64;
+    }
+    let rounds = (secs as f64 / sc.interval_s).max(1.0);
+    println!(
+        "{n} reports, {:.1} KiB avg; per round: step {:.1} ms, json {:.1} ms; per report: step {:.1} us, json {:.1} us; peak RSS {} MiB",
+        bytes as f64 / n.max(1) as f64 / 1024.0,
+        step.as_secs_f64() * 1000.0 / rounds,
+        json.as_secs_f64() * 1000.0 / rounds,
+        step.as_secs_f64() * 1e6 / n.max(1) as f64,
+        json.as_secs_f64() * 1e6 / n.max(1) as f64,
+        faultline_sim::report::peak_rss_bytes() >> 20
+    );
+}
