@@ -401,6 +401,10 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
             Ok((paddr, fut)) => {
                 announce(&format!("progress on http://{paddr}"));
                 tokio::spawn(fut);
+                // The cheap path: one JSON post per UDP datagram, on the same address and port.
+                if let Err(e) = progress::serve_udp(parts.progress.clone(), paddr) {
+                    tracing::error!(addr = %paddr, error = %e, "progress datagrams (UDP) not available");
+                }
             }
             Err(e) => tracing::error!(addr = %s.progress_listen, error = %e, "progress API not available"),
         }
@@ -425,7 +429,9 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
             s.node.clone(),
         )));
         prom.register_collector(Box::new(export::gpu_metrics::GpuMetrics::new(snapshot.clone())));
-        prom.register_collector(Box::new(export::job_metrics::JobMetrics::new(snapshot.clone())));
+        prom.register_collector(Box::new(
+            export::job_metrics::JobMetrics::new(snapshot.clone()).with_progress(parts.progress.clone(), &s.node),
+        ));
         let http = Http { registry: Arc::new(prom), snapshot: snapshot.clone() };
         let app = axum::Router::new()
             .route("/metrics", axum::routing::get(metrics_handler))

@@ -1,6 +1,7 @@
-//! Load benchmark of the progress API (ignored by default; it takes ~30 s and wants a release build):
-//! a real `faultline-agent` process, 1,000 ranks each posting 10 times a second over its own
-//! keep-alive connection for ~20 s, and the agent's CPU time read from `/proc/<pid>/stat`.
+//! Load benchmarks of the progress API (ignored by default; each takes ~30 s and wants a release
+//! build): a real `faultline-agent` process, 1,000 ranks each posting 10 times a second for ~20 s,
+//! over its own HTTP keep-alive connection or as UDP datagrams from its own socket, and the agent's
+//! CPU time read from `/proc/<pid>/stat`.
 //!
 //! ```text
 //! cargo test -p faultline-agent --release --test progress_load -- --ignored --nocapture
@@ -86,14 +87,9 @@ async fn read_response(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) ->
     }
 }
 
-#[test]
-#[ignore = "load benchmark: run with --release -- --ignored --nocapture"]
-fn progress_api_load_1000_ranks_10_posts_per_second() {
-    let ranks = env_num("FAULTLINE_BENCH_RANKS", 1000);
-    let rate = env_num("FAULTLINE_BENCH_RATE", 10).max(1);
-    let secs = env_num("FAULTLINE_BENCH_SECS", 20).clamp(1, 600);
-    raise_nofile();
-
+/// Start a release-built agent on 127.0.0.1:0 (HTTP and UDP progress on the same port); returns it,
+/// its pid, the progress address, its metrics URL and its spool directory (kept alive by the caller).
+fn start_agent() -> (Agent, u32, String, String, tempfile::TempDir) {
     let spool = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_faultline-agent"))
         .args(["--listen", "127.0.0.1:0", "--progress-listen", "127.0.0.1:0", "--no-gpu", "--interval", "10s"])
@@ -111,18 +107,35 @@ fn progress_api_load_1000_ranks_10_posts_per_second() {
     let agent = Agent(child);
     let pid = agent.0.id();
     let first = lines.next().expect("agent output").unwrap();
-    assert!(first.starts_with("listening on "), "{first}");
+    let metrics = first.strip_prefix("listening on ").unwrap_or_else(|| panic!("{first}")).to_string();
     let second = lines.next().expect("progress line").unwrap();
     let paddr = second.strip_prefix("progress on http://").unwrap_or_else(|| panic!("{second}")).to_string();
     // Keep draining the agent's stdout so it never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
+    (agent, pid, paddr, metrics, spool)
+}
 
-    // Idle baseline (collectors only).
+/// The agent's CPU over 5 s of doing nothing but its collectors, % of one core.
+fn idle_cpu_pct(pid: u32) -> f64 {
     std::thread::sleep(Duration::from_secs(1));
     let idle_secs = 5.0;
     let c0 = cpu_seconds(pid);
     std::thread::sleep(Duration::from_secs_f64(idle_secs));
-    let idle_pct = (cpu_seconds(pid) - c0) / idle_secs * 100.0;
+    (cpu_seconds(pid) - c0) / idle_secs * 100.0
+}
+
+#[test]
+#[ignore = "load benchmark: run with --release -- --ignored --nocapture"]
+fn progress_api_load_1000_ranks_10_posts_per_second() {
+    let ranks = env_num("FAULTLINE_BENCH_RANKS", 1000);
+    let rate = env_num("FAULTLINE_BENCH_RATE", 10).max(1);
+    let secs = env_num("FAULTLINE_BENCH_SECS", 20).clamp(1, 600);
+    raise_nofile();
+
+    let (agent, pid, paddr, _metrics, _spool) = start_agent();
+
+    // Idle baseline (collectors only).
+    let idle_pct = idle_cpu_pct(pid);
 
     let ok = Arc::new(AtomicU64::new(0));
     let bad = Arc::new(AtomicU64::new(0));
@@ -198,6 +211,98 @@ fn progress_api_load_1000_ranks_10_posts_per_second() {
     let list: serde_json::Value = reqwest::blocking::get(format!("http://{paddr}/progress")).unwrap().json().unwrap();
     let entries = list.as_array().unwrap();
     assert_eq!(entries.len() as u64, ranks);
+    assert!(entries.iter().all(|e| e["progress"]["step"].as_u64() == Some(last_step)));
+    drop(agent);
+}
+
+/// A counter's value from the agent's `/metrics` (text format, the `Hostname="bench"` series).
+fn counter(metrics_url: &str, name: &str) -> u64 {
+    let text = reqwest::blocking::get(metrics_url).unwrap().text().unwrap();
+    let prefix = format!("{name}{{Hostname=\"bench\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}")) as u64
+}
+
+/// The same load as above over the datagram path (the default of `report-progress` and the Python
+/// snippet): 1,000 ranks, each with its own UDP socket, 10 datagrams a second for ~20 s.
+#[test]
+#[ignore = "load benchmark: run with --release -- --ignored --nocapture"]
+fn progress_datagrams_load_1000_ranks_10_posts_per_second() {
+    let ranks = env_num("FAULTLINE_BENCH_RANKS", 1000) as usize;
+    let rate = env_num("FAULTLINE_BENCH_RATE", 10).max(1);
+    let secs = env_num("FAULTLINE_BENCH_SECS", 20).clamp(1, 600);
+    raise_nofile();
+    let (agent, pid, paddr, metrics_base, _spool) = start_agent();
+    let idle_pct = idle_cpu_pct(pid);
+
+    let socks: Vec<std::net::UdpSocket> = (0..ranks)
+        .map(|_| {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.connect(&paddr).unwrap();
+            s
+        })
+        .collect();
+    // Each period is cut into 100 slices; rank r sends in slice r * 100 / ranks, so posts are spread
+    // over the period rather than arriving in one burst.
+    let period = Duration::from_secs_f64(1.0 / rate as f64);
+    let slices = 100u32;
+    let posts = secs * rate;
+    let mut sent = 0u64;
+    let mut send_errors = 0u64;
+    let t0 = Instant::now();
+    let c_start = cpu_seconds(pid);
+    for step in 0..posts {
+        for slice in 0..slices {
+            let due = t0 + period * step as u32 + period / slices * slice;
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let lo = ranks * slice as usize / slices as usize;
+            let hi = ranks * (slice as usize + 1) / slices as usize;
+            for (r, s) in socks.iter().enumerate().take(hi).skip(lo) {
+                let body = format!(
+                    r#"{{"job":"bench","rank":{r},"step":{step},"step_time_ms":100.0,"compute_ms":80.0,"loss":2.5}}"#
+                );
+                match s.send(body.as_bytes()) {
+                    Ok(_) => sent += 1,
+                    Err(_) => send_errors += 1,
+                }
+            }
+        }
+    }
+    let metrics = format!("{metrics_base}/metrics");
+    // Wait (generously) for the agent to have read everything that was sent.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut stored, mut dropped) = (0, 0);
+    while Instant::now() < deadline {
+        stored = counter(&metrics, "faultline_agent_progress_posts_total");
+        dropped = counter(&metrics, "faultline_agent_progress_dropped_total");
+        if stored + dropped >= sent {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu_load = cpu_seconds(pid) - c_start;
+    let load_pct = cpu_load / wall * 100.0;
+    println!("progress datagrams: {ranks} ranks x {rate} posts/s for {wall:.1} s wall");
+    println!(
+        "  datagrams: {sent} sent ({send_errors} send errors), {stored} stored, {dropped} dropped; {:.0} posts/s",
+        sent as f64 / wall
+    );
+    println!(
+        "  agent CPU: idle {idle_pct:.2}% of one core, under load {load_pct:.2}% of one core ({:.1} us per post)",
+        cpu_load / sent.max(1) as f64 * 1e6
+    );
+    assert_eq!(send_errors, 0);
+    assert_eq!(stored + dropped, sent, "every datagram is either stored or counted as dropped");
+    assert_eq!(dropped, 0, "the receive buffer held up at this rate");
+    let last_step = posts - 1;
+    let list: serde_json::Value = reqwest::blocking::get(format!("http://{paddr}/progress")).unwrap().json().unwrap();
+    let entries = list.as_array().unwrap();
+    assert_eq!(entries.len(), ranks);
     assert!(entries.iter().all(|e| e["progress"]["step"].as_u64() == Some(last_step)));
     drop(agent);
 }

@@ -133,7 +133,7 @@ fn running_agent_takes_progress_refuses_bad_posts_and_sees_the_rank_exit() {
         .stdin(Stdio::null())
         .spawn()
         .unwrap());
-    let labels = format!(r#"Hostname="e2e-jobs",job="{job}",rank="0""#);
+    let labels = format!(r#"Hostname="e2e-jobs",job_id="{job}",rank="0""#);
     wait_for(DEADLINE, "rank 0 up in /metrics", || {
         (sample(&scrape(&agent.url), "faultline_rank_up", &labels) == Some(1.0)).then_some(())
     });
@@ -144,6 +144,12 @@ fn running_agent_takes_progress_refuses_bad_posts_and_sees_the_rank_exit() {
         (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
     };
     let url = format!("{purl}/progress");
+    let udp = purl.trim_start_matches("http://").to_string();
+    let (code, err) = post(&["--job", &job, "--rank", "0", "--step", "40", "--step-time-ms", "400", "--udp", &udp]);
+    assert_eq!(code, Some(0), "a datagram (the default transport): {err}");
+    wait_for(DEADLINE, "step 40 (sent as a datagram) in /metrics", || {
+        (sample(&scrape(&agent.url), "faultline_rank_step", &labels) == Some(40.0)).then_some(())
+    });
     let (code, err) = post(&["--job", &job, "--rank", "0", "--step", "41", "--step-time-ms", "500", "--url", &url]);
     assert_eq!(code, Some(0), "{err}");
     let (code, err) = post(&[
@@ -170,7 +176,7 @@ fn running_agent_takes_progress_refuses_bad_posts_and_sees_the_rank_exit() {
             && sample(&m, "faultline_rank_compute_seconds", &labels) == Some(0.6))
         .then_some(())
     });
-    let jobs_line = format!(r#"Hostname="e2e-jobs",job="{job}""#);
+    let jobs_line = format!(r#"Hostname="e2e-jobs",job_id="{job}""#);
     assert_eq!(sample(&scrape(&agent.url), "faultline_job_ranks", &jobs_line), Some(1.0));
 
     // Bad posts: refused with the reason, and nothing changes.
@@ -195,8 +201,8 @@ fn running_agent_takes_progress_refuses_bad_posts_and_sees_the_rank_exit() {
     assert_eq!(sample(&scrape(&agent.url), "faultline_rank_step", &labels), Some(42.0), "nothing moved the step");
 }
 
-/// The Python snippet in `agent/PROGRESS.md`, run as written (only the URL points at this agent), must
-/// reach the agent, including a NaN loss.
+/// The Python snippet in `agent/PROGRESS.md`, run as written (only the port points at this agent), must
+/// reach the agent as a datagram, including a NaN loss.
 #[test]
 fn progress_md_python_snippet_posts_to_a_real_agent() {
     let Some(python) = faultline_tests::external("python3") else { return };
@@ -205,22 +211,32 @@ fn progress_md_python_snippet_posts_to_a_real_agent() {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(bin("faultline-agent"));
     cmd.args(["--listen", "127.0.0.1:0", "--progress-listen", "127.0.0.1:0", "--interval", "300ms", "--no-gpu"])
+        .args(["--node-name", "e2e-py"])
         .arg("--spool-dir")
         .arg(dir.path().join("spool"));
     let mut agent = Proc::spawn(cmd);
     let purl = agent.next_line(DEADLINE).expect("progress line").replace("progress on ", "");
-    assert!(snippet.contains("http://127.0.0.1:9431/progress"), "the snippet names the default address");
+    let purl = purl.trim();
+    let port = purl.rsplit(':').next().unwrap();
+    let default = r#"AGENT = ("127.0.0.1", 9431)"#;
+    assert!(snippet.contains(default), "the snippet names the default address");
     let script = format!(
         "{}\nreport_progress(7, step_time_ms=120.0, compute_ms=90.0, loss=float('nan'))\n",
-        snippet.replace("http://127.0.0.1:9431/progress", &format!("{}/progress", purl.trim()))
+        snippet.replace(default, &format!(r#"AGENT = ("127.0.0.1", {port})"#))
     );
     let job = format!("py-{}", std::process::id());
     let out = Command::new(python).arg("-c").arg(&script).env("SLURM_JOB_ID", &job).env("RANK", "2").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let list = faultline_tests::get_json(&format!("{}/progress", purl.trim()), None).expect("GET /progress");
-    let e = list.as_array().unwrap().iter().find(|e| e["job"] == job.as_str()).expect("the snippet's post");
+    // A datagram has no answer: poll until the agent has read it.
+    let e = wait_for(DEADLINE, "the snippet's datagram in GET /progress", || {
+        let list = faultline_tests::get_json(&format!("{purl}/progress"), None)?;
+        list.as_array()?.iter().find(|e| e["job"] == job.as_str()).cloned()
+    });
     assert_eq!(e["rank"], 2);
     assert_eq!(e["progress"]["step"], 7);
     assert_eq!(e["progress"]["nonfinite_loss"], true);
     assert_eq!(e["progress"]["compute_ms"], 90.0);
+    let m = scrape(&agent.url);
+    assert_eq!(sample(&m, "faultline_agent_progress_posts_total", r#"Hostname="e2e-py""#), Some(1.0), "{m}");
+    assert_eq!(sample(&m, "faultline_agent_progress_rejected_total", r#"Hostname="e2e-py""#), Some(0.0));
 }

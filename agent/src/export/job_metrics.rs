@@ -1,5 +1,6 @@
 //! Job and rank metrics (`faultline_job_*`, `faultline_rank_*`), read from the latest report at scrape
-//! time. Labels are `job`, `rank` and `Hostname`; at most [`MAX_EXPORTED_JOBS`] jobs are exported (in
+//! time. Labels are `job_id`, `rank` and `Hostname` (not `job`: Prometheus sets `job` to the scrape
+//! job's name and would rename ours `exported_job`); at most [`MAX_EXPORTED_JOBS`] jobs are exported (in
 //! job-id order) and the rest are counted in `faultline_agent_jobs_not_exported`, so a node that runs
 //! many short jobs cannot blow up Prometheus' series count.
 
@@ -10,6 +11,7 @@ use prometheus_client::metrics::MetricType;
 use faultline_proto::{JobSample, NodeReport, ProcState, RankSample};
 
 use super::Snapshot;
+use crate::progress::ProgressStore;
 
 /// Most jobs exported per node. A node runs a handful of jobs at once; 64 bounds the series at
 /// 64 × ranks-per-node × 8 metrics even when jobs are tiny and many.
@@ -19,12 +21,41 @@ pub const MAX_EXPORTED_JOBS: usize = 64;
 #[derive(Debug)]
 pub struct JobMetrics {
     snapshot: Snapshot,
+    /// The progress store and the node name, for the `faultline_agent_progress_*` counters.
+    progress: Option<(ProgressStore, String)>,
 }
 
 impl JobMetrics {
     pub fn new(snapshot: Snapshot) -> JobMetrics {
-        JobMetrics { snapshot }
+        JobMetrics { snapshot, progress: None }
     }
+
+    /// Also export the progress API's counters (posts stored, refused, lost), labelled `Hostname`.
+    pub fn with_progress(mut self, store: ProgressStore, node: &str) -> JobMetrics {
+        self.progress = Some((store, node.to_string()));
+        self
+    }
+}
+
+fn encode_progress_counters(store: &ProgressStore, node: &str, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+    let labels = [("Hostname", node.to_string())];
+    for (name, help, v) in [
+        ("faultline_agent_progress_posts", "Progress posts stored (HTTP and datagrams).", store.accepted()),
+        (
+            "faultline_agent_progress_rejected",
+            "Progress posts refused as invalid or too large (HTTP answers 4xx; datagrams have no answer).",
+            store.rejected(),
+        ),
+        (
+            "faultline_agent_progress_dropped",
+            "Progress posts lost: the store was full, or the datagram receive buffer overflowed.",
+            store.dropped(),
+        ),
+    ] {
+        let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+        m.encode_family(&labels)?.encode_counter::<NoLabelSet, _, u64>(&v, None)?;
+    }
+    Ok(())
 }
 
 type RankLabels = [(&'static str, String); 3];
@@ -69,7 +100,7 @@ fn encode_report(report: &NodeReport, enc: &mut DescriptorEncoder) -> std::fmt::
         .flat_map(|j| {
             let host = host.clone();
             j.ranks.iter().map(move |r| {
-                ([("Hostname", host.clone()), ("job", j.job_id.clone()), ("rank", r.rank.to_string())], r)
+                ([("Hostname", host.clone()), ("job_id", j.job_id.clone()), ("rank", r.rank.to_string())], r)
             })
         })
         .collect();
@@ -129,7 +160,7 @@ fn encode_report(report: &NodeReport, enc: &mut DescriptorEncoder) -> std::fmt::
             MetricType::Gauge,
         )?;
         for j in &jobs {
-            let labels = [("Hostname", host.clone()), ("job", j.job_id.clone())];
+            let labels = [("Hostname", host.clone()), ("job_id", j.job_id.clone())];
             m.encode_family(&labels)?.encode_gauge(&(j.ranks.len() as i64))?;
         }
     }
@@ -146,6 +177,9 @@ fn encode_report(report: &NodeReport, enc: &mut DescriptorEncoder) -> std::fmt::
 
 impl Collector for JobMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        if let Some((store, node)) = &self.progress {
+            encode_progress_counters(store, node, &mut encoder)?;
+        }
         let guard = self.snapshot.read().unwrap_or_else(|p| p.into_inner());
         match guard.as_ref() {
             Some(report) => encode_report(report, &mut encoder),
@@ -197,7 +231,7 @@ mod tests {
     #[test]
     fn rank_metrics_carry_job_rank_and_hostname() {
         let text = scrape(Some(report_with_jobs(1)));
-        let l = r#"{Hostname="node-7",job="job000",rank="3"}"#;
+        let l = r#"{Hostname="node-7",job_id="job000",rank="3"}"#;
         for want in [
             format!("faultline_rank_step{l} 42"),
             format!("faultline_rank_step_time_seconds{l} 0.25"),
@@ -205,7 +239,7 @@ mod tests {
             format!("faultline_rank_last_progress_timestamp_seconds{l} 1700000000"),
             format!("faultline_rank_up{l} 1"),
             format!("faultline_rank_cpu_seconds_total{l} 12.5"),
-            r#"faultline_job_ranks{Hostname="node-7",job="job000"} 1"#.to_string(),
+            r#"faultline_job_ranks{Hostname="node-7",job_id="job000"} 1"#.to_string(),
             r#"faultline_agent_jobs_not_exported{Hostname="node-7"} 0"#.to_string(),
         ] {
             assert!(text.contains(&want), "missing {want} in\n{text}");
@@ -229,7 +263,7 @@ mod tests {
         r.jobs.last_mut().unwrap().ranks[0].state = ProcState::Running;
         let live = r.jobs.last().unwrap().job_id.clone();
         let text = scrape(Some(r));
-        assert!(text.contains(&format!(r#"faultline_job_ranks{{Hostname="node-7",job="{live}"}} 1"#)), "{text}");
+        assert!(text.contains(&format!(r#"faultline_job_ranks{{Hostname="node-7",job_id="{live}"}} 1"#)), "{text}");
         assert!(text.contains(r#"faultline_agent_jobs_not_exported{Hostname="node-7"} 1"#));
     }
 
