@@ -621,7 +621,11 @@ fn systemd_units_run_real_flags_and_keep_state_where_the_configs_look() {
     assert_eq!(caps, BTreeSet::from(["CAP_SYSLOG", "CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"]));
     let bounding: BTreeSet<&str> = one(&unit, "Service", "CapabilityBoundingSet").split_whitespace().collect();
     assert_eq!(bounding, caps);
-    for forbidden in ["ProtectKernelLogs", "PrivateDevices", "ProtectProc"] {
+    // These hide /dev/kmsg, /dev/nvidia* or other users' processes (ProtectClock adds a DeviceAllow=,
+    // which closes every device not listed).
+    for forbidden in
+        ["ProtectKernelLogs", "PrivateDevices", "ProtectProc", "ProtectClock", "DevicePolicy", "DeviceAllow"]
+    {
         assert!(!unit["Service"].contains_key(forbidden), "{forbidden} would hide what the agent reads");
     }
     let run = format!("/run/{}/", one(&unit, "Service", "RuntimeDirectory"));
