@@ -83,7 +83,8 @@ struct ComponentLabels {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobLabels {
-    job: String,
+    /// The training job id. Not `job`: that is Prometheus' own scrape label and would be renamed.
+    job_id: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -516,7 +517,7 @@ impl Metrics {
         jobs.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         capped("job_affected", jobs.len().saturating_sub(MAX_JOB_SERIES));
         for (job, affected) in jobs.into_iter().take(MAX_JOB_SERIES) {
-            self.job_affected.get_or_create(&JobLabels { job: job.clone() }).set(i64::from(*affected));
+            self.job_affected.get_or_create(&JobLabels { job_id: job.clone() }).set(i64::from(*affected));
         }
         self.nodes.set(snap.nodes);
         self.nodes_reporting.set(snap.nodes_reporting);
@@ -632,8 +633,8 @@ mod tests {
             r#"faultline_ingest_reports_total{result="too_large"} 1"#,
             "faultline_ingest_bytes_total 123",
             "faultline_report_age_seconds_bucket{le=\"0.05\"} 1",
-            r#"faultline_job_affected{job="j1"} 1"#,
-            r#"faultline_job_affected{job="j2"} 0"#,
+            r#"faultline_job_affected{job_id="j1"} 1"#,
+            r#"faultline_job_affected{job_id="j2"} 0"#,
             "faultline_nodes 3",
             "faultline_nodes_reporting 2",
         ] {

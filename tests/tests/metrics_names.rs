@@ -38,7 +38,7 @@ fn tokenizer_finds_series_and_skips_functions_labels_and_variables() {
         &["up", "faultline_agent_info"],
     );
     check(
-        r#"faultline_component_healthy and on (node) label_replace(group by (Hostname) (faultline_job_ranks{exported_job="$job"}), "node", "$1", "Hostname", "(.*)")"#,
+        r#"faultline_component_healthy and on (node) label_replace(group by (Hostname) (faultline_job_ranks{job_id="$job"}), "node", "$1", "Hostname", "(.*)")"#,
         &["faultline_component_healthy", "faultline_job_ranks"],
     );
     check(r#"x_total unless x_total offset 10m or vector(0) and bool_thing"#, &["x_total", "bool_thing"]);
