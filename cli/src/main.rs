@@ -8,6 +8,7 @@ mod client;
 mod cmd_actions;
 mod commands;
 mod config;
+mod demo;
 mod render;
 mod sim_cmd;
 
@@ -29,6 +30,9 @@ struct Cli {
 enum Cmd {
     #[command(flatten)]
     Diag(commands::Command),
+    /// Run a simulated 64-node cluster with injected faults through the real analyzer, live, and score it
+    #[command(after_help = DEMO_HELP)]
+    Demo(demo::DemoArgs),
     /// Simulate a cluster, inject faults, run the analyzer on it, and score the diagnosis
     #[command(subcommand)]
     Sim(sim_cmd::SimCommand),
@@ -43,10 +47,20 @@ enum Cmd {
     Actions(cmd_actions::ActionsArgs),
 }
 
+/// The `demo --help` epilogue.
+const DEMO_HELP: &str = "\
+Nothing to install and no analyzer to run: the engine runs in-process on virtual time, and the
+incidents go to a SQLite store in a temporary directory.
+
+Exit codes:
+  0  the run completed (the scores are reported, not judged); with --serve, after Ctrl-C
+  2  error";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Diag(c) => commands::run(&cli.conn, c),
+        Cmd::Demo(a) => demo::run(a),
         Cmd::Sim(c) => sim_cmd::run(&cli.conn, c),
         Cmd::Drain(a) => cmd_actions::run_drain(&cli.conn, &a),
         Cmd::Resume(a) => cmd_actions::run_resume(&cli.conn, &a),

@@ -137,7 +137,12 @@ fn run_scenario(conn: &ConnArgs, args: RunArgs) -> anyhow::Result<ExitCode> {
     let tty = std::io::stderr().is_terminal();
     let mut bar = Bar { last: None, start: Instant::now() };
     let mut draw = |d: f64, t: f64| bar.draw(d, t);
-    let opts = RunOptions { speed: args.speed, wire, progress: if tty { Some(&mut draw) } else { None }, engine: None };
+    let opts = RunOptions {
+        speed: args.speed,
+        wire,
+        progress: if tty { Some(&mut draw) } else { None },
+        ..Default::default()
+    };
     let report = faultline_sim::run(&sc, opts).with_context(|| format!("running {}", args.scenario.display()))?;
     if tty {
         bar.clear();

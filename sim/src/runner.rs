@@ -6,7 +6,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use faultline_analyzer::{Analyzer, EngineConfig};
+use faultline_analyzer::{Analyzer, EngineConfig, IncidentChange, IngestError, IngestOutcome};
 use faultline_proto::Incident;
 
 use crate::report::{AnalyzerStats, ClusterInfo, JobPlacement, RunReport, peak_rss_bytes};
@@ -45,6 +45,11 @@ pub struct WireTarget {
     pub token: Option<String>,
 }
 
+/// Sees each incident change of an in-process run, with the virtual seconds since the start.
+pub type ChangeHook<'a> = &'a mut dyn FnMut(&IncidentChange, f64);
+/// Sees each report body of an in-process run, with its arrival (Unix ms) and the ingest result.
+pub type ReportHook<'a> = &'a mut dyn FnMut(&[u8], i64, &Result<IngestOutcome, IngestError>);
+
 /// How to run.
 #[derive(Default)]
 pub struct RunOptions<'a> {
@@ -54,6 +59,14 @@ pub struct RunOptions<'a> {
     /// Called after every virtual second with (virtual seconds done, total).
     pub progress: Option<&'a mut dyn FnMut(f64, f64)>,
     pub engine: Option<EngineConfig>,
+    /// In-process: feed this analyzer instead of a fresh one, so the caller keeps it afterwards.
+    pub analyzer: Option<&'a mut Analyzer>,
+    /// In-process: called with every incident change a `tick` returns and the virtual seconds since the start.
+    pub on_change: Option<ChangeHook<'a>>,
+    /// In-process: called with every report body, its arrival (Unix ms) and what the analyzer said.
+    pub on_report: Option<ReportHook<'a>>,
+    /// In-process: the Unix ms virtual time starts at (default `DEFAULT_EPOCH_MS`).
+    pub epoch_ms: Option<i64>,
 }
 
 /// Ground truth of every fault of the scenario.
@@ -101,7 +114,7 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
     let epoch_ms = if wire.is_some() {
         SystemTime::now().duration_since(UNIX_EPOCH).map_or(DEFAULT_EPOCH_MS, |d| d.as_millis() as i64)
     } else {
-        DEFAULT_EPOCH_MS
+        opts.epoch_ms.unwrap_or(DEFAULT_EPOCH_MS)
     };
     let mut world = World::new(sc, epoch_ms);
     let truth = truth(&world, sc);
@@ -120,7 +133,11 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
 
     let incidents: Vec<Incident> = match &wire {
         None => {
-            let mut an = Analyzer::new(opts.engine.take().unwrap_or_default(), world.cluster.topology());
+            let mut own = None;
+            let an = match opts.analyzer.take() {
+                Some(a) => a,
+                None => own.insert(Analyzer::new(opts.engine.take().unwrap_or_default(), world.cluster.topology())),
+            };
             // The simulator runs one second ahead on its own thread (physics, reports, JSON), so
             // the analyzer's thread does nothing but ingest and tick, as a real one would.
             let (tx, rx) = mpsc::sync_channel::<Result<Second, serde_json::Error>>(PIPELINE_DEPTH);
@@ -161,6 +178,9 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                         let t0 = Instant::now();
                         let res = an.ingest_json(body, now);
                         spent += t0.elapsed();
+                        if let Some(f) = opts.on_report.as_mut() {
+                            f(body, now, &res);
+                        }
                         if let Err(e) = res {
                             stats.rejected += 1;
                             if stats.first_rejection.is_none() {
@@ -171,11 +191,14 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                     }
                     ingest_total += spent;
                     let t0 = Instant::now();
-                    let _changes = an.tick(epoch_ms + t);
+                    let changes = an.tick(epoch_ms + t);
                     let tk = t0.elapsed();
                     tick_total += tk;
                     tick_max = tick_max.max(tk);
                     spent += tk;
+                    if let Some(f) = opts.on_change.as_mut() {
+                        changes.iter().for_each(|c| f(c, t as f64 / 1000.0));
+                    }
                     // Rounds: one report interval each.
                     let idx = t.max(0) / interval_ms;
                     if idx != round_idx {
