@@ -419,12 +419,31 @@ fn serve(s: Served<'_>) -> anyhow::Result<()> {
              curl {url}/metrics\n\
              Ctrl-C to stop."
         ));
-        server::serve(listener, state, SERVE_TICK, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        server::serve(listener, state, SERVE_TICK, stop_signal())
         .await
         .context("serving failed")
     })
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 #[cfg(test)]
