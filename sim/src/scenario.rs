@@ -209,7 +209,7 @@ impl Ctx<'_> {
         ScenarioError::At { file: self.file.to_string(), line: self.line_of(span.start), message: message.into() }
     }
 
-    fn from_toml(&self, e: &toml::de::Error) -> ScenarioError {
+    fn toml_error(&self, e: &toml::de::Error) -> ScenarioError {
         let span = e.span().unwrap_or(0..0);
         let msg = e.message().trim().to_string();
         let table = self.table_at(span.start);
@@ -247,7 +247,7 @@ impl Scenario {
     /// Parse scenario text. `file` is the name used in error messages.
     pub fn parse(src: &str, file: &str) -> Result<Self, ScenarioError> {
         let cx = Ctx { file, src };
-        let raw: RawScenario = toml::from_str(src).map_err(|e| cx.from_toml(&e))?;
+        let raw: RawScenario = toml::from_str(src).map_err(|e| cx.toml_error(&e))?;
         resolve(&cx, raw)
     }
 

@@ -778,7 +778,7 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
             nonfinite_loss: nonfinite,
             status: if ended_ok {
                 ProgressStatus::Exited
-            } else if matches!(jd.ckpt_until, Some(_)) && state != ProcState::Exited {
+            } else if jd.ckpt_until.is_some() && state != ProcState::Exited {
                 ProgressStatus::Checkpointing
             } else {
                 ProgressStatus::Running

@@ -260,8 +260,7 @@ fn counters_never_go_back_within_a_boot_and_healthy_ports_carry_old_errors() {
     let sym = |node: &str, nic: &str, t: f64| {
         rs.iter()
             .map(|o| &o.report)
-            .filter(|r| r.node == node && at_s(r) <= t)
-            .last()
+            .rfind(|r| r.node == node && at_s(r) <= t)
             .map(|r| r.nics.iter().find(|n| n.name == nic).unwrap().counters["symbol_error"])
             .unwrap()
     };
@@ -308,7 +307,6 @@ fn a_leaf_going_down_takes_every_nic_behind_it_in_the_same_second() {
         .iter()
         .flat_map(|o| o.report.events.iter().map(move |e| (o.report.node.clone(), e.ts_ms, e.class.clone())))
         .filter(|(_, _, c)| c == "nic_link_down")
-        .map(|(n, t, c)| (n, t, c))
         .collect();
     assert_eq!(downs.len(), 4 * 8, "every NIC of leaf-01's four nodes");
     assert!(downs.iter().all(|(n, _, _)| ["node-0004", "node-0005", "node-0006", "node-0007"].contains(&n.as_str())));
