@@ -345,3 +345,26 @@ fn a_process_seen_before_it_execs_into_a_rank_is_found_after_the_exec() {
     let r = poll(&mut c, Vec::new, &[], "the rank after exec", |r| rank(r, &job, 6).is_some());
     assert_eq!(rank(&r, &job, 6).unwrap().pid, Some(pid), "the same process, identified again after exec");
 }
+
+/// What one collection costs on this host's real `/proc`, once the collector is warm (a benchmark,
+/// not a check: run with `--release -- --ignored --nocapture`).
+#[test]
+#[ignore = "benchmark: run with --release -- --ignored --nocapture"]
+fn jobs_collect_cost_on_this_host() {
+    let store = ProgressStore::new();
+    let mut c = collector(&store, JobsConfig::default());
+    let mut r = blank(Vec::new(), Vec::new());
+    c.collect(&mut r).unwrap();
+    let procs = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok()))
+        .count();
+    let rounds = 200;
+    let start = Instant::now();
+    for _ in 0..rounds {
+        let mut r = blank(Vec::new(), Vec::new());
+        c.collect(&mut r).unwrap();
+    }
+    let per = start.elapsed().as_secs_f64() / rounds as f64;
+    println!("jobs collector: {:.0} us per cycle over {procs} processes", per * 1e6);
+}

@@ -71,6 +71,10 @@ const REREAD_YOUNG_SECS: f64 = 120.0;
 /// the trainer) or is re-parented under one goes unseen. Half a minute is three reports at the default
 /// interval, and costs one `stat` read per process per 30 s.
 const FULL_SCAN_EVERY: Duration = Duration::from_secs(30);
+/// Most `stat` files kept open for hot processes (ranks, their children, job processes, young ones).
+/// A node runs a few hundred such processes at most; 512 stays well inside the usual limit of 1,024
+/// open files, and processes past it are read by path as before.
+const MAX_HELD_STAT_FDS: usize = 512;
 /// Largest `stat`/`cgroup` file read. A `stat` line is < 1 KiB; a cgroup v1 file lists ~15 hierarchies.
 const MAX_SMALL_FILE: usize = 64 * 1024;
 /// Longest parent chain followed. Real trees are < 20 deep; this bounds work on a corrupt fixture.
@@ -573,6 +577,8 @@ struct Tracked {
     ident: Option<Arc<Ident>>,
     /// Read `stat` again next cycle: the process is in a job, under a rank, or young enough to exec.
     hot: bool,
+    /// `<pid>/stat`, kept open while the process is hot (at most [`MAX_HELD_STAT_FDS`]).
+    stat_fd: Option<std::fs::File>,
 }
 
 /// The last sample of a rank whose process we saw, kept to report its exit.
@@ -670,11 +676,25 @@ impl JobsCollector {
         Arc::new(ident_of(env.as_ref(), &cg, &self.cfg))
     }
 
-    fn read_stat(&mut self, pid: u32) -> Option<ProcStat> {
-        let mut path = self.procfs.join(pid.to_string());
-        path.push("stat");
-        read_small(&path, &mut self.buf).ok()?;
-        parse_stat(std::str::from_utf8(&self.buf).ok()?).filter(|s| s.pid == pid)
+    /// `stat` of `pid`, through `held` (the descriptor kept open for a hot process: reading it from
+    /// offset 0 makes procfs write the line afresh, with no path walk, open or close) or else opened by
+    /// path. Returns the line and the open descriptor, to keep or drop.
+    fn read_stat(&mut self, pid: u32, held: Option<std::fs::File>) -> (Option<ProcStat>, Option<std::fs::File>) {
+        let file = match held {
+            Some(f) => Some(f),
+            None => {
+                let mut path = self.procfs.join(pid.to_string());
+                path.push("stat");
+                std::fs::File::open(path).ok()
+            }
+        };
+        let Some(file) = file else { return (None, None) };
+        if read_small_at(&file, &mut self.buf).is_err() {
+            // ESRCH: the process this descriptor belongs to is gone.
+            return (None, None);
+        }
+        let st = std::str::from_utf8(&self.buf).ok().and_then(parse_stat).filter(|s| s.pid == pid);
+        (st, Some(file))
     }
 
     /// Bring `self.procs` up to date: list `<procfs>`, read `stat` of new and hot processes (all of
@@ -699,17 +719,25 @@ impl JobsCollector {
         self.procs.retain(|pid, _| live.contains(pid));
 
         let own_pid = (self.procfs == Path::new("/proc")).then(std::process::id);
+        let mut held = self.procs.values().filter(|t| t.stat_fd.is_some()).count();
         for (pid, ino) in listed {
             let known = self.procs.get(&pid);
             if known.is_some_and(|t| !full && !t.hot && t.ino == ino) {
                 continue;
             }
             let was_listed = known.is_some();
+            // A descriptor opened for the process that had this pid before is not reused.
+            let fd = self.procs.get_mut(&pid).and_then(|t| t.stat_fd.take().filter(|_| t.ino == ino));
+            held -= usize::from(fd.is_some());
+            let (st, fd) = self.read_stat(pid, fd);
             // A process can exit between listing and reading: forget it quietly.
-            let Some(st) = self.read_stat(pid) else {
+            let Some(st) = st else {
                 self.procs.remove(&pid);
                 continue;
             };
+            // Kept until the end of the cycle, and after it while the process stays hot.
+            let fd = fd.filter(|_| held < MAX_HELD_STAT_FDS);
+            held += usize::from(fd.is_some());
             let young = uptime_s.is_some_and(|up| up - st.starttime as f64 / self.clk_tck < REREAD_YOUNG_SECS);
             match self.procs.get_mut(&pid) {
                 Some(t) if t.stat.starttime == st.starttime => {
@@ -729,6 +757,7 @@ impl JobsCollector {
                     t.stat = st;
                     t.ino = ino;
                     t.read_in = cycle;
+                    t.stat_fd = fd;
                 }
                 _ => {
                     // New, or a reused pid (another start time): what we knew was someone else's.
@@ -742,6 +771,7 @@ impl JobsCollector {
                             new: !was_listed,
                             ident: None,
                             hot: false,
+                            stat_fd: fd,
                         },
                     );
                 }
@@ -772,6 +802,36 @@ impl JobsCollector {
         let m = Arc::new(gpu_nic_map(report, &self.cfg, &self.sysfs));
         self.nic_map = Some((key, m.clone()));
         m
+    }
+}
+
+/// Read a small file from offset 0 with `pread` into `buf` (see [`read_small`]).
+fn read_small_at(f: &std::fs::File, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    buf.clear();
+    if buf.capacity() < 4096 {
+        buf.reserve(4096);
+    }
+    loop {
+        let len = buf.len();
+        let cap = buf.capacity();
+        buf.resize(cap, 0);
+        let n = match f.read_at(&mut buf[len..], len as u64) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                buf.truncate(len);
+                continue;
+            }
+            Err(e) => {
+                buf.truncate(len);
+                return Err(e);
+            }
+        };
+        buf.truncate(len + n);
+        if n == 0 || len + n < cap || buf.len() >= MAX_SMALL_FILE {
+            return Ok(());
+        }
+        buf.reserve(cap);
     }
 }
 
@@ -1006,6 +1066,9 @@ impl Collector for JobsCollector {
         for (pid, h) in hot {
             if let Some(t) = self.procs.get_mut(&pid) {
                 t.hot = h;
+                if !h {
+                    t.stat_fd = None;
+                }
             }
         }
         let nic_map =
