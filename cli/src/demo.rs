@@ -26,7 +26,7 @@ use faultline_proto::{Incident, NodeReport};
 use faultline_sim::cluster::Cluster;
 use faultline_sim::runner::{run_incident, truth};
 use faultline_sim::scenario::Fabric;
-use faultline_sim::score::{RunFacts, TruthFault};
+use faultline_sim::score::{RunFacts, TruthFault, percentile};
 use faultline_sim::{RunOptions, RunReport, Scenario, World};
 
 use crate::render::Style;
@@ -333,10 +333,11 @@ fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     let counts = store.counts()?;
     finish(&report, out, args.json)?;
     out.line(&format!(
-        "\nstore: {} incidents ({} open) recorded in {}; whole demo took {:.1} s wall",
+        "\nstore: {} incidents ({} open) recorded in {} ({}); whole demo took {:.1} s wall",
         counts.incidents,
         counts.open,
         db.display(),
+        if args.serve { "served below" } else { "removed on exit; --serve keeps an analyzer on it" },
         wall.elapsed().as_secs_f64()
     ));
     if args.serve {
@@ -357,13 +358,15 @@ fn finish(report: &RunReport, out: Out, json: bool) -> anyhow::Result<()> {
     } else {
         writeln!(o, "\n{}", report.table())?;
         let s = &report.summary;
+        let diag: Vec<f64> = report.faults.iter().filter_map(|f| f.time_to_diagnose_s).collect();
+        let p = |q: f64| percentile(&diag, q).map_or("-".into(), |v| format!("{v:.1} s"));
         let line = format!(
             "DEMO RESULT: {} of {} injected faults diagnosed with the exact root ({:.0}%), time to diagnose p50 {} p95 {}",
             s.correct,
             s.faults,
             s.coverage * 100.0,
-            s.ttd_p50_s.map_or("-".into(), |v| format!("{v:.1} s")),
-            s.ttd_p95_s.map_or("-".into(), |v| format!("{v:.1} s"))
+            p(50.0),
+            p(95.0)
         );
         writeln!(o, "{}", if s.correct == s.faults { out.style.green(&line) } else { out.style.yellow(&line) })?;
     }
