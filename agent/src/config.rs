@@ -58,6 +58,9 @@ pub struct FileConfig {
     pub progress_socket: Option<PathBuf>,
     /// Training-job discovery settings (`[jobs]`).
     pub jobs: faultline_agent::collect::jobs::JobsConfig,
+    /// OpenTelemetry collector base URL (`http://otel-collector:4318`): metrics are also sent there as
+    /// OTLP/HTTP protobuf to `<url>/v1/metrics` every interval. Default: none (no OTLP export).
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for FileConfig {
@@ -80,6 +83,7 @@ impl Default for FileConfig {
             progress_listen: "127.0.0.1:9431".into(),
             progress_socket: None,
             jobs: Default::default(),
+            otlp_endpoint: None,
         }
     }
 }
@@ -110,6 +114,8 @@ pub struct Overrides {
     pub kmsg: Option<PathBuf>,
     pub progress_listen: Option<String>,
     pub progress_socket: Option<PathBuf>,
+    /// `--otlp-endpoint` or `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Checked settings, ready to run.
@@ -133,6 +139,8 @@ pub struct Settings {
     pub progress_listen: SocketAddr,
     pub progress_socket: Option<PathBuf>,
     pub jobs: faultline_agent::collect::jobs::JobsConfig,
+    /// OTLP/HTTP collector base URL; `None`: no OTLP export.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Settings {
@@ -185,6 +193,12 @@ impl Settings {
             bail!("--spool-max-bytes must be above 0");
         }
         let sysfs_root = o.sysfs_root.unwrap_or(file.sysfs_root);
+        let otlp_endpoint = o.otlp_endpoint.or(file.otlp_endpoint).filter(|e| !e.trim().is_empty());
+        if let Some(e) = &otlp_endpoint
+            && let Err(err) = faultline_agent::export::otlp::metrics_url(e)
+        {
+            bail!("--otlp-endpoint: {err}");
+        }
         Ok(Settings {
             node,
             listen,
@@ -205,6 +219,7 @@ impl Settings {
                 sysfs_root: file.jobs.sysfs_root.clone().or_else(|| Some(sysfs_root.clone())),
                 ..file.jobs
             },
+            otlp_endpoint,
         })
     }
 

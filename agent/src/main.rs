@@ -104,6 +104,9 @@ struct Cli {
     /// Also serve the progress API on this Unix socket.
     #[arg(long)]
     progress_socket: Option<PathBuf>,
+    /// OpenTelemetry collector base URL: also export metrics as OTLP/HTTP protobuf to URL/v1/metrics.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -167,6 +170,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             kmsg: cli.kmsg,
             progress_listen: cli.progress_listen,
             progress_socket: cli.progress_socket,
+            otlp_endpoint: cli.otlp_endpoint,
         },
     )?;
     if cli.once { once(&settings) } else { daemon(settings) }
@@ -432,6 +436,9 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
         prom.register_collector(Box::new(
             export::job_metrics::JobMetrics::new(snapshot.clone()).with_progress(parts.progress.clone(), &s.node),
         ));
+        if let Some(endpoint) = &s.otlp_endpoint {
+            export::otlp::spawn(endpoint, snapshot.clone(), s.interval)?;
+        }
         let http = Http { registry: Arc::new(prom), snapshot: snapshot.clone() };
         let app = axum::Router::new()
             .route("/metrics", axum::routing::get(metrics_handler))

@@ -1,8 +1,9 @@
-//! What the agent sends out: Prometheus `/metrics`, the push client and its disk spool.
+//! What the agent sends out: Prometheus `/metrics`, OTLP metrics, the push client and its disk spool.
 
 pub mod gpu_metrics;
 pub mod job_metrics;
 pub mod metrics;
+pub mod otlp;
 pub mod push;
 pub mod spool;
 
