@@ -14,7 +14,7 @@
 //! - the Prometheus scrape configs use the job names the rules and dashboards select, and promtool
 //!   accepts them;
 //! - every `faultline-agent`/`faultline-analyzer` flag in `deploy/README.md` and
-//!   `docs/README-sections.md` exists.
+//!   `README.md` exists.
 //!
 //! The YAML files are read by a small reader for the block-YAML subset they are written in (no YAML
 //! crate is in the dependency tree); anything outside that subset is an error, never ignored.
@@ -510,7 +510,7 @@ fn check_flags_in(file: &str, text: &str) -> usize {
 #[test]
 fn flags_in_the_deployment_docs_exist() {
     let mut checked = 0;
-    for file in ["deploy/README.md", "docs/README-sections.md"] {
+    for file in ["deploy/README.md", "README.md"] {
         checked += check_flags_in(file, &read(file));
     }
     assert!(checked >= 10, "only {checked} flags found in the docs: is the reader broken?");
