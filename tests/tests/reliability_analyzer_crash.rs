@@ -16,7 +16,8 @@
 //! Incidents and the notification outbox are what is durable (SQLite, WAL). A report acknowledged in
 //! the last tick before the kill whose hard evidence had not yet become an incident is only
 //! recovered if the agent repeats it: a lost GPU is reported lost in every report (so it is), a
-//! one-off XID event is not. Notification delivery across a kill is the notifier's test.
+//! one-off XID event is not. Notification delivery across a kill is tested in
+//! `notify_webhook.rs` (`..._a_kill9_mid_delivery_loses_nothing`).
 
 mod reliability_support;
 
