@@ -185,6 +185,9 @@ pub struct Config {
     /// `suggest`, `act`), the blast-radius guard, and `[remediation.slurm]` (see
     /// analyzer/REMEDIATION.md). Default: suggest only, no scheduler adapter.
     pub remediation: crate::remediate::RemediationConfig,
+    /// OpenTelemetry collector base URL (`http://otel-collector:4318`): ingest and diagnosis spans
+    /// are sent there as OTLP/HTTP protobuf to `<url>/v1/traces`. Default: none (no span export).
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for Config {
@@ -209,6 +212,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             notify: crate::notify::NotifyConfig::default(),
             remediation: crate::remediate::RemediationConfig::default(),
+            otlp_endpoint: None,
         }
     }
 }

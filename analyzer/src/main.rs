@@ -52,6 +52,9 @@ struct Cli {
     /// Remediation dry run: log and record what would be drained or resumed, call no scheduler.
     #[arg(long)]
     dry_run: bool,
+    /// OpenTelemetry collector base URL: export ingest and diagnosis spans to URL/v1/traces (OTLP/HTTP).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -139,6 +142,12 @@ async fn start(
     }
     if cli.dry_run {
         cfg.remediation.dry_run = true;
+    }
+    if let Some(e) = cli.otlp_endpoint {
+        cfg.otlp_endpoint = Some(e);
+    }
+    if let Some(e) = cfg.otlp_endpoint.as_deref().filter(|e| !e.trim().is_empty()) {
+        faultline_analyzer::otel::install(e).context("--otlp-endpoint")?;
     }
     let mut settings = cfg.build()?;
     // Bound before the store opens so that notification links can name the port chosen for `:0`;

@@ -228,12 +228,25 @@ impl AppState {
 
     fn tick_inner(&self) -> TickReport {
         let now_ms = self.clock.now_ms();
+        let span_start = crate::otel::enabled().then(crate::otel::now_ns);
         self.metrics.tick_started();
         let changes = lock(&self.engine).tick(now_ms);
         let n = changes.len();
         if n > 0 {
+            let mut counts = crate::otel::TickCounts::default();
             let mut open = self.open.write().unwrap_or_else(|p| p.into_inner());
             for c in &changes {
+                match c {
+                    IncidentChange::Opened(_) => counts.opened += 1,
+                    IncidentChange::Updated(_) => counts.updated += 1,
+                    IncidentChange::Resolved(_) => counts.resolved += 1,
+                }
+                if let (IncidentChange::Opened(i), Some(_)) = (c, span_start) {
+                    if !counts.roots.is_empty() {
+                        counts.roots.push(',');
+                    }
+                    counts.roots.push_str(&i.root.to_string());
+                }
                 match c {
                     IncidentChange::Opened(i) => {
                         self.metrics.incident_opened(i);
@@ -248,6 +261,10 @@ impl AppState {
                 } else {
                     open.remove(&inc.id);
                 }
+            }
+            if let Some(start) = span_start {
+                counts.open_after = open.len() as u64;
+                crate::otel::diagnosis_span(start, &counts);
             }
         }
         let mut pending = lock(&self.pending);
@@ -351,10 +368,27 @@ struct Accepted {
 /// `POST /api/v1/reports`.
 async fn post_report(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let t0 = Instant::now();
+    let span_start = crate::otel::enabled().then(crate::otel::now_ns);
+    let declared_bytes =
+        headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
     let (result, resp) = match ingest(&st, &headers, body).await {
-        Ok((accepted, result)) => (result, (StatusCode::OK, axum::Json(accepted)).into_response()),
+        Ok((accepted, result)) => {
+            if let Some(start) = span_start {
+                crate::otel::ingest_span(
+                    start,
+                    Some(&accepted.node),
+                    Some(accepted.seq),
+                    declared_bytes,
+                    result.as_str(),
+                );
+            }
+            (result, (StatusCode::OK, axum::Json(accepted)).into_response())
+        }
         Err((result, e)) => {
             debug!(status = e.status.as_u16(), error = %e.message, "report refused");
+            if let Some(start) = span_start {
+                crate::otel::ingest_span(start, None, None, declared_bytes, result.as_str());
+            }
             (result, e.into_response())
         }
     };
