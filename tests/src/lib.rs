@@ -18,7 +18,11 @@ pub fn bin(name: &str) -> PathBuf {
     // target/<profile>/deps/<test-binary> → target/<profile>/<name>
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let p = dir.join(name);
-    assert!(p.exists(), "{} is not built; run `cargo build --workspace` (or `cargo test --workspace`) first", p.display());
+    assert!(
+        p.exists(),
+        "{} is not built; run `cargo build --workspace` (or `cargo test --workspace`) first",
+        p.display()
+    );
     p
 }
 
@@ -43,9 +47,8 @@ pub fn in_ci() -> bool {
 /// Find an external program (prometheus, alertmanager, promtool, slurmctld…). Under CI a missing one
 /// panics; elsewhere the caller gets `None` and must say loudly that the test was not run.
 pub fn external(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file())
-    });
+    let found = std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()));
     if found.is_none() {
         if in_ci() {
             panic!("{name} is required under CI but is not installed (.ci/run should install it)");
