@@ -285,6 +285,7 @@ fn collection_loop(
     triggers: std_mpsc::Receiver<Trigger>,
     snapshot: Snapshot,
     out: Option<mpsc::Sender<Outgoing>>,
+    xids: Option<export::otlp::XidTally>,
 ) {
     let mut next = Instant::now();
     let mut queue_full_logged = false;
@@ -312,6 +313,9 @@ fn collection_loop(
                 Vec::new()
             }
         };
+        if let Some(t) = &xids {
+            t.count(&report);
+        }
         *snapshot.write().unwrap_or_else(|p| p.into_inner()) = Some(report);
         if let (Some(tx), false) = (&out, body.is_empty()) {
             let o = Outgoing { seq, body, last: shutdown };
@@ -396,11 +400,10 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
             tokio::net::TcpListener::bind(s.listen).await.with_context(|| format!("cannot listen on {}", s.listen))?;
         let addr = listener.local_addr()?;
         announce(&format!("listening on http://{addr}"));
-        let parts = Parts {
-            events: Arc::new(EventQueue::new(EVENT_QUEUE_CAP)),
-            progress: ProgressStore::new(),
-            pci: PciMap::default(),
-        };
+        let events = Arc::new(EventQueue::new(EVENT_QUEUE_CAP));
+        // Posted news (a non-finite loss, a non-zero exit) and rank exits push an urgent report.
+        let parts =
+            Parts { progress: ProgressStore::new().with_events(events.clone()), events, pci: PciMap::default() };
         match progress::serve_http(parts.progress.clone(), s.progress_listen) {
             Ok((paddr, fut)) => {
                 announce(&format!("progress on http://{paddr}"));
@@ -436,9 +439,14 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
         prom.register_collector(Box::new(
             export::job_metrics::JobMetrics::new(snapshot.clone()).with_progress(parts.progress.clone(), &s.node),
         ));
-        if let Some(endpoint) = &s.otlp_endpoint {
-            export::otlp::spawn(endpoint, snapshot.clone(), s.interval)?;
-        }
+        let xids = match &s.otlp_endpoint {
+            Some(endpoint) => {
+                let tally = export::otlp::XidTally::default();
+                export::otlp::spawn(endpoint, snapshot.clone(), tally.clone(), s.interval)?;
+                Some(tally)
+            }
+            None => None,
+        };
         let http = Http { registry: Arc::new(prom), snapshot: snapshot.clone() };
         let app = axum::Router::new()
             .route("/metrics", axum::routing::get(metrics_handler))
@@ -478,7 +486,7 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
         let (trig_tx, trig_rx) = std_mpsc::channel();
         let collector = std::thread::Builder::new()
             .name("collect".into())
-            .spawn(move || collection_loop(cycle, trig_rx, snapshot, out_tx))
+            .spawn(move || collection_loop(cycle, trig_rx, snapshot, out_tx, xids))
             .context("cannot start the collection thread")?;
 
         let urgent_tx = trig_tx.clone();

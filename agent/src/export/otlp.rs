@@ -358,10 +358,40 @@ impl ErrorThrottle {
     }
 }
 
+/// XID events counted over every report the agent builds (the collection loop calls `count`), so an
+/// urgent report between two exports is not missed. Keyed by (component, XID code).
+#[derive(Debug, Clone, Default)]
+pub struct XidTally(std::sync::Arc<std::sync::Mutex<BTreeMap<(String, u32), u64>>>);
+
+impl XidTally {
+    /// Adds the XID events of one report.
+    pub fn count(&self, r: &NodeReport) {
+        if !r.events.iter().any(|e| e.xid.is_some()) {
+            return;
+        }
+        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for e in &r.events {
+            if let Some(x) = e.xid {
+                *t.entry((e.component.clone().unwrap_or_default(), x)).or_default() += e.count.max(1);
+            }
+        }
+    }
+
+    /// The totals so far.
+    pub fn totals(&self) -> BTreeMap<(String, u32), u64> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// Starts the export thread: every `interval` the newest report in `snapshot` (if it is new) is sent
 /// to `<endpoint>/v1/metrics`. The thread only reads the snapshot, so a slow or absent collector never
 /// holds up collection or pushing.
-pub fn spawn(endpoint: &str, snapshot: Snapshot, interval: Duration) -> Result<std::thread::JoinHandle<()>, OtlpError> {
+pub fn spawn(
+    endpoint: &str,
+    snapshot: Snapshot,
+    xids: XidTally,
+    interval: Duration,
+) -> Result<std::thread::JoinHandle<()>, OtlpError> {
     let url = metrics_url(endpoint)?;
     let start_ns = unix_ns();
     let handle = std::thread::Builder::new().name("otlp".into()).spawn(move || {
@@ -376,7 +406,6 @@ pub fn spawn(endpoint: &str, snapshot: Snapshot, interval: Duration) -> Result<s
         tracing::info!(url = %url, ?interval, "exporting metrics over OTLP");
         let mut errors = ErrorThrottle::default();
         let mut last_seq = None;
-        let mut xid_totals: BTreeMap<(String, u32), u64> = BTreeMap::new();
         let mut next = Instant::now() + interval.min(Duration::from_secs(1));
         loop {
             std::thread::sleep(next.saturating_duration_since(Instant::now()));
@@ -390,12 +419,7 @@ pub fn spawn(endpoint: &str, snapshot: Snapshot, interval: Duration) -> Result<s
                 continue;
             }
             last_seq = Some(report.seq);
-            for e in &report.events {
-                if let Some(x) = e.xid {
-                    *xid_totals.entry((e.component.clone().unwrap_or_default(), x)).or_default() += e.count.max(1);
-                }
-            }
-            let body = build_request(&report, start_ns, unix_ns(), &xid_totals).encode_to_vec();
+            let body = build_request(&report, start_ns, unix_ns(), &xids.totals()).encode_to_vec();
             let result = client
                 .post(&url)
                 .header(reqwest::header::CONTENT_TYPE, PROTOBUF_CONTENT_TYPE)
