@@ -36,6 +36,12 @@ impl EventQueue {
         }
     }
 
+    /// Wake the pusher for an urgent report without queueing an event: a collector (a rank's process
+    /// exit) has news that the next collection cycle will find and report itself.
+    pub fn wake(&self) {
+        self.urgent.notify_one();
+    }
+
     /// Take every queued event.
     pub fn drain(&self) -> Vec<Event> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect()

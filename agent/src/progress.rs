@@ -55,8 +55,10 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use faultline_proto::{Progress, ProgressStatus};
+use faultline_proto::{Event, EventSource, Progress, ProgressStatus, Severity};
 use serde_json::{Map, Value};
+
+use crate::events::EventQueue;
 
 /// Largest accepted post body. A progress post is ~200 bytes; 16 KiB leaves room for long job ids
 /// while keeping a misbehaving client from making the agent buffer much.
@@ -511,6 +513,28 @@ struct Inner {
     max_entries: usize,
 }
 
+/// What a post brought that should not wait for the next report.
+struct News {
+    /// The rank's first non-finite loss or gradient norm (none latched before this post).
+    nonfinite: bool,
+    /// A posted non-zero exit code, not posted before.
+    bad_exit: Option<i32>,
+}
+
+fn progress_event(now_ms: i64, class: &str, message: String) -> Event {
+    Event {
+        ts_ms: now_ms,
+        source: EventSource::Agent,
+        class: class.to_string(),
+        severity: Severity::Warning,
+        // The news concerns the rank, not a GPU: naming one would read as GPU evidence.
+        component: None,
+        count: 1,
+        message,
+        ..Default::default()
+    }
+}
+
 /// Latest progress per (job, rank). Cheap to clone (an `Arc`), safe to share between the HTTP
 /// handlers, the jobs collector and `/metrics`.
 #[derive(Clone)]
@@ -519,6 +543,9 @@ pub struct ProgressStore {
     accepted: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
     rejected: Arc<AtomicU64>,
+    /// Where news that should not wait for the next interval goes (a rank's first non-finite loss, a
+    /// posted non-zero exit); the jobs collector also wakes it when a rank's process exits.
+    events: Option<Arc<EventQueue>>,
 }
 
 impl Default for ProgressStore {
@@ -545,7 +572,21 @@ impl ProgressStore {
             accepted: Arc::new(AtomicU64::new(0)),
             dropped: Arc::new(AtomicU64::new(0)),
             rejected: Arc::new(AtomicU64::new(0)),
+            events: None,
         }
+    }
+
+    /// Push an urgent event to `events` when a rank first posts a non-finite loss or gradient norm,
+    /// or posts `exited` with a non-zero code, so the analyzer hears of it within a second instead of
+    /// at the next report. Set before the store is cloned into the listeners and collectors.
+    pub fn with_events(mut self, events: Arc<EventQueue>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// The event queue given to [`ProgressStore::with_events`], if any.
+    pub fn events(&self) -> Option<&Arc<EventQueue>> {
+        self.events.as_ref()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -574,6 +615,30 @@ impl ProgressStore {
 
     /// Apply a validated post as of `now_ms`.
     pub fn apply(&self, p: ProgressPost, now_ms: i64) -> Result<(), PostError> {
+        // The job name is only copied when someone listens for the news.
+        let who = self.events.as_ref().map(|_| (p.job.clone(), p.rank, p.step));
+        let news = self.apply_locked(p, now_ms)?;
+        if let (Some(q), Some((job, rank, step))) = (&self.events, who) {
+            if news.nonfinite {
+                q.push(
+                    progress_event(
+                        now_ms,
+                        "nonfinite_loss",
+                        format!("rank {rank} of job {job} posted a non-finite loss or gradient norm at step {step}"),
+                    ),
+                    true,
+                );
+            }
+            if let Some(c) = news.bad_exit {
+                let how = if c < 0 { format!("was killed by signal {}", -c) } else { format!("exited with code {c}") };
+                q.push(progress_event(now_ms, "rank_exit", format!("rank {rank} of job {job} {how} (posted)")), true);
+            }
+        }
+        Ok(())
+    }
+
+    /// Apply a post; says what news it carries (pushed by the caller after the lock is released).
+    fn apply_locked(&self, p: ProgressPost, now_ms: i64) -> Result<News, PostError> {
         let mut inner = self.lock();
         let key = (p.job, p.rank);
         if !inner.entries.contains_key(&key) && inner.entries.len() >= inner.max_entries {
@@ -627,6 +692,8 @@ impl ProgressStore {
         if p.compute_ms.is_some() {
             e.compute_ms = p.compute_ms;
         }
+        let was_latched = e.nonfinite_at_ms.is_some_and(|t| now_ms - t < NONFINITE_HOLD_MS);
+        let was_exited = e.status == ProgressStatus::Exited;
         for (m, slot) in [(p.loss, &mut e.loss), (p.grad_norm, &mut e.grad_norm)] {
             match m {
                 Some(Metric::Finite(v)) => *slot = Some(v),
@@ -634,10 +701,15 @@ impl ProgressStore {
                 None => {}
             }
         }
+        let bad_exit = p.exit_code.filter(|&c| p.status == ProgressStatus::Exited && c != 0);
+        let news = News {
+            nonfinite: !was_latched && e.nonfinite_at_ms == Some(now_ms),
+            bad_exit: bad_exit.filter(|_| !(was_exited && e.exit_code == bad_exit)),
+        };
         e.status = p.status;
         e.exit_code = p.exit_code;
         e.last_post_ms = now_ms;
-        Ok(())
+        Ok(news)
     }
 
     /// The progress of one rank as of `now_ms`.
@@ -1419,6 +1491,37 @@ mod tests {
         assert!(s.post_json(br#"{"job":"j","rank":0,"step":8,"loss":"x"}"#).is_err());
         assert_eq!(s.snapshot(0), before);
         assert_eq!(s.rejected(), 1);
+    }
+
+    #[test]
+    fn first_nonfinite_and_bad_exit_are_urgent_events() {
+        let q = Arc::new(EventQueue::new(64));
+        let s = ProgressStore::new().with_events(q.clone());
+        apply(&s, r#"{"job":"j","rank":3,"step":1,"loss":1.5}"#, 0);
+        assert!(q.drain().is_empty(), "a finite loss is no news");
+        apply(&s, r#"{"job":"j","rank":3,"step":2,"loss":"nan"}"#, 1_000);
+        apply(&s, r#"{"job":"j","rank":3,"step":3,"loss":"nan"}"#, 2_000);
+        let evs = q.drain();
+        assert_eq!(evs.len(), 1, "only the first non-finite loss of a latch is news: {evs:#?}");
+        assert_eq!(evs[0].class, "nonfinite_loss");
+        assert_eq!(evs[0].ts_ms, 1_000);
+        assert!(evs[0].message.contains("rank 3 of job j"), "{}", evs[0].message);
+        // After the latch ran out, a new non-finite value is news again.
+        apply(&s, r#"{"job":"j","rank":3,"step":4,"grad_norm":"inf"}"#, 2_000 + NONFINITE_HOLD_MS);
+        assert_eq!(q.drain().len(), 1);
+
+        apply(&s, r#"{"job":"j","rank":0,"step":9,"status":"exited","exit_code":0}"#, 3_000);
+        assert!(q.drain().is_empty(), "a clean exit is no news");
+        apply(&s, r#"{"job":"j","rank":1,"step":9,"status":"exited","exit_code":-9}"#, 3_000);
+        apply(&s, r#"{"job":"j","rank":1,"step":9,"status":"exited","exit_code":-9}"#, 4_000);
+        let evs = q.drain();
+        assert_eq!(evs.len(), 1, "{evs:#?}");
+        assert_eq!(evs[0].class, "rank_exit");
+        assert!(evs[0].message.contains("killed by signal 9"), "{}", evs[0].message);
+
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+        let woke = rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), q.urgent()).await.is_ok() });
+        assert!(woke, "the news must wake the pusher");
     }
 
     #[test]

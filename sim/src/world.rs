@@ -85,6 +85,9 @@ enum ReqKind {
     Shutdown,
     Regular,
     Urgent,
+    /// An urgent report for news the node's agent sees without a kernel or NVML event: a rank's
+    /// process exit (pidfd) or its first non-finite loss posted to the progress API.
+    News,
 }
 
 /// A planned reboot: the node sends a last report at `start` and is back at `end`.
@@ -395,12 +398,13 @@ impl World {
             if self.silence(n, ev.ts_ms).is_some() {
                 continue; // nobody is there to read the kernel log
             }
-            if ev.severity >= Severity::Warning {
-                let e = urgent_at.entry(n).or_insert(ev.ts_ms);
-                *e = (*e).max(ev.ts_ms);
-            }
+            // The agent pushes every XID, ECC event and classified kernel line at once, Info ones
+            // (XID 92, corrected errors) too; its coalescer and one-per-second gap keep storms cheap.
+            let e = urgent_at.entry(n).or_insert(ev.ts_ms);
+            *e = (*e).max(ev.ts_ms);
             self.nodes[n].pending.push(ev);
         }
+        let news_at = self.rank_news(t0, t);
         for (n, te) in urgent_at {
             let lat = noise::range(
                 &[self.seed, what::LATENCY, n as u64, te as u64],
@@ -408,6 +412,17 @@ impl World {
                 noise::URGENT_PUSH_LATENCY_MS.1,
             );
             reqs.push(((te + lat as i64).min(t), n, ReqKind::Urgent));
+        }
+        for (n, te) in news_at {
+            if self.silence(n, te).is_some() {
+                continue;
+            }
+            let lat = noise::range(
+                &[self.seed, what::LATENCY, n as u64, te as u64 ^ 0x4e],
+                noise::URGENT_PUSH_LATENCY_MS.0,
+                noise::URGENT_PUSH_LATENCY_MS.1,
+            );
+            reqs.push(((te + lat as i64).min(t), n, ReqKind::News));
         }
         reqs.sort_unstable();
 
@@ -425,7 +440,7 @@ impl World {
                 continue;
             }
             let d = &self.nodes[n];
-            if kind == ReqKind::Urgent && !d.pending.iter().any(|e| e.ts_ms <= ts && e.severity >= Severity::Warning) {
+            if kind == ReqKind::Urgent && !d.pending.iter().any(|e| e.ts_ms <= ts) {
                 continue; // an earlier report already carried the events
             }
             let mut d = std::mem::take(&mut self.nodes[n]);
@@ -433,7 +448,14 @@ impl World {
                 // Back from a reboot or a crash: fresh boot, counters from zero, same persisted seq.
                 d.reboot(&self.cluster, n, self.seed, ts - 60_000);
             }
-            let report = telemetry::build(self, &mut d, n, ts, kind == ReqKind::Urgent, kind == ReqKind::Shutdown);
+            let report = telemetry::build(
+                self,
+                &mut d,
+                n,
+                ts,
+                matches!(kind, ReqKind::Urgent | ReqKind::News),
+                kind == ReqKind::Shutdown,
+            );
             if kind == ReqKind::Shutdown {
                 d.rebooting = true;
             }
@@ -447,6 +469,41 @@ impl World {
         }
         reports.sort_by_key(|o| (o.arrival_ms, o.sent_ms));
         reports
+    }
+
+    /// Per node, the latest instant in `(t0, t]` at which its agent learns, without any kernel or
+    /// NVML event, something it pushes at once: a rank process that was alive at `t0` exited or
+    /// vanished (the agent watches rank pids), or a rank posted its first non-finite loss.
+    fn rank_news(&self, t0: i64, t: i64) -> BTreeMap<usize, i64> {
+        let mut out: BTreeMap<usize, i64> = BTreeMap::new();
+        for (n, jobs) in self.cluster.node_jobs.iter().enumerate() {
+            for (j, rs) in jobs {
+                for &r in rs {
+                    let before = self.rank_view(*j, r, t0);
+                    let alive = |v: &RankView| matches!(v, RankView::Running | RankView::HangD);
+                    let mut at = None;
+                    if alive(&before) {
+                        match self.rank_view(*j, r, t) {
+                            RankView::Exited { at_ms, .. } => at = Some(at_ms.clamp(t0 + 1, t)),
+                            RankView::Hidden => at = Some(t),
+                            _ => {}
+                        }
+                    }
+                    if let Some((since, true)) = self.sdc(*j, r, t) {
+                        // The first post after the onset carries the non-finite loss.
+                        let first = (since + self.cluster.jobs[*j].step_ms as i64).max(since);
+                        if t0 < first && first <= t && self.sdc(*j, r, t0).is_none_or(|(s0, _)| s0 != since) {
+                            at = Some(at.map_or(first, |a: i64| a.max(first)));
+                        }
+                    }
+                    if let Some(a) = at {
+                        let e = out.entry(n).or_insert(a);
+                        *e = (*e).max(a);
+                    }
+                }
+            }
+        }
+        out
     }
 
     fn noise_app_xids(&self, t: i64, out: &mut Vec<(usize, Event)>) {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use faultline_proto::{Event, EventSource, Severity};
+use faultline_proto::{Event, EventSource};
 
 use crate::classify::{Class, Classification, classify};
 use crate::collect::PciMap;
@@ -216,9 +216,12 @@ impl LineHandler {
                 ev.message = truncate(&format!("[{}] {}", a.note, c.message), MAX_MESSAGE);
             }
         }
-        let urgent = ev.severity >= Severity::Warning;
+        // Every classified line is urgent, Info ones too (XID 92, corrected PCIe/EDAC errors): a storm
+        // of them is the evidence, and waiting a whole interval for it delays the diagnosis. The
+        // coalescer passes the first of a flood and counts the rest, and the pusher sends at most one
+        // urgent report per `URGENT_MIN_GAP`, so a storm does not become a report storm.
         for out in self.coalescer.offer(ev, now) {
-            self.events.push(out, urgent);
+            self.events.push(out, true);
         }
     }
 
@@ -339,6 +342,7 @@ fn tail_file(path: PathBuf, mut file: File, mut pos: u64, mut h: LineHandler) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use faultline_proto::Severity;
 
     fn ev(class: &str, xid: Option<u32>, comp: &str) -> Event {
         Event {
@@ -407,6 +411,20 @@ mod tests {
         assert_eq!(evs[2].component.as_deref(), Some("nic:mlx5_3"));
         assert_eq!(evs[3].class, "gpu_fallen_off_bus");
         assert_eq!(evs[3].component.as_deref(), Some("gpu3"));
+    }
+
+    #[test]
+    fn info_xid_line_is_urgent() {
+        // XID 92 (high single-bit ECC rate) is Info, yet a storm of it is the evidence of a failing GPU.
+        let q = Arc::new(EventQueue::new(10));
+        let mut h = LineHandler::new(q.clone(), Arc::default());
+        h.line("[  1.0] NVRM: Xid (PCI:0000:3b:00): 92, pid=12, High single-bit ECC error rate", Instant::now());
+        let evs = q.drain();
+        assert_eq!(evs.len(), 1, "{evs:#?}");
+        assert_eq!(evs[0].xid, Some(92));
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+        let woke = rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), q.urgent()).await.is_ok() });
+        assert!(woke, "an Info XID line must wake the pusher");
     }
 
     #[test]
