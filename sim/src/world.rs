@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use faultline_proto::{Event, FaultClass, NodeReport, Severity};
+use faultline_proto::{Event, FaultClass, NodeReport};
 
 use crate::cluster::{Cluster, Job};
 use crate::faults::{self, Fault, JobFx, RankFx, Stall};
