@@ -187,14 +187,6 @@ fn agent_cmd(dir: &Path, state: &Path) -> Command {
     cmd
 }
 
-/// Waits until the agent's `/healthz` shows report `seq` or later.
-fn wait_agent_seq(agent: &Proc, seq: u64) {
-    wait_for(DEADLINE, &format!("agent report {seq}"), || {
-        let h = get_json(&format!("{}/healthz", agent.url), None)?;
-        (h["last_seq"].as_u64()? >= seq).then_some(())
-    });
-}
-
 #[test]
 fn agent_metrics_and_analyzer_spans_reach_an_otlp_receiver() {
     let (otlp, got) = start_receiver();
@@ -237,6 +229,7 @@ fn agent_metrics_and_analyzer_spans_reach_an_otlp_receiver() {
         (ours.len() >= 2
             && ours.iter().all(|a| {
                 int_attr(a, "faultline.report.seq").is_some()
+                    && int_attr(a, "http.request.body.size").is_some_and(|b| b > 0)
                     && str_attr(a, "faultline.ingest.result").is_some_and(|r| r == "accepted" || r == "duplicate")
             }))
         .then_some(())
@@ -266,36 +259,57 @@ fn agent_metrics_and_analyzer_spans_reach_an_otlp_receiver() {
     drop(agent);
 }
 
+/// The analyzer's `last_seq` of `NODE`, if it has seen the node.
+fn analyzer_seq(analyzer: &Proc) -> Option<u64> {
+    let nodes = get_json(&format!("{}/api/v1/nodes", analyzer.url), Some(TOKEN))?;
+    nodes.as_array()?.iter().find(|n| n["node"] == NODE)?["last_seq"].as_u64()
+}
+
 #[test]
-fn without_an_endpoint_the_agent_says_nothing_about_otlp() {
+fn without_an_endpoint_nothing_is_said_about_otlp() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("nvml.json");
     write_state(&state, json!({ "gpus": gpus() }));
-    let agent = Proc::spawn(agent_cmd(dir.path(), &state));
-    // Several collection cycles, each of which would have exported with an endpoint.
-    wait_agent_seq(&agent, 4);
-    let err = agent.stderr().to_ascii_lowercase();
-    for word in ["otlp", "opentelemetry", "otel"] {
-        assert!(!err.contains(word), "agent mentions {word:?} with no endpoint configured:\n{err}");
+    let mut cmd = Command::new(bin("faultline-analyzer"));
+    cmd.args(["--listen", "127.0.0.1:0", "--token", TOKEN])
+        .arg("--db")
+        .arg(dir.path().join("faultline.db"))
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env("RUST_LOG", "info");
+    let analyzer = Proc::spawn(cmd);
+    let mut cmd = agent_cmd(dir.path(), &state);
+    cmd.args(["--analyzer", &analyzer.url, "--token", TOKEN]);
+    let agent = Proc::spawn(cmd);
+    // Several collection cycles and ingests, each of which would have exported with an endpoint.
+    wait_for(DEADLINE, "four reports ingested", || (analyzer_seq(&analyzer)? >= 4).then_some(()));
+    for (who, err) in [("agent", agent.stderr()), ("analyzer", analyzer.stderr())] {
+        let err = err.to_ascii_lowercase();
+        for word in ["otlp", "opentelemetry", "otel"] {
+            assert!(!err.contains(word), "{who} mentions {word:?} with no endpoint configured:\n{err}");
+        }
     }
 }
 
 #[test]
-fn a_dead_collector_is_reported_once_and_collection_goes_on() {
+fn a_dead_collector_is_reported_once_and_collection_and_ingest_go_on() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("nvml.json");
     write_state(&state, json!({ "gpus": gpus() }));
     // A port nobody listens on: every export fails with connection refused.
     let dead = format!("http://127.0.0.1:{}", free_port());
+    let analyzer = start_analyzer(dir.path(), Some(TOKEN), &["--otlp-endpoint", &dead]);
     let mut cmd = agent_cmd(dir.path(), &state);
-    cmd.args(["--otlp-endpoint", &dead]);
+    cmd.args(["--analyzer", &analyzer.url, "--token", TOKEN, "--otlp-endpoint", &dead]);
     let agent = Proc::spawn(cmd);
-    wait_for(DEADLINE, "the export failure to be logged", || {
-        agent.stderr().contains("OTLP metrics export failed").then_some(())
+    wait_for(DEADLINE, "the export failures to be logged", || {
+        (agent.stderr().contains("OTLP metrics export failed") && analyzer.stderr().contains("OTLP span export failed"))
+            .then_some(())
     });
-    // Collection keeps going: five more reports, each of whose exports failed too.
-    let seq = get_json(&format!("{}/healthz", agent.url), None).and_then(|h| h["last_seq"].as_u64()).unwrap_or(0);
-    wait_agent_seq(&agent, seq + 5);
+    // Collection and ingest keep going: five more reports, whose exports failed too.
+    let seq = analyzer_seq(&analyzer).unwrap_or(0);
+    wait_for(DEADLINE, "five more reports ingested", || (analyzer_seq(&analyzer)? >= seq + 5).then_some(()));
     let n = agent.stderr().matches("OTLP metrics export failed").count();
-    assert_eq!(n, 1, "export failures must be logged at most once a minute:\n{}", agent.stderr());
+    assert_eq!(n, 1, "agent export failures must be logged at most once a minute:\n{}", agent.stderr());
+    let n = analyzer.stderr().matches("OTLP span export failed").count();
+    assert_eq!(n, 1, "analyzer export failures must be logged at most once a minute:\n{}", analyzer.stderr());
 }
