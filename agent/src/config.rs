@@ -323,4 +323,19 @@ mod tests {
         assert!(bad(Overrides { node_name: Some("a/b".into()), ..Default::default() }).contains("node name"));
         assert!(bad(Overrides { listen: Some("nowhere".into()), ..Default::default() }).contains("--listen"));
     }
+
+    #[test]
+    fn otlp_endpoint_from_file_or_flag_must_be_a_url() {
+        let file: FileConfig = toml::from_str("otlp_endpoint = \"http://collector:4318\"\n").unwrap();
+        let s = Settings::build(file.clone(), Overrides::default()).unwrap();
+        assert_eq!(s.otlp_endpoint.as_deref(), Some("http://collector:4318"));
+        let o = Overrides { otlp_endpoint: Some("http://other:4318".into()), ..Default::default() };
+        assert_eq!(Settings::build(file, o).unwrap().otlp_endpoint.as_deref(), Some("http://other:4318"));
+        let o = Overrides { otlp_endpoint: Some("collector:4318".into()), ..Default::default() };
+        assert!(Settings::build(FileConfig::default(), o).unwrap_err().to_string().contains("--otlp-endpoint"));
+        // An empty value (OTEL_EXPORTER_OTLP_ENDPOINT= in an environment) means no export.
+        let o = Overrides { otlp_endpoint: Some(String::new()), ..Default::default() };
+        assert_eq!(Settings::build(FileConfig::default(), o).unwrap().otlp_endpoint, None);
+        assert_eq!(Settings::build(FileConfig::default(), Overrides::default()).unwrap().otlp_endpoint, None);
+    }
 }
