@@ -1021,3 +1021,75 @@ fn scale_round_of_12500_reports() {
     }
     assert!(a.incidents().is_empty());
 }
+
+/// A bare report at a 1 s interval: enough for heartbeats.
+fn heartbeat_report(node: &str, seq: u64, t: i64) -> NodeReport {
+    NodeReport {
+        schema_version: faultline_proto::SCHEMA_VERSION,
+        node: node.into(),
+        agent_version: "test".into(),
+        seq,
+        timestamp_ms: t,
+        interval_ms: 1_000,
+        shutdown: false,
+        urgent: false,
+        host: None,
+        gpus: vec![],
+        nics: vec![],
+        disks: vec![],
+        jobs: vec![],
+        events: vec![],
+        dropped: Default::default(),
+        collector_errors: Default::default(),
+    }
+}
+
+/// Drive `nodes` agents at 1 s for `secs` seconds; those in `silent` send nothing.
+fn drive_heartbeats(a: &mut Analyzer, nodes: &[String], silent: &[String], t: &mut i64, seq: &mut u64, secs: i64) {
+    for _ in 0..secs {
+        *t += 1_000;
+        *seq += 1;
+        for n in nodes.iter().filter(|n| !silent.contains(n)) {
+            a.ingest(heartbeat_report(n, *seq, *t), *t).unwrap();
+        }
+        a.tick(*t);
+    }
+}
+
+#[test]
+fn short_silence_at_a_fast_interval_is_not_a_dead_node() {
+    // Regression for the 2,000-agent load test: at a 1 s interval, a report held up a few seconds in
+    // the analyzer's own queue opened node_down. Silence under HEARTBEAT_MIN_SILENCE_MS never does.
+    let nodes: Vec<String> = (0..4).map(host).collect();
+    let mut a = Analyzer::new(EngineConfig::default(), topology());
+    let (mut t, mut seq) = (START, 0);
+    drive_heartbeats(&mut a, &nodes, &[], &mut t, &mut seq, 30);
+    drive_heartbeats(&mut a, &nodes, &nodes[1..2], &mut t, &mut seq, 6);
+    drive_heartbeats(&mut a, &nodes, &[], &mut t, &mut seq, 30);
+    assert!(a.incidents().is_empty(), "{:?}", a.incidents());
+    // A real death still opens node_down once the floor has passed.
+    drive_heartbeats(&mut a, &nodes, &nodes[1..2], &mut t, &mut seq, 20);
+    let inc = a.incidents();
+    assert_eq!(inc.len(), 1, "{inc:?}");
+    assert_eq!(inc[0].root.to_string(), host(1));
+    assert_eq!(inc[0].class, FaultClass::NodeDown);
+}
+
+#[test]
+fn mass_silence_is_the_analyzer_behind_not_many_dead_nodes() {
+    let nodes: Vec<String> = (0..40).map(host).collect();
+    let mut a = Analyzer::new(EngineConfig::default(), TopologyFile::default());
+    let (mut t, mut seq) = (START, 0);
+    drive_heartbeats(&mut a, &nodes, &[], &mut t, &mut seq, 30);
+    // Half the cluster goes quiet in the same second (analyzer overloaded, management network cut).
+    drive_heartbeats(&mut a, &nodes, &nodes[..20], &mut t, &mut seq, 60);
+    assert!(a.mass_silence());
+    assert!(a.incidents().is_empty(), "{:?}", a.incidents());
+    drive_heartbeats(&mut a, &nodes, &[], &mut t, &mut seq, 30);
+    assert!(!a.mass_silence());
+    // One node dying among many healthy ones is still found.
+    drive_heartbeats(&mut a, &nodes, &nodes[7..8], &mut t, &mut seq, 30);
+    let inc = a.incidents();
+    assert_eq!(inc.len(), 1, "{inc:?}");
+    assert_eq!(inc[0].root.to_string(), host(7));
+}
