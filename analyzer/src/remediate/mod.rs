@@ -540,6 +540,44 @@ impl Planner {
         &self.held
     }
 
+    /// Keeps a drain of `node` for `inc` pending (suggested or blocked) and returns the step that
+    /// records it in the incident's timeline.
+    #[allow(clippy::too_many_arguments)]
+    fn pend_drain(
+        &mut self,
+        inc: &Incident,
+        node: &str,
+        (state, result): (PendingState, ActionResult),
+        reason: &str,
+        detail: String,
+        target_name: &dyn Fn(&str) -> String,
+        now_s: f64,
+    ) -> Step {
+        self.pending.insert(
+            (inc.id.clone(), node.to_string()),
+            PendingAction {
+                action: NodeAction::Drain,
+                node: node.to_string(),
+                incident: Some(inc.id.clone()),
+                state,
+                since_s: now_s,
+                due_s: None,
+                detail: detail.clone(),
+            },
+        );
+        Step::Record(record(
+            now_s,
+            NodeAction::Drain,
+            node,
+            &target_name(node),
+            Some(&inc.id),
+            ActionOrigin::Auto,
+            result,
+            Some(reason),
+            detail,
+        ))
+    }
+
     /// Decides once what to do about an open incident whose drain targets are `targets`.
     pub fn plan_incident(
         &mut self,
@@ -564,29 +602,8 @@ impl Planner {
                         policy_words(inc),
                         inc.id
                     );
-                    self.pending.insert(
-                        (inc.id.clone(), node.clone()),
-                        PendingAction {
-                            action: NodeAction::Drain,
-                            node: node.clone(),
-                            incident: Some(inc.id.clone()),
-                            state: PendingState::Suggested,
-                            since_s: now_s,
-                            due_s: None,
-                            detail: detail.clone(),
-                        },
-                    );
-                    steps.push(Step::Record(record(
-                        now_s,
-                        NodeAction::Drain,
-                        node,
-                        &target_name(node),
-                        Some(&inc.id),
-                        ActionOrigin::Auto,
-                        ActionResult::Suggested,
-                        Some(&reason),
-                        detail,
-                    )));
+                    let pending = (PendingState::Suggested, ActionResult::Suggested);
+                    steps.push(self.pend_drain(inc, node, pending, &reason, detail, target_name, now_s));
                 }
             }
             RemediationMode::Act => {
@@ -628,29 +645,8 @@ impl Planner {
                         (self.settings.max_drain_share * 100.0 * 100.0).round() / 100.0,
                     );
                     for node in &new {
-                        self.pending.insert(
-                            (inc.id.clone(), node.clone()),
-                            PendingAction {
-                                action: NodeAction::Drain,
-                                node: node.clone(),
-                                incident: Some(inc.id.clone()),
-                                state: PendingState::Blocked,
-                                since_s: now_s,
-                                due_s: None,
-                                detail: detail.clone(),
-                            },
-                        );
-                        steps.push(Step::Record(record(
-                            now_s,
-                            NodeAction::Drain,
-                            node,
-                            &target_name(node),
-                            Some(&inc.id),
-                            ActionOrigin::Auto,
-                            ActionResult::Blocked,
-                            Some(&reason),
-                            detail.clone(),
-                        )));
+                        let pending = (PendingState::Blocked, ActionResult::Blocked);
+                        steps.push(self.pend_drain(inc, node, pending, &reason, detail.clone(), target_name, now_s));
                     }
                     steps.push(Step::Page { incident: inc.id.clone(), detail });
                     return steps;
