@@ -132,7 +132,11 @@ fn slurm_task_is_found_as_job_4242_rank_3() {
         ],
     );
     let pid = kid.0.id();
-    let r = poll(&mut c, Vec::new, &[], "job 4242 rank 3", |r| rank(r, "4242", 3).is_some_and(|s| s.pid == Some(pid)));
+    // A just-started `sleep` can still be caught running (state R) on a loaded machine: wait until it
+    // has settled into its sleep rather than asserting on the first sight of it.
+    let r = poll(&mut c, Vec::new, &[], "job 4242 rank 3 asleep", |r| {
+        rank(r, "4242", 3).is_some_and(|s| s.pid == Some(pid) && s.state == ProcState::Sleeping)
+    });
     let job = r.jobs.iter().find(|j| j.job_id == "4242").unwrap();
     assert_eq!(job.scheduler, Scheduler::Slurm);
     assert_eq!(job.world_size, Some(8));
@@ -220,7 +224,9 @@ fn progress_posts_attach_to_the_rank_and_move_through_exited() {
     let mut c = collector(&store, JobsConfig::default());
     let mut kid = spawn("exec sleep 30", &[("SLURM_JOB_ID", job.clone()), ("SLURM_PROCID", "0".into())]);
     let pid = kid.0.id();
-    poll(&mut c, Vec::new, &[], "the rank", |r| rank(r, &job, 0).is_some_and(|s| s.pid == Some(pid)));
+    poll(&mut c, Vec::new, &[], "the rank, asleep", |r| {
+        rank(r, &job, 0).is_some_and(|s| s.pid == Some(pid) && s.state == ProcState::Sleeping)
+    });
 
     let post = |body: String| store.post_json(body.as_bytes()).unwrap();
     post(format!(r#"{{"job":"{job}","rank":0,"step":10,"step_time_ms":250,"compute_ms":180,"loss":2.5}}"#));
