@@ -214,3 +214,49 @@ pub fn start_analyzer(dir: &Path, token: Option<&str>, extra: &[&str]) -> Proc {
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
+
+/// Unix milliseconds now (for report and event timestamps in tests).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// A `NodeReport` JSON body of `node` with `gpus` GPUs and one rank of job `job` on each; GPUs in `lost` are lost.
+pub fn report_json(
+    node: &str,
+    job: &str,
+    gpus: u32,
+    seq: u64,
+    lost: &[u32],
+    events: Vec<serde_json::Value>,
+) -> serde_json::Value {
+    let ts = now_ms();
+    let gpu_list: Vec<serde_json::Value> = (0..gpus)
+        .map(|i| {
+            let is_lost = lost.contains(&i);
+            serde_json::json!({
+                "index": i, "uuid": format!("GPU-{node}-{i:04}"), "name": "NVIDIA H100 80GB HBM3", "serial": null,
+                "pci_bus_id": format!("00000000:{:02X}:00.0", 0x18 + i * 16),
+                "state": if is_lost { "lost" } else { "ok" },
+                "util_gpu_pct": if is_lost { serde_json::Value::Null } else { serde_json::json!(97.0) }, "util_mem_pct": null,
+                "mem_total_bytes": null, "mem_used_bytes": null, "mem_free_bytes": null,
+                "temp_c": if is_lost { serde_json::Value::Null } else { serde_json::json!(61.0) }, "mem_temp_c": null,
+                "power_w": if is_lost { serde_json::Value::Null } else { serde_json::json!(640.0) }, "power_limit_w": 700.0,
+                "energy_mj": null, "sm_clock_mhz": if is_lost { serde_json::Value::Null } else { serde_json::json!(1980) },
+                "sm_clock_max_mhz": 1980, "mem_clock_mhz": null, "mem_clock_max_mhz": null, "throttle_mask": null,
+            })
+        })
+        .collect();
+    let ranks: Vec<serde_json::Value> = (0..gpus)
+        .map(|i| {
+            serde_json::json!({"rank": i, "local_rank": i, "pid": 2000 + i, "gpus": [i], "state": "running",
+                   "cpu_seconds": 10.0 * seq as f64, "rss_bytes": 1_000_000_000u64})
+        })
+        .collect();
+    serde_json::json!({
+        "schema_version": 1, "node": node, "agent_version": "0.1.0", "seq": seq, "timestamp_ms": ts,
+        "interval_ms": 1000, "urgent": !events.is_empty(),
+        "gpus": gpu_list,
+        "jobs": [{"job_id": job, "scheduler": "torchrun", "world_size": gpus, "ranks": ranks}],
+        "events": events,
+    })
+}

@@ -3,52 +3,19 @@
 //! for the same root, new ids after the old ones), and the state rebuilds from the next reports.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use faultline_tests::{get_json, http, start_analyzer, wait_for};
+use faultline_tests::{get_json, http, now_ms, start_analyzer, wait_for};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "kill9-token";
 const NODE: &str = "node-0007";
 const GPUS: u32 = 4;
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
-}
-
 /// A report of `NODE` with `GPUS` GPUs and one rank of job `llm-kill9` on each. GPUs in `lost` are
 /// reported lost; `events` are attached as they are.
 fn report(seq: u64, lost: &[u32], events: Vec<Value>) -> Value {
-    let ts = now_ms();
-    let gpus: Vec<Value> = (0..GPUS)
-        .map(|i| {
-            let is_lost = lost.contains(&i);
-            json!({
-                "index": i, "uuid": format!("GPU-{i:04}"), "name": "NVIDIA H100 80GB HBM3", "serial": null,
-                "pci_bus_id": format!("00000000:{:02X}:00.0", 0x18 + i * 16),
-                "state": if is_lost { "lost" } else { "ok" },
-                "util_gpu_pct": if is_lost { Value::Null } else { json!(98.0) }, "util_mem_pct": null,
-                "mem_total_bytes": null, "mem_used_bytes": null, "mem_free_bytes": null,
-                "temp_c": if is_lost { Value::Null } else { json!(62.0) }, "mem_temp_c": null,
-                "power_w": if is_lost { Value::Null } else { json!(650.0) }, "power_limit_w": 700.0,
-                "energy_mj": null, "sm_clock_mhz": if is_lost { Value::Null } else { json!(1980) },
-                "sm_clock_max_mhz": 1980, "mem_clock_mhz": null, "mem_clock_max_mhz": null, "throttle_mask": null,
-            })
-        })
-        .collect();
-    let ranks: Vec<Value> = (0..GPUS)
-        .map(|i| {
-            json!({"rank": i, "local_rank": i, "pid": 1000 + i, "gpus": [i], "state": "running",
-                   "cpu_seconds": 10.0 * seq as f64, "rss_bytes": 1_000_000_000u64})
-        })
-        .collect();
-    json!({
-        "schema_version": 1, "node": NODE, "agent_version": "0.1.0", "seq": seq, "timestamp_ms": ts,
-        "interval_ms": 1000, "urgent": !events.is_empty(),
-        "gpus": gpus,
-        "jobs": [{"job_id": "llm-kill9", "scheduler": "torchrun", "world_size": GPUS, "ranks": ranks}],
-        "events": events,
-    })
+    faultline_tests::report_json(NODE, "llm-kill9", GPUS, seq, lost, events)
 }
 
 fn xid(gpu: u32, code: u32, text: &str) -> Value {

@@ -9,7 +9,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -174,48 +174,12 @@ fn read_chunked(reader: &mut impl BufRead) -> Option<Vec<u8>> {
     }
 }
 
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
-}
+pub use faultline_tests::{now_ms, report_json as report};
 
 /// How far back the analyzer keeps an XID as evidence (`detect::EVENT_HOLD_MS`, 5 minutes). Tests
 /// that want an incident to resolve within seconds date their XID just inside it; the agent would
 /// report such an XID late after a spool replay.
 pub const EVENT_HOLD_MS: i64 = 300_000;
-
-/// A report of `node` with `gpus` GPUs and one rank of job `job` on each; GPUs in `lost` are lost.
-pub fn report(node: &str, job: &str, gpus: u32, seq: u64, lost: &[u32], events: Vec<Value>) -> Value {
-    let ts = now_ms();
-    let gpu_list: Vec<Value> = (0..gpus)
-        .map(|i| {
-            let is_lost = lost.contains(&i);
-            json!({
-                "index": i, "uuid": format!("GPU-{node}-{i:04}"), "name": "NVIDIA H100 80GB HBM3", "serial": null,
-                "pci_bus_id": format!("00000000:{:02X}:00.0", 0x18 + i * 16),
-                "state": if is_lost { "lost" } else { "ok" },
-                "util_gpu_pct": if is_lost { Value::Null } else { json!(97.0) }, "util_mem_pct": null,
-                "mem_total_bytes": null, "mem_used_bytes": null, "mem_free_bytes": null,
-                "temp_c": if is_lost { Value::Null } else { json!(61.0) }, "mem_temp_c": null,
-                "power_w": if is_lost { Value::Null } else { json!(640.0) }, "power_limit_w": 700.0,
-                "energy_mj": null, "sm_clock_mhz": if is_lost { Value::Null } else { json!(1980) },
-                "sm_clock_max_mhz": 1980, "mem_clock_mhz": null, "mem_clock_max_mhz": null, "throttle_mask": null,
-            })
-        })
-        .collect();
-    let ranks: Vec<Value> = (0..gpus)
-        .map(|i| {
-            json!({"rank": i, "local_rank": i, "pid": 2000 + i, "gpus": [i], "state": "running",
-                   "cpu_seconds": 10.0 * seq as f64, "rss_bytes": 1_000_000_000u64})
-        })
-        .collect();
-    json!({
-        "schema_version": 1, "node": node, "agent_version": "0.1.0", "seq": seq, "timestamp_ms": ts,
-        "interval_ms": 1000, "urgent": !events.is_empty(),
-        "gpus": gpu_list,
-        "jobs": [{"job_id": job, "scheduler": "torchrun", "world_size": gpus, "ranks": ranks}],
-        "events": events,
-    })
-}
 
 /// An NVML XID event on GPU `gpu`, `age_ms` old.
 pub fn xid(gpu: u32, code: u32, text: &str, age_ms: i64) -> Value {
