@@ -13,6 +13,7 @@ use faultline_agent::progress::ProgressStore;
 use faultline_proto::{
     GpuProcess, GpuSample, NicSample, NodeReport, ProcState, ProgressStatus, RankSample, SCHEMA_VERSION, Scheduler,
 };
+use faultline_tests::children;
 
 /// Generous: the machine may be busy building.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -89,21 +90,6 @@ fn poll(
         }
         thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// Child pids of `pid`, from `/proc/*/stat`.
-fn children(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
-        if rest.split_whitespace().nth(1).and_then(|v| v.parse::<u32>().ok()) == Some(pid) {
-            out.push(p);
-        }
-    }
-    out.sort_unstable();
-    out
 }
 
 fn wait_children(pid: u32, n: usize) -> Vec<u32> {

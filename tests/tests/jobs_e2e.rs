@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use faultline_proto::{NodeReport, ProcState, Scheduler};
-use faultline_tests::{Proc, bin, fake_nvml_lib, http, wait_for};
+use faultline_tests::{Proc, bin, children, fake_nvml_lib, http, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -21,20 +21,6 @@ impl Drop for Kid {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn children(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
-        if rest.split_whitespace().nth(1).and_then(|v| v.parse::<u32>().ok()) == Some(pid) {
-            out.push(p);
-        }
-    }
-    out.sort_unstable();
-    out
 }
 
 fn env_of(pid: u32, key: &str) -> Option<String> {
