@@ -22,7 +22,7 @@
 //! | `compute_ms` | number ≥ 0 or null | the step's own work before it waits in collectives |
 //! | `loss`, `grad_norm` | number, null, or the strings `"nan"`, `"inf"`, `"-inf"` | a string marks a non-finite value |
 //! | `loss_nonfinite`, `grad_norm_nonfinite` | bool | alternative to the strings: `"loss": null, "loss_nonfinite": true` |
-//! | `status` | `running` (default), `checkpointing`, `exited` | |
+//! | `status` | `running` (default), `checkpointing`, `evaluating`, `exited` | |
 //! | `exit_code` | integer | required with `exited`, refused otherwise; negative = killed by signal -n |
 //!
 //! The bare tokens `NaN`, `Infinity` and `-Infinity` (what Python's `json.dumps` writes for non-finite
@@ -270,10 +270,11 @@ impl ProgressPost {
             Some(Value::String(s)) => match s.as_str() {
                 "running" => ProgressStatus::Running,
                 "checkpointing" => ProgressStatus::Checkpointing,
+                "evaluating" => ProgressStatus::Evaluating,
                 "exited" => ProgressStatus::Exited,
                 other => {
                     return Err(invalid(format!(
-                        "unknown `status` {other:?}: expected \"running\", \"checkpointing\" or \"exited\""
+                        "unknown `status` {other:?}: expected \"running\", \"checkpointing\", \"evaluating\" or \"exited\""
                     )));
                 }
             },
@@ -291,7 +292,7 @@ impl ProgressPost {
                     "status \"exited\" needs `exit_code` (the process's exit status; negative for a signal)",
                 ));
             }
-            (ProgressStatus::Running | ProgressStatus::Checkpointing, Some(_)) => {
+            (ProgressStatus::Running | ProgressStatus::Checkpointing | ProgressStatus::Evaluating, Some(_)) => {
                 return Err(invalid("`exit_code` is only allowed with status \"exited\""));
             }
             _ => {}
@@ -334,6 +335,7 @@ impl ProgressPost {
         let status = match self.status {
             ProgressStatus::Running => "running",
             ProgressStatus::Checkpointing => "checkpointing",
+            ProgressStatus::Evaluating => "evaluating",
             ProgressStatus::Exited => "exited",
         };
         m.insert("status".into(), Value::String(status.into()));
@@ -494,6 +496,7 @@ impl Entry {
             step_time_avg_ms: self.step_time_avg_ms,
             compute_ms: self.compute_ms,
             loss: self.loss,
+            loss_step: self.loss.map(|_| self.step),
             grad_norm: self.grad_norm,
             nonfinite_loss: self.nonfinite_at_ms.is_some_and(|t| now_ms - t < NONFINITE_HOLD_MS),
             status: self.status,
@@ -521,11 +524,11 @@ struct News {
     bad_exit: Option<i32>,
 }
 
-fn progress_event(now_ms: i64, class: &str, message: String) -> Event {
+fn progress_event(now_ms: i64, class: faultline_proto::EventClass, message: String) -> Event {
     Event {
         ts_ms: now_ms,
         source: EventSource::Agent,
-        class: class.to_string(),
+        class,
         severity: Severity::Warning,
         // The news concerns the rank, not a GPU: naming one would read as GPU evidence.
         component: None,
@@ -623,7 +626,7 @@ impl ProgressStore {
                 q.push(
                     progress_event(
                         now_ms,
-                        "nonfinite_loss",
+                        faultline_proto::EventClass::NonfiniteLoss,
                         format!("rank {rank} of job {job} posted a non-finite loss or gradient norm at step {step}"),
                     ),
                     true,
@@ -631,7 +634,14 @@ impl ProgressStore {
             }
             if let Some(c) = news.bad_exit {
                 let how = if c < 0 { format!("was killed by signal {}", -c) } else { format!("exited with code {c}") };
-                q.push(progress_event(now_ms, "rank_exit", format!("rank {rank} of job {job} {how} (posted)")), true);
+                q.push(
+                    progress_event(
+                        now_ms,
+                        faultline_proto::EventClass::RankExit,
+                        format!("rank {rank} of job {job} {how} (posted)"),
+                    ),
+                    true,
+                );
             }
         }
         Ok(())
@@ -1084,7 +1094,7 @@ pub struct ReportProgressArgs {
     /// Gradient norm: a number, or `nan` / `inf`.
     #[arg(long, allow_hyphen_values = true)]
     pub grad_norm: Option<String>,
-    /// `running`, `checkpointing` or `exited`.
+    /// `running`, `checkpointing`, `evaluating` or `exited`.
     #[arg(long, default_value = "running")]
     pub status: String,
     /// Exit code, with `--status exited` (negative: killed by signal -n).
@@ -1162,9 +1172,12 @@ impl ReportProgressArgs {
         let status = match self.status.as_str() {
             "running" => ProgressStatus::Running,
             "checkpointing" => ProgressStatus::Checkpointing,
+            "evaluating" => ProgressStatus::Evaluating,
             "exited" => ProgressStatus::Exited,
             s => {
-                return Err(ReportError::Usage(format!("--status {s:?}: expected running, checkpointing or exited")));
+                return Err(ReportError::Usage(format!(
+                    "--status {s:?}: expected running, checkpointing, evaluating or exited"
+                )));
             }
         };
         let post = ProgressPost {
@@ -1503,7 +1516,7 @@ mod tests {
         apply(&s, r#"{"job":"j","rank":3,"step":3,"loss":"nan"}"#, 2_000);
         let evs = q.drain();
         assert_eq!(evs.len(), 1, "only the first non-finite loss of a latch is news: {evs:#?}");
-        assert_eq!(evs[0].class, "nonfinite_loss");
+        assert_eq!(evs[0].class, faultline_proto::EventClass::NonfiniteLoss);
         assert_eq!(evs[0].ts_ms, 1_000);
         assert!(evs[0].message.contains("rank 3 of job j"), "{}", evs[0].message);
         // After the latch ran out, a new non-finite value is news again.
@@ -1516,7 +1529,7 @@ mod tests {
         apply(&s, r#"{"job":"j","rank":1,"step":9,"status":"exited","exit_code":-9}"#, 4_000);
         let evs = q.drain();
         assert_eq!(evs.len(), 1, "{evs:#?}");
-        assert_eq!(evs[0].class, "rank_exit");
+        assert_eq!(evs[0].class, faultline_proto::EventClass::RankExit);
         assert!(evs[0].message.contains("killed by signal 9"), "{}", evs[0].message);
 
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");

@@ -38,7 +38,7 @@ fn dev_kmsg_is_followed_from_now_on() {
     loop {
         let evs = q.drain();
         if let Some(e) = evs.iter().find(|e| e.message.contains(&marker)) {
-            assert_eq!(e.class, "nic_link_up");
+            assert_eq!(e.class, faultline_proto::EventClass::NicLinkUp);
             assert_eq!(e.component.as_deref(), Some("nic:eth9999"));
             break;
         }

@@ -92,7 +92,7 @@ fn one_collector_across_faults() {
     assert!(r.gpus[3].not_supported.iter().any(|n| n == "ecc"), "NotSupported follows the GPU to its new NVML index");
     assert_eq!(r.gpus[3].ecc.sbe_volatile, None);
     let evs = wait_events(&q, Duration::from_millis(200), |e| !e.is_empty());
-    let lost: Vec<_> = evs.iter().filter(|e| e.class == "gpu_lost").collect();
+    let lost: Vec<_> = evs.iter().filter(|e| e.class == faultline_proto::EventClass::GpuLost).collect();
     assert_eq!(lost.len(), 1, "{evs:?}");
     assert_eq!(lost[0].component.as_deref(), Some("gpu2"));
     assert_eq!(lost[0].severity, Severity::Critical);
@@ -100,7 +100,7 @@ fn one_collector_across_faults() {
     // 4. Still gone: still reported, but no second gpu_lost event.
     let r = poll(&mut c);
     assert_eq!(r.gpus[2].state, GpuState::Lost);
-    assert!(q.drain().iter().all(|e| e.class != "gpu_lost"));
+    assert!(q.drain().iter().all(|e| e.class != faultline_proto::EventClass::GpuLost));
 
     // 5. Back, then lost through GPU_IS_LOST: a new loss, a new event.
     write_state(&state, json!({"gpus": [{}, {}, {}, {}]}));
@@ -111,7 +111,12 @@ fn one_collector_across_faults() {
     assert_eq!(r.gpus[1].state, GpuState::Lost);
     assert_eq!(r.gpus[1].name, "NVIDIA H100 80GB HBM3", "identity kept from the last sighting");
     let evs = q.drain();
-    assert_eq!(evs.iter().filter(|e| e.class == "gpu_lost" && e.component.as_deref() == Some("gpu1")).count(), 1);
+    assert_eq!(
+        evs.iter()
+            .filter(|e| e.class == faultline_proto::EventClass::GpuLost && e.component.as_deref() == Some("gpu1"))
+            .count(),
+        1
+    );
 
     // 6. A GPU hangs for 3 s per call: unresponsive while its worker is stuck, fine once it returns.
     write_state(&state, json!({"gpus": [{}, {}, {"delay_ms": 3000}, {}]}));
@@ -146,7 +151,7 @@ fn one_collector_across_faults() {
     assert_eq!(x79.component.as_deref(), Some("gpu3"));
     assert_eq!(x79.severity, Severity::Critical);
     assert_eq!(x79.device.as_deref(), Some("0000:5d:00"));
-    let dbe = evs.iter().find(|e| e.class == "ecc_dbe").expect("DBE event");
+    let dbe = evs.iter().find(|e| e.class == faultline_proto::EventClass::EccDbe).expect("DBE event");
     assert_eq!(dbe.component.as_deref(), Some("gpu1"));
     let x13 = evs.iter().find(|e| e.xid == Some(13)).expect("XID 13 event");
     assert_eq!(x13.severity, Severity::Warning);

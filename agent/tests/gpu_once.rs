@@ -137,7 +137,7 @@ fn a_lost_gpu_is_reported_lost_not_dropped() {
     assert_eq!(g.state, GpuState::Lost);
     assert_eq!(g.temp_c, None);
     assert!(r.gpus.iter().filter(|g| g.index != 2).all(|g| g.state == GpuState::Ok));
-    let lost: Vec<_> = r.events.iter().filter(|e| e.class == "gpu_lost").collect();
+    let lost: Vec<_> = r.events.iter().filter(|e| e.class == faultline_proto::EventClass::GpuLost).collect();
     assert_eq!(lost.len(), 1, "{:?}", r.events);
     assert_eq!(lost[0].component.as_deref(), Some("gpu2"));
     assert_eq!(lost[0].severity, faultline_proto::Severity::Critical);

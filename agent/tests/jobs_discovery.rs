@@ -59,6 +59,7 @@ fn blank(gpus: Vec<GpuSample>, nics: Vec<NicSample>) -> NodeReport {
         events: vec![],
         dropped: Default::default(),
         collector_errors: Default::default(),
+        expected_gpus: None,
     }
 }
 
@@ -244,7 +245,11 @@ fn progress_posts_attach_to_the_rank_and_move_through_exited() {
     let s = rank(&r, &job, 0).unwrap();
     assert_eq!(s.exit_code, Some(3), "the exit code posted by the loop");
     assert_eq!(s.pid, Some(pid));
-    assert!(r.events.iter().any(|e| e.class == "process_exit" && e.pid == Some(pid)), "{:?}", r.events);
+    assert!(
+        r.events.iter().any(|e| e.class == faultline_proto::EventClass::ProcessExit && e.pid == Some(pid)),
+        "{:?}",
+        r.events
+    );
 }
 
 #[test]
@@ -258,7 +263,9 @@ fn killed_rank_is_seen_as_zombie_then_gone_with_its_signal_and_is_dropped_later(
     kid.0.kill().unwrap(); // SIGKILL; not reaped yet, so the kernel keeps a zombie with its status
     let r = poll(&mut c, Vec::new, &[], "zombie", |r| rank(r, &job, 2).is_some_and(|s| s.state == ProcState::Zombie));
     assert_eq!(rank(&r, &job, 2).unwrap().exit_code, Some(-9));
-    assert!(r.events.iter().any(|e| e.class == "process_exit" && e.pid == Some(pid) && e.message.contains("signal 9")));
+    assert!(r.events.iter().any(|e| e.class == faultline_proto::EventClass::ProcessExit
+        && e.pid == Some(pid)
+        && e.message.contains("signal 9")));
     kid.0.wait().unwrap();
     let r = poll(&mut c, Vec::new, &[], "gone", |r| rank(r, &job, 2).is_some_and(|s| s.state == ProcState::Exited));
     assert_eq!(rank(&r, &job, 2).unwrap().exit_code, Some(-9), "remembered from the zombie");

@@ -108,6 +108,7 @@ fn report(ts: i64) -> NodeReport {
         events: vec![],
         dropped: Default::default(),
         collector_errors: Default::default(),
+        expected_gpus: None,
     }
 }
 
@@ -178,7 +179,7 @@ fn unreadable_environments_fall_back_to_cgroup_and_nvml_and_cpu_shares_add_up() 
     assert_eq!((s2.state, s2.exit_code), (ProcState::Zombie, Some(1)));
     let s5 = job.ranks.iter().find(|s| s.rank == 5).unwrap();
     assert_eq!((s5.state, s5.exit_code, s5.pid, s5.gpus.clone()), (ProcState::Exited, None, Some(300), vec![5]));
-    let exits: Vec<_> = r.events.iter().filter(|e| e.class == "process_exit").collect();
+    let exits: Vec<_> = r.events.iter().filter(|e| e.class == faultline_proto::EventClass::ProcessExit).collect();
     assert_eq!(exits.len(), 2, "{exits:?}");
     assert!(exits.iter().any(|e| e.pid == Some(200) && e.message.contains("code 1")));
     assert!(exits.iter().any(|e| e.pid == Some(300) && e.message.contains("unknown")));

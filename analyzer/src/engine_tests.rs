@@ -211,6 +211,7 @@ impl World {
             events,
             dropped: Default::default(),
             collector_errors: Default::default(),
+            expected_gpus: None,
         };
         for m in &self.mutators {
             m(&mut r, t);
@@ -251,7 +252,7 @@ impl World {
         let e = Event {
             ts_ms: self.t,
             source: if xid.is_some() { EventSource::Nvml } else { EventSource::Kmsg },
-            class: class.into(),
+            class: faultline_proto::EventClass::parse(class).expect("a known event class"),
             severity: Severity::Critical,
             component: component.map(str::to_string),
             xid,
@@ -965,6 +966,7 @@ fn big_report(n: usize, seq: u64, t: i64) -> NodeReport {
         events: vec![],
         dropped: Default::default(),
         collector_errors: Default::default(),
+        expected_gpus: None,
     }
 }
 
@@ -1041,6 +1043,7 @@ fn heartbeat_report(node: &str, seq: u64, t: i64) -> NodeReport {
         events: vec![],
         dropped: Default::default(),
         collector_errors: Default::default(),
+        expected_gpus: None,
     }
 }
 

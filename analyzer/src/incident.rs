@@ -48,7 +48,7 @@ pub fn action_for(class: FaultClass, xid: Option<u32>) -> Action {
         HostFanFailure | HostMce | DiskFailure => Action::ReplacePart,
         HostOom | JobHang | JobCrash => Action::RestartJob,
     };
-    match xid.map(crate::xid::action) {
+    match xid.map(faultline_proto::xid::action) {
         // The catalog's own word for a GPU fault wins where it asks for more than a job restart.
         Some(a @ (Action::ResetGpu | Action::RebootNode))
             if class.target_kind() == faultline_proto::ComponentKind::Gpu =>

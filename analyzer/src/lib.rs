@@ -20,6 +20,5 @@ pub mod state;
 pub mod store;
 pub mod tls;
 pub mod topology;
-pub mod xid;
 
 pub use engine::{Analyzer, EngineConfig, IncidentChange, IngestError, IngestOutcome};

@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use faultline_proto::{
-    EventSource, GpuSample, GpuState as WireGpuState, HostSample, JobSample, NicSample, NodeReport, ProcState,
-    ProgressStatus,
+    EventClass, EventSource, GpuSample, GpuState as WireGpuState, HostSample, JobSample, NicSample, NodeReport,
+    ProcState, ProgressStatus,
 };
 
 /// How much history a window keeps: 10 minutes covers the longest persistence rule (SBE storm rate
@@ -242,7 +242,7 @@ pub struct DiskState {
 pub struct StoredEvent {
     pub ts: i64,
     pub source: EventSource,
-    pub class: String,
+    pub class: EventClass,
     pub component: Option<String>,
     pub xid: Option<u32>,
     pub pid: Option<u32>,
@@ -423,7 +423,7 @@ fn apply_event(node: &mut NodeState, e: &faultline_proto::Event) {
     let ev = StoredEvent {
         ts: e.ts_ms,
         source: e.source,
-        class: e.class.clone(),
+        class: e.class,
         component: e.component.clone().filter(|c| !c.is_empty()),
         xid: e.xid,
         pid: e.pid,
@@ -439,18 +439,18 @@ fn apply_event(node: &mut NodeState, e: &faultline_proto::Event) {
     }
     if let Some(c) = ev.component.as_deref() {
         if let Some(dev) = c.strip_prefix("disk:") {
-            if ev.class == "io_error" {
+            if ev.class == EventClass::IoError {
                 push(&mut node.disks.entry(dev.to_string()).or_default().errors, e.ts_ms, MAX_POINTS);
             }
         }
         if let Some(nic) = c.strip_prefix("nic:") {
             let st = node.nics.entry(nic.to_string()).or_default();
-            match ev.class.as_str() {
-                "nic_link_down" if st.down_since.is_none() => {
+            match ev.class {
+                EventClass::NicLinkDown if st.down_since.is_none() => {
                     st.down_since = Some(e.ts_ms);
                     push(&mut st.downs, e.ts_ms, MAX_POINTS);
                 }
-                "nic_link_up" if st.down_since.is_some_and(|t| t <= e.ts_ms) => {
+                EventClass::NicLinkUp if st.down_since.is_some_and(|t| t <= e.ts_ms) => {
                     st.down_since = None;
                     st.up_at = Some(e.ts_ms);
                 }
@@ -459,11 +459,11 @@ fn apply_event(node: &mut NodeState, e: &faultline_proto::Event) {
         }
         if let Some(idx) = c.strip_prefix("gpu").and_then(|i| i.parse::<u32>().ok()) {
             let g = node.gpus.entry(idx).or_default();
-            match ev.class.as_str() {
-                "gpu_fallen_off_bus" | "gpu_lost" => {
+            match ev.class {
+                EventClass::GpuFallenOffBus | EventClass::GpuLost => {
                     g.lost_since.get_or_insert(e.ts_ms);
                 }
-                "ecc_dbe" => g.ecc_dbe_event_at = Some(e.ts_ms),
+                EventClass::EccDbe => g.ecc_dbe_event_at = Some(e.ts_ms),
                 _ => {}
             }
         }

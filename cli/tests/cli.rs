@@ -172,7 +172,7 @@ fn report(node_index: usize, seq: u64, xid79_on_gpu1: bool) -> NodeReport {
         vec![Event {
             ts_ms: ts,
             source: EventSource::Nvml,
-            class: "xid".into(),
+            class: faultline_proto::EventClass::Xid,
             severity: Severity::Critical,
             component: Some("gpu1".into()),
             xid: Some(79),
@@ -196,10 +196,18 @@ fn report(node_index: usize, seq: u64, xid79_on_gpu1: bool) -> NodeReport {
         gpus,
         nics,
         disks: vec![],
-        jobs: vec![JobSample { job_id: JOB.into(), scheduler: Scheduler::Slurm, world_size: Some(4), ranks }],
+        jobs: vec![JobSample {
+            job_id: JOB.into(),
+            scheduler: Scheduler::Slurm,
+            world_size: Some(4),
+            sched_state: None,
+            sched_exit_code: None,
+            ranks,
+        }],
         events,
         dropped: Default::default(),
         collector_errors: Default::default(),
+        expected_gpus: None,
     }
 }
 

@@ -4,13 +4,16 @@
 //! **Architecture Invariant:** `proto` knows nothing of HTTP, SQLite or the agent's collectors.
 
 pub mod api;
+pub mod event;
 pub mod id;
 pub mod incident;
 pub mod remediation;
 pub mod report;
 pub mod topology;
 pub mod validate;
+pub mod xid;
 
+pub use event::EventClass;
 pub use id::{ComponentId, ComponentKind, IdError};
 pub use incident::{Action, Evidence, FaultClass, Incident, IncidentStatus, Severity, TimelineEntry, rfc3339};
 pub use report::*;

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Severity;
+use crate::{EventClass, Severity};
 
 /// The schema version this crate writes and accepts.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -74,6 +74,35 @@ pub struct NodeReport {
     /// Collector errors since start, by collector name (monotonic).
     #[serde(default)]
     pub collector_errors: BTreeMap<String, u64>,
+    /// How many GPUs this node should have: the agent's config, or else the count it saw at its first
+    /// start (persisted). Fewer GPUs than this in a report is a GPU missing, even right after boot.
+    #[serde(default)]
+    pub expected_gpus: Option<u32>,
+}
+
+impl NodeReport {
+    /// A report for `node` that says nothing yet: builders fill in what they observed.
+    pub fn empty(node: impl Into<String>) -> NodeReport {
+        NodeReport {
+            schema_version: SCHEMA_VERSION,
+            node: node.into(),
+            agent_version: String::new(),
+            seq: 0,
+            timestamp_ms: 0,
+            interval_ms: 10_000,
+            shutdown: false,
+            urgent: false,
+            host: None,
+            gpus: Vec::new(),
+            nics: Vec::new(),
+            disks: Vec::new(),
+            jobs: Vec::new(),
+            events: Vec::new(),
+            dropped: Dropped::default(),
+            collector_errors: BTreeMap::new(),
+            expected_gpus: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -194,6 +223,20 @@ pub struct GpuSample {
     /// Queries this GPU answered NotSupported (kept so "unknown" is not mistaken for "zero").
     #[serde(default)]
     pub not_supported: Vec<String>,
+    /// Cumulative time the clocks were held down, per reason, nanoseconds since driver load: NVML's
+    /// `NVML_FI_DEV_CLOCKS_EVENT_REASON_*` fields (DCGM's `*_VIOLATION`). Keys are the reason names of
+    /// `throttle_reasons` (`sw_power_cap`, `hw_slowdown`, `hw_thermal_slowdown`, `sw_thermal_slowdown`,
+    /// `hw_power_brake_slowdown`, `sync_boost`). Judging throttling from how fast these grow is
+    /// robust to a snapshot that happens to miss a short event.
+    #[serde(default)]
+    pub clock_event_ns: BTreeMap<String, u64>,
+    /// The NVML error the handle or its queries answered this cycle, in NVML's words (`Unknown Error`,
+    /// `GPU is lost`, `Timeout`), when any. A fallen-off GPU often answers `Unknown Error`.
+    #[serde(default)]
+    pub nvml_error: Option<String>,
+    /// Whether the GPU's PCI device is still present (`/sys/bus/pci/devices/<bdf>`), when checked.
+    #[serde(default)]
+    pub pci_present: Option<bool>,
 }
 
 /// ECC error counts. `sbe` = corrected (single-bit), `dbe` = uncorrected (double-bit).
@@ -291,6 +334,21 @@ pub struct NicSample {
     /// appear as `rx_bytes`/`tx_bytes`.
     #[serde(default)]
     pub counters: BTreeMap<String, u64>,
+    /// Whether this is a fabric NIC (the data plane training traffic uses). Only fabric NICs can be a
+    /// fault root. `None` (older agents): IB/RoCE ports are fabric, plain netdevs are not.
+    #[serde(default)]
+    pub fabric: Option<bool>,
+    /// Counters stuck at their width's maximum (`symbol_error` at 65535, …). The kernel saturates
+    /// them instead of wrapping, so they no longer move: their rate is unknown, not zero.
+    #[serde(default)]
+    pub saturated: Vec<String>,
+}
+
+impl NicSample {
+    /// Fabric NIC: the agent's word, or by kind for agents that do not say.
+    pub fn is_fabric(&self) -> bool {
+        self.fabric.unwrap_or(self.kind == NicKind::Infiniband)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -302,6 +360,9 @@ pub struct DiskSample {
     pub available_bytes: Option<u64>,
     #[serde(default)]
     pub read_only: bool,
+    /// Bytes written since boot (`/proc/diskstats` sectors × 512), when known.
+    #[serde(default)]
+    pub write_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -321,8 +382,46 @@ pub struct JobSample {
     pub scheduler: Scheduler,
     #[serde(default)]
     pub world_size: Option<u32>,
+    /// The job's state as its scheduler reports it (Slurm job state, Kubernetes pod phase), when a
+    /// scheduler was asked. Only a scheduler knows why a job ended.
+    #[serde(default)]
+    pub sched_state: Option<SchedState>,
+    /// The job's exit code as its scheduler reports it (negative: killed by signal -n).
+    #[serde(default)]
+    pub sched_exit_code: Option<i32>,
     #[serde(default)]
     pub ranks: Vec<RankSample>,
+}
+
+/// A job's state as the scheduler reports it (Slurm's job states; Kubernetes pod phases map onto them:
+/// Pending, Running, Succeeded → `completed`, Failed → `failed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SchedState {
+    Pending,
+    Running,
+    /// Slurm: the job finished and is cleaning up.
+    Completing,
+    /// Ended with exit code 0.
+    Completed,
+    /// Ended with a non-zero exit code.
+    Failed,
+    /// Cancelled by a person or the scheduler.
+    Cancelled,
+    /// Hit its time limit.
+    Timeout,
+    /// Ended because a node failed.
+    NodeFail,
+    /// Killed by the scheduler for exceeding its memory limit.
+    OutOfMemory,
+    Preempted,
+}
+
+impl SchedState {
+    /// True once the job has ended, however.
+    pub fn is_ended(self) -> bool {
+        !matches!(self, SchedState::Pending | SchedState::Running | SchedState::Completing)
+    }
 }
 
 /// Process state as /proc shows it.
@@ -356,9 +455,14 @@ pub struct RankSample {
     pub state: ProcState,
     pub cpu_seconds: Option<f64>,
     pub rss_bytes: Option<u64>,
-    /// Exit code once the process is gone, when known (negative: killed by signal -n).
+    /// Exit code once the process is gone, when known: from the scheduler or the rank's own post, never
+    /// guessed (a process that merely vanished has none). Negative: killed by signal -n.
     #[serde(default)]
     pub exit_code: Option<i32>,
+    /// Bytes this rank's process caused to be written to storage (`/proc/<pid>/io` `write_bytes`),
+    /// cumulative. A synchronous checkpoint shows as a burst here.
+    #[serde(default)]
+    pub io_write_bytes: Option<u64>,
     /// What the training loop reported, if it reports.
     #[serde(default)]
     pub progress: Option<Progress>,
@@ -370,6 +474,8 @@ pub enum ProgressStatus {
     #[default]
     Running,
     Checkpointing,
+    /// Running evaluation: training steps pause for minutes, which is not a hang.
+    Evaluating,
     Exited,
 }
 
@@ -385,6 +491,10 @@ pub struct Progress {
     pub compute_ms: Option<f64>,
     /// Last finite loss.
     pub loss: Option<f64>,
+    /// The step `loss` and `grad_norm` belong to (may trail `step`). Ranks are compared at the same
+    /// step, never at whatever each reported last.
+    #[serde(default)]
+    pub loss_step: Option<u64>,
     pub grad_norm: Option<f64>,
     /// Set once the loop reported a NaN/Inf loss or gradient norm.
     #[serde(default)]
@@ -414,10 +524,9 @@ pub struct Event {
     pub ts_ms: i64,
     #[serde(default)]
     pub source: EventSource,
-    /// The kernel-log class (`xid`, `gpu_fallen_off_bus`, `nic_link_down`, `oom_kill`, `mce`,
-    /// `io_error`, …) or NVML event class (`xid`, `ecc_sbe`, `ecc_dbe`), or agent class
-    /// (`process_exit`, `gpu_lost`).
-    pub class: String,
+    /// What the event shows: a kernel-log class (`xid`, `gpu_fallen_off_bus`, `nic_link_down`, …), an
+    /// NVML class (`xid`, `ecc_sbe`, `ecc_dbe`) or an agent class (`process_exit`, `gpu_lost`).
+    pub class: EventClass,
     #[serde(default)]
     pub severity: Severity,
     /// The component on this node it concerns, as the part after `<host>/` (`gpu3`, `nic:mlx5_2`,
@@ -444,4 +553,24 @@ pub struct Event {
 
 fn one() -> u64 {
     1
+}
+
+impl Event {
+    /// An event of `class` from `source` at `ts_ms`, with the class's own severity and nothing else
+    /// set: builders fill in the rest.
+    pub fn new(ts_ms: i64, source: EventSource, class: EventClass) -> Event {
+        Event {
+            ts_ms,
+            source,
+            class,
+            severity: class.default_severity(),
+            component: None,
+            xid: None,
+            caused_by_xid: None,
+            device: None,
+            pid: None,
+            count: 1,
+            message: String::new(),
+        }
+    }
 }

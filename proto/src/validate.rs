@@ -144,8 +144,11 @@ impl NodeReport {
         max_len("events", self.events.len(), MAX_EVENTS)?;
         for (i, e) in self.events.iter().enumerate() {
             let f = format!("events[{i}]");
-            if e.class.is_empty() || e.class.len() > 64 {
-                return Err(invalid(format!("{f}.class"), "must be a class name of 1 to 64 bytes"));
+            if e.class == crate::EventClass::None {
+                return Err(invalid(
+                    format!("{f}.class"),
+                    "\"none\" is the classifier's word for a benign line, not an event",
+                ));
             }
             if e.ts_ms <= 0 {
                 return Err(invalid(format!("{f}.ts_ms"), "must be a positive Unix time in milliseconds"));

@@ -52,6 +52,8 @@ fn good() -> NodeReport {
             ..Default::default()
         }],
         jobs: vec![JobSample {
+            sched_state: None,
+            sched_exit_code: None,
             job_id: "llm-70b".into(),
             scheduler: Scheduler::Slurm,
             world_size: Some(8),
@@ -71,7 +73,7 @@ fn good() -> NodeReport {
         }],
         events: vec![Event {
             ts_ms: 1_700_000_000_000,
-            class: "xid".into(),
+            class: faultline_proto::EventClass::Xid,
             severity: Severity::Critical,
             component: Some("gpu0".into()),
             xid: Some(79),
@@ -80,6 +82,7 @@ fn good() -> NodeReport {
         }],
         dropped: Dropped::default(),
         collector_errors: Default::default(),
+        expected_gpus: None,
     }
 }
 

@@ -2,7 +2,7 @@
 //! it does to the jobs that use it, the kernel/NVML events it emits, and the signals it puts in the
 //! reports of the node(s) it touches. Only the signals the catalog lists, plus consequences.
 
-use faultline_proto::{ComponentId, Event, EventSource, FaultClass, GpuState, Severity};
+use faultline_proto::{ComponentId, Event, EventClass, EventSource, FaultClass, GpuState, Severity};
 
 use crate::cluster::{Cluster, Job};
 use crate::noise::{self, what};
@@ -483,7 +483,7 @@ impl Fault {
                 };
                 out.push((n, gpu_ev(onset, self.p.xid, text, None)));
                 if self.p.xid != 94 {
-                    out.push((n, nvml_ecc_event(&dev, g, onset + 3, "ecc_dbe", 1)));
+                    out.push((n, nvml_ecc_event(&dev, g, onset + 3, EventClass::EccDbe, 1)));
                 }
             }
             K::GpuSramUncorrectable if in_win(onset) => {
@@ -512,7 +512,7 @@ impl Fault {
                 // NVML raises an event per corrected error; the agent coalesces them per window.
                 for t in recurring(ECC_COALESCE_MS) {
                     let count = (self.p.rate * ECC_COALESCE_MS as f64 / 1000.0).round().max(1.0) as u64;
-                    out.push((n, nvml_ecc_event(&dev, g, t + 7, "ecc_sbe", count)));
+                    out.push((n, nvml_ecc_event(&dev, g, t + 7, EventClass::EccSbe, count)));
                 }
             }
             K::GpuRowRemapFailure if in_win(onset) => {
@@ -543,7 +543,7 @@ impl Fault {
                         kmsg_event(
                             t,
                             boot,
-                            "pcie_aer_corrected",
+                            EventClass::PcieAerCorrected,
                             Severity::Info,
                             Some(format!("gpu{g}")),
                             Some(pci_device(&gs.bus_id[4..])),
@@ -585,7 +585,10 @@ impl Fault {
                     "Out of memory: Killed process {pid} (python) total-vm:{}kB, anon-rss:{rss_kb}kB, file-rss:0kB, shmem-rss:2097152kB, UID:1000 pgtables:3915520kB oom_score_adj:0",
                     rss_kb + 60_000_000
                 );
-                out.push((n, kmsg_event(onset, boot, "oom_kill", Severity::Warning, None, None, Some(pid), msg)));
+                out.push((
+                    n,
+                    kmsg_event(onset, boot, EventClass::OomKill, Severity::Warning, None, None, Some(pid), msg),
+                ));
             }
             K::HostMce => {
                 if in_win(onset) {
@@ -594,7 +597,7 @@ impl Fault {
                         kmsg_event(
                             onset,
                             boot,
-                            "mce",
+                            EventClass::Mce,
                             Severity::Warning,
                             None,
                             None,
@@ -608,7 +611,7 @@ impl Fault {
                     let msg = format!(
                         "EDAC MC0: 1 CE memory read error on CPU_SrcID#0_MC#0_Chan#2_DIMM#0 (channel:2 slot:0 page:0x{page:x} offset:0x0 grain:32 syndrome:0x0 -  err_code:0101:0092 socket:0 imc:0 rank:0 bg:1 ba:2 row:1a1e8 col:180)"
                     );
-                    out.push((n, kmsg_event(t, boot, "edac_ce", Severity::Info, None, None, None, msg)));
+                    out.push((n, kmsg_event(t, boot, EventClass::EdacCe, Severity::Info, None, None, None, msg)));
                 }
             }
             K::DiskFailure => {
@@ -622,7 +625,7 @@ impl Fault {
                         kmsg_event(
                             t,
                             boot,
-                            "io_error",
+                            EventClass::IoError,
                             Severity::Warning,
                             Some(format!("disk:{}", crate::cluster::naming::DISK)),
                             None,
@@ -638,7 +641,7 @@ impl Fault {
         // a GPU that fell off the bus answers nothing, so XID 79 comes from the kernel log alone.
         let nvml: Vec<(usize, Event)> = out
             .iter()
-            .filter(|(_, e)| e.source == EventSource::Kmsg && e.class == "xid" && e.xid != Some(79))
+            .filter(|(_, e)| e.source == EventSource::Kmsg && e.class == EventClass::Xid && e.xid != Some(79))
             .map(|(n, e)| (*n, nvml_xid_event(e)))
             .collect();
         out.extend(nvml);
@@ -859,7 +862,7 @@ fn kmsg_prefix(t: i64, boot_ms: i64) -> String {
 fn kmsg_event(
     t: i64,
     boot_ms: i64,
-    class: &str,
+    class: EventClass,
     severity: Severity,
     component: Option<String>,
     device: Option<String>,
@@ -869,7 +872,7 @@ fn kmsg_event(
     Event {
         ts_ms: t,
         source: EventSource::Kmsg,
-        class: class.to_string(),
+        class,
         severity,
         component,
         xid: None,
@@ -881,13 +884,9 @@ fn kmsg_event(
     }
 }
 
-/// Severity of an XID as the agent's catalog maps it (shared/data/xid-catalog.csv).
+/// Severity of an XID as the one catalog maps it (`faultline_proto::xid`).
 pub fn xid_severity(xid: u32) -> Severity {
-    match xid {
-        48 | 64 | 74 | 79 | 95 | 119 | 120 => Severity::Critical,
-        13 | 31 | 45 | 94 => Severity::Warning,
-        _ => Severity::Info,
-    }
+    faultline_proto::xid::severity(xid)
 }
 
 /// An XID event as the classifier emits it for a `NVRM: Xid (PCI:…): N, …` kernel line.
@@ -897,29 +896,23 @@ pub fn xid_event(dev: &str, gpu: u32, xid: u32, t: i64, boot_ms: i64, pid: Optio
         None => "pid='<unknown>', name=<unknown>".to_string(),
     };
     let line = format!("NVRM: Xid (PCI:{dev}): {xid}, {who}, {text}");
-    let mut e =
-        kmsg_event(t, boot_ms, "xid", xid_severity(xid), Some(format!("gpu{gpu}")), Some(dev.to_string()), pid, line);
+    let mut e = kmsg_event(
+        t,
+        boot_ms,
+        EventClass::Xid,
+        xid_severity(xid),
+        Some(format!("gpu{gpu}")),
+        Some(dev.to_string()),
+        pid,
+        line,
+    );
     e.xid = Some(xid);
     e
 }
 
-/// Short names of the XIDs the simulator emits (shared/data/xid-catalog.csv).
+/// The catalog name of an XID (`faultline_proto::xid`).
 fn xid_name(xid: u32) -> &'static str {
-    match xid {
-        13 => "Graphics Engine Exception",
-        31 => "GPU memory page fault",
-        43 => "GPU stopped processing",
-        48 => "Double Bit ECC Error",
-        64 => "GPU memory remapping failure",
-        74 => "NVLINK Error",
-        79 => "GPU has fallen off the bus",
-        92 => "High single-bit ECC error rate",
-        94 => "Contained memory error",
-        95 => "Uncontained memory error",
-        119 => "GSP RPC Timeout",
-        120 => "GSP Error",
-        _ => "",
-    }
+    faultline_proto::xid::lookup(xid).map_or("", |i| i.name.as_str())
 }
 
 /// The NVML event-set twin of a kernel XID line, a few ms later.
@@ -928,7 +921,7 @@ pub fn nvml_xid_event(k: &Event) -> Event {
     Event {
         ts_ms: k.ts_ms + 3,
         source: EventSource::Nvml,
-        class: "xid".into(),
+        class: EventClass::Xid,
         severity: k.severity,
         component: k.component.clone(),
         xid: k.xid,
@@ -941,8 +934,8 @@ pub fn nvml_xid_event(k: &Event) -> Event {
 }
 
 /// An NVML ECC event (`ecc_sbe` info, `ecc_dbe` critical), `count` coalesced.
-pub fn nvml_ecc_event(dev: &str, gpu: u32, t: i64, class: &str, count: u64) -> Event {
-    let (severity, what) = if class == "ecc_dbe" {
+pub fn nvml_ecc_event(dev: &str, gpu: u32, t: i64, class: EventClass, count: u64) -> Event {
+    let (severity, what) = if class == EventClass::EccDbe {
         (Severity::Critical, "double-bit (uncorrectable)")
     } else {
         (Severity::Info, "single-bit (corrected)")
@@ -950,7 +943,7 @@ pub fn nvml_ecc_event(dev: &str, gpu: u32, t: i64, class: &str, count: u64) -> E
     Event {
         ts_ms: t,
         source: EventSource::Nvml,
-        class: class.into(),
+        class,
         severity,
         component: Some(format!("gpu{gpu}")),
         xid: None,
@@ -967,7 +960,7 @@ fn agent_gpu_lost_event(dev: &str, gpu: u32, t: i64, uuid: &str) -> Event {
     Event {
         ts_ms: t,
         source: EventSource::Agent,
-        class: "gpu_lost".into(),
+        class: EventClass::GpuLost,
         severity: Severity::Critical,
         component: Some(format!("gpu{gpu}")),
         xid: None,
@@ -982,8 +975,11 @@ fn agent_gpu_lost_event(dev: &str, gpu: u32, t: i64, uuid: &str) -> Event {
 /// `mlx5_core 0000:19:00.0 mlx5_3: Port: 1 Link DOWN` / `Link ACTIVE`.
 pub fn nic_link_event(cluster: &Cluster, n: usize, k: u32, t: i64, boot_ms: i64, up: bool) -> Event {
     let nic = &cluster.nodes[n].nics[k as usize];
-    let (class, sev, word) =
-        if up { ("nic_link_up", Severity::Info, "ACTIVE") } else { ("nic_link_down", Severity::Critical, "DOWN") };
+    let (class, sev, word) = if up {
+        (EventClass::NicLinkUp, Severity::Info, "ACTIVE")
+    } else {
+        (EventClass::NicLinkDown, Severity::Critical, "DOWN")
+    };
     kmsg_event(
         t,
         boot_ms,

@@ -460,6 +460,9 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
             nvlinks: Vec::new(),
             processes,
             not_supported: vec!["retired_pages".to_string()],
+            clock_event_ns: Default::default(),
+            nvml_error: None,
+            pci_present: None,
         });
     }
 
@@ -480,6 +483,7 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
         events: Vec::new(),
         dropped: Default::default(),
         collector_errors: BTreeMap::new(),
+        expected_gpus: None,
     };
     let nics_n = spec.nics_per_node as usize;
     let mut ctx = ReportCtx {
@@ -535,7 +539,7 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
                     &node.gpus[g].kmsg_dev,
                     g as u32,
                     t.max(last + 1),
-                    "ecc_sbe",
+                    faultline_proto::EventClass::EccSbe,
                     1,
                 ));
             }
@@ -633,6 +637,8 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
         counters.insert("rx_bytes".to_string(), nd.c[C::PortRcvData as usize]);
         counters.insert("tx_bytes".to_string(), nd.c[C::PortXmitData as usize]);
         nics.push(NicSample {
+            fabric: Some(true),
+            saturated: Vec::new(),
             name: ns.name.clone(),
             kind: NicKind::Infiniband,
             netdev: Some(ns.netdev.clone()),
@@ -718,6 +724,7 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
         temps,
     });
     report.disks = vec![DiskSample {
+        write_bytes: None,
         device: naming::DISK.to_string(),
         mount: Some("/".to_string()),
         total_bytes: Some(DISK_BYTES),
@@ -768,6 +775,7 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
         }
         let compute = job.step_ms * cfrac * noise.jitter(what::COMPUTE, rkey, jd.step, 0.02) + job.step_ms * rh.extra;
         let progress = Progress {
+            loss_step: None,
             step: jd.step,
             last_progress_ms: w.epoch_ms + jd.last_progress_ms,
             step_time_ms: Some(round2(jd.last_step_ms * noise.jitter(what::STEP_JITTER, rkey, jd.step, 0.003))),
@@ -786,6 +794,7 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
             exit_code: if ended_ok { Some(0) } else { None },
         };
         let sample = RankSample {
+            io_write_bytes: None,
             rank: rk.rank,
             local_rank: Some(rk.local_rank),
             pid: Some(w.pid(rh.j, rh.r)),
@@ -802,6 +811,8 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
         match jobs.iter_mut().find(|s| s.job_id == job.id) {
             Some(s) => s.ranks.push(sample),
             None => jobs.push(JobSample {
+                sched_state: None,
+                sched_exit_code: None,
                 job_id: job.id.clone(),
                 scheduler: Scheduler::Slurm,
                 world_size: Some(job.ranks.len() as u32),

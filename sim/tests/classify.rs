@@ -138,13 +138,14 @@ fn the_agent_classifier_agrees_with_every_simulated_kernel_line() {
     assert!(xids.iter().any(|x| [13, 31, 43].contains(x)), "noise XIDs at noise 10: {xids:?}");
 
     // The NVML twins: an event per XID (but 79), ECC events, and the agent's own gpu_lost.
-    let nvml_xids = all.iter().filter(|e| e.source == EventSource::Nvml && e.class == "xid").count();
-    let kmsg_xids = events.iter().filter(|e| e.class == "xid" && e.xid != Some(79)).count();
+    let nvml_xids =
+        all.iter().filter(|e| e.source == EventSource::Nvml && e.class == faultline_proto::EventClass::Xid).count();
+    let kmsg_xids = events.iter().filter(|e| e.class == faultline_proto::EventClass::Xid && e.xid != Some(79)).count();
     assert_eq!(nvml_xids, kmsg_xids);
-    for c in ["ecc_sbe", "ecc_dbe"] {
+    for c in [faultline_proto::EventClass::EccSbe, faultline_proto::EventClass::EccDbe] {
         assert!(all.iter().any(|e| e.source == EventSource::Nvml && e.class == c), "no NVML {c}");
     }
-    assert!(all.iter().any(|e| e.source == EventSource::Agent && e.class == "gpu_lost"));
+    assert!(all.iter().any(|e| e.source == EventSource::Agent && e.class == faultline_proto::EventClass::GpuLost));
 
     let mut child = Command::new(agent_bin())
         .arg("classify-log")

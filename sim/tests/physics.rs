@@ -303,10 +303,10 @@ fn a_leaf_going_down_takes_every_nic_behind_it_in_the_same_second() {
         "[[fault]]\nkind = \"leaf_switch_down\"\ntarget = \"switch:leaf-01\"\nat_s = 300\nduration_s = 120\n",
     );
     let rs = reports(&src, 600);
-    let downs: Vec<(String, i64, String)> = rs
+    let downs: Vec<(String, i64, faultline_proto::EventClass)> = rs
         .iter()
-        .flat_map(|o| o.report.events.iter().map(move |e| (o.report.node.clone(), e.ts_ms, e.class.clone())))
-        .filter(|(_, _, c)| c == "nic_link_down")
+        .flat_map(|o| o.report.events.iter().map(move |e| (o.report.node.clone(), e.ts_ms, e.class)))
+        .filter(|(_, _, c)| *c == faultline_proto::EventClass::NicLinkDown)
         .collect();
     assert_eq!(downs.len(), 4 * 8, "every NIC of leaf-01's four nodes");
     assert!(downs.iter().all(|(n, _, _)| ["node-0004", "node-0005", "node-0006", "node-0007"].contains(&n.as_str())));
@@ -385,8 +385,12 @@ fn software_faults_have_no_hardware_signal() {
 fn oom_kills_a_rank_pid_and_fills_memory() {
     let src = cluster(0.0, "[[fault]]\nkind = \"host_oom\"\ntarget = \"node-0001\"\nat_s = 200\nduration_s = 100\n");
     let rs = reports(&src, 400);
-    let r = rs.iter().map(|o| &o.report).find(|r| r.events.iter().any(|e| e.class == "oom_kill")).unwrap();
-    let ev = r.events.iter().find(|e| e.class == "oom_kill").unwrap();
+    let r = rs
+        .iter()
+        .map(|o| &o.report)
+        .find(|r| r.events.iter().any(|e| e.class == faultline_proto::EventClass::OomKill))
+        .unwrap();
+    let ev = r.events.iter().find(|e| e.class == faultline_proto::EventClass::OomKill).unwrap();
     assert!(r.urgent);
     assert!(ev.message.contains(&format!("Out of memory: Killed process {} (python)", ev.pid.unwrap())));
     let killed = r.jobs[0].ranks.iter().find(|k| k.pid == ev.pid).expect("the killed pid is a rank's");

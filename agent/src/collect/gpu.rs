@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use faultline_proto::{
-    EccCounts, Event, EventSource, GpuProcess, GpuSample, GpuState, NodeReport, NvLinkSample, PcieLink, RetiredPages,
-    RowRemap, Severity,
+    EccCounts, Event, EventClass, EventSource, GpuProcess, GpuSample, GpuState, NodeReport, NvLinkSample, PcieLink,
+    RetiredPages, RowRemap, Severity,
 };
 use nvml_wrapper::Nvml;
 use nvml_wrapper::bitmasks::device::ThrottleReasons;
@@ -501,7 +501,7 @@ impl GpuCollector {
         let ev = Event {
             ts_ms: now_ms(),
             source: EventSource::Agent,
-            class: "gpu_lost".to_string(),
+            class: EventClass::GpuLost,
             severity: Severity::Critical,
             component: Some(format!("gpu{}", k.index)),
             device: k.pci_bus_id.as_deref().and_then(pci_key),
@@ -745,7 +745,7 @@ fn event_loop(
                     ..Default::default()
                 };
                 if data.event_type.contains(EventTypes::CRITICAL_XID_ERROR) {
-                    ev.class = "xid".to_string();
+                    ev.class = EventClass::Xid;
                     match data.event_data {
                         Some(XidError::Value(code)) => {
                             let code = u32::try_from(code).unwrap_or(u32::MAX);
@@ -768,11 +768,11 @@ fn event_loop(
                         }
                     }
                 } else if data.event_type.contains(EventTypes::DOUBLE_BIT_ECC_ERROR) {
-                    ev.class = "ecc_dbe".to_string();
+                    ev.class = EventClass::EccDbe;
                     ev.severity = Severity::Critical;
                     ev.message = "double-bit (uncorrectable) ECC error from NVML".to_string();
                 } else if data.event_type.contains(EventTypes::SINGLE_BIT_ECC_ERROR) {
-                    ev.class = "ecc_sbe".to_string();
+                    ev.class = EventClass::EccSbe;
                     ev.severity = Severity::Info;
                     ev.message = "single-bit (corrected) ECC error from NVML".to_string();
                 } else {

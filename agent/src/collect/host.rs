@@ -102,6 +102,7 @@ impl HostCollector {
                 total_bytes: Some(d.total_space()),
                 available_bytes: Some(d.available_space().min(d.total_space())),
                 read_only: d.is_read_only(),
+                write_bytes: None,
             };
             // A device mounted several times (bind mounts) is one disk: keep its shortest mount point.
             match by_device.get(&device) {

@@ -1112,6 +1112,7 @@ impl Collector for JobsCollector {
                 cpu_seconds: Some(st.ticks as f64 / self.clk_tck),
                 rss_bytes: Some(st.rss_pages.saturating_mul(self.page_size)),
                 exit_code,
+                io_write_bytes: None,
                 progress: None,
             };
             let key = (job.clone(), *rank);
@@ -1215,7 +1216,7 @@ impl Collector for JobsCollector {
                     ranks.truncate(MAX_RANKS_PER_JOB);
                     ranks.sort_by_key(|r| r.rank);
                 }
-                JobSample { job_id, scheduler, world_size, ranks }
+                JobSample { job_id, scheduler, world_size, sched_state: None, sched_exit_code: None, ranks }
             })
             .collect();
         if list.len() > MAX_JOBS {
@@ -1385,7 +1386,7 @@ fn exit_event(now: i64, job: &str, s: &RankSample, code: Option<i32>) -> Event {
     Event {
         ts_ms: now,
         source: EventSource::Agent,
-        class: "process_exit".into(),
+        class: faultline_proto::EventClass::ProcessExit,
         severity: if code == Some(0) { Severity::Info } else { Severity::Warning },
         // The exit concerns the rank, not its GPU: naming the GPU would read as GPU evidence.
         component: None,
@@ -1435,7 +1436,11 @@ mod tests {
         // The cycle the wake-up triggers reports the exit.
         let mut r = crate::collect::blank_report("n", 1, 1000);
         col.collect(&mut r).expect("collect");
-        assert!(r.events.iter().any(|e| e.class == "process_exit" && e.pid == Some(pid)), "{:#?}", r.events);
+        assert!(
+            r.events.iter().any(|e| e.class == faultline_proto::EventClass::ProcessExit && e.pid == Some(pid)),
+            "{:#?}",
+            r.events
+        );
     }
 
     #[test]

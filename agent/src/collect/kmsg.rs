@@ -30,7 +30,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// this long are the same fault and are not sent again.
 const MULTILINE_WINDOW: Duration = Duration::from_secs(2);
 
-type Key = (String, Option<u32>, Option<String>);
+type Key = (faultline_proto::EventClass, Option<u32>, Option<String>);
 
 /// Set once a watcher runs: the kernel log then is where XIDs are counted (see `gpu_metrics`).
 static WATCHING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -68,7 +68,7 @@ impl Coalescer {
     /// Offer an event. Returns what to send now: the event itself when it opens a window (plus the
     /// summary of an expired window of the same kind), nothing when it is a repeat being counted.
     pub fn offer(&mut self, ev: Event, now: Instant) -> Vec<Event> {
-        let key: Key = (ev.class.clone(), ev.xid, ev.component.clone());
+        let key: Key = (ev.class, ev.xid, ev.component.clone());
         let mut out = Vec::new();
         if let Some(o) = self.open.get_mut(&key) {
             if now.duration_since(o.started) < self.window {
@@ -194,7 +194,7 @@ impl LineHandler {
         let mut ev = Event {
             ts_ms: ts,
             source: EventSource::Kmsg,
-            class: c.class.as_str().to_string(),
+            class: c.class,
             severity: c.severity,
             component: component.clone(),
             xid: c.xid,
@@ -347,7 +347,7 @@ mod tests {
     fn ev(class: &str, xid: Option<u32>, comp: &str) -> Event {
         Event {
             ts_ms: 1,
-            class: class.to_string(),
+            class: faultline_proto::EventClass::parse(class).expect("a known event class"),
             xid,
             component: Some(comp.to_string()),
             count: 1,
@@ -409,7 +409,7 @@ mod tests {
         assert_eq!(evs[0].severity, Severity::Critical);
         assert_eq!(evs[1].caused_by_xid, Some(79), "XID 45 right after 79 is its consequence");
         assert_eq!(evs[2].component.as_deref(), Some("nic:mlx5_3"));
-        assert_eq!(evs[3].class, "gpu_fallen_off_bus");
+        assert_eq!(evs[3].class, faultline_proto::EventClass::GpuFallenOffBus);
         assert_eq!(evs[3].component.as_deref(), Some("gpu3"));
     }
 

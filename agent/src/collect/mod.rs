@@ -184,6 +184,7 @@ pub fn blank_report(node: &str, seq: u64, interval_ms: u64) -> NodeReport {
         events: Vec::new(),
         dropped: Default::default(),
         collector_errors: BTreeMap::new(),
+        expected_gpus: None,
     }
 }
 

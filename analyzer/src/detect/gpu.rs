@@ -6,7 +6,7 @@ use faultline_proto::{ComponentId, FaultClass};
 
 use super::{EVENT_HOLD_MS, SOFT_SAMPLES, Symptom, SymptomKind as K};
 use crate::state::GpuState;
-use crate::xid::{self, XidClass};
+use faultline_proto::xid::{self, XidClass};
 
 /// Application XIDs (13, 31, 43) on one GPU within this window, this many times, point at the GPU:
 /// one is an application bug, three in ten minutes on the same board is hardware (NVIDIA's XID 13/31
@@ -84,7 +84,7 @@ pub fn check(host: &str, idx: u32, g: &GpuState, peers: &GpuPeers, now: i64, out
                 if matches!(x.xid, 94 | 95) && g.sram_at.is_some_and(|t| t >= x.ts - EVENT_HOLD_MS) {
                     class = FaultClass::GpuSramUncorrectable;
                 }
-                let name = xid::info(x.xid).map(|i| i.category.as_str()).unwrap_or("unknown");
+                let name = xid::lookup(x.xid).map(|i| i.category.as_str()).unwrap_or("unknown");
                 let mut s = Symptom::new(
                     id.clone(),
                     K::XidFatal,

@@ -135,7 +135,12 @@ pub fn check(n: &NodeState, heartbeat_ms: i64, now: i64, out: &mut Vec<Symptom>)
             devs.insert(dev.clone(), (n.last_report_ms, format!("{dev} is full")));
         }
     }
-    for e in n.events.iter().filter(recent).filter(|e| e.class == "io_error" && e.component.is_none()) {
+    for e in n
+        .events
+        .iter()
+        .filter(recent)
+        .filter(|e| e.class == faultline_proto::EventClass::IoError && e.component.is_none())
+    {
         if let Some(dev) = device_in_message(&e.message) {
             devs.entry(dev.clone()).or_insert((e.ts, format!("kernel I/O error on {dev}")));
         }
@@ -183,7 +188,7 @@ mod tests {
         StoredEvent {
             ts: NOW - 1000,
             source: EventSource::Kmsg,
-            class: class.into(),
+            class: faultline_proto::EventClass::parse(class).expect("a known event class"),
             component: None,
             xid: None,
             pid,
