@@ -4,6 +4,7 @@
 //! **Architecture Invariant:** `proto` knows nothing of HTTP, SQLite or the agent's collectors.
 
 pub mod api;
+pub mod counters;
 pub mod event;
 pub mod id;
 pub mod incident;
