@@ -61,6 +61,11 @@ pub struct FileConfig {
     /// OpenTelemetry collector base URL (`http://otel-collector:4318`): metrics are also sent there as
     /// OTLP/HTTP protobuf to `<url>/v1/metrics` every interval. Default: none (no OTLP export).
     pub otlp_endpoint: Option<String>,
+    /// Which NICs are fabric NICs and which netdevs are reported (`[nics]`).
+    pub nics: faultline_agent::collect::fabric::NicsConfig,
+    /// How many GPUs this node should have; fewer in a report is a GPU missing. Default: the count
+    /// NVML showed at the agent's first start, persisted in the spool directory (`expected-gpus`).
+    pub expected_gpus: Option<u32>,
 }
 
 impl Default for FileConfig {
@@ -84,6 +89,8 @@ impl Default for FileConfig {
             progress_socket: None,
             jobs: Default::default(),
             otlp_endpoint: None,
+            nics: Default::default(),
+            expected_gpus: None,
         }
     }
 }
@@ -141,6 +148,9 @@ pub struct Settings {
     pub jobs: faultline_agent::collect::jobs::JobsConfig,
     /// OTLP/HTTP collector base URL; `None`: no OTLP export.
     pub otlp_endpoint: Option<String>,
+    pub nics: faultline_agent::collect::fabric::NicsConfig,
+    /// Configured expected GPU count; `None`: learned at the first start.
+    pub expected_gpus: Option<u32>,
 }
 
 impl Settings {
@@ -220,6 +230,8 @@ impl Settings {
                 ..file.jobs
             },
             otlp_endpoint,
+            nics: file.nics,
+            expected_gpus: file.expected_gpus,
         })
     }
 

@@ -186,7 +186,7 @@ struct Parts {
 /// The collectors in registry order: host, infiniband, net, gpu, jobs.
 fn registry(s: &Settings, parts: &Parts) -> Registry {
     let roots = Roots { sysfs: s.sysfs_root.clone(), procfs: s.procfs_root.clone() };
-    let mut reg = Registry::base(&roots);
+    let mut reg = Registry::base_with(&roots, &s.nics);
     if !s.no_gpu
         && let Some(gpu) =
             collect::gpu::GpuCollector::new(s.nvml_lib.as_deref(), parts.events.clone(), parts.pci.clone())

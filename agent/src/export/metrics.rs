@@ -201,8 +201,18 @@ fn nic_families(r: &NodeReport) -> Vec<Family<'_>> {
         "faultline_nic_counter",
         "Every raw NIC counter by its kernel name (IB data counters already in bytes).",
     );
+    let mut saturated = Family::gauge(
+        "faultline_nic_counter_saturated",
+        "1 for a NIC counter stuck at its hardware width's maximum (it no longer counts: its rate is unknown).",
+    );
+    let mut fabric =
+        Family::gauge("faultline_nic_fabric", "1 for a fabric NIC (training data plane), 0 for one reported as data only.");
     for n in &r.nics {
         let l = || vec![("nic", n.name.as_str())];
+        for c in &n.saturated {
+            saturated.u(vec![("nic", &n.name), ("counter", c)], Some(1));
+        }
+        fabric.u(l(), Some(u64::from(n.is_fabric())));
         let kind = match n.kind {
             NicKind::Infiniband => "infiniband",
             NicKind::Netdev => "netdev",
@@ -235,7 +245,7 @@ fn nic_families(r: &NodeReport) -> Vec<Family<'_>> {
             raw.u(vec![("nic", &n.name), ("counter", k)], Some(*v));
         }
     }
-    vec![info, up, carrier, changes, speed, mtu, rx, tx, rxp, txp, downed, symbol, rcv_err, xmit_wait, raw]
+    vec![info, up, carrier, changes, speed, mtu, rx, tx, rxp, txp, downed, symbol, rcv_err, xmit_wait, raw, saturated, fabric]
 }
 
 fn disk_families(r: &NodeReport) -> Vec<Family<'_>> {
@@ -325,6 +335,7 @@ mod tests {
             ib_state: Some("ACTIVE".into()),
             rate_gbps: Some(400.0),
             counters,
+            saturated: vec!["excessive_buffer_overrun_errors".into()],
             ..Default::default()
         });
         r.collector_errors.insert("infiniband".into(), 3);
@@ -348,6 +359,13 @@ mod tests {
             body.contains("faultline_nic_counter_total{nic=\"mlx5_0\",counter=\"link_downed\",Hostname=\"node-7\"} 2"),
             "{body}"
         );
+        assert!(
+            body.contains(
+                "faultline_nic_counter_saturated{nic=\"mlx5_0\",counter=\"excessive_buffer_overrun_errors\",Hostname=\"node-7\"} 1"
+            ),
+            "{body}"
+        );
+        assert!(body.contains("faultline_nic_fabric{nic=\"mlx5_0\",Hostname=\"node-7\"} 1"), "{body}");
         assert!(
             body.contains("faultline_agent_collector_errors_total{collector=\"infiniband\",Hostname=\"node-7\"} 3"),
             "{body}"
