@@ -234,7 +234,7 @@ fn progress_for_made_up_jobs_cannot_push_a_live_job_out_of_the_report() {
         ticks: 5,
         exit_status: 0,
         cgroup: "/user.slice",
-        environ: Some("SLURM_JOB_ID=zzz-live SLURM_PROCID=0"),
+        environ: Some("SLURM_JOB_ID=zzz-live SLURM_PROCID=0 SLURM_STEP_ID=0"),
     };
     write_proc(root, &live);
     let store = ProgressStore::new();
@@ -302,8 +302,8 @@ fn environ_is_read_once_per_process_and_again_after_exec_or_pid_reuse() {
     // The environment block's content changes, but no exec happened (same stat): the identity read
     // while the process started stands (a process overwriting its own environ, as setproctitle does,
     // does not change what it is).
-    std::fs::write(d600.join("environ"), "SLURM_JOB_ID=88\0SLURM_PROCID=1\0").unwrap();
-    std::fs::write(d500.join("environ"), "SLURM_JOB_ID=88\0SLURM_PROCID=2\0").unwrap();
+    std::fs::write(d600.join("environ"), "SLURM_JOB_ID=88\0SLURM_PROCID=1\0SLURM_STEP_ID=0\0").unwrap();
+    std::fs::write(d500.join("environ"), "SLURM_JOB_ID=88\0SLURM_PROCID=2\0SLURM_STEP_ID=0\0").unwrap();
     let mut r = report(T0 + 1000);
     c.collect(&mut r).unwrap();
     assert!(r.jobs.is_empty(), "{:?}", r.jobs);
@@ -319,7 +319,7 @@ fn environ_is_read_once_per_process_and_again_after_exec_or_pid_reuse() {
     let fresh = root.join("500.new");
     std::fs::create_dir_all(&fresh).unwrap();
     std::fs::write(fresh.join("cgroup"), "0::/user.slice\n").unwrap();
-    std::fs::write(fresh.join("environ"), "SLURM_JOB_ID=88\0SLURM_PROCID=0\0").unwrap();
+    std::fs::write(fresh.join("environ"), "SLURM_JOB_ID=88\0SLURM_PROCID=0\0SLURM_STEP_ID=0\0").unwrap();
     write_stat_exec(&fresh, 500, 1, 5000, 0x7ffd_0000_2000);
     std::fs::remove_dir_all(&d500).unwrap();
     std::fs::rename(&fresh, &d500).unwrap();

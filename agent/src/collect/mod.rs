@@ -9,6 +9,7 @@ pub mod infiniband;
 pub mod jobs;
 pub mod kmsg;
 pub mod net;
+pub mod sched;
 
 use std::collections::{BTreeMap, HashSet};
 use std::io;
