@@ -918,6 +918,12 @@ fn read_capped(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// `write_bytes` of `<procfs>/<pid>/io`: bytes this process caused to be sent to storage.
+fn io_write_bytes(procfs: &Path, pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(procfs.join(pid.to_string()).join("io")).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("write_bytes:")).and_then(|v| v.trim().parse().ok())
+}
+
 /// The `cpu` line of `/proc/stat`: (busy, total) ticks of all CPUs. Busy is all but idle and iowait,
 /// as in the host collector's CPU utilisation.
 fn cpu_ticks(procfs: &Path, buf: &mut Vec<u8>) -> Option<(u64, u64)> {
@@ -1106,6 +1112,19 @@ impl Collector for JobsCollector {
                 tree_gpus.entry(*root).or_default().extend(gpus);
             }
         }
+        // Bytes written to storage per rank: `/proc/<pid>/io` over the rank's process tree (a checkpoint
+        // written by a helper process counts). Unreadable (another user's process without privilege):
+        // unknown. The sum dips when a helper exits, which a rate reader sees as a reset.
+        let roots: HashSet<u32> = rank_root.values().copied().collect();
+        let mut tree_io: HashMap<u32, u64> = HashMap::new();
+        for (pid, root) in &owner {
+            if let Some(root) = root
+                && roots.contains(root)
+                && let Some(w) = io_write_bytes(&self.procfs, *pid)
+            {
+                *tree_io.entry(*root).or_default() += w;
+            }
+        }
         drop(owner);
         for (pid, h) in hot {
             if let Some(t) = self.procs.get_mut(&pid) {
@@ -1142,7 +1161,7 @@ impl Collector for JobsCollector {
                 cpu_seconds: Some(st.ticks as f64 / self.clk_tck),
                 rss_bytes: Some(st.rss_pages.saturating_mul(self.page_size)),
                 exit_code,
-                io_write_bytes: None,
+                io_write_bytes: tree_io.get(pid).copied(),
                 progress: None,
             };
             let key = (job.clone(), *rank);
