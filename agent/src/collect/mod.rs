@@ -8,6 +8,7 @@ pub mod host;
 pub mod infiniband;
 pub mod jobs;
 pub mod kmsg;
+pub mod kmsg_record;
 pub mod net;
 pub mod sched;
 
