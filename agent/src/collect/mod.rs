@@ -4,6 +4,7 @@
 pub mod ethtool;
 pub mod fabric;
 pub mod gpu;
+pub mod gpu_health;
 pub mod host;
 pub mod infiniband;
 pub mod jobs;
