@@ -90,7 +90,12 @@ impl Collector for NodeMetrics {
         let report = guard.as_ref();
         let host = report.map(|r| r.node.as_str()).unwrap_or(&self.node);
         if let Some(r) = report {
-            for f in host_families(r).into_iter().chain(nic_families(r)).chain(disk_families(r)) {
+            let mut expected = Family::gauge(
+                "faultline_node_expected_gpus",
+                "GPUs this node should have (configured, or counted at the agent's first start).",
+            );
+            expected.u(vec![], r.expected_gpus.map(u64::from));
+            for f in host_families(r).into_iter().chain(nic_families(r)).chain(disk_families(r)).chain([expected]) {
                 f.encode(&mut enc, host)?;
             }
         }
@@ -253,13 +258,15 @@ fn disk_families(r: &NodeReport) -> Vec<Family<'_>> {
     let mut avail =
         Family::gauge("faultline_disk_available_bytes", "File system space available to unprivileged users.");
     let mut ro = Family::gauge("faultline_disk_read_only", "1 when the file system is mounted read-only.");
+    let mut written = Family::counter("faultline_disk_written_bytes", "Bytes written to the device since boot.");
     for d in &r.disks {
         let l = || vec![("disk", d.device.as_str()), ("mount", d.mount.as_deref().unwrap_or(""))];
         total.u(l(), d.total_bytes);
         avail.u(l(), d.available_bytes);
         ro.u(l(), Some(u64::from(d.read_only)));
+        written.u(l(), d.write_bytes);
     }
-    vec![total, avail, ro]
+    vec![total, avail, ro, written]
 }
 
 fn agent_families<'a>(r: Option<&'a NodeReport>, s: &AgentStats) -> Vec<Family<'a>> {
