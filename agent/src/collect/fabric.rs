@@ -114,11 +114,15 @@ pub fn glob_match(p: &[u8], s: &[u8]) -> bool {
     p[pi..].iter().all(|&c| c == b'*')
 }
 
-/// Netdevs holding a default route (IPv4 `/proc/net/route`, IPv6 `/proc/net/ipv6_route`): the
-/// management NIC(s). Unreadable files give an empty set.
+/// Netdevs holding a default route (IPv4 `net/route`, IPv6 `net/ipv6_route`): the management NIC(s).
+/// Read in the host's network namespace where it can be seen (`<procfs>/1/net`, the init process's,
+/// which is the host's when the agent runs in a container with the host's PID namespace), else in
+/// the agent's own (`<procfs>/net`). Unreadable files give an empty set.
 pub fn default_route_netdevs(procfs: &Path) -> BTreeSet<String> {
+    let host = procfs.join("1/net");
+    let net = if host.join("route").exists() { host } else { procfs.join("net") };
     let mut out = BTreeSet::new();
-    if let Ok(text) = std::fs::read_to_string(procfs.join("net/route")) {
+    if let Ok(text) = std::fs::read_to_string(net.join("route")) {
         // Iface Destination Gateway Flags RefCnt Use Metric Mask ...
         for line in text.lines().skip(1) {
             let f: Vec<&str> = line.split_whitespace().collect();
@@ -127,7 +131,7 @@ pub fn default_route_netdevs(procfs: &Path) -> BTreeSet<String> {
             }
         }
     }
-    if let Ok(text) = std::fs::read_to_string(procfs.join("net/ipv6_route")) {
+    if let Ok(text) = std::fs::read_to_string(net.join("ipv6_route")) {
         // dest dest_plen src src_plen next_hop metric refcnt use flags iface
         for line in text.lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
@@ -195,5 +199,9 @@ mod tests {
         .unwrap();
         let set = default_route_netdevs(dir.path());
         assert_eq!(set.into_iter().collect::<Vec<_>>(), vec!["eno1".to_string(), "eno2".to_string()]);
+        // In a container with the host's PID namespace, init's view (the host's) wins over its own.
+        std::fs::create_dir_all(dir.path().join("1/net")).unwrap();
+        std::fs::write(dir.path().join("1/net/route"), "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\nbond0\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\n").unwrap();
+        assert_eq!(default_route_netdevs(dir.path()).into_iter().collect::<Vec<_>>(), vec!["bond0".to_string()]);
     }
 }
