@@ -337,6 +337,27 @@ mod tests {
     }
 
     #[test]
+    fn nics_scheduler_and_expected_gpus_come_from_the_file() {
+        let file: FileConfig = toml::from_str(
+            "expected_gpus = 8\n[nics]\nfabric_include = [\"ens1f*\"]\ncollect_nonfabric_netdevs = true\n\
+             [jobs.scheduler]\nscontrol = \"/opt/slurm/bin/scontrol\"\nkubelet_pods = \"/run/pods.json\"\n",
+        )
+        .unwrap();
+        let s = Settings::build(file, Overrides::default()).unwrap();
+        assert_eq!(s.expected_gpus, Some(8));
+        assert_eq!(s.nics.fabric_include, vec!["ens1f*".to_string()]);
+        assert!(s.nics.collect_nonfabric_netdevs);
+        assert!(s.nics.netdev_excluded("docker0"), "defaults kept for keys not given");
+        assert_eq!(s.jobs.scheduler.scontrol, PathBuf::from("/opt/slurm/bin/scontrol"));
+        assert_eq!(s.jobs.scheduler.kubelet_pods.as_deref(), Some("/run/pods.json"));
+        assert!(s.jobs.scheduler.slurm);
+        assert!(toml::from_str::<FileConfig>("[nics]\nfabric = true\n").is_err());
+        assert!(toml::from_str::<FileConfig>("[jobs.scheduler]\nslurmm = true\n").is_err());
+        let d = Settings::build(FileConfig::default(), Overrides::default()).unwrap();
+        assert_eq!((d.expected_gpus, d.nics.collect_nonfabric_netdevs), (None, false));
+    }
+
+    #[test]
     fn otlp_endpoint_from_file_or_flag_must_be_a_url() {
         let file: FileConfig = toml::from_str("otlp_endpoint = \"http://collector:4318\"\n").unwrap();
         let s = Settings::build(file.clone(), Overrides::default()).unwrap();

@@ -55,7 +55,10 @@ fn a_gpu_answering_unknown_error_is_reported_with_its_pci_presence() {
     assert_eq!((g0.state, g0.nvml_error.as_deref(), g0.pci_present), (GpuState::Ok, Some("Unknown Error"), Some(true)));
     assert_eq!(g0.pci_bus_id.as_deref(), Some("00000000:18:00.0"), "identity kept from when it answered");
     let g1 = &r.gpus[1];
-    assert_eq!((g1.state, g1.nvml_error.as_deref(), g1.pci_present), (GpuState::Ok, Some("Unknown Error"), Some(false)));
+    assert_eq!(
+        (g1.state, g1.nvml_error.as_deref(), g1.pci_present),
+        (GpuState::Ok, Some("Unknown Error"), Some(false))
+    );
     assert_eq!(g1.uuid, r.gpus[1].uuid);
     assert!(!g1.uuid.is_empty(), "identity kept from when it answered");
     assert_eq!((r.gpus[2].nvml_error.as_deref(), r.gpus[2].pci_present), (None, None));

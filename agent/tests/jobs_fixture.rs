@@ -336,7 +336,9 @@ fn a_ranks_io_write_bytes_sum_its_process_tree_and_unreadable_is_unknown() {
         write_proc(root, p);
     }
     write_totals(root, 5_000, 5_000);
-    let io = |w: u64| format!("rchar: 1\nwchar: 2\nsyscr: 3\nsyscw: 4\nread_bytes: 5\nwrite_bytes: {w}\ncancelled_write_bytes: 0\n");
+    let io = |w: u64| {
+        format!("rchar: 1\nwchar: 2\nsyscr: 3\nsyscw: 4\nread_bytes: 5\nwrite_bytes: {w}\ncancelled_write_bytes: 0\n")
+    };
     // Rank on GPU 2 (pid 200) wrote 4 GiB of checkpoint; its data loader (201) 1 MiB; pid 300 has no
     // readable io file.
     std::fs::write(root.join("200/io"), io(4 << 30)).unwrap();

@@ -22,7 +22,9 @@ const DEADLINE: Duration = Duration::from_secs(60);
 fn node_seq(url: &str) -> Option<u64> {
     let nodes = get_json(&format!("{url}/api/v1/nodes"), Some(TOKEN))?;
     let list = nodes.as_array().cloned().or_else(|| nodes["nodes"].as_array().cloned())?;
-    list.iter().find(|n| n["node"] == NODE || n["name"] == NODE).and_then(|n| n["last_seq"].as_u64().or(n["seq"].as_u64()))
+    list.iter()
+        .find(|n| n["node"] == NODE || n["name"] == NODE)
+        .and_then(|n| n["last_seq"].as_u64().or(n["seq"].as_u64()))
 }
 
 fn ticks(url: &str) -> u64 {

@@ -8,6 +8,7 @@
 //! 2. A task that exits 0: `completed`, 0.
 
 #[path = "notify_support/mod.rs"]
+#[allow(unused_imports)] // the report builder it re-exports is not used here
 mod notify_support;
 #[path = "slurm_support/mod.rs"]
 mod slurm_support;

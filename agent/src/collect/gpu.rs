@@ -213,8 +213,7 @@ fn poll_device(nvml: &Nvml, index: u32, memory: &NotSupportedMemory) -> (GpuSamp
             return (s, Vec::new());
         }
     };
-    let mut p =
-        Poll { not_supported: BTreeSet::new(), lost: false, hung: false, nvml_error: None, errors: Vec::new() };
+    let mut p = Poll { not_supported: BTreeSet::new(), lost: false, hung: false, nvml_error: None, errors: Vec::new() };
 
     let uuid = p.q("uuid", || dev.uuid());
     if let Some(u) = &uuid {

@@ -120,7 +120,9 @@ impl ExpectedGpus {
                 let tmp = f.with_extension("tmp");
                 let written = std::fs::write(&tmp, format!("{n}\n")).and_then(|()| std::fs::rename(&tmp, f));
                 match written {
-                    Ok(()) => tracing::info!(gpus = n, file = %f.display(), "expected GPU count learned at first start"),
+                    Ok(()) => {
+                        tracing::info!(gpus = n, file = %f.display(), "expected GPU count learned at first start")
+                    }
                     Err(e) => tracing::warn!(error = %e, file = %f.display(), "cannot keep the expected GPU count"),
                 }
             }

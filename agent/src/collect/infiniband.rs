@@ -205,7 +205,12 @@ fn read_port(ddir: &Path, dev: &str, port: u32, watch: &mut CounterWatch, errs: 
 
 /// Add the wanted `ethtool -S` statistics of the netdev behind a RoCE port to its counters (an
 /// existing sysfs counter of the same name wins).
-pub fn add_ethtool_stats(nic: &mut NicSample, cfg: &NicsConfig, watch: &mut CounterWatch, errs: &mut Vec<CollectError>) {
+pub fn add_ethtool_stats(
+    nic: &mut NicSample,
+    cfg: &NicsConfig,
+    watch: &mut CounterWatch,
+    errs: &mut Vec<CollectError>,
+) {
     let Some(netdev) = nic.netdev.clone().or_else(|| (nic.kind == NicKind::Netdev).then(|| nic.name.clone())) else {
         return;
     };

@@ -1294,7 +1294,7 @@ impl Collector for JobsCollector {
             let known = sw.update(wanted);
             for j in &mut list {
                 if let Some(s) = known.get(&j.job_id) {
-                    apply_sched(j, *s);
+                    super::sched::apply(j, *s);
                 }
             }
         }
@@ -1305,22 +1305,6 @@ impl Collector for JobsCollector {
         report.jobs = list;
         report.dropped.progress = self.progress.dropped();
         Ok(())
-    }
-}
-
-/// Put what the scheduler said on a job. A rank's exit code comes from the scheduler only where the
-/// scheduler's answer is that rank's: a job of one rank whose process is gone and whose code is not
-/// known otherwise.
-pub(crate) fn apply_sched(j: &mut JobSample, s: super::sched::SchedStatus) {
-    j.sched_state = Some(s.state);
-    j.sched_exit_code = s.exit_code;
-    let single = j.ranks.len() == 1 && j.world_size.unwrap_or(1) <= 1;
-    if single
-        && let Some(r) = j.ranks.first_mut()
-        && r.exit_code.is_none()
-        && matches!(r.state, ProcState::Exited | ProcState::Unknown)
-    {
-        r.exit_code = s.exit_code;
     }
 }
 

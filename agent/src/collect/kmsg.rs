@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use faultline_proto::{Event, EventSource};
 
 use crate::classify::{Class, Classification, classify};
-use crate::collect::kmsg_record::{Cursor, Record, boot_wall_ms, parse_record, record_ms};
 use crate::collect::PciMap;
+use crate::collect::kmsg_record::{Cursor, Record, boot_wall_ms, parse_record, record_ms};
 use crate::events::EventQueue;
 use crate::xid::XidTracker;
 

@@ -37,7 +37,7 @@ pub fn boot_wall_ms() -> i64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: a valid out-pointer for clock_gettime.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    let mono_ms = ts.tv_sec as i64 * 1000 + ts.tv_nsec as i64 / 1_000_000;
+    let mono_ms = ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000;
     crate::collect::now_ms() - mono_ms
 }
 
@@ -61,13 +61,10 @@ impl Cursor {
     pub fn load(state_dir: Option<&Path>, boot_id_file: &Path) -> Cursor {
         let boot_id = std::fs::read_to_string(boot_id_file).map(|s| s.trim().to_string()).unwrap_or_default();
         let path = state_dir.map(|d| d.join("kmsg-seq"));
-        let last = path
-            .as_ref()
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .and_then(|text| {
-                let (id, seq) = text.trim().split_once(' ')?;
-                (id == boot_id && !boot_id.is_empty()).then(|| seq.trim().parse().ok()).flatten()
-            });
+        let last = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).and_then(|text| {
+            let (id, seq) = text.trim().split_once(' ')?;
+            (id == boot_id && !boot_id.is_empty()).then(|| seq.trim().parse().ok()).flatten()
+        });
         Cursor { path, boot_id, last, saved: last }
     }
 

@@ -284,7 +284,12 @@ mod tests {
 
     fn run(dir: &Path, cfg: NicsConfig) -> Vec<(String, Option<bool>)> {
         let mut r = crate::collect::blank_report("n", 1, 1000);
-        r.nics.push(NicSample { name: "mlx5_0".into(), netdev: Some("ib0".into()), fabric: Some(true), ..Default::default() });
+        r.nics.push(NicSample {
+            name: "mlx5_0".into(),
+            netdev: Some("ib0".into()),
+            fabric: Some(true),
+            ..Default::default()
+        });
         let mut c = NetCollector::new(dir.to_path_buf()).with_config(cfg, dir.join("proc"));
         c.collect(&mut r).unwrap();
         r.nics.into_iter().map(|n| (n.name, n.fabric)).collect()

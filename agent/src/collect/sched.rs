@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use faultline_proto::{SchedState, Scheduler};
+use faultline_proto::{JobSample, ProcState, SchedState, Scheduler};
 use serde::Deserialize;
 
 use crate::events::EventQueue;
@@ -313,6 +313,22 @@ fn fetch_pods(cfg: &SchedConfig, source: &str, timeout: Duration) -> Result<Stri
     resp.text().map_err(|e| format!("{source}: {e}"))
 }
 
+/// Put what the scheduler said on a job. A rank's exit code comes from the scheduler only where the
+/// scheduler's answer is that rank's: a job of one rank whose process is gone and whose code is not
+/// known otherwise.
+pub fn apply(j: &mut JobSample, s: SchedStatus) {
+    j.sched_state = Some(s.state);
+    j.sched_exit_code = s.exit_code;
+    let single = j.ranks.len() == 1 && j.world_size.unwrap_or(1) <= 1;
+    if single
+        && let Some(r) = j.ranks.first_mut()
+        && r.exit_code.is_none()
+        && matches!(r.state, ProcState::Exited | ProcState::Unknown)
+    {
+        r.exit_code = s.exit_code;
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------
 // The query thread
 
@@ -461,10 +477,7 @@ mod tests {
         let failed = "JobId=17 JobName=train UserId=root(0) GroupId=root(0) MCS_label=N/A Priority=1 Nice=0 \
                       Account=(null) QOS=(null) JobState=FAILED Reason=NonZeroExitCode Dependency=(null) \
                       Requeue=1 Restarts=0 BatchFlag=1 Reboot=0 ExitCode=1:0 RunTime=00:00:02";
-        assert_eq!(
-            parse_scontrol(failed, "17"),
-            Some(SchedStatus { state: SchedState::Failed, exit_code: Some(1) })
-        );
+        assert_eq!(parse_scontrol(failed, "17"), Some(SchedStatus { state: SchedState::Failed, exit_code: Some(1) }));
         assert_eq!(parse_scontrol(failed, "18"), None, "another job's line");
         let killed = "JobId=9 JobState=CANCELLED Reason=None ExitCode=0:15";
         assert_eq!(parse_scontrol(killed, "9").unwrap().exit_code, Some(-15));
@@ -505,6 +518,31 @@ mod tests {
         assert_eq!(get("3c4d5e6f-7081-4cad-9e2f-3a4b5c6d7e8f").unwrap().state, SchedState::OutOfMemory);
         assert_eq!(get("3c4d5e6f-7081-4cad-9e2f-3a4b5c6d7e8f").unwrap().exit_code, Some(137));
         assert!(parse_pod_list("not json").is_err());
+    }
+
+    #[test]
+    fn a_single_ranks_exit_code_comes_from_the_scheduler_only_when_unambiguous() {
+        let rank = |state| faultline_proto::RankSample { rank: 0, state, ..Default::default() };
+        let failed = SchedStatus { state: SchedState::Failed, exit_code: Some(1) };
+        let mut j = JobSample {
+            job_id: "7".into(),
+            world_size: Some(1),
+            ranks: vec![rank(ProcState::Exited)],
+            ..Default::default()
+        };
+        apply(&mut j, failed);
+        assert_eq!(
+            (j.sched_state, j.sched_exit_code, j.ranks[0].exit_code),
+            (Some(SchedState::Failed), Some(1), Some(1))
+        );
+        // Several ranks: the job's code is not any one rank's.
+        let mut j = JobSample { world_size: Some(16), ranks: vec![rank(ProcState::Exited)], ..Default::default() };
+        apply(&mut j, failed);
+        assert_eq!((j.sched_exit_code, j.ranks[0].exit_code), (Some(1), None));
+        // A rank still running keeps no exit code.
+        let mut j = JobSample { world_size: Some(1), ranks: vec![rank(ProcState::Running)], ..Default::default() };
+        apply(&mut j, failed);
+        assert_eq!(j.ranks[0].exit_code, None);
     }
 
     #[test]

@@ -210,8 +210,10 @@ fn nic_families(r: &NodeReport) -> Vec<Family<'_>> {
         "faultline_nic_counter_saturated",
         "1 for a NIC counter stuck at its hardware width's maximum (it no longer counts: its rate is unknown).",
     );
-    let mut fabric =
-        Family::gauge("faultline_nic_fabric", "1 for a fabric NIC (training data plane), 0 for one reported as data only.");
+    let mut fabric = Family::gauge(
+        "faultline_nic_fabric",
+        "1 for a fabric NIC (training data plane), 0 for one reported as data only.",
+    );
     for n in &r.nics {
         let l = || vec![("nic", n.name.as_str())];
         for c in &n.saturated {
@@ -250,7 +252,10 @@ fn nic_families(r: &NodeReport) -> Vec<Family<'_>> {
             raw.u(vec![("nic", &n.name), ("counter", k)], Some(*v));
         }
     }
-    vec![info, up, carrier, changes, speed, mtu, rx, tx, rxp, txp, downed, symbol, rcv_err, xmit_wait, raw, saturated, fabric]
+    vec![
+        info, up, carrier, changes, speed, mtu, rx, tx, rxp, txp, downed, symbol, rcv_err, xmit_wait, raw, saturated,
+        fabric,
+    ]
 }
 
 fn disk_families(r: &NodeReport) -> Vec<Family<'_>> {

@@ -32,7 +32,9 @@ pub fn programs(test: &str) -> Option<Programs> {
             .or_else(|| ["/usr/sbin", "/usr/bin", "/sbin"].iter().map(|d| Path::new(d).join(p)).find(|c| c.is_file()))
     });
     let [Some(munged), Some(slurmctld), Some(slurmd), Some(scontrol), Some(sbatch), Some(sacct)] = found else {
-        eprintln!("NOT RUN: {test} needs munged, slurmctld, slurmd, scontrol, sbatch and sacct (scripts/install-test-deps.sh)");
+        eprintln!(
+            "NOT RUN: {test} needs munged, slurmctld, slurmd, scontrol, sbatch and sacct (scripts/install-test-deps.sh)"
+        );
         return None;
     };
     Some(Programs { munged, slurmctld, slurmd, scontrol, sbatch, sacct })
