@@ -557,6 +557,36 @@ mod tests {
         assert_eq!(combine_pods(&[]), None);
     }
 
+    /// The query thread reading a kubelet pod list from a file: a job whose two pods on this node
+    /// are one failed (exit 1) and one still running is failed with code 1.
+    #[test]
+    fn the_query_thread_reads_pod_status_from_the_kubelet_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let pods = dir.path().join("pods.json");
+        std::fs::write(&pods, PODS).unwrap();
+        let cfg = SchedConfig { kubelet_pods: Some(pods.display().to_string()), slurm: false, ..Default::default() };
+        let w = SchedWatch::spawn(cfg, None).unwrap();
+        let wanted = || {
+            let mut m = BTreeMap::new();
+            let pods: BTreeSet<String> =
+                ["0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f1", "1a2b3c4d-5e6f-4a8b-9c0d-1e2f3a4b5c6d"]
+                    .map(String::from)
+                    .into();
+            m.insert("llm-train".to_string(), Wanted { scheduler: Scheduler::Kubernetes, pods, ending: true });
+            let pods: BTreeSet<String> = ["4d5e6f70-8192-4dbe-8f30-4b5c6d7e8f90".to_string()].into();
+            m.insert("queued".to_string(), Wanted { scheduler: Scheduler::Kubernetes, pods, ending: false });
+            m
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut got = BTreeMap::new();
+        while Instant::now() < deadline && got.len() < 2 {
+            got = w.update(wanted());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(got.get("llm-train"), Some(&SchedStatus { state: SchedState::Failed, exit_code: Some(1) }));
+        assert_eq!(got.get("queued"), Some(&SchedStatus { state: SchedState::Pending, exit_code: None }));
+    }
+
     /// The query thread against a stand-in `scontrol` (a shell script printing a fixed line).
     #[test]
     fn the_query_thread_learns_a_slurm_jobs_end() {
