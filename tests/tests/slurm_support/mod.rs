@@ -1,6 +1,7 @@
-//! A private one-node Slurm on loopback for end-to-end tests: its own munged (generated key, own
-//! socket), slurmctld and slurmd, all killed when the value is dropped. Jobs run for real (as the
-//! test's user, `proctrack/pgid`, no accounting).
+//! A private Slurm on loopback for end-to-end tests: its own munged (generated key, own socket),
+//! slurmctld and one slurmd that answers for every node `node-0000`, `node-0001`, …, all killed when
+//! the value is dropped. Jobs run for real on `node-0000` (as the test's user, `proctrack/pgid`, no
+//! accounting).
 
 #![allow(dead_code)]
 
@@ -40,16 +41,28 @@ pub fn programs(test: &str) -> Option<Programs> {
     Some(Programs { munged, slurmctld, slurmd, scontrol, sbatch, sacct })
 }
 
+/// Slurm's name of node `i`.
+pub fn node(i: usize) -> String {
+    format!("node-{i:04}")
+}
+
 pub struct Slurm {
     pub conf: PathBuf,
     pub scontrol: PathBuf,
     pub sbatch: PathBuf,
+    /// The node jobs run on (`node-0000`).
     pub node: String,
     _daemons: Vec<Proc>,
 }
 
 impl Slurm {
+    /// One node, `node-0000`.
     pub fn start(p: &Programs, dir: &Path) -> Slurm {
+        Slurm::start_nodes(p, dir, 1)
+    }
+
+    /// `nodes` nodes, all IDLE when this returns.
+    pub fn start_nodes(p: &Programs, dir: &Path, nodes: usize) -> Slurm {
         let munge_dir = dir.join("munge");
         std::fs::create_dir_all(&munge_dir).unwrap();
         std::fs::set_permissions(&munge_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -75,8 +88,8 @@ impl Slurm {
         for d in ["state", "spool", "log", "out"] {
             std::fs::create_dir_all(dir.join(d)).unwrap();
         }
-        let node = "node-0000".to_string();
-        std::fs::create_dir_all(dir.join("spool").join(&node)).unwrap();
+        let first = node(0);
+        std::fs::create_dir_all(dir.join("spool").join(&first)).unwrap();
         let d = dir.display();
         let conf = dir.join("slurm.conf");
         std::fs::write(
@@ -105,31 +118,62 @@ impl Slurm {
                  AccountingStorageType=accounting_storage/none\n\
                  ReturnToService=2\n\
                  SlurmdTimeout=300\n\
-                 NodeName={node} NodeHostname=localhost NodeAddr=127.0.0.1 CPUs=1 RealMemory=100 State=UNKNOWN\n\
+                 NodeName=node-[0000-{last:04}] NodeHostname=localhost NodeAddr=127.0.0.1 CPUs=1 RealMemory=100 State=UNKNOWN\n\
                  PartitionName=main Nodes=ALL Default=YES State=UP\n",
                 socket = socket.display(),
                 user = user.trim(),
+                last = nodes.max(1) - 1,
             ),
         )
         .unwrap();
         let mut ctld = Command::new(&p.slurmctld);
         ctld.arg("-D").arg("-f").arg(&conf).env("SLURM_CONF", &conf);
         let slurmctld = Proc::spawn_plain(ctld);
+        // One slurmd answers for every node: they share NodeHostname and port, so the controller's
+        // pings to any of them reach it, and all come up IDLE.
         let mut sd = Command::new(&p.slurmd);
-        sd.arg("-D").arg("-N").arg(&node).arg("-f").arg(&conf).env("SLURM_CONF", &conf);
+        sd.arg("-D").arg("-N").arg(&first).arg("-f").arg(&conf).env("SLURM_CONF", &conf);
         let slurmd = Proc::spawn_plain(sd);
         let s = Slurm {
             conf,
             scontrol: p.scontrol.clone(),
             sbatch: p.sbatch.clone(),
-            node,
+            node: first,
             _daemons: vec![slurmd, slurmctld, munged],
         };
-        wait_for(DEADLINE, "the Slurm node IDLE", || {
-            let out = s.scontrol(&["show", "node", "-o", &s.node]);
-            String::from_utf8_lossy(&out.stdout).contains("State=IDLE").then_some(())
+        wait_for(DEADLINE, "every Slurm node IDLE", || {
+            let states: Vec<_> = (0..nodes.max(1)).filter_map(|i| s.state(&node(i))).collect();
+            (states.len() == nodes.max(1) && states.iter().all(|(st, _)| st == "IDLE")).then_some(())
         });
         s
+    }
+
+    /// `(State, Reason without the [user@time] stamp)` from `scontrol show node -o`.
+    pub fn state(&self, n: &str) -> Option<(String, Option<String>)> {
+        let out = self.scontrol(&["show", "node", "-o", n]);
+        if !out.status.success() {
+            return None;
+        }
+        let line = String::from_utf8_lossy(&out.stdout).to_string();
+        let state = line.split_whitespace().find_map(|w| w.strip_prefix("State="))?.to_string();
+        let reason = line.find(" Reason=").map(|i| {
+            let r = &line[i + 8..];
+            r.rfind(" [").map(|j| &r[..j]).unwrap_or(r).trim().to_string()
+        });
+        Some((state, reason))
+    }
+
+    pub fn drained(&self, n: &str) -> bool {
+        self.state(n).is_some_and(|(s, _)| s.split('+').any(|w| w.starts_with("DRAIN")))
+    }
+
+    pub fn reason(&self, n: &str) -> Option<String> {
+        self.state(n).and_then(|(_, r)| r)
+    }
+
+    pub fn drain_by_hand(&self, n: &str, reason: &str) {
+        let out = self.scontrol(&["update", &format!("NodeName={n}"), "State=DRAIN", &format!("Reason={reason}")]);
+        assert!(out.status.success(), "scontrol drain by hand: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     pub fn scontrol(&self, args: &[&str]) -> std::process::Output {
