@@ -50,7 +50,7 @@ fn slurm_job_state_and_exit_code_reach_the_agents_report() {
     std::fs::write(
         &config,
         format!(
-            "[jobs.scheduler]\nscontrol = {:?}\nsacct = {:?}\npoll_interval = \"2s\"\n",
+            "[jobs.scheduler]\nscontrol = {:?}\nsacct = {:?}\n",
             p.scontrol.display().to_string(),
             p.sacct.display().to_string()
         ),

@@ -22,6 +22,10 @@ use crate::events::EventQueue;
 /// While a job has a rank that is gone, its scheduler is asked this often: Slurm moves a job through
 /// COMPLETING to its end state within a second or two of its last task's exit.
 const ENDING_POLL: Duration = Duration::from_secs(1);
+/// For this long after a rank of a job went away it is asked every `ENDING_POLL`; after that (a job
+/// that lost a rank and goes on, such as an elastic one) at the usual interval again, so that a
+/// cluster of agents does not keep its controller busy.
+const ENDING_FAST_FOR: Duration = Duration::from_secs(60);
 /// How long the query thread sleeps between looks at what is due.
 const TICK: Duration = Duration::from_millis(250);
 /// Largest scheduler answer read (a pod list of a busy node is a few hundred KiB).
@@ -44,7 +48,8 @@ pub struct SchedConfig {
     pub kubelet_token_file: Option<PathBuf>,
     /// PEM CA that signed the kubelet's serving certificate. Default: the system roots.
     pub kubelet_ca_cert: Option<PathBuf>,
-    /// How often a running job's state is asked again, e.g. `30s`. Default `30s`.
+    /// How often a running job's state is asked again, e.g. `5m`. Default `5m`: what matters is
+    /// asked at once anyway (a job with a rank gone is asked every second for a minute).
     pub poll_interval: String,
     /// Longest one scheduler query may take, e.g. `5s`. Default `5s`.
     pub timeout: String,
@@ -59,7 +64,7 @@ impl Default for SchedConfig {
             kubelet_pods: None,
             kubelet_token_file: None,
             kubelet_ca_cert: None,
-            poll_interval: "30s".into(),
+            poll_interval: "5m".into(),
             timeout: "5s".into(),
         }
     }
@@ -389,9 +394,11 @@ fn query_loop(
     stop: &std::sync::atomic::AtomicBool,
     events: Option<Arc<EventQueue>>,
 ) {
-    let every = parse_duration(&cfg.poll_interval, Duration::from_secs(30));
+    let every = parse_duration(&cfg.poll_interval, Duration::from_secs(300));
     let timeout = parse_duration(&cfg.timeout, Duration::from_secs(5));
     let mut asked: BTreeMap<String, Instant> = BTreeMap::new();
+    // When each job was first seen with a rank gone.
+    let mut ending_since: BTreeMap<String, Instant> = BTreeMap::new();
     let mut pods_asked: Option<Instant> = None;
     let mut warned: BTreeSet<String> = BTreeSet::new();
     let mut warn = |key: &str, msg: &str| {
@@ -406,11 +413,18 @@ fn query_loop(
             (sh.wanted.clone(), sh.known.clone())
         };
         asked.retain(|j, _| wanted.contains_key(j));
+        ending_since.retain(|j, _| wanted.get(j).is_some_and(|w| w.ending));
+        for (j, w) in &wanted {
+            if w.ending {
+                ending_since.entry(j.clone()).or_insert_with(Instant::now);
+            }
+        }
         let due = |job: &str, w: &Wanted, asked: &BTreeMap<String, Instant>| {
             if known.get(job).is_some_and(|s| s.state.is_ended()) {
                 return false;
             }
-            let gap = if w.ending { ENDING_POLL } else { every };
+            let fast = w.ending && ending_since.get(job).is_some_and(|t| t.elapsed() < ENDING_FAST_FOR);
+            let gap = if fast { ENDING_POLL } else { every };
             asked.get(job).is_none_or(|t| t.elapsed() >= gap)
         };
         let mut found: Vec<(String, SchedStatus)> = Vec::new();
