@@ -846,9 +846,18 @@ pub fn classify(line: &str) -> Classification {
     {
         return Classification::new(Class::Mce, m);
     }
+    // A cgroup (job, container) that hit its own memory limit: the kernel names the memcg in the kill
+    // line or its summary (`constraint=CONSTRAINT_MEMCG`, `oom_memcg=`). It concerns that job, not the
+    // node; a global OOM (`Out of memory: Killed`, `global_oom`) is the node's.
+    if lower.contains("memory cgroup out of memory")
+        || (lower.contains("oom-kill") && (lower.contains("constraint_memcg") || lower.contains("oom_memcg=")))
+    {
+        let mut c = Classification::new(Class::CgroupOomKill, m);
+        c.pid = parse_pid(m);
+        return c;
+    }
     if lower.contains("oom-kill")
         || lower.contains("out of memory: kill")
-        || lower.contains("memory cgroup out of memory")
         || lower.contains("oom_reaper")
         || lower.contains("invoked oom-killer")
     {
@@ -1093,7 +1102,13 @@ mod more_formats {
             ("[    0.393919] mce: CPU0: Thermal monitoring enabled (TM1)", Class::None, None),
             ("MCE: In-kernel MCE decoding enabled.", Class::None, None),
             ("{2}[Hardware Error]: Hardware error from APEI Generic Hardware Error Source: 0", Class::Mce, None),
-            ("Memory cgroup out of memory: Killed process 2345 (python) total-vm:1kB", Class::OomKill, None),
+            ("Memory cgroup out of memory: Killed process 2345 (python) total-vm:1kB", Class::CgroupOomKill, None),
+            (
+                "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/slurm/uid_0/job_77,task_memcg=/slurm/uid_0/job_77/step_0,task=python,pid=4242,uid=0",
+                Class::CgroupOomKill,
+                None,
+            ),
+            ("[ 1234.5] Out of memory: Killed process 1440763 (perl) total-vm:87033376kB", Class::OomKill, None),
             ("INFO: task kworker/u256:1:1234 blocked for more than 122 seconds.", Class::HungTask, None),
             ("nvme nvme0: I/O 512 QID 7 timeout, aborting", Class::IoError, None),
             ("sd 0:0:0:0: [sda] tag#0 FAILED Result: hostbyte=DID_OK driverbyte=DRIVER_SENSE", Class::IoError, None),

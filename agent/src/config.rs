@@ -61,6 +61,11 @@ pub struct FileConfig {
     /// OpenTelemetry collector base URL (`http://otel-collector:4318`): metrics are also sent there as
     /// OTLP/HTTP protobuf to `<url>/v1/metrics` every interval. Default: none (no OTLP export).
     pub otlp_endpoint: Option<String>,
+    /// Which NICs are fabric NICs and which netdevs are reported (`[nics]`).
+    pub nics: faultline_agent::collect::fabric::NicsConfig,
+    /// How many GPUs this node should have; fewer in a report is a GPU missing. Default: the count
+    /// NVML showed at the agent's first start, persisted in the spool directory (`expected-gpus`).
+    pub expected_gpus: Option<u32>,
 }
 
 impl Default for FileConfig {
@@ -84,6 +89,8 @@ impl Default for FileConfig {
             progress_socket: None,
             jobs: Default::default(),
             otlp_endpoint: None,
+            nics: Default::default(),
+            expected_gpus: None,
         }
     }
 }
@@ -141,6 +148,9 @@ pub struct Settings {
     pub jobs: faultline_agent::collect::jobs::JobsConfig,
     /// OTLP/HTTP collector base URL; `None`: no OTLP export.
     pub otlp_endpoint: Option<String>,
+    pub nics: faultline_agent::collect::fabric::NicsConfig,
+    /// Configured expected GPU count; `None`: learned at the first start.
+    pub expected_gpus: Option<u32>,
 }
 
 impl Settings {
@@ -220,6 +230,8 @@ impl Settings {
                 ..file.jobs
             },
             otlp_endpoint,
+            nics: file.nics,
+            expected_gpus: file.expected_gpus,
         })
     }
 
@@ -322,6 +334,27 @@ mod tests {
         assert!(bad(Overrides { analyzer: Some("analyzer:9440".into()), ..Default::default() }).contains("http://"));
         assert!(bad(Overrides { node_name: Some("a/b".into()), ..Default::default() }).contains("node name"));
         assert!(bad(Overrides { listen: Some("nowhere".into()), ..Default::default() }).contains("--listen"));
+    }
+
+    #[test]
+    fn nics_scheduler_and_expected_gpus_come_from_the_file() {
+        let file: FileConfig = toml::from_str(
+            "expected_gpus = 8\n[nics]\nfabric_include = [\"ens1f*\"]\ncollect_nonfabric_netdevs = true\n\
+             [jobs.scheduler]\nscontrol = \"/opt/slurm/bin/scontrol\"\nkubelet_pods = \"/run/pods.json\"\n",
+        )
+        .unwrap();
+        let s = Settings::build(file, Overrides::default()).unwrap();
+        assert_eq!(s.expected_gpus, Some(8));
+        assert_eq!(s.nics.fabric_include, vec!["ens1f*".to_string()]);
+        assert!(s.nics.collect_nonfabric_netdevs);
+        assert!(s.nics.netdev_excluded("docker0"), "defaults kept for keys not given");
+        assert_eq!(s.jobs.scheduler.scontrol, PathBuf::from("/opt/slurm/bin/scontrol"));
+        assert_eq!(s.jobs.scheduler.kubelet_pods.as_deref(), Some("/run/pods.json"));
+        assert!(s.jobs.scheduler.slurm);
+        assert!(toml::from_str::<FileConfig>("[nics]\nfabric = true\n").is_err());
+        assert!(toml::from_str::<FileConfig>("[jobs.scheduler]\nslurmm = true\n").is_err());
+        let d = Settings::build(FileConfig::default(), Overrides::default()).unwrap();
+        assert_eq!((d.expected_gpus, d.nics.collect_nonfabric_netdevs), (None, false));
     }
 
     #[test]

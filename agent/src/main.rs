@@ -183,14 +183,16 @@ struct Parts {
     pci: PciMap,
 }
 
-/// The collectors in registry order: host, infiniband, net, gpu, jobs.
-fn registry(s: &Settings, parts: &Parts) -> Registry {
+/// The collectors in registry order: host, infiniband, net, gpu, jobs. `state_dir` keeps what the
+/// agent learns (the expected GPU count), written only when `persist`.
+fn registry(s: &Settings, parts: &Parts, state_dir: &std::path::Path, persist: bool) -> Registry {
     let roots = Roots { sysfs: s.sysfs_root.clone(), procfs: s.procfs_root.clone() };
-    let mut reg = Registry::base(&roots);
+    let mut reg = Registry::base_with(&roots, &s.nics);
     if !s.no_gpu
         && let Some(gpu) =
             collect::gpu::GpuCollector::new(s.nvml_lib.as_deref(), parts.events.clone(), parts.pci.clone())
     {
+        let gpu = gpu.with_sysfs_root(s.sysfs_root.clone()).with_expected(s.expected_gpus, Some(state_dir), persist);
         reg.push(Box::new(gpu));
     }
     reg.push(Box::new(collect::jobs::JobsCollector::new(
@@ -208,7 +210,7 @@ fn once(s: &Settings) -> anyhow::Result<()> {
         pci: PciMap::default(),
     };
     let mut cycle = Cycle {
-        registry: registry(s, &parts),
+        registry: registry(s, &parts, &s.spool_dir_read_only(), false),
         node: s.node.clone(),
         interval: s.interval,
         seq: SeqFile::read_only(&s.spool_dir_read_only()),
@@ -423,7 +425,11 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
                 Err(e) => tracing::error!(path = %path.display(), error = %e, "progress socket not available"),
             }
         }
-        if let Err(e) = collect::kmsg::spawn_watcher(&s.kmsg, parts.events.clone(), parts.pci.clone()) {
+        let kmsg_opts = collect::kmsg::KmsgOptions {
+            state_dir: Some(spool_dir.clone()),
+            boot_id_file: s.procfs_root.join("sys/kernel/random/boot_id"),
+        };
+        if let Err(e) = collect::kmsg::spawn_watcher_with(&s.kmsg, parts.events.clone(), parts.pci.clone(), kmsg_opts) {
             tracing::warn!(path = %s.kmsg.display(), error = %e, "kernel-log watcher not running");
         }
 
@@ -474,7 +480,7 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
         };
 
         let cycle = Cycle {
-            registry: registry(&s, &parts),
+            registry: registry(&s, &parts, &spool_dir, true),
             node: s.node.clone(),
             interval: s.interval,
             seq,

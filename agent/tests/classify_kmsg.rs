@@ -1,48 +1,74 @@
-//! The kernel-log watcher on the real `/dev/kmsg`: records that were there before it started are
-//! skipped, and a record written afterwards arrives as an event. Writing to `/dev/kmsg` needs root;
-//! without it only the skipping half runs, and the test says so. The written record is an info-level
-//! link-up line for a NIC name no machine has (`eth9999`), so anything else reading the kernel log
-//! sees nothing alarming.
+//! The kernel-log watcher on the real `/dev/kmsg`: it reads the ring buffer from its start (a record
+//! logged before it started arrives, with the record's own time), a watcher restarted with the same
+//! state directory sends nothing it sent before, and a record written afterwards arrives as an event.
+//! Writing to `/dev/kmsg` needs root; without it only the reading runs, and the test says so. The
+//! written records are info-level link-up lines for NIC names no machine has (`eth99<pid>`), so anything
+//! else reading the kernel log sees nothing alarming.
 
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use faultline_agent::collect::kmsg::spawn_watcher;
+use faultline_agent::collect::kmsg::{KmsgOptions, spawn_watcher_with};
 use faultline_agent::events::EventQueue;
+use faultline_proto::Event;
+
+fn write_kmsg(line: &str) -> std::io::Result<()> {
+    std::fs::OpenOptions::new().write(true).open("/dev/kmsg").and_then(|mut f| f.write_all(line.as_bytes()))
+}
+
+fn until(q: &EventQueue, marker: &str) -> Vec<Event> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut got = Vec::new();
+    loop {
+        got.extend(q.drain());
+        if got.iter().any(|e| e.message.contains(marker)) {
+            return got;
+        }
+        assert!(Instant::now() < deadline, "the record {marker:?} never arrived");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
 
 #[test]
-fn dev_kmsg_is_followed_from_now_on() {
+fn dev_kmsg_is_read_from_the_start_and_once() {
     let kmsg = Path::new("/dev/kmsg");
-    let q = Arc::new(EventQueue::new(1000));
-    if let Err(e) = spawn_watcher(kmsg, q.clone(), Arc::default()) {
+    if let Err(e) = std::fs::File::open(kmsg) {
         eprintln!("NOT RUN: /dev/kmsg cannot be read here ({e})");
         return;
     }
-    // Whatever the boot log holds, none of it comes back.
-    std::thread::sleep(Duration::from_millis(500));
-    let old = q.drain();
-    assert!(old.iter().all(|e| e.message.contains("faultline-selftest")), "old records were replayed: {old:#?}");
-
-    let marker = format!("faultline-selftest-{}", std::process::id());
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .open(kmsg)
-        .and_then(|mut f| f.write_all(format!("<6>{marker}: eth9999: Link is Up\n").as_bytes()));
-    if let Err(e) = written {
-        eprintln!("NOT RUN (second half): cannot write to /dev/kmsg ({e}); only the skipping was checked");
+    // A NIC name of its own per run, so earlier runs' records (still in the ring buffer) are another
+    // component and are not coalesced with this one.
+    let nic = format!("eth99{}", std::process::id());
+    let before = format!("faultline-selftest-before-{}", std::process::id());
+    if let Err(e) = write_kmsg(&format!("<6>{before}: {nic}: Link is Up\n")) {
+        eprintln!("NOT RUN: cannot write to /dev/kmsg ({e})");
         return;
     }
+    let written_at = faultline_agent::collect::now_ms();
+    let state = tempfile::tempdir().unwrap();
+    let opts = KmsgOptions { state_dir: Some(state.path().to_path_buf()), ..Default::default() };
+
+    // Started after the record was logged: it still arrives, with the record's time.
+    let q = Arc::new(EventQueue::new(10_000));
+    spawn_watcher_with(kmsg, q.clone(), Arc::default(), opts.clone()).expect("/dev/kmsg opens");
+    let got = until(&q, &before);
+    let e = got.iter().find(|e| e.message.contains(&before)).unwrap();
+    assert_eq!(e.class, faultline_proto::EventClass::NicLinkUp);
+    assert_eq!(e.component.as_deref(), Some(format!("nic:{nic}").as_str()));
+    assert!((e.ts_ms - written_at).abs() < 5_000, "record time {} vs written at {written_at}", e.ts_ms);
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let evs = q.drain();
-        if let Some(e) = evs.iter().find(|e| e.message.contains(&marker)) {
-            assert_eq!(e.class, faultline_proto::EventClass::NicLinkUp);
-            assert_eq!(e.component.as_deref(), Some("nic:eth9999"));
-            break;
-        }
-        assert!(Instant::now() < deadline, "the record written to /dev/kmsg never arrived");
-        std::thread::sleep(Duration::from_millis(50));
+    while !state.path().join("kmsg-seq").exists() {
+        assert!(Instant::now() < deadline, "the watcher never kept its place");
+        std::thread::sleep(Duration::from_millis(20));
     }
+
+    // A restarted watcher with the same state: the old record does not come again, a new one does.
+    let q2 = Arc::new(EventQueue::new(10_000));
+    spawn_watcher_with(kmsg, q2.clone(), Arc::default(), opts).expect("/dev/kmsg opens");
+    let after = format!("faultline-selftest-after-{}", std::process::id());
+    write_kmsg(&format!("<6>{after}: {nic}: Link is Up\n")).unwrap();
+    let got2 = until(&q2, &after);
+    assert!(got2.iter().all(|e| !e.message.contains(&before)), "sent twice: {got2:#?}");
 }

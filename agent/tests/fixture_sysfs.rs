@@ -74,9 +74,14 @@ fn h100_snapshot_parses_to_the_right_counters() {
     let m1 = nic(&r, "mlx5_1");
     assert_eq!(m1.ib_state.as_deref(), Some("ACTIVE"));
     assert!(m1.counters.is_empty());
-    // Errors are data: the 7 ports whose snapshot has no `counters/` directory, plus the 4-bit
-    // excessive_buffer_overrun_errors sitting at its maximum (15) on mlx5_0 and mlx5_bond_0.
-    assert_eq!(r.collector_errors.get("infiniband"), Some(&9), "{:?}", r.collector_errors);
+    // Errors are data: the 7 ports whose snapshot has no `counters/` directory.
+    assert_eq!(r.collector_errors.get("infiniband"), Some(&7), "{:?}", r.collector_errors);
+    // The 4-bit excessive_buffer_overrun_errors sits at its maximum (15) on mlx5_0 and mlx5_bond_0:
+    // saturated, so its rate is unknown. The 16-bit port_rcv_errors at 14 is not.
+    assert_eq!(m0.saturated, vec!["excessive_buffer_overrun_errors".to_string()]);
+    assert_eq!(bond.saturated, vec!["excessive_buffer_overrun_errors".to_string()]);
+    assert!(m1.saturated.is_empty());
+    assert!(r.nics.iter().all(|n| n.fabric == Some(true)), "IB and RoCE ports are fabric");
     r.validate().expect("the report is valid for the analyzer");
 }
 
@@ -92,21 +97,34 @@ fn once_with_a_fixture_sysfs_merges_the_ib_netdev_and_reports_everything() {
         &sys.path().join("class/net"),
     );
     let spool = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_faultline-agent"))
-        .args(["--once", "--no-gpu", "--node-name", "fixture-node", "--kmsg", "/nonexistent"])
-        .arg("--sysfs-root")
-        .arg(sys.path())
-        .arg("--spool-dir")
-        .arg(spool.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
-    let r: NodeReport = serde_json::from_slice(&out.stdout).expect("stdout is one NodeReport");
+    // eth0 is a plain netdev: reported only when non-fabric netdevs are asked for.
+    let config = spool.path().join("agent.toml");
+    std::fs::write(&config, "[nics]\ncollect_nonfabric_netdevs = true\nfabric_exclude = [\"mlx5_9\"]\n").unwrap();
+    let run = |config: Option<&Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_faultline-agent"));
+        cmd.args(["--once", "--no-gpu", "--node-name", "fixture-node", "--kmsg", "/nonexistent"])
+            .arg("--sysfs-root")
+            .arg(sys.path())
+            .arg("--spool-dir")
+            .arg(spool.path());
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<NodeReport>(&out.stdout).expect("stdout is one NodeReport")
+    };
+    let default = run(None);
+    let names: Vec<&str> = default.nics.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names.len(), 9, "by default only the fabric NICs: {names:?}");
+    assert!(default.nics.iter().all(|n| n.is_fabric()));
+    let r = run(Some(&config));
     assert_eq!(r.node, "fixture-node");
     let names: Vec<&str> = r.nics.iter().map(|n| n.name.as_str()).collect();
     assert!(!names.contains(&"ibp12s0"), "the IB netdev is merged, not listed twice: {names:?}");
     assert!(!names.contains(&"lo"));
     assert_eq!(names.len(), 10, "{names:?}");
+    assert_eq!(nic(&r, "mlx5_9").fabric, Some(false), "excluded from the fabric, reported as data");
     let m0 = nic(&r, "mlx5_0");
     assert_eq!(m0.netdev.as_deref(), Some("ibp12s0"));
     assert_eq!(m0.operstate.as_deref(), Some("up"));
@@ -117,7 +135,8 @@ fn once_with_a_fixture_sysfs_merges_the_ib_netdev_and_reports_everything() {
     let eth0 = nic(&r, "eth0");
     assert_eq!(eth0.kind, NicKind::Netdev);
     assert_eq!(eth0.counters["rx_bytes"], 123);
-    assert_eq!(r.collector_errors.get("infiniband"), Some(&9));
+    assert_eq!(eth0.fabric, Some(false));
+    assert_eq!(r.collector_errors.get("infiniband"), Some(&7));
     assert_eq!(r.collector_errors.get("net"), Some(&0));
     assert!(r.host.is_some());
 }

@@ -114,6 +114,7 @@ fn slurm_task_is_found_as_job_4242_rank_3() {
         &[
             ("SLURM_JOB_ID", "4242".into()),
             ("SLURM_PROCID", "3".into()),
+            ("SLURM_STEP_ID", "0".into()),
             ("SLURM_LOCALID", "1".into()),
             ("SLURM_NTASKS", "8".into()),
         ],
@@ -209,7 +210,10 @@ fn progress_posts_attach_to_the_rank_and_move_through_exited() {
     let job = uniq("prog");
     let store = ProgressStore::new();
     let mut c = collector(&store, JobsConfig::default());
-    let mut kid = spawn("exec sleep 30", &[("SLURM_JOB_ID", job.clone()), ("SLURM_PROCID", "0".into())]);
+    let mut kid = spawn(
+        "exec sleep 30",
+        &[("SLURM_JOB_ID", job.clone()), ("SLURM_PROCID", "0".into()), ("SLURM_STEP_ID", "0".into())],
+    );
     let pid = kid.0.id();
     poll(&mut c, Vec::new, &[], "the rank, asleep", |r| {
         rank(r, &job, 0).is_some_and(|s| s.pid == Some(pid) && s.state == ProcState::Sleeping)
@@ -257,7 +261,10 @@ fn killed_rank_is_seen_as_zombie_then_gone_with_its_signal_and_is_dropped_later(
     let job = uniq("kill");
     let store = ProgressStore::new();
     let mut c = collector(&store, JobsConfig { exited_retain_secs: 1, ..Default::default() });
-    let mut kid = spawn("exec sleep 30", &[("SLURM_JOB_ID", job.clone()), ("SLURM_PROCID", "2".into())]);
+    let mut kid = spawn(
+        "exec sleep 30",
+        &[("SLURM_JOB_ID", job.clone()), ("SLURM_PROCID", "2".into()), ("SLURM_STEP_ID", "0".into())],
+    );
     let pid = kid.0.id();
     poll(&mut c, Vec::new, &[], "the rank", |r| rank(r, &job, 2).is_some_and(|s| s.pid == Some(pid)));
     kid.0.kill().unwrap(); // SIGKILL; not reaped yet, so the kernel keeps a zombie with its status
@@ -279,7 +286,10 @@ fn rank_cpu_time_grows_and_non_job_cpu_is_measured() {
     let store = ProgressStore::new();
     let mut c = collector(&store, JobsConfig::default());
     // A busy rank, and a busy process outside any job.
-    let _rank = spawn("while :; do :; done", &[("SLURM_JOB_ID", job.clone()), ("SLURM_PROCID", "0".into())]);
+    let _rank = spawn(
+        "while :; do :; done",
+        &[("SLURM_JOB_ID", job.clone()), ("SLURM_PROCID", "0".into()), ("SLURM_STEP_ID", "0".into())],
+    );
     let _hog = spawn("while :; do :; done", &[]);
     let r = poll(&mut c, Vec::new, &[], "busy rank", |r| rank(r, &job, 0).is_some());
     let first = rank(&r, &job, 0).unwrap().cpu_seconds.unwrap();
@@ -303,6 +313,7 @@ fn torchrun_under_slurm_reports_framework_ranks_not_the_srun_tasks_that_launch_t
         vec![
             ("SLURM_JOB_ID", job.to_string()),
             ("SLURM_PROCID", procid.to_string()),
+            ("SLURM_STEP_ID", "0".to_string()),
             ("SLURM_NTASKS", "2".to_string()),
             ("WORLD_SIZE", "8".to_string()),
         ]
@@ -335,7 +346,7 @@ fn a_process_seen_before_it_execs_into_a_rank_is_found_after_the_exec() {
     let store = ProgressStore::new();
     let mut c = collector(&store, JobsConfig::default());
     // The shell has no job environment; after a while it execs a program that has one.
-    let script = format!("sleep 1; exec env SLURM_JOB_ID={job} SLURM_PROCID=6 sleep 30");
+    let script = format!("sleep 1; exec env SLURM_JOB_ID={job} SLURM_PROCID=6 SLURM_STEP_ID=0 sleep 30");
     let kid = spawn(&script, &[]);
     let pid = kid.0.id();
     let mut r = blank(Vec::new(), Vec::new());

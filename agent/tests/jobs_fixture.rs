@@ -234,7 +234,7 @@ fn progress_for_made_up_jobs_cannot_push_a_live_job_out_of_the_report() {
         ticks: 5,
         exit_status: 0,
         cgroup: "/user.slice",
-        environ: Some("SLURM_JOB_ID=zzz-live SLURM_PROCID=0"),
+        environ: Some("SLURM_JOB_ID=zzz-live SLURM_PROCID=0 SLURM_STEP_ID=0"),
     };
     write_proc(root, &live);
     let store = ProgressStore::new();
@@ -302,8 +302,8 @@ fn environ_is_read_once_per_process_and_again_after_exec_or_pid_reuse() {
     // The environment block's content changes, but no exec happened (same stat): the identity read
     // while the process started stands (a process overwriting its own environ, as setproctitle does,
     // does not change what it is).
-    std::fs::write(d600.join("environ"), "SLURM_JOB_ID=88\0SLURM_PROCID=1\0").unwrap();
-    std::fs::write(d500.join("environ"), "SLURM_JOB_ID=88\0SLURM_PROCID=2\0").unwrap();
+    std::fs::write(d600.join("environ"), "SLURM_JOB_ID=88\0SLURM_PROCID=1\0SLURM_STEP_ID=0\0").unwrap();
+    std::fs::write(d500.join("environ"), "SLURM_JOB_ID=88\0SLURM_PROCID=2\0SLURM_STEP_ID=0\0").unwrap();
     let mut r = report(T0 + 1000);
     c.collect(&mut r).unwrap();
     assert!(r.jobs.is_empty(), "{:?}", r.jobs);
@@ -319,11 +319,36 @@ fn environ_is_read_once_per_process_and_again_after_exec_or_pid_reuse() {
     let fresh = root.join("500.new");
     std::fs::create_dir_all(&fresh).unwrap();
     std::fs::write(fresh.join("cgroup"), "0::/user.slice\n").unwrap();
-    std::fs::write(fresh.join("environ"), "SLURM_JOB_ID=88\0SLURM_PROCID=0\0").unwrap();
+    std::fs::write(fresh.join("environ"), "SLURM_JOB_ID=88\0SLURM_PROCID=0\0SLURM_STEP_ID=0\0").unwrap();
     write_stat_exec(&fresh, 500, 1, 5000, 0x7ffd_0000_2000);
     std::fs::remove_dir_all(&d500).unwrap();
     std::fs::rename(&fresh, &d500).unwrap();
     let mut r = report(T0 + 3000);
     c.collect(&mut r).unwrap();
     assert_eq!(ranks_of(&r), vec![("88".to_string(), 0, Some(500)), ("88".to_string(), 1, Some(600))]);
+}
+
+#[test]
+fn a_ranks_io_write_bytes_sum_its_process_tree_and_unreadable_is_unknown() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    for p in &base() {
+        write_proc(root, p);
+    }
+    write_totals(root, 5_000, 5_000);
+    let io = |w: u64| {
+        format!("rchar: 1\nwchar: 2\nsyscr: 3\nsyscw: 4\nread_bytes: 5\nwrite_bytes: {w}\ncancelled_write_bytes: 0\n")
+    };
+    // Rank on GPU 2 (pid 200) wrote 4 GiB of checkpoint; its data loader (201) 1 MiB; pid 300 has no
+    // readable io file.
+    std::fs::write(root.join("200/io"), io(4 << 30)).unwrap();
+    std::fs::write(root.join("201/io"), io(1 << 20)).unwrap();
+    std::fs::write(root.join("400/io"), io(7)).unwrap(); // in the job but not under a rank
+    let mut c = JobsCollector::new(root.to_path_buf(), ProgressStore::new(), JobsConfig::default());
+    let mut r = report(T0);
+    c.collect(&mut r).unwrap();
+    let job = r.jobs.iter().find(|j| j.job_id == "777").unwrap();
+    let io_of = |rank: u32| job.ranks.iter().find(|s| s.rank == rank).unwrap().io_write_bytes;
+    assert_eq!(io_of(2), Some((4 << 30) + (1 << 20)));
+    assert_eq!(io_of(5), None);
 }

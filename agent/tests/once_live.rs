@@ -1,5 +1,6 @@
-//! `faultline-agent --once` on this very machine: the NIC counters it reports agree with
-//! `/proc/net/dev` (read just before and just after, since the counters keep moving).
+//! `faultline-agent --once` on this very machine: asked for every netdev, the NIC counters it reports
+//! agree with `/proc/net/dev` (read just before and just after, since the counters keep moving); by
+//! default it reports only fabric NICs, never a virtual one or the management NIC.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -22,9 +23,13 @@ fn proc_net_dev() -> BTreeMap<String, [u64; 4]> {
 #[test]
 fn once_agrees_with_proc_net_dev() {
     let spool = tempfile::tempdir().unwrap();
+    let config = spool.path().join("agent.toml");
+    std::fs::write(&config, "[nics]\ncollect_nonfabric_netdevs = true\nnetdev_exclude = [\"lo\"]\n").unwrap();
     let before = proc_net_dev();
     let out = Command::new(env!("CARGO_BIN_EXE_faultline-agent"))
         .args(["--once", "--no-gpu", "--kmsg", "/nonexistent"])
+        .arg("--config")
+        .arg(&config)
         .arg("--spool-dir")
         .arg(spool.path())
         .output()
@@ -53,4 +58,24 @@ fn once_agrees_with_proc_net_dev() {
     }
     assert!(checked > 0, "no interface besides lo to compare");
     assert!(!r.nics.iter().any(|n| n.name == "lo"));
+}
+
+#[test]
+fn by_default_only_fabric_nics_are_reported() {
+    let spool = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_faultline-agent"))
+        .args(["--once", "--no-gpu", "--kmsg", "/nonexistent"])
+        .arg("--spool-dir")
+        .arg(spool.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let r: NodeReport = serde_json::from_slice(&out.stdout).expect("stdout is one NodeReport");
+    // Whatever this host has: every NIC reported is a fabric NIC, and none is virtual.
+    for n in &r.nics {
+        assert_eq!(n.fabric, Some(true), "{n:?}");
+        let virt = !std::path::Path::new("/sys/class/net").join(&n.name).join("device").exists()
+            && n.kind == faultline_proto::NicKind::Netdev;
+        assert!(!virt, "a virtual netdev is never fabric by default: {n:?}");
+    }
 }

@@ -114,6 +114,7 @@ fn running_agent_takes_progress_refuses_bad_posts_and_sees_the_rank_exit() {
         .arg("60")
         .env("SLURM_JOB_ID", &job)
         .env("SLURM_PROCID", "0")
+        .env("SLURM_STEP_ID", "0")
         .env("SLURM_LOCALID", "0")
         .env("SLURM_NTASKS", "2")
         .stdin(Stdio::null())

@@ -19,8 +19,6 @@
 //! Every daemon is killed when the test ends (also on failure).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,8 +26,12 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use faultline_tests::{Proc, bin, external, free_port, get_json, http, start_analyzer, wait_for};
+#[path = "slurm_support/mod.rs"]
+mod slurm_support;
+
+use faultline_tests::{bin, get_json, http, start_analyzer, wait_for};
 use serde_json::{Value, json};
+use slurm_support::{Slurm, node, programs};
 
 const TOKEN: &str = "slurm-e2e-token";
 const NODES: usize = 10;
@@ -40,153 +42,8 @@ const XID_LIVE_S: i64 = 20;
 /// Generous: Slurm, the analyzer and the agents' stand-in all run on two shared cores.
 const DEADLINE: Duration = Duration::from_secs(120);
 
-fn node(i: usize) -> String {
-    format!("node-{i:04}")
-}
-
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
-}
-
-/// The Slurm programs this test needs; `None` (with a loud NOT RUN) outside CI when one is missing.
-struct Programs {
-    munged: PathBuf,
-    slurmctld: PathBuf,
-    slurmd: PathBuf,
-    scontrol: PathBuf,
-}
-
-fn programs() -> Option<Programs> {
-    // `external` panics under CI when a program is missing, so CI fails loudly.
-    let found = ["munged", "slurmctld", "slurmd", "scontrol"].map(|p| {
-        external(p)
-            .or_else(|| ["/usr/sbin", "/usr/bin", "/sbin"].iter().map(|d| Path::new(d).join(p)).find(|c| c.is_file()))
-    });
-    let [Some(munged), Some(slurmctld), Some(slurmd), Some(scontrol)] = found else {
-        eprintln!("NOT RUN: slurm_e2e needs munged, slurmctld, slurmd and scontrol (scripts/install-test-deps.sh)");
-        return None;
-    };
-    Some(Programs { munged, slurmctld, slurmd, scontrol })
-}
-
-/// A private Slurm cluster on loopback. Daemons die with it.
-struct Slurm {
-    conf: PathBuf,
-    scontrol: PathBuf,
-    _daemons: Vec<Proc>,
-}
-
-impl Slurm {
-    fn start(p: &Programs, dir: &Path) -> Slurm {
-        let munge_dir = dir.join("munge");
-        std::fs::create_dir_all(&munge_dir).unwrap();
-        std::fs::set_permissions(&munge_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-        let key = munge_dir.join("munge.key");
-        let mut bytes = vec![0u8; 1024];
-        std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut bytes).unwrap();
-        std::fs::write(&key, &bytes).unwrap();
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).unwrap();
-        let socket = munge_dir.join("munge.socket");
-        let mut cmd = Command::new(&p.munged);
-        cmd.arg("--foreground")
-            .arg("--force")
-            .arg(format!("--socket={}", socket.display()))
-            .arg(format!("--key-file={}", key.display()))
-            .arg(format!("--pid-file={}", munge_dir.join("munged.pid").display()))
-            .arg(format!("--log-file={}", munge_dir.join("munged.log").display()))
-            .arg(format!("--seed-file={}", munge_dir.join("munged.seed").display()));
-        let munged = Proc::spawn_plain(cmd);
-        wait_for(DEADLINE, "munged's socket", || socket.exists().then_some(()));
-
-        let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
-        let (ctld_port, slurmd_port) = (free_port(), free_port());
-        for d in ["state", "spool", "log"] {
-            std::fs::create_dir_all(dir.join(d)).unwrap();
-        }
-        std::fs::create_dir_all(dir.join("spool").join(node(0))).unwrap();
-        let d = dir.display();
-        let conf = dir.join("slurm.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "ClusterName=faultline-e2e\n\
-                 SlurmctldHost=localhost(127.0.0.1)\n\
-                 SlurmctldPort={ctld_port}\n\
-                 SlurmdPort={slurmd_port}\n\
-                 AuthType=auth/munge\n\
-                 CredType=cred/munge\n\
-                 AuthInfo=socket={socket}\n\
-                 SlurmUser={user}\n\
-                 StateSaveLocation={d}/state\n\
-                 SlurmdSpoolDir={d}/spool/%n\n\
-                 SlurmctldPidFile={d}/slurmctld.pid\n\
-                 SlurmdPidFile={d}/slurmd-%n.pid\n\
-                 SlurmctldLogFile={d}/log/slurmctld.log\n\
-                 SlurmdLogFile={d}/log/slurmd-%n.log\n\
-                 SelectType=select/linear\n\
-                 ProctrackType=proctrack/pgid\n\
-                 TaskPlugin=task/none\n\
-                 MpiDefault=none\n\
-                 JobCompType=jobcomp/none\n\
-                 JobAcctGatherType=jobacct_gather/none\n\
-                 AccountingStorageType=accounting_storage/none\n\
-                 ReturnToService=2\n\
-                 SlurmdTimeout=300\n\
-                 NodeName=node-[0000-{last:04}] NodeHostname=localhost NodeAddr=127.0.0.1 CPUs=1 RealMemory=100 State=UNKNOWN\n\
-                 PartitionName=main Nodes=ALL Default=YES State=UP\n",
-                socket = socket.display(),
-                user = user.trim(),
-                last = NODES - 1,
-            ),
-        )
-        .unwrap();
-        let mut ctld = Command::new(&p.slurmctld);
-        ctld.arg("-D").arg("-f").arg(&conf).env("SLURM_CONF", &conf);
-        let slurmctld = Proc::spawn_plain(ctld);
-        // One slurmd answers for every node: they share NodeHostname and port, so the controller's
-        // pings to any of them reach it, and all ten come up IDLE.
-        let mut sd = Command::new(&p.slurmd);
-        sd.arg("-D").arg("-N").arg(node(0)).arg("-f").arg(&conf).env("SLURM_CONF", &conf);
-        let slurmd = Proc::spawn_plain(sd);
-        let s = Slurm { conf, scontrol: p.scontrol.clone(), _daemons: vec![slurmd, slurmctld, munged] };
-        wait_for(DEADLINE, "every Slurm node IDLE", || {
-            let states: Vec<_> = (0..NODES).filter_map(|i| s.state(&node(i))).collect();
-            (states.len() == NODES && states.iter().all(|(st, _)| st == "IDLE")).then_some(())
-        });
-        s
-    }
-
-    fn scontrol(&self, args: &[&str]) -> std::process::Output {
-        Command::new(&self.scontrol).args(args).env("SLURM_CONF", &self.conf).output().unwrap()
-    }
-
-    /// `(State, Reason without the [user@time] stamp)` from `scontrol show node -o`.
-    fn state(&self, n: &str) -> Option<(String, Option<String>)> {
-        let out = self.scontrol(&["show", "node", "-o", n]);
-        if !out.status.success() {
-            return None;
-        }
-        let line = String::from_utf8_lossy(&out.stdout).to_string();
-        let state = line.split_whitespace().find_map(|w| w.strip_prefix("State="))?.to_string();
-        let reason = line.find(" Reason=").map(|i| {
-            let r = &line[i + 8..];
-            r.rfind(" [").map(|j| &r[..j]).unwrap_or(r).trim().to_string()
-        });
-        Some((state, reason))
-    }
-
-    fn drained(&self, n: &str) -> bool {
-        self.state(n).is_some_and(|(s, _)| s.split('+').any(|w| w.starts_with("DRAIN")))
-    }
-
-    fn reason(&self, n: &str) -> Option<String> {
-        self.state(n).and_then(|(_, r)| r)
-    }
-
-    fn drain_by_hand(&self, n: &str, reason: &str) {
-        let out = self.scontrol(&["update", &format!("NodeName={n}"), "State=DRAIN", &format!("Reason={reason}")]);
-        assert!(out.status.success(), "scontrol drain by hand: {}", String::from_utf8_lossy(&out.stderr));
-    }
 }
 
 /// What the stand-in agents report beyond a healthy node.
@@ -362,9 +219,9 @@ fn cli(url: &str, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn drains_for_real_faults_resumes_only_its_own_and_stops_at_the_blast_radius() {
-    let Some(progs) = programs() else { return };
+    let Some(progs) = programs("slurm_e2e") else { return };
     let dir = tempfile::tempdir().unwrap();
-    let slurm = Slurm::start(&progs, dir.path());
+    let slurm = Slurm::start_nodes(&progs, dir.path(), NODES);
     let (cfg, topo) = analyzer_config(dir.path(), &slurm);
     let analyzer = start_analyzer(
         dir.path(),

@@ -39,6 +39,7 @@ use nvml_wrapper::enums::event::XidError;
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::structs::device::FieldId;
 
+use crate::collect::gpu_health::{ExpectedGpus, clock_events, nvml_words, pci_present};
 use crate::collect::kmsg::Coalescer;
 use crate::collect::{CollectError, Collector, PciMap, pci_key};
 use crate::events::EventQueue;
@@ -137,12 +138,15 @@ struct Poll {
     not_supported: BTreeSet<&'static str>,
     lost: bool,
     hung: bool,
+    /// The first GPU-level error (GPU_IS_LOST, Timeout, Unknown Error), in NVML's words; no further
+    /// query is sent this cycle once there is one.
+    nvml_error: Option<String>,
     errors: Vec<String>,
 }
 
 impl Poll {
     fn q<T>(&mut self, name: &'static str, f: impl FnOnce() -> Result<T, NvmlError>) -> Option<T> {
-        if self.lost || self.hung || self.not_supported.contains(name) {
+        if self.lost || self.hung || self.nvml_error.is_some() || self.not_supported.contains(name) {
             return None;
         }
         match f() {
@@ -159,8 +163,20 @@ impl Poll {
             NvmlError::NotSupported => {
                 self.not_supported.insert(name);
             }
-            NvmlError::GpuLost => self.lost = true,
-            NvmlError::Timeout | NvmlError::Unknown => self.hung = true,
+            NvmlError::GpuLost => {
+                self.lost = true;
+                self.nvml_error.get_or_insert_with(|| nvml_words(&e));
+            }
+            NvmlError::Timeout => {
+                self.hung = true;
+                self.nvml_error.get_or_insert_with(|| nvml_words(&e));
+            }
+            // A GPU that fell off the bus often answers Unknown Error: reported as what NVML said,
+            // with the PCI presence, for the analyzer to weigh against the kernel log. Not called
+            // lost or hung here.
+            NvmlError::Unknown => {
+                self.nvml_error.get_or_insert_with(|| nvml_words(&e));
+            }
             other => self.errors.push(format!("{name}: {other}")),
         }
     }
@@ -184,15 +200,20 @@ fn poll_device(nvml: &Nvml, index: u32, memory: &NotSupportedMemory) -> (GpuSamp
         Ok(d) => d,
         Err(NvmlError::GpuLost) => {
             s.state = GpuState::Lost;
+            s.nvml_error = Some(nvml_words(&NvmlError::GpuLost));
             return (s, Vec::new());
         }
         Err(e) => {
             tracing::debug!(gpu = index, error = %e, "device handle lookup failed");
-            s.state = GpuState::Unresponsive;
+            // A timeout is a hung GPU; another error (Unknown Error) is only reported as said.
+            if matches!(e, NvmlError::Timeout) {
+                s.state = GpuState::Unresponsive;
+            }
+            s.nvml_error = Some(nvml_words(&e));
             return (s, Vec::new());
         }
     };
-    let mut p = Poll { not_supported: BTreeSet::new(), lost: false, hung: false, errors: Vec::new() };
+    let mut p = Poll { not_supported: BTreeSet::new(), lost: false, hung: false, nvml_error: None, errors: Vec::new() };
 
     let uuid = p.q("uuid", || dev.uuid());
     if let Some(u) = &uuid {
@@ -231,6 +252,7 @@ fn poll_device(nvml: &Nvml, index: u32, memory: &NotSupportedMemory) -> (GpuSamp
         s.throttle_mask = Some(t.bits());
         s.throttle_reasons = decode_throttle(t.bits());
     }
+    s.clock_event_ns = p.q("clock_events", || clock_events(&dev)).unwrap_or_default();
 
     s.ecc = EccCounts {
         sbe_volatile: p.q("ecc", || dev.total_ecc_errors(MemoryError::Corrected, EccCounter::Volatile)),
@@ -286,6 +308,7 @@ fn poll_device(nvml: &Nvml, index: u32, memory: &NotSupportedMemory) -> (GpuSamp
     } else {
         GpuState::Ok
     };
+    s.nvml_error = p.nvml_error.take();
     s.not_supported = p.not_supported.iter().map(|n| n.to_string()).collect();
     if let Some(u) = uuid {
         memory.lock().unwrap_or_else(|e| e.into_inner()).insert(u, p.not_supported);
@@ -390,6 +413,9 @@ pub struct GpuCollector {
     /// Stable indexes for which a `gpu_lost` event went out and the GPU has not come back since.
     lost_announced: BTreeSet<u32>,
     stop: Arc<AtomicBool>,
+    /// Where `bus/pci/devices` is looked up for a GPU that answers with an error.
+    sysfs: std::path::PathBuf,
+    expected: ExpectedGpus,
 }
 
 impl GpuCollector {
@@ -431,7 +457,22 @@ impl GpuCollector {
             not_supported: NotSupportedMemory::default(),
             lost_announced: BTreeSet::new(),
             stop,
+            sysfs: std::path::PathBuf::from("/sys"),
+            expected: ExpectedGpus::new(None, None, false),
         })
+    }
+
+    /// Read PCI presence under this sysfs root instead of `/sys`.
+    pub fn with_sysfs_root(mut self, root: std::path::PathBuf) -> Self {
+        self.sysfs = root;
+        self
+    }
+
+    /// The expected GPU count: `configured`, else learned at the first start and kept in
+    /// `state_dir` (written only when `persist`).
+    pub fn with_expected(mut self, configured: Option<u32>, state_dir: Option<&Path>, persist: bool) -> Self {
+        self.expected = ExpectedGpus::new(configured, state_dir, persist);
+        self
     }
 
     /// Use another poll deadline (tests, and the per-call timeout config of issue 10).
@@ -527,7 +568,9 @@ impl Collector for GpuCollector {
 
     fn collect(&mut self, report: &mut NodeReport) -> Result<(), CollectError> {
         let deadline = Instant::now() + self.deadline;
-        let count = match self.device_count(deadline) {
+        let count = self.device_count(deadline);
+        report.expected_gpus = self.expected.expected(count.as_ref().ok().copied());
+        let count = match count {
             Ok(n) => n,
             Err(e) => {
                 // NVML itself is stuck or broken: every GPU we know is unresponsive, not gone.
@@ -624,6 +667,11 @@ impl Collector for GpuCollector {
             }
         }
 
+        for s in &mut out {
+            if s.nvml_error.is_some() || s.state != GpuState::Ok {
+                s.pci_present = pci_present(&self.sysfs, s.pci_bus_id.as_deref());
+            }
+        }
         out.sort_by_key(|g| g.index);
         report.gpus.extend(out);
         Ok(())

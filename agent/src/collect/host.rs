@@ -112,7 +112,46 @@ impl HostCollector {
                 }
             }
         }
-        report.disks.extend(by_device.into_values().take(faultline_proto::limits::MAX_DISKS));
+        let mut disks: Vec<DiskSample> = by_device.into_values().take(faultline_proto::limits::MAX_DISKS).collect();
+        match std::fs::read_to_string(self.roots.procfs.join("diskstats")) {
+            Ok(text) => fill_write_bytes(&mut disks, &text, &dm_names(&self.roots.sysfs)),
+            Err(e) => errs.push(CollectError::io("diskstats", e)),
+        }
+        report.disks.extend(disks);
+    }
+}
+
+/// Device-mapper names (`vg-root`) → kernel names (`dm-0`), from `<sysfs>/block/dm-*/dm/name`.
+fn dm_names(sysfs: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for dev in crate::collect::list_dir(&sysfs.join("block")).unwrap_or_default() {
+        if dev.starts_with("dm-")
+            && let Ok(name) = crate::collect::read_trimmed(&sysfs.join("block").join(&dev).join("dm/name"))
+        {
+            out.insert(name, dev);
+        }
+    }
+    out
+}
+
+/// `/proc/diskstats` (major minor name, then the I/O fields; the 7th after the name is sectors
+/// written, always in 512-byte units) → bytes written per kernel device name.
+pub fn parse_diskstats(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let sectors: u64 = f.get(9)?.parse().ok()?;
+            Some((f.get(2)?.to_string(), sectors.saturating_mul(512)))
+        })
+        .collect()
+}
+
+/// Set `write_bytes` of each disk from `diskstats`, through the device-mapper names where needed.
+fn fill_write_bytes(disks: &mut [DiskSample], diskstats: &str, dm: &BTreeMap<String, String>) {
+    let written = parse_diskstats(diskstats);
+    for d in disks {
+        let kernel = dm.get(&d.device).map(String::as_str).unwrap_or(&d.device);
+        d.write_bytes = written.get(kernel).copied();
     }
 }
 
@@ -362,6 +401,27 @@ mod tests {
     fn loadavg_parses_and_rejects_garbage() {
         assert_eq!(parse_loadavg("0.50 1.00 2.25 1/234 5678"), Some((0.5, 1.0, 2.25)));
         assert_eq!(parse_loadavg("x y z"), None);
+    }
+
+    #[test]
+    fn diskstats_give_bytes_written_also_for_device_mapper_names() {
+        let text = "   8       0 sda 1000 0 80000 100 2000 0 160000 200 0 300 300 0 0 0 0 0 0\n\
+                     259       0 nvme0n1 5 0 40 1 7 0 4096 2 0 3 3\n\
+                     253       0 dm-0 1 0 8 0 3 0 24 0 0 0 0\n\
+                     bad line\n";
+        let w = parse_diskstats(text);
+        assert_eq!(w["sda"], 160_000 * 512);
+        assert_eq!(w["nvme0n1"], 4096 * 512);
+        let mut disks = vec![
+            DiskSample { device: "nvme0n1".into(), ..Default::default() },
+            DiskSample { device: "vg-root".into(), ..Default::default() },
+            DiskSample { device: "overlay".into(), ..Default::default() },
+        ];
+        let dm: BTreeMap<String, String> = [("vg-root".to_string(), "dm-0".to_string())].into();
+        fill_write_bytes(&mut disks, text, &dm);
+        assert_eq!(disks[0].write_bytes, Some(4096 * 512));
+        assert_eq!(disks[1].write_bytes, Some(24 * 512));
+        assert_eq!(disks[2].write_bytes, None, "no block device behind it: unknown, not 0");
     }
 
     #[test]

@@ -4,36 +4,26 @@
 //!
 //! Units: `port_rcv_data`/`port_xmit_data` count 4-byte words (IBA PortCounters); they are reported ×4
 //! as bytes and also as `rx_bytes`/`tx_bytes`. Legacy error counters are 4 to 32 bits wide and stop at
-//! their maximum; a counter found there is counted once as a collector error (its value is still sent).
+//! their maximum (`faultline_proto::counters`); one found there is listed in `NicSample::saturated`
+//! (its value is still sent, but its rate is unknown).
+//!
+//! Wider sources join the same counters map under their own names: `hw_counters/*` (64-bit, mlx5),
+//! `counters_ext/*`, and for a RoCE port on the live host the `ethtool -S` statistics of its netdev
+//! chosen by `[nics] ethtool_stats` (default `*_phy`, the 64-bit physical-layer counters).
+//!
+//! Every port is fabric unless `[nics] fabric_exclude` names it; a non-fabric port is reported (with
+//! `fabric: false`) only with `collect_nonfabric_netdevs`.
 
 use std::path::{Path, PathBuf};
 
 use faultline_proto::limits::{MAX_COUNTERS_PER_NIC, MAX_NICS};
 use faultline_proto::{NicKind, NicSample, NodeReport};
 
+use crate::collect::fabric::NicsConfig;
 use crate::collect::{CollectError, Collector, CounterWatch, list_dir, parse_u64, pci_address_of, read_trimmed};
 
 /// IBA PortCounters data counters count 4-octet words (IBA spec vol. 1, PortXmitData/PortRcvData).
 const DATA_WORD_BYTES: u64 = 4;
-
-/// Hardware widths of the legacy IBA PortCounters attribute (IBA spec vol. 1, table "PortCounters").
-/// Data, packet and wait counters are 32 bits there, but kernels read the 64-bit PortCountersExtended
-/// into the same files when the HCA supports it, so for those a value of exactly 2^32-1 is what shows
-/// a saturated legacy counter.
-fn counter_width(name: &str) -> Option<u32> {
-    Some(match name {
-        "local_link_integrity_errors" | "excessive_buffer_overrun_errors" => 4,
-        "link_error_recovery" | "link_downed" | "port_xmit_constraint_errors" | "port_rcv_constraint_errors" => 8,
-        "symbol_error"
-        | "port_rcv_errors"
-        | "port_rcv_remote_physical_errors"
-        | "port_rcv_switch_relay_errors"
-        | "port_xmit_discards"
-        | "VL15_dropped" => 16,
-        "port_xmit_data" | "port_rcv_data" | "port_xmit_packets" | "port_rcv_packets" | "port_xmit_wait" => 32,
-        _ => return None,
-    })
-}
 
 /// Counters that count 4-byte words and are reported ×4 in bytes.
 fn is_data_words(name: &str) -> bool {
@@ -43,11 +33,27 @@ fn is_data_words(name: &str) -> bool {
 pub struct InfinibandCollector {
     root: PathBuf,
     watch: CounterWatch,
+    cfg: NicsConfig,
+    /// Reading the live host's `/sys`: only then are netdevs asked for ethtool statistics (a fixture
+    /// tree's netdev names mean nothing to this host's kernel).
+    live: bool,
 }
 
 impl InfinibandCollector {
     pub fn new(sysfs_root: PathBuf) -> Self {
-        Self { root: sysfs_root.join("class/infiniband"), watch: CounterWatch::default() }
+        let live = sysfs_root == Path::new("/sys");
+        Self {
+            root: sysfs_root.join("class/infiniband"),
+            watch: CounterWatch::default(),
+            cfg: NicsConfig::default(),
+            live,
+        }
+    }
+
+    /// Use these `[nics]` settings instead of the defaults.
+    pub fn with_config(mut self, cfg: NicsConfig) -> Self {
+        self.cfg = cfg;
+        self
     }
 }
 
@@ -78,7 +84,16 @@ impl Collector for InfinibandCollector {
                     errs.push(CollectError::Other(format!("more than {MAX_NICS} NICs; the rest are not reported")));
                     break;
                 }
-                let nic = read_port(&ddir, &dev, port, &mut self.watch, &mut errs);
+                let mut nic = read_port(&ddir, &dev, port, &mut self.watch, &mut errs);
+                let names = [nic.name.as_str(), nic.netdev.as_deref().unwrap_or("")];
+                let fabric = self.cfg.is_fabric(&names, true);
+                nic.fabric = Some(fabric);
+                if !fabric && !self.cfg.collect_nonfabric_netdevs {
+                    continue;
+                }
+                if self.live && nic.link_layer.as_deref() == Some("Ethernet") {
+                    add_ethtool_stats(&mut nic, &self.cfg, &mut self.watch, &mut errs);
+                }
                 report.nics.push(nic);
             }
         }
@@ -152,7 +167,12 @@ fn read_port(ddir: &Path, dev: &str, port: u32, watch: &mut CounterWatch, errs: 
                 errs.push(CollectError::Other(format!("{}: not a counter", path.display())));
                 continue;
             };
-            watch.observe(&name, &f, v, counter_width(&f), errs);
+            watch.observe(&name, &f, v, errs);
+            // Only the IBA PortCounters in `counters/` have narrow widths; `hw_counters` and
+            // `counters_ext` are 64-bit.
+            if sub == "counters" && faultline_proto::counters::is_saturated(&f, v) {
+                nic.saturated.push(f.clone());
+            }
             let v = if is_data_words(&f) {
                 v.checked_mul(DATA_WORD_BYTES).unwrap_or_else(|| {
                     errs.push(CollectError::Counter {
@@ -181,6 +201,34 @@ fn read_port(ddir: &Path, dev: &str, port: u32, watch: &mut CounterWatch, errs: 
         nic.counters.insert("tx_bytes".into(), tx);
     }
     nic
+}
+
+/// Add the wanted `ethtool -S` statistics of the netdev behind a RoCE port to its counters (an
+/// existing sysfs counter of the same name wins).
+pub fn add_ethtool_stats(
+    nic: &mut NicSample,
+    cfg: &NicsConfig,
+    watch: &mut CounterWatch,
+    errs: &mut Vec<CollectError>,
+) {
+    let Some(netdev) = nic.netdev.clone().or_else(|| (nic.kind == NicKind::Netdev).then(|| nic.name.clone())) else {
+        return;
+    };
+    if cfg.ethtool_stats.is_empty() {
+        return;
+    }
+    match crate::collect::ethtool::stats(&netdev) {
+        Ok(list) => {
+            for (k, v) in list {
+                if !cfg.wants_ethtool_stat(&k) || nic.counters.len() >= MAX_COUNTERS_PER_NIC {
+                    continue;
+                }
+                watch.observe(&nic.name, &k, v, errs);
+                nic.counters.entry(k).or_insert(v);
+            }
+        }
+        Err(e) => errs.push(CollectError::io(format!("ethtool statistics of {netdev}"), e)),
+    }
 }
 
 /// `4: ACTIVE` → `ACTIVE`, `5: LinkUp` → `LinkUp`.
@@ -277,8 +325,8 @@ mod tests {
         let mut r = crate::collect::blank_report("n", 1, 1000);
         let err = c.collect(&mut r).unwrap_err();
         let CollectError::Many(list) = err else { panic!("expected several problems") };
-        // port 1: link_downed saturated (8 bits); port 2: phys_state, rate, link_layer, counters missing.
-        assert_eq!(list.len(), 5, "{list:?}");
+        // port 2: phys_state, rate, link_layer, counters missing. A saturated counter is no error.
+        assert_eq!(list.len(), 4, "{list:?}");
         assert_eq!(r.nics.len(), 2);
         let p1 = &r.nics[0];
         assert_eq!(p1.name, "mlx5_2");
@@ -286,6 +334,8 @@ mod tests {
         assert_eq!(p1.ib_state.as_deref(), Some("DOWN"));
         assert_eq!(p1.counters["port_xmit_data"], 40);
         assert_eq!(p1.counters["tx_bytes"], 40);
+        assert_eq!(p1.saturated, vec!["link_downed".to_string()], "8-bit link_downed at 255");
+        assert_eq!(p1.fabric, Some(true), "IB and RoCE ports are fabric by default");
         assert_eq!(r.nics[1].name, "mlx5_2p2");
         assert_eq!(r.nics[1].ib_state.as_deref(), Some("ACTIVE"));
     }

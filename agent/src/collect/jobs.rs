@@ -13,7 +13,8 @@
 //!    of the cgroup (`…/pod<uid>/…`, per pod: multi-pod jobs should name a job env var in the config),
 //!    and last `MASTER_ADDR`+`MASTER_PORT` (`torch-<addr>-<port>`, the rendezvous every rank shares).
 //! 3. The rank is the first of: the configured `rank_env` names, `RANK`, `OMPI_COMM_WORLD_RANK`,
-//!    `PMI_RANK`, `SLURM_PROCID`. Only processes with a job and a rank are ranks.
+//!    `PMI_RANK`, `SLURM_PROCID` (only in a job step, with `SLURM_STEP_ID`: the batch script and the
+//!    `srun` client carry `SLURM_PROCID=0` too). Only processes with a job and a rank are ranks.
 //! 4. Process tree: a process with a rank whose descendants hold other ranks of the same job, or whose
 //!    rank came only from `SLURM_PROCID` while a descendant has a framework rank, is a launcher
 //!    (torchrun's agent, an `srun` task that starts torchrun), not a rank. A process whose ancestor is
@@ -107,6 +108,8 @@ pub struct JobsConfig {
     /// Where sysfs is mounted, for PCIe affinity (default `/sys`; the agent sets it from
     /// `--sysfs-root`).
     pub sysfs_root: Option<PathBuf>,
+    /// Where job states and exit codes come from (`[jobs.scheduler]`): Slurm and the kubelet.
+    pub scheduler: super::sched::SchedConfig,
 }
 
 impl Default for JobsConfig {
@@ -119,6 +122,7 @@ impl Default for JobsConfig {
             gpu_nics: Vec::new(),
             exited_retain_secs: DEFAULT_EXITED_RETAIN_SECS,
             sysfs_root: None,
+            scheduler: Default::default(),
         }
     }
 }
@@ -326,7 +330,14 @@ fn ident_of(env: Option<&HashMap<String, String>>, cg: &CgroupIds, cfg: &JobsCon
     if let Some(r) = cfg.rank_env.iter().find_map(|k| get_u32(k)) {
         id.rank = Some((r, RankSource::Framework));
     } else {
+        // `SLURM_PROCID` names a task only inside a job step (`srun`), which also sets
+        // `SLURM_STEP_ID`: the batch script and the `srun` client carry `SLURM_PROCID=0` without it
+        // and are launchers, never ranks.
+        let step_task = get("SLURM_STEP_ID").or_else(|| get("SLURM_STEPID")).is_some();
         for f in RANK_FAMILIES {
+            if f.3 == RankSource::Slurm && !step_task {
+                continue;
+            }
             if let Some(r) = get_u32(f.0) {
                 id.rank = Some((r, f.3));
                 family = Some(f);
@@ -362,6 +373,8 @@ fn wanted_env(cfg: &JobsConfig) -> HashSet<String> {
         "WORLD_SIZE",
         "CUDA_VISIBLE_DEVICES",
         "NVIDIA_VISIBLE_DEVICES",
+        "SLURM_STEP_ID",
+        "SLURM_STEPID",
     ];
     let families = RANK_FAMILIES.iter().flat_map(|f| [f.0, f.1, f.2]);
     let configured = cfg.job_id_env.iter().chain(&cfg.rank_env).chain(&cfg.local_rank_env).chain(&cfg.world_size_env);
@@ -615,6 +628,10 @@ pub struct JobsCollector {
     warned_limits: bool,
     /// Watches live rank pids and wakes the pusher the moment one exits (real `/proc` only).
     exit_watch: Option<ExitWatch>,
+    /// Asks the scheduler how jobs ended (real `/proc` only: a fixture's job ids are made up).
+    sched: Option<super::sched::SchedWatch>,
+    /// Pod uids each Kubernetes job's ranks were seen in, kept while the job is reported.
+    job_pods: HashMap<String, std::collections::BTreeSet<String>>,
 }
 
 impl JobsCollector {
@@ -635,6 +652,17 @@ impl JobsCollector {
             },
             _ => None,
         };
+        let sched = if procfs_root == Path::new("/proc") {
+            match super::sched::SchedWatch::spawn(cfg.scheduler.clone(), progress.events().cloned()) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(error = %e, "job states are not asked from the scheduler: cannot start its thread");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         JobsCollector {
             procfs: procfs_root,
             sysfs,
@@ -653,6 +681,8 @@ impl JobsCollector {
             warned_environ: false,
             warned_limits: false,
             exit_watch,
+            sched,
+            job_pods: HashMap::new(),
         }
     }
 
@@ -888,6 +918,12 @@ fn read_capped(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// `write_bytes` of `<procfs>/<pid>/io`: bytes this process caused to be sent to storage.
+fn io_write_bytes(procfs: &Path, pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(procfs.join(pid.to_string()).join("io")).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("write_bytes:")).and_then(|v| v.trim().parse().ok())
+}
+
 /// The `cpu` line of `/proc/stat`: (busy, total) ticks of all CPUs. Busy is all but idle and iowait,
 /// as in the host collector's CPU utilisation.
 fn cpu_ticks(procfs: &Path, buf: &mut Vec<u8>) -> Option<(u64, u64)> {
@@ -1076,6 +1112,19 @@ impl Collector for JobsCollector {
                 tree_gpus.entry(*root).or_default().extend(gpus);
             }
         }
+        // Bytes written to storage per rank: `/proc/<pid>/io` over the rank's process tree (a checkpoint
+        // written by a helper process counts). Unreadable (another user's process without privilege):
+        // unknown. The sum dips when a helper exits, which a rate reader sees as a reset.
+        let roots: HashSet<u32> = rank_root.values().copied().collect();
+        let mut tree_io: HashMap<u32, u64> = HashMap::new();
+        for (pid, root) in &owner {
+            if let Some(root) = root
+                && roots.contains(root)
+                && let Some(w) = io_write_bytes(&self.procfs, *pid)
+            {
+                *tree_io.entry(*root).or_default() += w;
+            }
+        }
         drop(owner);
         for (pid, h) in hot {
             if let Some(t) = self.procs.get_mut(&pid) {
@@ -1112,7 +1161,7 @@ impl Collector for JobsCollector {
                 cpu_seconds: Some(st.ticks as f64 / self.clk_tck),
                 rss_bytes: Some(st.rss_pages.saturating_mul(self.page_size)),
                 exit_code,
-                io_write_bytes: None,
+                io_write_bytes: tree_io.get(pid).copied(),
                 progress: None,
             };
             let key = (job.clone(), *rank);
@@ -1128,6 +1177,11 @@ impl Collector for JobsCollector {
                 if state == ProcState::Zombie && old.sample.state != ProcState::Zombie && old.sample.pid == Some(*pid) {
                     report.events.push(exit_event(now, job, &old.sample, exit_code));
                 }
+            }
+            if id.scheduler == Scheduler::Kubernetes
+                && let Some(uid) = &id.cgroup_job
+            {
+                self.job_pods.entry(job.clone()).or_default().insert(uid.clone());
             }
             let entry = jobs.entry(job.clone()).or_insert((id.scheduler, None, BTreeMap::new()));
             entry.1 = entry.1.max(id.world_size);
@@ -1226,6 +1280,23 @@ impl Collector for JobsCollector {
             });
             list.truncate(MAX_JOBS);
             list.sort_by(|a, b| a.job_id.cmp(&b.job_id));
+        }
+        self.job_pods.retain(|j, _| list.iter().any(|x| &x.job_id == j));
+        if let Some(sw) = &self.sched {
+            let wanted = list
+                .iter()
+                .map(|j| {
+                    let gone = j.ranks.iter().any(|r| matches!(r.state, ProcState::Exited | ProcState::Zombie));
+                    let pods = self.job_pods.get(&j.job_id).cloned().unwrap_or_default();
+                    (j.job_id.clone(), super::sched::Wanted { scheduler: j.scheduler, pods, ending: gone })
+                })
+                .collect();
+            let known = sw.update(wanted);
+            for j in &mut list {
+                if let Some(s) = known.get(&j.job_id) {
+                    super::sched::apply(j, *s);
+                }
+            }
         }
         if let Some(w) = &self.exit_watch {
             let live = |r: &&RankSample| !matches!(r.state, ProcState::Exited | ProcState::Zombie);
@@ -1488,6 +1559,7 @@ mod tests {
                 ("SLURM_PROCID", "3"),
                 ("SLURM_LOCALID", "1"),
                 ("SLURM_NTASKS", "8"),
+                ("SLURM_STEP_ID", "0"),
             ])),
             &CgroupIds::default(),
             &cfg,
@@ -1496,6 +1568,13 @@ mod tests {
         assert_eq!(id.scheduler, Scheduler::Slurm);
         assert_eq!(id.rank, Some((3, RankSource::Slurm)));
         assert_eq!((id.local_rank, id.world_size), (Some(1), Some(8)));
+        // The batch script and the `srun` client carry SLURM_PROCID=0 but no step: not ranks.
+        let id = ident_of(
+            Some(&env(&[("SLURM_JOB_ID", "4242"), ("SLURM_PROCID", "0"), ("SLURM_LOCALID", "0")])),
+            &CgroupIds::default(),
+            &cfg,
+        );
+        assert_eq!((id.job.as_deref(), id.rank), (Some("4242"), None));
 
         // torchrun under Slurm: the framework rank wins, the world is torch's.
         let id = ident_of(

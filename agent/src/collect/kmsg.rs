@@ -1,5 +1,8 @@
-//! Kernel-log watcher: follows `/dev/kmsg` from now on (or tails a regular file from its current end),
-//! classifies each line with `classify::classify`, and pushes the faults as events. Floods (an XID 45
+//! Kernel-log watcher: reads `/dev/kmsg` from the start of the ring buffer and follows it (records
+//! already handled in this boot are skipped, see `kmsg_record`; each event carries its record's own
+//! time), or a regular file: one in `/dev/kmsg` record format (a dump of the ring buffer) the same
+//! way from its start, a plain text log tailed from its current end. Each line is classified with
+//! `classify::classify` and the faults are pushed as events. Floods (an XID 45
 //! storm, a flapping link) are coalesced: the first of a kind goes out at once, repeats within
 //! `COALESCE_WINDOW` are counted and sent as one event carrying the count.
 
@@ -16,6 +19,7 @@ use faultline_proto::{Event, EventSource};
 
 use crate::classify::{Class, Classification, classify};
 use crate::collect::PciMap;
+use crate::collect::kmsg_record::{Cursor, Record, boot_wall_ms, parse_record, record_ms};
 use crate::events::EventQueue;
 use crate::xid::XidTracker;
 
@@ -167,11 +171,27 @@ pub struct LineHandler {
     tracker: XidTracker,
     /// Device and time of the last "fallen off the bus" line, to merge the rest of its message.
     last_fallen: Option<(Instant, Option<String>)>,
+    /// The time of the record being handled, when it carries one (`line_at`).
+    record_ts: Option<i64>,
 }
 
 impl LineHandler {
     pub fn new(events: Arc<EventQueue>, pci: PciMap) -> Self {
-        LineHandler { events, pci, coalescer: Coalescer::default(), tracker: XidTracker::new(), last_fallen: None }
+        LineHandler {
+            events,
+            pci,
+            coalescer: Coalescer::default(),
+            tracker: XidTracker::new(),
+            last_fallen: None,
+            record_ts: None,
+        }
+    }
+
+    /// Handle one log line that carries its own time (a `/dev/kmsg` record), Unix ms.
+    pub fn line_at(&mut self, line: &str, now: Instant, ts_ms: i64) {
+        self.record_ts = Some(ts_ms);
+        self.line(line, now);
+        self.record_ts = None;
     }
 
     /// Handle one log line.
@@ -189,7 +209,7 @@ impl LineHandler {
             }
             self.last_fallen = Some((now, c.device.clone()));
         }
-        let ts = now_ms();
+        let ts = self.record_ts.unwrap_or_else(now_ms);
         let component = component_of(&c, &self.pci);
         let mut ev = Event {
             ts_ms: ts,
@@ -233,10 +253,32 @@ impl LineHandler {
     }
 }
 
-/// Start following `path` from its current end on a thread of its own: `/dev/kmsg` (a character
-/// device: existing records are skipped) or a regular file (tailed; truncation and rotation are
-/// followed). An error (no such file, no permission) is logged once and returned; nothing is started.
+/// Where the watcher keeps its place (see `kmsg_record`).
+#[derive(Debug, Clone)]
+pub struct KmsgOptions {
+    /// Directory for `kmsg-seq`, the last record handled in this boot. `None`: nothing is kept, and
+    /// a restarted watcher reads the ring buffer from its start again.
+    pub state_dir: Option<PathBuf>,
+    /// `/proc/sys/kernel/random/boot_id`.
+    pub boot_id_file: PathBuf,
+}
+
+impl Default for KmsgOptions {
+    fn default() -> Self {
+        Self { state_dir: None, boot_id_file: PathBuf::from("/proc/sys/kernel/random/boot_id") }
+    }
+}
+
+/// `spawn_watcher_with` and no state directory.
 pub fn spawn_watcher(path: &Path, events: Arc<EventQueue>, pci: PciMap) -> std::io::Result<()> {
+    spawn_watcher_with(path, events, pci, KmsgOptions::default())
+}
+
+/// Start reading `path` on a thread of its own: `/dev/kmsg` (a character device) or a file in its
+/// record format from the start, skipping records handled before in this boot; a plain text file
+/// from its current end (truncation and rotation are followed). An error (no such file, no
+/// permission) is logged once and returned; nothing is started.
+pub fn spawn_watcher_with(path: &Path, events: Arc<EventQueue>, pci: PciMap, opts: KmsgOptions) -> std::io::Result<()> {
     let fail = |e: std::io::Error| {
         tracing::warn!(path = %path.display(), error = %e, "kernel-log watcher off: cannot read {}: {e}", path.display());
         e
@@ -244,17 +286,18 @@ pub fn spawn_watcher(path: &Path, events: Arc<EventQueue>, pci: PciMap) -> std::
     let meta = std::fs::metadata(path).map_err(fail)?;
     let handler = LineHandler::new(events, pci);
     let path_buf = path.to_path_buf();
+    let cursor = Cursor::load(opts.state_dir.as_deref(), &opts.boot_id_file);
     if meta.file_type().is_char_device() {
         let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(fail)?;
-        // SAFETY: a valid open descriptor; SEEK_END on /dev/kmsg skips to the next new record.
-        if unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_END) } < 0 {
-            return Err(fail(std::io::Error::last_os_error()));
-        }
-        spawn("kmsg-watcher", move || follow_kmsg(file, handler))
+        // A fresh /dev/kmsg reader starts at the oldest record still in the ring buffer.
+        spawn("kmsg-watcher", move || follow_kmsg(file, handler, cursor))
     } else {
         let mut file = File::open(path).map_err(fail)?;
-        let pos = file.seek(SeekFrom::End(0)).map_err(fail)?;
-        spawn("kmsg-watcher", move || tail_file(path_buf, file, pos, handler))
+        let records = starts_with_record(&mut file).map_err(fail)?;
+        let pos = if records { 0 } else { file.seek(SeekFrom::End(0)).map_err(fail)? };
+        file.seek(SeekFrom::Start(pos)).map_err(fail)?;
+        let cursor = records.then_some(cursor);
+        spawn("kmsg-watcher", move || tail_file(path_buf, file, pos, handler, cursor))
     }
     .map_err(fail)?;
     WATCHING.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -262,21 +305,56 @@ pub fn spawn_watcher(path: &Path, events: Arc<EventQueue>, pci: PciMap) -> std::
     Ok(())
 }
 
+/// Whether a regular file holds `/dev/kmsg` records (its first line parses as one).
+fn starts_with_record(file: &mut File) -> std::io::Result<bool> {
+    let mut head = vec![0u8; 4096];
+    let n = file.read(&mut head)?;
+    let text = String::from_utf8_lossy(&head[..n]);
+    Ok(text.lines().next().is_some_and(|l| parse_record(l).is_some()))
+}
+
+/// Handle one record unless it was handled before; true when it was new.
+fn handle_record(h: &mut LineHandler, cursor: &mut Cursor, boot_ms: i64, rec: &Record<'_>) -> bool {
+    if cursor.seen(rec.seq) {
+        return false;
+    }
+    cursor.advance(rec.seq);
+    h.line_at(rec.message, Instant::now(), record_ms(boot_ms, rec.usec, now_ms()));
+    true
+}
+
+/// Persist the cursor; a failure is logged once.
+fn save_cursor(cursor: &mut Cursor, warned: &mut bool) {
+    if let Err(e) = cursor.save()
+        && !*warned
+    {
+        *warned = true;
+        tracing::warn!(error = %e, "cannot keep the kernel-log position; records may be sent again after a restart");
+    }
+}
+
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
     std::thread::Builder::new().name(name.to_string()).spawn(f).map(|_| ())
 }
 
-/// `/dev/kmsg`: each read returns one record (`prio,seq,ts,flags;message` plus dictionary lines).
-fn follow_kmsg(file: File, mut h: LineHandler) {
+/// `/dev/kmsg`: each read returns one record (`prio,seq,usec,flags;message` plus dictionary lines).
+fn follow_kmsg(file: File, mut h: LineHandler, mut cursor: Cursor) {
     let fd = file.as_raw_fd();
     let mut buf = vec![0u8; 16 * 1024];
+    let boot_ms = boot_wall_ms();
+    let mut warned = false;
+    let mut since_save = 0u32;
     loop {
         // SAFETY: reading into our own buffer from a descriptor we own.
         let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
         if n > 0 {
             let rec = String::from_utf8_lossy(&buf[..n as usize]);
-            if let Some(first) = rec.lines().next() {
-                h.line(first, Instant::now());
+            if let Some(r) = rec.lines().next().and_then(parse_record) {
+                since_save += u32::from(handle_record(&mut h, &mut cursor, boot_ms, &r));
+            }
+            if since_save >= 1000 {
+                save_cursor(&mut cursor, &mut warned);
+                since_save = 0;
             }
             h.tick(Instant::now());
             continue;
@@ -286,6 +364,9 @@ fn follow_kmsg(file: File, mut h: LineHandler) {
             // Records were overwritten before we read them: go on with the next.
             Some(libc::EPIPE) | Some(libc::EINTR) => continue,
             Some(libc::EAGAIN) => {
+                // Caught up: keep the place, then wait for the next record.
+                save_cursor(&mut cursor, &mut warned);
+                since_save = 0;
                 let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
                 // SAFETY: one valid pollfd.
                 unsafe { libc::poll(&mut pfd, 1, POLL_INTERVAL.as_millis() as libc::c_int) };
@@ -299,14 +380,20 @@ fn follow_kmsg(file: File, mut h: LineHandler) {
     }
 }
 
-/// A regular file: read what was appended; start over when it shrinks or is replaced.
-fn tail_file(path: PathBuf, mut file: File, mut pos: u64, mut h: LineHandler) {
+/// A regular file: read what was appended; start over when it shrinks or is replaced. With a cursor
+/// the lines are `/dev/kmsg` records, handled once each.
+fn tail_file(path: PathBuf, mut file: File, mut pos: u64, mut h: LineHandler, mut cursor: Option<Cursor>) {
+    let boot_ms = boot_wall_ms();
+    let mut warned = false;
     let mut ino = file.metadata().map(|m| m.ino()).unwrap_or(0);
     let mut partial: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
         match file.read(&mut chunk) {
             Ok(0) => {
+                if let Some(c) = &mut cursor {
+                    save_cursor(c, &mut warned);
+                }
                 h.tick(Instant::now());
                 std::thread::sleep(POLL_INTERVAL);
                 if let Ok(meta) = std::fs::metadata(&path)
@@ -326,7 +413,16 @@ fn tail_file(path: PathBuf, mut file: File, mut pos: u64, mut h: LineHandler) {
                 while let Some(nl) = partial.iter().position(|&b| b == b'\n') {
                     let line: Vec<u8> = partial.drain(..=nl).collect();
                     let text = String::from_utf8_lossy(&line);
-                    h.line(text.trim_end_matches(['\n', '\r']), Instant::now());
+                    let text = text.trim_end_matches(['\n', '\r']);
+                    match &mut cursor {
+                        Some(c) => {
+                            // Dictionary lines (leading space) and anything else that is no record.
+                            if let Some(r) = parse_record(text) {
+                                handle_record(&mut h, c, boot_ms, &r);
+                            }
+                        }
+                        None => h.line(text, Instant::now()),
+                    }
                 }
                 h.tick(Instant::now());
             }

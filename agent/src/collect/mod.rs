@@ -1,12 +1,17 @@
 //! The collector registry: one module per telemetry source, all behind the `Collector` trait.
 //! This file is the only place that lists them.
 
+pub mod ethtool;
+pub mod fabric;
 pub mod gpu;
+pub mod gpu_health;
 pub mod host;
 pub mod infiniband;
 pub mod jobs;
 pub mod kmsg;
+pub mod kmsg_record;
 pub mod net;
+pub mod sched;
 
 use std::collections::{BTreeMap, HashSet};
 use std::io;
@@ -23,8 +28,8 @@ pub enum CollectError {
         #[source]
         source: std::io::Error,
     },
-    /// A counter that hit the top of its hardware width (it stops counting) or went backwards (it
-    /// wrapped or was reset). The value is still reported; this only counts and logs the event.
+    /// A counter that went backwards (it wrapped or was reset). The value is still reported; this
+    /// only counts and logs the event.
     #[error("counter {counter} of {nic}: {problem}")]
     Counter { nic: String, counter: String, problem: &'static str },
     #[error("{0}")]
@@ -99,12 +104,18 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The collectors that need nothing but the file roots: host, infiniband and net.
+    /// The collectors that need nothing but the file roots: host, infiniband and net, with the
+    /// default `[nics]` settings.
     pub fn base(roots: &Roots) -> Self {
+        Self::base_with(roots, &fabric::NicsConfig::default())
+    }
+
+    /// As `base`, with `nics` deciding which NICs are fabric and which are reported.
+    pub fn base_with(roots: &Roots, nics: &fabric::NicsConfig) -> Self {
         let mut r = Self::empty();
         r.push(Box::new(host::HostCollector::new(roots.clone())));
-        r.push(Box::new(infiniband::InfinibandCollector::new(roots.sysfs.clone())));
-        r.push(Box::new(net::NetCollector::new(roots.sysfs.clone())));
+        r.push(Box::new(infiniband::InfinibandCollector::new(roots.sysfs.clone()).with_config(nics.clone())));
+        r.push(Box::new(net::NetCollector::new(roots.sysfs.clone()).with_config(nics.clone(), roots.procfs.clone())));
         r
     }
 
@@ -194,26 +205,17 @@ pub fn now_ms() -> i64 {
 }
 
 /// Watches raw counters across cycles: a counter that went backwards (wrapped, or the driver reset it)
-/// is counted every time it happens; one that sits at the top of its hardware width (it stopped
-/// counting) is counted once when it gets there.
+/// is counted every time it happens. A counter sitting at the top of its hardware width is not a
+/// collector problem but data: the collector lists it in `NicSample::saturated`.
 #[derive(Debug, Default)]
 pub struct CounterWatch {
     prev: std::collections::HashMap<String, u64>,
     next: std::collections::HashMap<String, u64>,
-    saturated: HashSet<String>,
 }
 
 impl CounterWatch {
-    /// Note `value` of `nic`/`counter`; `width_bits` is the counter's hardware width when it is narrower
-    /// than 64 bits.
-    pub fn observe(
-        &mut self,
-        nic: &str,
-        counter: &str,
-        value: u64,
-        width_bits: Option<u32>,
-        errs: &mut Vec<CollectError>,
-    ) {
+    /// Note `value` of `nic`/`counter`.
+    pub fn observe(&mut self, nic: &str, counter: &str, value: u64, errs: &mut Vec<CollectError>) {
         let key = format!("{nic}\u{0}{counter}");
         if let Some(&old) = self.prev.get(&key)
             && value < old
@@ -224,26 +226,12 @@ impl CounterWatch {
                 problem: "went backwards (wrapped or reset)",
             });
         }
-        let at_max = width_bits.is_some_and(|w| w < 64 && value == (1u64 << w) - 1);
-        if at_max {
-            if self.saturated.insert(key.clone()) {
-                errs.push(CollectError::Counter {
-                    nic: nic.into(),
-                    counter: counter.into(),
-                    problem: "saturated at its hardware maximum (stops counting until cleared)",
-                });
-            }
-        } else {
-            self.saturated.remove(&key);
-        }
         self.next.insert(key, value);
     }
 
     /// End a cycle: what was observed becomes the baseline; counters of vanished NICs are forgotten.
     pub fn end_cycle(&mut self) {
         self.prev = std::mem::take(&mut self.next);
-        let prev = &self.prev;
-        self.saturated.retain(|k| prev.contains_key(k));
     }
 }
 
@@ -337,19 +325,19 @@ mod tests {
     }
 
     #[test]
-    fn counter_watch_counts_each_wrap_and_a_saturation_once() {
+    fn counter_watch_counts_each_wrap() {
         let mut w = super::CounterWatch::default();
         let mut errs = Vec::new();
-        w.observe("mlx5_0", "link_downed", 10, Some(8), &mut errs);
+        w.observe("mlx5_0", "link_downed", 10, &mut errs);
         w.end_cycle();
-        w.observe("mlx5_0", "link_downed", 3, Some(8), &mut errs);
+        w.observe("mlx5_0", "link_downed", 3, &mut errs);
         w.end_cycle();
         assert_eq!(errs.len(), 1, "one wrap");
-        w.observe("mlx5_0", "link_downed", 255, Some(8), &mut errs);
+        w.observe("mlx5_0", "link_downed", 255, &mut errs);
         w.end_cycle();
-        w.observe("mlx5_0", "link_downed", 255, Some(8), &mut errs);
+        w.observe("mlx5_0", "link_downed", 255, &mut errs);
         w.end_cycle();
-        assert_eq!(errs.len(), 2, "saturation is counted once while it lasts: {errs:?}");
+        assert_eq!(errs.len(), 1, "a counter at its maximum is data, not a collector problem: {errs:?}");
     }
 
     #[test]

@@ -1,24 +1,64 @@
 //! Collector: network interfaces under `<sysfs-root>/class/net` — operstate, carrier, carrier changes,
-//! speed, MTU and every `statistics/*` counter. `lo` is skipped. A netdev that backs an IB/RoCE port
+//! speed, MTU and every `statistics/*` counter. Which netdevs are reported and which are fabric NICs
+//! follows `[nics]` (see `fabric`): by default a plain netdev is not fabric and is not reported, and
+//! netdevs matching `netdev_exclude` (`lo`, `docker*`, `veth*`, …) never are. A netdev that backs an IB/RoCE port
 //! (the infiniband collector, which runs first, names it in `NicSample::netdev`) is merged into that
 //! port's sample instead of being reported twice; on a name clash the IB counter wins (its `rx_bytes`
 //! counts RDMA traffic too, the netdev's does not).
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use faultline_proto::limits::{MAX_COUNTERS_PER_NIC, MAX_NICS};
 use faultline_proto::{NicKind, NicSample, NodeReport};
 
+use crate::collect::fabric::{NicsConfig, default_route_netdevs};
+use crate::collect::infiniband::add_ethtool_stats;
 use crate::collect::{CollectError, Collector, CounterWatch, list_dir, parse_u64, pci_address_of, read_trimmed};
 
 pub struct NetCollector {
     root: PathBuf,
     watch: CounterWatch,
+    cfg: NicsConfig,
+    /// Where `net/route` is read for the management NIC.
+    procfs: PathBuf,
+    /// Reading the live host's `/sys` (ethtool statistics are asked only then).
+    live: bool,
 }
 
 impl NetCollector {
     pub fn new(sysfs_root: PathBuf) -> Self {
-        Self { root: sysfs_root.join("class/net"), watch: CounterWatch::default() }
+        let live = sysfs_root == std::path::Path::new("/sys");
+        Self {
+            root: sysfs_root.join("class/net"),
+            watch: CounterWatch::default(),
+            cfg: NicsConfig::default(),
+            procfs: PathBuf::from("/proc"),
+            live,
+        }
+    }
+
+    /// Use these `[nics]` settings, and `procfs` for the routing table.
+    pub fn with_config(mut self, cfg: NicsConfig, procfs: PathBuf) -> Self {
+        self.cfg = cfg;
+        self.procfs = procfs;
+        self
+    }
+
+    /// Whether a plain netdev is a fabric NIC. A virtual device, a bridge, a bond and the management
+    /// NIC (default route) are fabric only when `fabric_include` names them exactly; another physical
+    /// netdev when a `fabric_include` glob matches it.
+    fn plain_is_fabric(&self, name: &str, management: &BTreeSet<String>) -> bool {
+        let dir = self.root.join(name);
+        let structural = management.contains(name)
+            || !dir.join("device").exists()
+            || dir.join("bridge").exists()
+            || dir.join("bonding").exists();
+        if structural {
+            let named = self.cfg.fabric_include.iter().any(|p| p == name);
+            return named && self.cfg.is_fabric(&[name], false);
+        }
+        self.cfg.is_fabric(&[name], false)
     }
 }
 
@@ -46,32 +86,41 @@ impl Collector for NetCollector {
             Ok(n) => n,
             Err(e) => return Err(CollectError::io(self.root.display().to_string(), e)),
         };
+        let management = default_route_netdevs(&self.procfs);
         // Physical interfaces first, so that on a host with more netdevs than a report may carry
         // (hundreds of container veths) the ones that matter are the ones kept.
         let mut plain = Vec::new();
-        for name in names.into_iter().filter(|n| n != "lo") {
-            if !faultline_proto::id::valid_name(&name) {
+        for name in names {
+            if !faultline_proto::id::valid_name(&name) || self.cfg.netdev_excluded(&name) {
                 continue;
             }
-            let nd = self.read_netdev(&name, &mut errs);
             if let Some(ib) =
                 report.nics.iter_mut().find(|n| n.kind == NicKind::Infiniband && n.netdev.as_deref() == Some(&name))
             {
+                let nd = self.read_netdev(&name, &mut errs);
                 merge_into(ib, nd);
-            } else {
-                plain.push((name, nd));
+                continue;
             }
+            let fabric = self.plain_is_fabric(&name, &management);
+            if !fabric && !self.cfg.collect_nonfabric_netdevs {
+                continue;
+            }
+            let nd = self.read_netdev(&name, &mut errs);
+            plain.push((name, nd, fabric));
         }
-        plain.sort_by_key(|(name, nd)| (!nd.physical, name.clone()));
-        for (name, nd) in plain {
+        plain.sort_by_key(|(name, nd, fabric)| (!fabric, !nd.physical, name.clone()));
+        for (name, nd, fabric) in plain {
             if report.nics.len() >= MAX_NICS {
                 errs.push(CollectError::Other(format!(
                     "more than {MAX_NICS} NICs; virtual netdevs past the limit are not reported"
                 )));
                 break;
             }
-            let mut nic = NicSample { name, kind: NicKind::Netdev, ..Default::default() };
+            let mut nic = NicSample { name, kind: NicKind::Netdev, fabric: Some(fabric), ..Default::default() };
             merge_into(&mut nic, nd);
+            if fabric && self.live {
+                add_ethtool_stats(&mut nic, &self.cfg, &mut self.watch, &mut errs);
+            }
             report.nics.push(nic);
         }
         self.watch.end_cycle();
@@ -102,7 +151,7 @@ impl NetCollector {
             nd.pci_bus_id = pci_address_of(&device);
         }
         if let Some(c) = nd.carrier_changes {
-            self.watch.observe(name, "carrier_changes", c, None, errs);
+            self.watch.observe(name, "carrier_changes", c, errs);
         }
         let sdir = dir.join("statistics");
         match list_dir(&sdir) {
@@ -115,7 +164,7 @@ impl NetCollector {
                     let path = sdir.join(&f);
                     match read_trimmed(&path).map(|s| parse_u64(&s)) {
                         Ok(Some(v)) => {
-                            self.watch.observe(name, &f, v, None, errs);
+                            self.watch.observe(name, &f, v, errs);
                             nd.counters.insert(f, v);
                         }
                         Ok(None) => errs.push(CollectError::Other(format!("{}: not a counter", path.display()))),
@@ -189,7 +238,7 @@ mod tests {
             counters: ib_counters,
             ..Default::default()
         });
-        let mut c = NetCollector::new(dir.path().to_path_buf());
+        let mut c = NetCollector::new(dir.path().to_path_buf()).with_config(all(), dir.path().join("proc"));
         c.collect(&mut r).unwrap();
         assert_eq!(r.nics.len(), 2, "{:?}", r.nics);
         let ib = &r.nics[0];
@@ -204,6 +253,74 @@ mod tests {
         assert_eq!(eth.carrier_changes, Some(4));
         assert_eq!(eth.speed_mbps, Some(25000));
         assert_eq!(eth.counters["rx_packets"], 10);
+        assert_eq!(eth.fabric, Some(false), "a plain netdev is data, not fabric");
+    }
+
+    fn all() -> NicsConfig {
+        NicsConfig { collect_nonfabric_netdevs: true, ..Default::default() }
+    }
+
+    /// A node's usual netdevs: loopback, container plumbing, a bridge, the management NIC (default
+    /// route), a spare physical port, and the IPoIB netdev of an IB port.
+    fn busy_host() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let net = dir.path().join("class/net");
+        for n in ["lo", "docker0", "veth1a2b", "ifb0", "br0", "eno1", "ens1f0", "ib0"] {
+            write(&net, &format!("{n}/operstate"), "up");
+            write(&net, &format!("{n}/statistics/rx_bytes"), "1");
+        }
+        for n in ["eno1", "ens1f0", "ib0"] {
+            std::fs::create_dir_all(net.join(n).join("device")).unwrap();
+        }
+        std::fs::create_dir_all(net.join("br0/bridge")).unwrap();
+        write(
+            &dir.path().join("proc"),
+            "net/route",
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\n\
+             eno1\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000",
+        );
+        dir
+    }
+
+    fn run(dir: &Path, cfg: NicsConfig) -> Vec<(String, Option<bool>)> {
+        let mut r = crate::collect::blank_report("n", 1, 1000);
+        r.nics.push(NicSample {
+            name: "mlx5_0".into(),
+            netdev: Some("ib0".into()),
+            fabric: Some(true),
+            ..Default::default()
+        });
+        let mut c = NetCollector::new(dir.to_path_buf()).with_config(cfg, dir.join("proc"));
+        c.collect(&mut r).unwrap();
+        r.nics.into_iter().map(|n| (n.name, n.fabric)).collect()
+    }
+
+    #[test]
+    fn only_fabric_nics_are_reported_by_default() {
+        let dir = busy_host();
+        assert_eq!(run(dir.path(), NicsConfig::default()), vec![("mlx5_0".to_string(), Some(true))]);
+    }
+
+    #[test]
+    fn nonfabric_netdevs_come_as_data_when_asked_and_excluded_ones_never() {
+        let dir = busy_host();
+        let got = run(dir.path(), all());
+        let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["mlx5_0", "eno1", "ens1f0", "br0"], "physical first; lo, docker0, veth, ifb never");
+        assert!(got[1..].iter().all(|(_, f)| *f == Some(false)), "{got:?}");
+    }
+
+    #[test]
+    fn fabric_include_makes_a_physical_netdev_fabric_but_a_glob_never_the_management_nic() {
+        let dir = busy_host();
+        let cfg = NicsConfig { fabric_include: vec!["e*".into()], ..Default::default() };
+        assert_eq!(
+            run(dir.path(), cfg),
+            vec![("mlx5_0".to_string(), Some(true)), ("ens1f0".to_string(), Some(true))],
+            "eno1 holds the default route: only naming it exactly makes it fabric"
+        );
+        let cfg = NicsConfig { fabric_include: vec!["eno1".into()], ..Default::default() };
+        assert_eq!(run(dir.path(), cfg)[1], ("eno1".to_string(), Some(true)));
     }
 
     #[test]
@@ -212,7 +329,7 @@ mod tests {
         let net = dir.path().join("class/net");
         write(&net, "eth0/operstate", "up");
         write(&net, "eth0/statistics/rx_bytes", "1000");
-        let mut c = NetCollector::new(dir.path().to_path_buf());
+        let mut c = NetCollector::new(dir.path().to_path_buf()).with_config(all(), dir.path().join("proc"));
         let mut r = crate::collect::blank_report("n", 1, 1000);
         c.collect(&mut r).unwrap();
         write(&net, "eth0/statistics/rx_bytes", "10");

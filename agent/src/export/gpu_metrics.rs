@@ -374,6 +374,30 @@ fn encode_report(report: &NodeReport, side: &Side, enc: &mut DescriptorEncoder) 
         &ok,
         |l, g| g.not_supported.iter().map(|q| (with(l, &[("query", q.clone())]), 1.0)).collect(),
     )?;
+    family(
+        enc,
+        "faultline_gpu_clock_event_seconds",
+        "Time the clocks were held down since driver load, by reason (NVML clocks-event counters).",
+        MetricType::Counter,
+        &ok,
+        |l, g| g.clock_event_ns.iter().map(|(r, ns)| (with(l, &[("reason", r.clone())]), *ns as f64 / 1e9)).collect(),
+    )?;
+    family(
+        enc,
+        "faultline_gpu_nvml_error",
+        "1 while NVML answers this GPU with an error, by NVML's words (Unknown Error, GPU is lost, Timeout).",
+        g_,
+        &gpus,
+        |l, g| g.nvml_error.iter().map(|e| (with(l, &[("error", e.clone())]), 1.0)).collect(),
+    )?;
+    per_gpu(
+        enc,
+        "faultline_gpu_pci_present",
+        "1 while the PCI function of a GPU that answers with an error is still in sysfs, 0 once it is gone.",
+        g_,
+        &gpus,
+        |g| g.pci_present.map(|p| if p { 1.0 } else { 0.0 }),
+    )?;
     Ok(())
 }
 
@@ -411,6 +435,9 @@ mod tests {
         let mut r = report();
         r.gpus[0].index = 40;
         r.gpus[1].index = 41;
+        r.gpus[0].clock_event_ns.insert("sw_power_cap".into(), 2_500_000_000);
+        r.gpus[1].nvml_error = Some("GPU is lost".into());
+        r.gpus[1].pci_present = Some(false);
         record_nvlink_crc(40, &[(0, Some(4), Some(1)), (1, Some(2), Some(0))]);
         record_xid(40, 79, 1);
         record_xid(40, 79, 2);
@@ -445,12 +472,16 @@ mod tests {
             format!("faultline_gpu_pcie_link_width{{{l0}}} 8.0"),
             format!("faultline_gpu_pcie_link_width_max{{{l0}}} 16.0"),
             format!("faultline_gpu_lost{{{l0}}} 0.0"),
+            format!("faultline_gpu_clock_event_seconds_total{{{l0},reason=\"sw_power_cap\"}} 2.5"),
             "# TYPE DCGM_FI_DEV_GPU_UTIL gauge".to_string(),
             "# TYPE faultline_gpu_xid_errors counter".to_string(),
         ] {
             assert!(out.contains(&want), "missing {want}\n{out}");
         }
         assert!(out.contains(r#"faultline_gpu_lost{gpu="41",UUID="GPU-b""#), "{out}");
+        assert!(out.contains(r#"faultline_gpu_nvml_error{gpu="41",UUID="GPU-b""#), "{out}");
+        assert!(out.contains(r#"error="GPU is lost"} 1.0"#), "{out}");
+        assert!(out.contains(r#"faultline_gpu_pci_present{gpu="41",UUID="GPU-b""#), "{out}");
         assert!(!out.contains(r#"DCGM_FI_DEV_GPU_TEMP{gpu="41""#), "a lost GPU has no readings");
         assert!(!out.contains("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION_total"), "DCGM names are exact");
     }

@@ -90,7 +90,12 @@ impl Collector for NodeMetrics {
         let report = guard.as_ref();
         let host = report.map(|r| r.node.as_str()).unwrap_or(&self.node);
         if let Some(r) = report {
-            for f in host_families(r).into_iter().chain(nic_families(r)).chain(disk_families(r)) {
+            let mut expected = Family::gauge(
+                "faultline_node_expected_gpus",
+                "GPUs this node should have (configured, or counted at the agent's first start).",
+            );
+            expected.u(vec![], r.expected_gpus.map(u64::from));
+            for f in host_families(r).into_iter().chain(nic_families(r)).chain(disk_families(r)).chain([expected]) {
                 f.encode(&mut enc, host)?;
             }
         }
@@ -201,8 +206,20 @@ fn nic_families(r: &NodeReport) -> Vec<Family<'_>> {
         "faultline_nic_counter",
         "Every raw NIC counter by its kernel name (IB data counters already in bytes).",
     );
+    let mut saturated = Family::gauge(
+        "faultline_nic_counter_saturated",
+        "1 for a NIC counter stuck at its hardware width's maximum (it no longer counts: its rate is unknown).",
+    );
+    let mut fabric = Family::gauge(
+        "faultline_nic_fabric",
+        "1 for a fabric NIC (training data plane), 0 for one reported as data only.",
+    );
     for n in &r.nics {
         let l = || vec![("nic", n.name.as_str())];
+        for c in &n.saturated {
+            saturated.u(vec![("nic", &n.name), ("counter", c)], Some(1));
+        }
+        fabric.u(l(), Some(u64::from(n.is_fabric())));
         let kind = match n.kind {
             NicKind::Infiniband => "infiniband",
             NicKind::Netdev => "netdev",
@@ -235,7 +252,10 @@ fn nic_families(r: &NodeReport) -> Vec<Family<'_>> {
             raw.u(vec![("nic", &n.name), ("counter", k)], Some(*v));
         }
     }
-    vec![info, up, carrier, changes, speed, mtu, rx, tx, rxp, txp, downed, symbol, rcv_err, xmit_wait, raw]
+    vec![
+        info, up, carrier, changes, speed, mtu, rx, tx, rxp, txp, downed, symbol, rcv_err, xmit_wait, raw, saturated,
+        fabric,
+    ]
 }
 
 fn disk_families(r: &NodeReport) -> Vec<Family<'_>> {
@@ -243,13 +263,15 @@ fn disk_families(r: &NodeReport) -> Vec<Family<'_>> {
     let mut avail =
         Family::gauge("faultline_disk_available_bytes", "File system space available to unprivileged users.");
     let mut ro = Family::gauge("faultline_disk_read_only", "1 when the file system is mounted read-only.");
+    let mut written = Family::counter("faultline_disk_written_bytes", "Bytes written to the device since boot.");
     for d in &r.disks {
         let l = || vec![("disk", d.device.as_str()), ("mount", d.mount.as_deref().unwrap_or(""))];
         total.u(l(), d.total_bytes);
         avail.u(l(), d.available_bytes);
         ro.u(l(), Some(u64::from(d.read_only)));
+        written.u(l(), d.write_bytes);
     }
-    vec![total, avail, ro]
+    vec![total, avail, ro, written]
 }
 
 fn agent_families<'a>(r: Option<&'a NodeReport>, s: &AgentStats) -> Vec<Family<'a>> {
@@ -325,6 +347,7 @@ mod tests {
             ib_state: Some("ACTIVE".into()),
             rate_gbps: Some(400.0),
             counters,
+            saturated: vec!["excessive_buffer_overrun_errors".into()],
             ..Default::default()
         });
         r.collector_errors.insert("infiniband".into(), 3);
@@ -348,6 +371,13 @@ mod tests {
             body.contains("faultline_nic_counter_total{nic=\"mlx5_0\",counter=\"link_downed\",Hostname=\"node-7\"} 2"),
             "{body}"
         );
+        assert!(
+            body.contains(
+                "faultline_nic_counter_saturated{nic=\"mlx5_0\",counter=\"excessive_buffer_overrun_errors\",Hostname=\"node-7\"} 1"
+            ),
+            "{body}"
+        );
+        assert!(body.contains("faultline_nic_fabric{nic=\"mlx5_0\",Hostname=\"node-7\"} 1"), "{body}");
         assert!(
             body.contains("faultline_agent_collector_errors_total{collector=\"infiniband\",Hostname=\"node-7\"} 3"),
             "{body}"

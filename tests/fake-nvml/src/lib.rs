@@ -119,6 +119,13 @@ pub struct Gpu {
     /// Absent: 18 active links with zero errors. Empty list: no NVLink (NOT_SUPPORTED).
     pub nvlinks: Option<Vec<NvLink>>,
     pub processes: Vec<Process>,
+    /// `nvmlDeviceGetHandleByIndex_v2` answers this error (`timeout`, `unknown`): a GPU whose handle
+    /// cannot be had, as a fallen-off GPU often answers `Unknown Error`.
+    pub handle_error: Option<String>,
+    /// Cumulative clocks-event time per reason, ns, through the field values
+    /// `NVML_FI_DEV_CLOCKS_EVENT_REASON_*` (`sw_power_cap`, `sync_boost`, `sw_thermal_slowdown`,
+    /// `hw_thermal_slowdown`, `hw_power_brake_slowdown`); a reason not listed reads 0.
+    pub clock_event_ns: BTreeMap<String, u64>,
 }
 
 impl Default for Gpu {
@@ -154,6 +161,8 @@ impl Default for Gpu {
             pcie: Pcie::default(),
             nvlinks: None,
             processes: Vec::new(),
+            handle_error: None,
+            clock_event_ns: BTreeMap::new(),
         }
     }
 }
@@ -455,6 +464,11 @@ pub unsafe extern "C" fn nvmlDeviceGetHandleByIndex_v2(index: c_uint, device: *m
     if lib.state.gpus[slot].lost {
         return rc::GPU_IS_LOST;
     }
+    match lib.state.gpus[slot].handle_error.as_deref() {
+        Some("timeout") => return rc::TIMEOUT,
+        Some(_) => return rc::UNKNOWN,
+        None => {}
+    }
     // SAFETY: caller's out-pointer.
     unsafe { put(device, (slot + 1) as nvmlDevice_t) }
 }
@@ -581,6 +595,19 @@ pub unsafe extern "C" fn nvmlDeviceGetTemperature(
     with_gpu(device, "temperature", |g, _| unsafe { put(temp, g.temp) })
 }
 
+/// The reason name of an `NVML_FI_DEV_CLOCKS_EVENT_REASON_*` field id (driver r550+ numbering: the
+/// two with older perf-policy ids, 74 and 76, and 251–253).
+fn clock_event_reason(id: u32) -> Option<&'static str> {
+    Some(match id {
+        74 => "sw_power_cap",
+        76 => "sync_boost",
+        251 => "sw_thermal_slowdown",
+        252 => "hw_thermal_slowdown",
+        253 => "hw_power_brake_slowdown",
+        _ => return None,
+    })
+}
+
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn nvmlDeviceGetFieldValues(
     device: nvmlDevice_t,
@@ -604,7 +631,13 @@ pub unsafe extern "C" fn nvmlDeviceGetFieldValues(
                     (rc::NOT_SUPPORTED, None)
                 }
                 field_id::NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION => (rc::SUCCESS, Some(g.energy_mj)),
-                _ => (rc::NOT_SUPPORTED, None),
+                _ if g.not_supported.contains("clock_events") && clock_event_reason(id).is_some() => {
+                    (rc::NOT_SUPPORTED, None)
+                }
+                _ => match clock_event_reason(id) {
+                    Some(r) => (rc::SUCCESS, Some(g.clock_event_ns.get(r).copied().unwrap_or(0))),
+                    None => (rc::NOT_SUPPORTED, None),
+                },
             };
             v.nvmlReturn = ret;
             v.latencyUsec = 3;
