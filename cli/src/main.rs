@@ -9,6 +9,7 @@ mod cmd_actions;
 mod commands;
 mod config;
 mod demo;
+mod demo_live;
 mod render;
 mod sim_cmd;
 

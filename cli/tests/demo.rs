@@ -67,7 +67,7 @@ fn demo_short_diagnoses_every_fault_it_injects() {
 #[test]
 fn demo_serve_leaves_an_analyzer_the_cli_and_prometheus_can_read() {
     let mut cmd = faultline();
-    cmd.args(["demo", "--short", "--serve", "--listen", "127.0.0.1:0"]);
+    cmd.args(["demo", "--short", "--serve", "--no-live", "--listen", "127.0.0.1:0"]);
     let mut p = Proc::spawn_plain(cmd);
     let url = wait_for(DEADLINE, "the demo's `listening on` line", || {
         let line = p.next_line(Duration::from_secs(1))?;
