@@ -85,7 +85,14 @@ fn symptoms_text(v: &ComponentView, style: &Style, now: f64) -> String {
             s.detail.clone(),
         ]);
     }
-    format!("\n{}\n{}", style.bold("symptoms"), indent(&t.render(style)))
+    let mut out = format!("\n{}\n{}", style.bold("symptoms"), indent(&t.render(style)));
+    for s in &symptoms {
+        if let (Some(until), Some(why)) = (s.held_until_s, s.held_because.as_deref()) {
+            let left = if until > now { render::ago(now, until) } else { "passed".to_string() };
+            out.push_str(&format!("  {} held until {} ({left}), because {why}\n", s.kind, render::time(until)));
+        }
+    }
+    out
 }
 
 fn incidents_text(client: &Client, ids: &[String], style: &Style) -> anyhow::Result<String> {
