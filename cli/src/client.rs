@@ -184,7 +184,8 @@ pub fn builder(ca: Option<&Path>) -> Result<reqwest::blocking::ClientBuilder, Cl
     let mut b = reqwest::blocking::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .user_agent(concat!("faultline-cli/", env!("CARGO_PKG_VERSION")));
-    if let Some(path) = ca {
+    // An empty FAULTLINE_CA_CERT counts as unset.
+    if let Some(path) = ca.filter(|p| !p.as_os_str().is_empty()) {
         let err = |message: String| ClientError::CaCert { path: path.display().to_string(), message };
         let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| err(e.to_string()))?;

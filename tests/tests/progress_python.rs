@@ -139,6 +139,17 @@ fn unix_socket_posts_with_a_configured_job_variable_and_refusals_raise() {
     });
     assert_eq!(e["rank"], 7);
     assert_eq!(e["progress"]["step"], 12, "{e:#}");
+
+    // An oversized post gets the same JSON error form as every other refusal.
+    let resp = faultline_tests::http()
+        .post(format!("{purl}/progress"))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 20 * 1024])
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 413);
+    let v: serde_json::Value = resp.json().expect("a JSON body with the 413");
+    assert!(v["error"].as_str().is_some_and(|e| e.contains("limit")), "{v}");
 }
 
 #[test]

@@ -50,8 +50,8 @@ pub struct ConnArgs {
     #[arg(long, global = true, value_name = "TOKEN", help_heading = "Connection")]
     pub token: Option<String>,
     /// PEM file of the CA that signed the analyzer's TLS certificate (e.g. from `faultline-analyzer
-    /// cert init`), trusted instead of the system's CAs [env: FAULTLINE_CA_CERT]
-    #[arg(long, global = true, value_name = "PATH", env = "FAULTLINE_CA_CERT", help_heading = "Connection")]
+    /// cert init`), trusted instead of the system's CAs
+    #[arg(long, global = true, value_name = "PATH", env = "FAULTLINE_CA_CERT", hide_env_values = true, help_heading = "Connection")]
     pub ca_cert: Option<std::path::PathBuf>,
 }
 
