@@ -33,11 +33,11 @@ use faultline_sim::{RunOptions, RunReport, Scenario, World};
 use crate::demo_live;
 use crate::render::Style;
 
-/// The demo's cluster, jobs and faults (a scenario file, spec/scenario.md).
+/// The demo's cluster, jobs and faults (a scenario file, sim/SCENARIO.md).
 pub const SCENARIO: &str = include_str!("demo_scenario.toml");
 
 /// A fault is kept in a shortened run only if this much virtual time is left after its onset: the
-/// slow group's p95 diagnosis target is 60 s (spec/scenario.md), doubled for margin.
+/// slow group's p95 diagnosis target is 60 s (sim/SCENARIO.md), doubled for margin.
 pub const SETTLE_S: f64 = 120.0;
 
 /// Virtual run length of `--short`: the first three faults (at 300, 540 and 780 s) plus `SETTLE_S`.

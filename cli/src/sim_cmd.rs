@@ -24,7 +24,7 @@ pub enum SimCommand {
 
 #[derive(Debug, Clone, Args)]
 pub struct TopologyArgs {
-    /// Scenario file (TOML, see spec/scenario.md)
+    /// Scenario file (TOML, see sim/SCENARIO.md)
     pub scenario: PathBuf,
     /// Write it here instead of stdout
     #[arg(long, value_name = "PATH")]
@@ -33,7 +33,7 @@ pub struct TopologyArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Scenario file (TOML, see spec/scenario.md)
+    /// Scenario file (TOML, see sim/SCENARIO.md)
     pub scenario: PathBuf,
     /// Also write the run report as JSON here
     #[arg(long, value_name = "REPORT")]
