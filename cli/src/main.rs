@@ -12,6 +12,7 @@ mod demo;
 mod demo_live;
 mod render;
 mod sim_cmd;
+mod sim_score;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -20,6 +20,8 @@ pub enum SimCommand {
     /// Print (or write) the topology file of a scenario's cluster, for `faultline-analyzer --topology`
     /// before a `sim run --analyzer` against it
     Topology(TopologyArgs),
+    /// Score a run report (`sim run --json REPORT`) against its scenario again, without running
+    Score(crate::sim_score::ScoreArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -56,6 +58,7 @@ pub fn run(conn: &ConnArgs, cmd: SimCommand) -> ExitCode {
     let result = match cmd {
         SimCommand::Run(args) => run_scenario(conn, args),
         SimCommand::Topology(args) => write_topology(args),
+        SimCommand::Score(args) => crate::sim_score::run(args),
     };
     match result {
         Ok(code) => code,
