@@ -473,11 +473,19 @@ fn clock_now() -> String {
 /// A Prometheus configuration that scrapes the served analyzer under the job name the rules and
 /// dashboards select, and loads the repository's alert rules.
 pub fn prometheus_config(addr: SocketAddr) -> String {
+    // The rules of the checkout this binary was built from, when it is still there (`cargo run`);
+    // else the path relative to a config file saved in the repository root.
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../alerts/analyzer.rules.yml");
+    let rules = built
+        .canonicalize()
+        .ok()
+        .filter(|p| p.is_file())
+        .map_or_else(|| "alerts/analyzer.rules.yml".to_string(), |p| p.display().to_string());
     format!(
-        "\n# Prometheus configuration for this demo (save as prometheus.yml, run from the repository root:\n\
-         #   prometheus --config.file=prometheus.yml)\n\
+        "\n# Prometheus configuration for this demo: save it as prometheus.yml and run\n\
+         #   prometheus --config.file=prometheus.yml\n\
          global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\n\
-         rule_files:\n  - alerts/analyzer.rules.yml\n\
+         rule_files:\n  - {rules}\n\
          scrape_configs:\n  - job_name: faultline-analyzer\n    static_configs:\n      - targets: [\"{addr}\"]\n"
     )
 }
