@@ -440,7 +440,7 @@ fn serve(s: Served<'_>) -> anyhow::Result<()> {
                     out.line(&format!("{}  {l}", clock_now()));
                 });
                 "The simulated cluster keeps running live: its clock at real speed, its agents reporting here, a new\n\
-                 fault every 4 minutes (each lasting 150 s), the first in 5 s"
+                 fault every 4 minutes (each lasting 150 s), the first 5 s after the scored run's end"
             }
             None => "The simulated cluster stopped at the end of the run (--no-live), and so does the analyzer's clock",
         };

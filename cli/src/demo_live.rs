@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use faultline_analyzer::clock::FakeClock;
 use faultline_sim::scenario::FaultSpec;
@@ -79,6 +79,12 @@ pub fn prepare(scored: &Scenario, epoch_ms: i64) -> Prepared {
     Prepared { handle }
 }
 
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// What the live feeder shares with the caller.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -88,7 +94,8 @@ pub struct Counters {
     pub failed: AtomicU64,
 }
 
-/// Runs the live cluster: one virtual second per real second, its reports posted to `url`, `clock`
+/// Runs the live cluster: virtual time kept at wall time (one virtual second per real second, after
+/// catching up the scored run's own wall time), its reports posted to `url`, `clock`
 /// set to the world's time before each second's reports, one line per injected and cleared fault
 /// on `say`. Stops when `stop` is set or the horizon is reached.
 pub fn feed(
@@ -114,7 +121,6 @@ pub fn feed(
             return;
         };
         let endpoint = format!("{url}/api/v1/reports");
-        let start = Instant::now();
         let first_t = world.t_ms;
         let mut events: Vec<(f64, String)> = Vec::new();
         for f in sc.faults.iter().filter(|f| f.at_s * 1000.0 > first_t as f64) {
@@ -124,11 +130,13 @@ pub fn feed(
         events.sort_by(|a, b| a.0.total_cmp(&b.0));
         let mut next_event = 0usize;
         while !stop.load(Ordering::SeqCst) && world.t_ms < world.duration_ms {
-            // Real-time pacing: virtual second k of the live run at wall second k.
-            let k = (world.t_ms - first_t + 1000) / 1000;
-            let due = start + Duration::from_secs(u64::try_from(k).unwrap_or(0));
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
+            // Virtual time is wall time: the scored run ended its virtual time at the moment the demo
+            // started, so the seconds the scored run took are caught up flat out first, then each
+            // virtual second waits for its wall second ("opened 5s ago" means five real seconds).
+            let due_ms = world.epoch_ms + world.t_ms + 1000;
+            let wait_ms = due_ms - wall_ms();
+            if wait_ms > 0 {
+                std::thread::sleep(Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0)));
             }
             let out = world.step();
             clock.set_ms(world.epoch_ms + world.t_ms);

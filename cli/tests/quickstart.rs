@@ -115,7 +115,10 @@ fn readme_quickstart_against_a_fresh_live_demo() {
         assert_eq!(out.status.code(), Some(1), "{cmd}: exit 1 means open incidents found:\n{said}");
         match args[0].as_str() {
             "status" => assert!(said.contains("open") && said.contains(LIVE_GPU), "{cmd}:\n{said}"),
-            "explain" => assert!(said.contains("UNHEALTHY") && said.contains(&id), "{cmd}:\n{said}"),
+            "explain" => assert!(
+                said.contains("UNHEALTHY") && said.contains(&id) && said.contains("held until"),
+                "{cmd}: unhealthy, its incident, and how long the fatal XID holds it:\n{said}"
+            ),
             "path" => assert!(said.contains(&format!("✗ {LIVE_GPU}")), "{cmd}:\n{said}"),
             "watch" => assert!(said.contains(&id) && said.contains(LIVE_GPU), "{cmd}:\n{said}"),
             other => panic!("the quickstart runs `faultline {other}`; teach this test what it shows"),
