@@ -89,7 +89,8 @@ pub type Written = (PathBuf, &'static str);
 
 /// Writes the CA, the server certificate and the tokens into `a.dir`.
 pub fn init(a: &InitArgs) -> anyhow::Result<Vec<Written>> {
-    let names = if a.names.is_empty() { vec!["localhost".to_string(), "127.0.0.1".to_string()] } else { a.names.clone() };
+    let names =
+        if a.names.is_empty() { vec!["localhost".to_string(), "127.0.0.1".to_string()] } else { a.names.clone() };
     for n in &names {
         if n.parse::<IpAddr>().is_err() && !valid_dns_name(n) {
             bail!("--name {n:?} is neither an IP address nor a DNS name");
@@ -141,7 +142,10 @@ pub fn init(a: &InitArgs) -> anyhow::Result<Vec<Written>> {
             "# Paste into the analyzer's TOML config: the read token, and one token per node that is good\n\
              # for that node's reports only (analyzer/SECURITY.md).\n[auth]\n",
         );
-        auth.push_str(&format!("read_token_files = [{:?}]\n\n[auth.node_token_files]\n", path_str(&a.dir.join("read.token"))));
+        auth.push_str(&format!(
+            "read_token_files = [{:?}]\n\n[auth.node_token_files]\n",
+            path_str(&a.dir.join("read.token"))
+        ));
         for n in &a.nodes {
             let p = a.dir.join("nodes").join(format!("{n}.token"));
             auth.push_str(&format!("{:?} = {:?}\n", n, path_str(&p)));
@@ -233,7 +237,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let written = init(&args(d.path())).unwrap();
         let names: Vec<String> = written.iter().map(|w| w.0.file_name().unwrap().to_string_lossy().into()).collect();
-        for want in ["ca.pem", "ca.key", "analyzer.pem", "analyzer.key", "admin.token", "read.token", "node-0001.token"] {
+        for want in ["ca.pem", "ca.key", "analyzer.pem", "analyzer.key", "admin.token", "read.token", "node-0001.token"]
+        {
             assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
         }
         let tok = std::fs::read_to_string(d.path().join("admin.token")).unwrap();

@@ -632,8 +632,14 @@ mod tests {
         add_topology_switches(&mut health, &topo);
         let m = Metrics::new(100);
         let out = render(&m, &Snapshot { health, ..Default::default() });
-        assert!(out.contains(r#"faultline_component_healthy{component="switch:leaf-00",kind="switch",node=""} 0"#), "{out}");
-        assert!(out.contains(r#"faultline_component_healthy{component="switch:spine-00",kind="switch",node=""} 1"#), "{out}");
+        assert!(
+            out.contains(r#"faultline_component_healthy{component="switch:leaf-00",kind="switch",node=""} 0"#),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"faultline_component_healthy{component="switch:spine-00",kind="switch",node=""} 1"#),
+            "{out}"
+        );
     }
 
     #[test]

@@ -357,7 +357,19 @@ fn demo(args: &DemoArgs) -> anyhow::Result<()> {
             args.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9440))));
         let end_ms = epoch_ms + (sc.duration_s * 1000.0) as i64;
         let prometheus = args.prometheus;
-        serve(Served { listen, db: &db, store, analyzer, ledger, topology, opened, end_ms, out, live_world, prometheus })?;
+        serve(Served {
+            listen,
+            db: &db,
+            store,
+            analyzer,
+            ledger,
+            topology,
+            opened,
+            end_ms,
+            out,
+            live_world,
+            prometheus,
+        })?;
     }
     Ok(())
 }

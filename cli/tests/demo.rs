@@ -99,8 +99,14 @@ fn demo_serve_leaves_an_analyzer_the_cli_and_prometheus_can_read() {
     assert!(metrics.contains("faultline_nodes 64"), "{metrics}");
     assert!(metrics.contains(r#"faultline_incidents_open{class="node_down""#), "{metrics}");
     // Every switch of the topology has a health series, the healthy ones too (the switch panel).
-    assert!(metrics.contains(r#"faultline_component_healthy{component="switch:spine-00",kind="switch",node=""} 1"#), "{metrics}");
-    assert!(metrics.contains(r#"faultline_component_healthy{component="switch:leaf-03",kind="switch",node=""} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"faultline_component_healthy{component="switch:spine-00",kind="switch",node=""} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"faultline_component_healthy{component="switch:leaf-03",kind="switch",node=""} 1"#),
+        "{metrics}"
+    );
 
     let status = p.terminate(Duration::from_secs(30)).expect("the demo stops on SIGTERM");
     assert!(status.success(), "{status:?}; stderr:\n{}", p.stderr());

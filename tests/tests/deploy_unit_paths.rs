@@ -48,7 +48,9 @@ fn service_keys(unit: &str) -> Vec<(String, String)> {
 fn systemd_analyze_verify_accepts_both_units_without_a_warning() {
     let Some(sa) = external("systemd-analyze") else { return };
     let dir = tempfile::tempdir().unwrap();
-    for (unit, binary) in [("faultline-analyzer.service", "faultline-analyzer"), ("faultline-agent.service", "faultline-agent")] {
+    for (unit, binary) in
+        [("faultline-analyzer.service", "faultline-analyzer"), ("faultline-agent.service", "faultline-agent")]
+    {
         let text = read(&format!("deploy/systemd/{unit}"))
             .replace(&format!("/usr/local/bin/{binary}"), &bin(binary).display().to_string());
         let path = dir.path().join(unit);

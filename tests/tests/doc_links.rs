@@ -95,7 +95,8 @@ fn exists(md: &Path, p: &str) -> bool {
 }
 
 fn looks_like_repo_path(s: &str) -> bool {
-    if s.starts_with('/') || s.starts_with("~") || s.starts_with("../shared") || is_placeholder(s) || s.contains("://") {
+    if s.starts_with('/') || s.starts_with("~") || s.starts_with("../shared") || is_placeholder(s) || s.contains("://")
+    {
         return false;
     }
     if !s.contains('/') && !s.ends_with(".md") {
@@ -212,7 +213,10 @@ fn check_command(helps: &mut Helps, binary: &str, words: &[String]) -> Option<St
             subs.push(w.clone());
             help = helps.help(binary, &subs)?;
         } else if w.chars().all(|c| c.is_ascii_lowercase() || c == '-') && subs.is_empty() {
-            return Some(format!("`{binary} {w}` is no subcommand (it has: {})", known.into_iter().collect::<Vec<_>>().join(", ")));
+            return Some(format!(
+                "`{binary} {w}` is no subcommand (it has: {})",
+                known.into_iter().collect::<Vec<_>>().join(", ")
+            ));
         } else {
             positional_seen = true;
         }
@@ -285,7 +289,8 @@ fn the_checker_finds_what_is_wrong() {
     assert!(check_command(&mut helps, "faultline", &w("explain node-0003/gpu3 --jsn")).is_some());
     assert!(check_command(&mut helps, "faultline", &w("status --jsn")).is_some());
     assert!(check_command(&mut helps, "faultline-analyzer", &w("cert init DIR --name x")).is_none());
-    let (blocks, inline, links) = parts("see [a](docs/missing.md) and `alerts/README.md`\n```sh\nfaultline watch \\\n  --count 3\n```\n");
+    let (blocks, inline, links) =
+        parts("see [a](docs/missing.md) and `alerts/README.md`\n```sh\nfaultline watch \\\n  --count 3\n```\n");
     assert_eq!(links, ["docs/missing.md"]);
     assert_eq!(inline, ["alerts/README.md"]);
     assert_eq!(commands(&blocks, &inline), [("faultline".to_string(), w("watch --count 3"))]);

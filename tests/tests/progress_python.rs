@@ -50,8 +50,15 @@ fn agent(dir: &Path, node: &str) -> (Proc, String, PathBuf) {
 fn python(py: &Path, script: &str) -> Command {
     let mut c = Command::new(py);
     c.arg("-c").arg(script).env("PYTHONPATH", module_dir()).env("PYTHONDONTWRITEBYTECODE", "1");
-    for k in ["SLURM_JOB_ID", "SLURM_JOBID", "TORCHELASTIC_RUN_ID", "RANK", "SLURM_PROCID", "MASTER_ADDR", "FAULTLINE_JOB_ID_ENV"]
-    {
+    for k in [
+        "SLURM_JOB_ID",
+        "SLURM_JOBID",
+        "TORCHELASTIC_RUN_ID",
+        "RANK",
+        "SLURM_PROCID",
+        "MASTER_ADDR",
+        "FAULTLINE_JOB_ID_ENV",
+    ] {
         c.env_remove(k);
     }
     c
@@ -159,7 +166,10 @@ fn cgroup_job_ids_match_the_agents_parser() {
     // The same lines as the agent's own parse_cgroup tests (agent/src/collect/jobs.rs).
     let cases = [
         ("0::/system.slice/slurmstepd.scope/job_4242/step_0/user/task_0", "4242"),
-        ("0::/kubepods/burstable/pod1b2c3d4e-0000-1111-2222-333344445555/abcdef0123", "1b2c3d4e-0000-1111-2222-333344445555"),
+        (
+            "0::/kubepods/burstable/pod1b2c3d4e-0000-1111-2222-333344445555/abcdef0123",
+            "1b2c3d4e-0000-1111-2222-333344445555",
+        ),
         (
             "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1b2c3d4e_0000_1111_2222_333344445555.slice/cri-containerd-ab.scope",
             "1b2c3d4e-0000-1111-2222-333344445555",
@@ -169,7 +179,10 @@ fn cgroup_job_ids_match_the_agents_parser() {
     for (i, (line, want)) in cases.iter().enumerate() {
         let f = dir.path().join(format!("cgroup{i}"));
         std::fs::write(&f, format!("{line}\n")).unwrap();
-        let script = format!("from faultline_progress import discover_job\nprint(discover_job(env={{}}, cgroup_path={:?}))", f.display().to_string());
+        let script = format!(
+            "from faultline_progress import discover_job\nprint(discover_job(env={{}}, cgroup_path={:?}))",
+            f.display().to_string()
+        );
         let out = python(&py, &script).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), *want, "{line}");

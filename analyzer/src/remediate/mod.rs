@@ -604,7 +604,8 @@ impl Planner {
                         "drain it with your scheduler: no scheduler adapter is configured, so `faultline drain` cannot"
                             .to_string()
                     };
-                    let detail = format!("suggest: drain {node} ({} for {} is `suggest`; {how})", policy_words(inc), inc.id);
+                    let detail =
+                        format!("suggest: drain {node} ({} for {} is `suggest`; {how})", policy_words(inc), inc.id);
                     let pending = (PendingState::Suggested, ActionResult::Suggested);
                     steps.push(self.pend_drain(inc, node, pending, &reason, detail, target_name, now_s));
                 }

@@ -51,7 +51,14 @@ pub struct ConnArgs {
     pub token: Option<String>,
     /// PEM file of the CA that signed the analyzer's TLS certificate (e.g. from `faultline-analyzer
     /// cert init`), trusted instead of the system's CAs
-    #[arg(long, global = true, value_name = "PATH", env = "FAULTLINE_CA_CERT", hide_env_values = true, help_heading = "Connection")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "FAULTLINE_CA_CERT",
+        hide_env_values = true,
+        help_heading = "Connection"
+    )]
     pub ca_cert: Option<std::path::PathBuf>,
 }
 
@@ -133,7 +140,10 @@ pub struct Reported;
 
 fn run_inner(conn: &ConnArgs, cmd: Command) -> anyhow::Result<Verdict> {
     let settings = config::from_env(conn.analyzer.as_deref(), conn.token.as_deref())?;
-    let ctx = Ctx { client: Client::new(&settings.analyzer, settings.token, conn.ca_cert.as_deref())?, style: Style::detect() };
+    let ctx = Ctx {
+        client: Client::new(&settings.analyzer, settings.token, conn.ca_cert.as_deref())?,
+        style: Style::detect(),
+    };
     match cmd {
         Command::Status(a) => status::run(&ctx, &a),
         Command::Incidents(a) => incidents::run_list(&ctx, &a),
