@@ -498,6 +498,8 @@ pub fn prometheus_config(addr: SocketAddr) -> String {
          #   prometheus --config.file=prometheus.yml\n\
          global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\n\
          rule_files:\n  - {rules}\n\
+         # With an Alertmanager (alerts/alertmanager.example.yml), uncomment:\n\
+         # alerting:\n#   alertmanagers:\n#     - static_configs:\n#         - targets: [\"127.0.0.1:9093\"]\n\
          scrape_configs:\n  - job_name: faultline-analyzer\n    static_configs:\n      - targets: [\"{addr}\"]\n"
     )
 }
