@@ -17,9 +17,16 @@
 # Bounded: NODES × DURATION_S reports, DURATION_S seconds of sending (plus start-up and a drain of at
 # most a few seconds). Loopback only. Needs curl.
 #
+# Compiling: without BIN_DIR the script uses target/release's binaries when they are there and only
+# builds (release, minutes on a small machine) when they are not; the lean phase builds the load
+# test in release too. For a quick look, skip both:
+#
+#   BIN_DIR=target/release LEAN=0 NODES=200 DURATION_S=10 bench/load-2000-agents.sh
+#
 # Usage: bench/load-2000-agents.sh                      (from anywhere in the repository)
-#        NODES=200 DURATION_S=10 bench/load-2000-agents.sh   (a quick smaller run)
-#        BIN_DIR=target/release bench/load-2000-agents.sh    (skip the build; use these binaries)
+#        NODES=200 DURATION_S=10 LEAN=0 bench/load-2000-agents.sh   (a quick smaller run, no lean phase)
+#        BIN_DIR=target/release bench/load-2000-agents.sh    (never build; use these binaries)
+#        REBUILD=1 bench/load-2000-agents.sh                 (build even when binaries exist)
 set -euo pipefail
 
 NODES="${NODES:-2000}"
@@ -29,8 +36,13 @@ cd "$(dirname "$0")/.."
 command -v curl >/dev/null || { echo "curl is required" >&2; exit 2; }
 
 if [[ -z "${BIN_DIR:-}" ]]; then
-    cargo build --release -p faultline-analyzer -p faultline >&2
     BIN_DIR=target/release
+    if [[ "${REBUILD:-0}" == "1" || ! -x "$BIN_DIR/faultline-analyzer" || ! -x "$BIN_DIR/faultline" ]]; then
+        echo "building release binaries (minutes; BIN_DIR=DIR uses existing ones, LEAN=0 skips the lean phase)" >&2
+        cargo build --release -p faultline-analyzer -p faultline >&2
+    else
+        echo "using existing $BIN_DIR binaries (REBUILD=1 to build them first)" >&2
+    fi
 fi
 ANALYZER="$BIN_DIR/faultline-analyzer"
 CLI="$BIN_DIR/faultline"

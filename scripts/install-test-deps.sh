@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the external programs faultline's tests start for real: Prometheus and promtool,
-# Alertmanager and amtool, Slurm (slurmctld, slurmd, scontrol) and munge.
+# Alertmanager and amtool, Slurm (slurmctld, slurmd, scontrol) and munge, systemd-analyze (the
+# units are verified), and python3 (the progress module is tested from a real Python process).
 # Needs root and apt (Debian/Ubuntu). Safe to run again.
 set -euo pipefail
 need=()
@@ -10,6 +11,8 @@ command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/n
 command -v amtool >/dev/null || need+=(prometheus-alertmanager)
 command -v slurmctld >/dev/null || need+=(slurm-wlm)
 command -v munged >/dev/null || need+=(munge)
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v python3 >/dev/null || need+=(python3)
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
     echo "install-test-deps: need root and apt-get to install: ${need[*]}" >&2
@@ -22,4 +25,4 @@ if ((${#need[@]})); then
   apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${need[@]}" | sort -u)
   rm -f /usr/sbin/policy-rc.d
 fi
-echo "install-test-deps: prometheus, alertmanager, slurm and munge present"
+echo "install-test-deps: prometheus, alertmanager, slurm, munge, systemd-analyze and python3 present"

@@ -86,7 +86,9 @@ struct Cli {
     /// Root of procfs (default /proc).
     #[arg(long)]
     procfs_root: Option<PathBuf>,
-    /// Collect once, print one NodeReport as JSON on stdout, and exit.
+    /// Collect once, print one NodeReport as JSON on stdout, and exit. Samples only: the kernel-log
+    /// and NVML event watchers do not run, so XIDs and other events (even ones already in the log)
+    /// never appear; a running agent pushes them as they happen.
     #[arg(long)]
     once: bool,
     /// NVML library to load instead of libnvidia-ml.so.1.

@@ -790,7 +790,23 @@ fn router(store: ProgressStore) -> Router {
         .with_state(store)
 }
 
-async fn handle_post(State(store): State<ProgressStore>, body: Bytes) -> Response {
+async fn handle_post(
+    State(store): State<ProgressStore>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    // A body over the limit is refused by the body-limit layer before it is read: answer in the same
+    // JSON form as every other refusal, and count it.
+    let body = match body {
+        Ok(b) => b,
+        Err(rej) => {
+            let status = rej.status();
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                store.rejected.fetch_add(1, Ordering::Relaxed);
+                return error_response(status, &format!("body is more than the limit of {MAX_BODY_BYTES} bytes"));
+            }
+            return error_response(status, &rej.body_text());
+        }
+    };
     match store.post_json(&body) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => {

@@ -564,6 +564,8 @@ pub async fn metrics(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Res
         }
         health.push(HealthRow { id: i.root.clone(), kind, node: i.root.host().map(str::to_string), healthy: false });
     }
+    // Switches run no agent: every one in the topology gets a series, healthy unless listed above.
+    crate::metrics::add_topology_switches(&mut health, lock(&st.engine).topology_file());
     let affected: BTreeSet<String> = open.iter().flat_map(|i| i.affected_jobs.iter().cloned()).collect();
     let mut job_rows: BTreeMap<String, bool> = jobs.into_iter().map(|j| (j.id, false)).collect();
     for j in &affected {

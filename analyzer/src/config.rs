@@ -161,6 +161,10 @@ pub struct Config {
     pub resolve_after_s: f64,
     /// An agent silent for this many of its own report intervals is considered lost.
     pub heartbeat_intervals: f64,
+    /// Seconds a fatal XID keeps its GPU suspect after it was raised, even if the GPU looks healthy
+    /// again (the incident then resolves `resolve_after_s` later, and a Slurm resume waits for that).
+    /// Shown by `faultline explain` as "held until".
+    pub fatal_xid_hold_s: f64,
     /// Cap on `faultline_component_healthy` series per scrape.
     pub metrics_max_components: usize,
     /// Most incidents one list request returns (a client may ask for fewer with `limit`).
@@ -203,6 +207,7 @@ impl Default for Config {
             max_body_bytes: limits::MAX_BODY_BYTES,
             resolve_after_s: engine.resolve_after_s,
             heartbeat_intervals: engine.heartbeat_intervals,
+            fatal_xid_hold_s: engine.fatal_xid_hold_s,
             metrics_max_components: DEFAULT_METRICS_MAX_COMPONENTS,
             list_limit: DEFAULT_LIST_LIMIT,
             node_rate_per_s: DEFAULT_NODE_RATE_PER_S,
@@ -340,6 +345,13 @@ impl Config {
                 message: "must be a finite number of seconds, 0 or more",
             });
         }
+        if !(self.fatal_xid_hold_s.is_finite() && (0.0..=86_400.0).contains(&self.fatal_xid_hold_s)) {
+            return Err(ConfigError::Value {
+                field: "fatal_xid_hold_s",
+                value: self.fatal_xid_hold_s.to_string(),
+                message: "must be a finite number of seconds from 0 to 86400",
+            });
+        }
         if !(self.heartbeat_intervals.is_finite() && self.heartbeat_intervals >= 1.0) {
             return Err(ConfigError::Value {
                 field: "heartbeat_intervals",
@@ -379,6 +391,7 @@ impl Config {
         let mut engine = EngineConfig::default();
         engine.resolve_after_s = self.resolve_after_s;
         engine.heartbeat_intervals = self.heartbeat_intervals;
+        engine.fatal_xid_hold_s = self.fatal_xid_hold_s;
         Ok(Settings {
             listen,
             db: self.db.clone(),

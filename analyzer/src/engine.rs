@@ -31,13 +31,21 @@ pub struct EngineConfig {
     pub heartbeat_intervals: f64,
     /// A job none of whose ranks was reported for this long is over and leaves the graph, seconds.
     pub job_linger_s: f64,
+    /// A fatal XID keeps its GPU's symptom live this long after it was raised, seconds (then the
+    /// incident resolves `resolve_after_s` later); `faultline explain` shows it as "held until".
+    pub fatal_xid_hold_s: f64,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         // Two missed intervals: one late report is normal, two in a row is not (and node-down
         // diagnosis stays near 20 s at the 10 s default interval).
-        Self { resolve_after_s: 120.0, heartbeat_intervals: 2.0, job_linger_s: 60.0 }
+        Self {
+            resolve_after_s: 120.0,
+            heartbeat_intervals: 2.0,
+            job_linger_s: 60.0,
+            fatal_xid_hold_s: detect::EVENT_HOLD_MS as f64 / 1000.0,
+        }
     }
 }
 
@@ -292,7 +300,10 @@ impl Analyzer {
             .filter(|p| p.util.is_none_or(|u| u > 10.0))
             .filter_map(|p| p.sm_mhz.map(|c| c as f64))
             .collect();
-        let peers = gpu::GpuPeers { sm_median: detect::median(&mut clocks).filter(|_| clocks.len() >= 3) };
+        let peers = gpu::GpuPeers {
+            sm_median: detect::median(&mut clocks).filter(|_| clocks.len() >= 3),
+            fatal_xid_hold_ms: (self.cfg.fatal_xid_hold_s * 1000.0) as i64,
+        };
         for (idx, g) in &n.gpus {
             gpu::check(name, *idx, g, &peers, now_ms, &mut out);
         }
@@ -483,11 +494,17 @@ impl Analyzer {
         let symptoms: Vec<SymptomView> = self
             .symptoms_of(id)
             .into_iter()
-            .map(|s| SymptomView {
-                kind: s.kind.as_str().to_string(),
-                severity: s.severity,
-                onset_s: s.onset_ms as f64 / 1000.0,
-                detail: s.detail.clone(),
+            .map(|s| {
+                let mut v = SymptomView {
+                    kind: s.kind.as_str().to_string(),
+                    severity: s.severity,
+                    onset_s: s.onset_ms as f64 / 1000.0,
+                    detail: s.detail.clone(),
+                    held_until_s: None,
+                    held_because: None,
+                };
+                crate::incident::fatal_xid_hold(&mut v, s.kind, &self.cfg);
+                v
             })
             .collect();
         let ids = id.to_string();

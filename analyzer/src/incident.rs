@@ -403,6 +403,28 @@ fn kind_static(k: &str) -> Option<&'static str> {
     ALL.iter().map(|x| x.as_str()).find(|s| *s == k)
 }
 
+// ---------------------------------------------------------------------------------------------------
+// Fatal-XID hold, as `faultline explain` shows it (added for the first-hour issue; self-contained).
+
+/// Marks a fatal-XID symptom view with how long it is held live and why: the GPU raised an XID that
+/// leaves it suspect for `fatal_xid_hold_s` even when it answers again, and the incident resolves
+/// `resolve_after_s` after that (a Slurm resume of the node waits for it too).
+pub fn fatal_xid_hold(
+    v: &mut faultline_proto::api::SymptomView,
+    kind: crate::detect::SymptomKind,
+    cfg: &crate::engine::EngineConfig,
+) {
+    if kind != crate::detect::SymptomKind::XidFatal {
+        return;
+    }
+    v.held_until_s = Some(v.onset_s + cfg.fatal_xid_hold_s);
+    v.held_because = Some(format!(
+        "a fatal XID keeps the GPU suspect for {:.0} s after it is raised (fatal_xid_hold_s), even if it answers \
+         again; the incident resolves {:.0} s after that (resolve_after_s)",
+        cfg.fatal_xid_hold_s, cfg.resolve_after_s
+    ));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -496,5 +518,23 @@ mod tests {
             assert!(class_rank(*c) > 0);
         }
         assert_eq!(kind_static("link_down"), Some("link_down"));
+    }
+
+    #[test]
+    fn fatal_xid_views_say_until_when_and_why_they_are_held() {
+        let cfg = crate::engine::EngineConfig { fatal_xid_hold_s: 90.0, ..Default::default() };
+        let mut v = faultline_proto::api::SymptomView {
+            kind: "xid_critical".into(),
+            severity: Severity::Critical,
+            onset_s: 1000.0,
+            detail: String::new(),
+            held_until_s: None,
+            held_because: None,
+        };
+        fatal_xid_hold(&mut v, crate::detect::SymptomKind::NicDown, &cfg);
+        assert_eq!(v.held_until_s, None);
+        fatal_xid_hold(&mut v, crate::detect::SymptomKind::XidFatal, &cfg);
+        assert_eq!(v.held_until_s, Some(1090.0));
+        assert!(v.held_because.as_deref().unwrap().contains("fatal_xid_hold_s"), "{v:?}");
     }
 }

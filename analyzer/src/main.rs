@@ -22,9 +22,13 @@ use tracing::{info, warn};
 #[command(
     name = "faultline-analyzer",
     version,
-    about = "faultline analyzer: ingests agent reports, names root causes, serves incidents"
+    about = "faultline analyzer: ingests agent reports, names root causes, serves incidents",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
+    /// `cert init DIR`: make a CA, a server certificate and tokens (analyzer/SECURITY.md).
+    #[command(subcommand)]
+    command: Option<Sub>,
     /// TOML config file; flags override its values.
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
@@ -57,6 +61,13 @@ struct Cli {
     otlp_endpoint: Option<String>,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Sub {
+    /// Make a CA, a TLS server certificate and tokens for the analyzer, its agents and the CLI
+    #[command(subcommand)]
+    Cert(faultline_analyzer::cert::CertCommand),
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -66,7 +77,16 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Some(Sub::Cert(c)) = cli.command.take() {
+        return match faultline_analyzer::cert::run(c) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -72,6 +72,9 @@ struct InfoLabels {
     class: String,
     severity: String,
     action: String,
+    /// `true` when the recommended action needs a person (`Action::needs_person`): the analyzer's
+    /// own paging policy, so alert rules page for exactly the incidents its notifications page for.
+    needs_person: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -208,7 +211,7 @@ impl Metrics {
         let incident_info = Family::<InfoLabels, Gauge>::default();
         registry.register(
             "incident_info",
-            "1 for each open incident, labelled with its root and class",
+            "1 for each open incident, labelled with its root, class, action and whether that action needs a person",
             incident_info.clone(),
         );
         let component_healthy = Family::<ComponentLabels, Gauge>::default();
@@ -491,6 +494,7 @@ impl Metrics {
                         class: inc.class.as_str().into(),
                         severity: severity_str(inc.severity).into(),
                         action,
+                        needs_person: inc.action.needs_person().to_string(),
                     })
                     .set(1);
             }
@@ -537,6 +541,21 @@ impl Metrics {
             && last > 0
         {
             self.last_tick_age.set(((now - last) as f64 / 1000.0).max(0.0));
+        }
+    }
+}
+
+/// Adds a healthy `faultline_component_healthy{kind="switch"}` row for every switch of the topology
+/// file that no row lists yet. The engine's health rows come from what agents report, and no agent
+/// runs on a switch: without these the switch panel would show only broken switches, never the
+/// healthy fabric around them. Call after the unhealthy rows (open incidents' roots) are in.
+pub fn add_topology_switches(health: &mut Vec<HealthRow>, topology: &faultline_proto::TopologyFile) {
+    use faultline_proto::{ComponentId, ComponentKind};
+    let listed: std::collections::BTreeSet<ComponentId> = health.iter().map(|h| h.id.clone()).collect();
+    for sw in &topology.switches {
+        let id = ComponentId::switch(sw.name.as_str());
+        if !listed.contains(&id) {
+            health.push(HealthRow { id, kind: ComponentKind::Switch, node: None, healthy: true });
         }
     }
 }
@@ -589,12 +608,38 @@ mod tests {
         let out = render(&m, &Snapshot { open_incidents: vec![&a], ..Default::default() });
         assert!(out.contains(r#"faultline_incidents_open{class="gpu_lost",severity="critical"} 1"#), "{out}");
         assert!(out.contains(
-            r#"faultline_incident_info{id="inc-000001",root="node-0001/gpu2",class="gpu_lost",severity="critical",action="reset_gpu"} 1"#
+            r#"faultline_incident_info{id="inc-000001",root="node-0001/gpu2",class="gpu_lost",severity="critical",action="reset_gpu",needs_person="true"} 1"#
         ), "{out}");
         assert!(out.contains("faultline_diagnosis_latency_seconds_bucket{le=\"2\"} 1"), "{out}");
         let out = render(&m, &Snapshot::default());
         assert!(out.contains(r#"faultline_incidents_open{class="gpu_lost",severity="critical"} 0"#), "{out}");
         assert!(!out.contains("faultline_incident_info{"), "{out}");
+    }
+
+    #[test]
+    fn every_topology_switch_gets_a_series_the_broken_one_unhealthy() {
+        use faultline_proto::{ComponentId, ComponentKind};
+        let topo: faultline_proto::TopologyFile = toml::from_str(
+            "[[switch]]\nname = \"spine-00\"\ntier = \"spine\"\n[[switch]]\nname = \"leaf-00\"\ntier = \"leaf\"\nuplinks = [\"spine-00\"]\n",
+        )
+        .unwrap();
+        let mut health = vec![HealthRow {
+            id: ComponentId::switch("leaf-00"),
+            kind: ComponentKind::Switch,
+            node: None,
+            healthy: false,
+        }];
+        add_topology_switches(&mut health, &topo);
+        let m = Metrics::new(100);
+        let out = render(&m, &Snapshot { health, ..Default::default() });
+        assert!(
+            out.contains(r#"faultline_component_healthy{component="switch:leaf-00",kind="switch",node=""} 0"#),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"faultline_component_healthy{component="switch:spine-00",kind="switch",node=""} 1"#),
+            "{out}"
+        );
     }
 
     #[test]

@@ -233,7 +233,7 @@ async fn stored_incidents_are_served_and_open_ones_restored() {
     let metrics = srv.get("/metrics").send().await.unwrap().text().await.unwrap();
     for needle in [
         r#"faultline_incidents_open{class="gpu_lost",severity="critical"} 1"#,
-        r#"faultline_incident_info{id="inc-000002",root="node-0001/gpu3",class="gpu_lost",severity="critical",action="reset_gpu"} 1"#,
+        r#"faultline_incident_info{id="inc-000002",root="node-0001/gpu3",class="gpu_lost",severity="critical",action="reset_gpu",needs_person="true"} 1"#,
         r#"faultline_component_healthy{component="node-0001/gpu3",kind="gpu",node="node-0001"} 0"#,
         r#"faultline_job_affected{job_id="llm-70b"} 1"#,
     ] {

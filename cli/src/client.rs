@@ -1,6 +1,7 @@
 //! A blocking client of the analyzer's read API. It keeps each answer both as raw JSON (what
 //! `--json` prints, extra fields included) and as the `proto::api` type the renderers use.
 
+use std::path::Path;
 use std::time::Duration;
 
 use faultline_proto::api::{ComponentView, JobView, NodeSummary, Summary, TopologyView};
@@ -23,6 +24,13 @@ pub enum ClientError {
         "cannot reach the analyzer at {url}: {reason}. Is faultline-analyzer running? Set --analyzer or FAULTLINE_ANALYZER."
     )]
     Unreachable { url: String, reason: String },
+    /// The analyzer's TLS certificate is signed by a CA this client does not trust.
+    #[error(
+        "certificate not trusted: pass --ca-cert (or FAULTLINE_CA_CERT) with the CA that signed the analyzer's certificate at {url} ({reason})"
+    )]
+    Untrusted { url: String, reason: String },
+    #[error("cannot read the CA certificate {path}: {message}")]
+    CaCert { path: String, message: String },
     #[error("the analyzer refused the token (HTTP {status}: {message}); set --token or FAULTLINE_TOKEN")]
     Unauthorized { status: u16, message: String },
     /// 404, with the server's own words (`no incident inc-000099`).
@@ -68,14 +76,10 @@ pub struct Client {
 }
 
 impl Client {
-    /// `base` is the analyzer URL without a trailing slash.
-    pub fn new(base: &str, token: Option<String>) -> Result<Self, ClientError> {
-        let http = reqwest::blocking::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .user_agent(concat!("faultline-cli/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ClientError::Build(e.to_string()))?;
+    /// `base` is the analyzer URL without a trailing slash; `ca` a PEM file of CAs to trust
+    /// instead of the system's.
+    pub fn new(base: &str, token: Option<String>, ca: Option<&Path>) -> Result<Self, ClientError> {
+        let http = builder(ca)?.timeout(REQUEST_TIMEOUT).build().map_err(|e| ClientError::Build(e.to_string()))?;
         Ok(Self { base: base.trim_end_matches('/').to_string(), token, http })
     }
 
@@ -90,7 +94,7 @@ impl Client {
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        let resp = req.send().map_err(|e| ClientError::Unreachable { url: self.base.clone(), reason: reason(&e) })?;
+        let resp = req.send().map_err(|e| unreachable(&self.base, &e))?;
         let status = resp.status();
         let body = resp.text().map_err(|e| ClientError::Unreachable { url: self.base.clone(), reason: reason(&e) })?;
         if !status.is_success() {
@@ -174,6 +178,50 @@ pub fn encode_segment(s: &str) -> String {
     out
 }
 
+/// An HTTP client builder with the CLI's connect timeout and user agent; with `ca`, trusting the
+/// CAs in that PEM file only (as the agent's `--ca-cert` does).
+pub fn builder(ca: Option<&Path>) -> Result<reqwest::blocking::ClientBuilder, ClientError> {
+    let mut b = reqwest::blocking::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .user_agent(concat!("faultline-cli/", env!("CARGO_PKG_VERSION")));
+    // An empty FAULTLINE_CA_CERT counts as unset.
+    if let Some(path) = ca.filter(|p| !p.as_os_str().is_empty()) {
+        let err = |message: String| ClientError::CaCert { path: path.display().to_string(), message };
+        let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| err(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(err("no PEM certificate in it".into()));
+        }
+        b = b.tls_certs_only(certs);
+    }
+    Ok(b)
+}
+
+/// A request that got no answer, told apart: an untrusted certificate needs `--ca-cert`, not a
+/// running analyzer.
+pub fn unreachable(url: &str, e: &reqwest::Error) -> ClientError {
+    let why = reason(e);
+    if is_untrusted(e) {
+        ClientError::Untrusted { url: url.to_string(), reason: why }
+    } else {
+        ClientError::Unreachable { url: url.to_string(), reason: why }
+    }
+}
+
+/// Whether the TLS handshake failed because the server's certificate chains to no trusted CA
+/// (rustls' `UnknownIssuer`, or a self-signed certificate not trusted as a CA).
+fn is_untrusted(e: &reqwest::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        let text = s.to_string();
+        if text.contains("UnknownIssuer") || text.contains("unknown issuer") || text.contains("CaUsedAsEndEntity") {
+            return true;
+        }
+        src = s.source();
+    }
+    false
+}
+
 /// The most useful words for why a request never got an answer: the OS error when there is one.
 fn reason(e: &reqwest::Error) -> String {
     if e.is_timeout() {
@@ -215,7 +263,7 @@ mod tests {
     #[test]
     fn closed_port_reads_connection_refused() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let c = Client::new(&format!("http://127.0.0.1:{port}"), None).unwrap();
+        let c = Client::new(&format!("http://127.0.0.1:{port}"), None, None).unwrap();
         let err = c.summary().unwrap_err();
         assert!(matches!(&err, ClientError::Unreachable { reason, .. } if reason == "connection refused"), "{err}");
         assert!(err.to_string().contains("FAULTLINE_ANALYZER"), "{err}");

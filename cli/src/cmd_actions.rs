@@ -14,7 +14,7 @@ use faultline_proto::remediation::{
 };
 use serde_json::Value;
 
-use crate::client::{CONNECT_TIMEOUT, Client, REQUEST_TIMEOUT};
+use crate::client::{Client, REQUEST_TIMEOUT};
 use crate::commands::{ConnArgs, EXIT_ERROR, emit, emit_json};
 use crate::config;
 use crate::render::{self, Style, Table};
@@ -100,7 +100,7 @@ pub fn run_resume(conn: &ConnArgs, a: &ResumeArgs) -> ExitCode {
 pub fn run_list(conn: &ConnArgs, a: &ActionsArgs) -> ExitCode {
     finish((|| {
         let settings = config::from_env(conn.analyzer.as_deref(), conn.token.as_deref())?;
-        let client = Client::new(&settings.analyzer, settings.token)?;
+        let client = Client::new(&settings.analyzer, settings.token, conn.ca_cert.as_deref())?;
         let got = client.get::<ActionsView>("/api/v1/actions")?;
         if a.json {
             emit_json(&got.raw)?;
@@ -131,11 +131,9 @@ fn show_record(rec: &(Value, ActionRecord), json: bool) -> anyhow::Result<()> {
 /// errors carrying the analyzer's own words.
 fn post(conn: &ConnArgs, path: &str, body: &Value) -> anyhow::Result<(Value, ActionRecord)> {
     let settings = config::from_env(conn.analyzer.as_deref(), conn.token.as_deref())?;
-    let http = reqwest::blocking::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
+    let http = crate::client::builder(conn.ca_cert.as_deref())?
         // The analyzer waits for the scheduler (scontrol may take its own timeout) before answering.
         .timeout(REQUEST_TIMEOUT * 2)
-        .user_agent(concat!("faultline-cli/", env!("CARGO_PKG_VERSION")))
         .build()
         .context("cannot build the HTTP client")?;
     let url = format!("{}{path}", settings.analyzer);
@@ -143,12 +141,7 @@ fn post(conn: &ConnArgs, path: &str, body: &Value) -> anyhow::Result<(Value, Act
     if let Some(t) = &settings.token {
         req = req.bearer_auth(t);
     }
-    let resp = req.send().map_err(|e| {
-        anyhow::anyhow!(
-            "cannot reach the analyzer at {}: {e}. Is faultline-analyzer running? Set --analyzer or FAULTLINE_ANALYZER.",
-            settings.analyzer
-        )
-    })?;
+    let resp = req.send().map_err(|e| crate::client::unreachable(&settings.analyzer, &e))?;
     let status = resp.status();
     let text = resp.text().context("cannot read the analyzer's answer")?;
     let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -29,13 +30,14 @@ use faultline_sim::scenario::Fabric;
 use faultline_sim::score::{RunFacts, TruthFault, percentile};
 use faultline_sim::{RunOptions, RunReport, Scenario, World};
 
+use crate::demo_live;
 use crate::render::Style;
 
-/// The demo's cluster, jobs and faults (a scenario file, spec/scenario.md).
+/// The demo's cluster, jobs and faults (a scenario file, sim/SCENARIO.md).
 pub const SCENARIO: &str = include_str!("demo_scenario.toml");
 
 /// A fault is kept in a shortened run only if this much virtual time is left after its onset: the
-/// slow group's p95 diagnosis target is 60 s (spec/scenario.md), doubled for margin.
+/// slow group's p95 diagnosis target is 60 s (sim/SCENARIO.md), doubled for margin.
 pub const SETTLE_S: f64 = 120.0;
 
 /// Virtual run length of `--short`: the first three faults (at 300, 540 and 780 s) plus `SETTLE_S`.
@@ -71,6 +73,14 @@ pub struct DemoArgs {
     /// Address for --serve [default: 127.0.0.1:9440]
     #[arg(long, value_name = "ADDR", requires = "serve")]
     pub listen: Option<SocketAddr>,
+    /// With --serve: freeze the cluster at the end of the scored run instead of keeping it running
+    /// live (real-time clock, a new fault every 4 minutes, reports still flowing)
+    #[arg(long, requires = "serve")]
+    pub no_live: bool,
+    /// With --serve: also print a Prometheus configuration that scrapes the served analyzer and loads
+    /// the alert rules
+    #[arg(long, requires = "serve")]
+    pub prometheus: bool,
 }
 
 /// Run `faultline demo`.
@@ -268,6 +278,8 @@ fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     let topology = cluster.topology();
     let truth = truth(&World::new(&sc, epoch_ms), &sc);
     let facts = RunFacts { duration_s: sc.duration_s, interval_s: sc.interval_s, nodes: cluster.nodes.len() };
+    // The live continuation steps through the scored run on its own thread meanwhile.
+    let live_world = (args.serve && !args.no_live).then(|| demo_live::prepare(&sc, epoch_ms));
 
     let multi = sc.jobs.iter().filter(|j| j.hosts.len() > 1).count();
     out.line(&format!(
@@ -344,7 +356,20 @@ fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         let listen =
             args.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9440))));
         let end_ms = epoch_ms + (sc.duration_s * 1000.0) as i64;
-        serve(Served { listen, db: &db, store, analyzer, ledger, topology, opened, end_ms, out })?;
+        let prometheus = args.prometheus;
+        serve(Served {
+            listen,
+            db: &db,
+            store,
+            analyzer,
+            ledger,
+            topology,
+            opened,
+            end_ms,
+            out,
+            live_world,
+            prometheus,
+        })?;
     }
     Ok(())
 }
@@ -384,6 +409,10 @@ struct Served<'a> {
     opened: Vec<Incident>,
     end_ms: i64,
     out: Out,
+    /// The live continuation (`None` with `--no-live`).
+    live_world: Option<demo_live::Prepared>,
+    /// Print a Prometheus configuration for the served analyzer.
+    prometheus: bool,
 }
 
 /// Serves the demo's analyzer (its engine, ledger and store) until Ctrl-C.
@@ -391,9 +420,11 @@ fn serve(s: Served<'_>) -> anyhow::Result<()> {
     let cfg = Config { listen: s.listen.to_string(), db: PathBuf::from(s.db), ..Config::default() };
     let mut settings = cfg.build()?;
     settings.topology = s.topology;
-    // The simulated cluster stopped when the run ended; the served analyzer's clock stays at that
-    // moment, or every node would go silent (and be called down) a few intervals later.
+    // Without live mode the simulated cluster stopped when the run ended and the served analyzer's
+    // clock stays at that moment, or every node would go silent (and be called down) a few intervals
+    // later. In live mode the feeder moves this clock with the live world's virtual time.
     let clock = Arc::new(FakeClock::new(s.end_ms));
+    let feeder_clock = Arc::clone(&clock);
     let state =
         AppState::with_store(&settings, s.store, clock, None, Instant::now()).context("cannot start the analyzer")?;
     *state.engine.lock().unwrap_or_else(|p| p.into_inner()) = s.analyzer;
@@ -412,20 +443,65 @@ fn serve(s: Served<'_>) -> anyhow::Result<()> {
         if !addr.ip().is_loopback() {
             tracing::warn!(listen = %addr, "the demo analyzer has no token and plain HTTP: anyone who can reach it can read it");
         }
+        let stop = Arc::new(AtomicBool::new(false));
+        let what = match s.live_world {
+            Some(prepared) => {
+                let out = s.out;
+                let counters = Arc::new(demo_live::Counters::default());
+                demo_live::feed(prepared, url.clone(), feeder_clock, Arc::clone(&stop), counters, move |l| {
+                    out.line(&format!("{}  {l}", clock_now()));
+                });
+                "The simulated cluster keeps running live: its clock at real speed, its agents reporting here, a new\n\
+                 fault every 4 minutes (each lasting 150 s), the first 5 s after the scored run's end"
+            }
+            None => "The simulated cluster stopped at the end of the run (--no-live), and so does the analyzer's clock",
+        };
+        if s.prometheus {
+            s.out.line(&prometheus_config(addr));
+        }
         s.out.line(&format!(
-            "The analyzer keeps serving the demo's engine (nodes, jobs, topology, incidents) and its store; its clock\n\
-             stays at the end of the run, as the simulated cluster does. Try:\n  \
+            "The analyzer keeps serving the demo's engine (nodes, jobs, topology, incidents) and its store.\n\
+             {what}. Try:\n  \
              faultline --analyzer {url} status\n  \
              faultline --analyzer {url} incidents --all\n  \
-             faultline --analyzer {url} explain job:llm-70b\n  \
+             faultline --analyzer {url} watch\n  \
+             faultline --analyzer {url} path llm-70b --faulty\n  \
              curl {url}/api/v1/incidents\n  \
              curl {url}/metrics\n\
              Ctrl-C to stop."
         ));
-        server::serve(listener, state, SERVE_TICK, stop_signal())
-        .await
-        .context("serving failed")
+        let served = server::serve(listener, state, SERVE_TICK, stop_signal()).await.context("serving failed");
+        stop.store(true, Ordering::SeqCst);
+        served
     })
+}
+
+/// Wall-clock `HH:MM:SS` (UTC) for the live lines.
+fn clock_now() -> String {
+    let s = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    format!("{:02}:{:02}:{:02}", s / 3600 % 24, s / 60 % 60, s % 60)
+}
+
+/// A Prometheus configuration that scrapes the served analyzer under the job name the rules and
+/// dashboards select, and loads the repository's alert rules.
+pub fn prometheus_config(addr: SocketAddr) -> String {
+    // The rules of the checkout this binary was built from, when it is still there (`cargo run`);
+    // else the path relative to a config file saved in the repository root.
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../alerts/analyzer.rules.yml");
+    let rules = built
+        .canonicalize()
+        .ok()
+        .filter(|p| p.is_file())
+        .map_or_else(|| "alerts/analyzer.rules.yml".to_string(), |p| p.display().to_string());
+    format!(
+        "\n# Prometheus configuration for this demo: save it as prometheus.yml and run\n\
+         #   prometheus --config.file=prometheus.yml\n\
+         global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\n\
+         rule_files:\n  - {rules}\n\
+         # With an Alertmanager (alerts/alertmanager.example.yml), uncomment:\n\
+         # alerting:\n#   alertmanagers:\n#     - static_configs:\n#         - targets: [\"127.0.0.1:9093\"]\n\
+         scrape_configs:\n  - job_name: faultline-analyzer\n    static_configs:\n      - targets: [\"{addr}\"]\n"
+    )
 }
 
 /// Ctrl-C (SIGINT) or SIGTERM.

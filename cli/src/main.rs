@@ -9,8 +9,10 @@ mod cmd_actions;
 mod commands;
 mod config;
 mod demo;
+mod demo_live;
 mod render;
 mod sim_cmd;
+mod sim_score;
 
 #[derive(Debug, Parser)]
 #[command(

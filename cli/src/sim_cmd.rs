@@ -20,11 +20,13 @@ pub enum SimCommand {
     /// Print (or write) the topology file of a scenario's cluster, for `faultline-analyzer --topology`
     /// before a `sim run --analyzer` against it
     Topology(TopologyArgs),
+    /// Score a run report (`sim run --json REPORT`) against its scenario again, without running
+    Score(crate::sim_score::ScoreArgs),
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct TopologyArgs {
-    /// Scenario file (TOML, see spec/scenario.md)
+    /// Scenario file (TOML, see sim/SCENARIO.md)
     pub scenario: PathBuf,
     /// Write it here instead of stdout
     #[arg(long, value_name = "PATH")]
@@ -33,7 +35,7 @@ pub struct TopologyArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Scenario file (TOML, see spec/scenario.md)
+    /// Scenario file (TOML, see sim/SCENARIO.md)
     pub scenario: PathBuf,
     /// Also write the run report as JSON here
     #[arg(long, value_name = "REPORT")]
@@ -56,6 +58,7 @@ pub fn run(conn: &ConnArgs, cmd: SimCommand) -> ExitCode {
     let result = match cmd {
         SimCommand::Run(args) => run_scenario(conn, args),
         SimCommand::Topology(args) => write_topology(args),
+        SimCommand::Score(args) => crate::sim_score::run(args),
     };
     match result {
         Ok(code) => code,

@@ -67,7 +67,7 @@ fn demo_short_diagnoses_every_fault_it_injects() {
 #[test]
 fn demo_serve_leaves_an_analyzer_the_cli_and_prometheus_can_read() {
     let mut cmd = faultline();
-    cmd.args(["demo", "--short", "--serve", "--listen", "127.0.0.1:0"]);
+    cmd.args(["demo", "--short", "--serve", "--no-live", "--listen", "127.0.0.1:0"]);
     let mut p = Proc::spawn_plain(cmd);
     let url = wait_for(DEADLINE, "the demo's `listening on` line", || {
         let line = p.next_line(Duration::from_secs(1))?;
@@ -98,6 +98,15 @@ fn demo_serve_leaves_an_analyzer_the_cli_and_prometheus_can_read() {
     let metrics = http().get(format!("{url}/metrics")).send().and_then(|r| r.text()).expect("GET /metrics");
     assert!(metrics.contains("faultline_nodes 64"), "{metrics}");
     assert!(metrics.contains(r#"faultline_incidents_open{class="node_down""#), "{metrics}");
+    // Every switch of the topology has a health series, the healthy ones too (the switch panel).
+    assert!(
+        metrics.contains(r#"faultline_component_healthy{component="switch:spine-00",kind="switch",node=""} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"faultline_component_healthy{component="switch:leaf-03",kind="switch",node=""} 1"#),
+        "{metrics}"
+    );
 
     let status = p.terminate(Duration::from_secs(30)).expect("the demo stops on SIGTERM");
     assert!(status.success(), "{status:?}; stderr:\n{}", p.stderr());

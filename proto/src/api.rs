@@ -40,6 +40,13 @@ pub struct SymptomView {
     pub onset_s: f64,
     /// One sentence with the number in it.
     pub detail: String,
+    /// Until when (Unix seconds) the symptom is held live even if the part looks healthy again (a
+    /// fatal XID), so its incident cannot resolve before then plus `resolve_after_s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_until_s: Option<f64>,
+    /// Why it is held, naming the setting that decides how long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_because: Option<String>,
 }
 
 /// One component and its neighbourhood in the dependency graph (`GET /api/v1/components/{id}`).

@@ -49,6 +49,22 @@ pub struct AnalyzerStats {
     /// The simulator's own time per round, milliseconds.
     pub sim_round_ms_p50: Option<f64>,
     pub sim_round_ms_max: Option<f64>,
+    /// Wire mode: the pace asked for (virtual seconds per real second).
+    #[serde(default)]
+    pub speed: Option<f64>,
+    /// Wire mode: how far behind virtual time the reports reached the analyzer, in virtual seconds
+    /// (a post's answer time minus when its virtual time was due, times the speed).
+    #[serde(default)]
+    pub lag_virtual_s_p50: Option<f64>,
+    #[serde(default)]
+    pub lag_virtual_s_p99: Option<f64>,
+    #[serde(default)]
+    pub lag_virtual_s_max: Option<f64>,
+    /// Set when the run does not measure the analyzer: reports fell further behind virtual time than
+    /// the bound (`runner::WIRE_LAG_BOUND_INTERVALS` report intervals at p99), so diagnosis times
+    /// and misses say more about the machine than about the analyzer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<String>,
 }
 
 /// The whole run report.
@@ -132,6 +148,16 @@ impl RunReport {
                 "simulator time per round (physics + reports + JSON): p50 {p50:.1} ms, max {max:.1} ms; total {:.0} ms",
                 a.sim_ms_total
             );
+        }
+        if let (Some(p50), Some(p99), Some(max)) = (a.lag_virtual_s_p50, a.lag_virtual_s_p99, a.lag_virtual_s_max) {
+            let _ = writeln!(
+                o,
+                "wire lag at {}x: reports reached the analyzer p50 {p50:.1} s, p99 {p99:.1} s, max {max:.1} s of virtual time late",
+                a.speed.unwrap_or(1.0)
+            );
+        }
+        if let Some(why) = &a.invalid {
+            let _ = writeln!(o, "INVALID RUN: {why}");
         }
         if let Some(e) = &a.first_rejection {
             let _ = writeln!(o, "first rejection: {e}");

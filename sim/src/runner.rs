@@ -28,6 +28,11 @@ struct Second {
 pub const WIRE_WORKERS: usize = 4;
 /// Per-request timeout in wire mode.
 const WIRE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A wire run is invalid when its reports reach the analyzer, at p99, more than this many report
+/// intervals of virtual time late: the analyzer then sees nodes go silent and steps stall that the
+/// simulated cluster never had, and slow faults are diagnosed late or missed because of the
+/// machine, not the analyzer. One interval: a report later than the node's next one was due.
+pub const WIRE_LAG_BOUND_INTERVALS: f64 = 1.0;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -287,6 +292,8 @@ fn pace(start: Instant, speed: Option<f64>, t: i64) {
 struct WireShared {
     errors: u64,
     first_error: Option<String>,
+    /// Per report: real seconds between when it was due and when the analyzer answered.
+    lags_s: Vec<f64>,
 }
 
 fn run_wire(
@@ -304,9 +311,11 @@ fn run_wire(
         .timeout(WIRE_TIMEOUT)
         .build()
         .map_err(|e| werr(format!("cannot build an HTTP client: {e}")))?;
-    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(4096);
+    let (tx, rx) = mpsc::sync_channel::<(Vec<u8>, Instant)>(4096);
     let rx = Arc::new(Mutex::new(rx));
-    let shared = Arc::new(Mutex::new(WireShared { errors: 0, first_error: None }));
+    let shared = Arc::new(Mutex::new(WireShared { errors: 0, first_error: None, lags_s: Vec::new() }));
+    // Set before the workers start: the due time of every report is measured from it.
+    let start = Instant::now();
     let url = format!("{base}/api/v1/reports");
     let mut workers = Vec::new();
     for _ in 0..WIRE_WORKERS {
@@ -321,7 +330,7 @@ fn run_wire(
                     let guard = rx.lock().unwrap_or_else(|p| p.into_inner());
                     guard.recv()
                 };
-                let Ok(body) = body else { break };
+                let Ok((body, due)) = body else { break };
                 let mut req = client.post(&url).header("content-type", "application/json").body(body);
                 if let Some(t) = &token {
                     req = req.bearer_auth(t);
@@ -335,6 +344,8 @@ fn run_wire(
                     }
                     Err(e) => Some(format!("POST {url}: {e}")),
                 };
+                let lag = Instant::now().saturating_duration_since(due).as_secs_f64();
+                shared.lock().unwrap_or_else(|p| p.into_inner()).lags_s.push(lag);
                 if let Some(f) = failure {
                     let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
                     s.errors += 1;
@@ -346,7 +357,6 @@ fn run_wire(
             }
         }));
     }
-    let start = Instant::now();
     let mut round_reports = 0u64;
     let mut round_idx = 0i64;
     for k in 0..=steps {
@@ -357,7 +367,9 @@ fn run_wire(
             stats.reports += 1;
             stats.report_bytes += body.len() as u64;
             round_reports += 1;
-            if tx.send(body).is_err() {
+            // Due when its arrival's virtual time comes round at `speed`.
+            let due = start + Duration::from_secs_f64((o.arrival_ms.max(0) as f64 / 1000.0) / speed);
+            if tx.send((body, due)).is_err() {
                 return Err(werr("every sender thread stopped".into()));
             }
         }
@@ -381,6 +393,7 @@ fn run_wire(
         let s = shared.lock().unwrap_or_else(|p| p.into_inner());
         stats.rejected = s.errors;
         stats.first_rejection = s.first_error.clone();
+        wire_lag(stats, &s.lags_s, speed, sc.interval_s);
     }
     let mut req = client.get(format!("{base}/api/v1/incidents?status=all"));
     if let Some(t) = &target.token {
@@ -395,6 +408,23 @@ fn run_wire(
     parse_incidents(&text).map_err(|e| werr(format!("GET incidents: {e}")))
 }
 
+/// Puts the wire lag (virtual seconds) into `stats`, and marks the run invalid past the bound.
+fn wire_lag(stats: &mut AnalyzerStats, lags_real_s: &[f64], speed: f64, interval_s: f64) {
+    let virt: Vec<f64> = lags_real_s.iter().map(|l| l * speed).collect();
+    stats.speed = Some(speed);
+    stats.lag_virtual_s_p50 = score::percentile(&virt, 50.0).map(r2);
+    stats.lag_virtual_s_p99 = score::percentile(&virt, 99.0).map(r2);
+    stats.lag_virtual_s_max = score::percentile(&virt, 100.0).map(r2);
+    let bound = WIRE_LAG_BOUND_INTERVALS * interval_s;
+    if let Some(p99) = stats.lag_virtual_s_p99.filter(|p| *p > bound) {
+        let why = format!(
+            "at {speed}x the reports reached the analyzer {p99:.1} s of virtual time late (p99), more than the {bound:.0} s bound (one report interval); run slower (lower --speed)"
+        );
+        tracing::warn!(speed, lag_p99_s = p99, bound_s = bound, "wire run fell behind virtual time: invalid");
+        stats.invalid = Some(why);
+    }
+}
+
 /// The incidents list: a JSON array, or an object holding it under `incidents`.
 pub fn parse_incidents(text: &str) -> Result<Vec<Incident>, String> {
     #[derive(serde::Deserialize)]
@@ -404,4 +434,27 @@ pub fn parse_incidents(text: &str) -> Result<Vec<Incident>, String> {
     serde_json::from_str::<Vec<Incident>>(text)
         .or_else(|_| serde_json::from_str::<Wrapped>(text).map(|w| w.incidents))
         .map_err(|e| format!("not a list of incidents: {e}"))
+}
+
+#[cfg(test)]
+mod wire_lag_tests {
+    use super::*;
+
+    #[test]
+    fn lag_is_in_virtual_seconds_and_past_one_interval_the_run_is_invalid() {
+        let mut ok = AnalyzerStats::default();
+        // 200x: 10 ms of real lag is 2 virtual s, under a 10 s interval.
+        wire_lag(&mut ok, &[0.001, 0.01, 0.01, 0.02], 200.0, 10.0);
+        assert_eq!(ok.speed, Some(200.0));
+        assert_eq!(ok.lag_virtual_s_max, Some(4.0));
+        assert!(ok.invalid.is_none(), "{:?}", ok.invalid);
+        assert!(!serde_json::to_string(&ok).unwrap().contains("invalid"));
+        let mut late = AnalyzerStats::default();
+        // Half a real second behind at 200x is 100 virtual s: ten intervals.
+        wire_lag(&mut late, &[0.5; 100], 200.0, 10.0);
+        let why = late.invalid.clone().expect("marked invalid");
+        assert!(why.contains("--speed") && why.contains("100.0 s"), "{why}");
+        let report_line = serde_json::to_value(&late).unwrap();
+        assert_eq!(report_line["lag_virtual_s_p99"], 100.0);
+    }
 }

@@ -194,7 +194,13 @@ fn running_agent_takes_progress_refuses_bad_posts_and_sees_the_rank_exit() {
 fn progress_md_python_snippet_posts_to_a_real_agent() {
     let Some(python) = faultline_tests::external("python3") else { return };
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../agent/PROGRESS.md")).unwrap();
-    let snippet = doc.split("```python\n").nth(1).and_then(|s| s.split("```").next()).expect("python block");
+    // The plain standard-library snippet (the module's own usage block comes first).
+    let snippet = doc
+        .split("```python\n")
+        .skip(1)
+        .filter_map(|s| s.split("```").next())
+        .find(|s| s.contains("AGENT = ("))
+        .expect("the python snippet with AGENT = (...)");
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(bin("faultline-agent"));
     cmd.args(["--listen", "127.0.0.1:0", "--progress-listen", "127.0.0.1:0", "--interval", "300ms", "--no-gpu"])

@@ -33,6 +33,9 @@ pub const PCIE_BUSY_UTIL: f64 = 20.0;
 pub struct GpuPeers {
     /// Median SM clock of the node's other GPUs in their last sample.
     pub sm_median: Option<f64>,
+    /// How long a fatal XID stays a live symptom (`EngineConfig::fatal_xid_hold_s`; default
+    /// `EVENT_HOLD_MS`).
+    pub fatal_xid_hold_ms: i64,
 }
 
 /// The last `n` points, or `None` while fewer were seen.
@@ -77,7 +80,7 @@ pub fn check(host: &str, idx: u32, g: &GpuState, peers: &GpuPeers, now: i64, out
     let mut app_first = None;
     for x in g.xids.iter().rev() {
         match xid::classify(x.xid) {
-            XidClass::Fatal(mut class) if x.ts > now - EVENT_HOLD_MS => {
+            XidClass::Fatal(mut class) if x.ts > now - peers.fatal_xid_hold_ms => {
                 if !fatal_seen.insert(x.xid) {
                     continue;
                 }
@@ -316,7 +319,7 @@ mod tests {
     fn gpu_detector_table() {
         use FaultClass::*;
         let healthy = || GpuState { points: pts(5, normal), ..Default::default() };
-        let peers = GpuPeers { sm_median: Some(1980.0) };
+        let peers = GpuPeers { sm_median: Some(1980.0), fatal_xid_hold_ms: EVENT_HOLD_MS };
         check_case("healthy", healthy(), peers.clone(), &[]);
         check_case(
             "lost",

@@ -597,11 +597,15 @@ impl Planner {
             RemediationMode::Off => {}
             RemediationMode::Suggest => {
                 for node in targets {
-                    let detail = format!(
-                        "suggest: drain {node} ({} for {} is `suggest`; `faultline drain {node}` does it)",
-                        policy_words(inc),
-                        inc.id
-                    );
+                    // `faultline drain` goes through the scheduler adapter: only name it when there is one.
+                    let how = if self.has_adapter {
+                        format!("`faultline drain {node}` does it")
+                    } else {
+                        "drain it with your scheduler: no scheduler adapter is configured, so `faultline drain` cannot"
+                            .to_string()
+                    };
+                    let detail =
+                        format!("suggest: drain {node} ({} for {} is `suggest`; {how})", policy_words(inc), inc.id);
                     let pending = (PendingState::Suggested, ActionResult::Suggested);
                     steps.push(self.pend_drain(inc, node, pending, &reason, detail, target_name, now_s));
                 }

@@ -285,7 +285,7 @@ impl Remediation {
         let target = a.target(node);
         let reason = manual_reason(req.reason.as_deref());
         let now_s = st.clock.now_s();
-        let state = a.node_state(node).map_err(|e| scheduler_error(e, node))?;
+        let state = a.node_state(node).map_err(|e| scheduler_error(e))?;
         let (result, detail) = if state.drained && owned_by_faultline(state.reason.as_deref()) {
             (
                 ActionResult::Skipped,
@@ -323,7 +323,7 @@ impl Remediation {
                         format!("drain of {node} by hand failed: {e}"),
                     );
                     self.commit(st, rec);
-                    return Err(scheduler_error(e, node));
+                    return Err(scheduler_error(e));
                 }
             }
         };
@@ -341,7 +341,7 @@ impl Remediation {
         let a = self.adapter.as_ref().ok_or(ManualError::NoAdapter)?;
         let target = a.target(node);
         let now_s = st.clock.now_s();
-        let state = a.node_state(node).map_err(|e| scheduler_error(e, node))?;
+        let state = a.node_state(node).map_err(|e| scheduler_error(e))?;
         if !state.drained {
             return Err(ManualError::Conflict(format!(
                 "{node} is not drained (state {}); nothing to resume",
@@ -376,7 +376,7 @@ impl Remediation {
                         format!("resume of {node} by hand failed: {e}"),
                     );
                     self.commit(st, rec);
-                    return Err(scheduler_error(e, node));
+                    return Err(scheduler_error(e));
                 }
             }
         };
@@ -534,11 +534,10 @@ fn checked_node(node: &str) -> Result<&str, ManualError> {
     Ok(n)
 }
 
-fn scheduler_error(e: RemediateError, node: &str) -> ManualError {
+fn scheduler_error(e: RemediateError) -> ManualError {
     match e {
-        RemediateError::UnknownNode { .. } => {
-            ManualError::NotFound(format!("the scheduler does not know node {node}: {e}"))
-        }
+        // The error already names the node ("the scheduler does not know node X"): say it once.
+        RemediateError::UnknownNode { .. } => ManualError::NotFound(e.to_string()),
         RemediateError::BadNodeName { .. } => ManualError::BadRequest(e.to_string()),
         RemediateError::NoAdapter => ManualError::NoAdapter,
         other => ManualError::Scheduler(other.to_string()),
@@ -628,5 +627,18 @@ pub async fn run_loop(state: Arc<AppState>, every: Duration) {
             Ok(()) => debug!("remediation round"),
             Err(e) => error!(error = %e, "remediation round panicked; continuing"),
         }
+    }
+}
+
+#[cfg(test)]
+mod not_found_wording {
+    use super::*;
+
+    #[test]
+    fn an_unknown_node_is_named_once() {
+        let e = scheduler_error(RemediateError::UnknownNode { node: "node-0099".into() });
+        assert!(matches!(e, ManualError::NotFound(_)));
+        let text = e.to_string();
+        assert_eq!(text.matches("node-0099").count(), 1, "{text}");
     }
 }

@@ -22,7 +22,8 @@ node-0003/disk:nvme0n1, node-0003/agent, switch:leaf-02, job:llm-70b, job:llm-70
 
 #[derive(Debug, Clone, Args)]
 pub struct ExplainArgs {
-    /// Component id (node-0003/gpu5, node-0003/nic:mlx5_2, switch:leaf-02, …) or job:ID
+    /// Component id (node-0003/gpu5, node-0003/nic:mlx5_2, switch:leaf-02, …) or job:ID (a bare
+    /// job id that names no node works too)
     #[arg(value_name = "COMPONENT|job:ID")]
     pub target: String,
     /// Print the component (or job) as JSON (the API object)
@@ -40,13 +41,27 @@ pub fn run(ctx: &Ctx, a: &ExplainArgs) -> anyhow::Result<Verdict> {
     if let ComponentId::Job { id: job } = &id {
         return run_job(ctx, job, a.json);
     }
-    let got = ctx.client.component(&id).map_err(|e| {
-        not_found(
-            e,
-            &format!("component {id}"),
-            "see `faultline status`, `faultline topology` or `faultline path JOB` for known ids",
-        )
-    })?;
+    let got = match ctx.client.component(&id) {
+        Ok(g) => g,
+        // A bare name that is no node may be a job id given without `job:`, as `path` takes it.
+        Err(ClientError::NotFound { message }) => match &id {
+            ComponentId::Node { host } if ctx.client.job(host).is_ok() => return run_job(ctx, host, a.json),
+            _ => {
+                return Err(not_found(
+                    ClientError::NotFound { message },
+                    &format!("component {id}"),
+                    "see `faultline status`, `faultline topology`, `faultline jobs` or `faultline path JOB` for known ids",
+                ));
+            }
+        },
+        Err(e) => {
+            return Err(not_found(
+                e,
+                &format!("component {id}"),
+                "see `faultline status`, `faultline topology` or `faultline path JOB` for known ids",
+            ));
+        }
+    };
     if a.json {
         emit_json(&got.raw)?;
     } else {
@@ -85,7 +100,14 @@ fn symptoms_text(v: &ComponentView, style: &Style, now: f64) -> String {
             s.detail.clone(),
         ]);
     }
-    format!("\n{}\n{}", style.bold("symptoms"), indent(&t.render(style)))
+    let mut out = format!("\n{}\n{}", style.bold("symptoms"), indent(&t.render(style)));
+    for s in &symptoms {
+        if let (Some(until), Some(why)) = (s.held_until_s, s.held_because.as_deref()) {
+            let left = if until > now { render::ago(now, until) } else { "passed".to_string() };
+            out.push_str(&format!("  {} held until {} ({left}), because {why}\n", s.kind, render::time(until)));
+        }
+    }
+    out
 }
 
 fn incidents_text(client: &Client, ids: &[String], style: &Style) -> anyhow::Result<String> {

@@ -1,4 +1,5 @@
-//! `faultline jobs`: running jobs, their size and health, and the incidents that touch them.
+//! `faultline jobs`: the jobs the analyzer knows (running, or finished: every rank exited), their
+//! size and health, and the incidents that touch them.
 
 use clap::Args;
 use faultline_proto::api::JobView;
@@ -23,11 +24,16 @@ pub fn run(ctx: &Ctx, a: &JobsArgs) -> anyhow::Result<Verdict> {
     Ok(Verdict::of(got.value.iter().any(|j| !j.healthy)))
 }
 
+/// A job whose every rank has exited: over, though the analyzer still lists it for a while.
+pub fn finished(j: &JobView) -> bool {
+    !j.ranks.is_empty() && j.ranks.iter().all(|r| matches!(r.state.as_str(), "exited" | "zombie"))
+}
+
 pub fn text(jobs: &[JobView], style: &Style) -> String {
     if jobs.is_empty() {
         return "no jobs reported\n".to_string();
     }
-    let mut t = Table::new(&["JOB", "HEALTH", "RANKS", "NODES", "STEP TIME", "INCIDENTS"]);
+    let mut t = Table::new(&["JOB", "STATE", "HEALTH", "RANKS", "NODES", "STEP TIME", "INCIDENTS"]);
     for j in jobs {
         let mut nodes: Vec<&str> = j.ranks.iter().map(|r| r.node.as_str()).collect();
         nodes.sort_unstable();
@@ -35,6 +41,7 @@ pub fn text(jobs: &[JobView], style: &Style) -> String {
         let sick = j.ranks.iter().filter(|r| !r.healthy).count();
         t.row(vec![
             j.id.clone(),
+            if finished(j) { style.dim("finished") } else { "running".to_string() },
             if j.healthy {
                 style.green("✓ ok")
             } else if sick > 0 {

@@ -49,6 +49,17 @@ pub struct ConnArgs {
     /// Bearer token for the analyzer API [env: FAULTLINE_TOKEN] [config: token]
     #[arg(long, global = true, value_name = "TOKEN", help_heading = "Connection")]
     pub token: Option<String>,
+    /// PEM file of the CA that signed the analyzer's TLS certificate (e.g. from `faultline-analyzer
+    /// cert init`), trusted instead of the system's CAs
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "FAULTLINE_CA_CERT",
+        hide_env_values = true,
+        help_heading = "Connection"
+    )]
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 /// The diagnosis subcommands; `main.rs` flattens them into the top-level command.
@@ -129,7 +140,10 @@ pub struct Reported;
 
 fn run_inner(conn: &ConnArgs, cmd: Command) -> anyhow::Result<Verdict> {
     let settings = config::from_env(conn.analyzer.as_deref(), conn.token.as_deref())?;
-    let ctx = Ctx { client: Client::new(&settings.analyzer, settings.token)?, style: Style::detect() };
+    let ctx = Ctx {
+        client: Client::new(&settings.analyzer, settings.token, conn.ca_cert.as_deref())?,
+        style: Style::detect(),
+    };
     match cmd {
         Command::Status(a) => status::run(&ctx, &a),
         Command::Incidents(a) => incidents::run_list(&ctx, &a),

@@ -34,6 +34,9 @@ pub struct Snapshot {
     pub nodes_raw: Value,
     pub open: Vec<Incident>,
     pub open_raw: Value,
+    /// Jobs whose every rank has exited (still known to the analyzer until they linger out);
+    /// `None` when the job list could not be read.
+    pub finished_jobs: Option<usize>,
 }
 
 impl Snapshot {
@@ -41,6 +44,7 @@ impl Snapshot {
         let s = client.summary()?;
         let n = client.nodes()?;
         let o = client.incidents(StatusFilter::Open, None)?;
+        let finished_jobs = client.jobs().ok().map(|j| j.value.iter().filter(|j| super::jobs::finished(j)).count());
         Ok(Self {
             base: client.base().to_string(),
             summary: s.value,
@@ -49,6 +53,7 @@ impl Snapshot {
             nodes_raw: n.raw,
             open: o.value,
             open_raw: o.raw,
+            finished_jobs,
         })
     }
 
@@ -107,7 +112,14 @@ impl Snapshot {
         let faulty =
             if s.gpus_faulty > 0 { style.red(&format!("{} faulty", s.gpus_faulty)) } else { "0 faulty".to_string() };
         out.push_str(&format!("{}  {} total, {healthy_gpus} healthy, {faulty}\n", style.bold("GPUs     "), s.gpus));
-        out.push_str(&format!("{}  {} running\n", style.bold("jobs     "), s.jobs));
+        match self.finished_jobs.filter(|f| *f > 0) {
+            Some(f) => out.push_str(&format!(
+                "{}  {} running, {f} finished\n",
+                style.bold("jobs     "),
+                (s.jobs as usize).saturating_sub(f)
+            )),
+            None => out.push_str(&format!("{}  {} running\n", style.bold("jobs     "), s.jobs)),
+        }
 
         let open_n = self.open.len().max(s.open_incidents as usize);
         if open_n == 0 {
