@@ -10,7 +10,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::cluster::naming;
-use crate::noise::{SeqRng, what};
+use crate::noise::{self, SeqRng, what};
+pub use crate::realism::{Behaviour, Launcher, LinkLayer, Network};
 
 /// Most nodes a scenario may ask for (the scale target is 12,500; leave room).
 pub const MAX_NODES: u32 = 100_000;
@@ -63,6 +64,10 @@ struct RawScenario {
     noise: Option<Spanned<f64>>,
     cluster: Spanned<RawCluster>,
     #[serde(default)]
+    behaviour: Option<Spanned<Behaviour>>,
+    #[serde(default)]
+    network: Option<Spanned<Network>>,
+    #[serde(default)]
     job: Vec<Spanned<RawJob>>,
     #[serde(default)]
     fault: Vec<Spanned<RawFault>>,
@@ -87,6 +92,10 @@ struct RawCluster {
     /// Extension: NVLinks per GPU (default 18, as on H100/H200 SXM).
     #[serde(default)]
     nvlinks_per_gpu: Option<Spanned<u32>>,
+    #[serde(default)]
+    link_layer: Option<Spanned<LinkLayer>>,
+    #[serde(default)]
+    dcgm: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,6 +113,14 @@ struct RawJob {
     start_s: Option<Spanned<f64>>,
     #[serde(default)]
     end_s: Option<Spanned<f64>>,
+    #[serde(default)]
+    scheduler: Option<Launcher>,
+    #[serde(default)]
+    progress_api: Option<bool>,
+    #[serde(default)]
+    pause_status: Option<bool>,
+    #[serde(default)]
+    pipeline_stages: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,6 +145,9 @@ pub struct ClusterSpec {
     pub nics_per_node: u32,
     pub gpu_model: String,
     pub nvlinks_per_gpu: u32,
+    pub link_layer: LinkLayer,
+    /// DCGM runs on the nodes: profiling fields (`tensor_active_pct`) exist.
+    pub dcgm: bool,
 }
 
 impl ClusterSpec {
@@ -150,6 +170,14 @@ pub struct JobSpec {
     pub step_time_s: f64,
     pub start_s: f64,
     pub end_s: f64,
+    /// Who launched it: Slurm and Kubernetes report its state and exit code, torchrun does not.
+    pub launcher: Launcher,
+    /// Its ranks post to the progress API.
+    pub progress_api: bool,
+    /// It posts `checkpointing`/`evaluating` during those pauses (progress API jobs only).
+    pub pause_status: bool,
+    /// Pipeline stages (1: none); only the last stage's ranks compute a loss.
+    pub pipeline_stages: u32,
 }
 
 /// One injected fault.
@@ -178,6 +206,8 @@ pub struct Scenario {
     pub interval_s: f64,
     pub noise: f64,
     pub cluster: ClusterSpec,
+    pub behaviour: Behaviour,
+    pub network: Network,
     pub jobs: Vec<JobSpec>,
     pub faults: Vec<FaultSpec>,
 }
@@ -286,6 +316,14 @@ fn resolve(cx: &Ctx, raw: RawScenario) -> Result<Scenario, ScenarioError> {
         None => 1.0,
     };
     let cluster = resolve_cluster(cx, &raw.cluster)?;
+    let behaviour = raw.behaviour.as_ref().map_or_else(Behaviour::default, |b| b.get_ref().clone());
+    if let (Some(b), Err(e)) = (&raw.behaviour, behaviour.check()) {
+        return Err(cx.err(b.span(), format!("{e} in [behaviour]")));
+    }
+    let network = raw.network.as_ref().map_or_else(Network::default, |b| b.get_ref().clone());
+    if let (Some(b), Err(e)) = (&raw.network, network.check()) {
+        return Err(cx.err(b.span(), format!("{e} in [network]")));
+    }
     let hosts: BTreeMap<String, u32> = (0..cluster.nodes).map(|i| (naming::node(i, cluster.nodes), i)).collect();
 
     let mut jobs = Vec::new();
@@ -293,7 +331,8 @@ fn resolve(cx: &Ctx, raw: RawScenario) -> Result<Scenario, ScenarioError> {
     let mut rng = SeqRng::new(seed, what::PLACEMENT);
     let mut ids = BTreeSet::new();
     for j in &raw.job {
-        let job = resolve_job(cx, j, &cluster, &hosts, duration_s, &mut placed, &mut rng)?;
+        let mut job = resolve_job(cx, j, &cluster, &hosts, duration_s, &mut placed, &mut rng)?;
+        job_options(cx, j.get_ref(), &mut job, &behaviour, seed)?;
         if !ids.insert(job.id.clone()) {
             return Err(cx.err(j.get_ref().id.span(), format!("job id `{}` is used twice", job.id)));
         }
@@ -304,7 +343,31 @@ fn resolve(cx: &Ctx, raw: RawScenario) -> Result<Scenario, ScenarioError> {
     for f in &raw.fault {
         faults.push(resolve_fault(cx, f.get_ref(), &cluster, &hosts, &jobs, duration_s)?);
     }
-    Ok(Scenario { name, seed, duration_s, interval_s, noise, cluster, jobs, faults })
+    Ok(Scenario { name, seed, duration_s, interval_s, noise, cluster, behaviour, network, jobs, faults })
+}
+
+/// A job's behaviour options: what its table says, else drawn from the seed with `[behaviour]`'s shares.
+fn job_options(cx: &Ctx, r: &RawJob, job: &mut JobSpec, b: &Behaviour, seed: u64) -> Result<(), ScenarioError> {
+    let u = |k: u64| noise::unit(&[seed, what::PLACEMENT, noise::tag(&job.id), k]);
+    job.launcher = r.scheduler.unwrap_or(Launcher::Slurm);
+    job.progress_api = r.progress_api.unwrap_or_else(|| u(1) < b.progress_api_share);
+    job.pause_status = r.pause_status.unwrap_or_else(|| u(2) < b.pause_status_share);
+    let ranks = job.gpus.iter().map(Vec::len).sum::<usize>() as u32;
+    job.pipeline_stages = match &r.pipeline_stages {
+        Some(v) => {
+            let s = *v.get_ref();
+            if s == 0 || s > ranks {
+                return Err(cx.err(v.span(), format!("pipeline_stages = {s} is out of range (1 to {ranks} ranks)")));
+            }
+            s
+        }
+        None if ranks >= 2 && u(3) < b.pipeline_share => {
+            let fit: Vec<u32> = [2, 4, 8].into_iter().filter(|&s| ranks % s == 0).collect();
+            fit.get((u(4) * fit.len() as f64) as usize).copied().unwrap_or(1)
+        }
+        None => 1,
+    };
+    Ok(())
 }
 
 fn resolve_cluster(cx: &Ctx, c: &Spanned<RawCluster>) -> Result<ClusterSpec, ScenarioError> {
@@ -351,7 +414,19 @@ fn resolve_cluster(cx: &Ctx, c: &Spanned<RawCluster>) -> Result<ClusterSpec, Sce
             m.to_string()
         }
     };
-    Ok(ClusterSpec { fabric, nodes, nodes_per_leaf, spines, gpus_per_node, nics_per_node, gpu_model, nvlinks_per_gpu })
+    let link_layer = r.link_layer.as_ref().map_or_else(LinkLayer::default, |l| *l.get_ref());
+    Ok(ClusterSpec {
+        fabric,
+        nodes,
+        nodes_per_leaf,
+        spines,
+        gpus_per_node,
+        nics_per_node,
+        gpu_model,
+        nvlinks_per_gpu,
+        link_layer,
+        dcgm: r.dcgm.unwrap_or(false),
+    })
 }
 
 /// Which GPUs of which host are taken when.
@@ -512,6 +587,10 @@ fn resolve_job(
         step_time_s,
         start_s,
         end_s,
+        launcher: Launcher::Slurm,
+        progress_api: false,
+        pause_status: false,
+        pipeline_stages: 1,
     })
 }
 
