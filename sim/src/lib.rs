@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod cluster;
 pub mod faults;
+pub mod fuzz;
 pub mod jobs;
 pub mod noise;
 pub mod realism;

@@ -435,8 +435,8 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
             }
             Load::Spin => (100.0, 0.0, 330.0),
             Load::Checkpoint => (8.0, 0.0, 140.0),
-            Load::Warmup => (35.0 + noise.plus(what::UTIL, gk, tk, 15.0), 5.0, 220.0),
-            Load::Eval => (85.0 + noise.plus(what::UTIL, gk, tk, 5.0), 30.0, 420.0),
+            Load::Warmup => ((35.0 + noise.plus(what::UTIL, gk, tk, 15.0)).clamp(0.0, 100.0), 5.0, 220.0),
+            Load::Eval => ((85.0 + noise.plus(what::UTIL, gk, tk, 5.0)).clamp(0.0, 100.0), 30.0, 420.0),
             Load::Stuck => (0.0, 0.0, 110.0),
         };
         let power = power * noise.jitter(what::POWER, gk, tk, 0.02);
