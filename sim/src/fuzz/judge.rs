@@ -120,6 +120,25 @@ pub fn undiagnosable(sc: &Scenario, world: &World, i: usize) -> Option<String> {
                     .to_string()
             })
         }
+        FaultClass::AgentDown => {
+            // Silence alone cannot tell a dead agent from a dead node: only a job that spans this node
+            // and others (its peers keep moving bytes, or posting steps) shows the node still works.
+            let n = *c.host_index.get(host.as_deref()?)?;
+            let end = f.clear_s(run_s).unwrap_or(run_s);
+            let spans = c.node_jobs[n].iter().any(|(j, _)| {
+                let job = &c.jobs[*j];
+                job.multi_node && (job.start_ms as f64 / 1000.0) < end && f.at_s + 60.0 < job.end_ms as f64 / 1000.0
+            });
+            (!spans).then(|| "no multi-node job spans the node: a silent agent looks exactly like a dead node".into())
+        }
+        FaultClass::JobCrash => {
+            let ComponentId::Job { id } = &f.target else { return None };
+            let j = &c.jobs[*c.job_index.get(id)?];
+            (j.launcher == crate::realism::Launcher::Torchrun && !j.progress_api).then(|| {
+                "a torchrun job without progress reports: no scheduler state, no exit code, its processes                  just end as a finished job's do"
+                    .to_string()
+            })
+        }
         FaultClass::CableBitErrors => {
             let ComponentId::Nic { host, name } = &f.target else { return None };
             let n = *c.host_index.get(host)?;
