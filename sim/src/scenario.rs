@@ -362,7 +362,7 @@ fn job_options(cx: &Ctx, r: &RawJob, job: &mut JobSpec, b: &Behaviour, seed: u64
             s
         }
         None if ranks >= 2 && u(3) < b.pipeline_share => {
-            let fit: Vec<u32> = [2, 4, 8].into_iter().filter(|&s| ranks % s == 0).collect();
+            let fit: Vec<u32> = [2, 4, 8].into_iter().filter(|&s| ranks.is_multiple_of(s)).collect();
             fit.get((u(4) * fit.len() as f64) as usize).copied().unwrap_or(1)
         }
         None => 1,

@@ -514,7 +514,8 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
         events: Vec::new(),
         dropped: Default::default(),
         collector_errors: BTreeMap::new(),
-        expected_gpus: None,
+        // The count the agent saw at its first start, persisted.
+        expected_gpus: Some(gpn as u32),
     };
     let nics_n = spec.nics_per_node as usize;
     let mut ctx = ReportCtx {
