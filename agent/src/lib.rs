@@ -5,5 +5,6 @@ pub mod classify;
 pub mod collect;
 pub mod events;
 pub mod export;
+pub mod observe;
 pub mod progress;
 pub mod xid;

@@ -1,4 +1,4 @@
-//! `faultline sim run SCENARIO [--json REPORT] [--speed N] [--analyzer URL --token T]`: run a
+//! `faultline sim run SCENARIO [--json REPORT] [--speed N] [--analyzer URL --token T]` (and `sim fuzz`): run a
 //! scenario against the analyzer (in-process, or a running one over HTTP), print a table of the
 //! scores, and exit 0 once the run completed (scores are reported, not errors; 2 on an error).
 
@@ -22,6 +22,22 @@ pub enum SimCommand {
     Topology(TopologyArgs),
     /// Score a run report (`sim run --json REPORT`) against its scenario again, without running
     Score(crate::sim_score::ScoreArgs),
+    /// Run a campaign of randomized worlds (in-process) and print pass rates per property and per
+    /// fault kind; failing worlds come with the scenario TOML that reproduces them
+    Fuzz(FuzzArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FuzzArgs {
+    /// How many worlds to draw
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub worlds: usize,
+    /// Campaign seed: the same seed draws the same worlds
+    #[arg(long, default_value_t = 1, value_name = "S")]
+    pub seed: u64,
+    /// Also write the campaign report as JSON here
+    #[arg(long, value_name = "REPORT")]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -59,6 +75,7 @@ pub fn run(conn: &ConnArgs, cmd: SimCommand) -> ExitCode {
         SimCommand::Run(args) => run_scenario(conn, args),
         SimCommand::Topology(args) => write_topology(args),
         SimCommand::Score(args) => crate::sim_score::run(args),
+        SimCommand::Fuzz(args) => fuzz(args),
     };
     match result {
         Ok(code) => code,
@@ -150,6 +167,33 @@ fn run_scenario(conn: &ConnArgs, args: RunArgs) -> anyhow::Result<ExitCode> {
     if tty {
         bar.clear();
     }
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(report.table().as_bytes())?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fuzz(args: FuzzArgs) -> anyhow::Result<ExitCode> {
+    if args.worlds == 0 {
+        bail!("--worlds must be at least 1");
+    }
+    let start = Instant::now();
+    let total = args.worlds;
+    let mut each = |i: usize, o: &faultline_sim::fuzz::WorldOutcome| {
+        let verdict = if o.passed { "pass".to_string() } else { format!("FAIL: {}", o.reason) };
+        eprintln!(
+            "[{}/{total} {:.0} s] world {}: {}",
+            i + 1,
+            start.elapsed().as_secs_f64(),
+            o.seed,
+            verdict.chars().take(160).collect::<String>()
+        );
+    };
+    let report = faultline_sim::fuzz::campaign(args.worlds, args.seed, &mut each);
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))?;

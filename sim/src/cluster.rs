@@ -7,6 +7,7 @@ use faultline_proto::ComponentId;
 use faultline_proto::topology::{RackDef, RailDef, SwitchDef, SwitchTier, TopologyFile};
 
 use crate::noise::{self, what};
+pub use crate::realism::LinkLayer;
 use crate::scenario::{ClusterSpec, Fabric, Scenario};
 
 /// Component names in a simulated cluster (scenario.md "Naming").
@@ -87,6 +88,10 @@ pub struct Job {
     pub ranks: Vec<Rank>,
     /// More than one node: the job talks over NICs, leaves and spines.
     pub multi_node: bool,
+    pub launcher: crate::realism::Launcher,
+    pub progress_api: bool,
+    pub pause_status: bool,
+    pub pipeline_stages: u32,
 }
 
 impl Job {
@@ -151,7 +156,10 @@ impl Cluster {
                     let bus = gpu_bus(k) + 1;
                     NicStatic {
                         name: naming::nic(k),
-                        netdev: format!("ibp{bus}s0"),
+                        netdev: match spec.link_layer {
+                            LinkLayer::Infiniband => format!("ibp{bus}s0"),
+                            LinkLayer::Ethernet => format!("eth{k}"),
+                        },
                         bus_id: format!("0000:{bus:02x}:00.0"),
                     }
                 })
@@ -190,6 +198,10 @@ impl Cluster {
                 start_ms: (j.start_s * 1000.0).round() as i64,
                 end_ms: (j.end_s * 1000.0).round() as i64,
                 multi_node: hosts.len() > 1,
+                launcher: j.launcher,
+                progress_api: j.progress_api,
+                pause_status: j.pause_status,
+                pipeline_stages: j.pipeline_stages,
                 hosts,
                 ranks,
             });

@@ -6,9 +6,13 @@
 //! ground truth; ground truth (`cluster::Cluster::affected_jobs`, `blast_radius`) is used by the
 //! scorer alone.
 
+pub mod agent;
 pub mod cluster;
 pub mod faults;
+pub mod fuzz;
+pub mod jobs;
 pub mod noise;
+pub mod realism;
 pub mod report;
 pub mod runner;
 pub mod scenario;

@@ -90,10 +90,8 @@ pub const SBE_TICKS_PER_GPU_HOUR: f64 = 0.05;
 pub const SYMBOL_TICKS_PER_NIC_HOUR: f64 = 0.1;
 /// Application XIDs 13/31/43 that kill nothing, per node-day at noise 1 ("rare").
 pub const APP_XIDS_PER_NODE_DAY: f64 = 0.5;
-/// How often a job writes a checkpoint, seconds (common LLM practice: every 10–30 minutes).
-pub const CHECKPOINT_PERIOD_S: f64 = 900.0;
-/// Checkpoint pause on every rank at once, seconds at noise 1 ("a few seconds").
-pub const CHECKPOINT_PAUSE_S: (f64, f64) = (3.0, 8.0);
+/// cgroup OOM kills of helper processes (data loaders, sidecars; not ranks), per node-day at noise 1.
+pub const CGROUP_OOMS_PER_NODE_DAY: f64 = 0.2;
 /// Planned reboots of idle nodes, per node-day at noise 1 (maintenance, kernel updates).
 pub const PLANNED_REBOOTS_PER_NODE_DAY: f64 = 0.05;
 /// How long a planned reboot keeps the node away, seconds ("back minutes later").

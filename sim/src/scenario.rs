@@ -10,7 +10,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::cluster::naming;
-use crate::noise::{SeqRng, what};
+use crate::noise::{self, SeqRng, what};
+pub use crate::realism::{Behaviour, Launcher, LinkLayer, Network};
 
 /// Most nodes a scenario may ask for (the scale target is 12,500; leave room).
 pub const MAX_NODES: u32 = 100_000;
@@ -63,6 +64,10 @@ struct RawScenario {
     noise: Option<Spanned<f64>>,
     cluster: Spanned<RawCluster>,
     #[serde(default)]
+    behaviour: Option<Spanned<Behaviour>>,
+    #[serde(default)]
+    network: Option<Spanned<Network>>,
+    #[serde(default)]
     job: Vec<Spanned<RawJob>>,
     #[serde(default)]
     fault: Vec<Spanned<RawFault>>,
@@ -87,6 +92,10 @@ struct RawCluster {
     /// Extension: NVLinks per GPU (default 18, as on H100/H200 SXM).
     #[serde(default)]
     nvlinks_per_gpu: Option<Spanned<u32>>,
+    #[serde(default)]
+    link_layer: Option<Spanned<LinkLayer>>,
+    #[serde(default)]
+    dcgm: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,6 +113,14 @@ struct RawJob {
     start_s: Option<Spanned<f64>>,
     #[serde(default)]
     end_s: Option<Spanned<f64>>,
+    #[serde(default)]
+    scheduler: Option<Launcher>,
+    #[serde(default)]
+    progress_api: Option<bool>,
+    #[serde(default)]
+    pause_status: Option<bool>,
+    #[serde(default)]
+    pipeline_stages: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,6 +145,9 @@ pub struct ClusterSpec {
     pub nics_per_node: u32,
     pub gpu_model: String,
     pub nvlinks_per_gpu: u32,
+    pub link_layer: LinkLayer,
+    /// DCGM runs on the nodes: profiling fields (`tensor_active_pct`) exist.
+    pub dcgm: bool,
 }
 
 impl ClusterSpec {
@@ -150,6 +170,14 @@ pub struct JobSpec {
     pub step_time_s: f64,
     pub start_s: f64,
     pub end_s: f64,
+    /// Who launched it: Slurm and Kubernetes report its state and exit code, torchrun does not.
+    pub launcher: Launcher,
+    /// Its ranks post to the progress API.
+    pub progress_api: bool,
+    /// It posts `checkpointing`/`evaluating` during those pauses (progress API jobs only).
+    pub pause_status: bool,
+    /// Pipeline stages (1: none); only the last stage's ranks compute a loss.
+    pub pipeline_stages: u32,
 }
 
 /// One injected fault.
@@ -178,6 +206,8 @@ pub struct Scenario {
     pub interval_s: f64,
     pub noise: f64,
     pub cluster: ClusterSpec,
+    pub behaviour: Behaviour,
+    pub network: Network,
     pub jobs: Vec<JobSpec>,
     pub faults: Vec<FaultSpec>,
 }
@@ -286,6 +316,14 @@ fn resolve(cx: &Ctx, raw: RawScenario) -> Result<Scenario, ScenarioError> {
         None => 1.0,
     };
     let cluster = resolve_cluster(cx, &raw.cluster)?;
+    let behaviour = raw.behaviour.as_ref().map_or_else(Behaviour::default, |b| b.get_ref().clone());
+    if let (Some(b), Err(e)) = (&raw.behaviour, behaviour.check()) {
+        return Err(cx.err(b.span(), format!("{e} in [behaviour]")));
+    }
+    let network = raw.network.as_ref().map_or_else(Network::default, |b| b.get_ref().clone());
+    if let (Some(b), Err(e)) = (&raw.network, network.check()) {
+        return Err(cx.err(b.span(), format!("{e} in [network]")));
+    }
     let hosts: BTreeMap<String, u32> = (0..cluster.nodes).map(|i| (naming::node(i, cluster.nodes), i)).collect();
 
     let mut jobs = Vec::new();
@@ -293,7 +331,8 @@ fn resolve(cx: &Ctx, raw: RawScenario) -> Result<Scenario, ScenarioError> {
     let mut rng = SeqRng::new(seed, what::PLACEMENT);
     let mut ids = BTreeSet::new();
     for j in &raw.job {
-        let job = resolve_job(cx, j, &cluster, &hosts, duration_s, &mut placed, &mut rng)?;
+        let mut job = resolve_job(cx, j, &cluster, &hosts, duration_s, &mut placed, &mut rng)?;
+        job_options(cx, j.get_ref(), &mut job, &behaviour, seed)?;
         if !ids.insert(job.id.clone()) {
             return Err(cx.err(j.get_ref().id.span(), format!("job id `{}` is used twice", job.id)));
         }
@@ -304,7 +343,31 @@ fn resolve(cx: &Ctx, raw: RawScenario) -> Result<Scenario, ScenarioError> {
     for f in &raw.fault {
         faults.push(resolve_fault(cx, f.get_ref(), &cluster, &hosts, &jobs, duration_s)?);
     }
-    Ok(Scenario { name, seed, duration_s, interval_s, noise, cluster, jobs, faults })
+    Ok(Scenario { name, seed, duration_s, interval_s, noise, cluster, behaviour, network, jobs, faults })
+}
+
+/// A job's behaviour options: what its table says, else drawn from the seed with `[behaviour]`'s shares.
+fn job_options(cx: &Ctx, r: &RawJob, job: &mut JobSpec, b: &Behaviour, seed: u64) -> Result<(), ScenarioError> {
+    let u = |k: u64| noise::unit(&[seed, what::PLACEMENT, noise::tag(&job.id), k]);
+    job.launcher = r.scheduler.unwrap_or(Launcher::Slurm);
+    job.progress_api = r.progress_api.unwrap_or_else(|| u(1) < b.progress_api_share);
+    job.pause_status = r.pause_status.unwrap_or_else(|| u(2) < b.pause_status_share);
+    let ranks = job.gpus.iter().map(Vec::len).sum::<usize>() as u32;
+    job.pipeline_stages = match &r.pipeline_stages {
+        Some(v) => {
+            let s = *v.get_ref();
+            if s == 0 || s > ranks {
+                return Err(cx.err(v.span(), format!("pipeline_stages = {s} is out of range (1 to {ranks} ranks)")));
+            }
+            s
+        }
+        None if ranks >= 2 && u(3) < b.pipeline_share => {
+            let fit: Vec<u32> = [2, 4, 8].into_iter().filter(|&s| ranks.is_multiple_of(s)).collect();
+            fit.get((u(4) * fit.len() as f64) as usize).copied().unwrap_or(1)
+        }
+        None => 1,
+    };
+    Ok(())
 }
 
 fn resolve_cluster(cx: &Ctx, c: &Spanned<RawCluster>) -> Result<ClusterSpec, ScenarioError> {
@@ -351,7 +414,19 @@ fn resolve_cluster(cx: &Ctx, c: &Spanned<RawCluster>) -> Result<ClusterSpec, Sce
             m.to_string()
         }
     };
-    Ok(ClusterSpec { fabric, nodes, nodes_per_leaf, spines, gpus_per_node, nics_per_node, gpu_model, nvlinks_per_gpu })
+    let link_layer = r.link_layer.as_ref().map_or_else(LinkLayer::default, |l| *l.get_ref());
+    Ok(ClusterSpec {
+        fabric,
+        nodes,
+        nodes_per_leaf,
+        spines,
+        gpus_per_node,
+        nics_per_node,
+        gpu_model,
+        nvlinks_per_gpu,
+        link_layer,
+        dcgm: r.dcgm.unwrap_or(false),
+    })
 }
 
 /// Which GPUs of which host are taken when.
@@ -512,6 +587,10 @@ fn resolve_job(
         step_time_s,
         start_s,
         end_s,
+        launcher: Launcher::Slurm,
+        progress_api: false,
+        pause_status: false,
+        pipeline_stages: 1,
     })
 }
 
@@ -632,144 +711,5 @@ fn check_target_exists(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const OK: &str = r#"
-name = "two-faults"
-seed = 7
-duration_s = 1800
-interval_s = 10
-noise = 1.0
-
-[cluster]
-fabric = "tor"
-nodes = 32
-nodes_per_leaf = 8
-spines = 2
-gpus_per_node = 8
-nics_per_node = 8
-gpu_model = "H100"
-
-[[job]]
-id = "llm-70b"
-hosts = ["node-0000", "node-0001", "node-0008", "node-0009"]
-step_time_s = 2.0
-
-[[job]]
-id = "auto"
-nodes = 4
-gpus_per_node = 4
-step_time_s = 1.5
-start_s = 60
-end_s = 900
-
-[[fault]]
-kind = "gpu_lost"
-target = "node-0008/gpu3"
-at_s = 600
-duration_s = 0
-"#;
-
-    #[test]
-    fn the_spec_example_parses_and_places() {
-        let s = Scenario::parse(OK, "s.toml").unwrap();
-        assert_eq!(s.name, "two-faults");
-        assert_eq!(s.cluster.leaves(), 4);
-        assert_eq!(s.jobs[0].hosts, ["node-0000", "node-0001", "node-0008", "node-0009"]);
-        assert_eq!(s.jobs[0].gpus[0], (0..8).collect::<Vec<_>>());
-        assert_eq!(s.jobs[1].hosts.len(), 4);
-        assert!(s.jobs[1].hosts.iter().all(|h| !s.jobs[0].hosts.contains(h)), "auto placement avoids busy nodes");
-        assert_eq!(s.faults[0].kind, FaultClass::GpuLost);
-        // Same seed, same placement.
-        assert_eq!(Scenario::parse(OK, "s.toml").unwrap(), s);
-    }
-
-    /// `check(input, line, words)`: the error names the line and says what is wrong.
-    fn check(src: &str, line: usize, words: &[&str]) {
-        let e = Scenario::parse(src, "scenario.toml").expect_err("must be refused");
-        let msg = e.to_string();
-        assert!(msg.starts_with(&format!("scenario.toml:{line}: ")), "wrong line in {msg:?} (want {line})");
-        for w in words {
-            assert!(msg.contains(w), "{msg:?} lacks {w:?}");
-        }
-    }
-
-    #[test]
-    fn unknown_key_names_line_and_table() {
-        check("name = \"x\"\nduration_s = 60\n\n[cluster]\nnodez = 4\n", 5, &["unknown key `nodez` in [cluster]"]);
-        check("name = \"x\"\nduration_s = 60\ncolour = 1\n[cluster]\nnodes = 4\n", 3, &["unknown key `colour`"]);
-        check(
-            "name = \"x\"\nduration_s = 60\n[cluster]\nnodes = 4\n[[fault]]\nkind = \"gpu_lost\"\ntarget = \"node-0000/gpu0\"\nat = 5\n",
-            8,
-            &["unknown key `at` in [[fault]]"],
-        );
-    }
-
-    #[test]
-    fn bad_values_name_their_line() {
-        let base = "name = \"x\"\nduration_s = 600\n[cluster]\nnodes = 4\nnodes_per_leaf = 2\n";
-        check(
-            &format!("{base}[[fault]]\nkind = \"gpu_melted\"\ntarget = \"node-0000/gpu0\"\nat_s = 5\n"),
-            7,
-            &["unknown fault kind `gpu_melted`"],
-        );
-        check(
-            &format!("{base}[[fault]]\nkind = \"gpu_lost\"\ntarget = \"node-0000/nic:mlx5_0\"\nat_s = 5\n"),
-            8,
-            &["needs a GPU"],
-        );
-        check(
-            &format!("{base}[[fault]]\nkind = \"gpu_lost\"\ntarget = \"node-0099/gpu0\"\nat_s = 5\n"),
-            8,
-            &["node-0099", "not in the cluster"],
-        );
-        check(
-            &format!("{base}[[fault]]\nkind = \"gpu_lost\"\ntarget = \"node-0001/gpu0\"\nat_s = 900\n"),
-            9,
-            &["beyond the run"],
-        );
-        check(
-            &format!("{base}[[fault]]\nkind = \"leaf_switch_down\"\ntarget = \"switch:leaf-07\"\nat_s = 5\n"),
-            8,
-            &["leaf-07"],
-        );
-        check(&format!("{base}[[fault]]\nkind = \"job_hang\"\ntarget = \"job:nope\"\nat_s = 5\n"), 8, &["nope"]);
-        check(
-            &format!("{base}[[job]]\nid = \"a\"\nhosts = [\"node-0000\", \"node-0042\"]\nstep_time_s = 1\n"),
-            8,
-            &["node-0042"],
-        );
-        check("name = \"x\"\nduration_s = 600\n[cluster]\nfabric = \"mesh\"\nnodes = 4\n", 4, &["mesh"]);
-        check("name = \"x\"\nduration_s = -5\n[cluster]\nnodes = 4\n", 2, &["duration_s"]);
-        check("name = \"x\"\nduration_s = 60\n[cluster]\nnodes = \"four\"\n", 4, &["invalid type"]);
-        check(
-            "name = \"x\"\nduration_s = 60\n[cluster]\nfabric = \"rail\"\nnodes = 4\nnodes_per_leaf = 2\n",
-            6,
-            &["fabric = \"tor\" only"],
-        );
-    }
-
-    #[test]
-    fn overbooked_hosts_are_refused() {
-        let src = "name = \"x\"\nduration_s = 600\n[cluster]\nnodes = 2\n\
-                   [[job]]\nid = \"a\"\nhosts = [\"node-0000\"]\nstep_time_s = 1\n\
-                   [[job]]\nid = \"b\"\nhosts = [\"node-0000\"]\nstep_time_s = 1\n";
-        check(src, 11, &["node-0000", "0 free GPUs"]);
-        let src = "name = \"x\"\nduration_s = 600\n[cluster]\nnodes = 2\n\
-                   [[job]]\nid = \"a\"\nnodes = 3\nstep_time_s = 1\n";
-        check(src, 7, &["nodes = 3"]);
-        // Back to back is fine.
-        let src = "name = \"x\"\nduration_s = 600\n[cluster]\nnodes = 1\n\
-                   [[job]]\nid = \"a\"\nhosts = [\"node-0000\"]\nstep_time_s = 1\nend_s = 300\n\
-                   [[job]]\nid = \"b\"\nnodes = 1\nstep_time_s = 1\nstart_s = 300\n";
-        Scenario::parse(src, "s").unwrap();
-    }
-
-    #[test]
-    fn missing_required_keys_are_named() {
-        check("duration_s = 60\n[cluster]\nnodes = 4\n", 1, &["missing key `name`"]);
-        let e = Scenario::parse("name = \"x\"\nduration_s = 60\n", "s").unwrap_err();
-        assert!(e.to_string().contains("cluster"), "{e}");
-    }
-}
+#[path = "scenario_tests.rs"]
+mod tests;

@@ -3,50 +3,27 @@
 
 use std::collections::BTreeMap;
 
-use faultline_proto::{Event, FaultClass, NodeReport};
+use faultline_proto::{FaultClass, NodeReport};
 
+use crate::agent::NodeAgent;
 use crate::cluster::{Cluster, Job};
-use crate::faults::{self, Fault, JobFx, RankFx, Stall};
+use crate::faults::{Fault, JobFx, Obs, RankFx, Seen, lines};
+pub use crate::jobs::JobDyn;
 use crate::noise::{self, Noise, what};
+use crate::realism::{Behaviour, Network};
 use crate::scenario::Scenario;
 use crate::telemetry::{self, NodeDyn};
 
 /// A rank process that is gone stays in the agent's report, `state: exited`, this long (ms).
 pub const EXITED_VISIBLE_MS: i64 = 300_000;
+/// The kernel's `hung_task_timeout_secs` default, ms.
+pub const HUNG_TASK_TIMEOUT_MS: i64 = 120_000;
 /// Unix ms of virtual time 0 in in-process runs (2023-11-14T22:13:20Z).
 pub const DEFAULT_EPOCH_MS: i64 = 1_700_000_000_000;
 
 /// The pid of a rank process in a given incarnation of its job.
 pub fn rank_pid(seed: u64, job: &Job, rank: usize, incarnation: u32) -> u32 {
     10_000 + (noise::hash(&[seed, what::PID, job.tag, rank as u64, u64::from(incarnation)]) % 3_900_000) as u32
-}
-
-/// Progress state of one job.
-#[derive(Debug, Clone, Default)]
-pub struct JobDyn {
-    pub started: bool,
-    step_f: f64,
-    pub step: u64,
-    /// Virtual ms of the last step advance.
-    pub last_progress_ms: i64,
-    pub last_step_ms: f64,
-    pub avg_step_ms: f64,
-    pub incarnation: u32,
-    /// Virtual ms when the current incarnation started.
-    pub run_start_ms: i64,
-    next_ckpt_ms: i64,
-    /// In a checkpoint until this time (`i64::MAX`: stuck on a failing disk).
-    pub ckpt_until: Option<i64>,
-    /// A rank died or hung in this incarnation: restart once the cause clears.
-    failed: bool,
-    /// Current step time over the healthy one (1 = healthy).
-    pub slowdown: f64,
-    /// The largest straggler extra of any rank (fraction of the healthy step).
-    pub extra_max: f64,
-    /// Whether the step advanced in the last second.
-    pub progressing: bool,
-    /// Loss value frozen when the SDC rank went non-finite.
-    pub sdc_since_ms: Option<i64>,
 }
 
 /// What a rank looks like to the agent on its node.
@@ -117,6 +94,13 @@ pub struct World {
     /// Virtual ms of the end of the last step (-1000 before the first).
     pub t_ms: i64,
     app_xid_p: f64,
+    cgroup_oom_p: f64,
+    pub behaviour: Behaviour,
+    pub network: Network,
+    /// Per node: its agent (maps, XID workflows, clock skew).
+    pub agents: Vec<NodeAgent>,
+    /// Reports sent but not yet arrived (late ones).
+    in_flight: Vec<Outgoing>,
 }
 
 impl World {
@@ -154,7 +138,14 @@ impl World {
         for (i, r) in reboots.iter().enumerate() {
             node_reboots[r.node].push(i);
         }
-        let jobs = vec![JobDyn { slowdown: 1.0, ..Default::default() }; cluster.jobs.len()];
+        let jobs = vec![JobDyn::new(); cluster.jobs.len()];
+        let agents = (0..cluster.nodes.len())
+            .map(|n| {
+                let skew = noise::sym(&[sc.seed, what::LATENCY, n as u64, 0x5c]) * sc.network.clock_skew_ms;
+                NodeAgent::new(&cluster, n, skew.round() as i64)
+            })
+            .collect();
+        let cgroup_oom_p = 1.0 - (-sc.noise * noise::CGROUP_OOMS_PER_NODE_DAY / 86_400.0).exp();
         // Application XIDs: per node-second probability at this noise level.
         let app_xid_p = 1.0 - (-sc.noise * noise::APP_XIDS_PER_NODE_DAY / 86_400.0).exp();
         Self {
@@ -173,6 +164,11 @@ impl World {
             node_reboots,
             t_ms: -1000,
             app_xid_p,
+            cgroup_oom_p,
+            behaviour: sc.behaviour.clone(),
+            network: sc.network.clone(),
+            agents,
+            in_flight: Vec::new(),
         }
     }
 
@@ -231,6 +227,13 @@ impl World {
                 }
             }
         }
+        // PyTorch's NCCL watchdog aborts every rank still running (SIGABRT); one stuck in the
+        // driver (D state) cannot be killed.
+        if view == RankView::Running {
+            if let Some(k) = self.jobs[j].killed_at.filter(|k| *k <= t) {
+                return exited(-6, k, t);
+            }
+        }
         view
     }
 
@@ -267,101 +270,6 @@ impl World {
         rank_pid(self.seed, &self.cluster.jobs[j], r, self.jobs[j].incarnation)
     }
 
-    /// Advance every job by one second, to `t`.
-    fn update_jobs(&mut self, t: i64) {
-        let dt = 1000.0;
-        for j in 0..self.jobs.len() {
-            let job = &self.cluster.jobs[j];
-            if !job.active_at(t) {
-                continue;
-            }
-            let jd = &mut self.jobs[j];
-            if !jd.started {
-                jd.started = true;
-                jd.last_progress_ms = job.start_ms;
-                jd.run_start_ms = job.start_ms;
-                jd.last_step_ms = job.step_ms;
-                jd.avg_step_ms = job.step_ms;
-                let first = noise::CHECKPOINT_PERIOD_S * (0.3 + 0.7 * self.noise.draw(what::CHECKPOINT, job.tag, 0));
-                jd.next_ckpt_ms = job.start_ms + (first * 1000.0) as i64;
-            }
-            let mut stall = false;
-            let mut hang = false;
-            let mut failing = false;
-            let mut comm_slow = 0.0;
-            let mut disk = false;
-            for (fi, fx) in &self.job_fx[j] {
-                let f = &self.faults[*fi];
-                if !f.active(t) {
-                    continue;
-                }
-                match fx.stall {
-                    Stall::WhileActive => stall = true,
-                    Stall::WhileFlapDown => stall |= f.flap_down(t),
-                    Stall::AtCheckpoint => disk = true,
-                    Stall::No => {}
-                }
-                hang |= fx.hang;
-                failing |= fx.crash
-                    || fx.ranks.iter().any(|(_, x)| matches!(x, RankFx::Exit(_) | RankFx::HangD | RankFx::Gone));
-                comm_slow += fx.comm_slow * f.ramp(t);
-            }
-            let extra = self.job_fx[j]
-                .iter()
-                .flat_map(|(_, fx)| fx.ranks.iter().map(|(r, _)| *r))
-                .map(|r| self.rank_extra(j, r, t))
-                .fold(0.0, f64::max);
-            let jd = &mut self.jobs[j];
-            if failing {
-                jd.failed = true;
-            } else if jd.failed {
-                // The cause cleared: the launcher restarts every rank (new pids) and goes on.
-                jd.failed = false;
-                jd.incarnation += 1;
-                jd.run_start_ms = t;
-                jd.last_progress_ms = t;
-            }
-            // Checkpoints: a pause of a few seconds on every rank at once; on a failing disk the
-            // write never finishes.
-            if jd.ckpt_until.is_none() && t >= jd.next_ckpt_ms && !stall {
-                let pause = noise::CHECKPOINT_PAUSE_S.0
-                    + self.noise.draw(what::CHECKPOINT, job.tag, jd.next_ckpt_ms as u64)
-                        * (noise::CHECKPOINT_PAUSE_S.1 - noise::CHECKPOINT_PAUSE_S.0);
-                let pause_ms = (pause * self.noise.level.min(1.0) * 1000.0) as i64;
-                // Checkpoints come every N steps, so their period wanders with the step time.
-                let period = noise::CHECKPOINT_PERIOD_S
-                    * (0.9 + 0.2 * self.noise.draw(what::CHECKPOINT, job.tag, jd.next_ckpt_ms as u64 ^ 1));
-                jd.next_ckpt_ms += (period * 1000.0) as i64;
-                if disk {
-                    jd.ckpt_until = Some(i64::MAX);
-                } else if pause_ms > 0 {
-                    jd.ckpt_until = Some(t + pause_ms);
-                }
-            }
-            match jd.ckpt_until {
-                Some(i64::MAX) if !disk => jd.ckpt_until = None,
-                Some(u) if u != i64::MAX && t >= u => jd.ckpt_until = None,
-                _ => {}
-            }
-            let jitter = self.noise.jitter(what::STEP_JITTER, job.tag, jd.step, noise::STEP_JITTER_FRAC);
-            let step_eff = job.step_ms * (jitter * (1.0 + comm_slow) + extra);
-            jd.slowdown = step_eff / job.step_ms;
-            jd.extra_max = extra;
-            jd.progressing = !(stall || hang || failing || jd.ckpt_until.is_some());
-            if jd.progressing {
-                jd.step_f += dt / step_eff;
-                let whole = jd.step_f.floor() as u64;
-                if whole > jd.step {
-                    let over = (jd.step_f - jd.step_f.floor()) * step_eff;
-                    jd.step = whole;
-                    jd.last_progress_ms = t - over.min(dt) as i64;
-                    jd.last_step_ms = step_eff;
-                    jd.avg_step_ms = 0.9 * jd.avg_step_ms + 0.1 * step_eff;
-                }
-            }
-        }
-    }
-
     /// Advance one virtual second and return the reports sent in it, in arrival order.
     pub fn step(&mut self) -> Vec<Outgoing> {
         let t = self.t_ms + 1000;
@@ -370,9 +278,13 @@ impl World {
         self.update_jobs(t);
 
         let mut reqs: Vec<(i64, usize, ReqKind)> = Vec::new();
+        let jit = |n: usize, at: i64| {
+            (noise::sym(&[self.seed, what::LATENCY, n as u64, at as u64 ^ 0x71]) * self.network.jitter_ms) as i64
+        };
         for (n, d) in self.nodes.iter_mut().enumerate() {
-            while d.next_ms <= t {
-                reqs.push((d.next_ms, n, ReqKind::Regular));
+            while d.next_ms + jit(n, d.next_ms) <= t {
+                let due = (d.next_ms + jit(n, d.next_ms)).max(d.last_ts + 1);
+                reqs.push((due, n, ReqKind::Regular));
                 d.next_ms += self.interval_ms;
             }
         }
@@ -383,25 +295,29 @@ impl World {
         }
         // Events of this second.
         let mut urgent_at: BTreeMap<usize, i64> = BTreeMap::new();
-        let mut new_events: Vec<(usize, Event)> = Vec::new();
+        let mut seen: Vec<Seen> = Vec::new();
         {
-            let boot = |n: usize| self.nodes[n].boot_ms;
             let pid = |j: usize, r: usize| self.pid(j, r);
             for f in &self.faults {
-                new_events.extend(f.events(&self.cluster, t0, t, &boot, &pid));
+                seen.extend(f.events(&self.cluster, t0, t, &pid));
             }
         }
-        if self.app_xid_p > 0.0 {
-            self.noise_app_xids(t, &mut new_events);
-        }
-        for (n, ev) in new_events {
-            if self.silence(n, ev.ts_ms).is_some() {
+        self.noise_lines(t, &mut seen);
+        self.hung_task_lines(t0, t, &mut seen);
+        seen.sort_by_key(|s| (s.node, s.ts_ms));
+        for s in seen {
+            let n = s.node;
+            if self.silence(n, s.ts_ms).is_some() {
                 continue; // nobody is there to read the kernel log
             }
+            let boot = self.nodes[n].boot_ms;
+            let cluster = &self.cluster;
+            let uuid = |g: u32| cluster.nodes[n].gpus.get(g as usize).map(|x| x.uuid.clone()).unwrap_or_default();
+            let Some(ev) = self.agents[n].observe(&s, boot, &uuid) else { continue };
             // The agent pushes every XID, ECC event and classified kernel line at once, Info ones
             // (XID 92, corrected errors) too; its coalescer and one-per-second gap keep storms cheap.
-            let e = urgent_at.entry(n).or_insert(ev.ts_ms);
-            *e = (*e).max(ev.ts_ms);
+            let e = urgent_at.entry(n).or_insert(s.ts_ms);
+            *e = (*e).max(s.ts_ms);
             self.nodes[n].pending.push(ev);
         }
         let news_at = self.rank_news(t0, t);
@@ -426,7 +342,6 @@ impl World {
         }
         reqs.sort_unstable();
 
-        let mut reports = Vec::with_capacity(reqs.len());
         for (ts, n, kind) in reqs {
             if kind != ReqKind::Shutdown {
                 if let Some(s) = self.silence(n, ts) {
@@ -442,6 +357,12 @@ impl World {
             let d = &self.nodes[n];
             if kind == ReqKind::Urgent && !d.pending.iter().any(|e| e.ts_ms <= ts) {
                 continue; // an earlier report already carried the events
+            }
+            let key = [self.seed, what::LATENCY, n as u64, ts as u64 ^ 0x10];
+            if kind == ReqKind::Regular && !d.rebooting && noise::unit(&key) < self.network.lost_share {
+                // Lost on the way: its seq is used, its events go out with the next report.
+                self.nodes[n].seq += 1;
+                continue;
             }
             let mut d = std::mem::take(&mut self.nodes[n]);
             if d.rebooting {
@@ -465,8 +386,18 @@ impl World {
                 noise::NET_LATENCY_MS.0,
                 noise::NET_LATENCY_MS.1,
             );
-            reports.push(Outgoing { sent_ms: ts, arrival_ms: ts + lat as i64, report });
+            let late_key = [self.seed, what::LATENCY, n as u64, ts as u64 ^ 0x1a7e];
+            let late = if noise::unit(&late_key) < self.network.late_share {
+                let (lo, hi) = self.network.late_ms;
+                noise::range(&[self.seed, what::LATENCY, n as u64, ts as u64 ^ 0x1a7f], lo, hi) as i64
+            } else {
+                0
+            };
+            self.in_flight.push(Outgoing { sent_ms: ts, arrival_ms: ts + lat as i64 + late, report });
         }
+        let (mut reports, later): (Vec<Outgoing>, Vec<Outgoing>) =
+            std::mem::take(&mut self.in_flight).into_iter().partition(|o| o.arrival_ms <= t);
+        self.in_flight = later;
         reports.sort_by_key(|o| (o.arrival_ms, o.sent_ms));
         reports
     }
@@ -506,10 +437,24 @@ impl World {
         out
     }
 
-    fn noise_app_xids(&self, t: i64, out: &mut Vec<(usize, Event)>) {
+    /// Noise lines: application XIDs (13, 31, 43) from running ranks, and cgroup OOM kills of
+    /// helper processes (not ranks) that must not look like a host out of memory.
+    fn noise_lines(&self, t: i64, out: &mut Vec<Seen>) {
         let sec = (t / 1000) as u64;
         for n in 0..self.cluster.nodes.len() {
-            if noise::unit(&[self.seed, what::APP_XID, n as u64, sec]) >= self.app_xid_p {
+            if self.cgroup_oom_p > 0.0
+                && noise::unit(&[self.seed, what::APP_XID, n as u64, sec ^ 0xc6]) < self.cgroup_oom_p
+            {
+                let pid = 40_000 + (noise::hash(&[self.seed, what::PID, n as u64, sec]) % 900_000) as u32;
+                out.push(Seen {
+                    node: n,
+                    ts_ms: t - 500,
+                    obs: Obs::Kmsg(format!(
+                        "Memory cgroup out of memory: Killed process {pid} (pt_data_worker) total-vm:9123456kB, anon-rss:4194304kB, file-rss:1024kB, shmem-rss:0kB, UID:1000 pgtables:9000kB oom_score_adj:0"
+                    )),
+                });
+            }
+            if self.app_xid_p <= 0.0 || noise::unit(&[self.seed, what::APP_XID, n as u64, sec]) >= self.app_xid_p {
                 continue;
             }
             // The XID comes from an application: pick a running rank on this node.
@@ -527,9 +472,29 @@ impl World {
             let xid = [13, 31, 43][((pick >> 20) % 3) as usize];
             let ts = t - 1000 + ((pick >> 40) % 1000) as i64;
             let dev = &self.cluster.nodes[n].gpus[g as usize].kmsg_dev;
-            let k = faults::app_xid_event(dev, g, xid, ts, self.nodes[n].boot_ms, self.pid(j, r));
-            out.push((n, faults::nvml_xid_event(&k)));
-            out.push((n, k));
+            out.push(Seen { node: n, ts_ms: ts, obs: Obs::Kmsg(lines::app_xid_line(dev, xid, self.pid(j, r))) });
+            out.push(Seen { node: n, ts_ms: ts + 3, obs: Obs::NvmlXid { gpu: g, code: xid } });
+        }
+    }
+
+    /// The kernel's hung-task warning for a rank stuck in the driver (D state) for 120 s.
+    fn hung_task_lines(&self, t0: i64, t: i64, out: &mut Vec<Seen>) {
+        for (j, fxs) in self.job_fx.iter().enumerate() {
+            for (fi, fx) in fxs {
+                let f = &self.faults[*fi];
+                let at = f.at_ms + HUNG_TASK_TIMEOUT_MS + 1_500;
+                if !(t0 < at && at <= t && f.active(at)) {
+                    continue;
+                }
+                for (r, x) in &fx.ranks {
+                    if *x == RankFx::HangD {
+                        let node = self.cluster.jobs[j].ranks[*r].node;
+                        let pid = self.pid(j, *r);
+                        let line = format!("INFO: task python:{pid} blocked for more than 120 seconds.");
+                        out.push(Seen { node, ts_ms: at, obs: Obs::Kmsg(line) });
+                    }
+                }
+            }
         }
     }
 }

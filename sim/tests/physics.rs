@@ -42,6 +42,22 @@ fabric = "tor"
 nodes = 8
 nodes_per_leaf = 4
 
+# These tests look at fault physics one effect at a time: every job posts progress, starts at once,
+# and reports travel without loss, lateness or skew (sim/tests/leaks.rs covers those).
+[behaviour]
+progress_api_share = 1.0
+pause_status_share = 1.0
+pipeline_share = 0.0
+warmup_s = [0, 0]
+eval_every_s = 0
+rank_skew_ms = 0
+
+[network]
+jitter_ms = 0
+late_share = 0
+lost_share = 0
+clock_skew_ms = 0
+
 [[job]]
 id = "big"
 hosts = ["node-0000", "node-0004"]
@@ -175,7 +191,9 @@ fn a_lost_gpu_stalls_every_rank_until_it_clears() {
     assert!(ev.message.contains("NVRM: Xid (PCI:0000:5d:00): 79"), "{}", ev.message);
     // Lost in every report while it lasts; the other GPUs are fine.
     for r in rs.iter().map(|o| &o.report).filter(|r| r.node == "node-0000" && (301.0..499.0).contains(&at_s(r))) {
-        assert_eq!(r.gpus[3].state, GpuState::Lost);
+        // GPU_IS_LOST, or (as many fallen-off GPUs answer) `Unknown Error`.
+        assert_ne!(r.gpus[3].state, GpuState::Ok);
+        assert!(matches!(r.gpus[3].nvml_error.as_deref(), Some("GPU is lost" | "Unknown Error")));
         assert_eq!(r.gpus[3].util_gpu_pct, None);
         assert!(r.gpus.iter().filter(|g| g.index != 3).all(|g| g.state == GpuState::Ok));
     }
@@ -223,7 +241,7 @@ fn counters_never_go_back_within_a_boot_and_healthy_ports_carry_old_errors() {
         let r = &o.report;
         let up = r.host.as_ref().unwrap().uptime_s.unwrap();
         let mut vals: Vec<(String, u64)> = Vec::new();
-        for n in &r.nics {
+        for n in r.nics.iter().filter(|n| n.is_fabric()) {
             for (k, v) in &n.counters {
                 vals.push((format!("{}/{k}", n.name), *v));
             }
@@ -314,7 +332,7 @@ fn a_leaf_going_down_takes_every_nic_behind_it_in_the_same_second() {
     assert!(hi - lo < 1000, "same second: {lo}..{hi}");
     for r in rs.iter().map(|o| &o.report).filter(|r| (310.0..415.0).contains(&at_s(r))) {
         let behind = ["node-0004", "node-0005", "node-0006", "node-0007"].contains(&r.node.as_str());
-        for n in &r.nics {
+        for n in r.nics.iter().filter(|n| n.is_fabric()) {
             assert_eq!(n.ib_state.as_deref() == Some("DOWN"), behind, "{} {}", r.node, n.name);
         }
     }
@@ -370,9 +388,10 @@ fn software_faults_have_no_hardware_signal() {
     }
     let crash = rank_samples(&rs, "solo", 201.0, 399.0);
     assert!(!crash.is_empty());
-    for (_, k) in &crash {
+    for (r, k) in &crash {
         assert_eq!(k.state, ProcState::Exited);
-        assert_eq!(k.exit_code, Some(1));
+        assert_eq!(k.exit_code, None, "the agent is not the rank's parent: it never learns the code");
+        assert_eq!(r.jobs.iter().find(|j| j.job_id == "solo").unwrap().sched_exit_code, Some(1), "Slurm knows it");
     }
     // Every rank exited in the same report.
     let first = rs.iter().map(|o| &o.report).find(|r| r.node == "node-0001" && at_s(r) > 200.0).unwrap();
@@ -390,12 +409,16 @@ fn oom_kills_a_rank_pid_and_fills_memory() {
         .map(|o| &o.report)
         .find(|r| r.events.iter().any(|e| e.class == faultline_proto::EventClass::OomKill))
         .unwrap();
-    let ev = r.events.iter().find(|e| e.class == faultline_proto::EventClass::OomKill).unwrap();
+    let ev = r
+        .events
+        .iter()
+        .find(|e| e.class == faultline_proto::EventClass::OomKill && e.message.contains("Killed process"))
+        .unwrap();
     assert!(r.urgent);
     assert!(ev.message.contains(&format!("Out of memory: Killed process {} (python)", ev.pid.unwrap())));
     let killed = r.jobs[0].ranks.iter().find(|k| k.pid == ev.pid).expect("the killed pid is a rank's");
     assert_eq!(killed.state, ProcState::Exited);
-    assert_eq!(killed.exit_code, Some(-9));
+    assert_eq!(killed.exit_code, None, "only a scheduler reports exit codes");
     let h = r.host.as_ref().unwrap();
     assert!(h.mem_used_bytes.unwrap() as f64 > 0.98 * h.mem_total_bytes.unwrap() as f64);
 }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use faultline_proto::{Event, EventSource};
+use faultline_proto::Event;
 
 use crate::classify::{Class, Classification, classify};
 use crate::collect::PciMap;
@@ -139,27 +139,10 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(1)
 }
 
-/// The component a classified line concerns, as the part after `<host>/`.
+/// The component a classified line concerns, as the part after `<host>/` (`observe::component`).
 pub fn component_of(c: &Classification, pci: &PciMap) -> Option<String> {
-    let gpu_of = |dev: &Option<String>| {
-        let dev = dev.as_ref()?;
-        pci.read().unwrap_or_else(|p| p.into_inner()).get(dev).map(|i| format!("gpu{i}"))
-    };
-    match c.class {
-        Class::Xid
-        | Class::GpuFallenOffBus
-        | Class::GpuDriverError
-        | Class::NvlinkError
-        | Class::PcieAerCorrected
-        | Class::PcieAerUncorrected => gpu_of(&c.device),
-        Class::NicLinkDown
-        | Class::NicLinkUp
-        | Class::NicDriverError
-        | Class::NetdevWatchdog
-        | Class::IbCompletionError => c.nic.as_ref().map(|n| format!("nic:{n}")),
-        Class::IoError => c.disk.as_ref().map(|d| format!("disk:{d}")),
-        _ => None,
-    }
+    let gpu_of = |dev: &str| pci.read().unwrap_or_else(|p| p.into_inner()).get(dev).copied();
+    crate::observe::component(c, &gpu_of, &|_| None)
 }
 
 /// Turns lines into events: classification, component mapping, XID workflows, multi-line merging
@@ -211,19 +194,7 @@ impl LineHandler {
         }
         let ts = self.record_ts.unwrap_or_else(now_ms);
         let component = component_of(&c, &self.pci);
-        let mut ev = Event {
-            ts_ms: ts,
-            source: EventSource::Kmsg,
-            class: c.class,
-            severity: c.severity,
-            component: component.clone(),
-            xid: c.xid,
-            caused_by_xid: c.caused_by_xid,
-            device: c.device.clone(),
-            pid: c.pid,
-            count: 1,
-            message: truncate(&c.message, MAX_MESSAGE),
-        };
+        let mut ev = crate::observe::line_event(&c, component.clone(), ts);
         if let Some(code) = c.xid {
             if let Some(i) = crate::export::gpu_metrics::gpu_index_of(component.as_deref()) {
                 crate::export::gpu_metrics::record_xid(i, code, 1);

@@ -6,15 +6,18 @@
 use std::collections::BTreeMap;
 
 use faultline_proto::{
-    DiskSample, EccCounts, FanSample, GpuProcess, GpuSample, GpuState, HostSample, JobSample, NicKind, NicSample,
-    NodeReport, NvLinkSample, PcieLink, ProcState, Progress, ProgressStatus, RankSample, RowRemap, SCHEMA_VERSION,
-    Scheduler, TempSample,
+    DiskSample, EccCounts, FanSample, GpuProcess, GpuSample, GpuState, HostSample, NodeReport, NvLinkSample, PcieLink,
+    RowRemap, SCHEMA_VERSION, TempSample,
 };
 
 use crate::cluster::{Cluster, naming};
 use crate::faults::{COMPUTE_FRAC_MULTI, COMPUTE_FRAC_SINGLE};
+use crate::jobs::{CKPT_BYTES_PER_S, Pause};
 use crate::noise::{self, what};
 use crate::world::{RankView, World};
+
+mod nics;
+mod ranks;
 
 /// Host memory of a simulated node (DGX H100: 2 TiB).
 pub const HOST_MEM_BYTES: u64 = 2 << 40;
@@ -34,6 +37,9 @@ pub const NIC_RATE_GBPS: f64 = 400.0;
 /// Step-to-step jitter of the global gradient norm (absolute, on a norm near 1) at noise 1: it moves
 /// smoothly in steady pre-training; ranks reporting a few steps apart see nearly the same value.
 pub const GRAD_NORM_JITTER: f64 = 0.015;
+/// NVML clock-event reasons the agent reads violation time for.
+pub const CLOCK_EVENT_REASONS: &[&str] =
+    &["sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown"];
 /// Agent version the simulated agents report.
 pub const AGENT_VERSION: &str = concat!("faultline-sim/", env!("CARGO_PKG_VERSION"));
 
@@ -124,6 +130,8 @@ pub struct GpuDyn {
     pub remap_failure: bool,
     /// Per NVLink: crc, replay, recovery.
     pub nvl: Vec<[u64; 3]>,
+    /// NVML's cumulative clock-event (violation) time per reason, ns.
+    pub clock_ev: BTreeMap<String, u64>,
 }
 
 /// Monotonic NIC counters of one boot.
@@ -151,6 +159,10 @@ pub struct NodeDyn {
     pub rebooting: bool,
     pub gpus: Vec<GpuDyn>,
     pub nics: Vec<NicDyn>,
+    /// Bytes through the management NIC since boot.
+    pub mgmt_bytes: u64,
+    /// Bytes written to the local disk since boot.
+    pub disk_written: u64,
 }
 
 impl GpuDyn {
@@ -214,12 +226,18 @@ impl NodeDyn {
                 c[C::PortRcvData as usize] = (avg_bytes * (0.99 + 0.02 * u(21, k))) as u64;
                 c[C::PortXmitPackets as usize] = c[C::PortXmitData as usize] / 4000;
                 c[C::PortRcvPackets as usize] = c[C::PortRcvData as usize] / 4000;
-                c[C::PortXmitWait as usize] = (up_s * XMIT_WAIT_PER_S * 0.3 * u(22, k)) as u64;
+                // 32 bits: weeks of training traffic take a port past its maximum (the H100 sample in
+                // sim/data shows 2.5e9 of 4.3e9).
+                c[C::PortXmitWait as usize] = (up_s * XMIT_WAIT_PER_S * (0.3 + 2.0 * u(22, k))) as u64;
                 if aged {
-                    // Healthy ports are rarely at zero (shared/data/sysfs-infiniband-h100-sample.txt).
-                    c[C::ExcessiveBufferOverrunErrors as usize] = 1 + small(23, k, 20.0);
+                    // Healthy ports are rarely at zero, and the 4-bit counters of many already sit at
+                    // their maximum (sim/data/sysfs-infiniband-h100-sample.txt: 15 and 14).
+                    c[C::ExcessiveBufferOverrunErrors as usize] =
+                        if u(30, k) < 0.5 { 15 + small(23, k, 40.0) } else { small(23, k, 12.0) };
+                    c[C::LocalLinkIntegrityErrors as usize] = if u(31, k) < 0.15 { 15 + small(32, k, 9.0) } else { 0 };
                     c[C::PortRcvErrors as usize] = 1 + small(24, k, 15.0);
-                    c[C::SymbolError as usize] = small(25, k, 4.0);
+                    c[C::SymbolError as usize] =
+                        if u(33, k) < 0.05 { 65_535 + small(25, k, 900.0) } else { small(25, k, 4.0) };
                     c[C::PortRcvSwitchRelayErrors as usize] = small(26, k, 2.5);
                     c[C::LinkErrorRecovery as usize] = small(27, k, 2.5);
                     c[C::RoceAdpRetrans as usize] = small(28, k, 6.0);
@@ -266,6 +284,8 @@ pub struct ReportCtx<'a> {
     pub cpu_non_job: Option<f64>,
     pub disk_read_only: bool,
     pub disk_full: bool,
+    /// The NVML error each GPU answers (`Unknown Error`, `GPU is lost`, `Timeout`), if any.
+    pub nvml_error: Vec<Option<&'static str>>,
 }
 
 impl ReportCtx<'_> {
@@ -314,7 +334,7 @@ fn model(name: &str) -> Model {
 
 /// How a GPU is loaded this report.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Load {
+pub(crate) enum Load {
     Idle,
     /// Training: util %, tensor-active %.
     Busy(f64, f64),
@@ -322,16 +342,20 @@ enum Load {
     Spin,
     /// Writing a checkpoint.
     Checkpoint,
+    /// Compiling and warming up: GPUs partly busy, no steps.
+    Warmup,
+    /// Evaluation: GPUs busy, no training steps.
+    Eval,
     /// The process is stuck in the driver.
     Stuck,
 }
 
-struct RankHere {
-    j: usize,
-    r: usize,
-    view: RankView,
-    load: Load,
-    extra: f64,
+pub(crate) struct RankHere {
+    pub j: usize,
+    pub r: usize,
+    pub view: RankView,
+    pub load: Load,
+    pub extra: f64,
 }
 
 /// Build node `n`'s report at virtual ms `ts`.
@@ -368,6 +392,9 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
                 RankView::Running => match jd.ckpt_until {
                     Some(i64::MAX) if disk_fault_here => Load::Stuck,
                     Some(u) if u != i64::MAX => Load::Checkpoint,
+                    _ if jd.pause(ts) == Pause::Warmup => Load::Warmup,
+                    _ if jd.pause(ts) == Pause::Eval => Load::Eval,
+                    // NCCL spins in its kernel: NVML counts that as utilization.
                     _ if !jd.progressing => Load::Spin,
                     _ => {
                         let cfrac = if job.multi_node { COMPUTE_FRAC_MULTI } else { COMPUTE_FRAC_SINGLE };
@@ -408,6 +435,8 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
             }
             Load::Spin => (100.0, 0.0, 330.0),
             Load::Checkpoint => (8.0, 0.0, 140.0),
+            Load::Warmup => ((35.0 + noise.plus(what::UTIL, gk, tk, 15.0)).clamp(0.0, 100.0), 5.0, 220.0),
+            Load::Eval => ((85.0 + noise.plus(what::UTIL, gk, tk, 5.0)).clamp(0.0, 100.0), 30.0, 420.0),
             Load::Stuck => (0.0, 0.0, 110.0),
         };
         let power = power * noise.jitter(what::POWER, gk, tk, 0.02);
@@ -446,7 +475,8 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
             mem_clock_max_mhz: Some(m.mem_max),
             throttle_mask: Some(u64::from(idle)),
             throttle_reasons: if idle { vec!["gpu_idle".to_string()] } else { Vec::new() },
-            tensor_active_pct: Some((tensor * 10.0).round() / 10.0),
+            // A DCGM profiling field: only where DCGM runs.
+            tensor_active_pct: spec.dcgm.then_some((tensor * 10.0).round() / 10.0),
             ecc: EccCounts::default(),
             retired_pages: None,
             row_remap: None,
@@ -462,7 +492,7 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
             not_supported: vec!["retired_pages".to_string()],
             clock_event_ns: Default::default(),
             nvml_error: None,
-            pci_present: None,
+            pci_present: Some(true),
         });
     }
 
@@ -471,7 +501,8 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
         node: node.name.clone(),
         agent_version: AGENT_VERSION.to_string(),
         seq: d.seq,
-        timestamp_ms: w.epoch_ms + ts,
+        // The agent's clock, NTP-skewed.
+        timestamp_ms: w.epoch_ms + ts + w.agents[n].skew_ms,
         interval_ms: w.interval_ms as u64,
         shutdown,
         urgent,
@@ -483,7 +514,8 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
         events: Vec::new(),
         dropped: Default::default(),
         collector_errors: BTreeMap::new(),
-        expected_gpus: None,
+        // The count the agent saw at its first start, persisted.
+        expected_gpus: Some(gpn as u32),
     };
     let nics_n = spec.nics_per_node as usize;
     let mut ctx = ReportCtx {
@@ -504,6 +536,7 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
         cpu_non_job: None,
         disk_read_only: false,
         disk_full: false,
+        nvml_error: vec![None; gpn],
     };
     for &f in &w.node_faults[n] {
         w.faults[f].apply(c, &mut ctx);
@@ -522,8 +555,10 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
         cpu_non_job,
         disk_read_only,
         disk_full,
+        nvml_error,
         ..
     } = ctx;
+    let nic_fx = nics::NicFx { down: nic_down, tput: nic_tput, rate: nic_rate, congested: nic_congested };
 
     // GPU counters, then the state of GPUs that stopped answering.
     let mut sbe_events = Vec::new();
@@ -535,13 +570,8 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
             gd.sbe_agg += 1;
             if gpu_state[g] == GpuState::Ok {
                 let t = last + ((ts - last) as f64 * noise::unit(&[w.seed, what::SBE_TICK, nk, d.seq])) as i64;
-                sbe_events.push(crate::faults::nvml_ecc_event(
-                    &node.gpus[g].kmsg_dev,
-                    g as u32,
-                    t.max(last + 1),
-                    faultline_proto::EventClass::EccSbe,
-                    1,
-                ));
+                let maps = &w.agents[n].maps;
+                sbe_events.push(faultline_agent::observe::nvml_ecc_event(g as u32, false, t.max(last + 1), maps));
             }
         }
         s.energy_mj = Some(gd.energy_mj as u64);
@@ -573,6 +603,18 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
                 recovery_errors: Some(c[2]),
             })
             .collect();
+        // Violation time grows while a reason holds (the whole window: faults hold it throughout);
+        // a busy healthy GPU touches its software power cap now and then.
+        let busy = s.util_gpu_pct.unwrap_or(0.0) > 50.0;
+        for r in CLOCK_EVENT_REASONS {
+            let e = gd.clock_ev.entry((*r).to_string()).or_insert(0);
+            if s.throttle_reasons.iter().any(|x| x == r) {
+                *e += (dt_s * 1e9) as u64;
+            } else if *r == "sw_power_cap" && busy {
+                *e += (dt_s * 1e9 * 0.01 * noise.level.min(3.0)) as u64;
+            }
+        }
+        s.clock_event_ns = gd.clock_ev.clone();
         if gpu_state[g] != GpuState::Ok {
             *s = GpuSample {
                 index: s.index,
@@ -581,83 +623,14 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
                 serial: s.serial.take(),
                 pci_bus_id: s.pci_bus_id.take(),
                 state: gpu_state[g],
+                nvml_error: nvml_error[g].map(str::to_string),
+                pci_present: Some(true),
                 ..Default::default()
             };
         }
     }
 
-    // NICs: traffic follows the ranks that use them.
-    let mut nic_busy = vec![0.0f64; nics_n];
-    for rh in &ranks {
-        let job = &c.jobs[rh.j];
-        if !job.multi_node {
-            continue;
-        }
-        if let Load::Busy(..) = rh.load {
-            let k = job.ranks[rh.r].nic as usize;
-            if k < nics_n {
-                nic_busy[k] += 1.0 / w.jobs[rh.j].slowdown.max(1e-6);
-            }
-        }
-    }
-    let mut nics = Vec::with_capacity(nics_n);
-    for (k, ns) in node.nics.iter().enumerate() {
-        use NicCounter as C;
-        let nd = &mut d.nics[k];
-        let down = nic_down[k];
-        let rate = nic_rate[k];
-        let cap = rate / 8.0 * 1e9 * 0.92;
-        let bps = if down {
-            0.0
-        } else if nic_busy[k] > 0.0 {
-            (NIC_BUSY_BYTES_PER_S * nic_busy[k].min(1.0) * nic_tput[k]).min(cap)
-                * noise.jitter(what::TRAFFIC, nk * 64 + k as u64, tk, 0.03)
-        } else {
-            NIC_IDLE_BYTES_PER_S
-        };
-        let add = |nd: &mut NicDyn, i: C, slot: usize, x: f64| {
-            let v = x + nd.frac[slot];
-            nd.c[i as usize] += v.floor() as u64;
-            nd.frac[slot] = v.fract();
-        };
-        add(nd, C::PortXmitData, 0, bps * dt_s);
-        add(nd, C::PortRcvData, 1, bps * dt_s * noise.jitter(what::TRAFFIC, nk * 64 + k as u64, tk ^ 3, 0.01));
-        add(nd, C::PortXmitPackets, 2, bps * dt_s / 4000.0);
-        add(nd, C::PortRcvPackets, 3, bps * dt_s / 4000.0);
-        if !down && nic_busy[k] > 0.0 {
-            let mult = if nic_congested[k] > 0.0 { nic_congested[k] } else { 1.0 };
-            nd.c[C::PortXmitWait as usize] += (XMIT_WAIT_PER_S * nic_busy[k].min(1.0) * mult * dt_s) as u64;
-        }
-        if noise.fires(what::SYMBOL_TICK, nk * 64 + k as u64, d.seq, noise::SYMBOL_TICKS_PER_NIC_HOUR, dt_s) {
-            nd.c[C::SymbolError as usize] += 1;
-        }
-        let counters: BTreeMap<String, u64> =
-            NIC_COUNTER_NAMES.iter().zip(nd.c.iter()).map(|(name, v)| ((*name).to_string(), *v)).collect();
-        let mut counters = counters;
-        counters.insert("rx_bytes".to_string(), nd.c[C::PortRcvData as usize]);
-        counters.insert("tx_bytes".to_string(), nd.c[C::PortXmitData as usize]);
-        nics.push(NicSample {
-            fabric: Some(true),
-            saturated: Vec::new(),
-            name: ns.name.clone(),
-            kind: NicKind::Infiniband,
-            netdev: Some(ns.netdev.clone()),
-            port: Some(1),
-            pci_bus_id: Some(ns.bus_id.clone()),
-            operstate: Some(if down { "down" } else { "up" }.to_string()),
-            carrier: Some(!down),
-            carrier_changes: Some(nd.carrier_changes),
-            speed_mbps: if down { None } else { Some((rate * 1000.0) as u64) },
-            mtu: Some(4096),
-            link_layer: Some("InfiniBand".to_string()),
-            ib_state: Some(if down { "DOWN" } else { "ACTIVE" }.to_string()),
-            ib_phys_state: Some(if down { "Polling" } else { "LinkUp" }.to_string()),
-            rate_gbps: Some(if down { 0.0 } else { rate }),
-            max_rate_gbps: Some(NIC_RATE_GBPS),
-            counters,
-        });
-    }
-    report.nics = nics;
+    report.nics = nics::build(w, d, n, ts, dt_s, &ranks, &nic_fx);
 
     // Host.
     let alive = ranks.iter().filter(|r| matches!(r.view, RankView::Running | RankView::HangD)).count() as f64;
@@ -723,8 +696,10 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
         fans,
         temps,
     });
+    let writing = ranks.iter().filter(|r| r.load == Load::Checkpoint).count() as f64;
+    d.disk_written += ((5.0e6 + CKPT_BYTES_PER_S * writing) * dt_s) as u64;
     report.disks = vec![DiskSample {
-        write_bytes: None,
+        write_bytes: Some(d.disk_written),
         device: naming::DISK.to_string(),
         mount: Some("/".to_string()),
         total_bytes: Some(DISK_BYTES),
@@ -736,91 +711,7 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
         read_only: disk_read_only,
     }];
 
-    // Jobs and their ranks.
-    let mut jobs: Vec<JobSample> = Vec::new();
-    for rh in &ranks {
-        let job = &c.jobs[rh.j];
-        let jd = &w.jobs[rh.j];
-        let rk = &job.ranks[rh.r];
-        let rkey = job.tag ^ (rh.r as u64) << 20;
-        let cfrac = if job.multi_node { COMPUTE_FRAC_MULTI } else { COMPUTE_FRAC_SINGLE };
-        let (state, exit_code) = match rh.view {
-            RankView::Exited { code, .. } => (ProcState::Exited, Some(code)),
-            RankView::HangD => (ProcState::DiskSleep, None),
-            _ if rh.load == Load::Stuck => (ProcState::DiskSleep, None),
-            _ => (ProcState::Running, None),
-        };
-        let end = match rh.view {
-            RankView::Exited { at_ms, .. } => at_ms,
-            _ => ts,
-        };
-        let ended_ok = matches!(rh.view, RankView::Exited { code: 0, .. });
-        let loss_at = |step: u64| 1.8 + 6.0 * (-(step as f64) / 3_000.0).exp();
-        let mut loss = loss_at(jd.step) + noise.plus(what::LOSS, rkey, jd.step, 0.01);
-        // The global gradient norm is computed after the all-reduce: every rank logs the same value.
-        let mut grad = 0.8
-            + 0.4 * (-(jd.step as f64) / 2_000.0).exp()
-            + noise.plus(what::LOSS, job.tag, jd.step ^ 1, GRAD_NORM_JITTER);
-        let mut nonfinite = false;
-        if let Some(at) = job_sdc_since(w, rh.j, ts) {
-            loss += ((ts - at) as f64 / 1000.0 * 0.002).min(3.0); // the job diverges
-        }
-        if let Some((at, nan)) = w.sdc(rh.j, rh.r, ts) {
-            if nan {
-                nonfinite = true;
-                loss = loss_at(jd.step.saturating_sub(((ts - at) as f64 / job.step_ms) as u64));
-            } else {
-                grad *= 50.0 + 950.0 * noise::unit(&[w.seed, what::LOSS, rkey, 77]);
-            }
-        }
-        let compute = job.step_ms * cfrac * noise.jitter(what::COMPUTE, rkey, jd.step, 0.02) + job.step_ms * rh.extra;
-        let progress = Progress {
-            loss_step: None,
-            step: jd.step,
-            last_progress_ms: w.epoch_ms + jd.last_progress_ms,
-            step_time_ms: Some(round2(jd.last_step_ms * noise.jitter(what::STEP_JITTER, rkey, jd.step, 0.003))),
-            step_time_avg_ms: Some(round2(jd.avg_step_ms)),
-            compute_ms: Some(round2(compute)),
-            loss: Some((loss * 1e4).round() / 1e4),
-            grad_norm: Some((grad * 1e4).round() / 1e4),
-            nonfinite_loss: nonfinite,
-            status: if ended_ok {
-                ProgressStatus::Exited
-            } else if jd.ckpt_until.is_some() && state != ProcState::Exited {
-                ProgressStatus::Checkpointing
-            } else {
-                ProgressStatus::Running
-            },
-            exit_code: if ended_ok { Some(0) } else { None },
-        };
-        let sample = RankSample {
-            io_write_bytes: None,
-            rank: rk.rank,
-            local_rank: Some(rk.local_rank),
-            pid: Some(w.pid(rh.j, rh.r)),
-            gpus: vec![rk.gpu],
-            nic: Some(naming::nic(rk.nic)),
-            state,
-            cpu_seconds: Some(round2(((end - jd.run_start_ms).max(0) as f64 / 1000.0) * 1.4)),
-            rss_bytes: Some(
-                (22u64 << 30) + (noise::unit(&[w.seed, what::STATIC, rkey, 3]) * (4u64 << 30) as f64) as u64,
-            ),
-            exit_code,
-            progress: Some(progress),
-        };
-        match jobs.iter_mut().find(|s| s.job_id == job.id) {
-            Some(s) => s.ranks.push(sample),
-            None => jobs.push(JobSample {
-                sched_state: None,
-                sched_exit_code: None,
-                job_id: job.id.clone(),
-                scheduler: Scheduler::Slurm,
-                world_size: Some(job.ranks.len() as u32),
-                ranks: vec![sample],
-            }),
-        }
-    }
-    report.jobs = jobs;
+    report.jobs = ranks::build(w, ts, &ranks);
 
     // Events seen since the last report.
     let mut events = sbe_events;
@@ -834,7 +725,7 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
     });
     events.sort_by_key(|e| e.ts_ms);
     for e in &mut events {
-        e.ts_ms += w.epoch_ms;
+        e.ts_ms += w.epoch_ms + w.agents[n].skew_ms;
     }
     report.events = events;
     d.seq += 1;
@@ -844,12 +735,4 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
 
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
-}
-
-/// When silent data corruption began in job `j`, if it is going on.
-fn job_sdc_since(w: &World, j: usize, t: i64) -> Option<i64> {
-    w.job_fx[j].iter().find_map(|(fi, fx)| {
-        let f = &w.faults[*fi];
-        (f.active(t) && fx.ranks.iter().any(|(_, x)| *x == crate::faults::RankFx::Sdc)).then_some(f.at_ms)
-    })
 }

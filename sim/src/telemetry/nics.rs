@@ -1,0 +1,185 @@
+//! The NICs of a node as the agent reads them from sysfs: the fabric ports (IB or RoCE) with their
+//! counters at their real widths, stuck at the maximum where the kernel saturates them, and the
+//! netdevs every real node also has (management NIC, storage bond, docker0, veth*, ifb*, ports down
+//! since boot), which are not fabric and never fault roots.
+
+use std::collections::BTreeMap;
+
+use faultline_proto::counters;
+use faultline_proto::{NicKind, NicSample};
+
+use super::{
+    Load, NIC_BUSY_BYTES_PER_S, NIC_COUNTER_NAMES, NIC_IDLE_BYTES_PER_S, NicCounter as C, NicDyn, NodeDyn, RankHere,
+    XMIT_WAIT_PER_S,
+};
+use crate::noise::{self, what};
+use crate::realism::LinkLayer;
+use crate::world::World;
+
+/// What faults did to the fabric ports of this report.
+pub struct NicFx {
+    pub down: Vec<bool>,
+    /// Throughput multiplier per NIC.
+    pub tput: Vec<f64>,
+    /// Trained rate per NIC, Gb/s.
+    pub rate: Vec<f64>,
+    /// `port_xmit_wait` multiplier from congestion (0 = none).
+    pub congested: Vec<f64>,
+}
+
+/// The fabric ports, then the other netdevs of node `n`.
+pub fn build(
+    w: &World,
+    d: &mut NodeDyn,
+    n: usize,
+    ts: i64,
+    dt_s: f64,
+    ranks: &[RankHere],
+    fx: &NicFx,
+) -> Vec<NicSample> {
+    let c = &w.cluster;
+    let node = &c.nodes[n];
+    let noise = w.noise;
+    let nk = n as u64;
+    let tk = (ts / 1000) as u64;
+    let nics_n = c.spec.nics_per_node as usize;
+    // Traffic follows the ranks that use a port; a job hung in a collective moves no bytes.
+    let mut nic_busy = vec![0.0f64; nics_n];
+    for rh in ranks {
+        let job = &c.jobs[rh.j];
+        if !job.multi_node {
+            continue;
+        }
+        if let Load::Busy(..) = rh.load {
+            let k = job.ranks[rh.r].nic as usize;
+            if k < nics_n {
+                nic_busy[k] += 1.0 / w.jobs[rh.j].slowdown.max(1e-6);
+            }
+        }
+    }
+    let roce = c.spec.link_layer == LinkLayer::Ethernet;
+    let mut nics = Vec::with_capacity(nics_n + 8);
+    for (k, ns) in node.nics.iter().enumerate() {
+        let nd = &mut d.nics[k];
+        let down = fx.down[k];
+        let rate = fx.rate[k];
+        let cap = rate / 8.0 * 1e9 * 0.92;
+        let bps = if down {
+            0.0
+        } else if nic_busy[k] > 0.0 {
+            (NIC_BUSY_BYTES_PER_S * nic_busy[k].min(1.0) * fx.tput[k]).min(cap)
+                * noise.jitter(what::TRAFFIC, nk * 64 + k as u64, tk, 0.03)
+        } else {
+            NIC_IDLE_BYTES_PER_S
+        };
+        let add = |nd: &mut NicDyn, i: C, slot: usize, x: f64| {
+            let v = x + nd.frac[slot];
+            nd.c[i as usize] += v.floor() as u64;
+            nd.frac[slot] = v.fract();
+        };
+        // The agent reports the 4-byte-word data counters as bytes (64-bit extended counters).
+        add(nd, C::PortXmitData, 0, bps * dt_s);
+        add(nd, C::PortRcvData, 1, bps * dt_s * noise.jitter(what::TRAFFIC, nk * 64 + k as u64, tk ^ 3, 0.01));
+        add(nd, C::PortXmitPackets, 2, bps * dt_s / 4000.0);
+        add(nd, C::PortRcvPackets, 3, bps * dt_s / 4000.0);
+        if !down && nic_busy[k] > 0.0 {
+            let mult = if fx.congested[k] > 0.0 { fx.congested[k] } else { 1.0 };
+            nd.c[C::PortXmitWait as usize] += (XMIT_WAIT_PER_S * nic_busy[k].min(1.0) * mult * dt_s) as u64;
+        }
+        if noise.fires(what::SYMBOL_TICK, nk * 64 + k as u64, d.seq, noise::SYMBOL_TICKS_PER_NIC_HOUR, dt_s) {
+            nd.c[C::SymbolError as usize] += 1;
+        }
+        // What sysfs shows: the true totals, held at each counter's maximum.
+        let mut saturated = Vec::new();
+        let mut counters: BTreeMap<String, u64> = BTreeMap::new();
+        for (name, v) in NIC_COUNTER_NAMES.iter().zip(nd.c.iter()) {
+            let shown = counters::saturate(name, *v);
+            if counters::is_saturated(name, shown) {
+                saturated.push((*name).to_string());
+            }
+            counters.insert((*name).to_string(), shown);
+        }
+        counters.insert("rx_bytes".to_string(), nd.c[C::PortRcvData as usize]);
+        counters.insert("tx_bytes".to_string(), nd.c[C::PortXmitData as usize]);
+        nics.push(NicSample {
+            fabric: Some(true),
+            saturated,
+            name: ns.name.clone(),
+            kind: NicKind::Infiniband,
+            netdev: Some(ns.netdev.clone()),
+            port: Some(1),
+            pci_bus_id: Some(ns.bus_id.clone()),
+            operstate: Some(if down { "down" } else { "up" }.to_string()),
+            carrier: Some(!down),
+            carrier_changes: Some(nd.carrier_changes),
+            speed_mbps: if down { None } else { Some((rate * 1000.0) as u64) },
+            mtu: Some(if roce { 9000 } else { 4096 }),
+            link_layer: Some(if roce { "Ethernet" } else { "InfiniBand" }.to_string()),
+            ib_state: Some(if down { "DOWN" } else { "ACTIVE" }.to_string()),
+            ib_phys_state: Some(if down { "Polling" } else { "LinkUp" }.to_string()),
+            rate_gbps: Some(if down { 0.0 } else { rate }),
+            // sysfs has no "maximum rate" to compare a degraded link with.
+            max_rate_gbps: None,
+            counters,
+        });
+    }
+    nics.extend(other_netdevs(w, d, n, ts, dt_s));
+    nics
+}
+
+/// One plain netdev: (name, up, bytes/s, PCI address).
+fn netdev(
+    name: &str,
+    up: bool,
+    carrier: Option<bool>,
+    speed_mbps: Option<u64>,
+    bytes: u64,
+    bus: Option<String>,
+) -> NicSample {
+    let mut counters = BTreeMap::new();
+    counters.insert("rx_bytes".to_string(), bytes);
+    counters.insert("tx_bytes".to_string(), bytes / 3);
+    counters.insert("rx_errors".to_string(), 0);
+    counters.insert("tx_errors".to_string(), 0);
+    counters.insert("rx_dropped".to_string(), bytes / 9_000_000_000);
+    NicSample {
+        name: name.to_string(),
+        kind: NicKind::Netdev,
+        netdev: Some(name.to_string()),
+        pci_bus_id: bus,
+        operstate: Some(if up { "up" } else { "down" }.to_string()),
+        carrier,
+        carrier_changes: Some(if up { 1 } else { 0 }),
+        speed_mbps,
+        mtu: Some(1500),
+        fabric: Some(false),
+        counters,
+        ..Default::default()
+    }
+}
+
+/// The netdevs a real GPU node has besides its fabric ports.
+fn other_netdevs(w: &World, d: &mut NodeDyn, n: usize, ts: i64, dt_s: f64) -> Vec<NicSample> {
+    d.mgmt_bytes += (2.0e6 * dt_s) as u64;
+    let up_s = ((ts - d.boot_ms) / 1000).max(0) as u64;
+    let base = d.mgmt_bytes + up_s * 1_500_000;
+    let u = |k: u64| noise::unit(&[w.seed, what::STATIC, n as u64, 3000 + k]);
+    let mut out = vec![
+        // Management NIC and the onboard port nobody cabled (down since boot, no carrier).
+        netdev("eno1", true, Some(true), Some(25_000), base, Some("0000:c1:00.0".into())),
+        netdev("eno2", false, Some(false), None, 0, Some("0000:c1:00.1".into())),
+        // Storage: two ports in an LACP bond.
+        netdev("ens10f0np0", true, Some(true), Some(100_000), base * 20, Some("0000:e1:00.0".into())),
+        netdev("ens10f1np1", true, Some(true), Some(100_000), base * 19, Some("0000:e1:00.1".into())),
+        netdev("bond0", true, Some(true), Some(200_000), base * 39, None),
+        // Container bridge (down when no container runs), and the IFB devices tc made at boot.
+        netdev("docker0", u(1) < 0.5, Some(u(1) < 0.5), None, base / 100, None),
+        netdev("ifb0", false, Some(false), None, 0, None),
+        netdev("ifb1", false, Some(false), None, 0, None),
+    ];
+    for v in 0..(u(2) * 4.0) as u64 {
+        let h = noise::hash(&[w.seed, what::STATIC, n as u64, 3100 + v]);
+        out.push(netdev(&format!("veth{:07x}", h & 0xfff_ffff), true, Some(true), Some(10_000), base / 50, None));
+    }
+    out
+}
