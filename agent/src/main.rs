@@ -430,6 +430,7 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
         let kmsg_opts = collect::kmsg::KmsgOptions {
             state_dir: Some(spool_dir.clone()),
             boot_id_file: s.procfs_root.join("sys/kernel/random/boot_id"),
+            sysfs: s.sysfs_root.clone(),
         };
         if let Err(e) = collect::kmsg::spawn_watcher_with(&s.kmsg, parts.events.clone(), parts.pci.clone(), kmsg_opts) {
             tracing::warn!(path = %s.kmsg.display(), error = %e, "kernel-log watcher not running");

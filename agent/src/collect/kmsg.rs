@@ -140,9 +140,23 @@ fn now_ms() -> i64 {
 }
 
 /// The component a classified line concerns, as the part after `<host>/` (`observe::component`).
-pub fn component_of(c: &Classification, pci: &PciMap) -> Option<String> {
+/// A netdev named by a RoCE link line is resolved to the RDMA device behind it through `sysfs`
+/// (`/sys/class/net/<netdev>/device/infiniband/<ibdev>`), so `eth1` is reported as `nic:mlx5_1`, the
+/// name the NIC collector and the fabric know.
+pub fn component_of(c: &Classification, pci: &PciMap, sysfs: &Path) -> Option<String> {
     let gpu_of = |dev: &str| pci.read().unwrap_or_else(|p| p.into_inner()).get(dev).copied();
-    crate::observe::component(c, &gpu_of, &|_| None)
+    crate::observe::component(c, &gpu_of, &|netdev| ib_device_of_netdev(sysfs, netdev))
+}
+
+/// The RDMA device behind `netdev`, when exactly one backs it.
+pub fn ib_device_of_netdev(sysfs: &Path, netdev: &str) -> Option<String> {
+    if netdev.is_empty() || netdev.contains('/') || netdev.starts_with('.') {
+        return None;
+    }
+    let dir = sysfs.join("class/net").join(netdev).join("device/infiniband");
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).ok()?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    (names.len() == 1).then(|| names.remove(0))
 }
 
 /// Turns lines into events: classification, component mapping, XID workflows, multi-line merging
@@ -156,13 +170,21 @@ pub struct LineHandler {
     last_fallen: Option<(Instant, Option<String>)>,
     /// The time of the record being handled, when it carries one (`line_at`).
     record_ts: Option<i64>,
+    /// Where netdev → RDMA device links are read.
+    sysfs: PathBuf,
 }
 
 impl LineHandler {
     pub fn new(events: Arc<EventQueue>, pci: PciMap) -> Self {
+        Self::with_sysfs(events, pci, PathBuf::from("/sys"))
+    }
+
+    /// A handler that resolves netdevs to RDMA devices under `sysfs` (a fixture tree in tests).
+    pub fn with_sysfs(events: Arc<EventQueue>, pci: PciMap, sysfs: PathBuf) -> Self {
         LineHandler {
             events,
             pci,
+            sysfs,
             coalescer: Coalescer::default(),
             tracker: XidTracker::new(),
             last_fallen: None,
@@ -193,7 +215,7 @@ impl LineHandler {
             self.last_fallen = Some((now, c.device.clone()));
         }
         let ts = self.record_ts.unwrap_or_else(now_ms);
-        let component = component_of(&c, &self.pci);
+        let component = component_of(&c, &self.pci, &self.sysfs);
         let mut ev = crate::observe::line_event(&c, component.clone(), ts);
         if let Some(code) = c.xid {
             if let Some(i) = crate::export::gpu_metrics::gpu_index_of(component.as_deref()) {
@@ -232,11 +254,17 @@ pub struct KmsgOptions {
     pub state_dir: Option<PathBuf>,
     /// `/proc/sys/kernel/random/boot_id`.
     pub boot_id_file: PathBuf,
+    /// `/sys`, where a RoCE line's netdev is resolved to its RDMA device.
+    pub sysfs: PathBuf,
 }
 
 impl Default for KmsgOptions {
     fn default() -> Self {
-        Self { state_dir: None, boot_id_file: PathBuf::from("/proc/sys/kernel/random/boot_id") }
+        Self {
+            state_dir: None,
+            boot_id_file: PathBuf::from("/proc/sys/kernel/random/boot_id"),
+            sysfs: PathBuf::from("/sys"),
+        }
     }
 }
 
@@ -255,7 +283,7 @@ pub fn spawn_watcher_with(path: &Path, events: Arc<EventQueue>, pci: PciMap, opt
         e
     };
     let meta = std::fs::metadata(path).map_err(fail)?;
-    let handler = LineHandler::new(events, pci);
+    let handler = LineHandler::with_sysfs(events, pci, opts.sysfs.clone());
     let path_buf = path.to_path_buf();
     let cursor = Cursor::load(opts.state_dir.as_deref(), &opts.boot_id_file);
     if meta.file_type().is_char_device() {
@@ -521,5 +549,25 @@ mod tests {
         }
         assert_eq!(got.len(), 1, "{got:#?}");
         assert_eq!(got[0].xid, Some(48));
+    }
+
+    /// Regression: a RoCE port's link line names its netdev (`eth1`); the real agent reported it as
+    /// `nic:eth1`, a NIC the collector and the fabric do not know. It is the RDMA device behind it.
+    #[test]
+    fn a_roce_link_line_is_attributed_to_the_rdma_device_behind_its_netdev() {
+        let sys = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(sys.path().join("class/net/eth1/device/infiniband/mlx5_1")).unwrap();
+        std::fs::create_dir_all(sys.path().join("class/net/eth5/device")).unwrap();
+        let q = Arc::new(EventQueue::new(100));
+        let mut h = LineHandler::with_sysfs(q.clone(), Arc::default(), sys.path().to_path_buf());
+        let t = Instant::now();
+        h.line("mlx5_core 0000:01:00.1 eth1: Link down", t);
+        h.line("[39210.778735] igc 0000:05:00.0 eth5: NIC Link is Down", t);
+        let evs = q.drain();
+        assert_eq!(evs.len(), 2, "{evs:#?}");
+        assert_eq!(evs[0].component.as_deref(), Some("nic:mlx5_1"));
+        // A netdev with no RDMA device behind it keeps its own name.
+        assert_eq!(evs[1].component.as_deref(), Some("nic:eth5"));
+        assert_eq!(ib_device_of_netdev(sys.path(), "../eth1"), None);
     }
 }
