@@ -188,6 +188,15 @@ pub struct Config {
     /// OpenTelemetry collector base URL (`http://otel-collector:4318`): ingest and diagnosis spans
     /// are sent there as OTLP/HTTP protobuf to `<url>/v1/traces`. Default: none (no span export).
     pub otlp_endpoint: Option<String>,
+    /// The rate fabric NICs should train at, Gb/s (`400`), when the topology file does not say
+    /// (`expected_rate_gbps` there). Default: none, learned as the fleet's majority rate.
+    pub expected_nic_rate_gbps: Option<f64>,
+    /// Seconds a job's GPUs may stay busy while its NIC and NVLink bytes are flat before it counts as
+    /// hung (jobs without the progress API). Default 30.
+    pub hang_quiet_s: f64,
+    /// Seconds after a job first appears during which its counters are not judged (compile and
+    /// NCCL warm-up). Default 120.
+    pub job_warmup_s: f64,
 }
 
 impl Default for Config {
@@ -213,6 +222,9 @@ impl Default for Config {
             notify: crate::notify::NotifyConfig::default(),
             remediation: crate::remediate::RemediationConfig::default(),
             otlp_endpoint: None,
+            expected_nic_rate_gbps: engine.expected_nic_rate_gbps,
+            hang_quiet_s: engine.hang_quiet_s,
+            job_warmup_s: engine.job_warmup_s,
         }
     }
 }
@@ -379,6 +391,21 @@ impl Config {
         let mut engine = EngineConfig::default();
         engine.resolve_after_s = self.resolve_after_s;
         engine.heartbeat_intervals = self.heartbeat_intervals;
+        for (field, v) in [("hang_quiet_s", self.hang_quiet_s), ("job_warmup_s", self.job_warmup_s)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(ConfigError::Value { field, value: v.to_string(), message: "must be a finite number of seconds, 0 or more" });
+            }
+        }
+        if self.expected_nic_rate_gbps.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+            return Err(ConfigError::Value {
+                field: "expected_nic_rate_gbps",
+                value: format!("{:?}", self.expected_nic_rate_gbps),
+                message: "must be a positive rate in Gb/s",
+            });
+        }
+        engine.expected_nic_rate_gbps = self.expected_nic_rate_gbps;
+        engine.hang_quiet_s = self.hang_quiet_s;
+        engine.job_warmup_s = self.job_warmup_s;
         Ok(Settings {
             listen,
             db: self.db.clone(),

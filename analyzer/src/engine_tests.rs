@@ -51,6 +51,7 @@ fn topology() -> TopologyFile {
         ],
         rails: vec![],
         links: vec![],
+        expected_rate_gbps: None,
     }
 }
 
@@ -117,6 +118,7 @@ impl World {
                         crc_errors: Some(0),
                         replay_errors: Some(0),
                         recovery_errors: Some(0),
+                        ..Default::default()
                     })
                     .collect(),
                 ..Default::default()
@@ -921,6 +923,7 @@ fn big_report(n: usize, seq: u64, t: i64) -> NodeReport {
                         crc_errors: Some(0),
                         replay_errors: Some(0),
                         recovery_errors: Some(0),
+                        ..Default::default()
                     })
                     .collect(),
                 ..Default::default()
@@ -986,7 +989,7 @@ fn scale_round_of_12500_reports() {
         .map(|l| SwitchDef { name: format!("leaf-{l:03}"), tier: SwitchTier::Leaf, uplinks: vec!["spine-0".into()] })
         .collect();
     switches.push(SwitchDef { name: "spine-0".into(), tier: SwitchTier::Spine, uplinks: vec![] });
-    let mut a = Analyzer::new(EngineConfig::default(), TopologyFile { switches, racks, rails: vec![], links: vec![] });
+    let mut a = Analyzer::new(EngineConfig::default(), TopologyFile { switches, racks, ..Default::default() });
     for round in 0..3i64 {
         let t0 = START + round * INTERVAL;
         let bodies: Vec<Vec<u8>> = (0..NODES)

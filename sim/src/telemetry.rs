@@ -571,6 +571,7 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
                 crc_errors: Some(c[0]),
                 replay_errors: Some(c[1]),
                 recovery_errors: Some(c[2]),
+                ..Default::default()
             })
             .collect();
         if gpu_state[g] != GpuState::Ok {

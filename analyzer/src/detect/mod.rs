@@ -3,9 +3,11 @@
 //! (`SOFT_SAMPLES`) and is judged against peers.
 
 pub mod gpu;
+pub mod hang;
 pub mod host;
 pub mod job;
 pub mod nic;
+pub mod sdc;
 
 use faultline_proto::{ComponentId, FaultClass, Severity};
 
@@ -60,6 +62,12 @@ pub enum SymptomKind {
     Straggler,
     NonFinite,
     GradMismatch,
+    // supporting evidence from signals that never open an incident alone
+    CounterSaturated,
+    NicDriver,
+    PcieAer,
+    HungTask,
+    SdcSuspect,
 }
 
 impl SymptomKind {
@@ -100,6 +108,11 @@ impl SymptomKind {
             Straggler => "straggler",
             NonFinite => "nonfinite_loss",
             GradMismatch => "grad_norm_mismatch",
+            CounterSaturated => "counter_saturated",
+            NicDriver => "nic_driver_errors",
+            PcieAer => "pcie_aer",
+            HungTask => "hung_task",
+            SdcSuspect => "sdc_suspect",
         }
     }
 
@@ -113,7 +126,19 @@ impl SymptomKind {
     /// Supporting evidence: strengthens a hypothesis, never opens one alone.
     pub fn is_supporting(self) -> bool {
         use SymptomKind::*;
-        matches!(self, XidAppRepeated | RowRemapPending | ClockLow | MemoryPressure | NicCongested)
+        matches!(
+            self,
+            XidAppRepeated
+                | RowRemapPending
+                | ClockLow
+                | MemoryPressure
+                | NicCongested
+                | CounterSaturated
+                | NicDriver
+                | PcieAer
+                | HungTask
+                | SdcSuspect
+        )
     }
 }
 
