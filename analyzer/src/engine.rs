@@ -758,5 +758,5 @@ pub fn is_open(i: &Incident) -> bool {
 }
 
 #[cfg(test)]
-#[path = "engine_tests.rs"]
+#[path = "engine_tests/mod.rs"]
 mod tests;

@@ -333,13 +333,11 @@ pub(super) fn apply_nics(node: &mut NodeState, nics: &[NicSample], ts: i64) {
         }
         // Data bytes both ways: the netdev names, else the IB data counters (already in bytes).
         let get = |a: &str| n.counters.get(a).copied();
-        let moved = match (get("rx_bytes"), get("tx_bytes")) {
-            (Some(r), Some(t)) => Some(r.saturating_add(t)),
-            _ => match (get("port_rcv_data"), get("port_xmit_data")) {
-                (Some(r), Some(t)) => Some(r.saturating_add(t)),
-                (r, t) => r.or(t),
-            },
+        let sum = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
         };
+        let moved = sum(get("rx_bytes"), get("tx_bytes")).or_else(|| sum(get("port_rcv_data"), get("port_xmit_data")));
         if let Some(b) = moved.filter(|_| !down) {
             st.traffic.update(ts, b, TRAFFIC_FLOOR_BYTES_PER_S);
         }
