@@ -466,7 +466,9 @@ pub fn localize(symptoms: &[Active], ctx: &Ctx) -> Vec<Diagnosis> {
                     // The leaf verdict rests on many NICs' congestion, each only supporting alone.
                     || h.class == FaultClass::LeafCongestion && s.kind == K::NicCongested
             });
-            if !claims && !(h.open && !fresh.is_empty()) {
+            // An open incident stays confirmed by what it explains, notes aside.
+            let keeps = fresh.iter().any(|i| !symptoms[*i].s.kind.is_note());
+            if !claims && !(h.open && keeps) {
                 continue;
             }
             let score: f64 = fresh.iter().map(|i| weight(&symptoms[*i].s)).sum::<f64>() + 2.0 * h.direct as f64

@@ -378,6 +378,8 @@ pub struct NodeState {
     pub gpus_reported: usize,
     /// Bytes written to any of its disks.
     pub disk_writes: Traffic,
+    /// Memory-cgroup OOM kills: (time, pid killed), for the job whose rank it was.
+    pub cgroup_ooms: VecDeque<(i64, u32)>,
 }
 
 #[derive(Debug, Clone, Default)]

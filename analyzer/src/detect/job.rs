@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use faultline_proto::{ComponentId, FaultClass, ProgressStatus};
 
-use faultline_proto::{EventClass, SchedState};
+use faultline_proto::SchedState;
 
 use super::hang::HangRules;
 use super::{EVENT_HOLD_MS, SOFT_SAMPLES, Symptom, SymptomKind as K, median, median_mad};
@@ -104,10 +104,7 @@ fn cgroup_oom(job: &JobState, nodes: &BTreeMap<String, NodeState>, now: i64) -> 
     job.ranks.iter().find_map(|(k, r)| {
         let pid = r.pid?;
         let n = nodes.get(&r.node)?;
-        n.events
-            .iter()
-            .find(|e| e.class == EventClass::CgroupOomKill && e.pid == Some(pid) && e.ts > now - EVENT_HOLD_MS)
-            .map(|e| (e.ts, *k, pid))
+        n.cgroup_ooms.iter().find(|(t, p)| *p == pid && *t > now - EVENT_HOLD_MS).map(|(t, _)| (*t, *k, pid))
     })
 }
 
@@ -494,16 +491,7 @@ mod tests {
     #[test]
     fn a_cgroup_oom_kill_is_the_jobs_own_limit() {
         let mut ns = nodes(NOW - 500);
-        ns.get_mut("a").unwrap().events.push_back(crate::state::StoredEvent {
-            ts: NOW - 2000,
-            source: faultline_proto::EventSource::Kmsg,
-            class: EventClass::CgroupOomKill,
-            component: None,
-            xid: None,
-            pid: Some(1002),
-            count: 1,
-            message: "Memory cgroup out of memory: Killed process 1002 (python)".into(),
-        });
+        ns.get_mut("a").unwrap().cgroup_ooms.push_back((NOW - 2000, 1002));
         let mut r = healthy(8);
         for (i, x) in r.iter_mut().enumerate() {
             x.pid = Some(1000 + i as u32);

@@ -123,6 +123,15 @@ impl SymptomKind {
         matches!(self, JobStalled | JobCrashed | JobSlow | RankExited)
     }
 
+    /// Notes: what a signal says about a component that no fault needs (a saturated counter, driver
+    /// lines, AER, a hung task, a node-level SDC question). Shown on the component and as evidence,
+    /// but they neither open an incident nor keep one open: a healthy port can sit at a saturated
+    /// counter for months.
+    pub fn is_note(self) -> bool {
+        use SymptomKind::*;
+        matches!(self, CounterSaturated | NicDriver | PcieAer | HungTask | SdcSuspect)
+    }
+
     /// Supporting evidence: strengthens a hypothesis, never opens one alone.
     pub fn is_supporting(self) -> bool {
         use SymptomKind::*;

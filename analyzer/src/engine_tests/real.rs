@@ -182,3 +182,24 @@ fn the_power_brake_on_two_gpus_of_a_node_is_the_node() {
     assert_eq!(i.class, FaultClass::GpuPowerBrake);
     assert!(ttd <= 60.0);
 }
+
+#[test]
+fn a_saturated_counter_never_keeps_an_incident_open() {
+    let (mut w, _) = case(120, 60, |w| {
+        w.mutate(|r, t| {
+            if r.node == host(0) {
+                set_nic(r, "mlx5_1", |n| {
+                    n.counters.insert("excessive_buffer_overrun_errors".into(), 15);
+                    if t < START + 180_000 {
+                        link_down(n);
+                    }
+                });
+            }
+        });
+    });
+    assert_eq!(w.opened().len(), 1, "{:?}", w.opened());
+    w.run(400);
+    assert!(w.a.open_incidents().is_empty(), "the note kept it open: {:?}", w.a.open_incidents());
+    let nic = w.a.component(&ComponentId::nic(&host(0), "mlx5_1")).expect("known NIC");
+    assert!(nic.symptoms.iter().any(|s| s.kind == "counter_saturated"));
+}

@@ -80,6 +80,9 @@ pub(super) fn apply_event(node: &mut NodeState, e: &faultline_proto::Event) {
             }
         }
     }
+    if let (EventClass::CgroupOomKill, Some(pid)) = (ev.class, ev.pid) {
+        push(&mut node.cgroup_ooms, (ev.ts, pid), MAX_POINTS);
+    }
     node.events.push_back(ev);
     while node.events.len() > MAX_EVENTS_PER_NODE {
         node.events.pop_front();
@@ -453,3 +456,23 @@ pub(super) fn apply_job(jobs: &mut BTreeMap<String, JobState>, host: &str, j: &J
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pids_and_pci_addresses_from_kernel_lines() {
+        assert_eq!(
+            killed_pid("Memory cgroup out of memory: Killed process 4242 (python) total-vm:100kB"),
+            Some(4242)
+        );
+        assert_eq!(killed_pid("Out of memory: Killed process 77 (pt_main_thread)"), Some(77));
+        assert_eq!(killed_pid("oom-kill:constraint=CONSTRAINT_MEMCG"), None);
+        let mut n = NodeState::default();
+        n.gpus.insert(3, GpuState { pci_bus_id: Some("00000000:3B:00.0".into()), ..Default::default() });
+        assert_eq!(gpu_by_pci(&n, "0000:3b:00"), Some(3));
+        assert_eq!(gpu_by_pci(&n, "0000:3b:00.0"), Some(3));
+        assert_eq!(gpu_by_pci(&n, "0000:5e:00"), None);
+    }
+}
