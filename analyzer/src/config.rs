@@ -386,14 +386,13 @@ impl Config {
             (None, None) => None,
             _ => return Err(ConfigError::TlsHalf),
         };
-        // Set field by field: the engine's config has more tunables than the file exposes.
-        #[allow(clippy::field_reassign_with_default)]
-        let mut engine = EngineConfig::default();
-        engine.resolve_after_s = self.resolve_after_s;
-        engine.heartbeat_intervals = self.heartbeat_intervals;
         for (field, v) in [("hang_quiet_s", self.hang_quiet_s), ("job_warmup_s", self.job_warmup_s)] {
             if !(v.is_finite() && v >= 0.0) {
-                return Err(ConfigError::Value { field, value: v.to_string(), message: "must be a finite number of seconds, 0 or more" });
+                return Err(ConfigError::Value {
+                    field,
+                    value: v.to_string(),
+                    message: "must be a finite number of seconds, 0 or more",
+                });
             }
         }
         if self.expected_nic_rate_gbps.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
@@ -403,9 +402,15 @@ impl Config {
                 message: "must be a positive rate in Gb/s",
             });
         }
-        engine.expected_nic_rate_gbps = self.expected_nic_rate_gbps;
-        engine.hang_quiet_s = self.hang_quiet_s;
-        engine.job_warmup_s = self.job_warmup_s;
+        // The engine's config has more tunables than the file exposes.
+        let engine = EngineConfig {
+            resolve_after_s: self.resolve_after_s,
+            heartbeat_intervals: self.heartbeat_intervals,
+            expected_nic_rate_gbps: self.expected_nic_rate_gbps,
+            hang_quiet_s: self.hang_quiet_s,
+            job_warmup_s: self.job_warmup_s,
+            ..EngineConfig::default()
+        };
         Ok(Settings {
             listen,
             db: self.db.clone(),
@@ -479,10 +484,15 @@ mod tests {
             heartbeat_intervals = 5.0
             metrics_max_components = 10
             list_limit = 5
+            expected_nic_rate_gbps = 400
+            hang_quiet_s = 45
+            job_warmup_s = 300
             "#,
         )
         .unwrap();
         let s = c.build().unwrap();
+        assert_eq!(s.engine.expected_nic_rate_gbps, Some(400.0));
+        assert_eq!((s.engine.hang_quiet_s, s.engine.job_warmup_s), (45.0, 300.0));
         assert_eq!(s.listen.port(), 9999);
         assert_eq!(s.tick_interval, Duration::from_millis(500));
         assert_eq!(s.engine.resolve_after_s, 60.0);
@@ -502,6 +512,10 @@ mod tests {
         assert!(matches!(c.build().unwrap_err(), ConfigError::TokenTwice));
         let c = Config { resolve_after_s: f64::NAN, ..Config::default() };
         assert!(c.build().unwrap_err().to_string().contains("resolve_after_s"));
+        let c = Config { hang_quiet_s: -1.0, ..Config::default() };
+        assert!(c.build().unwrap_err().to_string().contains("hang_quiet_s"));
+        let c = Config { expected_nic_rate_gbps: Some(0.0), ..Config::default() };
+        assert!(c.build().unwrap_err().to_string().contains("expected_nic_rate_gbps"));
     }
 
     #[test]

@@ -33,14 +33,10 @@ impl FleetRates {
             if old == new {
                 continue;
             }
-            if let Some(o) = old {
-                if let Some(c) = self.counts.get_mut(&o) {
-                    *c -= 1;
-                    if *c == 0 {
-                        self.counts.remove(&o);
-                    }
-                }
+            if let Some(c) = old.and_then(|o| self.counts.get_mut(&o)) {
+                *c -= 1;
             }
+            self.counts.retain(|_, c| *c > 0);
             if let Some(v) = new {
                 *self.counts.entry(v).or_default() += 1;
             }

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 mod apply;
 
-use apply::{apply_event, apply_gpus, apply_host, apply_job, apply_nics};
 pub use apply::fan_rpm_bad;
+use apply::{apply_event, apply_gpus, apply_host, apply_job, apply_nics};
 
 use faultline_proto::{
     EventClass, EventSource, GpuSample, GpuState as WireGpuState, HostSample, JobSample, NicSample, NodeReport,

@@ -14,7 +14,6 @@ use super::{EVENT_HOLD_MS, SOFT_SAMPLES, Symptom, SymptomKind as K};
 use crate::state::GpuState;
 use faultline_proto::xid::{self, XidClass};
 
-
 /// Application XIDs (13, 31, 43) on one GPU within this window, this many times, point at the GPU:
 /// one is an application bug, three in ten minutes on the same board is hardware (NVIDIA's XID 13/31
 /// workflows say to suspect the GPU when it repeats).
@@ -216,11 +215,11 @@ pub fn check(host: &str, idx: u32, g: &GpuState, peers: &GpuPeers, now: i64, out
         );
     }
     // Throttling from the violation counters' growth where the agent reports them.
-    let shares = recent(&g.points, THROTTLE_SAMPLES).and_then(|pts| {
+    let shares = recent(&g.points, THROTTLE_SAMPLES).map(|pts| {
         let th: Option<Vec<f64>> = pts.iter().map(|p| p.thermal_share).collect();
         let br: Option<Vec<f64>> = pts.iter().map(|p| p.brake_share).collect();
         let mean = |v: Vec<f64>| v.iter().sum::<f64>() / v.len().max(1) as f64;
-        Some((th.map(mean), br.map(mean), pts[0].ts))
+        (th.map(mean), br.map(mean), pts[0].ts)
     });
     let (thermal_share, brake_share, share_onset) = shares.unwrap_or((None, None, now));
     if let Some(pts) = recent(&g.points, SOFT_SAMPLES) {
@@ -375,7 +374,8 @@ pub fn check_node(n: &crate::state::NodeState, now: i64, out: &mut Vec<Symptom>)
             );
         }
     }
-    let braked: Vec<&Symptom> = out.iter().filter(|s| s.kind == K::PowerBrake && s.component.host() == Some(&n.name)).collect();
+    let braked: Vec<&Symptom> =
+        out.iter().filter(|s| s.kind == K::PowerBrake && s.component.host() == Some(&n.name)).collect();
     if braked.len() >= NODE_BRAKE_GPUS {
         let onset = braked.iter().map(|s| s.onset_ms).min().unwrap_or(now);
         let gpus: Vec<String> = braked.iter().map(|s| s.component.to_string()).collect();
@@ -384,7 +384,12 @@ pub fn check_node(n: &crate::state::NodeState, now: i64, out: &mut Vec<Symptom>)
                 node,
                 K::PowerBrake,
                 onset,
-                format!("{} GPUs of {} are held by the power brake at once ({}): the node's power", gpus.len(), n.name, gpus.join(", ")),
+                format!(
+                    "{} GPUs of {} are held by the power brake at once ({}): the node's power",
+                    gpus.len(),
+                    n.name,
+                    gpus.join(", ")
+                ),
             )
             .class(FaultClass::GpuPowerBrake)
             .value(gpus.len() as f64),
@@ -602,10 +607,18 @@ mod tests {
         assert_eq!((out[0].class, out[0].severity), (Some(GpuHbmUncorrectable), faultline_proto::Severity::Warning));
         // 144 with a non-fatal status word pages nobody; a fatal one is the NVLink.
         let line = |status: &str| {
-            format!("NVRM: Xid (PCI:0000:01:00): 144, SAW_MVB Nonfatal XC0 i0 Link 0 (0x00000001 {status} 0x0 0x0 0x0 0x0)")
+            format!(
+                "NVRM: Xid (PCI:0000:01:00): 144, SAW_MVB Nonfatal XC0 i0 Link 0 (0x00000001 {status} 0x0 0x0 0x0 0x0)"
+            )
         };
-        let seen = |msg: &str| XidSeen { ts: NOW - 500, xid: 144, caused_by: None, class: xid::classify_event(144, msg) };
-        check_case("144 non-fatal", GpuState { xids: [seen(&line("0x00000008"))].into(), ..healthy() }, peers.clone(), &[]);
+        let seen =
+            |msg: &str| XidSeen { ts: NOW - 500, xid: 144, caused_by: None, class: xid::classify_event(144, msg) };
+        check_case(
+            "144 non-fatal",
+            GpuState { xids: [seen(&line("0x00000008"))].into(), ..healthy() },
+            peers.clone(),
+            &[],
+        );
         check_case(
             "144 fatal",
             GpuState { xids: [seen(&line("0x00000002"))].into(), ..healthy() },
@@ -645,13 +658,22 @@ mod tests {
         let peers = GpuPeers { sm_median: Some(1980.0) };
         // The counters say 70% of the last two intervals were braked, though no snapshot caught it.
         let braked = GpuState {
-            points: pts(3, |i| GpuPoint { brake_share: Some(if i == 0 { 0.0 } else { 0.7 }), thermal_share: Some(0.0), ..normal(i) }),
+            points: pts(3, |i| GpuPoint {
+                brake_share: Some(if i == 0 { 0.0 } else { 0.7 }),
+                thermal_share: Some(0.0),
+                ..normal(i)
+            }),
             ..Default::default()
         };
         check_case("brake share", braked, peers.clone(), &[(K::PowerBrake, Some(GpuPowerBrake))]);
         // Three snapshots with the flag up, but the counters say 5% of the time: a blip, not a brake.
         let blips = GpuState {
-            points: pts(3, |i| GpuPoint { power_brake: true, brake_share: Some(0.05), thermal_share: Some(0.0), ..normal(i) }),
+            points: pts(3, |i| GpuPoint {
+                power_brake: true,
+                brake_share: Some(0.05),
+                thermal_share: Some(0.0),
+                ..normal(i)
+            }),
             ..Default::default()
         };
         check_case("snapshots against counters", blips, peers.clone(), &[]);
@@ -680,7 +702,9 @@ mod tests {
         check_node(&node(8), NOW, &mut out);
         assert!(out.is_empty());
         // Two GPUs braked at once: the node's power.
-        let brake = |g: u32| Symptom::new(ComponentId::gpu("n", g), K::PowerBrake, NOW, String::new()).class(FaultClass::GpuPowerBrake);
+        let brake = |g: u32| {
+            Symptom::new(ComponentId::gpu("n", g), K::PowerBrake, NOW, String::new()).class(FaultClass::GpuPowerBrake)
+        };
         let mut out = vec![brake(1), brake(5)];
         check_node(&node(8), NOW, &mut out);
         assert_eq!(out.last().map(|s| (s.component.to_string(), s.kind)), Some(("n".to_string(), K::PowerBrake)));

@@ -89,7 +89,8 @@ pub fn check(job: &JobState, nodes: &BTreeMap<String, NodeState>, rules: &HangRu
         // Busy GPUs throughout the flat time.
         for g in &gpus {
             let st = n.gpus.get(g)?;
-            let after: Vec<f64> = st.points.iter().filter(|p| p.ts > active_at).map(|p| p.util).collect::<Option<_>>()?;
+            let after: Vec<f64> =
+                st.points.iter().filter(|p| p.ts > active_at).map(|p| p.util).collect::<Option<_>>()?;
             if after.is_empty() || after.iter().any(|u| *u < HANG_GPU_BUSY_PCT) {
                 return None;
             }

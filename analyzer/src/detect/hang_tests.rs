@@ -32,7 +32,15 @@ struct Rig {
 
 impl Rig {
     fn new(nodes: usize, gpus: u32) -> Self {
-        Rig { st: State::default(), nodes, gpus, nic_bytes: vec![0; nodes], nvl_bytes: vec![0; nodes], disk_bytes: vec![0; nodes], seq: 0 }
+        Rig {
+            st: State::default(),
+            nodes,
+            gpus,
+            nic_bytes: vec![0; nodes],
+            nvl_bytes: vec![0; nodes],
+            disk_bytes: vec![0; nodes],
+            seq: 0,
+        }
     }
 
     /// One report per node at `t` (node i 1 s after node i-1), each node in its own phase.
@@ -69,7 +77,11 @@ impl Rig {
                 .map(|g| NicSample {
                     name: format!("mlx5_{g}"),
                     operstate: Some("up".into()),
-                    counters: [("rx_bytes".to_string(), self.nic_bytes[i]), ("tx_bytes".to_string(), self.nic_bytes[i])].into(),
+                    counters: [
+                        ("rx_bytes".to_string(), self.nic_bytes[i]),
+                        ("tx_bytes".to_string(), self.nic_bytes[i]),
+                    ]
+                    .into(),
                     ..Default::default()
                 })
                 .chain(std::iter::once(NicSample {
@@ -81,7 +93,11 @@ impl Rig {
                     ..Default::default()
                 }))
                 .collect();
-            r.disks = vec![DiskSample { device: "nvme0n1".into(), write_bytes: Some(self.disk_bytes[i]), ..Default::default() }];
+            r.disks = vec![DiskSample {
+                device: "nvme0n1".into(),
+                write_bytes: Some(self.disk_bytes[i]),
+                ..Default::default()
+            }];
             r.jobs = vec![JobSample {
                 job_id: "j".into(),
                 ranks: (0..self.gpus)

@@ -277,7 +277,10 @@ mod tests {
         );
         check_case(
             "a hung task is noted, never a fault alone",
-            NodeState { events: [ev("hung_task", None, "INFO: task python:77 blocked for more than 120 seconds.")].into(), ..node() },
+            NodeState {
+                events: [ev("hung_task", None, "INFO: task python:77 blocked for more than 120 seconds.")].into(),
+                ..node()
+            },
             &[K::HungTask],
         );
         check_case(

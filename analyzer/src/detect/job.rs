@@ -109,13 +109,7 @@ fn cgroup_oom(job: &JobState, nodes: &BTreeMap<String, NodeState>, now: i64) -> 
 }
 
 /// Check one job. Pure: reads the job and the nodes its ranks run on.
-pub fn check(
-    job: &JobState,
-    nodes: &BTreeMap<String, NodeState>,
-    rules: &HangRules,
-    now: i64,
-    out: &mut Vec<Symptom>,
-) {
+pub fn check(job: &JobState, nodes: &BTreeMap<String, NodeState>, rules: &HangRules, now: i64, out: &mut Vec<Symptom>) {
     let jid = ComponentId::job(&job.id);
     if job.ranks.is_empty() {
         return;

@@ -141,10 +141,7 @@ pub fn check(host: &str, name: &str, n: &NicState, peers: &NicPeers, now: i64, o
                         id.clone(),
                         K::NicSpeedLow,
                         onset,
-                        format!(
-                            "{id} link runs at {:.0} Gb/s, below the {r:.0} Gb/s it should train at",
-                            recent[0]
-                        ),
+                        format!("{id} link runs at {:.0} Gb/s, below the {r:.0} Gb/s it should train at", recent[0]),
                     )
                     .class(FaultClass::NicSpeedDegraded)
                     .value(recent[0]),

@@ -152,7 +152,11 @@ mod tests {
     const NOW: i64 = 10_000_000;
 
     fn job(ranks: Vec<RankState>) -> JobState {
-        JobState { id: "j".into(), ranks: ranks.into_iter().enumerate().map(|(i, r)| (i as u32, r)).collect(), ..Default::default() }
+        JobState {
+            id: "j".into(),
+            ranks: ranks.into_iter().enumerate().map(|(i, r)| (i as u32, r)).collect(),
+            ..Default::default()
+        }
     }
 
     /// `n` ranks, 4 per node, each with gradient norms at `steps` (the global norm of the step, the
@@ -229,7 +233,12 @@ mod tests {
         }
         let mut more = r.clone();
         for i in 8..12 {
-            more.push(RankState { node: "n3".into(), reports_loss: true, gpus: vec![i as u32 % 4], ..Default::default() });
+            more.push(RankState {
+                node: "n3".into(),
+                reports_loss: true,
+                gpus: vec![i as u32 % 4],
+                ..Default::default()
+            });
         }
         assert_eq!(kinds(&job(more)), [(K::NonFinite, "job:j/rank4".to_string())]);
     }

@@ -210,7 +210,8 @@ pub(super) fn apply_gpus(node: &mut NodeState, gpus: &[GpuSample], ts: i64) {
                 st.remap_pending = rr.pending;
                 st.remap_failure = rr.failure;
             }
-            let nvl: Vec<u64> = g.nvlinks.iter().filter_map(|l| Some(l.tx_bytes?.saturating_add(l.rx_bytes?))).collect();
+            let nvl: Vec<u64> =
+                g.nvlinks.iter().filter_map(|l| Some(l.tx_bytes?.saturating_add(l.rx_bytes?))).collect();
             if !nvl.is_empty() {
                 let total = nvl.iter().fold(0u64, |a, b| a.saturating_add(*b));
                 st.nvlink_traffic.update(ts, total, TRAFFIC_FLOOR_BYTES_PER_S);
@@ -456,17 +457,13 @@ pub(super) fn apply_job(jobs: &mut BTreeMap<String, JobState>, host: &str, j: &J
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn pids_and_pci_addresses_from_kernel_lines() {
-        assert_eq!(
-            killed_pid("Memory cgroup out of memory: Killed process 4242 (python) total-vm:100kB"),
-            Some(4242)
-        );
+        assert_eq!(killed_pid("Memory cgroup out of memory: Killed process 4242 (python) total-vm:100kB"), Some(4242));
         assert_eq!(killed_pid("Out of memory: Killed process 77 (pt_main_thread)"), Some(77));
         assert_eq!(killed_pid("oom-kill:constraint=CONSTRAINT_MEMCG"), None);
         let mut n = NodeState::default();
