@@ -529,7 +529,7 @@ impl Analyzer {
         if !known {
             return None;
         }
-        let symptoms: Vec<SymptomView> = self
+        let mut symptoms: Vec<SymptomView> = self
             .symptoms_of(id)
             .into_iter()
             .map(|s| SymptomView {
@@ -539,6 +539,20 @@ impl Analyzer {
                 detail: s.detail.clone(),
             })
             .collect();
+        // Counters stuck at their maximum: a note on the NIC (their rates are unknown), kept out of
+        // the detectors' symptoms because healthy ports sit there for months.
+        if let ComponentId::Nic { host, name } = id {
+            if let Some(n) = self.state.nodes.get(host).and_then(|n| n.nics.get(name).map(|x| (n, x))) {
+                if !n.1.saturated.is_empty() {
+                    symptoms.push(SymptomView {
+                        kind: SymptomKind::CounterSaturated.as_str().to_string(),
+                        severity: faultline_proto::Severity::Info,
+                        onset_s: n.0.last_report_ms as f64 / 1000.0,
+                        detail: format!("{id} counters at their maximum, rates unknown: {}", n.1.saturated.join(", ")),
+                    });
+                }
+            }
+        }
         let ids = id.to_string();
         let incidents = self
             .book

@@ -12,8 +12,8 @@ pub const MIN_AGREEING: usize = 2;
 
 #[derive(Debug, Default)]
 pub struct FleetRates {
-    /// Each fabric NIC's current rate, Mb/s.
-    by_nic: HashMap<(String, String), u64>,
+    /// Each fabric NIC's current rate, Mb/s, by node then NIC (looked up without allocating).
+    by_nic: HashMap<String, BTreeMap<String, u64>>,
     /// How many NICs run at each rate.
     counts: BTreeMap<u64, usize>,
 }
@@ -21,18 +21,22 @@ pub struct FleetRates {
 impl FleetRates {
     /// Note the rates of one report's fabric NICs (a port that is down has none).
     pub fn learn(&mut self, r: &NodeReport) {
+        if !self.by_nic.contains_key(&r.node) {
+            self.by_nic.insert(r.node.clone(), BTreeMap::new());
+        }
+        let Some(node) = self.by_nic.get_mut(&r.node) else { return };
         for n in r.nics.iter().filter(|n| n.is_fabric()) {
-            let key = (r.node.clone(), n.name.clone());
             let up = n.carrier != Some(false) && n.operstate.as_deref().is_none_or(|s| s.eq_ignore_ascii_case("up"));
             let rate = n.rate_gbps.or(n.speed_mbps.map(|m| m as f64 / 1000.0)).filter(|r| *r > 0.0 && up);
             let new = rate.map(|g| (g * 1000.0).round() as u64);
-            let old = match new {
-                Some(v) => self.by_nic.insert(key, v),
-                None => self.by_nic.remove(&key),
-            };
+            let old = node.get(&n.name).copied();
             if old == new {
                 continue;
             }
+            match new {
+                Some(v) => node.insert(n.name.clone(), v),
+                None => node.remove(&n.name),
+            };
             if let Some(c) = old.and_then(|o| self.counts.get_mut(&o)) {
                 *c -= 1;
             }

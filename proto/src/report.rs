@@ -284,10 +284,11 @@ pub struct NvLinkSample {
     pub recovery_errors: Option<u64>,
     /// Data bytes this link sent, cumulative: NVML field `NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX`
     /// (KiB, ×1024) for this link's scope. A hung NCCL collective leaves it flat.
-    #[serde(default)]
+    /// Left out of the JSON when unknown: a node has up to 18 links per GPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tx_bytes: Option<u64>,
     /// Data bytes this link received, cumulative (`NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rx_bytes: Option<u64>,
 }
 

@@ -5,7 +5,8 @@
 //!
 //! Only fabric NICs that were seen up at least once are judged: a management NIC, `docker0`, `veth*`,
 //! `ifb*` or a port down since boot says nothing about training traffic. A counter stuck at its
-//! maximum gives no deltas (unknown: never a burst, never proof of health), and is noted.
+//! maximum gives no deltas (unknown: never a burst, never proof of health); the component view notes
+//! it (`Analyzer::component`), without a symptom that would keep the node under watch forever.
 
 use faultline_proto::{ComponentId, FaultClass};
 
@@ -148,14 +149,6 @@ pub fn check(host: &str, name: &str, n: &NicState, peers: &NicPeers, now: i64, o
                 );
             }
         }
-    }
-    if !n.saturated.is_empty() {
-        out.push(Symptom::new(
-            id.clone(),
-            K::CounterSaturated,
-            now,
-            format!("{id} counters at their maximum, rates unknown: {}", n.saturated.join(", ")),
-        ));
     }
     let recent: Vec<&(i64, faultline_proto::EventClass)> =
         n.driver_events.iter().filter(|(t, _)| *t > now - DRIVER_EVENT_HOLD_MS).collect();
@@ -371,10 +364,8 @@ mod tests {
         // symbol_error is 16 bits: at 65535 it stops; from there on no delta is a burst or health.
         let stuck = ingest(&[sample("up", 65_000), sample("up", 65_535), sample("up", 65_535), sample("up", 65_535)]);
         assert!(stuck.counter("symbol_error").unwrap().saturated);
-        let mut out = Vec::new();
-        check("h", "mlx5_0", &stuck, &NicPeers::default(), NOW, &mut out);
-        let kinds: Vec<K> = out.iter().map(|s| s.kind).collect();
-        assert_eq!(kinds, [K::CounterSaturated], "{out:?}");
+        assert_eq!(stuck.saturated, ["symbol_error"]);
+        check_case("saturated: no burst, noted on the component view", stuck, NicPeers::default(), &[]);
         // The agent's own flag says the same.
         let mut flagged = sample("up", 10);
         flagged.saturated = vec!["symbol_error".into()];
