@@ -448,6 +448,8 @@ pub struct JobState {
     pub sched_exit_code: Option<i32>,
     /// Report time the scheduler first said the job ended.
     pub sched_ended_ms: Option<i64>,
+    /// Ranks each node listed last, so a rank it stops listing is found without scanning the job.
+    pub by_node: BTreeMap<String, Vec<u32>>,
     /// Since when the job hangs, once a detector said so: its end by the NCCL watchdog (every rank
     /// exits after `TORCH_NCCL_TIMEOUT`) is the end of the same hang, not a second fault.
     pub hung_since: Option<i64>,

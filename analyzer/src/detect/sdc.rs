@@ -28,6 +28,8 @@ pub const GRAD_STEPS: usize = 2;
 pub const GRAD_FAST_REL: f64 = 0.5;
 /// Most recent common steps compared.
 pub const MAX_STEPS: usize = 8;
+/// Recent steps per rank put in the comparison (ranks on different report phases still share some).
+pub const RECENT_PER_RANK: usize = 8;
 /// Flagged GPUs of one node from which it is a node- or job-level question.
 pub const NODE_FLAG_GPUS: usize = 2;
 const MAD_SCALE: f64 = 1.4826;
@@ -72,14 +74,18 @@ pub fn check(job: &JobState, now: i64, out: &mut Vec<Symptom>) {
     }
 
     // Gradient norms at the same step.
-    let mut by_step: BTreeMap<u64, Vec<(u32, f64)>> = BTreeMap::new();
-    for (rank, r) in &alive {
-        for (step, g) in &r.grads {
-            by_step.entry(*step).or_default().push((**rank, *g));
+    let mut by_step: std::collections::HashMap<u64, Vec<(u32, f64)>> = std::collections::HashMap::new();
+    if alive.iter().filter(|(_, r)| !r.grads.is_empty()).count() >= MIN_PEERS {
+        for (rank, r) in &alive {
+            for (step, g) in r.grads.iter().skip(r.grads.len().saturating_sub(RECENT_PER_RANK)) {
+                by_step.entry(*step).or_default().push((**rank, *g));
+            }
         }
     }
+    let mut steps: Vec<(&u64, &Vec<(u32, f64)>)> = by_step.iter().filter(|(_, v)| v.len() >= MIN_PEERS).collect();
+    steps.sort_unstable_by(|a, b| b.0.cmp(a.0));
     let mut tally: BTreeMap<u32, Tally> = BTreeMap::new();
-    for vals in by_step.values().rev().filter(|v| v.len() >= MIN_PEERS).take(MAX_STEPS) {
+    for (_, vals) in steps.into_iter().take(MAX_STEPS) {
         let xs: Vec<f64> = vals.iter().map(|x| x.1).collect();
         let Some((m, mad)) = median_mad(&xs) else { continue };
         let limit = (GRAD_REL * m.abs()).max(GRAD_MADS * MAD_SCALE * mad);

@@ -383,9 +383,12 @@ pub(super) fn apply_job(jobs: &mut BTreeMap<String, JobState>, host: &str, j: &J
         }
     }
     // Ranks this node ran and no longer lists: their processes are gone.
-    for (k, rs) in job.ranks.iter_mut() {
-        if rs.node == host && rs.gone_ms.is_none() && !j.ranks.iter().any(|r| r.rank == *k) {
-            rs.gone_ms = Some(ts);
+    let listed: Vec<u32> = j.ranks.iter().map(|r| r.rank).collect();
+    if let Some(before) = job.by_node.insert(host.to_string(), listed.clone()) {
+        for k in before.iter().filter(|k| !listed.contains(k)) {
+            if let Some(rs) = job.ranks.get_mut(k).filter(|rs| rs.node == host && rs.gone_ms.is_none()) {
+                rs.gone_ms = Some(ts);
+            }
         }
     }
     for r in &j.ranks {
