@@ -96,7 +96,8 @@ fn crash(job: &JobState, onset: i64, detail: String, value: f64) -> Symptom {
 fn vanished_early(job: &JobState, r: &RankState) -> bool {
     let Some(g) = r.gone_ms else { return false };
     let interval = r.interval_ms.max(1);
-    r.exit_code.is_none() && job.ranks.values().any(|p| p.gone_ms.is_none() && p.alive() && p.seen_ms > g + interval)
+    r.exit_code.is_none()
+        && job.ranks.values().any(|p| p.gone_ms.is_none() && p.alive() && p.seen_ms > g.saturating_add(interval))
 }
 
 /// The cgroup OOM kill of one of this job's rank processes, if the kernel logged one: (time, rank, pid).
