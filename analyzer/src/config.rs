@@ -192,6 +192,15 @@ pub struct Config {
     /// OpenTelemetry collector base URL (`http://otel-collector:4318`): ingest and diagnosis spans
     /// are sent there as OTLP/HTTP protobuf to `<url>/v1/traces`. Default: none (no span export).
     pub otlp_endpoint: Option<String>,
+    /// The rate fabric NICs should train at, Gb/s (`400`), when the topology file does not say
+    /// (`expected_rate_gbps` there). Default: none, learned as the fleet's majority rate.
+    pub expected_nic_rate_gbps: Option<f64>,
+    /// Seconds a job's GPUs may stay busy while its NIC and NVLink bytes are flat before it counts as
+    /// hung (jobs without the progress API). Default 30.
+    pub hang_quiet_s: f64,
+    /// Seconds after a job first appears during which its counters are not judged (compile and
+    /// NCCL warm-up). Default 120.
+    pub job_warmup_s: f64,
 }
 
 impl Default for Config {
@@ -218,6 +227,9 @@ impl Default for Config {
             notify: crate::notify::NotifyConfig::default(),
             remediation: crate::remediate::RemediationConfig::default(),
             otlp_endpoint: None,
+            expected_nic_rate_gbps: engine.expected_nic_rate_gbps,
+            hang_quiet_s: engine.hang_quiet_s,
+            job_warmup_s: engine.job_warmup_s,
         }
     }
 }
@@ -386,12 +398,32 @@ impl Config {
             (None, None) => None,
             _ => return Err(ConfigError::TlsHalf),
         };
-        // Set field by field: the engine's config has more tunables than the file exposes.
-        #[allow(clippy::field_reassign_with_default)]
-        let mut engine = EngineConfig::default();
-        engine.resolve_after_s = self.resolve_after_s;
-        engine.heartbeat_intervals = self.heartbeat_intervals;
-        engine.fatal_xid_hold_s = self.fatal_xid_hold_s;
+        for (field, v) in [("hang_quiet_s", self.hang_quiet_s), ("job_warmup_s", self.job_warmup_s)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(ConfigError::Value {
+                    field,
+                    value: v.to_string(),
+                    message: "must be a finite number of seconds, 0 or more",
+                });
+            }
+        }
+        if self.expected_nic_rate_gbps.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+            return Err(ConfigError::Value {
+                field: "expected_nic_rate_gbps",
+                value: format!("{:?}", self.expected_nic_rate_gbps),
+                message: "must be a positive rate in Gb/s",
+            });
+        }
+        // The engine's config has more tunables than the file exposes.
+        let engine = EngineConfig {
+            resolve_after_s: self.resolve_after_s,
+            heartbeat_intervals: self.heartbeat_intervals,
+            expected_nic_rate_gbps: self.expected_nic_rate_gbps,
+            hang_quiet_s: self.hang_quiet_s,
+            job_warmup_s: self.job_warmup_s,
+            fatal_xid_hold_s: self.fatal_xid_hold_s,
+            ..EngineConfig::default()
+        };
         Ok(Settings {
             listen,
             db: self.db.clone(),
@@ -465,10 +497,15 @@ mod tests {
             heartbeat_intervals = 5.0
             metrics_max_components = 10
             list_limit = 5
+            expected_nic_rate_gbps = 400
+            hang_quiet_s = 45
+            job_warmup_s = 300
             "#,
         )
         .unwrap();
         let s = c.build().unwrap();
+        assert_eq!(s.engine.expected_nic_rate_gbps, Some(400.0));
+        assert_eq!((s.engine.hang_quiet_s, s.engine.job_warmup_s), (45.0, 300.0));
         assert_eq!(s.listen.port(), 9999);
         assert_eq!(s.tick_interval, Duration::from_millis(500));
         assert_eq!(s.engine.resolve_after_s, 60.0);
@@ -488,6 +525,10 @@ mod tests {
         assert!(matches!(c.build().unwrap_err(), ConfigError::TokenTwice));
         let c = Config { resolve_after_s: f64::NAN, ..Config::default() };
         assert!(c.build().unwrap_err().to_string().contains("resolve_after_s"));
+        let c = Config { hang_quiet_s: -1.0, ..Config::default() };
+        assert!(c.build().unwrap_err().to_string().contains("hang_quiet_s"));
+        let c = Config { expected_nic_rate_gbps: Some(0.0), ..Config::default() };
+        assert!(c.build().unwrap_err().to_string().contains("expected_nic_rate_gbps"));
     }
 
     #[test]

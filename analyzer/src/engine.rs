@@ -16,6 +16,7 @@ use faultline_proto::api::{
 use faultline_proto::topology::SwitchTier;
 use faultline_proto::{ComponentId, ComponentKind, Incident, IncidentStatus, NodeReport, ReportError, TopologyFile};
 
+use crate::detect::hang as jobdet_hang;
 use crate::detect::{self, Symptom, SymptomKind, gpu, host, job as jobdet, nic};
 use crate::incident::{Book, Change};
 use crate::localize::{self, Active};
@@ -34,6 +35,14 @@ pub struct EngineConfig {
     /// A fatal XID keeps its GPU's symptom live this long after it was raised, seconds (then the
     /// incident resolves `resolve_after_s` later); `faultline explain` shows it as "held until".
     pub fatal_xid_hold_s: f64,
+    /// The rate fabric NICs should train at, Gb/s, when the topology file does not say. `None`:
+    /// learned as the fleet's majority rate.
+    pub expected_nic_rate_gbps: Option<f64>,
+    /// A job's GPUs busy while its NIC and NVLink bytes stay flat this long is a hang, seconds.
+    pub hang_quiet_s: f64,
+    /// A job is not judged hung from its counters this long after it first appears (compile and
+    /// NCCL warm-up), seconds.
+    pub job_warmup_s: f64,
 }
 
 impl Default for EngineConfig {
@@ -45,6 +54,9 @@ impl Default for EngineConfig {
             heartbeat_intervals: 2.0,
             job_linger_s: 60.0,
             fatal_xid_hold_s: detect::EVENT_HOLD_MS as f64 / 1000.0,
+            expected_nic_rate_gbps: None,
+            hang_quiet_s: jobdet_hang::DEFAULT_QUIET_MS as f64 / 1000.0,
+            job_warmup_s: jobdet_hang::DEFAULT_WARMUP_MS as f64 / 1000.0,
         }
     }
 }
@@ -116,6 +128,9 @@ pub struct Analyzer {
     last_localize_ms: i64,
     /// Set by the heartbeat scan when so many nodes are silent at once that silence is not evidence.
     mass_silence: bool,
+    /// The fleet's majority rate among fabric NICs: the expected rate when neither the topology file
+    /// nor the config says.
+    rates: crate::fleet_rate::FleetRates,
 }
 
 impl Analyzer {
@@ -137,7 +152,21 @@ impl Analyzer {
             symptoms_changed: false,
             last_localize_ms: i64::MIN,
             mass_silence: false,
+            rates: Default::default(),
         }
+    }
+
+    /// The rate most fabric NICs run at, Gb/s, when more than half of them agree.
+    pub fn fleet_nic_rate_gbps(&self) -> Option<f64> {
+        self.rates.majority_gbps()
+    }
+
+    /// The rate a NIC should train at: the topology file's, the config's, else the fleet's.
+    fn expected_rate(&self, host: &str, nic: &str) -> Option<f64> {
+        self.topology_file
+            .expected_rate(host, nic)
+            .or(self.cfg.expected_nic_rate_gbps.filter(|r| *r > 0.0))
+            .or_else(|| self.fleet_nic_rate_gbps())
     }
 
     /// How long `n` may be silent before its agent counts as lost.
@@ -174,6 +203,7 @@ impl Analyzer {
         let applied = self.state.apply(&report, now_ms);
         let duplicate = applied == Applied::Duplicate;
         if !duplicate {
+            self.rates.learn(&report);
             // The graph learns a node's parts when they first appear (not on every report).
             if inv_before != self.state.nodes.get(&report.node).map(inventory) {
                 self.topo.add_inventory(
@@ -307,17 +337,10 @@ impl Analyzer {
         for (idx, g) in &n.gpus {
             gpu::check(name, *idx, g, &peers, now_ms, &mut out);
         }
-        for (nic_name, st) in &n.nics {
-            let layer = &st.link_layer;
-            let best = n
-                .nics
-                .iter()
-                .filter(|(other, o)| *other != nic_name && o.down_since.is_none() && &o.link_layer == layer)
-                .filter_map(|(_, o)| o.rates.back().map(|r| r.1))
-                .reduce(f64::max);
-            // Only NICs cabled into the fabric are compared with each other.
-            let in_fabric = self.topo.leaf_of_nic(&ComponentId::nic(name, nic_name)).is_some();
-            let peers = nic::NicPeers { best_rate: best.filter(|_| in_fabric) };
+        gpu::check_node(n, now_ms, &mut out);
+        // Only fabric NICs can be a fault root or raise a symptom.
+        for (nic_name, st) in n.nics.iter().filter(|(_, st)| st.fabric) {
+            let peers = nic::NicPeers { expected_rate: self.expected_rate(name, nic_name) };
             nic::check(name, nic_name, st, &peers, now_ms, &mut out);
         }
         let old = self.node_symptoms.get(name);
@@ -333,6 +356,10 @@ impl Analyzer {
 
     fn update_jobs(&mut self, now_ms: i64, recheck: bool) {
         let linger = (self.cfg.job_linger_s * 1000.0) as i64;
+        let rules = jobdet_hang::HangRules {
+            quiet_ms: (self.cfg.hang_quiet_s * 1000.0) as i64,
+            warmup_ms: (self.cfg.job_warmup_s * 1000.0) as i64,
+        };
         let dirty = std::mem::take(&mut self.dirty_jobs);
         let mut to_check: BTreeSet<String> = dirty.clone();
         if recheck {
@@ -347,9 +374,19 @@ impl Analyzer {
             let Some(job) = self.state.jobs.get_mut(id) else { continue };
             // Every rank gone from its node's reports: the job ended.
             let all_gone = job.ranks.values().all(|r| r.gone_ms.is_some());
-            if all_gone {
+            if all_gone && job.ended_ms.is_none() {
                 let t = job.ranks.values().filter_map(|r| r.gone_ms).max().unwrap_or(now_ms);
-                job.ended_ms.get_or_insert(t);
+                let first = job.ranks.values().filter_map(|r| r.gone_ms).min().unwrap_or(t);
+                job.ended_ms = Some(t);
+                tracing::info!(
+                    job = %id,
+                    ranks = job.ranks.len(),
+                    first_gone_ms = first,
+                    last_gone_ms = t,
+                    scheduler = ?job.sched_state,
+                    hung = job.hung_since.is_some(),
+                    "job ended: every rank left its node's reports"
+                );
             }
             let silent_too_long = now_ms - job.last_seen_ms > linger
                 && job
@@ -375,7 +412,15 @@ impl Analyzer {
                 jobdet::learn_baseline(job);
             }
             let mut out = Vec::new();
-            jobdet::check(job, &self.state.nodes, now_ms, &mut out);
+            jobdet::check(job, &self.state.nodes, &rules, now_ms, &mut out);
+            // Remember a hang, so its end (the NCCL watchdog killing every rank) stays the same fault.
+            match out.iter().find(|s| s.kind == SymptomKind::JobStalled && s.value >= 1.0) {
+                Some(s) => {
+                    job.hung_since.get_or_insert(s.onset_ms);
+                }
+                None if job.ranks.values().all(|r| r.alive()) => job.hung_since = None,
+                None => {}
+            }
             self.job_checked.insert(id.clone(), now_ms);
             let old = self.job_symptoms.get(id);
             if old.map(|o| same(o, &out)) != Some(true) && !(old.is_none() && out.is_empty()) {
@@ -491,7 +536,7 @@ impl Analyzer {
         if !known {
             return None;
         }
-        let symptoms: Vec<SymptomView> = self
+        let mut symptoms: Vec<SymptomView> = self
             .symptoms_of(id)
             .into_iter()
             .map(|s| {
@@ -507,6 +552,22 @@ impl Analyzer {
                 v
             })
             .collect();
+        // Counters stuck at their maximum: a note on the NIC (their rates are unknown), kept out of
+        // the detectors' symptoms because healthy ports sit there for months.
+        if let ComponentId::Nic { host, name } = id {
+            if let Some(n) = self.state.nodes.get(host).and_then(|n| n.nics.get(name).map(|x| (n, x))) {
+                if !n.1.saturated.is_empty() {
+                    symptoms.push(SymptomView {
+                        kind: SymptomKind::CounterSaturated.as_str().to_string(),
+                        severity: faultline_proto::Severity::Info,
+                        onset_s: n.0.last_report_ms as f64 / 1000.0,
+                        detail: format!("{id} counters at their maximum, rates unknown: {}", n.1.saturated.join(", ")),
+                        held_until_s: None,
+                        held_because: None,
+                    });
+                }
+            }
+        }
         let ids = id.to_string();
         let incidents = self
             .book
@@ -726,5 +787,5 @@ pub fn is_open(i: &Incident) -> bool {
 }
 
 #[cfg(test)]
-#[path = "engine_tests.rs"]
+#[path = "engine_tests/mod.rs"]
 mod tests;

@@ -71,6 +71,15 @@ pub fn severity_for(class: FaultClass) -> Severity {
     }
 }
 
+/// Severity refined by the XID behind it: a memory error the driver contained (XID 94, NVIDIA's
+/// `RESTART_APP`) needs the job restarted, not a person paged at night.
+pub fn severity_of(class: FaultClass, xid: Option<u32>) -> Severity {
+    match (class, xid) {
+        (FaultClass::GpuHbmUncorrectable | FaultClass::GpuSramUncorrectable, Some(94)) => Severity::Warning,
+        _ => severity_for(class),
+    }
+}
+
 fn what(class: FaultClass) -> &'static str {
     use FaultClass::*;
     match class {
@@ -227,7 +236,7 @@ impl Book {
                         detail: format!("class {} → {} on new evidence", inc.class, d.class),
                     });
                     inc.class = d.class;
-                    inc.severity = severity_for(d.class);
+                    inc.severity = severity_of(d.class, d.xid);
                     inc.action = action_for(d.class, d.xid);
                     inc.summary = summary(&inc.root, d.class, inc.affected_jobs.len());
                     changed = true;
@@ -284,7 +293,7 @@ impl Book {
                 id: id.clone(),
                 root: d.root.clone(),
                 class: d.class,
-                severity: severity_for(d.class),
+                severity: severity_of(d.class, d.xid),
                 confidence: (d.confidence * 100.0).round() / 100.0,
                 status: IncidentStatus::Open,
                 summary: summary(&d.root, d.class, jobs.len()),
@@ -398,6 +407,11 @@ fn kind_static(k: &str) -> Option<&'static str> {
         K::RankExited,
         K::Straggler,
         K::NonFinite,
+        K::CounterSaturated,
+        K::NicDriver,
+        K::PcieAer,
+        K::HungTask,
+        K::SdcSuspect,
         K::GradMismatch,
     ];
     ALL.iter().map(|x| x.as_str()).find(|s| *s == k)
@@ -508,6 +522,13 @@ mod tests {
         // The catalog's words never turn a non-GPU fault into a GPU action.
         assert_eq!(action_for(NodeDown, Some(79)), RebootNode);
         assert_eq!(action_for(LeafSwitchDown, Some(119)), InspectCableOrSwitch);
+    }
+
+    #[test]
+    fn a_contained_xid_94_is_a_warning_with_a_job_restart() {
+        assert_eq!(severity_of(FaultClass::GpuHbmUncorrectable, Some(94)), Severity::Warning);
+        assert_eq!(severity_of(FaultClass::GpuHbmUncorrectable, Some(95)), Severity::Critical);
+        assert_eq!(action_for(FaultClass::GpuHbmUncorrectable, Some(94)), Action::RestartJob);
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod detect;
 pub mod engine;
+pub mod fleet_rate;
 pub mod incident;
 pub mod localize;
 pub mod metrics;

@@ -212,6 +212,10 @@ fn explains(ctx: &Ctx, cl: &mut Closures, root: &ComponentId, class: FaultClass,
                         HostFanFailure | HostCpuContention | NodeDown => {
                             root_host.is_some_and(|h| rank_node(ctx, job, *rank).as_deref() == Some(h))
                         }
+                        // The node's power braking several of its GPUs at once.
+                        GpuPowerBrake if matches!(root, ComponentId::Node { .. }) => {
+                            root_host.is_some_and(|h| rank_node(ctx, job, *rank).as_deref() == Some(h))
+                        }
                         _ => {
                             gpu.as_ref() == Some(root)
                                 || matches!(root, ComponentId::NvLink { host, gpu: g, .. } if gpu == Some(ComponentId::gpu(host, *g)))
@@ -228,6 +232,11 @@ fn explains(ctx: &Ctx, cl: &mut Closures, root: &ComponentId, class: FaultClass,
                 NodeDown => same_host,
                 AgentDown => same_host && s.kind == K::HeartbeatLost,
                 HostFanFailure => same_host && matches!(s.kind, K::ThermalThrottle | K::ClockLow | K::PowerBrake),
+                GpuPowerBrake if matches!(root, ComponentId::Node { .. }) => {
+                    same_host && matches!(s.kind, K::PowerBrake | K::ClockLow)
+                }
+                // GPUs missing from a node's count are the node's GPUs: their lost links with them.
+                GpuLost if matches!(root, ComponentId::Node { .. }) => same_host && s.kind == K::NvlinkDown,
                 HostOom => same_host && s.kind == K::MemoryPressure,
                 LeafSwitchDown => {
                     matches!(s.kind, K::NicDown | K::NicFlap)
@@ -398,8 +407,11 @@ pub fn localize(symptoms: &[Active], ctx: &Ctx) -> Vec<Diagnosis> {
             continue; // a node of the job is silent: the heartbeat decides
         }
         let closure = cl.of(id).clone();
+        // Supporting evidence (memory pressure, a saturated counter) cannot open an incident, so it
+        // does not stand in the way of the job's own verdict either.
         let hw_under = symptoms.iter().any(|b| {
             !b.s.kind.is_consequence()
+                && !b.s.kind.is_supporting()
                 && (closure.contains(&b.s.component)
                     || b.s.component.host().is_some_and(|h| closure.contains(&ComponentId::node(h)))
                     || matches!(&b.s.component, ComponentId::Rank { job, .. } if job == id))
@@ -454,7 +466,9 @@ pub fn localize(symptoms: &[Active], ctx: &Ctx) -> Vec<Diagnosis> {
                     // The leaf verdict rests on many NICs' congestion, each only supporting alone.
                     || h.class == FaultClass::LeafCongestion && s.kind == K::NicCongested
             });
-            if !claims && !(h.open && !fresh.is_empty()) {
+            // An open incident stays confirmed by what it explains, notes aside.
+            let keeps = fresh.iter().any(|i| !symptoms[*i].s.kind.is_note());
+            if !claims && !(h.open && keeps) {
                 continue;
             }
             let score: f64 = fresh.iter().map(|i| weight(&symptoms[*i].s)).sum::<f64>() + 2.0 * h.direct as f64

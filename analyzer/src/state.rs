@@ -4,6 +4,11 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+mod apply;
+
+pub use apply::fan_rpm_bad;
+use apply::{apply_event, apply_gpus, apply_host, apply_job, apply_nics};
+
 use faultline_proto::{
     EventClass, EventSource, GpuSample, GpuState as WireGpuState, HostSample, JobSample, NicSample, NodeReport,
     ProcState, ProgressStatus,
@@ -48,6 +53,13 @@ pub const NIC_COUNTERS: &[&str] = &[
     "port_xmit_data",
 ];
 
+/// Bytes per second below which a fabric port or an NVLink counts as idle: a training job's
+/// collectives move GB/s, subnet-management chatter on an idle port a few kB/s.
+pub const TRAFFIC_FLOOR_BYTES_PER_S: f64 = 1e6;
+/// Bytes per second written that mark a checkpoint under way: checkpoints write GBs in minutes, logs
+/// a few kB/s.
+pub const WRITE_FLOOR_BYTES_PER_S: f64 = 5e6;
+
 /// A monotonic counter seen over time. A decrease means the source reset (driver reload, agent on a
 /// new boot) or a 32-bit counter wrapped: the delta is then the new value (never negative). A counter
 /// stuck at its maximum (IB 32-bit counters saturate) gives zero deltas.
@@ -61,11 +73,14 @@ pub struct Counter {
     pub samples: u32,
     /// (report time, increase since the previous sample); leading zero deltas are not stored.
     pub deltas: VecDeque<(i64, u64)>,
+    /// The counter sits at its width's maximum and no longer moves: its rate is unknown, not zero.
+    pub saturated: bool,
 }
 
 impl Counter {
     /// Record a value at `ts`; returns the increase since the previous sample, if there was one.
     pub fn update(&mut self, ts: i64, value: u64) -> Option<u64> {
+        self.saturated = false;
         let d = match self.last {
             None => None,
             Some((lt, _)) if ts <= lt => return None,
@@ -85,6 +100,14 @@ impl Counter {
             }
         }
         d
+    }
+
+    /// The counter was seen at its maximum: forget its past and give no delta until it moves again
+    /// (a reset by the operator starts it over). Neither healthy nor a burst.
+    pub fn mark_saturated(&mut self) {
+        self.saturated = true;
+        self.last = None;
+        self.deltas.clear();
     }
 
     /// Deltas observed, stored or not (zeros before the first increase are implied).
@@ -121,7 +144,38 @@ impl Counter {
     }
 }
 
-fn trim<T>(q: &mut VecDeque<T>, now: i64, ts: impl Fn(&T) -> i64) {
+/// Bytes moved by a port, a GPU's NVLinks or a disk: when they last moved faster than a floor.
+/// Flat counters are what a hung NCCL collective leaves behind (it spins on the GPU, sends nothing).
+#[derive(Debug, Clone, Default)]
+pub struct Traffic {
+    last: Option<(i64, u64)>,
+    /// Report time of the newest sample whose delta moved faster than the floor.
+    pub active_at: Option<i64>,
+    /// Start of the interval that sample covered (the previous sample's time).
+    pub active_from: Option<i64>,
+    /// Report time of the newest sample (the source is known to exist).
+    pub seen_at: Option<i64>,
+}
+
+impl Traffic {
+    /// Record a cumulative byte total at `ts`; a decrease is a reset and counts as movement.
+    pub fn update(&mut self, ts: i64, total: u64, floor_bytes_per_s: f64) {
+        if let Some((lt, lv)) = self.last {
+            if ts <= lt {
+                return;
+            }
+            let d = if total >= lv { total - lv } else { total };
+            if d as f64 >= floor_bytes_per_s * (ts - lt) as f64 / 1000.0 {
+                self.active_at = Some(ts);
+                self.active_from = Some(lt);
+            }
+        }
+        self.last = Some((ts, total));
+        self.seen_at = Some(ts);
+    }
+}
+
+pub(crate) fn trim<T>(q: &mut VecDeque<T>, now: i64, ts: impl Fn(&T) -> i64) {
     while q.len() > MAX_POINTS || q.front().is_some_and(|x| ts(x) < now - WINDOW_MS) {
         q.pop_front();
     }
@@ -141,6 +195,11 @@ pub struct GpuPoint {
     pub power_brake: bool,
     pub pcie_width: Option<(u32, u32)>,
     pub pcie_gen: Option<(u32, u32)>,
+    /// Share of the interval before this sample the clocks were held down for thermal reasons
+    /// (from NVML's cumulative violation time), when the counters are reported.
+    pub thermal_share: Option<f64>,
+    /// The same for the hardware power brake.
+    pub brake_share: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -159,6 +218,8 @@ pub struct XidSeen {
     pub ts: i64,
     pub xid: u32,
     pub caused_by: Option<u32>,
+    /// What it means, decoded with its kernel line (NVLink5 XIDs 144–150 by their status word).
+    pub class: faultline_proto::xid::XidClass,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -184,6 +245,20 @@ pub struct GpuState {
     pub xids: VecDeque<XidSeen>,
     /// Last ECC-event (NVML `ecc_dbe` / `ecc_sbe`) times.
     pub ecc_dbe_event_at: Option<i64>,
+    /// `00000000:3b:00.0`, as last reported.
+    pub pci_bus_id: Option<String>,
+    /// The NVML error its queries answered last, if any.
+    pub nvml_error: Option<String>,
+    /// Whether its PCI device was present, when the agent checked.
+    pub pci_present: Option<bool>,
+    /// The kernel said it fell off the bus (XID 79 or the plain line).
+    pub fell_off_at: Option<i64>,
+    /// Previous cumulative clock-event (violation) times, for the share of each interval.
+    pub clock_events: Option<(i64, BTreeMap<String, u64>)>,
+    /// NVLink data bytes (all links, both directions).
+    pub nvlink_traffic: Traffic,
+    /// PCIe AER lines naming this GPU: (time, uncorrected).
+    pub aer: VecDeque<(i64, bool)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -205,6 +280,19 @@ pub struct NicState {
     pub rates: VecDeque<(i64, f64)>,
     /// Congestion signals per sample that carried traffic.
     pub congestion: VecDeque<CongestionPoint>,
+    /// A fabric NIC (data plane): only these can be a fault root or raise a symptom.
+    pub fabric: bool,
+    /// The link was seen up at least once: a port down since boot is not wired, not broken.
+    pub ever_up: bool,
+    /// The netdev behind the port (`ibp12s0`, `eth1`): kernel lines name RoCE ports by it.
+    pub netdev: Option<String>,
+    /// Counters sitting at their maximum now.
+    pub saturated: Vec<String>,
+    /// Data bytes sent and received.
+    pub traffic: Traffic,
+    /// Driver-level trouble from the kernel: mlx5 health/command timeouts, NETDEV WATCHDOG, IB
+    /// completion errors (time, class).
+    pub driver_events: VecDeque<(i64, EventClass)>,
 }
 
 /// One busy sample's congestion signals, normalised by the bytes the port sent.
@@ -233,6 +321,8 @@ impl NicState {
 
 #[derive(Debug, Clone, Default)]
 pub struct DiskState {
+    /// Bytes written (diskstats), for telling a checkpoint from a hang.
+    pub writes: Traffic,
     pub read_only: bool,
     pub full: bool,
     pub errors: VecDeque<i64>,
@@ -283,6 +373,13 @@ pub struct NodeState {
     pub events: VecDeque<StoredEvent>,
     /// Jobs this node listed in its last report.
     pub jobs: Vec<String>,
+    /// GPUs this node should have (the agent's word), and how many its last report listed.
+    pub expected_gpus: Option<u32>,
+    pub gpus_reported: usize,
+    /// Bytes written to any of its disks.
+    pub disk_writes: Traffic,
+    /// Memory-cgroup OOM kills: (time, pid killed), for the job whose rank it was.
+    pub cgroup_ooms: VecDeque<(i64, u32)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -305,10 +402,21 @@ pub struct RankState {
     pub compute: VecDeque<f64>,
     pub grad_norms: VecDeque<f64>,
     pub nonfinite_since: Option<i64>,
+    /// (step the value belongs to, gradient norm): ranks are compared at the same step only.
+    pub grads: VecDeque<(u64, f64)>,
+    /// The rank reports a loss at all (with pipeline parallelism only the last stage does).
+    pub reports_loss: bool,
+    /// Bytes its process wrote (a checkpoint shows here).
+    pub io: Traffic,
+    /// The node's report interval, for "within one interval".
+    pub interval_ms: i64,
 }
 
 /// Samples per rank kept for step time and compute time.
 pub const RANK_POINTS: usize = 8;
+/// Gradient norms per rank kept by step: enough for ranks that report at different phases to share
+/// a few steps.
+pub const GRAD_POINTS: usize = 16;
 
 impl RankState {
     pub fn exited_nonzero(&self) -> bool {
@@ -335,6 +443,16 @@ pub struct JobState {
     pub placement_dirty: bool,
     /// When every rank was gone (the job ended).
     pub ended_ms: Option<i64>,
+    /// The scheduler's word on the job, newest first reported, with its exit code.
+    pub sched_state: Option<faultline_proto::SchedState>,
+    pub sched_exit_code: Option<i32>,
+    /// Report time the scheduler first said the job ended.
+    pub sched_ended_ms: Option<i64>,
+    /// Ranks each node listed last, so a rank it stops listing is found without scanning the job.
+    pub by_node: BTreeMap<String, Vec<u32>>,
+    /// Since when the job hangs, once a detector said so: its end by the NCCL watchdog (every rank
+    /// exits after `TORCH_NCCL_TIMEOUT`) is the end of the same hang, not a second fault.
+    pub hung_since: Option<i64>,
 }
 
 /// Everything ingested.
@@ -351,7 +469,7 @@ pub enum Applied {
     Duplicate,
 }
 
-fn push<T>(q: &mut VecDeque<T>, v: T, cap: usize) {
+pub(crate) fn push<T>(q: &mut VecDeque<T>, v: T, cap: usize) {
     q.push_back(v);
     while q.len() > cap {
         q.pop_front();
@@ -394,11 +512,21 @@ impl State {
         apply_host(node, r.host.as_ref(), ts);
         apply_gpus(node, &r.gpus, ts);
         apply_nics(node, &r.nics, ts);
+        node.expected_gpus = r.expected_gpus;
+        let mut written: Option<u64> = None;
         for d in &r.disks {
             let st = node.disks.entry(d.device.clone()).or_default();
             st.read_only = d.read_only;
             st.full = matches!((d.total_bytes, d.available_bytes), (Some(t), Some(a)) if t > 0 && a == 0);
+            if let Some(w) = d.write_bytes {
+                st.writes.update(ts, w, WRITE_FLOOR_BYTES_PER_S);
+                written = Some(written.unwrap_or(0).saturating_add(w));
+            }
         }
+        if let Some(w) = written {
+            node.disk_writes.update(ts, w, WRITE_FLOOR_BYTES_PER_S);
+        }
+        let interval = r.interval_ms as i64;
         let listed: Vec<String> = r.jobs.iter().map(|j| j.job_id.clone()).collect();
         for old in std::mem::take(&mut node.jobs) {
             if !listed.contains(&old) {
@@ -413,305 +541,9 @@ impl State {
         }
         node.jobs = listed;
         for j in &r.jobs {
-            apply_job(&mut self.jobs, &r.node, j, ts);
+            apply_job(&mut self.jobs, &r.node, j, ts, interval);
         }
         Applied::Fresh
-    }
-}
-
-fn apply_event(node: &mut NodeState, e: &faultline_proto::Event) {
-    let ev = StoredEvent {
-        ts: e.ts_ms,
-        source: e.source,
-        class: e.class,
-        component: e.component.clone().filter(|c| !c.is_empty()),
-        xid: e.xid,
-        pid: e.pid,
-        count: e.count,
-        message: e.message.chars().take(200).collect(),
-    };
-    // XIDs also go to the GPU they name.
-    if let (Some(xid), Some(c)) = (e.xid, ev.component.as_deref()) {
-        if let Some(idx) = c.strip_prefix("gpu").and_then(|i| i.parse::<u32>().ok()) {
-            let g = node.gpus.entry(idx).or_default();
-            push(&mut g.xids, XidSeen { ts: e.ts_ms, xid, caused_by: e.caused_by_xid }, MAX_POINTS);
-        }
-    }
-    if let Some(c) = ev.component.as_deref() {
-        if let Some(dev) = c.strip_prefix("disk:") {
-            if ev.class == EventClass::IoError {
-                push(&mut node.disks.entry(dev.to_string()).or_default().errors, e.ts_ms, MAX_POINTS);
-            }
-        }
-        if let Some(nic) = c.strip_prefix("nic:") {
-            let st = node.nics.entry(nic.to_string()).or_default();
-            match ev.class {
-                EventClass::NicLinkDown if st.down_since.is_none() => {
-                    st.down_since = Some(e.ts_ms);
-                    push(&mut st.downs, e.ts_ms, MAX_POINTS);
-                }
-                EventClass::NicLinkUp if st.down_since.is_some_and(|t| t <= e.ts_ms) => {
-                    st.down_since = None;
-                    st.up_at = Some(e.ts_ms);
-                }
-                _ => {}
-            }
-        }
-        if let Some(idx) = c.strip_prefix("gpu").and_then(|i| i.parse::<u32>().ok()) {
-            let g = node.gpus.entry(idx).or_default();
-            match ev.class {
-                EventClass::GpuFallenOffBus | EventClass::GpuLost => {
-                    g.lost_since.get_or_insert(e.ts_ms);
-                }
-                EventClass::EccDbe => g.ecc_dbe_event_at = Some(e.ts_ms),
-                _ => {}
-            }
-        }
-    }
-    node.events.push_back(ev);
-    while node.events.len() > MAX_EVENTS_PER_NODE {
-        node.events.pop_front();
-    }
-}
-
-fn apply_host(node: &mut NodeState, h: Option<&HostSample>, ts: i64) {
-    let Some(h) = h else { return };
-    let fan_bad = h.fans.iter().any(|f| f.alarm || fan_rpm_bad(f.rpm, f.min_rpm));
-    let mem = match (h.mem_total_bytes, h.mem_used_bytes, h.mem_available_bytes) {
-        (Some(t), _, Some(a)) if t > 0 => Some(1.0 - a as f64 / t as f64),
-        (Some(t), Some(u), _) if t > 0 => Some(u as f64 / t as f64),
-        _ => None,
-    };
-    push(
-        &mut node.host_points,
-        HostPoint { ts, cpu: h.cpu_util_pct, cpu_non_job: h.cpu_non_job_pct, mem_used_frac: mem, fan_bad },
-        HOST_POINTS,
-    );
-    node.uptime_s = h.uptime_s;
-    node.host = Some(h.clone());
-}
-
-/// A fan turning slower than its hwmon minimum, or not at all, has failed.
-pub fn fan_rpm_bad(rpm: Option<f64>, min: Option<f64>) -> bool {
-    match (rpm, min) {
-        (Some(r), Some(m)) if m > 0.0 => r < m,
-        (Some(r), _) => r <= 0.0,
-        _ => false,
-    }
-}
-
-fn apply_gpus(node: &mut NodeState, gpus: &[GpuSample], ts: i64) {
-    for g in gpus {
-        let st = node.gpus.entry(g.index).or_default();
-        st.missing_since = None;
-        st.state = g.state;
-        match g.state {
-            WireGpuState::Lost => {
-                st.lost_since.get_or_insert(ts);
-            }
-            WireGpuState::Unresponsive => {
-                st.unresponsive_since.get_or_insert(ts);
-            }
-            WireGpuState::Ok => {
-                st.lost_since = None;
-                st.unresponsive_since = None;
-            }
-        }
-        if g.state == WireGpuState::Ok {
-            let has = |r: &str| g.throttle_reasons.iter().any(|x| x == r);
-            let pcie = g.pcie.as_ref();
-            push(
-                &mut st.points,
-                GpuPoint {
-                    ts,
-                    temp_c: g.temp_c,
-                    sm_mhz: g.sm_clock_mhz,
-                    sm_max_mhz: g.sm_clock_max_mhz,
-                    util: g.util_gpu_pct,
-                    power_w: g.power_w,
-                    power_limit_w: g.power_limit_w,
-                    thermal: has("hw_thermal_slowdown") || has("sw_thermal_slowdown"),
-                    power_brake: has("hw_power_brake_slowdown"),
-                    pcie_width: pcie.and_then(|p| Some((p.width?, p.max_width?))),
-                    pcie_gen: pcie.and_then(|p| Some((p.generation?, p.max_generation?))),
-                },
-                GPU_POINTS,
-            );
-            trim(&mut st.points, ts, |p| p.ts);
-            if let Some(v) = g.ecc.sbe_volatile {
-                st.sbe.update(ts, v);
-            }
-            if let Some(v) = g.ecc.dbe_volatile {
-                if st.dbe.update(ts, v).is_some_and(|d| d > 0) {
-                    st.dbe_at = Some(ts);
-                }
-            }
-            if let Some(v) = g.ecc.sram_uncorrectable {
-                if st.sram.update(ts, v).is_some_and(|d| d > 0) {
-                    st.sram_at = Some(ts);
-                }
-            }
-            if let Some(v) = pcie.and_then(|p| p.replay_count) {
-                st.pcie_replay.update(ts, v);
-            }
-            if let Some(rr) = &g.row_remap {
-                st.remap_pending = rr.pending;
-                st.remap_failure = rr.failure;
-            }
-            for l in &g.nvlinks {
-                let ls = st.nvlinks.entry(l.link).or_default();
-                if l.active {
-                    ls.seen_active = true;
-                    ls.inactive_since = None;
-                } else {
-                    ls.inactive_since.get_or_insert(ts);
-                }
-                ls.active = l.active;
-                if let Some(v) = l.crc_errors {
-                    ls.crc.update(ts, v);
-                }
-                if let Some(v) = l.replay_errors {
-                    ls.replay.update(ts, v);
-                }
-                if let Some(v) = l.recovery_errors {
-                    ls.recovery.update(ts, v);
-                }
-            }
-        }
-        st.seen = true;
-    }
-    // GPUs the node had and no longer lists have gone missing (fell off the bus).
-    for (idx, st) in node.gpus.iter_mut() {
-        if !gpus.iter().any(|g| g.index == *idx) && st.seen {
-            st.missing_since.get_or_insert(ts);
-        }
-    }
-}
-
-fn apply_nics(node: &mut NodeState, nics: &[NicSample], ts: i64) {
-    for n in nics {
-        let st = node.nics.entry(n.name.clone()).or_default();
-        let down = n.carrier == Some(false)
-            || n.operstate.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("down") || s == "lowerlayerdown")
-            || n.ib_state.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("down"))
-            || n.ib_phys_state.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("disabled") || s == "Polling");
-        if down {
-            if st.down_since.is_none() {
-                st.down_since = Some(ts);
-                push(&mut st.downs, ts, MAX_POINTS);
-            }
-        } else if st.down_since.is_some() {
-            st.down_since = None;
-            st.up_at = Some(ts);
-        }
-        let mut deltas = [None::<u64>; 6];
-        for name in NIC_COUNTERS {
-            if let Some(v) = n.counters.get(*name) {
-                let d = st.counters.entry(name).or_default().update(ts, *v);
-                if let Some(i) = CONGESTION_INPUTS.iter().position(|c| c == name) {
-                    deltas[i] = d;
-                }
-            }
-        }
-        // Congestion per byte sent, only while the port carries traffic: a job that stalls and
-        // resumes changes wait and bytes together, a congested fabric changes the ratio.
-        let bytes = deltas[0].or(deltas[1]).unwrap_or(0);
-        if bytes >= CONGESTION_MIN_BYTES && !down {
-            let wait = deltas[2].unwrap_or(0);
-            let marks = deltas[3].unwrap_or(0) + deltas[4].unwrap_or(0) + deltas[5].unwrap_or(0);
-            push(
-                &mut st.congestion,
-                CongestionPoint {
-                    ts,
-                    wait_per_mb: wait as f64 * 1e6 / bytes as f64,
-                    marks,
-                    marks_per_mb: marks as f64 * 1e6 / bytes as f64,
-                },
-                COUNTER_POINTS,
-            );
-        }
-        if let Some(v) = n.carrier_changes {
-            st.carrier_changes.update(ts, v);
-        }
-        let rate = n.rate_gbps.or(n.speed_mbps.map(|m| m as f64 / 1000.0));
-        if let Some(rate) = rate {
-            if !down {
-                push(&mut st.rates, (ts, rate), GPU_POINTS);
-            }
-        }
-        if st.link_layer != n.link_layer {
-            st.link_layer = n.link_layer.clone();
-        }
-        st.state_word = n.ib_state.clone().or_else(|| n.operstate.clone());
-        st.max_rate_gbps = n.max_rate_gbps;
-    }
-}
-
-fn apply_job(jobs: &mut BTreeMap<String, JobState>, host: &str, j: &JobSample, ts: i64) {
-    let job = jobs.entry(j.job_id.clone()).or_insert_with(|| JobState {
-        id: j.job_id.clone(),
-        first_seen_ms: ts,
-        ..Default::default()
-    });
-    job.last_seen_ms = job.last_seen_ms.max(ts);
-    job.ended_ms = None;
-    if j.world_size.is_some() {
-        job.world_size = j.world_size;
-    }
-    for r in &j.ranks {
-        let rs = job.ranks.entry(r.rank).or_default();
-        if rs.node != host || rs.gpus != r.gpus || rs.nic != r.nic {
-            job.placement_dirty = true;
-        }
-        if rs.gone_ms.is_some() && rs.node == host && r.exit_code.is_none() && r.state != ProcState::Exited {
-            // The rank came back on this node: a restarted job with the same id.
-            rs.exit_code = None;
-            rs.exited_ms = None;
-        }
-        rs.node = host.to_string();
-        rs.gpus = r.gpus.clone();
-        rs.nic = r.nic.clone();
-        rs.pid = r.pid.or(rs.pid);
-        rs.state = r.state;
-        rs.seen_ms = ts;
-        rs.gone_ms = None;
-        let code = r.exit_code.or(r.progress.as_ref().and_then(|p| p.exit_code));
-        if code.is_some() || r.state == ProcState::Exited {
-            if rs.exited_ms.is_none() {
-                rs.exited_ms = Some(ts);
-            }
-            rs.exit_code = code.or(rs.exit_code);
-        } else {
-            rs.exit_code = None;
-            rs.exited_ms = None;
-        }
-        if let Some(p) = &r.progress {
-            if rs.step != Some(p.step) || rs.last_progress_ms != Some(p.last_progress_ms) {
-                if let Some(st) = p.step_time_ms {
-                    push(&mut rs.step_times, st, RANK_POINTS);
-                }
-                if let Some(c) = p.compute_ms {
-                    push(&mut rs.compute, c, RANK_POINTS);
-                }
-                if let Some(g) = p.grad_norm {
-                    push(&mut rs.grad_norms, g, RANK_POINTS);
-                }
-            }
-            rs.step = Some(p.step);
-            rs.last_progress_ms = Some(p.last_progress_ms);
-            rs.status = p.status;
-            if p.status == ProgressStatus::Exited {
-                rs.exited_ms.get_or_insert(ts);
-                if p.exit_code.is_some() {
-                    rs.exit_code = p.exit_code;
-                }
-            }
-            if p.nonfinite_loss {
-                rs.nonfinite_since.get_or_insert(ts);
-            } else {
-                rs.nonfinite_since = None;
-            }
-        }
     }
 }
 

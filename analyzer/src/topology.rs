@@ -368,6 +368,7 @@ mod tests {
             ],
             rails: vec![],
             links: vec![],
+            expected_rate_gbps: None,
         }
     }
 

@@ -13,6 +13,7 @@ pub mod report;
 pub mod topology;
 pub mod validate;
 pub mod xid;
+pub mod xid_nvlink5;
 
 pub use event::EventClass;
 pub use id::{ComponentId, ComponentKind, IdError};

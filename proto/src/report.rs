@@ -282,6 +282,14 @@ pub struct NvLinkSample {
     pub crc_errors: Option<u64>,
     pub replay_errors: Option<u64>,
     pub recovery_errors: Option<u64>,
+    /// Data bytes this link sent, cumulative: NVML field `NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX`
+    /// (KiB, ×1024) for this link's scope. A hung NCCL collective leaves it flat.
+    /// Left out of the JSON when unknown: a node has up to 18 links per GPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_bytes: Option<u64>,
+    /// Data bytes this link received, cumulative (`NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rx_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -75,6 +75,9 @@ pub struct LinkDef {
     pub nic: String,
     /// Switch name without prefix.
     pub switch: String,
+    /// The rate this NIC should train at, Gb/s, when it differs from the fabric's.
+    #[serde(default)]
+    pub expected_rate_gbps: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -88,6 +91,11 @@ pub struct TopologyFile {
     pub rails: Vec<RailDef>,
     #[serde(default, rename = "link")]
     pub links: Vec<LinkDef>,
+    /// The rate fabric NICs should train at, Gb/s (`400` for NDR). sysfs has no "maximum rate" to
+    /// compare a degraded link with, so the operator says it here; without it the analyzer learns
+    /// the fleet's majority rate.
+    #[serde(default)]
+    pub expected_rate_gbps: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -167,6 +175,17 @@ impl TopologyFile {
         self.racks.iter().find(|r| r.nodes.iter().any(|h| h == host)).map(|r| r.leaf.as_str())
     }
 
+    /// The rate a NIC should train at: its `link`'s, else the file's. `None`: not said.
+    pub fn expected_rate(&self, host: &str, nic: &str) -> Option<f64> {
+        let id = format!("{host}/nic:{nic}");
+        self.links
+            .iter()
+            .find(|l| l.nic == id)
+            .and_then(|l| l.expected_rate_gbps)
+            .or(self.expected_rate_gbps)
+            .filter(|r| r.is_finite() && *r > 0.0)
+    }
+
     /// Spines above a switch.
     pub fn uplinks_of(&self, switch: &str) -> &[String] {
         self.switches.iter().find(|s| s.name == switch).map(|s| s.uplinks.as_slice()).unwrap_or(&[])
@@ -190,7 +209,12 @@ mod tests {
             ],
             racks: vec![RackDef { leaf: "leaf-00".into(), nodes: vec!["n0".into(), "n1".into()] }],
             rails: vec![RailDef { leaf: "leaf-01".into(), nic: "mlx5_1".into(), nodes: None }],
-            links: vec![LinkDef { nic: "n1/nic:mlx5_0".into(), switch: "leaf-01".into() }],
+            links: vec![LinkDef {
+                nic: "n1/nic:mlx5_0".into(),
+                switch: "leaf-01".into(),
+                expected_rate_gbps: Some(200.0),
+            }],
+            expected_rate_gbps: Some(400.0),
         }
     }
 
@@ -203,6 +227,10 @@ mod tests {
         assert_eq!(t.leaf_of("n1", "mlx5_0"), Some("leaf-01"));
         assert_eq!(t.leaf_of("n9", "mlx5_0"), None);
         assert_eq!(t.uplinks_of("leaf-00"), ["spine-00".to_string()]);
+        assert_eq!(t.expected_rate("n1", "mlx5_0"), Some(200.0));
+        assert_eq!(t.expected_rate("n0", "mlx5_0"), Some(400.0));
+        let parsed: TopologyFile = serde_json::from_str(r#"{"expected_rate_gbps": 400}"#).unwrap();
+        assert_eq!(parsed.expected_rate("x", "mlx5_0"), Some(400.0));
     }
 
     #[test]

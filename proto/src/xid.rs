@@ -159,6 +159,9 @@ pub fn describe(code: u32) -> String {
 pub enum XidClass {
     /// Hardware or firmware fault of the GPU itself: opens an incident at once.
     Fatal(FaultClass),
+    /// A memory error the driver contained (94): the application that hit it must restart, the GPU
+    /// keeps working. A fault of the GPU, but not a critical one.
+    Contained(FaultClass),
     /// Application-level (13, 31, 43, …): noise alone; the same GPU repeating it is hardware.
     App,
     /// A consequence of an earlier error (45, "preemptive cleanup"): never a cause.
@@ -167,16 +170,18 @@ pub enum XidClass {
     Info,
 }
 
-/// Classify an XID. The fault-class mapping follows the fault catalog: 79 lost; 48/94/95/140/171/172
-/// memory; 119/120 and other firmware halts GSP hang; 74/136/144–150/155 NVLink; 64 remap failure;
-/// 92 SBE storm.
+/// Classify an XID. The fault-class mapping follows the fault catalog: 79 lost; 48/95/140/171/172
+/// memory; 94 a contained memory error (NVIDIA: `RESTART_APP`); 119/120 and other firmware halts GSP
+/// hang; 74/136/144–150/155 NVLink; 64 remap failure; 92 SBE storm. For 144–150 the status word
+/// decides whether it is fatal: use `classify_event` when the kernel line is at hand.
 pub fn classify(code: u32) -> XidClass {
     use FaultClass::*;
     match code {
         79 => XidClass::Fatal(GpuLost),
         48 | 140 | 171 | 172 => XidClass::Fatal(GpuHbmUncorrectable),
         // 94 contained / 95 uncontained: HBM or SRAM, decided by which ECC counter moved.
-        94 | 95 => XidClass::Fatal(GpuHbmUncorrectable),
+        94 => XidClass::Contained(GpuHbmUncorrectable),
+        95 => XidClass::Fatal(GpuHbmUncorrectable),
         119 | 120 | 62 | 46 | 109 | 143 | 158 | 169 => XidClass::Fatal(GpuGspHang),
         74 | 136 | 144..=150 | 155 => XidClass::Fatal(NvlinkDown),
         64 => XidClass::Fatal(GpuRowRemapFailure),
@@ -186,6 +191,24 @@ pub fn classify(code: u32) -> XidClass {
             Some(i) if i.category == "app" || i.immediate_action == "RESTART_APP" => XidClass::App,
             _ => XidClass::Info,
         },
+    }
+}
+
+/// Classify an XID together with the kernel line (or NVML message) it came with. NVLink5 XIDs
+/// 144–150 are decoded from their status words (`decode_nvlink5`): a non-fatal one is `Info`, so it
+/// pages nobody. When the words cannot be decoded, the driver's own `Fatal`/`Nonfatal` word in the
+/// line decides, and without that the code alone (`classify`).
+pub fn classify_event(code: u32, message: &str) -> XidClass {
+    if !(144..=150).contains(&code) {
+        return classify(code);
+    }
+    let fatal = crate::xid_nvlink5::words_in(message)
+        .and_then(|(intr, status)| crate::xid_nvlink5::decode(code, intr, status))
+        .map(|d| d.fatal)
+        .or_else(|| crate::xid_nvlink5::fatal_word(message));
+    match fatal {
+        Some(false) => XidClass::Info,
+        _ => classify(code),
     }
 }
 
@@ -232,6 +255,7 @@ mod tests {
             (79, XidClass::Fatal(GpuLost)),
             (48, XidClass::Fatal(GpuHbmUncorrectable)),
             (95, XidClass::Fatal(GpuHbmUncorrectable)),
+            (94, XidClass::Contained(GpuHbmUncorrectable)),
             (119, XidClass::Fatal(GpuGspHang)),
             (120, XidClass::Fatal(GpuGspHang)),
             (74, XidClass::Fatal(NvlinkDown)),

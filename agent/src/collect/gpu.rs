@@ -372,7 +372,14 @@ fn poll_nvlinks(dev: &nvml_wrapper::Device, p: &mut Poll) -> (Vec<NvLinkSample>,
             (None, None) => None,
             (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
         };
-        out.push(NvLinkSample { link, active, crc_errors: crc, replay_errors: replay, recovery_errors: recovery });
+        out.push(NvLinkSample {
+            link,
+            active,
+            crc_errors: crc,
+            replay_errors: replay,
+            recovery_errors: recovery,
+            ..Default::default()
+        });
         split.push((link, flit, data));
         if p.lost || p.hung {
             break;

@@ -1,6 +1,12 @@
 //! GPU and NVLink detectors: lost or unresponsive GPUs, XID classes, ECC (DBE, SRAM, SBE storms),
 //! row remapping, throttling, SM clock against the node's other GPUs, PCIe training, NVLink state
 //! and error-counter rates.
+//!
+//! XIDs mean what NVIDIA's catalog says (`faultline_proto::xid`): 94 is a contained error (restart
+//! the application), 144–150 are decoded from their status word and the non-fatal ones page nobody.
+//! An NVML error other than GPU_IS_LOST is checked against the kernel log (XID 79, "fallen off the
+//! bus") and PCI presence before it is called a GSP hang. Throttling is judged from how fast NVML's
+//! cumulative violation time grows; the reason bitmask is the fallback for agents without it.
 
 use faultline_proto::{ComponentId, FaultClass};
 
@@ -27,6 +33,15 @@ pub const CLOCK_LOW_FRACTION: f64 = 0.8;
 pub const NVLINK_ERR_MIN: u64 = 20;
 /// GPU utilisation above which a PCIe generation below max is not the idle power-saving downshift.
 pub const PCIE_BUSY_UTIL: f64 = 20.0;
+/// Share of the time the clocks were held down (thermal, power brake) over `THROTTLE_SAMPLES`
+/// intervals that makes a throttled GPU. Half the time is far from the odd short clock dip a busy
+/// GPU shows, and with the violation counters a short event between two snapshots is not missed.
+pub const THROTTLE_SHARE: f64 = 0.5;
+/// Intervals the share is averaged over (20 s at the default interval).
+pub const THROTTLE_SAMPLES: usize = 2;
+/// GPUs of one node held by the power brake at once that make it the node's power, not each GPU's:
+/// the brake is a board/chassis signal (NVML), one failing supply brakes several boards together.
+pub const NODE_BRAKE_GPUS: usize = 2;
 
 /// What the node's other GPUs look like.
 #[derive(Debug, Clone, Default)]
@@ -49,6 +64,31 @@ pub fn recent<T>(points: &std::collections::VecDeque<T>, n: usize) -> Option<Vec
 /// Check one GPU. Pure: reads `g` and `peers`, appends to `out`.
 pub fn check(host: &str, idx: u32, g: &GpuState, peers: &GpuPeers, now: i64, out: &mut Vec<Symptom>) {
     let id = ComponentId::gpu(host, idx);
+    // Evidence that the GPU is gone rather than hung: the kernel's word, or no PCI device.
+    let fell_off = g.fell_off_at.filter(|t| *t > now - EVENT_HOLD_MS);
+    let no_pci = g.pci_present == Some(false);
+    if let (None, true) = (g.lost_since.or(g.missing_since), no_pci) {
+        let t = g.unresponsive_since.or(g.points.back().map(|p| p.ts)).unwrap_or(now);
+        out.push(
+            Symptom::new(id.clone(), K::GpuLost, t, format!("{id} is gone from the PCI bus"))
+                .class(FaultClass::GpuLost)
+                .critical(),
+        );
+    } else if let (None, Some(t), Some(_)) = (g.lost_since.or(g.missing_since), g.unresponsive_since, fell_off) {
+        out.push(
+            Symptom::new(
+                id.clone(),
+                K::GpuLost,
+                t,
+                format!(
+                    "{id} answers NVML with {:?} and the kernel says it fell off the bus",
+                    g.nvml_error.as_deref().unwrap_or("errors")
+                ),
+            )
+            .class(FaultClass::GpuLost)
+            .critical(),
+        );
+    }
     if let Some(t) = g.lost_since {
         out.push(
             Symptom::new(
@@ -67,9 +107,16 @@ pub fn check(host: &str, idx: u32, g: &GpuState, peers: &GpuPeers, now: i64, out
                 .critical(),
         );
     }
-    if let Some(t) = g.unresponsive_since {
+    let gone = g.lost_since.is_some() || g.missing_since.is_some() || no_pci || fell_off.is_some();
+    if let (Some(t), false) = (g.unresponsive_since, gone) {
+        let why = g.nvml_error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default();
         out.push(
-            Symptom::new(id.clone(), K::GpuUnresponsive, t, format!("NVML queries to {id} time out or fail"))
+            Symptom::new(
+                id.clone(),
+                K::GpuUnresponsive,
+                t,
+                format!("NVML queries to {id} time out or fail{why}, while its PCI device is present and the kernel logged no fall off the bus"),
+            )
                 .class(FaultClass::GpuGspHang)
                 .critical(),
         );
@@ -79,11 +126,12 @@ pub fn check(host: &str, idx: u32, g: &GpuState, peers: &GpuPeers, now: i64, out
     let mut app = 0usize;
     let mut app_first = None;
     for x in g.xids.iter().rev() {
-        match xid::classify(x.xid) {
-            XidClass::Fatal(mut class) if x.ts > now - peers.fatal_xid_hold_ms => {
+        match x.class {
+            XidClass::Fatal(mut class) | XidClass::Contained(mut class) if x.ts > now - peers.fatal_xid_hold_ms => {
                 if !fatal_seen.insert(x.xid) {
                     continue;
                 }
+                let contained = matches!(x.class, XidClass::Contained(_));
                 if matches!(x.xid, 94 | 95) && g.sram_at.is_some_and(|t| t >= x.ts - EVENT_HOLD_MS) {
                     class = FaultClass::GpuSramUncorrectable;
                 }
@@ -97,7 +145,8 @@ pub fn check(host: &str, idx: u32, g: &GpuState, peers: &GpuPeers, now: i64, out
                 .class(class)
                 .xid(x.xid)
                 .value(x.xid as f64);
-                if !matches!(class, FaultClass::GpuEccSbeStorm) {
+                // A contained error (94) needs the application restarted, not the GPU: no page.
+                if !matches!(class, FaultClass::GpuEccSbeStorm) && !contained {
                     s = s.critical();
                 }
                 out.push(s);
@@ -168,10 +217,24 @@ pub fn check(host: &str, idx: u32, g: &GpuState, peers: &GpuPeers, now: i64, out
             .class(FaultClass::GpuEccSbeStorm),
         );
     }
+    // Throttling from the violation counters' growth where the agent reports them.
+    let shares = recent(&g.points, THROTTLE_SAMPLES).map(|pts| {
+        let th: Option<Vec<f64>> = pts.iter().map(|p| p.thermal_share).collect();
+        let br: Option<Vec<f64>> = pts.iter().map(|p| p.brake_share).collect();
+        let mean = |v: Vec<f64>| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        (th.map(mean), br.map(mean), pts[0].ts)
+    });
+    let (thermal_share, brake_share, share_onset) = shares.unwrap_or((None, None, now));
     if let Some(pts) = recent(&g.points, SOFT_SAMPLES) {
         let onset = pts[0].ts;
-        if pts.iter().all(|p| p.thermal || p.temp_c.is_some_and(|t| t >= THERMAL_TEMP_C)) {
+        let hot = pts.iter().all(|p| p.temp_c.is_some_and(|t| t >= THERMAL_TEMP_C));
+        let thermal = match thermal_share {
+            Some(sh) => sh >= THROTTLE_SHARE,
+            None => pts.iter().all(|p| p.thermal),
+        };
+        if thermal || hot {
             let t = pts.last().and_then(|p| p.temp_c).unwrap_or(0.0);
+            let onset = if thermal_share.is_some() && !hot { share_onset } else { onset };
             out.push(
                 Symptom::new(
                     id.clone(),
@@ -183,8 +246,13 @@ pub fn check(host: &str, idx: u32, g: &GpuState, peers: &GpuPeers, now: i64, out
                 .value(t),
             );
         }
-        if pts.iter().all(|p| p.power_brake) {
+        let brake = match brake_share {
+            Some(sh) => sh >= THROTTLE_SHARE,
+            None => pts.iter().all(|p| p.power_brake),
+        };
+        if brake {
             let w = pts.last().and_then(|p| p.power_w).unwrap_or(0.0);
+            let onset = if brake_share.is_some() { share_onset } else { onset };
             out.push(
                 Symptom::new(
                     id.clone(),
@@ -235,6 +303,17 @@ pub fn check(host: &str, idx: u32, g: &GpuState, peers: &GpuPeers, now: i64, out
             );
         }
     }
+    // PCIe AER lines naming this GPU: evidence for a PCIe or bus fault, never one alone.
+    let aer: Vec<&(i64, bool)> = g.aer.iter().filter(|(t, _)| *t > now - EVENT_HOLD_MS).collect();
+    if let Some((t, _)) = aer.first() {
+        let unc = aer.iter().filter(|(_, u)| *u).count();
+        out.push(Symptom::new(
+            id.clone(),
+            K::PcieAer,
+            *t,
+            format!("{id} PCIe AER: {} corrected, {unc} uncorrected errors in the kernel log", aer.len() - unc),
+        ));
+    }
     // NVLinks: a link seen up that is now inactive is down; error counters rising every sample is a storm.
     for (link, l) in &g.nvlinks {
         let lid = ComponentId::nvlink(host, idx, *link);
@@ -270,6 +349,54 @@ pub fn check(host: &str, idx: u32, g: &GpuState, peers: &GpuPeers, now: i64, out
                 .value((crc + rep + rec) as f64),
             );
         }
+    }
+}
+
+/// Node-level GPU findings: GPUs the node should have and does not report (also right after boot,
+/// when the analyzer never saw the missing one), and the power brake on several GPUs at once (the
+/// node's power, not each GPU). Reads the node and the GPU symptoms already in `out`.
+pub fn check_node(n: &crate::state::NodeState, now: i64, out: &mut Vec<Symptom>) {
+    let node = ComponentId::node(&n.name);
+    if let Some(expected) = n.expected_gpus.filter(|_| n.reports > 0) {
+        let reported = n.gpus_reported as u32;
+        let known_missing = n.gpus.values().filter(|g| g.missing_since.is_some()).count() as u32;
+        if reported + known_missing < expected {
+            out.push(
+                Symptom::new(
+                    node.clone(),
+                    K::GpuLost,
+                    n.first_seen_ms.max(n.last_report_ms - n.interval_ms as i64).min(now),
+                    format!(
+                        "{} reports {reported} GPUs of the {expected} it should have; which one is missing is unknown (NVML renumbers the rest)",
+                        n.name
+                    ),
+                )
+                .class(FaultClass::GpuLost)
+                .critical()
+                .value((expected - reported) as f64),
+            );
+        }
+    }
+    let braked: Vec<&Symptom> =
+        out.iter().filter(|s| s.kind == K::PowerBrake && s.component.host() == Some(&n.name)).collect();
+    if braked.len() >= NODE_BRAKE_GPUS {
+        let onset = braked.iter().map(|s| s.onset_ms).min().unwrap_or(now);
+        let gpus: Vec<String> = braked.iter().map(|s| s.component.to_string()).collect();
+        out.push(
+            Symptom::new(
+                node,
+                K::PowerBrake,
+                onset,
+                format!(
+                    "{} GPUs of {} are held by the power brake at once ({}): the node's power",
+                    gpus.len(),
+                    n.name,
+                    gpus.join(", ")
+                ),
+            )
+            .class(FaultClass::GpuPowerBrake)
+            .value(gpus.len() as f64),
+        );
     }
 }
 
@@ -312,7 +439,7 @@ mod tests {
     }
 
     fn xids(list: &[(i64, u32)]) -> std::collections::VecDeque<XidSeen> {
-        list.iter().map(|(t, x)| XidSeen { ts: *t, xid: *x, caused_by: None }).collect()
+        list.iter().map(|(t, x)| XidSeen { ts: *t, xid: *x, caused_by: None, class: xid::classify(*x) }).collect()
     }
 
     #[test]
@@ -469,5 +596,120 @@ mod tests {
         }
         crc.nvlinks.insert(1, l);
         check_case("nvlink crc storm", crc, peers.clone(), &[(K::NvlinkErrors, Some(NvlinkCrcStorm))]);
+    }
+
+    #[test]
+    fn xid_meanings_follow_the_catalog() {
+        use FaultClass::*;
+        let healthy = || GpuState { points: pts(5, normal), ..Default::default() };
+        let peers = GpuPeers { sm_median: Some(1980.0), fatal_xid_hold_ms: EVENT_HOLD_MS };
+        // 94: contained, the application restarts; a GPU fault but no page.
+        let mut out = Vec::new();
+        check("n", 0, &GpuState { xids: xids(&[(NOW - 500, 94)]), ..healthy() }, &peers, NOW, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].class, out[0].severity), (Some(GpuHbmUncorrectable), faultline_proto::Severity::Warning));
+        // 144 with a non-fatal status word pages nobody; a fatal one is the NVLink.
+        let line = |status: &str| {
+            format!(
+                "NVRM: Xid (PCI:0000:01:00): 144, SAW_MVB Nonfatal XC0 i0 Link 0 (0x00000001 {status} 0x0 0x0 0x0 0x0)"
+            )
+        };
+        let seen =
+            |msg: &str| XidSeen { ts: NOW - 500, xid: 144, caused_by: None, class: xid::classify_event(144, msg) };
+        check_case(
+            "144 non-fatal",
+            GpuState { xids: [seen(&line("0x00000008"))].into(), ..healthy() },
+            peers.clone(),
+            &[],
+        );
+        check_case(
+            "144 fatal",
+            GpuState { xids: [seen(&line("0x00000002"))].into(), ..healthy() },
+            peers.clone(),
+            &[(K::XidFatal, Some(NvlinkDown))],
+        );
+    }
+
+    #[test]
+    fn an_nvml_error_is_checked_against_the_kernel_and_pci_before_gsp_hang() {
+        use FaultClass::*;
+        let peers = GpuPeers::default();
+        let unknown = || GpuState {
+            unresponsive_since: Some(NOW - 5000),
+            nvml_error: Some("Unknown Error".into()),
+            pci_present: Some(true),
+            ..Default::default()
+        };
+        check_case("unknown error alone", unknown(), peers.clone(), &[(K::GpuUnresponsive, Some(GpuGspHang))]);
+        check_case(
+            "unknown error and XID 79",
+            GpuState { fell_off_at: Some(NOW - 4000), xids: xids(&[(NOW - 4000, 79)]), ..unknown() },
+            peers.clone(),
+            &[(K::GpuLost, Some(GpuLost)), (K::XidFatal, Some(GpuLost))],
+        );
+        check_case(
+            "unknown error and no PCI device",
+            GpuState { pci_present: Some(false), ..unknown() },
+            peers.clone(),
+            &[(K::GpuLost, Some(GpuLost))],
+        );
+    }
+
+    #[test]
+    fn throttling_is_judged_from_violation_time_growth() {
+        use FaultClass::*;
+        let peers = GpuPeers { sm_median: Some(1980.0), fatal_xid_hold_ms: EVENT_HOLD_MS };
+        // The counters say 70% of the last two intervals were braked, though no snapshot caught it.
+        let braked = GpuState {
+            points: pts(3, |i| GpuPoint {
+                brake_share: Some(if i == 0 { 0.0 } else { 0.7 }),
+                thermal_share: Some(0.0),
+                ..normal(i)
+            }),
+            ..Default::default()
+        };
+        check_case("brake share", braked, peers.clone(), &[(K::PowerBrake, Some(GpuPowerBrake))]);
+        // Three snapshots with the flag up, but the counters say 5% of the time: a blip, not a brake.
+        let blips = GpuState {
+            points: pts(3, |i| GpuPoint {
+                power_brake: true,
+                brake_share: Some(0.05),
+                thermal_share: Some(0.0),
+                ..normal(i)
+            }),
+            ..Default::default()
+        };
+        check_case("snapshots against counters", blips, peers.clone(), &[]);
+        // Without counters, the snapshot mask is the fallback.
+        let old = GpuState { points: pts(3, |i| GpuPoint { power_brake: true, ..normal(i) }), ..Default::default() };
+        check_case("mask fallback", old, peers, &[(K::PowerBrake, Some(GpuPowerBrake))]);
+    }
+
+    #[test]
+    fn node_level_gpu_findings() {
+        use crate::state::NodeState;
+        let node = |reported: usize| NodeState {
+            name: "n".into(),
+            reports: 1,
+            last_report_ms: NOW,
+            interval_ms: 10_000,
+            expected_gpus: Some(8),
+            gpus_reported: reported,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        check_node(&node(7), NOW, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].component.to_string(), out[0].class), ("n".to_string(), Some(FaultClass::GpuLost)));
+        let mut out = Vec::new();
+        check_node(&node(8), NOW, &mut out);
+        assert!(out.is_empty());
+        // Two GPUs braked at once: the node's power.
+        let brake = |g: u32| {
+            Symptom::new(ComponentId::gpu("n", g), K::PowerBrake, NOW, String::new()).class(FaultClass::GpuPowerBrake)
+        };
+        let mut out = vec![brake(1), brake(5)];
+        check_node(&node(8), NOW, &mut out);
+        assert_eq!(out.last().map(|s| (s.component.to_string(), s.kind)), Some(("n".to_string(), K::PowerBrake)));
     }
 }

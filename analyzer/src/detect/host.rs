@@ -1,6 +1,10 @@
 //! Host detectors: heartbeat lost (silence without a goodbye), OOM kills, machine-check and EDAC
 //! memory errors, fan failure, CPU saturated by processes outside the job, memory pressure, and disk
 //! I/O errors or a read-only / full disk.
+//!
+//! The global OOM killer (`Out of memory: Killed process`) means the host ran out: the node. A memory
+//! cgroup's OOM kill means a job hit its own limit: that is the job's (see `job.rs`), not the node's.
+//! CPU contention needs a job on the node to contend with.
 
 use faultline_proto::{ComponentId, FaultClass};
 
@@ -42,7 +46,14 @@ pub fn check(n: &NodeState, heartbeat_ms: i64, now: i64, out: &mut Vec<Symptom>)
         );
     }
     let recent = |e: &&crate::state::StoredEvent| e.ts > now - EVENT_HOLD_MS;
+    let mut hung = 0usize;
+    let mut hung_first = None;
     for e in n.events.iter().filter(recent) {
+        if e.class == faultline_proto::EventClass::HungTask {
+            hung += 1;
+            hung_first.get_or_insert(e.ts);
+            continue;
+        }
         match e.class.as_str() {
             "oom_kill" => out.push(
                 Symptom::new(
@@ -75,6 +86,14 @@ pub fn check(n: &NodeState, heartbeat_ms: i64, now: i64, out: &mut Vec<Symptom>)
             _ => {}
         }
     }
+    if let Some(t) = hung_first {
+        out.push(Symptom::new(
+            node.clone(),
+            K::HungTask,
+            t,
+            format!("{} kernel reports {hung} task(s) blocked for minutes (D state)", n.name),
+        ));
+    }
     let pts = &n.host_points;
     let last = |k: usize| pts.iter().skip(pts.len().saturating_sub(k));
     if pts.len() >= FAN_SAMPLES && last(FAN_SAMPLES).all(|p| p.fan_bad) {
@@ -93,6 +112,7 @@ pub fn check(n: &NodeState, heartbeat_ms: i64, now: i64, out: &mut Vec<Symptom>)
         );
     }
     if pts.len() >= SOFT_SAMPLES
+        && !n.jobs.is_empty()
         && last(SOFT_SAMPLES).all(|p| {
             p.cpu.is_some_and(|c| c >= CPU_SATURATED_PCT) && p.cpu_non_job.is_some_and(|c| c >= CPU_NON_JOB_PCT)
         })
@@ -176,6 +196,7 @@ mod tests {
     fn node() -> NodeState {
         NodeState {
             name: "n1".into(),
+            jobs: vec!["j".into()],
             reports: 5,
             last_recv_ms: NOW - 5_000,
             last_report_ms: NOW - 5_000,
@@ -236,6 +257,31 @@ mod tests {
                 ..node()
             },
             &[K::CpuContention],
+        );
+        check_case(
+            "no job on the node, nothing to contend with",
+            NodeState {
+                host_points: [hp(99.0, 70.0, false), hp(98.0, 70.0, false), hp(99.0, 72.0, false)].into(),
+                jobs: vec![],
+                ..node()
+            },
+            &[],
+        );
+        check_case(
+            "a cgroup OOM is the job's, not the node's",
+            NodeState {
+                events: [ev("cgroup_oom_kill", Some(4242), "Memory cgroup out of memory: Killed process 4242")].into(),
+                ..node()
+            },
+            &[],
+        );
+        check_case(
+            "a hung task is noted, never a fault alone",
+            NodeState {
+                events: [ev("hung_task", None, "INFO: task python:77 blocked for more than 120 seconds.")].into(),
+                ..node()
+            },
+            &[K::HungTask],
         );
         check_case(
             "busy job is not contention",

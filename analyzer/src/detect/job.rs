@@ -1,13 +1,24 @@
-//! Job detectors: every rank stalled, every rank exited non-zero, one rank exited while the others
-//! run, stragglers by median/MAD of `compute_ms` over the job's ranks, a non-finite loss or a gradient
-//! norm unlike its peers' on one rank, and job step time above the job's own baseline.
+//! Job detectors: every rank stalled (progress, or the counters of `hang.rs`), crashes, stragglers by
+//! median/MAD of `compute_ms` over the job's ranks, silent corruption (`sdc.rs`), and job step time
+//! above the job's own baseline.
+//!
+//! How a job ended comes from its scheduler when one says so: a failed state with a non-zero exit
+//! code is a crash, a completed, cancelled, timed-out or preempted job raises nothing. Without a
+//! scheduler: every rank vanishing within one report interval is a job that ended (no incident); a
+//! rank that vanished while its peers went on is a crash; an exit code is used where a rank or the
+//! scheduler gave one (a process that vanished has none). A cgroup OOM kill of a rank's process is
+//! the job's own memory limit: a crash of the job. A job that hung and then ended (PyTorch's
+//! watchdog kills every rank after `TORCH_NCCL_TIMEOUT`) ended its hang, not a second fault.
 
 use std::collections::BTreeMap;
 
 use faultline_proto::{ComponentId, FaultClass, ProgressStatus};
 
-use super::{SOFT_SAMPLES, Symptom, SymptomKind as K, median, median_mad};
-use crate::state::{JobState, NodeState};
+use faultline_proto::SchedState;
+
+use super::hang::HangRules;
+use super::{EVENT_HOLD_MS, SOFT_SAMPLES, Symptom, SymptomKind as K, median, median_mad};
+use crate::state::{JobState, NodeState, RankState};
 
 /// A job is stalled when no rank advanced its step for this many of its step times…
 pub const STALL_STEPS: f64 = 5.0;
@@ -25,25 +36,11 @@ pub const STRAGGLER_MADS: f64 = 4.0;
 pub const MIN_PEERS: usize = 4;
 /// Job step time this much above its own baseline is slow (catalog slowdowns are +5–50%; jitter ±2%).
 pub const JOB_SLOW_REL: f64 = 0.04;
-/// Gradient norms are identical across data-parallel ranks after all-reduce: a rank off by more than
-/// this fraction of the median (and many MADs) computed on corrupted data.
-pub const GRAD_REL: f64 = 0.05;
 /// Nodes whose ranks all exited non-zero before the job counts as crashing without waiting for the
 /// rest of its nodes to report (one node's ranks dying is a node or GPU matter).
 pub const CRASH_MIN_NODES: usize = 2;
-/// A single gradient-norm sample this far off the median (50%) is corruption at once; smaller
-/// deviations must hold over `SOFT_SAMPLES` samples.
-pub const GRAD_FAST_REL: f64 = 0.5;
 /// Scale from MAD to a normal standard deviation.
 const MAD_SCALE: f64 = 1.4826;
-
-fn last_n_median(v: &std::collections::VecDeque<f64>, n: usize) -> Option<f64> {
-    if v.len() < n {
-        return None;
-    }
-    let mut x: Vec<f64> = v.iter().skip(v.len() - n).copied().collect();
-    median(&mut x)
-}
 
 fn last_n_min(v: &std::collections::VecDeque<f64>, n: usize) -> Option<f64> {
     if v.len() < n {
@@ -77,10 +74,76 @@ pub fn learn_baseline(job: &mut JobState) {
     }
 }
 
-/// Check one job. Pure: reads the job and the nodes its ranks run on.
-pub fn check(job: &JobState, nodes: &BTreeMap<String, NodeState>, now: i64, out: &mut Vec<Symptom>) {
+/// A crash symptom on the job, or, for a job that hung, the end of that hang.
+fn crash(job: &JobState, onset: i64, detail: String, value: f64) -> Symptom {
     let jid = ComponentId::job(&job.id);
-    if job.ranks.is_empty() || job.ended_ms.is_some() {
+    match job.hung_since {
+        Some(h) => Symptom::new(
+            jid.clone(),
+            K::JobStalled,
+            h,
+            format!("{jid} hung and then ended (the NCCL watchdog ends a hang by killing every rank): {detail}"),
+        )
+        .class(FaultClass::JobHang)
+        .critical()
+        .value(1.0),
+        None => Symptom::new(jid, K::JobCrashed, onset, detail).class(FaultClass::JobCrash).critical().value(value),
+    }
+}
+
+/// A rank that vanished (no exit code) while a peer was still seen running more than one report
+/// interval later: the job did not simply end.
+fn vanished_early(job: &JobState, r: &RankState) -> bool {
+    let Some(g) = r.gone_ms else { return false };
+    let interval = r.interval_ms.max(1);
+    r.exit_code.is_none()
+        && job.ranks.values().any(|p| p.gone_ms.is_none() && p.alive() && p.seen_ms > g.saturating_add(interval))
+}
+
+/// The cgroup OOM kill of one of this job's rank processes, if the kernel logged one: (time, rank, pid).
+fn cgroup_oom(job: &JobState, nodes: &BTreeMap<String, NodeState>, now: i64) -> Option<(i64, u32, u32)> {
+    job.ranks.iter().find_map(|(k, r)| {
+        let pid = r.pid?;
+        let n = nodes.get(&r.node)?;
+        n.cgroup_ooms.iter().find(|(t, p)| *p == pid && *t > now - EVENT_HOLD_MS).map(|(t, _)| (*t, *k, pid))
+    })
+}
+
+/// Check one job. Pure: reads the job and the nodes its ranks run on.
+pub fn check(job: &JobState, nodes: &BTreeMap<String, NodeState>, rules: &HangRules, now: i64, out: &mut Vec<Symptom>) {
+    let jid = ComponentId::job(&job.id);
+    if job.ranks.is_empty() {
+        return;
+    }
+    // The scheduler's word on how the job ended wins over anything the processes show.
+    if let (Some(st), Some(at)) = (job.sched_state, job.sched_ended_ms) {
+        let code = job.sched_exit_code;
+        let failed = match st {
+            SchedState::Failed => code != Some(0),
+            SchedState::NodeFail | SchedState::OutOfMemory => true,
+            _ => false,
+        };
+        if failed {
+            let why = match st {
+                SchedState::NodeFail => "ended because a node failed".to_string(),
+                SchedState::OutOfMemory => "was killed by its scheduler for exceeding its memory limit".to_string(),
+                _ => format!("failed with exit code {}", code.map(|c| c.to_string()).unwrap_or("unknown".into())),
+            };
+            out.push(crash(job, at, format!("the scheduler says {jid} {why}"), code.unwrap_or(0) as f64));
+        }
+        return;
+    }
+    if job.ended_ms.is_some() {
+        return;
+    }
+    if let Some((t, rank, pid)) = cgroup_oom(job, nodes, now) {
+        let node = &job.ranks[&rank].node;
+        out.push(crash(
+            job,
+            t,
+            format!("the kernel's cgroup OOM killer killed rank {rank} (pid {pid}) of {jid} on {node}: the job hit its own memory limit"),
+            pid as f64,
+        ));
         return;
     }
     let present: Vec<_> = job.ranks.iter().filter(|(_, r)| r.gone_ms.is_none()).collect();
@@ -100,20 +163,36 @@ pub fn check(job: &JobState, nodes: &BTreeMap<String, NodeState>, now: i64, out:
     if (all_exited || early_crash) && !nonzero.is_empty() {
         let onset = nonzero.iter().filter_map(|(_, r)| r.exited_ms).min().unwrap_or(now);
         let codes: std::collections::BTreeSet<i32> = nonzero.iter().filter_map(|(_, r)| r.exit_code).collect();
-        out.push(
-            Symptom::new(
-                jid.clone(),
-                K::JobCrashed,
-                onset,
-                format!("{} of {} ranks of {jid} exited non-zero (codes {codes:?})", nonzero.len(), job.ranks.len()),
-            )
-            .class(FaultClass::JobCrash)
-            .critical()
-            .value(nonzero.len() as f64),
-        );
+        out.push(crash(
+            job,
+            onset,
+            format!("{} of {} ranks of {jid} exited non-zero (codes {codes:?})", nonzero.len(), job.ranks.len()),
+            nonzero.len() as f64,
+        ));
         return;
     }
     if present.is_empty() {
+        return;
+    }
+    // A rank that vanished while its peers went on: the job crashed (hardware under it, if any, is
+    // the localizer's to find).
+    let vanished: Vec<(&u32, &RankState)> = job.ranks.iter().filter(|(_, r)| vanished_early(job, r)).collect();
+    if let Some(onset) = vanished.iter().filter_map(|(_, r)| r.gone_ms).min() {
+        for (rank, r) in &vanished {
+            out.push(Symptom::new(
+                ComponentId::rank(&job.id, **rank),
+                K::RankExited,
+                r.gone_ms.unwrap_or(now),
+                format!("rank {rank} of {jid} on {} vanished (no exit code) while its peers went on", r.node),
+            ));
+        }
+        let names: Vec<String> = vanished.iter().map(|(k, r)| format!("rank {k} on {}", r.node)).collect();
+        out.push(crash(
+            job,
+            onset,
+            format!("{} of {jid} vanished while its other ranks kept running", names.join(", ")),
+            vanished.len() as f64,
+        ));
         return;
     }
     for (rank, r) in &nonzero {
@@ -134,7 +213,11 @@ pub fn check(job: &JobState, nodes: &BTreeMap<String, NodeState>, now: i64, out:
     let with_progress: Vec<_> = alive.iter().filter(|r| r.last_progress_ms.is_some()).collect();
     let stalled = |r: &&&crate::state::RankState| {
         let lp = r.last_progress_ms.unwrap_or(now);
-        let limit = if r.status == ProgressStatus::Checkpointing { CHECKPOINT_MAX_MS } else { thr };
+        // A checkpoint or an evaluation pauses steps for minutes; so do writes under way.
+        let pausing = matches!(r.status, ProgressStatus::Checkpointing | ProgressStatus::Evaluating)
+            || r.io.active_at.is_some_and(|t| t > lp)
+            || nodes.get(&r.node).and_then(|n| n.disk_writes.active_at).is_some_and(|t| t > lp);
+        let limit = if pausing { CHECKPOINT_MAX_MS } else { thr };
         now - lp >= limit
     };
     if !with_progress.is_empty() && with_progress.iter().all(stalled) {
@@ -159,6 +242,11 @@ pub fn check(job: &JobState, nodes: &BTreeMap<String, NodeState>, now: i64, out:
             .critical()
             .value(if confirmed { 1.0 } else { 0.0 }),
         );
+        return;
+    }
+    // Hangs of jobs that report no progress (or whose progress stopped too): the counters.
+    if let Some(s) = super::hang::check(job, nodes, rules, now) {
+        out.push(s);
         return;
     }
     // Stragglers: compute time against the job's other ranks.
@@ -196,79 +284,7 @@ pub fn check(job: &JobState, nodes: &BTreeMap<String, NodeState>, now: i64, out:
             }
         }
     }
-    // Non-finite loss on a minority of ranks, or a gradient norm unlike the others'.
-    let nonfinite: Vec<_> = job.ranks.iter().filter(|(_, r)| r.alive() && r.nonfinite_since.is_some()).collect();
-    if !nonfinite.is_empty() && nonfinite.len() * 2 < alive.len().max(1) {
-        for (rank, r) in nonfinite {
-            out.push(
-                Symptom::new(
-                    ComponentId::rank(&job.id, *rank),
-                    K::NonFinite,
-                    r.nonfinite_since.unwrap_or(now),
-                    format!("rank {rank} of {jid} on {} reported a non-finite loss while its peers did not", r.node),
-                )
-                .class(FaultClass::GpuSdc)
-                .critical(),
-            );
-        }
-    }
-    let grads: Vec<(u32, f64)> = job
-        .ranks
-        .iter()
-        .filter(|(_, r)| r.alive())
-        .filter_map(|(k, r)| last_n_median(&r.grad_norms, SOFT_SAMPLES).map(|g| (*k, g)))
-        .collect();
-    let latest: Vec<(u32, f64)> = job
-        .ranks
-        .iter()
-        .filter(|(_, r)| r.alive())
-        .filter_map(|(k, r)| r.grad_norms.back().map(|g| (*k, *g)))
-        .collect();
-    let mut fast: std::collections::BTreeSet<u32> = Default::default();
-    if latest.len() >= MIN_PEERS {
-        let mut v: Vec<f64> = latest.iter().map(|x| x.1).collect();
-        if let Some(m) = median(&mut v) {
-            let off: Vec<_> = latest.iter().filter(|(_, g)| (g - m).abs() > GRAD_FAST_REL * m.abs()).collect();
-            if off.len() * 2 < latest.len() {
-                fast.extend(off.iter().map(|x| x.0));
-            }
-        }
-    }
-    if grads.len() >= MIN_PEERS {
-        let vals: Vec<f64> = grads.iter().map(|x| x.1).collect();
-        if let Some((m, mad)) = median_mad(&vals) {
-            let off: Vec<_> =
-                grads.iter().filter(|(_, g)| (g - m).abs() > (GRAD_REL * m.abs()).max(6.0 * MAD_SCALE * mad)).collect();
-            if off.len() * 2 < grads.len() {
-                fast.retain(|r| !off.iter().any(|x| x.0 == *r));
-                for (rank, g) in off {
-                    out.push(
-                        Symptom::new(
-                            ComponentId::rank(&job.id, *rank),
-                            K::GradMismatch,
-                            now,
-                            format!(
-                                "rank {rank} of {jid} reports gradient norm {g:.4} while its peers agree on {m:.4}"
-                            ),
-                        )
-                        .class(FaultClass::GpuSdc),
-                    );
-                }
-            }
-        }
-    }
-    for rank in fast {
-        let g = job.ranks[&rank].grad_norms.back().copied().unwrap_or(0.0);
-        out.push(
-            Symptom::new(
-                ComponentId::rank(&job.id, rank),
-                K::GradMismatch,
-                now,
-                format!("rank {rank} of {jid} reports gradient norm {g:.4}, far from its peers'"),
-            )
-            .class(FaultClass::GpuSdc),
-        );
-    }
+    super::sdc::check(job, now, out);
     // Step time above the job's own baseline.
     if let (Some(s), Some(b)) = (current_step_ms(job), job.baseline_step_ms) {
         if job.baseline_samples >= 3 && s > b * (1.0 + JOB_SLOW_REL) {
@@ -305,6 +321,9 @@ mod tests {
             step_times: [step_ms, step_ms, step_ms].into(),
             compute: [compute, compute, compute].into(),
             grad_norms: [1.0, 1.0, 1.0].into(),
+            grads: [(98, 1.0), (99, 1.0), (100, 1.0)].into(),
+            reports_loss: true,
+            interval_ms: 10_000,
             ..Default::default()
         }
     }
@@ -330,7 +349,7 @@ mod tests {
 
     fn check_case(name: &str, j: JobState, want: &[(K, f64)]) {
         let mut out = Vec::new();
-        check(&j, &nodes(NOW - 500), NOW, &mut out);
+        check(&j, &nodes(NOW - 500), &HangRules::default(), NOW, &mut out);
         let got: Vec<(K, f64)> =
             out.iter().map(|s| (s.kind, if s.kind == K::JobStalled { s.value } else { 0.0 })).collect();
         assert_eq!(got, want, "case {name}: {out:?}");
@@ -389,10 +408,10 @@ mod tests {
         }
         check_case("every rank nan is the job diverging, not a GPU", job(r), &[]);
         let mut r = healthy(8);
-        r[6].grad_norms = [1.07, 1.08, 1.09].into();
-        check_case("grad norm mismatch held over samples", job(r), &[(K::GradMismatch, 0.0)]);
+        r[6].grads = [(98, 1.07), (99, 1.08), (100, 1.09)].into();
+        check_case("grad norm mismatch held over steps", job(r), &[(K::GradMismatch, 0.0)]);
         let mut r = healthy(8);
-        r[6].grad_norms = [1.0, 1.0, 60.0].into();
+        r[6].grads = [(98, 1.0), (99, 1.0), (100, 60.0)].into();
         check_case("one grad norm far off", job(r), &[(K::GradMismatch, 0.0)]);
         let mut r = healthy(8);
         for x in &mut r[..4] {
@@ -426,13 +445,93 @@ mod tests {
     }
 
     #[test]
+    fn how_a_job_ended() {
+        use faultline_proto::SchedState;
+        let ended = |st: SchedState, code: Option<i32>| {
+            let mut r = healthy(8);
+            for x in &mut r {
+                x.gone_ms = Some(NOW - 1000);
+            }
+            JobState { sched_state: Some(st), sched_exit_code: code, sched_ended_ms: Some(NOW - 1000), ..job(r) }
+        };
+        check_case("scheduler: failed with exit 1", ended(SchedState::Failed, Some(1)), &[(K::JobCrashed, 0.0)]);
+        let mut out = Vec::new();
+        check(&ended(SchedState::Failed, Some(1)), &nodes(NOW), &HangRules::default(), NOW, &mut out);
+        assert!(out[0].detail.contains("exit code 1"), "{}", out[0].detail);
+        check_case("scheduler: completed", ended(SchedState::Completed, Some(0)), &[]);
+        check_case("scheduler: cancelled", ended(SchedState::Cancelled, None), &[]);
+        check_case("scheduler: node failure", ended(SchedState::NodeFail, None), &[(K::JobCrashed, 0.0)]);
+        // The scheduler says failed, but the job hung first: the watchdog ended the hang.
+        let hung = JobState { hung_since: Some(NOW - 700_000), ..ended(SchedState::Failed, Some(134)) };
+        check_case("watchdog end of a hang", hung, &[(K::JobStalled, 1.0)]);
+
+        // No scheduler: every rank gone within one interval is a job that ended.
+        let mut r = healthy(8);
+        for (i, x) in r.iter_mut().enumerate() {
+            x.gone_ms = Some(NOW - 9000 + i as i64 * 1000);
+            x.seen_ms = NOW - 10_000;
+        }
+        check_case("all ranks vanished within an interval", job(r), &[]);
+        // One rank vanished, its peers seen running more than an interval later: a crash.
+        let mut r = healthy(8);
+        r[3].gone_ms = Some(NOW - 25_000);
+        r[3].seen_ms = NOW - 35_000;
+        check_case("a rank vanished while its peers went on", job(r), &[(K::RankExited, 0.0), (K::JobCrashed, 0.0)]);
+        // …or vanished just now: the others may be leaving too.
+        let mut r = healthy(8);
+        r[3].gone_ms = Some(NOW - 1500);
+        check_case("a rank vanished a moment ago", job(r), &[]);
+    }
+
+    #[test]
+    fn a_cgroup_oom_kill_is_the_jobs_own_limit() {
+        let mut ns = nodes(NOW - 500);
+        ns.get_mut("a").unwrap().cgroup_ooms.push_back((NOW - 2000, 1002));
+        let mut r = healthy(8);
+        for (i, x) in r.iter_mut().enumerate() {
+            x.pid = Some(1000 + i as u32);
+        }
+        let mut out = Vec::new();
+        check(&job(r.clone()), &ns, &HangRules::default(), NOW, &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!((out[0].kind, out[0].component.to_string()), (K::JobCrashed, "job:j".to_string()));
+        // Another process's cgroup OOM on the node is none of this job's business.
+        for x in &mut r {
+            x.pid = Some(5000);
+        }
+        let mut out = Vec::new();
+        check(&job(r), &ns, &HangRules::default(), NOW, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn evaluation_and_checkpoint_writes_are_pauses() {
+        let mut r = healthy(8);
+        for x in &mut r {
+            x.last_progress_ms = Some(NOW - 60_000);
+            x.status = ProgressStatus::Evaluating;
+        }
+        check_case("evaluating", job(r.clone()), &[]);
+        for x in &mut r {
+            x.status = ProgressStatus::Running;
+            x.io.update(NOW - 50_000, 0, crate::state::WRITE_FLOOR_BYTES_PER_S);
+            x.io.update(NOW - 40_000, 4 << 30, crate::state::WRITE_FLOOR_BYTES_PER_S);
+        }
+        check_case("writing a checkpoint", job(r.clone()), &[]);
+        for x in &mut r {
+            x.io = Default::default();
+        }
+        check_case("stalled, not writing", job(r), &[(K::JobStalled, 1.0)]);
+    }
+
+    #[test]
     fn stall_is_unconfirmed_when_a_node_is_silent() {
         let mut r = healthy(8);
         for x in &mut r {
             x.last_progress_ms = Some(NOW - 40_000);
         }
         let mut out = Vec::new();
-        check(&job(r), &nodes(NOW - 35_000), NOW, &mut out);
+        check(&job(r), &nodes(NOW - 35_000), &HangRules::default(), NOW, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].value, 0.0);
     }

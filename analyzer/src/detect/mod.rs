@@ -3,9 +3,11 @@
 //! (`SOFT_SAMPLES`) and is judged against peers.
 
 pub mod gpu;
+pub mod hang;
 pub mod host;
 pub mod job;
 pub mod nic;
+pub mod sdc;
 
 use faultline_proto::{ComponentId, FaultClass, Severity};
 
@@ -60,6 +62,12 @@ pub enum SymptomKind {
     Straggler,
     NonFinite,
     GradMismatch,
+    // supporting evidence from signals that never open an incident alone
+    CounterSaturated,
+    NicDriver,
+    PcieAer,
+    HungTask,
+    SdcSuspect,
 }
 
 impl SymptomKind {
@@ -100,6 +108,11 @@ impl SymptomKind {
             Straggler => "straggler",
             NonFinite => "nonfinite_loss",
             GradMismatch => "grad_norm_mismatch",
+            CounterSaturated => "counter_saturated",
+            NicDriver => "nic_driver_errors",
+            PcieAer => "pcie_aer",
+            HungTask => "hung_task",
+            SdcSuspect => "sdc_suspect",
         }
     }
 
@@ -110,10 +123,31 @@ impl SymptomKind {
         matches!(self, JobStalled | JobCrashed | JobSlow | RankExited)
     }
 
+    /// Notes: what a signal says about a component that no fault needs (a saturated counter, driver
+    /// lines, AER, a hung task, a node-level SDC question). Shown on the component and as evidence,
+    /// but they neither open an incident nor keep one open: a healthy port can sit at a saturated
+    /// counter for months.
+    pub fn is_note(self) -> bool {
+        use SymptomKind::*;
+        matches!(self, CounterSaturated | NicDriver | PcieAer | HungTask | SdcSuspect)
+    }
+
     /// Supporting evidence: strengthens a hypothesis, never opens one alone.
     pub fn is_supporting(self) -> bool {
         use SymptomKind::*;
-        matches!(self, XidAppRepeated | RowRemapPending | ClockLow | MemoryPressure | NicCongested)
+        matches!(
+            self,
+            XidAppRepeated
+                | RowRemapPending
+                | ClockLow
+                | MemoryPressure
+                | NicCongested
+                | CounterSaturated
+                | NicDriver
+                | PcieAer
+                | HungTask
+                | SdcSuspect
+        )
     }
 }
 

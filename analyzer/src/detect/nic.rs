@@ -2,6 +2,11 @@
 //! (symbol errors, receive errors, link integrity), link trained below its rating or its peers, and
 //! congestion (transmit wait, ECN/CNP, retransmits) against the port's own recent baseline.
 //! Leaf-level judgement (how many NICs of one leaf suffer) is the localizer's.
+//!
+//! Only fabric NICs that were seen up at least once are judged: a management NIC, `docker0`, `veth*`,
+//! `ifb*` or a port down since boot says nothing about training traffic. A counter stuck at its
+//! maximum gives no deltas (unknown: never a burst, never proof of health); the component view notes
+//! it (`Analyzer::component`), without a symptom that would keep the node under watch forever.
 
 use faultline_proto::{ComponentId, FaultClass};
 
@@ -33,21 +38,29 @@ pub const CONGESTION_FLOOR: f64 = 50.0;
 pub const BUSY_RECENT_MS: i64 = 35_000;
 /// Baseline deltas needed before congestion is judged.
 pub const BASELINE_MIN: usize = 3;
-/// A link rate below this fraction of its rating or of the node's best peer is degraded
-/// (400 → 200 Gb/s is 0.5; ordinary readings are exact).
+/// A link rate below this fraction of the rate it should train at is degraded (400 → 200 Gb/s is
+/// 0.5; ordinary readings are exact).
 pub const SPEED_LOW_FRACTION: f64 = 0.8;
 /// Rate samples in a row that must be low.
 pub const SPEED_SAMPLES: usize = 2;
 
-/// What the node's other NICs look like.
+/// Driver-level kernel lines (mlx5 health, command timeouts, NETDEV WATCHDOG, IB completion errors)
+/// on one port within this window are noted as supporting evidence.
+pub const DRIVER_EVENT_HOLD_MS: i64 = super::EVENT_HOLD_MS;
+
+/// What the NIC is judged against.
 #[derive(Debug, Clone, Default)]
 pub struct NicPeers {
-    /// Highest current rate among the node's other NICs of the same link layer, Gb/s.
-    pub best_rate: Option<f64>,
+    /// The rate it should train at, Gb/s: the topology file's or the config's, else the fleet's
+    /// majority among fabric NICs. `None`: nothing to judge speed against.
+    pub expected_rate: Option<f64>,
 }
 
 /// Check one NIC. Pure: reads `n`, appends to `out`.
 pub fn check(host: &str, name: &str, n: &NicState, peers: &NicPeers, now: i64, out: &mut Vec<Symptom>) {
+    if !n.fabric || !n.ever_up {
+        return;
+    }
     let id = ComponentId::nic(host, name);
     let downs = n.downs.iter().filter(|t| **t > now - FLAP_WINDOW_MS).count();
     let downed_deltas = n.counter("link_downed").map(|c| c.increases_since(now - FLAP_WINDOW_MS)).unwrap_or(0);
@@ -120,12 +133,7 @@ pub fn check(host: &str, name: &str, n: &NicState, peers: &NicPeers, now: i64, o
     }
     // Trained below rating or below its peers.
     if n.down_since.is_none() && n.rates.len() >= SPEED_SAMPLES {
-        let max = n.max_rate_gbps;
-        let reference = match (max, peers.best_rate) {
-            (Some(m), Some(p)) => Some(m.max(p)),
-            (a, b) => a.or(b),
-        };
-        if let Some(r) = reference.filter(|r| *r > 0.0) {
+        if let Some(r) = peers.expected_rate.filter(|r| *r > 0.0) {
             let recent: Vec<f64> = n.rates.iter().rev().take(SPEED_SAMPLES).map(|x| x.1).collect();
             if recent.iter().all(|x| *x < SPEED_LOW_FRACTION * r) {
                 let onset = n.rates.iter().rev().nth(SPEED_SAMPLES - 1).map(|x| x.0).unwrap_or(now);
@@ -134,16 +142,25 @@ pub fn check(host: &str, name: &str, n: &NicState, peers: &NicPeers, now: i64, o
                         id.clone(),
                         K::NicSpeedLow,
                         onset,
-                        format!(
-                            "{id} link runs at {:.0} Gb/s, below the {r:.0} Gb/s it or its peers run at",
-                            recent[0]
-                        ),
+                        format!("{id} link runs at {:.0} Gb/s, below the {r:.0} Gb/s it should train at", recent[0]),
                     )
                     .class(FaultClass::NicSpeedDegraded)
                     .value(recent[0]),
                 );
             }
         }
+    }
+    let recent: Vec<&(i64, faultline_proto::EventClass)> =
+        n.driver_events.iter().filter(|(t, _)| *t > now - DRIVER_EVENT_HOLD_MS).collect();
+    if let Some((t, _)) = recent.first() {
+        let mut classes: Vec<&str> = recent.iter().map(|(_, c)| c.as_str()).collect();
+        classes.dedup();
+        out.push(Symptom::new(
+            id.clone(),
+            K::NicDriver,
+            *t,
+            format!("{id} driver trouble in the kernel log: {} ({} lines)", classes.join(", "), recent.len()),
+        ));
     }
     // Congestion against its own baseline, per byte sent: evidence for a leaf-level verdict.
     if let Some((what, recent, base)) = congested(&n.congestion, now) {
@@ -194,8 +211,12 @@ mod tests {
 
     const NOW: i64 = 1_000_000;
 
+    fn up() -> NicState {
+        NicState { fabric: true, ever_up: true, ..Default::default() }
+    }
+
     fn with_counter(name: &'static str, values: &[u64]) -> NicState {
-        let mut n = NicState::default();
+        let mut n = up();
         let c = n.counters.entry(name).or_default();
         for (i, v) in values.iter().enumerate() {
             c.update(NOW - (values.len() - i) as i64 * 10_000, *v);
@@ -213,16 +234,16 @@ mod tests {
     #[test]
     fn nic_detector_table() {
         use FaultClass::*;
-        check_case("healthy", NicState::default(), NicPeers::default(), &[]);
+        check_case("healthy", up(), NicPeers::default(), &[]);
         check_case(
             "down",
-            NicState { down_since: Some(NOW - 1000), downs: [NOW - 1000].into(), ..Default::default() },
+            NicState { down_since: Some(NOW - 1000), downs: [NOW - 1000].into(), ..up() },
             NicPeers::default(),
             &[(K::NicDown, Some(NicDown))],
         );
         check_case(
             "down twice in 5 min is a flap",
-            NicState { down_since: Some(NOW - 1000), downs: [NOW - 60_000, NOW - 1000].into(), ..Default::default() },
+            NicState { down_since: Some(NOW - 1000), downs: [NOW - 60_000, NOW - 1000].into(), ..up() },
             NicPeers::default(),
             &[(K::NicDown, Some(NicFlap))],
         );
@@ -251,20 +272,20 @@ mod tests {
             NicPeers::default(),
             &[],
         );
-        let mut slow = NicState::default();
+        let mut slow = up();
         slow.rates = [(NOW - 20_000, 200.0), (NOW - 10_000, 200.0)].into();
         slow.max_rate_gbps = Some(400.0);
-        check_case("rate below rating", slow, NicPeers::default(), &[(K::NicSpeedLow, Some(NicSpeedDegraded))]);
-        let mut peer = NicState::default();
-        peer.rates = [(NOW - 20_000, 200.0), (NOW - 10_000, 200.0)].into();
+        check_case("a rating sysfs never gives is not needed nor used", slow.clone(), NicPeers::default(), &[]);
         check_case(
-            "rate below peers",
-            peer.clone(),
-            NicPeers { best_rate: Some(400.0) },
+            "rate below the expected rate",
+            slow.clone(),
+            NicPeers { expected_rate: Some(400.0) },
             &[(K::NicSpeedLow, Some(NicSpeedDegraded))],
         );
-        check_case("rate like peers", peer, NicPeers { best_rate: Some(200.0) }, &[]);
+        check_case("rate as expected", slow, NicPeers { expected_rate: Some(200.0) }, &[]);
         let busy = |wait: &[f64], marks: &[u64]| NicState {
+            fabric: true,
+            ever_up: true,
             congestion: wait
                 .iter()
                 .zip(marks)
@@ -301,5 +322,55 @@ mod tests {
             p.ts -= 60_000;
         }
         check_case("a port idle now is not judged", idle, NicPeers::default(), &[]);
+    }
+
+    #[test]
+    fn only_fabric_ports_seen_up_are_judged() {
+        let down = || NicState { down_since: Some(NOW - 1000), downs: [NOW - 1000].into(), ..up() };
+        check_case("fabric, was up", down(), NicPeers::default(), &[(K::NicDown, Some(FaultClass::NicDown))]);
+        check_case("management or virtual NIC", NicState { fabric: false, ..down() }, NicPeers::default(), &[]);
+        check_case("never seen up", NicState { ever_up: false, ..down() }, NicPeers::default(), &[]);
+    }
+
+    /// The state a series of samples leaves, through the real ingest path.
+    fn ingest(samples: &[faultline_proto::NicSample]) -> NicState {
+        let mut st = crate::state::State::default();
+        for (i, n) in samples.iter().enumerate() {
+            let mut r = faultline_proto::NodeReport::empty("h");
+            r.seq = i as u64 + 1;
+            r.timestamp_ms = NOW - (samples.len() - i) as i64 * 10_000;
+            r.nics = vec![n.clone()];
+            st.apply(&r, r.timestamp_ms);
+        }
+        st.nodes["h"].nics["mlx5_0"].clone()
+    }
+
+    fn sample(operstate: &str, symbol_error: u64) -> faultline_proto::NicSample {
+        faultline_proto::NicSample {
+            name: "mlx5_0".into(),
+            operstate: Some(operstate.into()),
+            counters: [("symbol_error".to_string(), symbol_error)].into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_port_down_since_boot_is_silence_and_a_saturated_counter_is_unknown() {
+        let never = ingest(&[sample("down", 0), sample("down", 0), sample("down", 0)]);
+        assert!(!never.ever_up && never.down_since.is_none());
+        check_case("down since boot", never, NicPeers::default(), &[]);
+        let fell = ingest(&[sample("up", 0), sample("down", 0)]);
+        check_case("up, then down", fell, NicPeers::default(), &[(K::NicDown, Some(FaultClass::NicDown))]);
+        // symbol_error is 16 bits: at 65535 it stops; from there on no delta is a burst or health.
+        let stuck = ingest(&[sample("up", 65_000), sample("up", 65_535), sample("up", 65_535), sample("up", 65_535)]);
+        assert!(stuck.counter("symbol_error").unwrap().saturated);
+        assert_eq!(stuck.saturated, ["symbol_error"]);
+        check_case("saturated: no burst, noted on the component view", stuck, NicPeers::default(), &[]);
+        // The agent's own flag says the same.
+        let mut flagged = sample("up", 10);
+        flagged.saturated = vec!["symbol_error".into()];
+        let st = ingest(&[sample("up", 5), flagged.clone(), flagged]);
+        assert!(st.counter("symbol_error").unwrap().deltas.is_empty());
+        assert_eq!(st.saturated, ["symbol_error"]);
     }
 }

@@ -601,6 +601,7 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
                 crc_errors: Some(c[0]),
                 replay_errors: Some(c[1]),
                 recovery_errors: Some(c[2]),
+                ..Default::default()
             })
             .collect();
         // Violation time grows while a reason holds (the whole window: faults hold it throughout);
