@@ -59,6 +59,11 @@ struct NodeLabels {
     node: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 struct ClassLabels {
     class: String,
@@ -324,6 +329,10 @@ impl Metrics {
         );
         let outbox_depth = Family::<ReceiverLabels, Gauge>::default();
         registry.register("outbox_depth", "Notifications waiting in the outbox, per receiver", outbox_depth.clone());
+        // The same version `faultline-analyzer --version` prints (tests/tests/packages.rs checks both).
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        registry.register("build_info", "1, labelled with the analyzer's version", build_info.clone());
+        build_info.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
         for r in [IngestResult::Accepted, IngestResult::Invalid, IngestResult::Malformed] {
             let _ = ingest_reports.get_or_create_owned(&ResultLabels { result: r.as_str().into() });
         }

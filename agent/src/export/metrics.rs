@@ -278,6 +278,9 @@ fn agent_families<'a>(r: Option<&'a NodeReport>, s: &AgentStats) -> Vec<Family<'
     let g = AgentStats::get;
     let mut info = Family::gauge("faultline_agent_info", "The agent's version.");
     info.u(vec![("version", env!("CARGO_PKG_VERSION"))], Some(1));
+    // The same name and label as the analyzer's, so one query finds every faultline binary's version.
+    let mut build = Family::gauge("faultline_build_info", "1, labelled with the agent's version.");
+    build.u(vec![("version", env!("CARGO_PKG_VERSION"))], Some(1));
     let mut reports = Family::counter("faultline_agent_reports", "Reports built by the agent.");
     reports.u(vec![], Some(g(&s.reports)));
     let mut pushed = Family::counter("faultline_agent_pushed_reports", "Reports the analyzer accepted.");
@@ -306,7 +309,7 @@ fn agent_families<'a>(r: Option<&'a NodeReport>, s: &AgentStats) -> Vec<Family<'
     }
     let mut dur = Family::gauge("faultline_agent_collect_duration_seconds", "How long the last collection cycle took.");
     dur.f(vec![], r.map(|_| g(&s.collect_duration_us) as f64 / 1e6));
-    vec![info, reports, pushed, errors, refused, spool, spool_b, dropped, dropped_ev, coll, dur]
+    vec![info, build, reports, pushed, errors, refused, spool, spool_b, dropped, dropped_ev, coll, dur]
 }
 
 /// Encode a registry in the format the `Accept` header asks for: OpenMetrics when it names
