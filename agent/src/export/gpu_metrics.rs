@@ -347,7 +347,7 @@ fn encode_report(report: &NodeReport, side: &Side, enc: &mut DescriptorEncoder) 
         g.pcie.as_ref().and_then(|p| p.max_generation).map(f64::from)
     })?;
     per_gpu(enc, "faultline_gpu_power_limit_watts", "Enforced power limit, watts.", g_, &ok, |g| g.power_limit_w)?;
-    per_gpu(enc, "faultline_gpu_sm_clock_max_mhz", "Highest SM clock the GPU can run, MHz.", g_, &ok, |g| {
+    per_gpu(enc, "faultline_gpu_sm_clock_max_hertz", "Highest SM clock the GPU can run, hertz.", g_, &ok, |g| {
         g.sm_clock_max_mhz.map(f64::from)
     })?;
     family(
