@@ -459,7 +459,8 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
         let app = axum::Router::new()
             .route("/metrics", axum::routing::get(metrics_handler))
             .route("/healthz", axum::routing::get(healthz_handler))
-            .with_state(http);
+            .with_state(http)
+            .layer(tower_http::compression::CompressionLayer::new());
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "metrics server stopped");
