@@ -10,6 +10,7 @@ pub mod detect;
 pub mod engine;
 pub mod incident;
 pub mod localize;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod otel;
