@@ -3,8 +3,9 @@
 //! - `versions_agree`: `faultline-agent --version`, `faultline-analyzer --version`, `faultline
 //!   --version`, the workspace version and `faultline_build_info{version=...}` on both `/metrics`
 //!   endpoints are the same string (runs anywhere).
-//! - `debs_install_run_and_purge`: `cargo deb` builds the three packages from the binaries this test
-//!   run built (`--no-build --profile dev`), `dpkg -i` installs them on this machine, the installed
+//! - `debs_install_run_and_purge`: `scripts/package-debs.sh` (`cargo deb`) builds the three packages
+//!   from the binaries this test run built (`PROFILE=dev NO_BUILD=1`), with the CLI's completions and
+//!   man page, `dpkg -i` installs them on this machine, the installed
 //!   binaries run (`faultline-agent --once --no-gpu`, the analyzer on loopback, `faultline status`
 //!   against it), the maintainer scripts made the users and directories, and `dpkg --purge` leaves
 //!   none of the packaged files behind. Needs root, dpkg and cargo-deb: under CI (`CI=true`) a missing
@@ -159,17 +160,21 @@ fn debs_install_run_and_purge() {
     for p in ["faultline-agent", "faultline-analyzer", "faultline"] {
         bin(p);
     }
+    // scripts/package-debs.sh, as a release is packaged, on this run's binaries.
     let out = tempfile::tempdir().unwrap();
-    let mut debs = Vec::new();
-    for p in PACKAGES {
-        let o = run(Command::new("cargo")
-            .current_dir(repo())
-            .args(["deb", "--no-build", "--no-strip", "--fast", "--profile", "dev", "-p", p, "-o"])
-            .arg(out.path()));
-        let path = String::from_utf8_lossy(&o.stdout).lines().last().unwrap_or_default().trim().to_string();
-        assert!(path.ends_with(".deb") && Path::new(&path).is_file(), "cargo deb -p {p} printed {path:?}");
-        debs.push(PathBuf::from(path));
-    }
+    run(Command::new("bash")
+        .arg(repo().join("scripts/package-debs.sh"))
+        .env("PROFILE", "dev")
+        .env("NO_BUILD", "1")
+        .env("FAST", "1")
+        .env("OUT", out.path()));
+    let mut debs: Vec<PathBuf> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "deb"))
+        .collect();
+    debs.sort();
+    assert_eq!(debs.len(), 3, "{debs:?}");
     let _purge = Purge;
     run(Command::new("dpkg").arg("-i").args(&debs));
 
@@ -183,6 +188,8 @@ fn debs_install_run_and_purge() {
         "/etc/faultline/agent.toml",
         "/etc/faultline/analyzer.toml",
         "/etc/faultline/topology.toml",
+        "/usr/share/bash-completion/completions/faultline",
+        "/usr/share/man/man1/faultline.1.gz",
     ] {
         assert!(Path::new(f).is_file(), "{f} is not installed");
     }
