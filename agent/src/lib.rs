@@ -4,7 +4,7 @@
 pub mod classify;
 pub mod collect;
 pub mod events;
-pub mod logging;
 pub mod export;
+pub mod logging;
 pub mod progress;
 pub mod xid;

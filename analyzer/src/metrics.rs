@@ -465,9 +465,12 @@ impl Metrics {
         let mut out = String::new();
         if openmetrics {
             text::encode(&mut out, &self.registry)?;
+            faultline_proto::process::append_to(&mut out, true);
             Ok((out, OPENMETRICS_CONTENT_TYPE))
         } else {
             prometheus_text::encode(&mut out, &self.registry)?;
+            // process_* as every Prometheus client library exports them (no `faultline` prefix).
+            faultline_proto::process::append_to(&mut out, false);
             Ok((out, prometheus_text::CONTENT_TYPE))
         }
     }

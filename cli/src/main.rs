@@ -11,8 +11,8 @@ mod config;
 mod demo;
 mod demo_live;
 mod render;
-mod sim_cmd;
 mod shell;
+mod sim_cmd;
 mod sim_score;
 
 #[derive(Debug, Parser)]

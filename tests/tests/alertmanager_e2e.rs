@@ -45,10 +45,14 @@ fn post_symptom(am_url: &str, node: &str) {
 /// Alertmanager's state of the symptom alert of `node`: `active` or `suppressed`, and what inhibits it.
 fn symptom_state(am_url: &str, node: &str) -> Option<(String, Vec<Value>)> {
     let all: Value = http().get(format!("{am_url}/api/v2/alerts")).send().ok()?.json().ok()?;
-    let a = all.as_array()?.iter().find(|a| {
-        a["labels"]["alertname"] == "FaultlineGpuThermalThrottle" && a["labels"]["node"] == node
-    })?;
-    Some((a["status"]["state"].as_str()?.to_string(), a["status"]["inhibitedBy"].as_array().cloned().unwrap_or_default()))
+    let a = all
+        .as_array()?
+        .iter()
+        .find(|a| a["labels"]["alertname"] == "FaultlineGpuThermalThrottle" && a["labels"]["node"] == node)?;
+    Some((
+        a["status"]["state"].as_str()?.to_string(),
+        a["status"]["inhibitedBy"].as_array().cloned().unwrap_or_default(),
+    ))
 }
 
 /// The alerts of every notification Alertmanager sent for `incident` with `status`.
@@ -70,8 +74,8 @@ fn an_incident_reaches_alertmanager_and_resolves_through_it() {
 
     // Alertmanager: the repository's example configuration, its receivers pointed at the test's
     // webhook and its waits shortened so that the test does not wait minutes for a group.
-    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../alerts/alertmanager.example.yml"))
-        .unwrap();
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../alerts/alertmanager.example.yml")).unwrap();
     let config = example
         .replace("http://127.0.0.1:9095", &hook.url)
         .replace("http://127.0.0.1:9096", &hook.url)
@@ -150,7 +154,11 @@ fn an_incident_reaches_alertmanager_and_resolves_through_it() {
     assert_eq!(labels["cluster"], "e2e", "{firing}");
     // Exactly the identity labels of the scheme: nothing that changes during the incident.
     let names: Vec<&str> = labels.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(names, ["alertname", "class", "cluster", "component", "gpu", "incident", "node", "severity"], "{firing}");
+    assert_eq!(
+        names,
+        ["alertname", "class", "cluster", "component", "gpu", "incident", "node", "severity"],
+        "{firing}"
+    );
     let ann = &firing["annotations"];
     assert!(ann["jobs"].as_str().is_some_and(|j| j.contains(JOB)), "{firing}");
     assert_eq!(ann["action"], inc["action"], "{firing}");
@@ -169,7 +177,11 @@ fn an_incident_reaches_alertmanager_and_resolves_through_it() {
         symptom_state(&am_url, NODE).filter(|(state, by)| state == "suppressed" && !by.is_empty())
     });
     assert_eq!(by.len(), 1, "{by:?}");
-    assert_eq!(symptom_state(&am_url, other).map(|s| s.0).as_deref(), Some("active"), "another node's symptom is inhibited");
+    assert_eq!(
+        symptom_state(&am_url, other).map(|s| s.0).as_deref(),
+        Some("active"),
+        "another node's symptom is inhibited"
+    );
 
     // The GPU comes back: healthy reports until the incident resolves.
     let resolved = wait_for(Duration::from_secs(120), "the incident to resolve", || {

@@ -64,6 +64,13 @@ fn promtool_accepts_both_endpoints() {
         t.contains("faultline_component_healthy{").then_some(t)
     })
     .expect("the analyzer's /metrics never had component series");
+    for (who, text) in [("agent", &agent_text), ("analyzer", &analyzer_text)] {
+        for family in
+            ["process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds", "faultline_build_info"]
+        {
+            assert!(text.lines().any(|l| l.starts_with(family)), "the {who}'s /metrics has no {family}");
+        }
+    }
     let a = promtool_check(&promtool, &agent_text);
     let b = promtool_check(&promtool, &analyzer_text);
     assert!(b.is_empty(), "promtool check metrics on the analyzer:\n{b}");

@@ -263,8 +263,8 @@ fn nic_families(r: &NodeReport) -> Vec<Family<'_>> {
         }
     }
     vec![
-        info, up, carrier, changes, speed, mtu, rx, tx, rxp, txp, downed, symbol, rcv_err, xmit_wait, raw_bytes, raw, saturated,
-        fabric,
+        info, up, carrier, changes, speed, mtu, rx, tx, rxp, txp, downed, symbol, rcv_err, xmit_wait, raw_bytes, raw,
+        saturated, fabric,
     ]
 }
 
@@ -328,11 +328,16 @@ pub fn render(registry: &Registry, accept: Option<&str>) -> (&'static str, Strin
     let mut body = String::with_capacity(16 * 1024);
     if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
         match prometheus_client::encoding::text::encode(&mut body, registry) {
-            Ok(()) => (OPENMETRICS_CONTENT_TYPE, body),
+            Ok(()) => {
+                faultline_proto::process::append_to(&mut body, true);
+                (OPENMETRICS_CONTENT_TYPE, body)
+            }
             Err(_) => (OPENMETRICS_CONTENT_TYPE, String::from("# EOF\n")),
         }
     } else {
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut body, registry);
+        // process_* as every Prometheus client library exports them (no prefix).
+        faultline_proto::process::append_to(&mut body, false);
         (prometheus_client::encoding::prometheus_text::CONTENT_TYPE, body)
     }
 }
@@ -374,14 +379,19 @@ mod tests {
         assert!(body.contains("faultline_node_cpu_utilization_ratio{Hostname=\"node-7\"} 0.5"), "{body}");
         assert!(body.contains("faultline_node_memory_used_bytes{Hostname=\"node-7\"} 42"), "{body}");
         assert!(body.contains("faultline_nic_up{nic=\"mlx5_0\",Hostname=\"node-7\"} 1"), "{body}");
-        assert!(body.contains("faultline_nic_speed_bytes_per_second{nic=\"mlx5_0\",Hostname=\"node-7\"} 50000000000"), "{body}");
+        assert!(
+            body.contains("faultline_nic_speed_bytes_per_second{nic=\"mlx5_0\",Hostname=\"node-7\"} 50000000000"),
+            "{body}"
+        );
         assert!(
             body.contains("faultline_nic_receive_bytes_total{nic=\"mlx5_0\",Hostname=\"node-7\"} 9007199254740993"),
             "{body}"
         );
         assert!(body.contains("faultline_nic_link_downed_total{nic=\"mlx5_0\",Hostname=\"node-7\"} 2"), "{body}");
         assert!(
-            body.contains("faultline_nic_raw_events_total{nic=\"mlx5_0\",counter=\"link_downed\",Hostname=\"node-7\"} 2"),
+            body.contains(
+                "faultline_nic_raw_events_total{nic=\"mlx5_0\",counter=\"link_downed\",Hostname=\"node-7\"} 2"
+            ),
             "{body}"
         );
         assert!(
