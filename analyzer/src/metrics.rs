@@ -200,8 +200,7 @@ pub struct Metrics {
     since_tick: AtomicI64,
     /// Analyzer clock when the last tick finished, Unix ms (0: none yet).
     last_tick_ms: AtomicI64,
-    /// Class/severity pairs seen open at least once: they stay at 0 after resolving so that
-    /// `faultline_incidents_open` drops to zero instead of vanishing.
+    /// Class/severity pairs exported: every one from the start (at 0), plus any seen open.
     seen_classes: Mutex<BTreeSet<ClassLabels>>,
     /// Serializes refresh+encode so two scrapes never see each other's half-rebuilt families.
     scrape: Mutex<()>,
@@ -363,7 +362,17 @@ impl Metrics {
             series_capped,
             since_tick: AtomicI64::new(0),
             last_tick_ms: AtomicI64::new(0),
-            seen_classes: Mutex::new(BTreeSet::new()),
+            // Every class and severity starts at 0, so that Grafana shows 0 open incidents, not
+            // "No data", and `increase()`/alerts see the series before the first incident.
+            seen_classes: Mutex::new(
+                faultline_proto::FaultClass::ALL
+                    .iter()
+                    .flat_map(|c| {
+                        [Severity::Critical, Severity::Warning, Severity::Info]
+                            .map(|s| ClassLabels { class: c.as_str().into(), severity: s.as_str().into() })
+                    })
+                    .collect(),
+            ),
             scrape: Mutex::new(()),
             max_components,
         }
@@ -610,6 +619,18 @@ mod tests {
 
     fn render(m: &Metrics, snap: &Snapshot<'_>) -> String {
         m.render(snap, false).unwrap().0
+    }
+
+    #[test]
+    fn open_incidents_by_class_and_severity_start_at_zero() {
+        let out = render(&Metrics::new(100), &Snapshot::default());
+        for class in FaultClass::ALL {
+            for sev in ["critical", "warning", "info"] {
+                let line = format!("faultline_incidents_open{{class=\"{}\",severity=\"{sev}\"}} 0", class.as_str());
+                assert!(out.contains(&line), "{line} missing:\n{out}");
+            }
+        }
+        assert!(out.contains("faultline_build_info{version=\""), "{out}");
     }
 
     #[test]
