@@ -435,7 +435,9 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
             stats.clone(),
             s.node.clone(),
         )));
-        prom.register_collector(Box::new(export::gpu_metrics::GpuMetrics::new(snapshot.clone())));
+        prom.register_collector(Box::new(
+            export::gpu_metrics::GpuMetrics::new(snapshot.clone()).with_dcgm_compat(s.dcgm_compat),
+        ));
         prom.register_collector(Box::new(
             export::job_metrics::JobMetrics::new(snapshot.clone()).with_progress(parts.progress.clone(), &s.node),
         ));
