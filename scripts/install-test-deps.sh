@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the external programs faultline's tests start for real: Prometheus and promtool,
 # Alertmanager and amtool, Slurm (slurmctld, slurmd, scontrol) and munge, systemd-analyze (the
-# units are verified), and python3 (the progress module is tested from a real Python process).
+# units are verified), python3 (the progress module is tested from a real Python process), and
+# cargo-deb (tests/tests/packages.rs builds the .debs and installs them with dpkg).
 # Needs root and apt (Debian/Ubuntu). Safe to run again.
 set -euo pipefail
 need=()
@@ -25,4 +26,8 @@ if ((${#need[@]})); then
   apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${need[@]}" | sort -u)
   rm -f /usr/sbin/policy-rc.d
 fi
-echo "install-test-deps: prometheus, alertmanager, slurm, munge, systemd-analyze and python3 present"
+# cargo-deb builds the packages in tests/tests/packages.rs (it is a cargo subcommand, not an apt package).
+if ! cargo deb --version >/dev/null 2>&1; then
+  cargo install cargo-deb --locked
+fi
+echo "install-test-deps: prometheus, alertmanager, slurm, munge, systemd-analyze, python3 and cargo-deb present"

@@ -66,6 +66,11 @@ pub struct FileConfig {
     /// How many GPUs this node should have; fewer in a report is a GPU missing. Default: the count
     /// NVML showed at the agent's first start, persisted in the spool directory (`expected-gpus`).
     pub expected_gpus: Option<u32>,
+    /// Export the GPU series under dcgm-exporter's `DCGM_FI_*` names too. Default true: faultline's
+    /// dashboards and alerts read them and most nodes run no dcgm-exporter. Set false where
+    /// dcgm-exporter runs on the node, so that no series are exported twice; the dashboards then read
+    /// dcgm-exporter's (same names and labels).
+    pub dcgm_compat: bool,
 }
 
 impl Default for FileConfig {
@@ -91,6 +96,7 @@ impl Default for FileConfig {
             otlp_endpoint: None,
             nics: Default::default(),
             expected_gpus: None,
+            dcgm_compat: true,
         }
     }
 }
@@ -151,6 +157,8 @@ pub struct Settings {
     pub nics: faultline_agent::collect::fabric::NicsConfig,
     /// Configured expected GPU count; `None`: learned at the first start.
     pub expected_gpus: Option<u32>,
+    /// Whether the `DCGM_FI_*` families are exported (`dcgm_compat`).
+    pub dcgm_compat: bool,
 }
 
 impl Settings {
@@ -232,6 +240,7 @@ impl Settings {
             otlp_endpoint,
             nics: file.nics,
             expected_gpus: file.expected_gpus,
+            dcgm_compat: file.dcgm_compat,
         })
     }
 
@@ -345,6 +354,7 @@ mod tests {
         .unwrap();
         let s = Settings::build(file, Overrides::default()).unwrap();
         assert_eq!(s.expected_gpus, Some(8));
+        assert!(s.dcgm_compat, "dcgm_compat defaults to on");
         assert_eq!(s.nics.fabric_include, vec!["ens1f*".to_string()]);
         assert!(s.nics.collect_nonfabric_netdevs);
         assert!(s.nics.netdev_excluded("docker0"), "defaults kept for keys not given");

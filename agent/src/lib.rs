@@ -5,6 +5,7 @@ pub mod classify;
 pub mod collect;
 pub mod events;
 pub mod export;
+pub mod logging;
 pub mod observe;
 pub mod progress;
 pub mod xid;

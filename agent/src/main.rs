@@ -53,6 +53,9 @@ struct Cli {
     /// TOML config file (flags override it).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// Log format on stderr: text, or json (one object per line).
+    #[arg(long, global = true, value_enum, default_value_t)]
+    log_format: faultline_agent::logging::LogFormat,
     /// Node name (default: the host name).
     #[arg(long)]
     node_name: Option<String>,
@@ -122,7 +125,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    faultline_agent::logging::init(cli.log_format);
     let result = match cli.command {
         Some(Command::ClassifyLog) => faultline_agent::classify::classify_log_stdin(),
         Some(Command::ReportProgress(ref args)) => progress::report_progress(args.clone()),
@@ -135,17 +138,6 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -444,7 +436,9 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
             stats.clone(),
             s.node.clone(),
         )));
-        prom.register_collector(Box::new(export::gpu_metrics::GpuMetrics::new(snapshot.clone())));
+        prom.register_collector(Box::new(
+            export::gpu_metrics::GpuMetrics::new(snapshot.clone()).with_dcgm_compat(s.dcgm_compat),
+        ));
         prom.register_collector(Box::new(
             export::job_metrics::JobMetrics::new(snapshot.clone()).with_progress(parts.progress.clone(), &s.node),
         ));
@@ -460,7 +454,8 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
         let app = axum::Router::new()
             .route("/metrics", axum::routing::get(metrics_handler))
             .route("/healthz", axum::routing::get(healthz_handler))
-            .with_state(http);
+            .with_state(http)
+            .layer(tower_http::compression::CompressionLayer::new());
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "metrics server stopped");

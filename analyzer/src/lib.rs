@@ -11,6 +11,7 @@ pub mod engine;
 pub mod fleet_rate;
 pub mod incident;
 pub mod localize;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod otel;

@@ -5,7 +5,7 @@
 //! Exit codes: 0 after a clean shutdown, 1 when serving failed, 2 for a configuration or start-up
 //! error (bad flag, unreadable token or topology file, database that cannot be opened, port taken).
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -59,6 +59,9 @@ struct Cli {
     /// OpenTelemetry collector base URL: export ingest and diagnosis spans to URL/v1/traces (OTLP/HTTP).
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
     otlp_endpoint: Option<String>,
+    /// Log format on stderr: text, or json (one object per line).
+    #[arg(long, value_enum, default_value_t)]
+    log_format: faultline_analyzer::logging::LogFormat,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -69,15 +72,8 @@ enum Sub {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let mut cli = Cli::parse();
+    faultline_analyzer::logging::init(cli.log_format);
     if let Some(Sub::Cert(c)) = cli.command.take() {
         return match faultline_analyzer::cert::run(c) {
             Ok(()) => ExitCode::SUCCESS,

@@ -59,6 +59,11 @@ struct NodeLabels {
     node: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 struct ClassLabels {
     class: String,
@@ -195,8 +200,7 @@ pub struct Metrics {
     since_tick: AtomicI64,
     /// Analyzer clock when the last tick finished, Unix ms (0: none yet).
     last_tick_ms: AtomicI64,
-    /// Class/severity pairs seen open at least once: they stay at 0 after resolving so that
-    /// `faultline_incidents_open` drops to zero instead of vanishing.
+    /// Class/severity pairs exported: every one from the start (at 0), plus any seen open.
     seen_classes: Mutex<BTreeSet<ClassLabels>>,
     /// Serializes refresh+encode so two scrapes never see each other's half-rebuilt families.
     scrape: Mutex<()>,
@@ -324,6 +328,10 @@ impl Metrics {
         );
         let outbox_depth = Family::<ReceiverLabels, Gauge>::default();
         registry.register("outbox_depth", "Notifications waiting in the outbox, per receiver", outbox_depth.clone());
+        // The same version `faultline-analyzer --version` prints (tests/tests/packages.rs checks both).
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        registry.register("build_info", "1, labelled with the analyzer's version", build_info.clone());
+        build_info.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
         for r in [IngestResult::Accepted, IngestResult::Invalid, IngestResult::Malformed] {
             let _ = ingest_reports.get_or_create_owned(&ResultLabels { result: r.as_str().into() });
         }
@@ -354,7 +362,17 @@ impl Metrics {
             series_capped,
             since_tick: AtomicI64::new(0),
             last_tick_ms: AtomicI64::new(0),
-            seen_classes: Mutex::new(BTreeSet::new()),
+            // Every class and severity starts at 0, so that Grafana shows 0 open incidents, not
+            // "No data", and `increase()`/alerts see the series before the first incident.
+            seen_classes: Mutex::new(
+                faultline_proto::FaultClass::ALL
+                    .iter()
+                    .flat_map(|c| {
+                        [Severity::Critical, Severity::Warning, Severity::Info]
+                            .map(|s| ClassLabels { class: c.as_str().into(), severity: s.as_str().into() })
+                    })
+                    .collect(),
+            ),
             scrape: Mutex::new(()),
             max_components,
         }
@@ -456,9 +474,12 @@ impl Metrics {
         let mut out = String::new();
         if openmetrics {
             text::encode(&mut out, &self.registry)?;
+            faultline_proto::process::append_to(&mut out, true);
             Ok((out, OPENMETRICS_CONTENT_TYPE))
         } else {
             prometheus_text::encode(&mut out, &self.registry)?;
+            // process_* as every Prometheus client library exports them (no `faultline` prefix).
+            faultline_proto::process::append_to(&mut out, false);
             Ok((out, prometheus_text::CONTENT_TYPE))
         }
     }
@@ -598,6 +619,18 @@ mod tests {
 
     fn render(m: &Metrics, snap: &Snapshot<'_>) -> String {
         m.render(snap, false).unwrap().0
+    }
+
+    #[test]
+    fn open_incidents_by_class_and_severity_start_at_zero() {
+        let out = render(&Metrics::new(100), &Snapshot::default());
+        for class in FaultClass::ALL {
+            for sev in ["critical", "warning", "info"] {
+                let line = format!("faultline_incidents_open{{class=\"{}\",severity=\"{sev}\"}} 0", class.as_str());
+                assert!(out.contains(&line), "{line} missing:\n{out}");
+            }
+        }
+        assert!(out.contains("faultline_build_info{version=\""), "{out}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod config;
 mod demo;
 mod demo_live;
 mod render;
+mod shell;
 mod sim_cmd;
 mod sim_score;
 
@@ -47,6 +48,11 @@ enum Cmd {
     /// Remediation actions: pending (suggested, blocked, waiting to resume) and taken
     #[command(after_help = cmd_actions::ACTIONS_EXIT_CODES)]
     Actions(cmd_actions::ActionsArgs),
+    /// Print a shell completion script (bash, zsh or fish) on stdout
+    #[command(after_help = shell::COMPLETIONS_HELP)]
+    Completions(shell::CompletionsArgs),
+    /// Print the faultline(1) man page (roff) on stdout: faultline manpage | man -l -
+    Manpage,
 }
 
 /// The `demo --help` epilogue.
@@ -67,5 +73,7 @@ fn main() -> ExitCode {
         Cmd::Drain(a) => cmd_actions::run_drain(&cli.conn, &a),
         Cmd::Resume(a) => cmd_actions::run_resume(&cli.conn, &a),
         Cmd::Actions(a) => cmd_actions::run_list(&cli.conn, &a),
+        Cmd::Completions(a) => shell::completions::<Cli>(&a),
+        Cmd::Manpage => shell::manpage::<Cli>(),
     }
 }

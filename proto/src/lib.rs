@@ -8,6 +8,7 @@ pub mod counters;
 pub mod event;
 pub mod id;
 pub mod incident;
+pub mod process;
 pub mod remediation;
 pub mod report;
 pub mod topology;

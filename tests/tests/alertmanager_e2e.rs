@@ -1,7 +1,10 @@
-//! The analyzer's Alertmanager notifier against the real Alertmanager binary: a lost GPU (XID 79)
-//! becomes a `FaultlineIncident` alert that Alertmanager routes to a webhook receiver run by this
-//! test, with our labels and annotations; when the GPU is healthy again the incident resolves and
-//! the resolve flows through the same way (`status: resolved`).
+//! The analyzer's Alertmanager notifier against the real Alertmanager binary, configured with the
+//! repository's `alerts/alertmanager.example.yml` (its webhook URLs pointed at this test): a lost GPU
+//! (XID 79) becomes a `FaultlineIncident` alert that Alertmanager routes to the pager receiver, with
+//! the identity labels of the one label scheme and the jobs in annotations; while it fires, a
+//! symptom alert of the same node (as the Prometheus rules raise it) is inhibited and one of another
+//! node is not; when the GPU is healthy again the incident resolves, the resolve flows through the
+//! same way (`status: resolved`), and the symptom is no longer inhibited.
 //!
 //! Needs `alertmanager` (or Debian's `prometheus-alertmanager`) on PATH; under CI a missing one
 //! fails the test, elsewhere the test says loudly that it did not run.
@@ -28,6 +31,30 @@ fn alertmanager_binary() -> Option<PathBuf> {
     on_path("alertmanager").or_else(|| faultline_tests::external("prometheus-alertmanager"))
 }
 
+/// Posts a symptom alert the way Prometheus would (`alerts/agent.rules.yml` labels).
+fn post_symptom(am_url: &str, node: &str) {
+    let alert = serde_json::json!([{
+        "labels": {"alertname": "FaultlineGpuThermalThrottle", "severity": "warning", "cluster": "e2e",
+                   "node": node, "Hostname": node, "gpu": "3", "job": "faultline-agent"},
+        "annotations": {"summary": format!("GPU 3 on {node} thermally throttled")},
+    }]);
+    let r = http().post(format!("{am_url}/api/v2/alerts")).json(&alert).send().unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+}
+
+/// Alertmanager's state of the symptom alert of `node`: `active` or `suppressed`, and what inhibits it.
+fn symptom_state(am_url: &str, node: &str) -> Option<(String, Vec<Value>)> {
+    let all: Value = http().get(format!("{am_url}/api/v2/alerts")).send().ok()?.json().ok()?;
+    let a = all
+        .as_array()?
+        .iter()
+        .find(|a| a["labels"]["alertname"] == "FaultlineGpuThermalThrottle" && a["labels"]["node"] == node)?;
+    Some((
+        a["status"]["state"].as_str()?.to_string(),
+        a["status"]["inhibitedBy"].as_array().cloned().unwrap_or_default(),
+    ))
+}
+
 /// The alerts of every notification Alertmanager sent for `incident` with `status`.
 fn notifications(hook: &Receiver, incident: &str, status: &str) -> Vec<Value> {
     hook.requests()
@@ -45,18 +72,18 @@ fn an_incident_reaches_alertmanager_and_resolves_through_it() {
     let dir = tempfile::tempdir().unwrap();
     let hook = Receiver::start(0, Mode::Ok);
 
-    // Alertmanager: everything to the test's webhook, grouped per incident, sent within a second.
+    // Alertmanager: the repository's example configuration, its receivers pointed at the test's
+    // webhook and its waits shortened so that the test does not wait minutes for a group.
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../alerts/alertmanager.example.yml")).unwrap();
+    let config = example
+        .replace("http://127.0.0.1:9095", &hook.url)
+        .replace("http://127.0.0.1:9096", &hook.url)
+        .replace("group_wait: 10s", "group_wait: 1s")
+        .replace("group_interval: 1m", "group_interval: 1s");
+    assert!(config.contains(&hook.url), "the example's receiver URLs changed; update this test");
     let am_config = dir.path().join("alertmanager.yml");
-    std::fs::write(
-        &am_config,
-        format!(
-            "global:\n  resolve_timeout: 5m\n\
-             route:\n  receiver: test\n  group_by: ['incident']\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n\
-             receivers:\n- name: test\n  webhook_configs:\n  - url: '{}/alertmanager'\n    send_resolved: true\n",
-            hook.url
-        ),
-    )
-    .unwrap();
+    std::fs::write(&am_config, config).unwrap();
     let am_port = free_port();
     let mut cmd = Command::new(&am_bin);
     cmd.arg(format!("--config.file={}", am_config.display()))
@@ -77,13 +104,24 @@ fn an_incident_reaches_alertmanager_and_resolves_through_it() {
         &analyzer_config,
         format!(
             "resolve_after_s = 2.0\n\
+             [notify]\ncluster = \"e2e\"\n\
              [[notify.alertmanager]]\nname = \"am\"\nurl = \"{am_url}\"\nrepost_interval = \"5s\"\n\
-             runbook_base = \"https://runbooks.example.org/faultline/{{class}}\"\nlabels = {{ cluster = \"e2e\" }}\n"
+             runbook_base = \"https://runbooks.example.org/faultline/{{class}}.md\"\n"
         ),
     )
     .unwrap();
     let analyzer = start_analyzer(dir.path(), Some(TOKEN), &["--config", analyzer_config.to_str().unwrap()]);
     let url = analyzer.url.clone();
+
+    // Symptoms Prometheus raised: one on the node about to lose a GPU, one on another node.
+    let other = "node-0099";
+    post_symptom(&am_url, NODE);
+    post_symptom(&am_url, other);
+    wait_for(Duration::from_secs(30), "the symptoms to be active", || {
+        let a = symptom_state(&am_url, NODE)?;
+        let b = symptom_state(&am_url, other)?;
+        (a.0 == "active" && b.0 == "active").then_some(())
+    });
 
     let mut seq = 0;
     for _ in 0..3 {
@@ -109,14 +147,23 @@ fn an_incident_reaches_alertmanager_and_resolves_through_it() {
     assert_eq!(labels["alertname"], "FaultlineIncident", "{firing}");
     assert_eq!(labels["severity"], "critical", "{firing}");
     assert_eq!(labels["class"], "gpu_lost", "{firing}");
-    assert_eq!(labels["root"], root.as_str(), "{firing}");
+    assert_eq!(labels["component"], root.as_str(), "{firing}");
     assert_eq!(labels["node"], NODE, "{firing}");
+    assert_eq!(labels["gpu"], "3", "{firing}");
     assert_eq!(labels["incident"], id.as_str(), "{firing}");
     assert_eq!(labels["cluster"], "e2e", "{firing}");
-    assert!(labels["jobs"].as_str().is_some(), "{firing}");
+    // Exactly the identity labels of the scheme: nothing that changes during the incident.
+    let names: Vec<&str> = labels.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        ["alertname", "class", "cluster", "component", "gpu", "incident", "node", "severity"],
+        "{firing}"
+    );
     let ann = &firing["annotations"];
+    assert!(ann["jobs"].as_str().is_some_and(|j| j.contains(JOB)), "{firing}");
+    assert_eq!(ann["action"], inc["action"], "{firing}");
     assert_eq!(ann["summary"], inc["summary"], "{firing}");
-    assert_eq!(ann["runbook_url"], "https://runbooks.example.org/faultline/gpu_lost", "{firing}");
+    assert_eq!(ann["runbook_url"], "https://runbooks.example.org/faultline/gpu_lost.md", "{firing}");
     let description = ann["description"].as_str().unwrap();
     assert!(description.starts_with(&format!("Root cause: {root} (gpu_lost")), "{description}");
     assert!(description.contains("XID 79"), "{description}");
@@ -124,6 +171,17 @@ fn an_incident_reaches_alertmanager_and_resolves_through_it() {
     // Alertmanager writes times its own way; the second must match the incident's opening.
     let opened_at = inc["opened_at"].as_str().unwrap();
     assert_eq!(firing["startsAt"].as_str().unwrap()[..19], opened_at[..19], "{firing}");
+
+    // The incident inhibits the symptom of its node (the example's inhibit rule), not another node's.
+    let (_, by) = wait_for(Duration::from_secs(30), "the symptom of the incident's node to be inhibited", || {
+        symptom_state(&am_url, NODE).filter(|(state, by)| state == "suppressed" && !by.is_empty())
+    });
+    assert_eq!(by.len(), 1, "{by:?}");
+    assert_eq!(
+        symptom_state(&am_url, other).map(|s| s.0).as_deref(),
+        Some("active"),
+        "another node's symptom is inhibited"
+    );
 
     // The GPU comes back: healthy reports until the incident resolves.
     let resolved = wait_for(Duration::from_secs(120), "the incident to resolve", || {
@@ -149,6 +207,10 @@ fn an_incident_reaches_alertmanager_and_resolves_through_it() {
         am_alerts.as_array().unwrap().iter().all(|a| a["labels"]["incident"] != id.as_str()),
         "Alertmanager still holds the resolved incident as active: {am_alerts}"
     );
+    // With the incident resolved, the symptom (still posted by "Prometheus") is no longer inhibited.
+    wait_for(Duration::from_secs(30), "the symptom to be active again", || {
+        symptom_state(&am_url, NODE).filter(|(state, by)| state == "active" && by.is_empty())
+    });
     drop(analyzer);
     drop(am);
 }

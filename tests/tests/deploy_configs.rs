@@ -592,7 +592,7 @@ fn systemd_units_run_real_flags_and_keep_state_where_the_configs_look() {
 
         // ExecStart runs the binary with flags it has.
         let exec = one(&unit, "Service", "ExecStart");
-        assert!(exec.starts_with(&format!("/usr/local/bin/{binary} ")), "{unit_name}: ExecStart={exec}");
+        assert!(exec.starts_with(&format!("/usr/bin/{binary} ")), "{unit_name}: ExecStart={exec}");
         let known = help_flags(binary, None);
         for f in flags_in(exec) {
             assert!(known.contains(&f), "{unit_name}: {binary} has no flag {f}");

@@ -53,7 +53,7 @@ fn systemd_analyze_verify_accepts_both_units_without_a_warning() {
         [("faultline-analyzer.service", "faultline-analyzer"), ("faultline-agent.service", "faultline-agent")]
     {
         let text = read(&format!("deploy/systemd/{unit}"))
-            .replace(&format!("/usr/local/bin/{binary}"), &bin(binary).display().to_string());
+            .replace(&format!("/usr/bin/{binary}"), &bin(binary).display().to_string());
         let path = dir.path().join(unit);
         std::fs::write(&path, text).unwrap();
         let out = Command::new(&sa).arg("verify").arg(&path).output().unwrap();

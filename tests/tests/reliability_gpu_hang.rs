@@ -79,7 +79,7 @@ fn a_hung_gpu_is_marked_unresponsive_and_the_rest_of_the_report_still_flows() {
         assert_eq!(gpu_metric(&metrics, "faultline_gpu_unresponsive", g), Some(0.0), "gpu{g}");
         assert!(gpu_metric(&metrics, "DCGM_FI_DEV_GPU_TEMP", g).is_some(), "gpu{g} lost its readings");
     }
-    assert!(metrics.contains("faultline_node_cpu_count"), "the host part of the report is missing");
+    assert!(metrics.contains("faultline_node_cpus"), "the host part of the report is missing");
 
     // The analyzer sees it too: a symptom on the GPU, or an incident rooted there.
     let gpu = format!("{NODE}/gpu2");

@@ -8,6 +8,13 @@
 //! Labels are dcgm-exporter's: `gpu`, `UUID`, `pci_bus_id`, `device` (`nvidia<i>`), `modelName`,
 //! `Hostname`, so existing GPU dashboards keep working. Every fault signal is on by default.
 //!
+//! **`dcgm_compat`** (agent config, default on): the `DCGM_FI_*` families. On by default because
+//! faultline's own dashboards and alerts, and NVIDIA's dashboard 12239, read GPU temperature, power,
+//! clocks, utilization and ECC under those names, and most nodes run no dcgm-exporter. Turn it off
+//! on nodes that already run dcgm-exporter: the agent then exports no `DCGM_FI_*` series, nothing
+//! collides or is counted twice, and the same dashboards read dcgm-exporter's series (same names and
+//! labels). The `faultline_gpu_*` families (what DCGM lacks) stay either way.
+//!
 //! **Names over types:** dcgm-exporter declares some series (`DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION`,
 //! the ECC, retired-page, remapped-row, PCIe-replay and NVLink error totals) as counters without a
 //! `_total` suffix. The Prometheus client appends `_total` to every counter, which would rename them
@@ -78,12 +85,26 @@ pub fn gpu_index_of(component: Option<&str>) -> Option<u32> {
 #[derive(Debug)]
 pub struct GpuMetrics {
     snapshot: Snapshot,
+    dcgm_compat: bool,
 }
 
 impl GpuMetrics {
+    /// With the `DCGM_FI_*` families (`dcgm_compat` on).
     pub fn new(snapshot: Snapshot) -> GpuMetrics {
-        GpuMetrics { snapshot }
+        GpuMetrics { snapshot, dcgm_compat: true }
     }
+
+    /// `dcgm_compat`: whether the `DCGM_FI_*` families are exported (see the module doc).
+    pub fn with_dcgm_compat(mut self, on: bool) -> GpuMetrics {
+        self.dcgm_compat = on;
+        self
+    }
+}
+
+/// The encoder and whether `DCGM_FI_*` families are written.
+struct Enc<'e, 'a> {
+    inner: &'e mut DescriptorEncoder<'a>,
+    dcgm_compat: bool,
 }
 
 impl Collector for GpuMetrics {
@@ -94,7 +115,7 @@ impl Collector for GpuMetrics {
             return Ok(());
         }
         let side = side();
-        encode_report(report, &side, &mut encoder)
+        encode_report(report, &side, &mut Enc { inner: &mut encoder, dcgm_compat: self.dcgm_compat })
     }
 }
 
@@ -119,7 +140,7 @@ fn with(base: &Labels, extra: &[(&'static str, String)]) -> Labels {
 
 /// One metric family over every GPU: `value` gives the series (extra labels, value) for a GPU.
 fn family(
-    enc: &mut DescriptorEncoder,
+    enc: &mut Enc<'_, '_>,
     name: &str,
     help: &str,
     kind: MetricType,
@@ -130,7 +151,10 @@ fn family(
     if series.is_empty() {
         return Ok(());
     }
-    let mut m = enc.encode_descriptor(name, help, None, kind)?;
+    if !enc.dcgm_compat && name.starts_with("DCGM_FI_") {
+        return Ok(());
+    }
+    let mut m = enc.inner.encode_descriptor(name, help, None, kind)?;
     for (l, v) in &series {
         let mut f = m.encode_family(l)?;
         match kind {
@@ -143,7 +167,7 @@ fn family(
 
 /// A gauge (or untyped DCGM counter) with one value per GPU.
 fn per_gpu(
-    enc: &mut DescriptorEncoder,
+    enc: &mut Enc<'_, '_>,
     name: &str,
     help: &str,
     kind: MetricType,
@@ -153,7 +177,7 @@ fn per_gpu(
     family(enc, name, help, kind, gpus, |l, g| value(g).map(|v| (l.clone(), v)).into_iter().collect())
 }
 
-fn encode_report(report: &NodeReport, side: &Side, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+fn encode_report(report: &NodeReport, side: &Side, enc: &mut Enc<'_, '_>) -> std::fmt::Result {
     let host = report.node.as_str();
     let gpus: Vec<(Labels, &GpuSample)> = report.gpus.iter().map(|g| (labels(host, g), g)).collect();
     let ok: Vec<(Labels, &GpuSample)> = gpus.iter().filter(|(_, g)| g.state == GpuState::Ok).cloned().collect();
@@ -347,7 +371,7 @@ fn encode_report(report: &NodeReport, side: &Side, enc: &mut DescriptorEncoder) 
         g.pcie.as_ref().and_then(|p| p.max_generation).map(f64::from)
     })?;
     per_gpu(enc, "faultline_gpu_power_limit_watts", "Enforced power limit, watts.", g_, &ok, |g| g.power_limit_w)?;
-    per_gpu(enc, "faultline_gpu_sm_clock_max_mhz", "Highest SM clock the GPU can run, MHz.", g_, &ok, |g| {
+    per_gpu(enc, "faultline_gpu_sm_clock_max_hertz", "Highest SM clock the GPU can run, hertz.", g_, &ok, |g| {
         g.sm_clock_max_mhz.map(f64::from)
     })?;
     family(
@@ -427,6 +451,18 @@ mod tests {
             ]
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn dcgm_compat_off_exports_no_dcgm_family_and_keeps_ours() {
+        let snap: Snapshot = std::sync::Arc::new(std::sync::RwLock::new(Some(report())));
+        let mut reg = Registry::default();
+        reg.register_collector(Box::new(GpuMetrics::new(snap).with_dcgm_compat(false)));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
+        assert!(!out.contains("DCGM_FI_"), "{out}");
+        assert!(out.contains("faultline_gpu_lost{"), "{out}");
+        assert!(out.contains("faultline_gpu_pcie_link_width{"), "{out}");
     }
 
     #[test]

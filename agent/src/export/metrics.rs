@@ -118,7 +118,7 @@ fn host_families(r: &NodeReport) -> Vec<Family<'_>> {
         "CPU busy fraction (0-1) of the host spent outside training jobs.",
     );
     non_job.f(vec![], h.cpu_non_job_pct.map(|p| p / 100.0));
-    let mut count = Family::gauge("faultline_node_cpu_count", "Number of logical CPUs.");
+    let mut count = Family::gauge("faultline_node_cpus", "Number of logical CPUs.");
     count.u(vec![], h.cpu_count.map(u64::from));
     let mut l1 = Family::gauge("faultline_node_load1", "1-minute load average.");
     l1.f(vec![], h.load1);
@@ -178,7 +178,10 @@ fn nic_families(r: &NodeReport) -> Vec<Family<'_>> {
     let mut up = Family::gauge("faultline_nic_up", "1 when the link is up (IB port ACTIVE, netdev operstate up).");
     let mut carrier = Family::gauge("faultline_nic_carrier", "1 when the netdev has carrier.");
     let mut changes = Family::counter("faultline_nic_carrier_changes", "Link carrier changes (flaps count twice).");
-    let mut speed = Family::gauge("faultline_nic_speed_gbps", "Link rate in Gb/s (IB rate, or netdev speed).");
+    let mut speed = Family::gauge(
+        "faultline_nic_speed_bytes_per_second",
+        "Link rate in bytes per second (IB rate, or netdev speed; 400 Gb/s is 5e10).",
+    );
     let mut mtu = Family::gauge("faultline_nic_mtu_bytes", "Netdev MTU.");
     let mut rx =
         Family::counter("faultline_nic_receive_bytes", "Bytes received (IB port data counters, else netdev rx_bytes).");
@@ -202,9 +205,15 @@ fn nic_families(r: &NodeReport) -> Vec<Family<'_>> {
         "faultline_nic_port_xmit_wait",
         "IB port_xmit_wait: ticks with data to send but no credits (congestion).",
     );
+    // Raw counters split by unit, so that no family mixes bytes with events (and no name says
+    // "counter", which promtool refuses).
+    let mut raw_bytes = Family::counter(
+        "faultline_nic_raw_bytes",
+        "Every raw NIC byte counter by its kernel name (IB port_*_data already converted to bytes).",
+    );
     let mut raw = Family::counter(
-        "faultline_nic_counter",
-        "Every raw NIC counter by its kernel name (IB data counters already in bytes).",
+        "faultline_nic_raw_events",
+        "Every other raw NIC counter (packets, errors, waits) by its kernel name.",
     );
     let mut saturated = Family::gauge(
         "faultline_nic_counter_saturated",
@@ -237,7 +246,7 @@ fn nic_families(r: &NodeReport) -> Vec<Family<'_>> {
         up.u(l(), nic_up(n).map(u64::from));
         carrier.u(l(), n.carrier.map(u64::from));
         changes.u(l(), n.carrier_changes);
-        speed.f(l(), n.rate_gbps.or(n.speed_mbps.map(|m| m as f64 / 1000.0)));
+        speed.f(l(), n.rate_gbps.map(|g| g * 1e9 / 8.0).or(n.speed_mbps.map(|m| m as f64 * 1e6 / 8.0)));
         mtu.u(l(), n.mtu.map(u64::from));
         let c = |a: &str, b: &str| n.counters.get(a).or_else(|| n.counters.get(b)).copied();
         rx.u(l(), c("rx_bytes", "port_rcv_data"));
@@ -249,12 +258,13 @@ fn nic_families(r: &NodeReport) -> Vec<Family<'_>> {
         rcv_err.u(l(), c("port_rcv_errors", "port_rcv_errors"));
         xmit_wait.u(l(), c("port_xmit_wait", "port_xmit_wait"));
         for (k, v) in &n.counters {
-            raw.u(vec![("nic", &n.name), ("counter", k)], Some(*v));
+            let family = if k.contains("bytes") || k.ends_with("_data") { &mut raw_bytes } else { &mut raw };
+            family.u(vec![("nic", &n.name), ("counter", k)], Some(*v));
         }
     }
     vec![
-        info, up, carrier, changes, speed, mtu, rx, tx, rxp, txp, downed, symbol, rcv_err, xmit_wait, raw, saturated,
-        fabric,
+        info, up, carrier, changes, speed, mtu, rx, tx, rxp, txp, downed, symbol, rcv_err, xmit_wait, raw_bytes, raw,
+        saturated, fabric,
     ]
 }
 
@@ -278,6 +288,9 @@ fn agent_families<'a>(r: Option<&'a NodeReport>, s: &AgentStats) -> Vec<Family<'
     let g = AgentStats::get;
     let mut info = Family::gauge("faultline_agent_info", "The agent's version.");
     info.u(vec![("version", env!("CARGO_PKG_VERSION"))], Some(1));
+    // The same name and label as the analyzer's, so one query finds every faultline binary's version.
+    let mut build = Family::gauge("faultline_build_info", "1, labelled with the agent's version.");
+    build.u(vec![("version", env!("CARGO_PKG_VERSION"))], Some(1));
     let mut reports = Family::counter("faultline_agent_reports", "Reports built by the agent.");
     reports.u(vec![], Some(g(&s.reports)));
     let mut pushed = Family::counter("faultline_agent_pushed_reports", "Reports the analyzer accepted.");
@@ -306,7 +319,7 @@ fn agent_families<'a>(r: Option<&'a NodeReport>, s: &AgentStats) -> Vec<Family<'
     }
     let mut dur = Family::gauge("faultline_agent_collect_duration_seconds", "How long the last collection cycle took.");
     dur.f(vec![], r.map(|_| g(&s.collect_duration_us) as f64 / 1e6));
-    vec![info, reports, pushed, errors, refused, spool, spool_b, dropped, dropped_ev, coll, dur]
+    vec![info, build, reports, pushed, errors, refused, spool, spool_b, dropped, dropped_ev, coll, dur]
 }
 
 /// Encode a registry in the format the `Accept` header asks for: OpenMetrics when it names
@@ -315,11 +328,16 @@ pub fn render(registry: &Registry, accept: Option<&str>) -> (&'static str, Strin
     let mut body = String::with_capacity(16 * 1024);
     if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
         match prometheus_client::encoding::text::encode(&mut body, registry) {
-            Ok(()) => (OPENMETRICS_CONTENT_TYPE, body),
+            Ok(()) => {
+                faultline_proto::process::append_to(&mut body, true);
+                (OPENMETRICS_CONTENT_TYPE, body)
+            }
             Err(_) => (OPENMETRICS_CONTENT_TYPE, String::from("# EOF\n")),
         }
     } else {
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut body, registry);
+        // process_* as every Prometheus client library exports them (no prefix).
+        faultline_proto::process::append_to(&mut body, false);
         (prometheus_client::encoding::prometheus_text::CONTENT_TYPE, body)
     }
 }
@@ -361,14 +379,19 @@ mod tests {
         assert!(body.contains("faultline_node_cpu_utilization_ratio{Hostname=\"node-7\"} 0.5"), "{body}");
         assert!(body.contains("faultline_node_memory_used_bytes{Hostname=\"node-7\"} 42"), "{body}");
         assert!(body.contains("faultline_nic_up{nic=\"mlx5_0\",Hostname=\"node-7\"} 1"), "{body}");
-        assert!(body.contains("faultline_nic_speed_gbps{nic=\"mlx5_0\",Hostname=\"node-7\"} 400"), "{body}");
+        assert!(
+            body.contains("faultline_nic_speed_bytes_per_second{nic=\"mlx5_0\",Hostname=\"node-7\"} 50000000000"),
+            "{body}"
+        );
         assert!(
             body.contains("faultline_nic_receive_bytes_total{nic=\"mlx5_0\",Hostname=\"node-7\"} 9007199254740993"),
             "{body}"
         );
         assert!(body.contains("faultline_nic_link_downed_total{nic=\"mlx5_0\",Hostname=\"node-7\"} 2"), "{body}");
         assert!(
-            body.contains("faultline_nic_counter_total{nic=\"mlx5_0\",counter=\"link_downed\",Hostname=\"node-7\"} 2"),
+            body.contains(
+                "faultline_nic_raw_events_total{nic=\"mlx5_0\",counter=\"link_downed\",Hostname=\"node-7\"} 2"
+            ),
             "{body}"
         );
         assert!(

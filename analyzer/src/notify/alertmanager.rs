@@ -2,26 +2,31 @@
 //! `<url>/api/v2/alerts`, re-posted while it is open and posted once more with `endsAt` when it
 //! resolves.
 //!
-//! Labels identify an alert in Alertmanager, so they hold only short, bounded values: severity
-//! (`info` when no person needs to act), class, root, its node, the affected jobs (comma-joined, cut
-//! at `MAX_JOBS_LABEL_CHARS`), the incident id and the recommended action. The long story (root cause, evidence, affected job paths) goes in annotations.
-//! When an update changes an incident's labels (its class was upgraded, a job joined), the alert
-//! under the old labels is ended in the same post (`Supersede`), so it does not linger until
-//! Alertmanager's `resolve_timeout`.
+//! Labels identify an alert in Alertmanager, so they hold only what identifies the fault, in the one
+//! scheme faultline's Prometheus rules and webhooks share (alerts/README.md, "One label scheme"):
+//! `alertname`, `cluster` (when configured), `node` (when the root is on a node), `component` (the
+//! root) and `gpu` (its index, when the root is a GPU), `class`, `severity` (`info` when no person
+//! needs to act) and `incident`. What changes during an incident's life goes in annotations: the
+//! affected jobs (a changing `jobs` label would make the alert resolve and fire again), the
+//! recommended action, the root cause story (evidence, affected job paths).
+//! When an update still changes an incident's labels (its class was upgraded), the alert under the
+//! old labels is ended in the same post (`Supersede`), so it does not linger until Alertmanager's
+//! `resolve_timeout`.
 
 use std::collections::{BTreeMap, HashMap};
 
-use faultline_proto::{Incident, IncidentStatus, rfc3339};
+use faultline_proto::{ComponentId, Incident, IncidentStatus, rfc3339};
 use serde::{Deserialize, Serialize};
 
 /// `alertname` of every incident alert.
 pub const ALERT_NAME: &str = "FaultlineIncident";
 
 /// Labels faultline sets itself; configured extra labels may not use these names.
-pub const OWN_LABELS: [&str; 8] = ["alertname", "severity", "class", "root", "node", "jobs", "incident", "action"];
+/// (`cluster` is not among them: it may come from a receiver's `labels` or from `[notify] cluster`.)
+pub const OWN_LABELS: [&str; 7] = ["alertname", "severity", "class", "component", "gpu", "node", "incident"];
 
-/// Longest `jobs` label value. Labels are an identity, not a report: a few job names fit, the full
-/// list is in the `description` annotation. 200 characters keeps routing matchers readable.
+/// Longest `jobs` annotation value: a few job names fit, the full list is in the `description`
+/// annotation. 200 characters keeps a chat message's first line readable.
 pub const MAX_JOBS_LABEL_CHARS: usize = 200;
 
 /// Evidence lines in the `description` annotation; the first ones convinced the analyzer.
@@ -55,22 +60,40 @@ pub struct AlertContext<'a> {
     pub link: &'a str,
     pub runbook_base: Option<&'a str>,
     pub extra_labels: &'a BTreeMap<String, String>,
+    /// `[notify] cluster`: the `cluster` label, over one in `extra_labels`.
+    pub cluster: Option<&'a str>,
+}
+
+/// The identity labels of the incident's alert (no configured extras): the scheme shared with the
+/// Prometheus rules and the webhook payloads' `labels`.
+pub fn identity_labels(inc: &Incident, cluster: Option<&str>) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    labels.insert("alertname".into(), ALERT_NAME.into());
+    if let Some(c) = cluster.filter(|c| !c.is_empty()) {
+        labels.insert("cluster".into(), c.to_string());
+    }
+    // `info` when no person needs to act (`notify_severity`): routes that page match on severity.
+    labels.insert("severity".into(), super::notify_severity(inc).as_str().into());
+    labels.insert("class".into(), inc.class.as_str().into());
+    labels.insert("component".into(), inc.root.to_string());
+    if let Some(host) = inc.root.host().filter(|h| !h.is_empty()) {
+        labels.insert("node".into(), host.to_string());
+    }
+    if let ComponentId::Gpu { index, .. } = &inc.root {
+        labels.insert("gpu".into(), index.to_string());
+    }
+    labels.insert("incident".into(), inc.id.clone());
+    labels
 }
 
 /// The alert for `inc` as it is now: firing while open, with `endsAt` once resolved.
 pub fn alert(inc: &Incident, ctx: AlertContext<'_>) -> PostableAlert {
     let mut labels = ctx.extra_labels.clone();
-    labels.insert("alertname".into(), ALERT_NAME.into());
-    // `info` when no person needs to act (`notify_severity`): routes that page match on severity.
-    labels.insert("severity".into(), super::notify_severity(inc).as_str().into());
-    labels.insert("class".into(), inc.class.as_str().into());
-    labels.insert("root".into(), inc.root.to_string());
-    labels.insert("node".into(), inc.root.host().unwrap_or_default().to_string());
-    labels.insert("jobs".into(), jobs_label(&inc.affected_jobs));
-    labels.insert("incident".into(), inc.id.clone());
-    // The recommended action, a fixed set: routes can send `replace_part` to the vendor desk.
-    labels.insert("action".into(), action_str(inc));
+    labels.extend(identity_labels(inc, ctx.cluster));
     let mut annotations = BTreeMap::new();
+    annotations.insert("jobs".into(), jobs_label(&inc.affected_jobs));
+    // The recommended action, a fixed set (`replace_part`, `reboot_node`, ...).
+    annotations.insert("action".into(), action_str(inc));
     annotations.insert("summary".into(), inc.summary.clone());
     annotations.insert("description".into(), description(inc));
     if let Some(base) = ctx.runbook_base {
@@ -237,6 +260,7 @@ mod tests {
             link: "http://fl:9440/api/v1/incidents/inc-000007",
             runbook_base: Some("https://runbooks.example.org/faultline#"),
             extra_labels: labels,
+            cluster: None,
         }
     }
 
@@ -249,7 +273,8 @@ mod tests {
         let none = BTreeMap::new();
         let a = alert(&inc, ctx(&none));
         assert_eq!(a.labels["severity"], "info");
-        assert_eq!(a.labels["action"], "restart_job");
+        assert_eq!(a.annotations["action"], "restart_job");
+        assert!(!a.labels.contains_key("gpu"), "{:?}", a.labels);
         inc.action = faultline_proto::Action::RebootNode;
         assert_eq!(alert(&inc, ctx(&none)).labels["severity"], "critical");
     }
@@ -263,17 +288,21 @@ mod tests {
             ("alertname", "FaultlineIncident"),
             ("severity", "critical"),
             ("class", "gpu_lost"),
-            ("root", "node-0003/gpu5"),
+            ("component", "node-0003/gpu5"),
             ("node", "node-0003"),
-            ("jobs", "llm-70b,vit-h"),
+            ("gpu", "5"),
             ("incident", "inc-000007"),
-            ("action", "reboot_node"),
             ("cluster", "train-a"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         assert_eq!(a.labels, want);
+        assert_eq!(a.annotations["jobs"], "llm-70b,vit-h");
+        assert_eq!(a.annotations["action"], "reboot_node");
+        // `[notify] cluster` wins over a receiver's `cluster` label.
+        let b = alert(&inc, AlertContext { cluster: Some("train-b"), ..ctx(&extra) });
+        assert_eq!(b.labels["cluster"], "train-b");
         assert_eq!(a.annotations["summary"], inc.summary);
         assert_eq!(a.annotations["runbook_url"], "https://runbooks.example.org/faultline#gpu_lost");
         let d = &a.annotations["description"];
@@ -304,7 +333,7 @@ mod tests {
     }
 
     #[test]
-    fn labels_without_a_node_or_jobs_are_empty_and_no_runbook_without_a_base() {
+    fn no_node_label_off_a_node_and_no_runbook_without_a_base() {
         let mut inc = incident();
         inc.root = ComponentId::switch("leaf-02");
         inc.class = FaultClass::LeafSwitchDown;
@@ -312,8 +341,9 @@ mod tests {
         inc.paths.clear();
         let extra = BTreeMap::new();
         let a = alert(&inc, AlertContext { runbook_base: None, ..ctx(&extra) });
-        assert_eq!(a.labels["node"], "");
-        assert_eq!(a.labels["jobs"], "");
+        assert!(!a.labels.contains_key("node"), "{:?}", a.labels);
+        assert_eq!(a.labels["component"], "switch:leaf-02");
+        assert_eq!(a.annotations["jobs"], "");
         assert!(!a.annotations.contains_key("runbook_url"));
         assert!(a.annotations["description"].contains("No job affected."));
     }
@@ -347,6 +377,18 @@ mod tests {
         let d = description(&inc);
         assert!(d.chars().count() <= MAX_DESCRIPTION_CHARS);
         assert!(d.contains("… and 32 more"), "{d}");
+    }
+
+    #[test]
+    fn a_job_joining_does_not_change_the_alert_identity() {
+        let extra = BTreeMap::new();
+        let mut inc = incident();
+        let before = alert(&inc, ctx(&extra));
+        inc.affected_jobs.push("new-job".into());
+        inc.action = faultline_proto::Action::ReplacePart;
+        let after = alert(&inc, ctx(&extra));
+        assert_eq!(before.labels, after.labels);
+        assert_ne!(before.annotations["jobs"], after.annotations["jobs"]);
     }
 
     #[test]

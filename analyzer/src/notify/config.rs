@@ -71,6 +71,14 @@ pub struct NotifyConfig {
     /// incident links in notifications are `<public_url>/api/v1/incidents/<id>`. Default:
     /// `http://<listen address>`.
     pub public_url: Option<String>,
+    /// The cluster's name: the `cluster` label of every Alertmanager alert and of the `labels` in
+    /// webhook payloads (the same label Prometheus adds through `external_labels`, so that Thanos or
+    /// Mimir users with many clusters tell them apart). Default: no `cluster` label.
+    pub cluster: Option<String>,
+    /// Grafana's base URL (e.g. `https://grafana.example.org`). When set, an alert's `generatorURL`
+    /// opens the faultline incidents dashboard (uid `faultline-incidents`) with the incident
+    /// selected; otherwise it is the incident's API link. Default: unset.
+    pub grafana_url: Option<String>,
     /// First retry delay after a failed delivery; it doubles on each further failure.
     #[serde(deserialize_with = "de_duration")]
     pub retry_initial: Duration,
@@ -95,6 +103,8 @@ impl Default for NotifyConfig {
     fn default() -> Self {
         Self {
             public_url: None,
+            cluster: None,
+            grafana_url: None,
             retry_initial: DEFAULT_RETRY_INITIAL,
             retry_max: DEFAULT_RETRY_MAX,
             give_up_after: DEFAULT_GIVE_UP_AFTER,
@@ -330,6 +340,10 @@ pub struct NotifySettings {
     pub public_url: String,
     /// True when `public_url` was not configured and comes from the listen address.
     pub public_url_is_default: bool,
+    /// `[notify] cluster`, empty treated as unset.
+    pub cluster: Option<String>,
+    /// `[notify] grafana_url`, checked, no trailing slash.
+    pub grafana_url: Option<String>,
     pub retry: RetryPolicy,
     pub timeout: Duration,
     pub receivers: Vec<Receiver>,
@@ -354,6 +368,15 @@ impl NotifySettings {
     pub fn incident_link(&self, id: &str) -> String {
         format!("{}/api/v1/incidents/{id}", self.public_url)
     }
+
+    /// Where an alert's `generatorURL` points: the Grafana incidents dashboard with this incident
+    /// selected when `grafana_url` is set, else `incident_link`.
+    pub fn generator_url(&self, id: &str) -> String {
+        match &self.grafana_url {
+            Some(g) => format!("{g}/d/faultline-incidents/faultline-incidents?var-incident={id}"),
+            None => self.incident_link(id),
+        }
+    }
 }
 
 impl NotifyConfig {
@@ -366,6 +389,16 @@ impl NotifyConfig {
                 parsed.as_str().trim_end_matches('/').to_string()
             }
             None => format!("http://{listen}"),
+        };
+        let grafana_url = match self.grafana_url.as_deref().filter(|u| !u.trim().is_empty()) {
+            Some(u) => Some(
+                http_url(u)
+                    .map_err(|message| NotifyConfigError::PublicUrl { url: u.to_string(), message })?
+                    .as_str()
+                    .trim_end_matches('/')
+                    .to_string(),
+            ),
+            None => None,
         };
         for (field, d) in
             [("retry_initial", self.retry_initial), ("retry_max", self.retry_max), ("timeout", self.timeout)]
@@ -491,6 +524,8 @@ impl NotifyConfig {
         Ok(NotifySettings {
             public_url,
             public_url_is_default: self.public_url.is_none(),
+            cluster: self.cluster.clone().filter(|c| !c.trim().is_empty()),
+            grafana_url,
             retry: RetryPolicy { initial: self.retry_initial, max: self.retry_max, give_up_after: self.give_up_after },
             timeout: self.timeout,
             receivers,
@@ -615,6 +650,27 @@ mod tests {
             .unwrap();
         set.use_bound_address("127.0.0.1:43210".parse().unwrap());
         assert_eq!(set.public_url, "https://fl.example.org");
+    }
+
+    #[test]
+    fn generator_url_opens_grafana_when_configured() {
+        let s = NotifyConfig::default().build(listen()).unwrap();
+        assert_eq!(s.generator_url("inc-000003"), s.incident_link("inc-000003"));
+        assert_eq!(s.cluster, None);
+        let s = NotifyConfig {
+            grafana_url: Some("https://grafana.example.org/".into()),
+            cluster: Some("train-a".into()),
+            ..NotifyConfig::default()
+        }
+        .build(listen())
+        .unwrap();
+        assert_eq!(
+            s.generator_url("inc-000003"),
+            "https://grafana.example.org/d/faultline-incidents/faultline-incidents?var-incident=inc-000003"
+        );
+        assert_eq!(s.cluster.as_deref(), Some("train-a"));
+        let bad = NotifyConfig { grafana_url: Some("grafana".into()), ..NotifyConfig::default() }.build(listen());
+        assert!(bad.is_err());
     }
 
     #[test]

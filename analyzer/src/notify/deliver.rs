@@ -442,10 +442,15 @@ impl ReceiverTask {
         let alerts: Vec<PostableAlert> = open
             .iter()
             .map(|inc| {
-                let link = self.settings.incident_link(&inc.id);
+                let link = self.settings.generator_url(&inc.id);
                 alertmanager::alert(
                     inc,
-                    AlertContext { link: &link, runbook_base: runbook_base.as_deref(), extra_labels: labels },
+                    AlertContext {
+                        link: &link,
+                        runbook_base: runbook_base.as_deref(),
+                        extra_labels: labels,
+                        cluster: self.settings.cluster.as_deref(),
+                    },
                 )
             })
             .collect();

@@ -66,12 +66,20 @@ impl Planner {
     /// The stored payload for `receiver` about `event` on `inc`.
     pub fn payload(&self, receiver: &Receiver, event: Event, inc: &Incident) -> Result<String, serde_json::Error> {
         let link = self.settings.incident_link(&inc.id);
+        let cluster = self.settings.cluster.as_deref();
         match &receiver.kind {
-            ReceiverKind::Webhook { .. } => webhook::payload(event, inc, &link),
+            ReceiverKind::Webhook { .. } => {
+                webhook::payload(event, inc, &link, &alertmanager::identity_labels(inc, cluster))
+            }
             ReceiverKind::Slack { .. } => slack::payload(event, inc, &link),
             ReceiverKind::Alertmanager { runbook_base, labels, .. } => alertmanager::payload(
                 inc,
-                alertmanager::AlertContext { link: &link, runbook_base: runbook_base.as_deref(), extra_labels: labels },
+                alertmanager::AlertContext {
+                    link: &self.settings.generator_url(&inc.id),
+                    runbook_base: runbook_base.as_deref(),
+                    extra_labels: labels,
+                    cluster,
+                },
             ),
         }
     }
@@ -150,6 +158,8 @@ pub(crate) mod tests {
         Arc::new(NotifySettings {
             public_url: "http://fl:9440".into(),
             public_url_is_default: false,
+            cluster: None,
+            grafana_url: None,
             retry: RetryPolicy::default(),
             timeout: std::time::Duration::from_secs(1),
             receivers: vec![

@@ -4,6 +4,8 @@
 //! The outbox stores the payload without `sent_at`; the sender adds it at each attempt and signs the
 //! exact bytes it sends, so a receiver can check the signature against the raw body it read.
 
+use std::collections::BTreeMap;
+
 use faultline_proto::{Incident, rfc3339};
 use hmac::{Hmac, Mac};
 use serde::Serialize;
@@ -21,13 +23,20 @@ pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 #[derive(Serialize)]
 struct Stored<'a> {
     event: &'static str,
+    /// The identity labels of the incident's Alertmanager alert (one scheme for both).
+    labels: &'a BTreeMap<String, String>,
     incident: &'a Incident,
     link: &'a str,
 }
 
 /// The stored form of a webhook notification (everything but `sent_at`).
-pub fn payload(event: Event, incident: &Incident, link: &str) -> Result<String, serde_json::Error> {
-    serde_json::to_string(&Stored { event: event.as_str(), incident, link })
+pub fn payload(
+    event: Event,
+    incident: &Incident,
+    link: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<String, serde_json::Error> {
+    serde_json::to_string(&Stored { event: event.as_str(), labels, incident, link })
 }
 
 /// The body to send now: the stored payload with `sent_at` (RFC 3339) added. A stored payload
@@ -66,8 +75,13 @@ mod tests {
     #[test]
     fn payload_has_event_incident_link_and_gets_sent_at_on_sending() {
         let inc = incident();
-        let stored = payload(Event::Opened, &inc, "http://a/api/v1/incidents/inc-000007").unwrap();
+        let labels = crate::notify::alertmanager::identity_labels(&inc, Some("train-a"));
+        let stored = payload(Event::Opened, &inc, "http://a/api/v1/incidents/inc-000007", &labels).unwrap();
         let v: serde_json::Value = serde_json::from_str(&stored).unwrap();
+        assert_eq!(v["labels"]["node"], "node-0003");
+        assert_eq!(v["labels"]["gpu"], "5");
+        assert_eq!(v["labels"]["cluster"], "train-a");
+        assert_eq!(v["labels"]["incident"], "inc-000007");
         assert_eq!(v["event"], "opened");
         assert_eq!(v["incident"]["id"], "inc-000007");
         assert_eq!(v["incident"]["root"], "node-0003/gpu5");
