@@ -175,6 +175,14 @@ async fn start(
         warn!("and read incidents. Set --token-file (or token_file in the config).");
         warn!("************************************************************************");
     }
+    let weak = settings.auth.weak_tokens();
+    if weak > 0 {
+        warn!(
+            weak_tokens = weak,
+            min_chars = faultline_analyzer::auth::MIN_TOKEN_CHARS,
+            "WEAK TOKEN: a configured token is shorter than the minimum and can be guessed; use `openssl rand -hex 32`"
+        );
+    }
     if !addr.ip().is_loopback() && settings.tls.is_none() {
         warn!("************************************************************************");
         warn!("PLAIN HTTP ON {addr}, A NON-LOOPBACK ADDRESS: tokens and reports travel");
