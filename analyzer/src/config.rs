@@ -299,6 +299,9 @@ pub struct Settings {
     pub notify: crate::notify::NotifySettings,
     pub remediation: crate::remediate::RemediationSettings,
     pub limits: crate::limits::LimitsConfig,
+    /// Open a store that looks damaged (lost WAL, truncated) instead of refusing to start. Only
+    /// from the `--allow-empty-store` flag: accepting a loss is a decision for each start.
+    pub allow_empty_store: bool,
 }
 
 impl Config {
@@ -403,6 +406,7 @@ impl Config {
             notify: self.notify.build(listen)?,
             remediation: self.remediation.build()?,
             limits: self.limits.clone(),
+            allow_empty_store: false,
         })
     }
 }

@@ -20,6 +20,7 @@ pub mod server;
 pub mod skew;
 pub mod state;
 pub mod store;
+pub mod store_guard;
 pub mod tls;
 pub mod topology;
 

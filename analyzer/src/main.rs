@@ -55,6 +55,21 @@ struct Cli {
     /// OpenTelemetry collector base URL: export ingest and diagnosis spans to URL/v1/traces (OTLP/HTTP).
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
     otlp_endpoint: Option<String>,
+    /// Start even if the store looks damaged (its WAL lost, the file truncated or missing): what it
+    /// lost stays lost. Without this the analyzer refuses to start on a damaged store.
+    #[arg(long)]
+    allow_empty_store: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Write a consistent copy of the store to DEST (safe while the analyzer runs), then exit.
+    Backup {
+        /// Where to write the copy; must not exist yet.
+        dest: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -67,6 +82,15 @@ fn main() -> ExitCode {
         )
         .init();
     let cli = Cli::parse();
+    if let Some(Command::Backup { dest }) = &cli.command {
+        return match backup(&cli, dest) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -150,6 +174,7 @@ async fn start(
         faultline_analyzer::otel::install(e).context("--otlp-endpoint")?;
     }
     let mut settings = cfg.build()?;
+    settings.allow_empty_store = cli.allow_empty_store;
     // Bound before the store opens so that notification links can name the port chosen for `:0`;
     // nothing is served (and `listening on` is not printed) until the store has loaded.
     let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -211,6 +236,27 @@ async fn start(
         "analyzer started"
     );
     Ok((state, listener, settings))
+}
+
+/// `faultline-analyzer backup DEST`: the store named by `--db` (or the config) copied to DEST.
+fn backup(cli: &Cli, dest: &std::path::Path) -> anyhow::Result<()> {
+    let cfg = match &cli.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    let db = cli.db.clone().unwrap_or(cfg.db);
+    if dest.exists() {
+        anyhow::bail!("{} already exists; give a new file name", dest.display());
+    }
+    if !db.exists() {
+        anyhow::bail!("no store at {} (give --db)", db.display());
+    }
+    let store = faultline_analyzer::store::Store::open_checked(&db, cli.allow_empty_store)
+        .with_context(|| format!("cannot open the store {}", db.display()))?;
+    store.backup(dest).with_context(|| format!("cannot write the backup {}", dest.display()))?;
+    let counts = store.counts()?;
+    println!("backed up {} ({} incidents) to {}", db.display(), counts.incidents, dest.display());
+    Ok(())
 }
 
 async fn shutdown_signal() {

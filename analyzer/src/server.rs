@@ -168,7 +168,7 @@ impl AppState {
         planner: Option<Arc<dyn OutboxPlanner>>,
     ) -> Result<Arc<Self>, StartError> {
         let t0 = Instant::now();
-        let store = Store::open(&settings.db)?;
+        let store = Store::open_checked(&settings.db, settings.allow_empty_store)?;
         Self::with_store(settings, store, clock, planner, t0)
     }
 
