@@ -419,11 +419,6 @@ pub async fn list_incidents(
         st.metrics.store_rows_skipped(skipped.len() as u64);
     }
     let mut resp = Json(list).into_response();
-    if let Some(why) = failing
-        && let Ok(v) = HeaderValue::from_str(&format!("failing: {}", why.replace(|c: char| !c.is_ascii() || c.is_ascii_control(), " ")))
-    {
-        resp.headers_mut().insert(STORE_HEADER, v);
-    }
     if !skipped.is_empty()
         && let Ok(v) = HeaderValue::from_str(&skipped.join(","))
     {

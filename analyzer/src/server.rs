@@ -401,7 +401,18 @@ async fn healthz(State(st): State<Arc<AppState>>) -> Response {
 
 async fn require_token(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     match st.authorize_read(req.headers()) {
-        Ok(()) => next.run(req).await,
+        Ok(()) => {
+            let mut resp = next.run(req).await;
+            // Every read answer says when the store is failing, so no client mistakes what it
+            // got for the whole truth (the CLI warns and exits 3).
+            if let Some(why) = st.store_failing() {
+                let clean: String = why.chars().map(|c| if c.is_ascii() && !c.is_ascii_control() { c } else { ' ' }).collect();
+                if let Ok(v) = HeaderValue::from_str(&format!("failing: {clean}")) {
+                    resp.headers_mut().insert(crate::api::STORE_HEADER, v);
+                }
+            }
+            resp
+        }
         Err(e) => e.into_response(),
     }
 }
