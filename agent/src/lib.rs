@@ -6,4 +6,5 @@ pub mod collect;
 pub mod events;
 pub mod export;
 pub mod progress;
+pub mod sanitize;
 pub mod xid;

@@ -215,6 +215,7 @@ fn once(s: &Settings) -> anyhow::Result<()> {
         parts,
         stats: Arc::new(AgentStats::default()),
         seq_error_logged: false,
+        sanitizer: faultline_agent::sanitize::Sanitizer::new(),
     };
     let report = cycle.build(false, false);
     if let Err(e) = report.validate() {
@@ -236,6 +237,8 @@ struct Cycle {
     parts: Parts,
     stats: Arc<AgentStats>,
     seq_error_logged: bool,
+    /// Out-of-range values become null before the push (`sanitize.rs`).
+    sanitizer: faultline_agent::sanitize::Sanitizer,
 }
 
 impl Cycle {
@@ -267,6 +270,7 @@ impl Cycle {
             events: self.parts.events.dropped() + extra_dropped,
             progress: self.parts.progress.dropped(),
         };
+        self.sanitizer.apply(&mut r);
         AgentStats::set(&self.stats.collect_duration_us, start.elapsed().as_micros() as u64);
         AgentStats::add(&self.stats.reports, 1);
         r
@@ -369,6 +373,24 @@ async fn metrics_handler(State(h): State<Http>, headers: axum::http::HeaderMap) 
 
 async fn healthz_handler(State(h): State<Http>) -> axum::response::Response {
     let body = match h.snapshot.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        // No report for three intervals (and a collector deadline): the collection loop is stuck.
+        Some(r)
+            if collect::now_ms().saturating_sub(r.timestamp_ms)
+                > 3 * r.interval_ms as i64 + collect::DEFAULT_COLLECTOR_DEADLINE.as_millis() as i64 =>
+        {
+            let body = serde_json::json!({
+                "status": "stalled",
+                "last_seq": r.seq,
+                "last_report_ms": r.timestamp_ms,
+                "error": "no report built for more than three intervals",
+            });
+            return (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                [(header::CONTENT_TYPE, "application/json")],
+                body.to_string(),
+            )
+                .into_response();
+        }
         Some(r) => serde_json::json!({
             "status": "ok",
             "last_seq": r.seq,
@@ -481,6 +503,7 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
             parts,
             stats: stats.clone(),
             seq_error_logged: false,
+            sanitizer: faultline_agent::sanitize::Sanitizer::new(),
         };
         let events = cycle.parts.events.clone();
         let (trig_tx, trig_rx) = std_mpsc::channel();

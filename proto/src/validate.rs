@@ -282,7 +282,7 @@ fn validate_gpu(f: &str, g: &GpuSample) -> Result<(), ReportError> {
 /// An event's `component` is the part of a component id after `<node>/`: `gpu3`, `gpu3/nvlink1`,
 /// `nic:mlx5_0`, `disk:nvme0n1` or `agent`, with indexes inside the report limits (an event naming
 /// `gpu9999` would invent a GPU the node cannot have).
-fn event_component(field: &str, node: &str, c: &str) -> Result<(), ReportError> {
+pub fn event_component(field: &str, node: &str, c: &str) -> Result<(), ReportError> {
     let id: ComponentId = format!("{node}/{c}").parse().map_err(|e: crate::IdError| invalid(field, e.reason))?;
     match id {
         ComponentId::Gpu { index, .. } | ComponentId::NvLink { gpu: index, .. } if index as usize >= MAX_GPUS => {
