@@ -349,9 +349,25 @@ impl CounterWatch {
     }
 }
 
-/// Read a sysfs/procfs file and trim the trailing newline.
+/// Most bytes read from one sysfs or small procfs file. A sysfs attribute is at most one page
+/// (4 KB) by the kernel's own rule; 64 KB leaves room for procfs files read the same way. A file
+/// longer than this is not what the collector expects (a bind mount, a fixture gone wrong).
+pub const MAX_SMALL_FILE_BYTES: u64 = 64 * 1024;
+
+/// Read a sysfs/procfs file and trim the trailing newline; a file over `MAX_SMALL_FILE_BYTES` is
+/// an error, never copied into a report.
 pub fn read_trimmed(path: &Path) -> io::Result<String> {
-    Ok(std::fs::read_to_string(path)?.trim().to_string())
+    use std::io::Read;
+    let mut buf = Vec::new();
+    std::fs::File::open(path)?.take(MAX_SMALL_FILE_BYTES + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > MAX_SMALL_FILE_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("longer than {MAX_SMALL_FILE_BYTES} bytes; not a sysfs attribute"),
+        ));
+    }
+    let s = String::from_utf8(buf).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))?;
+    Ok(s.trim().to_string())
 }
 
 /// Read a file holding one unsigned decimal number.
