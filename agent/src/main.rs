@@ -341,6 +341,9 @@ fn collection_loop(
     }
 }
 
+/// Tokens shorter than this draw a start-up warning (the analyzer warns at the same length).
+const WEAK_TOKEN_CHARS: usize = 16;
+
 /// Take an exclusive lock on the spool directory so two agents never share one.
 fn lock_spool(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     use std::os::fd::AsRawFd;
@@ -411,6 +414,14 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
     let client = match &s.analyzer {
         Some(a) => {
             warn_if_clear_text(a, s.token.is_some());
+            if let Some(t) = &s.token
+                && t.chars().count() < WEAK_TOKEN_CHARS
+            {
+                tracing::warn!(
+                    min_chars = WEAK_TOKEN_CHARS,
+                    "WEAK TOKEN: the push token is shorter than the minimum and can be guessed; use `openssl rand -hex 32`"
+                );
+            }
             Some(push::Client::new(a, s.token.clone(), s.ca_cert.as_deref())?)
         }
         None => None,
