@@ -55,9 +55,9 @@ pub fn guard_path(db: &Path) -> PathBuf {
 pub fn read(db: &Path) -> Option<Mark> {
     let text = std::fs::read_to_string(guard_path(db)).ok()?;
     let mut m = Mark::default();
-    for line in text.lines() {
-        let (k, v) = line.split_once('=')?;
-        let v: u64 = v.trim().parse().ok()?;
+    for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        let Some((k, v)) = line.split_once('=') else { continue };
+        let Ok(v) = v.trim().parse::<u64>() else { continue };
         match k.trim() {
             "incidents" => m.incidents = v,
             "next_incident_id" => m.next_incident_id = v,
@@ -116,4 +116,32 @@ pub fn backup(conn: &Connection, dest: &Path) -> Result<(), rusqlite::Error> {
     let dest = dest.to_string_lossy().to_string();
     conn.execute("VACUUM INTO ?1", [dest])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guard_reads_back_what_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("f.db");
+        assert_eq!(read(&db), None);
+        let m = Mark { incidents: 3, next_incident_id: 7 };
+        write(&db, m).unwrap();
+        assert_eq!(read(&db), Some(m));
+    }
+
+    #[test]
+    fn a_store_holding_less_than_its_guard_is_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("f.db");
+        write(&db, Mark { incidents: 3, next_incident_id: 7 }).unwrap();
+        let conn = Connection::open(&db).unwrap();
+        let e = check(&db, &conn, Mark { incidents: 0, next_incident_id: 1 }).unwrap_err();
+        assert!(e.to_string().contains("--allow-empty-store"), "{e}");
+        assert!(check(&db, &conn, Mark { incidents: 3, next_incident_id: 7 }).is_ok());
+        std::fs::remove_file(&db).unwrap();
+        assert!(matches!(check_exists(&db), Err(Damage::Missing { .. })));
+    }
 }
