@@ -333,6 +333,9 @@ impl Metrics {
             "Times an ingest cap bit (max_nodes, allowed_nodes, components_per_node, future_timestamp)",
             limits_hit.clone(),
         );
+        for limit in ["max_nodes", "allowed_nodes", "components_per_node", "future_timestamp"] {
+            let _ = limits_hit.get_or_create_owned(&LimitLabels { limit: limit.into() });
+        }
         let store_failing = Gauge::default();
         registry.register(
             "store_failing",

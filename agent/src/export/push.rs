@@ -523,6 +523,25 @@ mod tests {
     }
 
     #[test]
+    fn error_chains_name_the_innermost_cause() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("error sending request")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other("invalid peer certificate: UnknownIssuer"));
+        assert_eq!(error_chain(&e), "error sending request: invalid peer certificate: UnknownIssuer");
+    }
+
+    #[test]
+    fn only_a_problem_in_the_report_drops_it() {
+        for s in [400, 413, 422] {
+            assert!(refuses_the_report(s), "{s}");
+        }
+        for s in [401, 403, 404, 405, 409, 410, 415] {
+            assert!(!refuses_the_report(s), "{s}");
+        }
+    }
+
+    #[test]
     fn analyzer_urls_must_be_http() {
         assert!(Client::new("analyzer:9440", None, None).is_err());
         let c = Client::new("http://127.0.0.1:9440/", None, None).unwrap();
