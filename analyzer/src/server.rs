@@ -320,8 +320,12 @@ impl AppState {
         let failure = lock(&self.store_failure).clone();
         match failure {
             Some(f) => Some(f),
-            None if !lock(&self.pending).is_empty() => Some("incident changes are waiting to be written".into()),
-            None => None,
+            // `try_lock`: the tick holds `pending` while it writes, and a read must never wait on
+            // a slow disk; a write in progress is not a failure.
+            None => match self.pending.try_lock() {
+                Ok(p) if !p.is_empty() => Some("incident changes are waiting to be written".into()),
+                _ => None,
+            },
         }
     }
 
