@@ -94,7 +94,11 @@ impl Sanitizer {
             let before = h.temps.len();
             h.temps.retain(|t| ranges::contains(HOST_TEMP_C, t.celsius));
             if h.temps.len() < before {
-                f.push(("host", "host.temps".into(), format!("{} readings outside the possible range", before - h.temps.len())));
+                f.push((
+                    "host",
+                    "host.temps".into(),
+                    format!("{} readings outside the possible range", before - h.temps.len()),
+                ));
             }
             for (i, t) in h.temps.iter_mut().enumerate() {
                 cut(f, "host", format!("host.temps[{i}].name"), &mut t.name);

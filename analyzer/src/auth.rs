@@ -190,7 +190,13 @@ impl Auth {
     /// How many tokens of each kind: (shared, ingest, read, node). For the start-up log line.
     /// How many configured tokens are weak (shorter than `MIN_TOKEN_CHARS`).
     pub fn weak_tokens(&self) -> usize {
-        self.shared.iter().chain(&self.ingest).chain(&self.read).chain(self.nodes.iter().map(|(_, t)| t)).filter(|t| t.is_weak()).count()
+        self.shared
+            .iter()
+            .chain(&self.ingest)
+            .chain(&self.read)
+            .chain(self.nodes.iter().map(|(_, t)| t))
+            .filter(|t| t.is_weak())
+            .count()
     }
 
     pub fn counts(&self) -> (usize, usize, usize, usize) {

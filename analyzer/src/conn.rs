@@ -12,8 +12,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::header::CONTENT_TYPE;
 use axum::http::HeaderValue;
+use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
 use axum::response::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -57,7 +57,11 @@ where
 {
     let cap = connection_cap(cfg.max_connections);
     if cap < cfg.max_connections {
-        warn!(configured = cfg.max_connections, used = cap, "limits.max_connections lowered to fit the open-file limit");
+        warn!(
+            configured = cfg.max_connections,
+            used = cap,
+            "limits.max_connections lowered to fit the open-file limit"
+        );
     }
     let slots = Arc::new(tokio::sync::Semaphore::new(cap));
     let mut builder = Builder::new(TokioExecutor::new());

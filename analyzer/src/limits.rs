@@ -87,7 +87,9 @@ pub enum NodeRefusal {
 impl std::fmt::Display for NodeRefusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::NotAllowed => f.write_str("is not in the analyzer's allowed nodes (limits.allowed_nodes or the topology file)"),
+            Self::NotAllowed => {
+                f.write_str("is not in the analyzer's allowed nodes (limits.allowed_nodes or the topology file)")
+            }
             Self::TooManyNodes { max } => write!(
                 f,
                 "would be node number {} but the analyzer tracks at most {max} (limits.max_nodes); the report stays with the agent",

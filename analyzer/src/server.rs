@@ -410,7 +410,8 @@ async fn require_token(State(st): State<Arc<AppState>>, req: Request, next: Next
             // Every read answer says when the store is failing, so no client mistakes what it
             // got for the whole truth (the CLI warns and exits 3).
             if let Some(why) = st.store_failing() {
-                let clean: String = why.chars().map(|c| if c.is_ascii() && !c.is_ascii_control() { c } else { ' ' }).collect();
+                let clean: String =
+                    why.chars().map(|c| if c.is_ascii() && !c.is_ascii_control() { c } else { ' ' }).collect();
                 if let Ok(v) = HeaderValue::from_str(&format!("failing: {clean}")) {
                     resp.headers_mut().insert(crate::api::STORE_HEADER, v);
                 }
@@ -532,7 +533,10 @@ async fn ingest(st: &AppState, headers: &HeaderMap, body: Body) -> Result<(Accep
             if st.limits.should_log() {
                 warn!(node = %report.node, reason = %why, "report refused: node not admitted (logged at the 1st, 2nd, 4th… time)");
             }
-            return Err((IngestResult::Forbidden, ApiError::new(StatusCode::FORBIDDEN, format!("node {:?} {why}", report.node))));
+            return Err((
+                IngestResult::Forbidden,
+                ApiError::new(StatusCode::FORBIDDEN, format!("node {:?} {why}", report.node)),
+            ));
         }
     }
     if let Err(wait_s) = st.rate.check(&report.node, now_ms) {

@@ -155,7 +155,11 @@ mod tests {
     fn a_report_from_the_future_is_taken_at_arrival_with_its_events() {
         let mut r = faultline_proto::NodeReport::empty("n1");
         r.timestamp_ms = 1_000 + 3_600_000;
-        r.events.push(faultline_proto::Event::new(900 + 3_600_000, Default::default(), faultline_proto::EventClass::Xid));
+        r.events.push(faultline_proto::Event::new(
+            900 + 3_600_000,
+            Default::default(),
+            faultline_proto::EventClass::Xid,
+        ));
         r.events.push(faultline_proto::Event::new(i64::MAX, Default::default(), faultline_proto::EventClass::Xid));
         assert_eq!(restamp_future(&mut r, 1_000), Some(3_600_000));
         assert_eq!(r.timestamp_ms, 1_000);

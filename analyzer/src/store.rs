@@ -261,9 +261,10 @@ impl Store {
 
     fn write_guard(&self) {
         let Some(path) = &self.path else { return };
-        let result = self.mark().map_err(|e| e.to_string()).and_then(|m| {
-            crate::store_guard::write(path, m).map_err(|e| e.to_string())
-        });
+        let result = self
+            .mark()
+            .map_err(|e| e.to_string())
+            .and_then(|m| crate::store_guard::write(path, m).map_err(|e| e.to_string()));
         if let Err(e) = result {
             tracing::warn!(db = %path.display(), error = %e, "cannot update the store guard file");
         }

@@ -30,17 +30,14 @@ pub enum Damage {
         "the store {db} holds {found_incidents} incidents (next id {found_next}) but {guard} says it held {want_incidents} (next id {want_next}): \
          its WAL was lost or the file was truncated or replaced. Restore a backup, or start with --allow-empty-store to accept the loss"
     )]
-    Shrunk {
-        db: PathBuf,
-        guard: PathBuf,
-        found_incidents: u64,
-        found_next: u64,
-        want_incidents: u64,
-        want_next: u64,
-    },
-    #[error("the store {db} is missing but {guard} shows it held {incidents} incidents. Restore a backup, or start with --allow-empty-store")]
+    Shrunk { db: PathBuf, guard: PathBuf, found_incidents: u64, found_next: u64, want_incidents: u64, want_next: u64 },
+    #[error(
+        "the store {db} is missing but {guard} shows it held {incidents} incidents. Restore a backup, or start with --allow-empty-store"
+    )]
     Missing { db: PathBuf, guard: PathBuf, incidents: u64 },
-    #[error("the store {db} fails SQLite's quick_check: {message}. Restore a backup, or start with --allow-empty-store")]
+    #[error(
+        "the store {db} fails SQLite's quick_check: {message}. Restore a backup, or start with --allow-empty-store"
+    )]
     Corrupt { db: PathBuf, message: String },
 }
 
@@ -72,7 +69,13 @@ pub fn write(db: &Path, m: Mark) -> std::io::Result<()> {
     let path = guard_path(db);
     let tmp = path.with_extension("guard.tmp");
     let mut f = std::fs::File::create(&tmp)?;
-    write!(f, "# faultline store guard: what {} held; see store_guard.rs\nincidents={}\nnext_incident_id={}\n", db.display(), m.incidents, m.next_incident_id)?;
+    write!(
+        f,
+        "# faultline store guard: what {} held; see store_guard.rs\nincidents={}\nnext_incident_id={}\n",
+        db.display(),
+        m.incidents,
+        m.next_incident_id
+    )?;
     f.sync_all()?;
     std::fs::rename(&tmp, &path)
 }

@@ -155,9 +155,7 @@ fn the_head_of_a_receiver_is_its_oldest_pending_row_due_or_not() {
 fn a_failed_transaction_keeps_nothing() {
     let mut s = Store::open_in_memory().unwrap();
     s.conn
-        .execute_batch(
-            "CREATE TRIGGER no_outbox BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
-        )
+        .execute_batch("CREATE TRIGGER no_outbox BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'disk full'); END;")
         .unwrap();
     let inc = incident(1, 10.0, IncidentStatus::Open);
     let note = NewOutbox {
@@ -218,4 +216,3 @@ fn incident_numbers() {
     assert_eq!(incident_number("inc-12a"), None);
     assert_eq!(incident_number("x-1"), None);
 }
-

@@ -60,7 +60,9 @@ fn agent_metric(agent: &str, name: &str) -> Option<f64> {
 }
 
 fn spooled(spool: &Path) -> usize {
-    std::fs::read_dir(spool.join("reports")).map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".json")).count()).unwrap_or(0)
+    std::fs::read_dir(spool.join("reports"))
+        .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".json")).count())
+        .unwrap_or(0)
 }
 
 /// Every seq from 1 to the last one reached the analyzer.
@@ -101,14 +103,30 @@ fn auth_and_url_errors_keep_reports_and_only_the_analyzers_ack_delivers() {
     let spool = dir.path().join("spool");
     let node = "held-node";
     // Token rotated on the analyzer before the agent: 401.
-    let mut agent = Agent { node, analyzer: analyzer.url.clone(), token: "old-token-not-valid-anymore", spool: &spool, sysfs: None, procfs: None }.start();
+    let mut agent = Agent {
+        node,
+        analyzer: analyzer.url.clone(),
+        token: "old-token-not-valid-anymore",
+        spool: &spool,
+        sysfs: None,
+        procfs: None,
+    }
+    .start();
     wait_for(Duration::from_secs(60), "reports held in the spool", || (spooled(&spool) >= 5).then_some(()));
     assert_eq!(agent_metric(&agent.url, "faultline_agent_push_held"), Some(1.0));
     assert_eq!(agent_metric(&agent.url, "faultline_agent_refused_reports_total"), Some(0.0));
     assert!(agent.stderr().contains("REPORTS HELD"), "{}", agent.stderr());
     agent.kill9();
     // `--analyzer` given with the full path: 404. Still kept.
-    let mut agent = Agent { node, analyzer: format!("{}/api/v1/reports", analyzer.url), token: TOKEN, spool: &spool, sysfs: None, procfs: None }.start();
+    let mut agent = Agent {
+        node,
+        analyzer: format!("{}/api/v1/reports", analyzer.url),
+        token: TOKEN,
+        spool: &spool,
+        sysfs: None,
+        procfs: None,
+    }
+    .start();
     let before = spooled(&spool);
     wait_for(Duration::from_secs(60), "more reports held", || (spooled(&spool) >= before + 3).then_some(()));
     assert!(agent.stderr().contains("404"), "{}", agent.stderr());
@@ -122,7 +140,8 @@ fn auth_and_url_errors_keep_reports_and_only_the_analyzers_ack_delivers() {
     agent.kill9();
     // Fixed: every report since seq 1 arrives.
     let held = spooled(&spool) as u64;
-    let agent = Agent { node, analyzer: analyzer.url.clone(), token: TOKEN, spool: &spool, sysfs: None, procfs: None }.start();
+    let agent =
+        Agent { node, analyzer: analyzer.url.clone(), token: TOKEN, spool: &spool, sysfs: None, procfs: None }.start();
     wait_for(Duration::from_secs(120), "every held report delivered", || all_delivered(&analyzer.url, node, held));
     drop(agent);
 }
@@ -133,7 +152,15 @@ fn a_report_refused_for_its_content_is_still_dropped() {
     let analyzer = start_analyzer(dir.path(), Some(TOKEN), &[]);
     let spool = dir.path().join("spool");
     // A node name the analyzer cannot use as an id: 422, a problem in the report itself.
-    let agent = Agent { node: "job:bad", analyzer: analyzer.url.clone(), token: TOKEN, spool: &spool, sysfs: None, procfs: None }.start();
+    let agent = Agent {
+        node: "job:bad",
+        analyzer: analyzer.url.clone(),
+        token: TOKEN,
+        spool: &spool,
+        sysfs: None,
+        procfs: None,
+    }
+    .start();
     wait_for(Duration::from_secs(60), "three refusals", || {
         agent_metric(&agent.url, "faultline_agent_refused_reports_total").filter(|n| *n >= 3.0)
     });
@@ -157,7 +184,8 @@ fn kill_9_during_a_slow_push_loses_nothing() {
     assert!(spooled(&spool) >= 5, "only {} reports on disk after kill -9", spooled(&spool));
     // The next start delivers them all.
     let analyzer = start_analyzer(dir.path(), Some(TOKEN), &[]);
-    let _agent = Agent { node, analyzer: analyzer.url.clone(), token: TOKEN, spool: &spool, sysfs: None, procfs: None }.start();
+    let _agent =
+        Agent { node, analyzer: analyzer.url.clone(), token: TOKEN, spool: &spool, sysfs: None, procfs: None }.start();
     wait_for(Duration::from_secs(120), "every report since seq 1", || all_delivered(&analyzer.url, node, 6));
 }
 
@@ -176,10 +204,15 @@ fn an_impossible_sensor_value_or_a_huge_sysfs_file_costs_only_itself() {
     let analyzer = start_analyzer(dir.path(), Some(TOKEN), &[]);
     let sysfs = dir.path().join("sys");
     let huge = vec![b'x'; 1 << 20];
-    hwmon(&sysfs, &[("name", b"nct6775\n"), ("fan1_input", b"2000000\n"), ("fan2_input", b"1200\n"), ("fan2_label", &huge)]);
+    hwmon(
+        &sysfs,
+        &[("name", b"nct6775\n"), ("fan1_input", b"2000000\n"), ("fan2_input", b"1200\n"), ("fan2_label", &huge)],
+    );
     let spool = dir.path().join("spool");
     let node = "odd-sensor-node";
-    let agent = Agent { node, analyzer: analyzer.url.clone(), token: TOKEN, spool: &spool, sysfs: Some(&sysfs), procfs: None }.start();
+    let agent =
+        Agent { node, analyzer: analyzer.url.clone(), token: TOKEN, spool: &spool, sysfs: Some(&sysfs), procfs: None }
+            .start();
     wait_for(Duration::from_secs(60), "reports accepted", || all_delivered(&analyzer.url, node, 3));
     let errors = agent_metric(&agent.url, "faultline_agent_collector_errors_total{collector=\"host\"}");
     let host_errors = http()
@@ -238,7 +271,8 @@ fn a_full_disk_does_not_stop_the_agent() {
         while f.write_all(&chunk).is_ok() {}
     }
     let node = "full-disk-node";
-    let agent = Agent { node, analyzer: analyzer.url.clone(), token: TOKEN, spool: &mnt, sysfs: None, procfs: None }.start();
+    let agent =
+        Agent { node, analyzer: analyzer.url.clone(), token: TOKEN, spool: &mnt, sysfs: None, procfs: None }.start();
     wait_for(Duration::from_secs(60), "reports from an agent on a full disk", || {
         node_entry(&analyzer.url, node)?["reports"].as_u64().filter(|n| *n >= 3)
     });
@@ -258,7 +292,9 @@ fn a_blocking_read_does_not_stall_the_reports() {
     assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
     let node = "fifo-node";
     let spool = dir.path().join("spool");
-    let agent = Agent { node, analyzer: analyzer.url.clone(), token: TOKEN, spool: &spool, sysfs: None, procfs: Some(&procfs) }.start();
+    let agent =
+        Agent { node, analyzer: analyzer.url.clone(), token: TOKEN, spool: &spool, sysfs: None, procfs: Some(&procfs) }
+            .start();
     wait_for(Duration::from_secs(60), "reports while proc/uptime blocks", || {
         node_entry(&analyzer.url, node)?["reports"].as_u64().filter(|n| *n >= 10)
     });

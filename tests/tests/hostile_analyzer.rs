@@ -262,14 +262,17 @@ fn a_full_store_disk_is_not_all_clear() {
     let (status, body) = get(&format!("{url}/healthz"), None);
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("store"), "{body}");
-    let out = Command::new(bin("faultline")).args(["--analyzer", &url, "--token", TOKEN, "incidents"]).output().unwrap();
+    let out =
+        Command::new(bin("faultline")).args(["--analyzer", &url, "--token", TOKEN, "incidents"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("store is failing"), "{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("node-d/gpu1"));
     // Room again: the next tick writes what waited, and all is well.
     std::fs::remove_file(mnt.join("filler")).unwrap();
-    wait_for(Duration::from_secs(60), "healthz ok again", || (get(&format!("{url}/healthz"), None).0 == 200).then_some(()));
+    wait_for(Duration::from_secs(60), "healthz ok again", || {
+        (get(&format!("{url}/healthz"), None).0 == 200).then_some(())
+    });
 }
 
 #[test]
@@ -337,7 +340,9 @@ fn the_smaller_ones() {
     let dir = tempfile::tempdir().unwrap();
     // A 1-character token works but is warned about.
     let analyzer = faultline_tests::start_analyzer(dir.path(), Some("x"), &[]);
-    wait_for(Duration::from_secs(10), "the weak-token warning", || analyzer.stderr().contains("WEAK TOKEN").then_some(()));
+    wait_for(Duration::from_secs(10), "the weak-token warning", || {
+        analyzer.stderr().contains("WEAK TOKEN").then_some(())
+    });
     // `%FF` in an id: a JSON error, like every other.
     let resp = http().get(format!("{}/api/v1/incidents/%FF", analyzer.url)).bearer_auth("x").send().unwrap();
     assert!(resp.status().is_client_error());
@@ -366,7 +371,8 @@ fn the_smaller_ones() {
             let _ = s.write_all(b"SSH-2.0-OpenSSH_9.6\r\nnot http at all\r\n\r\n");
         }
     });
-    let out = Command::new(bin("faultline")).args(["--analyzer", &format!("http://{addr}"), "status"]).output().unwrap();
+    let out =
+        Command::new(bin("faultline")).args(["--analyzer", &format!("http://{addr}"), "status"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(!stderr.contains("Is faultline-analyzer running"), "{stderr}");

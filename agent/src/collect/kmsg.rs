@@ -283,7 +283,9 @@ fn follow_kmsg(file: File, mut h: LineHandler) {
         }
         if n == 0 {
             // End of file: errno is not set, so there is no OS error to print ("Success").
-            tracing::warn!("kernel-log watcher stopped: the kernel log reached end of file (not the /dev/kmsg character device?)");
+            tracing::warn!(
+                "kernel-log watcher stopped: the kernel log reached end of file (not the /dev/kmsg character device?)"
+            );
             return;
         }
         let err = std::io::Error::last_os_error();

@@ -133,9 +133,7 @@ impl Worker {
                 // It finished late: that cycle's report is gone, this one gets a fresh run.
                 Ok(_) => self.busy_since = None,
                 Err(TryRecvError::Empty) => {
-                    return Err(CollectError::Other(
-                        "still stuck past its deadline; reports go out without it".into(),
-                    ));
+                    return Err(CollectError::Other("still stuck past its deadline; reports go out without it".into()));
                 }
                 Err(TryRecvError::Disconnected) => return Err(CollectError::Other("collector thread is gone".into())),
             }

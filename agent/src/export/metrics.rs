@@ -262,8 +262,10 @@ fn agent_families<'a>(r: Option<&'a NodeReport>, s: &AgentStats) -> Vec<Family<'
     pushed.u(vec![], Some(g(&s.pushed)));
     let mut errors = Family::counter("faultline_agent_push_errors", "Failed pushes (unreachable, timeout, 5xx, 4xx).");
     errors.u(vec![], Some(g(&s.push_errors)));
-    let mut refused =
-        Family::counter("faultline_agent_refused_reports", "Reports the analyzer refused for their content (400, 413, 422; dropped).");
+    let mut refused = Family::counter(
+        "faultline_agent_refused_reports",
+        "Reports the analyzer refused for their content (400, 413, 422; dropped).",
+    );
     refused.u(vec![], Some(g(&s.refused)));
     let mut held = Family::gauge(
         "faultline_agent_push_held",

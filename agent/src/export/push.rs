@@ -136,7 +136,9 @@ impl Client {
             };
             return match serde_json::from_slice::<Ack>(&body) {
                 Ok(a) if a.seq == seq => Outcome::Accepted,
-                Ok(a) => Outcome::Retry(format!("HTTP {status} but the answer acknowledges seq {} instead of {seq}", a.seq)),
+                Ok(a) => {
+                    Outcome::Retry(format!("HTTP {status} but the answer acknowledges seq {} instead of {seq}", a.seq))
+                }
                 Err(_) => Outcome::Retry(format!(
                     "HTTP {status} but the answer is not the analyzer's ({:?}); is --analyzer the analyzer's base URL?",
                     String::from_utf8_lossy(&body[..body.len().min(80)])
@@ -350,7 +352,9 @@ impl Pusher {
             let hint = match status {
                 401 => "the analyzer does not accept this agent's token (--token-file); rotated out of order?",
                 403 => "this token may not push for this node, or the analyzer does not admit the node (limits)",
-                404 => "nothing answers at this URL; give --analyzer as the base URL (http://host:9440), without a path",
+                404 => {
+                    "nothing answers at this URL; give --analyzer as the base URL (http://host:9440), without a path"
+                }
                 _ => "the analyzer refuses every report for a reason outside the report",
             };
             tracing::error!(
@@ -369,7 +373,12 @@ impl Pusher {
     fn refused(&mut self, seq: u64, status: u16, message: &str) {
         AgentStats::add(&self.stats.push_errors, 1);
         AgentStats::add(&self.stats.refused, 1);
-        tracing::error!(seq, status, analyzer_message = message, "analyzer refused the report for its content; dropping it");
+        tracing::error!(
+            seq,
+            status,
+            analyzer_message = message,
+            "analyzer refused the report for its content; dropping it"
+        );
     }
 
     fn ok(&mut self) {
