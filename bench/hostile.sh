@@ -42,6 +42,8 @@ check_ge() { # case min got: PASS when got is a number >= min
 check_lt() { # case max got: PASS when got is a number < max
   if [[ "$3" =~ ^-?[0-9]+$ ]] && [ "$3" -lt "$2" ]; then row "$1" "< $2" "$3" PASS; else row "$1" "< $2" "$3" FAIL; fi
 }
+# Cases that read without bound before issue 17 run under `ulimit -v 4000000` (4 GB of address
+# space): the old binaries then fail instead of taking the machine's memory.
 now_ms() { python3 -c 'import time; print(int(time.time()*1000))'; }
 
 # Starts an analyzer in directory $1 with extra args; sets URL and APID.
@@ -227,7 +229,7 @@ timeout 10 "$AN" --listen 127.0.0.1:0 --db "$W/weak.db" --token x >/dev/null 2>"
 wait_until 5 grep -q "WEAK TOKEN" "$W/weak.err"; if grep -q "WEAK TOKEN" "$W/weak.err"; then got=warned; else got=silent; fi
 check "smaller: 1-character token" warned "$got"
 
-/usr/bin/time -f '%M' -o "$W/zero.rss" timeout 20 "$AN" --listen 127.0.0.1:0 --db "$W/z.db" --token-file /dev/zero >/dev/null 2>"$W/zero.err"
+/usr/bin/time -f '%M' -o "$W/zero.rss" timeout 20 bash -c 'ulimit -v 4000000; exec "$0" "$@"' "$AN" --listen 127.0.0.1:0 --db "$W/z.db" --token-file /dev/zero >/dev/null 2>"$W/zero.err"
 code=$?; check "12 --token-file /dev/zero: exit" 2 "$code"
 check_lt "12 --token-file /dev/zero: peak RSS (KB)" 100000 "$(tail -1 "$W/zero.rss" 2>/dev/null)"
 
@@ -246,7 +248,7 @@ while True:
     c, _ = l.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
 EOF
 PIDS+=("$!"); wait_until 5 test -s "$W/fake.port"; FP=$(head -1 "$W/fake.port")
-timeout 60 "$CLI" --analyzer "http://127.0.0.1:$FP" incidents >/dev/null 2>"$W/cli.err"; code=$?
+timeout 60 bash -c 'ulimit -v 4000000; exec "$0" "$@"' "$CLI" --analyzer "http://127.0.0.1:$FP" incidents >/dev/null 2>"$W/cli.err"; code=$?
 if grep -q "larger than" "$W/cli.err"; then got="exit $code, refused"; else got="exit $code: $(head -c 60 "$W/cli.err")"; fi
 check "12 CLI against an endless answer" "exit 2, refused" "$got"
 python3 - >"$W/ssh.port" <<'EOF' &
