@@ -8,4 +8,5 @@ pub mod export;
 pub mod logging;
 pub mod observe;
 pub mod progress;
+pub mod sanitize;
 pub mod xid;

@@ -211,6 +211,7 @@ fn once(s: &Settings) -> anyhow::Result<()> {
         parts,
         stats: Arc::new(AgentStats::default()),
         seq_error_logged: false,
+        sanitizer: faultline_agent::sanitize::Sanitizer::new(),
     };
     let report = cycle.build(false, false);
     if let Err(e) = report.validate() {
@@ -232,6 +233,8 @@ struct Cycle {
     parts: Parts,
     stats: Arc<AgentStats>,
     seq_error_logged: bool,
+    /// Out-of-range values become null before the push (`sanitize.rs`).
+    sanitizer: faultline_agent::sanitize::Sanitizer,
 }
 
 impl Cycle {
@@ -263,6 +266,7 @@ impl Cycle {
             events: self.parts.events.dropped() + extra_dropped,
             progress: self.parts.progress.dropped(),
         };
+        self.sanitizer.apply(&mut r);
         AgentStats::set(&self.stats.collect_duration_us, start.elapsed().as_micros() as u64);
         AgentStats::add(&self.stats.reports, 1);
         r
@@ -333,6 +337,9 @@ fn collection_loop(
     }
 }
 
+/// Tokens shorter than this draw a start-up warning (the analyzer warns at the same length).
+const WEAK_TOKEN_CHARS: usize = 16;
+
 /// Take an exclusive lock on the spool directory so two agents never share one.
 fn lock_spool(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     use std::os::fd::AsRawFd;
@@ -365,6 +372,24 @@ async fn metrics_handler(State(h): State<Http>, headers: axum::http::HeaderMap) 
 
 async fn healthz_handler(State(h): State<Http>) -> axum::response::Response {
     let body = match h.snapshot.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        // No report for three intervals (and a collector deadline): the collection loop is stuck.
+        Some(r)
+            if collect::now_ms().saturating_sub(r.timestamp_ms)
+                > 3 * r.interval_ms as i64 + collect::DEFAULT_COLLECTOR_DEADLINE.as_millis() as i64 =>
+        {
+            let body = serde_json::json!({
+                "status": "stalled",
+                "last_seq": r.seq,
+                "last_report_ms": r.timestamp_ms,
+                "error": "no report built for more than three intervals",
+            });
+            return (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                [(header::CONTENT_TYPE, "application/json")],
+                body.to_string(),
+            )
+                .into_response();
+        }
         Some(r) => serde_json::json!({
             "status": "ok",
             "last_seq": r.seq,
@@ -385,6 +410,14 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
     let client = match &s.analyzer {
         Some(a) => {
             warn_if_clear_text(a, s.token.is_some());
+            if let Some(t) = &s.token
+                && t.chars().count() < WEAK_TOKEN_CHARS
+            {
+                tracing::warn!(
+                    min_chars = WEAK_TOKEN_CHARS,
+                    "WEAK TOKEN: the push token is shorter than the minimum and can be guessed; use `openssl rand -hex 32`"
+                );
+            }
             Some(push::Client::new(a, s.token.clone(), s.ca_cert.as_deref())?)
         }
         None => None,
@@ -485,6 +518,7 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
             parts,
             stats: stats.clone(),
             seq_error_logged: false,
+            sanitizer: faultline_agent::sanitize::Sanitizer::new(),
         };
         let events = cycle.parts.events.clone();
         let (trig_tx, trig_rx) = std_mpsc::channel();

@@ -387,11 +387,51 @@ pub async fn list_incidents(
         }
     }
     let st2 = st.clone();
-    let list = tokio::task::spawn_blocking(move || lock(&st2.store).list(&query))
+    let q2 = query.clone();
+    let listed = tokio::task::spawn_blocking(move || lock(&st2.store).list_skipping(&q2))
         .await
-        .map_err(|e| ApiError::internal(format!("store task failed: {e}")))??;
-    Ok(Json(list).into_response())
+        .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?;
+    let failing = st.store_failing();
+    let (mut list, skipped) = match listed {
+        Ok(v) => v,
+        // The store cannot even be read: what is open is still known in memory.
+        Err(e) if query.status != Some(IncidentStatus::Resolved) => {
+            tracing::error!(error = %e, "store read failed; serving open incidents from memory");
+            (Vec::new(), Vec::new())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if query.status != Some(IncidentStatus::Resolved) {
+        // Open incidents the store has not recorded (it lags: disk full, I/O errors) come from
+        // memory; while it is failing memory's copy wins for the others too, since it is newer.
+        let open = st.open.read().unwrap_or_else(|p| p.into_inner());
+        if failing.is_some() {
+            list.retain(|i| !open.contains_key(&i.id));
+        }
+        let have: BTreeSet<String> = list.iter().map(|i| i.id.clone()).collect();
+        list.extend(open.values().filter(|i| !have.contains(&i.id)).cloned());
+        list.sort_by(|a, b| a.opened_s.total_cmp(&b.opened_s).then_with(|| a.id.cmp(&b.id)));
+        if list.len() > query.limit {
+            list.drain(..list.len() - query.limit);
+        }
+    }
+    if !skipped.is_empty() {
+        st.metrics.store_rows_skipped(skipped.len() as u64);
+    }
+    let mut resp = Json(list).into_response();
+    if !skipped.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&skipped.join(","))
+    {
+        resp.headers_mut().insert(SKIPPED_HEADER, v);
+    }
+    Ok(resp)
 }
+
+/// Response header on incident listings while the store is failing: `failing: <why>`. The CLI
+/// prints it as a warning and exits non-zero.
+pub const STORE_HEADER: &str = "x-faultline-store";
+/// Response header naming stored incidents left out of a listing because they no longer decode.
+pub const SKIPPED_HEADER: &str = "x-faultline-skipped";
 
 /// `GET /api/v1/incidents/{id}`
 pub async fn get_incident(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -399,7 +439,14 @@ pub async fn get_incident(State(st): State<Arc<AppState>>, Path(id): Path<String
     let id2 = id.clone();
     let found = tokio::task::spawn_blocking(move || lock(&st2.store).get(&id2))
         .await
-        .map_err(|e| ApiError::internal(format!("store task failed: {e}")))??;
+        .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?;
+    // An open incident the store has not recorded (or cannot read) is served from memory.
+    let memory = || st.open.read().ok().and_then(|o| o.get(&id).cloned());
+    let found = match found {
+        Ok(Some(i)) => Some(i),
+        Ok(None) => memory(),
+        Err(e) => Some(memory().ok_or(e)?),
+    };
     match found {
         Some(i) => Ok(Json(i).into_response()),
         None => Err(ApiError::not_found(format!("no incident {id}"))),

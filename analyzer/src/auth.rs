@@ -36,6 +36,10 @@ pub enum TokenError {
     BadCharacters,
 }
 
+/// Tokens shorter than this draw a warning at start-up: 16 random characters (about 95 bits from
+/// `openssl rand -base64 12`) cannot be guessed over HTTP; one or two characters can.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
 impl Token {
     /// Accepts a token as typed or read from a file; surrounding whitespace (a trailing newline) is
     /// trimmed.
@@ -48,6 +52,12 @@ impl Token {
             return Err(TokenError::BadCharacters);
         }
         Ok(Self(t.to_string()))
+    }
+
+    /// True when the token is shorter than `MIN_TOKEN_CHARS`: it works, but a start-up warning says
+    /// it can be guessed.
+    pub fn is_weak(&self) -> bool {
+        self.0.chars().count() < MIN_TOKEN_CHARS
     }
 
     /// Constant-time comparison with a presented token.
@@ -178,6 +188,17 @@ impl Auth {
     }
 
     /// How many tokens of each kind: (shared, ingest, read, node). For the start-up log line.
+    /// How many configured tokens are weak (shorter than `MIN_TOKEN_CHARS`).
+    pub fn weak_tokens(&self) -> usize {
+        self.shared
+            .iter()
+            .chain(&self.ingest)
+            .chain(&self.read)
+            .chain(self.nodes.iter().map(|(_, t)| t))
+            .filter(|t| t.is_weak())
+            .count()
+    }
+
     pub fn counts(&self) -> (usize, usize, usize, usize) {
         (self.shared.len(), self.ingest.len(), self.read.len(), self.nodes.len())
     }

@@ -133,7 +133,8 @@ impl AuthConfig {
 }
 
 fn read_token(p: &Path) -> Result<Token, ConfigError> {
-    let raw = std::fs::read_to_string(p).map_err(|error| ConfigError::ReadToken { path: p.to_path_buf(), error })?;
+    let raw = crate::limits::read_capped(p, crate::limits::MAX_TOKEN_FILE_BYTES)
+        .map_err(|error| ConfigError::ReadToken { path: p.to_path_buf(), error })?;
     Token::new(&raw).map_err(|error| ConfigError::BadToken { path: Some(p.to_path_buf()), error })
 }
 
@@ -201,6 +202,9 @@ pub struct Config {
     /// Seconds after a job first appears during which its counters are not judged (compile and
     /// NCCL warm-up). Default 120.
     pub job_warmup_s: f64,
+    /// `[limits]`: node and component caps, an optional node allow-list, client timeouts and the
+    /// connection cap (see `limits.rs` for each default and why).
+    pub limits: crate::limits::LimitsConfig,
 }
 
 impl Default for Config {
@@ -230,6 +234,7 @@ impl Default for Config {
             expected_nic_rate_gbps: engine.expected_nic_rate_gbps,
             hang_quiet_s: engine.hang_quiet_s,
             job_warmup_s: engine.job_warmup_s,
+            limits: crate::limits::LimitsConfig::default(),
         }
     }
 }
@@ -310,12 +315,16 @@ pub struct Settings {
     pub list_limit: usize,
     pub notify: crate::notify::NotifySettings,
     pub remediation: crate::remediate::RemediationSettings,
+    pub limits: crate::limits::LimitsConfig,
+    /// Open a store that looks damaged (lost WAL, truncated) instead of refusing to start. Only
+    /// from the `--allow-empty-store` flag: accepting a loss is a decision for each start.
+    pub allow_empty_store: bool,
 }
 
 impl Config {
     /// Reads and parses a TOML config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
+        let text = crate::limits::read_capped(path, crate::limits::MAX_CONFIG_FILE_BYTES)
             .map_err(|error| ConfigError::ReadConfig { path: path.to_path_buf(), error })?;
         Self::parse(&text).map_err(|message| ConfigError::ParseConfig { path: path.to_path_buf(), message })
     }
@@ -332,8 +341,8 @@ impl Config {
             (Some(_), Some(_)) => return Err(ConfigError::TokenTwice),
             (Some(t), None) => Some(Token::new(&t.0).map_err(|error| ConfigError::BadToken { path: None, error })?),
             (None, Some(p)) => {
-                let raw =
-                    std::fs::read_to_string(p).map_err(|error| ConfigError::ReadToken { path: p.clone(), error })?;
+                let raw = crate::limits::read_capped(p, crate::limits::MAX_TOKEN_FILE_BYTES)
+                    .map_err(|error| ConfigError::ReadToken { path: p.clone(), error })?;
                 Some(Token::new(&raw).map_err(|error| ConfigError::BadToken { path: Some(p.clone()), error })?)
             }
             (None, None) => None,
@@ -441,6 +450,8 @@ impl Config {
             list_limit: self.list_limit,
             notify: self.notify.build(listen)?,
             remediation: self.remediation.build()?,
+            limits: self.limits.clone(),
+            allow_empty_store: false,
         })
     }
 }
@@ -454,8 +465,8 @@ fn positive_secs(field: &'static str, d: Duration) -> Result<(), ConfigError> {
 
 /// Reads a topology file: TOML, or JSON when the name ends in `.json`. Validated before use.
 pub fn load_topology(path: &Path) -> Result<TopologyFile, ConfigError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|error| ConfigError::ReadTopology { path: path.to_path_buf(), error })?;
+    let text = crate::limits::read_capped(path, crate::limits::MAX_CONFIG_FILE_BYTES)
+        .map_err(|error| ConfigError::ReadTopology { path: path.to_path_buf(), error })?;
     let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
     let topo = if is_json {
         TopologyFile::from_json(&text).map_err(|e| ConfigError::Topology { path: path.to_path_buf(), message: e.0 })?

@@ -26,7 +26,8 @@ use tracing::{info, warn};
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
-    /// `cert init DIR`: make a CA, a server certificate and tokens (analyzer/SECURITY.md).
+    /// `cert init DIR`: make a CA, a server certificate and tokens (analyzer/SECURITY.md);
+    /// `backup DEST`: copy the store.
     #[command(subcommand)]
     command: Option<Sub>,
     /// TOML config file; flags override its values.
@@ -62,6 +63,10 @@ struct Cli {
     /// Log format on stderr: text, or json (one object per line).
     #[arg(long, value_enum, default_value_t)]
     log_format: faultline_analyzer::logging::LogFormat,
+    /// Start even if the store looks damaged (its WAL lost, the file truncated or missing): what it
+    /// lost stays lost. Without this the analyzer refuses to start on a damaged store.
+    #[arg(long)]
+    allow_empty_store: bool,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -69,11 +74,25 @@ enum Sub {
     /// Make a CA, a TLS server certificate and tokens for the analyzer, its agents and the CLI
     #[command(subcommand)]
     Cert(faultline_analyzer::cert::CertCommand),
+    /// Write a consistent copy of the store to DEST (safe while the analyzer runs), then exit.
+    Backup {
+        /// Where to write the copy; must not exist yet.
+        dest: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
     faultline_analyzer::logging::init(cli.log_format);
+    if let Some(Sub::Backup { dest }) = &cli.command {
+        return match backup(&cli, dest) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Some(Sub::Cert(c)) = cli.command.take() {
         return match faultline_analyzer::cert::run(c) {
             Ok(()) => ExitCode::SUCCESS,
@@ -166,6 +185,7 @@ async fn start(
         faultline_analyzer::otel::install(e).context("--otlp-endpoint")?;
     }
     let mut settings = cfg.build()?;
+    settings.allow_empty_store = cli.allow_empty_store;
     // Bound before the store opens so that notification links can name the port chosen for `:0`;
     // nothing is served (and `listening on` is not printed) until the store has loaded.
     let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -190,6 +210,14 @@ async fn start(
         warn!("NO API TOKEN CONFIGURED: anyone who can reach {addr} can push reports");
         warn!("and read incidents. Set --token-file (or token_file in the config).");
         warn!("************************************************************************");
+    }
+    let weak = settings.auth.weak_tokens();
+    if weak > 0 {
+        warn!(
+            weak_tokens = weak,
+            min_chars = faultline_analyzer::auth::MIN_TOKEN_CHARS,
+            "WEAK TOKEN: a configured token is shorter than the minimum and can be guessed; use `openssl rand -hex 32`"
+        );
     }
     if !addr.ip().is_loopback() && settings.tls.is_none() {
         warn!("************************************************************************");
@@ -219,6 +247,27 @@ async fn start(
         "analyzer started"
     );
     Ok((state, listener, settings))
+}
+
+/// `faultline-analyzer backup DEST`: the store named by `--db` (or the config) copied to DEST.
+fn backup(cli: &Cli, dest: &std::path::Path) -> anyhow::Result<()> {
+    let cfg = match &cli.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    let db = cli.db.clone().unwrap_or(cfg.db);
+    if dest.exists() {
+        anyhow::bail!("{} already exists; give a new file name", dest.display());
+    }
+    if !db.exists() {
+        anyhow::bail!("no store at {} (give --db)", db.display());
+    }
+    let store = faultline_analyzer::store::Store::open_checked(&db, cli.allow_empty_store)
+        .with_context(|| format!("cannot open the store {}", db.display()))?;
+    store.backup(dest).with_context(|| format!("cannot write the backup {}", dest.display()))?;
+    let counts = store.counts()?;
+    println!("backed up {} ({} incidents) to {}", db.display(), counts.incidents, dest.display());
+    Ok(())
 }
 
 async fn shutdown_signal() {

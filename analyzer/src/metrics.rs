@@ -115,6 +115,11 @@ struct RemediationLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReceiverLabels {
     receiver: String,
 }
@@ -196,6 +201,9 @@ pub struct Metrics {
     nodes_clock_skewed: Gauge,
     node_clock_skew: Family<NodeLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     series_capped: Family<FamilyLabels, Gauge>,
+    limits_hit: Family<LimitLabels, Counter>,
+    store_failing: Gauge,
+    store_rows_skipped: Counter,
     /// Reports applied since the last engine tick started (the detection backlog).
     since_tick: AtomicI64,
     /// Analyzer clock when the last tick finished, Unix ms (0: none yet).
@@ -326,6 +334,27 @@ impl Metrics {
             "Series left out of the last scrape by the cardinality caps, by metric family",
             series_capped.clone(),
         );
+        let limits_hit = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "limits_hit",
+            "Times an ingest cap bit (max_nodes, allowed_nodes, components_per_node, future_timestamp)",
+            limits_hit.clone(),
+        );
+        for limit in ["max_nodes", "allowed_nodes", "components_per_node", "future_timestamp"] {
+            let _ = limits_hit.get_or_create_owned(&LimitLabels { limit: limit.into() });
+        }
+        let store_failing = Gauge::default();
+        registry.register(
+            "store_failing",
+            "1 while incident changes cannot be written to the store (served from memory meanwhile)",
+            store_failing.clone(),
+        );
+        let store_rows_skipped = Counter::default();
+        registry.register(
+            "store_rows_skipped",
+            "Stored incidents left out of an answer because they no longer decode",
+            store_rows_skipped.clone(),
+        );
         let outbox_depth = Family::<ReceiverLabels, Gauge>::default();
         registry.register("outbox_depth", "Notifications waiting in the outbox, per receiver", outbox_depth.clone());
         // The same version `faultline-analyzer --version` prints (tests/tests/packages.rs checks both).
@@ -360,6 +389,9 @@ impl Metrics {
             nodes_clock_skewed,
             node_clock_skew,
             series_capped,
+            limits_hit,
+            store_failing,
+            store_rows_skipped,
             since_tick: AtomicI64::new(0),
             last_tick_ms: AtomicI64::new(0),
             // Every class and severity starts at 0, so that Grafana shows 0 open incidents, not
@@ -431,6 +463,19 @@ impl Metrics {
 
     pub fn store_error(&self) {
         self.store_errors.inc();
+    }
+
+    /// An ingest cap bit `n` times (`limit` is one of a fixed set of names).
+    pub fn limit_hit(&self, limit: &'static str, n: u64) {
+        self.limits_hit.get_or_create(&LimitLabels { limit: limit.into() }).inc_by(n);
+    }
+
+    pub fn store_failing(&self, failing: bool) {
+        self.store_failing.set(i64::from(failing));
+    }
+
+    pub fn store_rows_skipped(&self, n: u64) {
+        self.store_rows_skipped.inc_by(n);
     }
 
     /// One notification attempt for `receiver` ended with `result`.

@@ -131,6 +131,10 @@ pub struct AppState {
     pub remediation: crate::remediate::Remediation,
     /// Changes the store has not accepted yet; retried on the next tick.
     pending: Mutex<Vec<IncidentChange>>,
+    /// Node, component and connection caps (`limits.rs`).
+    pub limits: crate::limits::Limits,
+    /// The last store write error, while writes keep failing (None once one succeeds).
+    store_failure: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -164,7 +168,7 @@ impl AppState {
         planner: Option<Arc<dyn OutboxPlanner>>,
     ) -> Result<Arc<Self>, StartError> {
         let t0 = Instant::now();
-        let store = Store::open(&settings.db)?;
+        let store = Store::open_checked(&settings.db, settings.allow_empty_store)?;
         Self::with_store(settings, store, clock, planner, t0)
     }
 
@@ -213,6 +217,8 @@ impl AppState {
             planner,
             remediation,
             pending: Mutex::new(Vec::new()),
+            limits: crate::limits::Limits::new(&settings.limits, &settings.topology),
+            store_failure: Mutex::new(None),
         }))
     }
 
@@ -280,9 +286,11 @@ impl AppState {
         match lock(&self.store).record(&pending, &outbox, now_s) {
             Ok(()) => {
                 pending.clear();
+                self.store_ok();
             }
             Err(e) => {
                 self.metrics.store_error();
+                self.store_failed(&e);
                 if pending.len() > MAX_PENDING_CHANGES {
                     let drop_n = pending.len() - MAX_PENDING_CHANGES;
                     pending.drain(..drop_n);
@@ -306,6 +314,37 @@ impl AppState {
 }
 
 impl AppState {
+    /// Why the store is failing, while incident changes wait in memory for it (disk full, I/O
+    /// error). Readers then serve open incidents from memory and `/healthz` answers 503.
+    pub fn store_failing(&self) -> Option<String> {
+        let failure = lock(&self.store_failure).clone();
+        match failure {
+            Some(f) => Some(f),
+            // `try_lock`: the tick holds `pending` while it writes, and a read must never wait on
+            // a slow disk; a write in progress is not a failure.
+            None => match self.pending.try_lock() {
+                Ok(p) if !p.is_empty() => Some("incident changes are waiting to be written".into()),
+                _ => None,
+            },
+        }
+    }
+
+    fn store_failed(&self, e: &StoreError) {
+        let mut f = lock(&self.store_failure);
+        if f.is_none() {
+            error!(error = %e, "STORE FAILING: incident changes are kept in memory and served from there until it recovers");
+        }
+        *f = Some(e.to_string());
+        self.metrics.store_failing(true);
+    }
+
+    fn store_ok(&self) {
+        if lock(&self.store_failure).take().is_some() {
+            info!("store writes succeed again");
+        }
+        self.metrics.store_failing(false);
+    }
+
     /// The notification planner, when notifications are configured (remediation pages through it).
     pub fn outbox_planner(&self) -> Option<&Arc<dyn OutboxPlanner>> {
         self.planner.as_ref()
@@ -338,7 +377,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/actions/resume", post(crate::remediate::http::post_resume))
         .merge(read)
         .route("/metrics", get(api::metrics))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .fallback(|req: Request| async move {
             ApiError::not_found(format!("no route {} {}", req.method(), req.uri().path()))
         })
@@ -348,12 +387,37 @@ pub fn router(state: Arc<AppState>) -> Router {
                 format!("{} is not allowed on {}", req.method(), req.uri().path()),
             )
         })
+        .layer(axum::middleware::from_fn(crate::conn::json_errors))
         .with_state(state)
+}
+
+/// `GET /healthz`: `ok`, or 503 with a JSON body naming what is failing (the store).
+async fn healthz(State(st): State<Arc<AppState>>) -> Response {
+    match st.store_failing() {
+        None => "ok".into_response(),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "status": "degraded", "store": format!("failing: {why}") })),
+        )
+            .into_response(),
+    }
 }
 
 async fn require_token(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     match st.authorize_read(req.headers()) {
-        Ok(()) => next.run(req).await,
+        Ok(()) => {
+            let mut resp = next.run(req).await;
+            // Every read answer says when the store is failing, so no client mistakes what it
+            // got for the whole truth (the CLI warns and exits 3).
+            if let Some(why) = st.store_failing() {
+                let clean: String =
+                    why.chars().map(|c| if c.is_ascii() && !c.is_ascii_control() { c } else { ' ' }).collect();
+                if let Ok(v) = HeaderValue::from_str(&format!("failing: {clean}")) {
+                    resp.headers_mut().insert(crate::api::STORE_HEADER, v);
+                }
+            }
+            resp
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -422,7 +486,12 @@ async fn ingest(st: &AppState, headers: &HeaderMap, body: Body) -> Result<(Accep
         // Too big to be worth draining: answer at once and let the connection drop.
         return Err(too_large(len.to_string()));
     }
-    let bytes = match read_limited(body, st.max_body_bytes).await {
+    let body_timeout = st.limits.cfg.body_timeout;
+    let read = tokio::time::timeout(body_timeout, read_limited(body, st.max_body_bytes)).await;
+    let read = read.unwrap_or_else(|_| {
+        Err(ReadError::Io(format!("the body did not arrive within {} s (limits.body_timeout)", body_timeout.as_secs())))
+    });
+    let bytes = match read {
         Ok(b) => b,
         Err(ReadError::TooLarge(seen)) => {
             return Err(too_large(declared.map(|d| d.to_string()).unwrap_or_else(|| format!("at least {seen}"))));
@@ -442,9 +511,34 @@ async fn ingest(st: &AppState, headers: &HeaderMap, body: Body) -> Result<(Accep
         ));
     }
     // Decode and validate outside the engine lock.
-    let report = NodeReport::from_json(&bytes).map_err(|e| report_refusal(&e))?;
+    let mut report = NodeReport::from_json(&bytes).map_err(|e| report_refusal(&e))?;
     grant.allows(&report.node).map_err(|e| (IngestResult::Forbidden, ApiError::auth(&e)))?;
     let now_ms = st.clock.now_ms();
+    match st.limits.admit(&mut report) {
+        Ok(t) if t.components > 0 => {
+            st.metrics.limit_hit("components_per_node", t.components as u64);
+            if st.limits.should_log() {
+                warn!(node = %report.node, dropped = t.components, max = st.limits.cfg.max_components_per_node, "node names more components than limits.max_components_per_node; new names dropped");
+            }
+        }
+        Ok(_) => {}
+        Err(why) => {
+            st.metrics.limit_hit(
+                match why {
+                    crate::limits::NodeRefusal::NotAllowed => "allowed_nodes",
+                    crate::limits::NodeRefusal::TooManyNodes { .. } => "max_nodes",
+                },
+                1,
+            );
+            if st.limits.should_log() {
+                warn!(node = %report.node, reason = %why, "report refused: node not admitted (logged at the 1st, 2nd, 4th… time)");
+            }
+            return Err((
+                IngestResult::Forbidden,
+                ApiError::new(StatusCode::FORBIDDEN, format!("node {:?} {why}", report.node)),
+            ));
+        }
+    }
     if let Err(wait_s) = st.rate.check(&report.node, now_ms) {
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -458,7 +552,13 @@ async fn ingest(st: &AppState, headers: &HeaderMap, body: Body) -> Result<(Accep
         e.retry_after_s = Some(wait_s);
         return Err((IngestResult::RateLimited, e));
     }
+    // The ledger sees the agent's own clock (that is how skew is measured); the engine sees a
+    // report from the future at arrival time, so one wrong clock cannot hide later reports.
     let meta = ReportMeta::of(&report, bytes.len());
+    if let Some(ahead_ms) = crate::skew::restamp_future(&mut report, now_ms) {
+        st.metrics.limit_hit("future_timestamp", 1);
+        debug!(node = %report.node, ahead_ms, "report stamped in the future; taken at arrival time");
+    }
     st.metrics.report_age((now_ms - report.timestamp_ms) as f64 / 1000.0);
     let outcome = {
         let mut engine = lock(&st.engine);
@@ -545,7 +645,8 @@ where
 {
     let ticker = tokio::spawn(tick_loop(state.clone(), tick_interval));
     let remediator = tokio::spawn(crate::remediate::runner::run_loop(state.clone(), tick_interval));
-    let result = axum::serve(listener, router(state.clone())).with_graceful_shutdown(shutdown).await;
+    let limits = state.limits.cfg.clone();
+    let result = crate::conn::serve(listener, router(state.clone()), &limits, shutdown).await;
     ticker.abort();
     remediator.abort();
     // Give unrecorded changes one last chance to reach the store.
@@ -570,9 +671,13 @@ impl AppState {
             None => Vec::new(),
         };
         match lock(&self.store).record(&pending, &outbox, now_s) {
-            Ok(()) => pending.clear(),
+            Ok(()) => {
+                pending.clear();
+                self.store_ok();
+            }
             Err(e) => {
                 self.metrics.store_error();
+                self.store_failed(&e);
                 error!(error = %e, "cannot record incident changes");
             }
         }

@@ -70,6 +70,35 @@ impl ClockSkew {
     }
 }
 
+/// How far ahead of the analyzer's clock a report may be stamped and still be taken at its own
+/// time. Beyond this the report is taken at arrival time: a node whose clock was an hour ahead at
+/// boot (a wrong RTC, corrected by NTP a moment later) would otherwise make every later, correctly
+/// stamped report look older than the last one, and the engine would file them as history until
+/// the wall clock caught up. Equal to `MAX_CLOCK_SKEW_MS`: anything inside it is ordinary skew.
+pub const MAX_FUTURE_MS: i64 = MAX_CLOCK_SKEW_MS;
+
+/// Re-stamps a report taken more than `MAX_FUTURE_MS` ahead of `now_ms` at `now_ms`, shifting its
+/// events by the same amount (and clamping any event still ahead to `now_ms`). Returns how far
+/// ahead it was. The clock-skew estimate is made from the original stamp, before this.
+pub fn restamp_future(r: &mut faultline_proto::NodeReport, now_ms: i64) -> Option<i64> {
+    let ahead = r.timestamp_ms.saturating_sub(now_ms);
+    let shift = if ahead > MAX_FUTURE_MS {
+        r.timestamp_ms = now_ms;
+        ahead
+    } else {
+        0
+    };
+    let mut clamped = false;
+    for e in &mut r.events {
+        e.ts_ms = e.ts_ms.saturating_sub(shift).max(1);
+        if e.ts_ms.saturating_sub(now_ms) > MAX_FUTURE_MS {
+            e.ts_ms = now_ms;
+            clamped = true;
+        }
+    }
+    (shift > 0 || clamped).then_some(ahead)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +149,25 @@ mod tests {
         }
         feed(&mut c, 5, back + 10_000, 10_000, 0, 5);
         assert!(!c.skewed(), "{:?}", c.estimate_ms());
+    }
+
+    #[test]
+    fn a_report_from_the_future_is_taken_at_arrival_with_its_events() {
+        let mut r = faultline_proto::NodeReport::empty("n1");
+        r.timestamp_ms = 1_000 + 3_600_000;
+        r.events.push(faultline_proto::Event::new(
+            900 + 3_600_000,
+            Default::default(),
+            faultline_proto::EventClass::Xid,
+        ));
+        r.events.push(faultline_proto::Event::new(i64::MAX, Default::default(), faultline_proto::EventClass::Xid));
+        assert_eq!(restamp_future(&mut r, 1_000), Some(3_600_000));
+        assert_eq!(r.timestamp_ms, 1_000);
+        assert_eq!(r.events[0].ts_ms, 900);
+        assert_eq!(r.events[1].ts_ms, 1_000, "an event still in the future is clamped");
+        let mut ok = faultline_proto::NodeReport::empty("n1");
+        ok.timestamp_ms = 1_000 + MAX_FUTURE_MS;
+        assert_eq!(restamp_future(&mut ok, 1_000), None);
+        assert_eq!(ok.timestamp_ms, 1_000 + MAX_FUTURE_MS);
     }
 }

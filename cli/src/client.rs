@@ -16,6 +16,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one request may take in all. The largest answer (incidents with full paths on a big
 /// cluster) is a few MB from an in-process store, well under this on any working analyzer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest answer read, bytes. A 20,000-node cluster's node list with full detail is about 20 MB;
+/// anything past this is not the analyzer talking.
+pub const MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
+/// Response header the analyzer sets on read answers while its store is failing.
+pub const STORE_HEADER: &str = "x-faultline-store";
 
 /// Why a request failed. The variants are what the CLI turns into advice.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +36,14 @@ pub enum ClientError {
     Untrusted { url: String, reason: String },
     #[error("cannot read the CA certificate {path}: {message}")]
     CaCert { path: String, message: String },
+    /// Something answered, but not in HTTP the client could read (a TLS server spoken to in plain
+    /// HTTP, another service on the port, a proxy cutting the answer).
+    #[error(
+        "the server at {url} answered, but not like faultline-analyzer: {reason}. Check the scheme (http:// or https://) and port of --analyzer."
+    )]
+    Protocol { url: String, reason: String },
+    #[error("the analyzer's answer to {path} is larger than {MAX_RESPONSE_BYTES} bytes; refusing to read it")]
+    TooLarge { path: String },
     #[error("the analyzer refused the token (HTTP {status}: {message}); set --token or FAULTLINE_TOKEN")]
     Unauthorized { status: u16, message: String },
     /// 404, with the server's own words (`no incident inc-000099`).
@@ -73,6 +86,8 @@ pub struct Client {
     base: String,
     token: Option<String>,
     http: reqwest::blocking::Client,
+    /// What the analyzer said about its store, when it said it is failing (warned once).
+    store_failing: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Client {
@@ -80,7 +95,23 @@ impl Client {
     /// instead of the system's.
     pub fn new(base: &str, token: Option<String>, ca: Option<&Path>) -> Result<Self, ClientError> {
         let http = builder(ca)?.timeout(REQUEST_TIMEOUT).build().map_err(|e| ClientError::Build(e.to_string()))?;
-        Ok(Self { base: base.trim_end_matches('/').to_string(), token, http })
+        Ok(Self { base: base.trim_end_matches('/').to_string(), token, http, store_failing: Default::default() })
+    }
+
+    /// The analyzer's word on its store, when a read answer said it is failing.
+    pub fn store_failing(&self) -> Option<String> {
+        self.store_failing.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn note_store(&self, resp: &reqwest::blocking::Response) {
+        let Some(v) = resp.headers().get(STORE_HEADER).and_then(|v| v.to_str().ok()) else { return };
+        let mut f = self.store_failing.lock().unwrap_or_else(|p| p.into_inner());
+        if f.is_none() {
+            eprintln!(
+                "warning: the analyzer's store is {v}. Open incidents come from its memory; a restart now would lose them."
+            );
+        }
+        *f = Some(v.to_string());
     }
 
     pub fn base(&self) -> &str {
@@ -94,9 +125,13 @@ impl Client {
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        let resp = req.send().map_err(|e| unreachable(&self.base, &e))?;
+        let resp = req.send().map_err(|e| self.send_error(&e))?;
         let status = resp.status();
-        let body = resp.text().map_err(|e| ClientError::Unreachable { url: self.base.clone(), reason: reason(&e) })?;
+        self.note_store(&resp);
+        let body = read_capped(resp).map_err(|e| match e {
+            None => ClientError::TooLarge { path: path.to_string() },
+            Some(e) => ClientError::Protocol { url: self.base.clone(), reason: e },
+        })?;
         if !status.is_success() {
             let message = serde_json::from_str::<Value>(&body)
                 .ok()
@@ -162,6 +197,32 @@ impl Client {
 
     pub fn topology(&self) -> Result<Fetched<TopologyView>, ClientError> {
         self.get("/api/v1/topology")
+    }
+}
+
+/// Reads at most `MAX_RESPONSE_BYTES` of a body; None when there is more.
+fn read_capped(resp: reqwest::blocking::Response) -> Result<String, Option<String>> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    resp.take(MAX_RESPONSE_BYTES + 1).read_to_end(&mut buf).map_err(|e| Some(e.to_string()))?;
+    if buf.len() as u64 > MAX_RESPONSE_BYTES {
+        return Err(None);
+    }
+    String::from_utf8(buf).map_err(|_| Some("the answer is not UTF-8 text".to_string()))
+}
+
+impl Client {
+    /// A request that got no answer: unreachable (nothing listening, TLS refused, timeout), or
+    /// something answered in a way that is not HTTP from the analyzer.
+    fn send_error(&self, e: &reqwest::Error) -> ClientError {
+        let why = reason(e);
+        if is_untrusted(e) {
+            ClientError::Untrusted { url: self.base.clone(), reason: why }
+        } else if e.is_connect() || e.is_timeout() {
+            ClientError::Unreachable { url: self.base.clone(), reason: why }
+        } else {
+            ClientError::Protocol { url: self.base.clone(), reason: why }
+        }
     }
 }
 
@@ -240,7 +301,9 @@ fn reason(e: &reqwest::Error) -> String {
         last = s.to_string();
         src = s.source();
     }
-    last
+    // No OS error: the innermost cause (a TLS verdict, an HTTP parse error) says the most; the
+    // outer "error sending request" says nothing.
+    if last.is_empty() { e.to_string() } else { last }
 }
 
 fn first_line(body: &str) -> String {

@@ -69,6 +69,7 @@ pub struct RunArgs {
 pub fn run(conn: &ConnArgs, cmd: SimCommand) -> ExitCode {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .try_init();
     let result = match cmd {

@@ -73,9 +73,32 @@ pub struct IdError {
     pub reason: &'static str,
 }
 
-/// Host names, NIC names, job ids: non-empty, at most 128 bytes, no `/`, whitespace or control characters.
+/// Longest name (host, NIC, disk, job, switch) in bytes. Linux host names stop at 64, interface
+/// names at 15; 128 leaves room for FQDNs and scheduler job ids.
+pub const MAX_NAME_BYTES: usize = 128;
+
+/// Host names, NIC names, job ids: non-empty, at most 128 bytes, no `/`, whitespace, control
+/// characters, or invisible formatting characters (bidi overrides and isolates, zero-width marks:
+/// they make one name display as another in a terminal or a dashboard).
 pub fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 128 && !s.chars().any(|c| c == '/' || c.is_whitespace() || c.is_control())
+    !s.is_empty()
+        && s.len() <= MAX_NAME_BYTES
+        && !s.chars().any(|c| c == '/' || c.is_whitespace() || c.is_control() || is_invisible_format(c))
+}
+
+/// A node (host) name: a valid name that cannot be mistaken for another id form. `job:` and `switch:`
+/// prefixes name jobs and switches, so a host called `job:x` would make incident roots that do not
+/// read back; no real host name has a `:`.
+pub fn valid_host(s: &str) -> bool {
+    valid_name(s) && !s.contains(':')
+}
+
+/// Unicode format characters that change how text around them is shown: bidi embeddings, overrides
+/// and isolates (U+202A..U+202E, U+2066..U+2069), the directional marks, zero-width characters and
+/// the byte-order mark.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{061C}' | '\u{FEFF}' | '\u{00AD}')
 }
 
 impl ComponentId {
@@ -188,7 +211,10 @@ impl FromStr for ComponentId {
             };
         }
         let parts: Vec<&str> = s.split('/').collect();
-        let host = name(parts[0], "host name is empty or has spaces")?;
+        if !valid_host(parts[0]) {
+            return Err(err("host name is empty, has spaces, ':' or control characters, or is over 128 bytes"));
+        }
+        let host = parts[0].to_string();
         match parts.as_slice() {
             [_] => Ok(Self::Node { host }),
             [_, "agent"] => Ok(Self::Agent { host }),
@@ -249,6 +275,18 @@ mod tests {
     }
 
     #[test]
+    fn host_names_cannot_pose_as_other_forms_or_hide_characters() {
+        assert!(valid_host("node-0003.cluster.local"));
+        for bad in ["job:x", "switch:leaf", "a\u{202E}b", "a\u{200B}b", "a\u{2066}b", &"x".repeat(129)] {
+            assert!(!valid_host(bad), "{bad:?}");
+        }
+        // Every id built from a valid host reads back.
+        for id in [ComponentId::node("n1"), ComponentId::gpu("n1", 3), ComponentId::nic("n1", "mlx5_0")] {
+            assert_eq!(id.to_string().parse::<ComponentId>().unwrap(), id);
+        }
+    }
+
+    #[test]
     fn kinds_and_hosts() {
         let id: ComponentId = "node-0003/gpu5/nvlink3".parse().unwrap();
         assert_eq!(id.kind(), ComponentKind::Nvlink);
@@ -273,6 +311,8 @@ mod tests {
             "a b",
             "node/gpu1/nvlinkX",
             "node/gpu99999999999",
+            "host:x/gpu1",
+            "node\u{202E}1",
         ] {
             let e = s.parse::<ComponentId>().unwrap_err();
             assert!(!e.reason.is_empty(), "{s}");

@@ -1,7 +1,44 @@
 //! Decoding and validation of `NodeReport`: every refusal names the field that is wrong.
 
-use crate::id::valid_name;
+use crate::id::{ComponentId, valid_host, valid_name};
 use crate::report::{limits::*, *};
+
+/// The possible range of every bounded number in a report, shared by the analyzer (which refuses a
+/// report outside them) and the agent (which turns an out-of-range reading into null and counts a
+/// collector error, so one broken sensor never costs the whole report). Each is `(lo, hi)`,
+/// inclusive. The bounds are physical: far beyond any real part, so only a broken sensor or a
+/// misread register lands outside.
+pub mod ranges {
+    /// Percentages (utilisation, CPU).
+    pub const PCT: (f64, f64) = (0.0, 100.0);
+    /// Load averages: a million runnable tasks is beyond any host.
+    pub const LOAD: (f64, f64) = (0.0, 1e6);
+    /// Fan speed, rpm: the fastest server fans turn at about 30,000 rpm.
+    pub const FAN_RPM: (f64, f64) = (0.0, 1e6);
+    /// Host sensor temperature, °C.
+    pub const HOST_TEMP_C: (f64, f64) = (-100.0, 300.0);
+    /// GPU and GPU-memory temperature, °C.
+    pub const GPU_TEMP_C: (f64, f64) = (-50.0, 250.0);
+    /// GPU power and power limit, W: the largest GPU boards draw about 1,200 W.
+    pub const GPU_POWER_W: (f64, f64) = (0.0, 10_000.0);
+    /// NIC link rate, Gb/s.
+    pub const NIC_RATE_GBPS: (f64, f64) = (0.0, 100_000.0);
+    /// A rank's CPU seconds.
+    pub const CPU_SECONDS: (f64, f64) = (0.0, 1e12);
+    /// Step times, ms (a million seconds per step is no training job).
+    pub const STEP_MS: (f64, f64) = (0.0, 1e9);
+    /// Widest PCIe link and highest PCIe generation.
+    pub const PCIE_MAX_WIDTH: u32 = 64;
+    pub const PCIE_MAX_GENERATION: u32 = 16;
+    /// Longest `interval_ms`: one hour.
+    pub const MAX_INTERVAL_MS: u64 = 3_600_000;
+
+    /// Whether `v` lies in `r` (and is finite).
+    pub fn contains(r: (f64, f64), v: f64) -> bool {
+        v.is_finite() && v >= r.0 && v <= r.1
+    }
+}
+use ranges::*;
 
 /// Why a report was refused. `field` is a path like `gpus[3].temp_c`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -49,17 +86,17 @@ impl NodeReport {
                 format!("unknown schema version {} (this analyzer speaks {SCHEMA_VERSION})", self.schema_version),
             ));
         }
-        if !valid_name(&self.node) {
+        if !valid_host(&self.node) {
             return Err(invalid(
                 "node",
-                "must be a non-empty host name without '/', spaces or control characters, at most 128 bytes",
+                "must be a non-empty host name without '/', ':', spaces, control or bidi characters, at most 128 bytes",
             ));
         }
         str_len("agent_version", &self.agent_version)?;
         if self.timestamp_ms <= 0 {
             return Err(invalid("timestamp_ms", "must be a positive Unix time in milliseconds"));
         }
-        if self.interval_ms == 0 || self.interval_ms > 3_600_000 {
+        if self.interval_ms == 0 || self.interval_ms > MAX_INTERVAL_MS {
             return Err(invalid("interval_ms", "must be between 1 ms and 1 hour"));
         }
         if let Some(h) = &self.host {
@@ -85,10 +122,10 @@ impl NodeReport {
             }
             max_len(&format!("{f}.counters"), n.counters.len(), MAX_COUNTERS_PER_NIC)?;
             if let Some(r) = n.rate_gbps {
-                range(&format!("{f}.rate_gbps"), r, 0.0, 100_000.0)?;
+                range(&format!("{f}.rate_gbps"), r, NIC_RATE_GBPS)?;
             }
             if let Some(r) = n.max_rate_gbps {
-                range(&format!("{f}.max_rate_gbps"), r, 0.0, 100_000.0)?;
+                range(&format!("{f}.max_rate_gbps"), r, NIC_RATE_GBPS)?;
             }
         }
         max_len("disks", self.disks.len(), MAX_DISKS)?;
@@ -115,7 +152,7 @@ impl NodeReport {
             for (k, r) in j.ranks.iter().enumerate() {
                 let f = format!("{f}.ranks[{k}]");
                 if let Some(c) = r.cpu_seconds {
-                    range(&format!("{f}.cpu_seconds"), c, 0.0, 1e12)?;
+                    range(&format!("{f}.cpu_seconds"), c, CPU_SECONDS)?;
                 }
                 if r.gpus.len() > MAX_GPUS {
                     return Err(invalid(
@@ -130,7 +167,7 @@ impl NodeReport {
                         ("compute_ms", p.compute_ms),
                     ] {
                         if let Some(v) = v {
-                            range(&format!("{f}.progress.{name}"), v, 0.0, 1e9)?;
+                            range(&format!("{f}.progress.{name}"), v, STEP_MS)?;
                         }
                     }
                     for (name, v) in [("loss", p.loss), ("grad_norm", p.grad_norm)] {
@@ -157,6 +194,12 @@ impl NodeReport {
                 return Err(invalid(format!("{f}.count"), "must be at least 1"));
             }
             str_len(&format!("{f}.message"), &e.message)?;
+            if let Some(c) = e.component.as_deref().filter(|c| !c.is_empty()) {
+                event_component(&format!("{f}.component"), &self.node, c)?;
+            }
+            if let Some(d) = &e.device {
+                str_len(&format!("{f}.device"), d)?;
+            }
         }
         Ok(())
     }
@@ -165,12 +208,12 @@ impl NodeReport {
 fn validate_host(h: &HostSample) -> Result<(), ReportError> {
     for (name, v) in [("host.cpu_util_pct", h.cpu_util_pct), ("host.cpu_non_job_pct", h.cpu_non_job_pct)] {
         if let Some(v) = v {
-            range(name, v, 0.0, 100.0)?;
+            range(name, v, PCT)?;
         }
     }
     for (name, v) in [("host.load1", h.load1), ("host.load5", h.load5), ("host.load15", h.load15)] {
         if let Some(v) = v {
-            range(name, v, 0.0, 1e6)?;
+            range(name, v, LOAD)?;
         }
     }
     if let (Some(t), Some(u)) = (h.mem_total_bytes, h.mem_used_bytes) {
@@ -183,12 +226,12 @@ fn validate_host(h: &HostSample) -> Result<(), ReportError> {
     for (i, fan) in h.fans.iter().enumerate() {
         str_len(&format!("host.fans[{i}].name"), &fan.name)?;
         if let Some(r) = fan.rpm {
-            range(&format!("host.fans[{i}].rpm"), r, 0.0, 1e6)?;
+            range(&format!("host.fans[{i}].rpm"), r, FAN_RPM)?;
         }
     }
     for (i, t) in h.temps.iter().enumerate() {
         str_len(&format!("host.temps[{i}].name"), &t.name)?;
-        range(&format!("host.temps[{i}].celsius"), t.celsius, -100.0, 300.0)?;
+        range(&format!("host.temps[{i}].celsius"), t.celsius, HOST_TEMP_C)?;
     }
     Ok(())
 }
@@ -198,17 +241,17 @@ fn validate_gpu(f: &str, g: &GpuSample) -> Result<(), ReportError> {
         [("util_gpu_pct", g.util_gpu_pct), ("util_mem_pct", g.util_mem_pct), ("tensor_active_pct", g.tensor_active_pct)]
     {
         if let Some(v) = v {
-            range(&format!("{f}.{name}"), v, 0.0, 100.0)?;
+            range(&format!("{f}.{name}"), v, PCT)?;
         }
     }
     for (name, v) in [("temp_c", g.temp_c), ("mem_temp_c", g.mem_temp_c)] {
         if let Some(v) = v {
-            range(&format!("{f}.{name}"), v, -50.0, 250.0)?;
+            range(&format!("{f}.{name}"), v, GPU_TEMP_C)?;
         }
     }
     for (name, v) in [("power_w", g.power_w), ("power_limit_w", g.power_limit_w)] {
         if let Some(v) = v {
-            range(&format!("{f}.{name}"), v, 0.0, 10_000.0)?;
+            range(&format!("{f}.{name}"), v, GPU_POWER_W)?;
         }
     }
     if let (Some(t), Some(u)) = (g.mem_total_bytes, g.mem_used_bytes) {
@@ -218,12 +261,12 @@ fn validate_gpu(f: &str, g: &GpuSample) -> Result<(), ReportError> {
     }
     if let Some(p) = &g.pcie {
         if let (Some(c), Some(m)) = (p.width, p.max_width) {
-            if c > 64 || m > 64 {
+            if c > PCIE_MAX_WIDTH || m > PCIE_MAX_WIDTH {
                 return Err(invalid(format!("{f}.pcie.width"), "PCIe width above x64 is impossible"));
             }
         }
         if let (Some(c), Some(m)) = (p.generation, p.max_generation) {
-            if c > 16 || m > 16 {
+            if c > PCIE_MAX_GENERATION || m > PCIE_MAX_GENERATION {
                 return Err(invalid(format!("{f}.pcie.generation"), "PCIe generation above 16 is impossible"));
             }
         }
@@ -236,11 +279,29 @@ fn validate_gpu(f: &str, g: &GpuSample) -> Result<(), ReportError> {
     Ok(())
 }
 
+/// An event's `component` is the part of a component id after `<node>/`: `gpu3`, `gpu3/nvlink1`,
+/// `nic:mlx5_0`, `disk:nvme0n1` or `agent`, with indexes inside the report limits (an event naming
+/// `gpu9999` would invent a GPU the node cannot have).
+pub fn event_component(field: &str, node: &str, c: &str) -> Result<(), ReportError> {
+    let id: ComponentId = format!("{node}/{c}").parse().map_err(|e: crate::IdError| invalid(field, e.reason))?;
+    match id {
+        ComponentId::Gpu { index, .. } | ComponentId::NvLink { gpu: index, .. } if index as usize >= MAX_GPUS => {
+            Err(invalid(field, format!("GPU index {index} is not below the limit of {MAX_GPUS} GPUs per node")))
+        }
+        ComponentId::NvLink { link, .. } if link as usize >= MAX_NVLINKS_PER_GPU => Err(invalid(
+            field,
+            format!("NVLink index {link} is not below the limit of {MAX_NVLINKS_PER_GPU} links per GPU"),
+        )),
+        ComponentId::Node { .. } => Err(invalid(field, "names the node itself; leave it empty instead")),
+        _ => Ok(()),
+    }
+}
+
 fn finite(field: &str, v: f64) -> Result<(), ReportError> {
     if v.is_finite() { Ok(()) } else { Err(invalid(field, "must be a finite number")) }
 }
 
-fn range(field: &str, v: f64, lo: f64, hi: f64) -> Result<(), ReportError> {
+fn range(field: &str, v: f64, (lo, hi): (f64, f64)) -> Result<(), ReportError> {
     finite(field, v)?;
     if v < lo || v > hi {
         return Err(invalid(field, format!("{v} is outside the possible range {lo}..={hi}")));

@@ -1,7 +1,7 @@
 //! A real agent pushing to a real analyzer over loopback: reports arrive, an analyzer outage is
 //! bridged by the disk spool and replayed in order with no gap in `seq`, SIGTERM sends a last report
-//! with `shutdown: true`, `seq` continues across an agent restart, and a refused (4xx) report is dropped
-//! rather than retried forever.
+//! with `shutdown: true`, `seq` continues across an agent restart, and a report refused for its
+//! content (422) is dropped rather than retried forever.
 
 use std::path::Path;
 use std::process::Command;
@@ -119,10 +119,12 @@ fn outage_is_replayed_in_order_without_gaps_and_sigterm_sends_a_last_report() {
 fn a_refused_report_is_dropped_not_retried_or_spooled() {
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
-    let node = "push-node-refused";
+    // A node name the analyzer cannot use (a `job:` prefix): 422, a problem in the report itself.
+    // (A wrong token is not: those reports are kept, see hostile_agent.rs.)
+    let node = "job:push-node-refused";
     let port = free_port();
     let analyzer = start_analyzer_on(port, dir.path(), TOKEN);
-    let agent = start_agent(node, port, &spool, "not-the-token");
+    let agent = start_agent(node, port, &spool, TOKEN);
     wait_for(Duration::from_secs(60), "the agent to see three refusals", || {
         agent_metric(&agent.url, "faultline_agent_refused_reports_total").filter(|n| *n >= 3.0)
     });

@@ -144,12 +144,16 @@ fn https_with_a_pinned_ca_and_node_tokens() {
         assert_eq!(agent_metric(&a.url, "faultline_agent_pushed_reports_total"), Some(0.0), "{what}");
     }
 
-    // An agent with node b's token claiming to be node e: refused (403), dropped, not spooled.
+    // An agent with node b's token claiming to be node e: refused (403). A token problem is not a
+    // problem in the report, so the agent holds its reports in the spool (issue 17) and says so.
     let impostor = agent(dir.path(), "tls-node-e", &url, "node-b-own-token", Some(&ca_pem));
-    wait_for(Duration::from_secs(60), "the impostor's reports to be refused", || {
-        (agent_metric(&impostor.url, "faultline_agent_refused_reports_total")? >= 2.0).then_some(())
+    wait_for(Duration::from_secs(60), "the impostor's reports to be refused and held", || {
+        let held = agent_metric(&impostor.url, "faultline_agent_push_held")?;
+        let spooled = agent_metric(&impostor.url, "faultline_agent_spool_reports")?;
+        (held == 1.0 && spooled >= 2.0).then_some(())
     });
-    assert_eq!(agent_metric(&impostor.url, "faultline_agent_spool_reports"), Some(0.0));
+    assert_eq!(agent_metric(&impostor.url, "faultline_agent_refused_reports_total"), Some(0.0));
+    assert_eq!(agent_metric(&impostor.url, "faultline_agent_pushed_reports_total"), Some(0.0));
     let imp_log = impostor.stderr();
     assert!(
         imp_log.contains("403") || imp_log.contains("tls-node-b"),

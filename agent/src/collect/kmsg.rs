@@ -358,6 +358,13 @@ fn follow_kmsg(file: File, mut h: LineHandler, mut cursor: Cursor) {
             h.tick(Instant::now());
             continue;
         }
+        if n == 0 {
+            // End of file: errno is not set, so there is no OS error to print ("Success").
+            tracing::warn!(
+                "kernel-log watcher stopped: the kernel log reached end of file (not the /dev/kmsg character device?)"
+            );
+            return;
+        }
         let err = std::io::Error::last_os_error();
         match err.raw_os_error() {
             // Records were overwritten before we read them: go on with the next.

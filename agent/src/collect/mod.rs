@@ -93,14 +93,88 @@ impl Default for Roots {
 /// are still counted). Keeps a host whose sensors all fail from filling the journal.
 const MAX_LOGGED_PROBLEMS: usize = 1024;
 
+/// How long one collector may take in one cycle before the report goes out without it. Above the GPU
+/// collector's own NVML poll deadline (2 s), so a hung GPU is still reported by that collector as
+/// unresponsive; anything slower is a read that blocks (a FIFO or a hung NFS mount under `/proc` or
+/// `/sys`, a wedged driver file), and waiting longer only delays every other reading.
+pub const DEFAULT_COLLECTOR_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// One collector on its own thread: each cycle it gets a copy of the report so far and hands it
+/// back filled in. A collector stuck past its deadline keeps its thread; the cycle goes on without
+/// it, and later cycles skip it (counting an error) until it comes back.
+struct Worker {
+    name: &'static str,
+    tx: std::sync::mpsc::Sender<NodeReport>,
+    rx: std::sync::mpsc::Receiver<(NodeReport, Result<(), CollectError>)>,
+    /// When the unanswered request was sent, while the collector is still on it.
+    busy_since: Option<std::time::Instant>,
+}
+
+impl Worker {
+    fn spawn(mut c: Box<dyn Collector>) -> Result<Self, CollectError> {
+        let name = c.name();
+        let (tx, req_rx) = std::sync::mpsc::channel::<NodeReport>();
+        let (resp_tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name(format!("collect-{name}"))
+            .spawn(move || {
+                while let Ok(mut report) = req_rx.recv() {
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.collect(&mut report)))
+                        .unwrap_or_else(|_| Err(CollectError::Other("collector panicked".into())));
+                    if resp_tx.send((report, result)).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| CollectError::io(format!("cannot start the {name} collector thread"), e))?;
+        Ok(Self { name, tx, rx, busy_since: None })
+    }
+
+    /// Runs the collector on `report` with a deadline.
+    fn run(&mut self, report: &mut NodeReport, deadline: std::time::Duration) -> Result<(), CollectError> {
+        use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
+        if self.busy_since.is_some() {
+            match self.rx.try_recv() {
+                // It finished late: that cycle's report is gone, this one gets a fresh run.
+                Ok(_) => self.busy_since = None,
+                Err(TryRecvError::Empty) => {
+                    return Err(CollectError::Other("still stuck past its deadline; reports go out without it".into()));
+                }
+                Err(TryRecvError::Disconnected) => return Err(CollectError::Other("collector thread is gone".into())),
+            }
+        }
+        if self.tx.send(report.clone()).is_err() {
+            return Err(CollectError::Other("collector thread is gone".into()));
+        }
+        match self.rx.recv_timeout(deadline) {
+            Ok((filled, result)) => {
+                *report = filled;
+                result
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                self.busy_since = Some(std::time::Instant::now() - deadline);
+                Err(CollectError::Other(format!(
+                    "did not finish within its {} ms deadline (a blocking read?); the report goes out without it",
+                    deadline.as_millis()
+                )))
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(CollectError::Other("collector thread is gone".into())),
+        }
+    }
+}
+
 /// The collectors of this agent, run in order, with their error counts.
 ///
 /// Order matters and is fixed here: host, infiniband, net (merges netdevs into IB ports), gpu, then
-/// jobs (reads `gpus[].processes`).
+/// jobs (reads `gpus[].processes`). Each runs on its own thread with a deadline
+/// (`DEFAULT_COLLECTOR_DEADLINE`), so one blocking read never holds up the report.
 pub struct Registry {
-    collectors: Vec<Box<dyn Collector>>,
+    workers: Vec<Worker>,
     errors: BTreeMap<String, u64>,
     logged: HashSet<String>,
+    deadline: std::time::Duration,
+    /// Collectors past their deadline in the last cycle.
+    stalled: Vec<&'static str>,
 }
 
 impl Registry {
@@ -120,30 +194,56 @@ impl Registry {
     }
 
     pub fn empty() -> Self {
-        Self { collectors: Vec::new(), errors: BTreeMap::new(), logged: HashSet::new() }
+        Self {
+            workers: Vec::new(),
+            errors: BTreeMap::new(),
+            logged: HashSet::new(),
+            deadline: DEFAULT_COLLECTOR_DEADLINE,
+            stalled: Vec::new(),
+        }
+    }
+
+    /// Sets how long each collector may take per cycle.
+    pub fn with_deadline(mut self, deadline: std::time::Duration) -> Self {
+        self.deadline = deadline;
+        self
     }
 
     /// Append a collector (it runs after those already registered).
     pub fn push(&mut self, c: Box<dyn Collector>) {
-        self.errors.entry(c.name().to_string()).or_insert(0);
-        self.collectors.push(c);
+        let name = c.name();
+        self.errors.entry(name.to_string()).or_insert(0);
+        match Worker::spawn(c) {
+            Ok(w) => self.workers.push(w),
+            Err(e) => {
+                *self.errors.entry(name.to_string()).or_insert(0) += 1;
+                tracing::error!(collector = name, error = %e, "collector not running");
+            }
+        }
     }
 
     pub fn names(&self) -> Vec<&'static str> {
-        self.collectors.iter().map(|c| c.name()).collect()
+        self.workers.iter().map(|w| w.name).collect()
+    }
+
+    /// Collectors that missed their deadline in the last cycle (or are still stuck from before).
+    pub fn stalled(&self) -> &[&'static str] {
+        &self.stalled
     }
 
     /// Run every collector into `report`, count and log (once) what failed, and copy the error counts
-    /// into `report.collector_errors`. A failing collector never stops the ones after it.
+    /// into `report.collector_errors`. A failing or stuck collector never stops the ones after it.
     pub fn collect(&mut self, report: &mut NodeReport) {
-        for c in &mut self.collectors {
-            let name = c.name();
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.collect(report)));
-            let err = match result {
-                Ok(Ok(())) => continue,
-                Ok(Err(e)) => e,
-                Err(_) => CollectError::Other("collector panicked".into()),
+        self.stalled.clear();
+        for w in &mut self.workers {
+            let name = w.name;
+            let err = match w.run(report, self.deadline) {
+                Ok(()) => continue,
+                Err(e) => e,
             };
+            if w.busy_since.is_some() {
+                self.stalled.push(name);
+            }
             let mut flat = Vec::new();
             flatten(err, &mut flat);
             for e in flat {
@@ -235,9 +335,25 @@ impl CounterWatch {
     }
 }
 
-/// Read a sysfs/procfs file and trim the trailing newline.
+/// Most bytes read from one sysfs or small procfs file. A sysfs attribute is at most one page
+/// (4 KB) by the kernel's own rule; 64 KB leaves room for procfs files read the same way. A file
+/// longer than this is not what the collector expects (a bind mount, a fixture gone wrong).
+pub const MAX_SMALL_FILE_BYTES: u64 = 64 * 1024;
+
+/// Read a sysfs/procfs file and trim the trailing newline; a file over `MAX_SMALL_FILE_BYTES` is
+/// an error, never copied into a report.
 pub fn read_trimmed(path: &Path) -> io::Result<String> {
-    Ok(std::fs::read_to_string(path)?.trim().to_string())
+    use std::io::Read;
+    let mut buf = Vec::new();
+    std::fs::File::open(path)?.take(MAX_SMALL_FILE_BYTES + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > MAX_SMALL_FILE_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("longer than {MAX_SMALL_FILE_BYTES} bytes; not a sysfs attribute"),
+        ));
+    }
+    let s = String::from_utf8(buf).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))?;
+    Ok(s.trim().to_string())
 }
 
 /// Read a file holding one unsigned decimal number.

@@ -297,9 +297,16 @@ fn agent_families<'a>(r: Option<&'a NodeReport>, s: &AgentStats) -> Vec<Family<'
     pushed.u(vec![], Some(g(&s.pushed)));
     let mut errors = Family::counter("faultline_agent_push_errors", "Failed pushes (unreachable, timeout, 5xx, 4xx).");
     errors.u(vec![], Some(g(&s.push_errors)));
-    let mut refused =
-        Family::counter("faultline_agent_refused_reports", "Reports the analyzer refused with a 4xx (dropped).");
+    let mut refused = Family::counter(
+        "faultline_agent_refused_reports",
+        "Reports the analyzer refused for their content (400, 413, 422; dropped).",
+    );
     refused.u(vec![], Some(g(&s.refused)));
+    let mut held = Family::gauge(
+        "faultline_agent_push_held",
+        "1 while the analyzer refuses reports for a reason outside them (401, 403, 404); they stay spooled.",
+    );
+    held.u(vec![], Some(g(&s.push_held)));
     let mut spool = Family::gauge("faultline_agent_spool_reports", "Reports waiting in the disk spool.");
     spool.u(vec![], Some(g(&s.spool_reports)));
     let mut spool_b = Family::gauge("faultline_agent_spool_bytes", "Bytes in the disk spool.");
@@ -319,7 +326,7 @@ fn agent_families<'a>(r: Option<&'a NodeReport>, s: &AgentStats) -> Vec<Family<'
     }
     let mut dur = Family::gauge("faultline_agent_collect_duration_seconds", "How long the last collection cycle took.");
     dur.f(vec![], r.map(|_| g(&s.collect_duration_us) as f64 / 1e6));
-    vec![info, build, reports, pushed, errors, refused, spool, spool_b, dropped, dropped_ev, coll, dur]
+    vec![info, build, reports, pushed, errors, refused, held, spool, spool_b, dropped, dropped_ev, coll, dur]
 }
 
 /// Encode a registry in the format the `Accept` header asks for: OpenMetrics when it names

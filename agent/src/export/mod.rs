@@ -22,8 +22,11 @@ pub struct AgentStats {
     pub pushed: AtomicU64,
     /// Push attempts that failed (connection error, timeout, 5xx, 4xx).
     pub push_errors: AtomicU64,
-    /// Reports the analyzer refused with a 4xx (dropped, never retried).
+    /// Reports the analyzer refused for their content (400, 413, 422: dropped, never retried).
     pub refused: AtomicU64,
+    /// 1 while the analyzer refuses reports for a reason outside them (401, 403, 404): they are
+    /// kept in the spool, not dropped.
+    pub push_held: AtomicU64,
     /// Reports lost: the push queue was full, the spool was full (oldest dropped), or a spooled
     /// file could not be written or read back.
     pub dropped_reports: AtomicU64,

@@ -425,7 +425,7 @@ pub fn spawn(
                 .header(reqwest::header::CONTENT_TYPE, PROTOBUF_CONTENT_TYPE)
                 .body(body)
                 .send()
-                .map_err(|e| format!("{e}"))
+                .map_err(|e| crate::export::push::error_chain(&e))
                 .and_then(|resp| {
                     if resp.status().is_success() { Ok(()) } else { Err(format!("collector answered {}", resp.status())) }
                 });

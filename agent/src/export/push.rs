@@ -1,9 +1,11 @@
 //! The push client: posts each report to `<analyzer>/api/v1/reports` with a bearer token. The
-//! collection loop hands reports over on a bounded channel and never waits for this task. While the
-//! analyzer is unreachable (or answers 5xx) reports go to the disk spool and are replayed oldest first
-//! when it is back; a 4xx answer means the analyzer refuses that report for good, so it is logged with
-//! the analyzer's message and dropped. Retries back off exponentially, capped with `min`. A 429 (the
-//! analyzer's per-node rate limit) waits as long as its `Retry-After` asks, also capped with `min`.
+//! collection loop hands reports over on a bounded channel and never waits for this task. Every
+//! report is written to the disk spool first and removed only when the analyzer's answer
+//! acknowledges its `seq` (write-ahead: a `kill -9` loses nothing). Reports are sent oldest first.
+//! Only 400, 413 and 422 (a problem in the report itself) drop a report; 401, 403, 404 and other
+//! 4xx keep it spooled with a loud log line, like a connection error or a 5xx. Retries back off
+//! exponentially, capped with `min`. A 429 (the analyzer's per-node rate limit) waits as long as
+//! its `Retry-After` asks, also capped with `min`.
 //!
 //! With `https://` the analyzer's certificate is checked against the system's roots, or only against
 //! the CA given with `--ca-cert` (pinning: the system roots are then not trusted at all).
@@ -45,14 +47,30 @@ pub struct Outgoing {
 /// What happened to one post.
 #[derive(Debug, PartialEq)]
 pub enum Outcome {
-    /// 2xx: the analyzer has it.
+    /// 2xx with the analyzer's own answer for this seq: the analyzer has it.
     Accepted,
-    /// 4xx: the analyzer will never take this report; retrying is pointless.
+    /// 400, 413 or 422: the analyzer names a problem in this report itself; it will never take it.
     Refused { status: u16, message: String },
-    /// Connection error, timeout, 5xx or 408: try again later.
+    /// Any other 4xx (401, 403, 404, …): a problem with the token, the URL or the analyzer's
+    /// config, not with the report. It stays in the spool and is sent once that is fixed.
+    Held { status: u16, message: String },
+    /// Connection error, timeout, 5xx, 408, or a 2xx that is not the analyzer's answer: try again.
     Retry(String),
     /// 429: the analyzer is rate-limiting this node; try again after `after`.
     Busy { after: Duration, message: String },
+}
+
+/// The statuses that refuse a report for what is in it. Everything else keeps it.
+fn refuses_the_report(status: u16) -> bool {
+    matches!(status, 400 | 413 | 422)
+}
+
+/// The analyzer's answer to an accepted report.
+#[derive(Debug, serde::Deserialize)]
+struct Ack {
+    seq: u64,
+    #[allow(dead_code)]
+    node: String,
 }
 
 /// Posts reports to one analyzer.
@@ -99,7 +117,8 @@ impl Client {
         &self.endpoint
     }
 
-    pub async fn post(&self, body: Vec<u8>) -> Outcome {
+    /// Posts report `seq`. Only the analyzer's JSON answer naming the same `seq` counts as delivered.
+    pub async fn post(&self, seq: u64, body: Vec<u8>) -> Outcome {
         let mut req =
             self.http.post(&self.endpoint).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
         if let Some(t) = &self.token {
@@ -107,11 +126,24 @@ impl Client {
         }
         let resp = match req.send().await {
             Ok(r) => r,
-            Err(e) => return Outcome::Retry(format!("{e:#}")),
+            Err(e) => return Outcome::Retry(error_chain(&e)),
         };
         let status = resp.status();
         if status.is_success() {
-            return Outcome::Accepted;
+            let body = match read_capped(resp, MAX_ACK_BYTES).await {
+                Ok(b) => b,
+                Err(e) => return Outcome::Retry(format!("HTTP {status} but the answer could not be read: {e}")),
+            };
+            return match serde_json::from_slice::<Ack>(&body) {
+                Ok(a) if a.seq == seq => Outcome::Accepted,
+                Ok(a) => {
+                    Outcome::Retry(format!("HTTP {status} but the answer acknowledges seq {} instead of {seq}", a.seq))
+                }
+                Err(_) => Outcome::Retry(format!(
+                    "HTTP {status} but the answer is not the analyzer's ({:?}); is --analyzer the analyzer's base URL?",
+                    String::from_utf8_lossy(&body[..body.len().min(80)])
+                )),
+            };
         }
         let retry_after = resp
             .headers()
@@ -119,7 +151,10 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let mut message = resp.text().await.unwrap_or_default();
+        let mut message = read_capped(resp, MAX_LOGGED_BODY * 8)
+            .await
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
         if message.len() > MAX_LOGGED_BODY {
             let mut cut = MAX_LOGGED_BODY;
             while !message.is_char_boundary(cut) {
@@ -132,12 +167,46 @@ impl Client {
             let after = retry_after.unwrap_or(DEFAULT_RETRY_AFTER).min(MAX_BACKOFF);
             return Outcome::Busy { after, message };
         }
-        if status.is_client_error() && code != 408 {
+        if refuses_the_report(code) {
             Outcome::Refused { status: code, message }
+        } else if status.is_client_error() && code != 408 {
+            Outcome::Held { status: code, message }
         } else {
             Outcome::Retry(format!("HTTP {code}: {message}"))
         }
     }
+}
+
+/// Most of an acknowledgement read: the analyzer's answer is under 200 bytes.
+const MAX_ACK_BYTES: usize = 64 * 1024;
+
+/// Reads at most `max` bytes of a response body (a proxy's endless answer is cut there).
+async fn read_capped(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| error_chain(&e))? {
+        let room = max.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if buf.len() >= max {
+            break;
+        }
+    }
+    Ok(buf)
+}
+
+/// An error with every cause, outermost first: reqwest's own message ("error sending request")
+/// says nothing; the TLS verdict or the OS error underneath says what is wrong.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let m = s.to_string();
+        if !out.contains(&m) {
+            out.push_str(": ");
+            out.push_str(&m);
+        }
+        src = s.source();
+    }
+    out
 }
 
 /// Next retry delay: doubled, capped with `min`.
@@ -145,21 +214,51 @@ pub fn next_backoff(cur: Duration) -> Duration {
     (cur * 2).min(MAX_BACKOFF)
 }
 
+/// Reports kept in memory when the spool cannot take them (disk full with nothing older to drop).
+/// A full disk is rare and this only bridges it; past this the oldest are dropped and counted.
+const MAX_UNSPOOLED: usize = 64;
+
 /// The pusher task. Runs until the channel closes or the `last` report was handled.
+///
+/// Write-ahead: every report goes to the spool first and leaves it only when the analyzer
+/// acknowledged it (or refused it for what is in it). A `kill -9` at any moment loses nothing that
+/// reached this task: the next start replays the spool. Reports that arrive while a post is in
+/// flight are spooled at once, not held in memory behind it.
 pub struct Pusher {
     client: Client,
     spool: Spool,
     stats: Arc<AgentStats>,
-    /// When set, the analyzer failed and no direct push is tried before this instant.
+    /// Reports the spool could not take, by seq (sent from memory, oldest first with the spool).
+    unspooled: std::collections::BTreeMap<u64, Vec<u8>>,
+    /// When set, the analyzer failed and no push is tried before this instant.
     retry_at: Option<Instant>,
     backoff: Duration,
     /// The analyzer failed (not just rate-limited) since the last accepted push: log once each way.
     unreachable: bool,
+    /// The analyzer holds reports back (auth or URL problem): the status, logged on each change.
+    held: Option<u16>,
+}
+
+/// What sending the oldest report did.
+enum Step {
+    /// Sent, refused or held; go on.
+    Done,
+    /// The analyzer failed or is busy: wait for `retry_at`.
+    Wait,
 }
 
 impl Pusher {
     pub fn new(client: Client, spool: Spool, stats: Arc<AgentStats>) -> Pusher {
-        let p = Pusher { client, spool, stats, retry_at: None, backoff: INITIAL_BACKOFF, unreachable: false };
+        let p = Pusher {
+            client,
+            spool,
+            stats,
+            unspooled: Default::default(),
+            retry_at: None,
+            backoff: INITIAL_BACKOFF,
+            unreachable: false,
+            held: None,
+        };
         p.publish_spool();
         if !p.spool.is_empty() {
             tracing::info!(
@@ -172,27 +271,49 @@ impl Pusher {
     }
 
     fn publish_spool(&self) {
-        AgentStats::set(&self.stats.spool_reports, self.spool.len() as u64);
+        AgentStats::set(&self.stats.spool_reports, (self.spool.len() + self.unspooled.len()) as u64);
         AgentStats::set(&self.stats.spool_bytes, self.spool.bytes());
     }
 
-    /// Put a report in the spool; false when it could not be stored (it is then counted as dropped).
-    fn spool(&mut self, r: &Outgoing) -> bool {
-        let stored = match self.spool.push(r.seq, &r.body) {
-            Ok(0) => true,
+    fn pending(&self) -> bool {
+        !self.spool.is_empty() || !self.unspooled.is_empty()
+    }
+
+    /// The oldest report waiting, from the spool or memory.
+    fn oldest(&self) -> Option<u64> {
+        match (self.spool.oldest(), self.unspooled.keys().next().copied()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Write a report ahead of sending it. If the spool cannot take it, it waits in memory.
+    fn store(&mut self, r: Outgoing) {
+        match self.spool.push(r.seq, &r.body) {
+            Ok(0) => {}
             Ok(n) => {
                 AgentStats::add(&self.stats.dropped_reports, n);
                 tracing::warn!(dropped = n, seq = r.seq, "spool full: dropped the oldest reports");
-                self.spool.newest() == Some(r.seq)
             }
             Err(e) => {
-                AgentStats::add(&self.stats.dropped_reports, 1);
-                tracing::error!(seq = r.seq, error = %e, "cannot spool report; it is lost");
-                false
+                tracing::warn!(seq = r.seq, error = %e, "cannot spool report; keeping it in memory until it is sent");
+                self.unspooled.insert(r.seq, r.body);
+                while self.unspooled.len() > MAX_UNSPOOLED {
+                    self.unspooled.pop_first();
+                    AgentStats::add(&self.stats.dropped_reports, 1);
+                }
             }
-        };
+        }
         self.publish_spool();
-        stored
+    }
+
+    fn forget(&mut self, seq: u64) {
+        if self.unspooled.remove(&seq).is_none()
+            && let Err(e) = self.spool.remove(seq)
+        {
+            tracing::error!(seq, error = %e, "cannot remove a sent report from the spool; it may be sent twice");
+        }
+        self.publish_spool();
     }
 
     fn failed(&mut self, seq: u64, why: &str) {
@@ -222,103 +343,147 @@ impl Pusher {
         self.retry_at = Some(Instant::now() + after);
     }
 
+    /// 401, 403, 404…: keep the report, say so loudly, try again later.
+    fn held(&mut self, seq: u64, status: u16, message: &str) {
+        AgentStats::add(&self.stats.push_errors, 1);
+        AgentStats::set(&self.stats.push_held, 1);
+        if self.held != Some(status) {
+            self.held = Some(status);
+            let hint = match status {
+                401 => "the analyzer does not accept this agent's token (--token-file); rotated out of order?",
+                403 => "this token may not push for this node, or the analyzer does not admit the node (limits)",
+                404 => {
+                    "nothing answers at this URL; give --analyzer as the base URL (http://host:9440), without a path"
+                }
+                _ => "the analyzer refuses every report for a reason outside the report",
+            };
+            tracing::error!(
+                seq,
+                status,
+                endpoint = self.client.endpoint(),
+                analyzer_message = message,
+                spooled = self.spool.len(),
+                "REPORTS HELD: the analyzer refuses them for a reason that is not in the reports; they stay spooled and are retried. {hint}"
+            );
+        }
+        self.retry_at = Some(Instant::now() + self.backoff);
+        self.backoff = next_backoff(self.backoff);
+    }
+
     fn refused(&mut self, seq: u64, status: u16, message: &str) {
         AgentStats::add(&self.stats.push_errors, 1);
         AgentStats::add(&self.stats.refused, 1);
-        tracing::error!(seq, status, analyzer_message = message, "analyzer refused the report; dropping it");
+        tracing::error!(
+            seq,
+            status,
+            analyzer_message = message,
+            "analyzer refused the report for its content; dropping it"
+        );
     }
 
     fn ok(&mut self) {
         AgentStats::add(&self.stats.pushed, 1);
+        AgentStats::set(&self.stats.push_held, 0);
         if self.unreachable {
             tracing::info!(endpoint = self.client.endpoint(), "analyzer reachable again");
+        }
+        if self.held.take().is_some() {
+            tracing::info!(endpoint = self.client.endpoint(), "analyzer takes reports again; held reports follow");
         }
         self.unreachable = false;
         self.retry_at = None;
         self.backoff = INITIAL_BACKOFF;
     }
 
-    /// Take everything already waiting on the channel into the spool (keeps order while replaying).
-    /// Returns true when the last report was among them (it is spooled too).
+    /// Spool everything already waiting on the channel. Returns true when the last report was
+    /// among them (or the channel closed).
     fn absorb(&mut self, rx: &mut mpsc::Receiver<Outgoing>) -> bool {
-        while let Ok(r) = rx.try_recv() {
-            self.spool(&r);
-            if r.last {
-                return true;
+        loop {
+            match rx.try_recv() {
+                Ok(r) => {
+                    let last = r.last;
+                    self.store(r);
+                    if last {
+                        return true;
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Empty) => return false,
+                Err(mpsc::error::TryRecvError::Disconnected) => return true,
             }
         }
-        false
     }
 
-    /// Replay the spool oldest first until it is empty or the analyzer fails again. With `rx`, what
-    /// arrives meanwhile is spooled behind, and the replay stops (returning true) once the last report
-    /// arrived, so shutdown can take over with its deadline.
-    async fn drain(&mut self, mut rx: Option<&mut mpsc::Receiver<Outgoing>>) -> bool {
-        while let Some(seq) = self.spool.oldest() {
-            if let Some(rx) = rx.as_deref_mut()
-                && self.absorb(rx)
-            {
-                return true;
-            }
-            let body = match self.spool.read(seq) {
+    /// Post the oldest waiting report. With `rx`, reports arriving meanwhile are spooled at once;
+    /// `*last` is set when the last one (or the channel's end) came.
+    async fn send_oldest(&mut self, mut rx: Option<&mut mpsc::Receiver<Outgoing>>, last: &mut bool) -> Step {
+        let Some(seq) = self.oldest() else { return Step::Done };
+        let body = match self.unspooled.get(&seq) {
+            Some(b) => b.clone(),
+            None => match self.spool.read(seq) {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(seq, error = %e, "spooled report unreadable; dropping it");
                     AgentStats::add(&self.stats.dropped_reports, 1);
                     let _ = self.spool.remove(seq);
                     self.publish_spool();
-                    continue;
+                    return Step::Done;
                 }
-            };
-            match self.client.post(body).await {
-                Outcome::Accepted => self.ok(),
-                Outcome::Refused { status, message } => self.refused(seq, status, &message),
-                Outcome::Retry(why) => {
-                    self.failed(seq, &why);
-                    return false;
-                }
-                Outcome::Busy { after, message } => {
-                    self.busy(seq, after, &message);
-                    return false;
-                }
+            },
+        };
+        let client = self.client.clone();
+        let post = client.post(seq, body);
+        tokio::pin!(post);
+        let outcome = loop {
+            let open = rx.is_some() && !*last;
+            tokio::select! {
+                o = &mut post => break o,
+                m = async { rx.as_deref_mut().expect("guarded by `open`").recv().await }, if open => match m {
+                    Some(r) => {
+                        *last |= r.last;
+                        self.store(r);
+                    }
+                    None => *last = true,
+                },
             }
-            if let Err(e) = self.spool.remove(seq) {
-                tracing::error!(seq, error = %e, "cannot remove a sent report from the spool; it may be sent twice");
+        };
+        match outcome {
+            Outcome::Accepted => {
+                self.ok();
+                self.forget(seq);
+                Step::Done
             }
-            self.publish_spool();
-        }
-        false
-    }
-
-    /// Send one report now, or spool it if the analyzer is (or becomes) unavailable.
-    async fn send_or_spool(&mut self, r: Outgoing) {
-        match self.client.post(r.body.clone()).await {
-            Outcome::Accepted => self.ok(),
-            Outcome::Refused { status, message } => self.refused(r.seq, status, &message),
+            Outcome::Refused { status, message } => {
+                self.refused(seq, status, &message);
+                self.forget(seq);
+                Step::Done
+            }
+            Outcome::Held { status, message } => {
+                self.held(seq, status, &message);
+                Step::Wait
+            }
             Outcome::Retry(why) => {
-                self.failed(r.seq, &why);
-                self.spool(&r);
+                self.failed(seq, &why);
+                Step::Wait
             }
             Outcome::Busy { after, message } => {
-                self.busy(r.seq, after, &message);
-                self.spool(&r);
+                self.busy(seq, after, &message);
+                Step::Wait
             }
         }
     }
 
-    /// Shutdown: the last report goes behind whatever is spooled (on disk first, so a flush cut short
-    /// by the deadline loses nothing), then the spool is replayed in order while the analyzer answers.
-    /// What cannot be sent within the deadline stays spooled for the next start.
-    async fn finish(&mut self, last: Option<Outgoing>) {
+    /// Shutdown: the last report is already spooled; replay in order while the analyzer answers,
+    /// within the deadline. What is left stays spooled for the next start.
+    async fn finish(&mut self) {
         let flush = async {
-            if let Some(last) = last
-                && !self.spool(&last)
-            {
-                // Could not spool it (disk full?): try it directly, after the older ones.
-                self.drain(None).await;
-                return self.send_or_spool(last).await;
+            let mut last = true;
+            while self.pending() {
+                if let Step::Wait = self.send_oldest(None, &mut last).await {
+                    // One more try after a short wait only if the deadline allows; then give up.
+                    let wait = self.retry_at.map(|t| t.saturating_duration_since(Instant::now())).unwrap_or_default();
+                    tokio::time::sleep(wait.min(Duration::from_secs(2))).await;
+                }
             }
-            self.drain(None).await;
         };
         if tokio::time::timeout(SHUTDOWN_FLUSH_DEADLINE, flush).await.is_err() {
             tracing::warn!(spooled = self.spool.len(), "shutdown flush timed out; the rest stays spooled");
@@ -326,28 +491,27 @@ impl Pusher {
     }
 
     pub async fn run(mut self, mut rx: mpsc::Receiver<Outgoing>) {
+        let mut last = false;
         loop {
-            // Replay what is spooled once the retry time has come.
+            last |= self.absorb(&mut rx);
+            if last {
+                return self.finish().await;
+            }
             let due = self.retry_at.is_none_or(|t| t <= Instant::now());
-            if !self.spool.is_empty() && due {
-                if self.drain(Some(&mut rx)).await {
-                    return self.finish(None).await;
-                }
+            if self.pending() && due {
+                self.send_oldest(Some(&mut rx), &mut last).await;
                 continue;
             }
-            let wake = self.retry_at.filter(|_| !self.spool.is_empty());
-            let msg = tokio::select! {
-                m = rx.recv() => m,
-                _ = async { tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)).await }, if wake.is_some() => continue,
-            };
-            let Some(r) = msg else { return };
-            if r.last {
-                return self.finish(Some(r)).await;
-            }
-            if !self.spool.is_empty() || self.retry_at.is_some_and(|t| t > Instant::now()) {
-                self.spool(&r);
-            } else {
-                self.send_or_spool(r).await;
+            let wake = self.retry_at.filter(|_| self.pending());
+            tokio::select! {
+                m = rx.recv() => match m {
+                    Some(r) => {
+                        last |= r.last;
+                        self.store(r);
+                    }
+                    None => last = true,
+                },
+                _ = async { tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)).await }, if wake.is_some() => {}
             }
         }
     }
@@ -365,6 +529,25 @@ mod tests {
         }
         assert_eq!(d, MAX_BACKOFF);
         assert_eq!(next_backoff(Duration::from_secs(1)), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn error_chains_name_the_innermost_cause() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("error sending request")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other("invalid peer certificate: UnknownIssuer"));
+        assert_eq!(error_chain(&e), "error sending request: invalid peer certificate: UnknownIssuer");
+    }
+
+    #[test]
+    fn only_a_problem_in_the_report_drops_it() {
+        for s in [400, 413, 422] {
+            assert!(refuses_the_report(s), "{s}");
+        }
+        for s in [401, 403, 404, 405, 409, 410, 415] {
+            assert!(!refuses_the_report(s), "{s}");
+        }
     }
 
     #[test]

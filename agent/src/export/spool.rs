@@ -46,7 +46,15 @@ impl Spool {
     /// left there. Half-written `.tmp` files are removed; files that are not ours are left alone.
     pub fn open(spool_dir: &Path, max_bytes: u64) -> Result<Spool, SpoolError> {
         let dir = spool_dir.join("reports");
-        std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            if is_disk_full(&e) {
+                // A full disk must not stop the agent: it starts with an empty spool, and each
+                // report tries the disk again (kept in memory meanwhile).
+                tracing::warn!(path = %dir.display(), error = %e, "spool directory cannot be created (disk full); starting without it");
+                return Ok(Spool { dir, max_bytes, entries: BTreeMap::new(), bytes: 0 });
+            }
+            return Err(io_err(&dir, e));
+        }
         let mut entries = BTreeMap::new();
         let mut bytes = 0;
         for e in std::fs::read_dir(&dir).map_err(|e| io_err(&dir, e))? {
@@ -85,6 +93,9 @@ impl Spool {
         }
         let path = self.path(seq);
         let tmp = path.with_extension("tmp");
+        if !self.dir.exists() {
+            std::fs::create_dir_all(&self.dir).map_err(|e| io_err(&self.dir, e))?;
+        }
         loop {
             match write_new(&tmp, &path, body) {
                 Ok(()) => break,
@@ -190,6 +201,8 @@ pub struct SeqFile {
     /// First number not covered by the durable `seq.hwm`.
     reserved: u64,
     boot_id: Option<String>,
+    /// `seq` and `seq.hwm` are written (false while the disk was full).
+    on_disk: bool,
 }
 
 impl SeqFile {
@@ -235,24 +248,50 @@ impl SeqFile {
         };
         let after_spool = spool.and_then(Spool::newest).map(|s| s + 1).unwrap_or(1);
         let next = resume.max(after_spool).max(1);
+        let mut q = SeqFile { path: Some(path), next, file: None, reserved: next, boot_id: boot, on_disk: false };
+        match q.persist() {
+            Ok(()) => {}
+            // A full disk must not stop the agent (the spool's own full-disk rule drops old reports,
+            // not new ones): numbering continues in memory and the disk is tried again per report.
+            Err(SpoolError::Io { path, source }) if is_disk_full(&source) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    error = %source,
+                    "cannot persist the report sequence (disk full); numbering continues in memory and the disk is retried"
+                );
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(q)
+    }
+
+    /// Writes `seq` and reserves the next block on disk; sets `on_disk` once both worked.
+    fn persist(&mut self) -> Result<(), SpoolError> {
+        let Some(path) = self.path.clone() else { return Ok(()) };
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
             .map_err(|e| io_err(&path, e))?;
-        let text = format!("{next}\n");
+        let text = format!("{}\n", self.next);
         write_at_start(&file, text.as_bytes()).map_err(|e| io_err(&path, e))?;
         file.set_len(text.len() as u64).map_err(|e| io_err(&path, e))?;
-        let mut q = SeqFile { path: Some(path), next, file: Some(file), reserved: next, boot_id: boot };
-        q.reserve(next.saturating_add(SEQ_BLOCK))?;
-        Ok(q)
+        self.file = Some(file);
+        self.reserve(self.next.saturating_add(SEQ_BLOCK))?;
+        self.on_disk = true;
+        Ok(())
+    }
+
+    /// Whether the sequence is persisted (false after a full disk at start, until it has room).
+    pub fn on_disk(&self) -> bool {
+        self.on_disk || self.path.is_none()
     }
 
     /// A sequence that is never written to disk (`--once` must not disturb a running agent's numbering).
     pub fn read_only(spool_dir: &Path) -> SeqFile {
         let next = std::fs::read_to_string(spool_dir.join("seq")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(1);
-        SeqFile { path: None, next, file: None, reserved: u64::MAX, boot_id: None }
+        SeqFile { path: None, next, file: None, reserved: u64::MAX, boot_id: None, on_disk: false }
     }
 
     /// Persist `upto` as the high-water mark (write, fsync, rename, fsync the directory) before any
@@ -279,7 +318,17 @@ impl SeqFile {
     }
 
     /// The number for the next report; the one after it is written to `seq` before this returns.
+    /// While the disk is full it still hands out numbers (from memory) and tries the disk again.
     pub fn take_next(&mut self) -> Result<u64, SpoolError> {
+        if self.path.is_some() && !self.on_disk {
+            if self.persist().is_ok() {
+                tracing::info!("report sequence persisted again");
+            } else {
+                let seq = self.next;
+                self.next += 1;
+                return Ok(seq);
+            }
+        }
         if self.path.is_some() && self.next >= self.reserved {
             self.reserve(self.next.saturating_add(SEQ_BLOCK))?;
         }

@@ -1,7 +1,8 @@
 //! The diagnosis subcommands (`status`, `incidents`, `incident`, `explain`, `path`, `topology`,
 //! `jobs`, `watch`): their flags, the shared connection flags, and the exit-code contract.
 //!
-//! Exit codes: 0 healthy, 1 open incidents (or an unhealthy component) found, 2 error. Errors go to
+//! Exit codes: 0 healthy, 1 open incidents (or an unhealthy component) found, 2 error, 3 the
+//! analyzer's store is failing (its answers came from memory). Errors go to
 //! stderr and say what went wrong and what to do about it.
 
 use std::io::Write;
@@ -27,7 +28,8 @@ pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  healthy: nothing open, nothing faulty
   1  findings: open incidents, or the component, job or path asked about is unhealthy
-  2  error: the analyzer is unreachable, refused the token, or does not know the id";
+  2  error: the analyzer is unreachable, refused the token, or does not know the id
+  3  the analyzer's store is failing: what was shown came from its memory";
 
 /// The top-level `--help` epilogue: where settings come from, then the exit codes.
 pub const TOP_HELP: &str = "\
@@ -38,7 +40,8 @@ and `token`, then the default http://127.0.0.1:9440 without a token.
 Exit codes:
   0  healthy: nothing open, nothing faulty
   1  findings: open incidents, or the component, job or path asked about is unhealthy
-  2  error: the analyzer is unreachable, refused the token, or does not know the id";
+  2  error: the analyzer is unreachable, refused the token, or does not know the id
+  3  the analyzer's store is failing: what was shown came from its memory";
 
 /// Where the analyzer is and how to authenticate; global, so they go before or after the subcommand.
 #[derive(Debug, Clone, Default, Args)]
@@ -113,6 +116,9 @@ impl Verdict {
 
 /// Exit code for errors.
 pub const EXIT_ERROR: u8 = 2;
+/// Exit code when the command ran but the analyzer said its store is failing: what was shown came
+/// from its memory and may not be all there is.
+pub const EXIT_STORE_FAILING: u8 = 3;
 
 /// What every command gets.
 pub struct Ctx {
@@ -123,7 +129,8 @@ pub struct Ctx {
 /// Runs one diagnosis command and turns its result into the exit code; errors are printed here.
 pub fn run(conn: &ConnArgs, cmd: Command) -> ExitCode {
     match run_inner(conn, cmd) {
-        Ok(v) => ExitCode::from(v.code()),
+        Ok((_, true)) => ExitCode::from(EXIT_STORE_FAILING),
+        Ok((v, false)) => ExitCode::from(v.code()),
         Err(e) => {
             if e.downcast_ref::<Reported>().is_none() {
                 eprintln!("error: {e:#}");
@@ -138,21 +145,26 @@ pub fn run(conn: &ConnArgs, cmd: Command) -> ExitCode {
 #[error("(reported above)")]
 pub struct Reported;
 
-fn run_inner(conn: &ConnArgs, cmd: Command) -> anyhow::Result<Verdict> {
+fn run_inner(conn: &ConnArgs, cmd: Command) -> anyhow::Result<(Verdict, bool)> {
     let settings = config::from_env(conn.analyzer.as_deref(), conn.token.as_deref())?;
     let ctx = Ctx {
         client: Client::new(&settings.analyzer, settings.token, conn.ca_cert.as_deref())?,
         style: Style::detect(),
     };
+    let verdict = run_command(&ctx, cmd)?;
+    Ok((verdict, ctx.client.store_failing().is_some()))
+}
+
+fn run_command(ctx: &Ctx, cmd: Command) -> anyhow::Result<Verdict> {
     match cmd {
-        Command::Status(a) => status::run(&ctx, &a),
-        Command::Incidents(a) => incidents::run_list(&ctx, &a),
-        Command::Incident(a) => incidents::run_one(&ctx, &a),
-        Command::Explain(a) => explain::run(&ctx, &a),
-        Command::Path(a) => path::run(&ctx, &a),
-        Command::Topology(a) => topology::run(&ctx, &a),
-        Command::Jobs(a) => jobs::run(&ctx, &a),
-        Command::Watch(a) => watch::run(&ctx, &a),
+        Command::Status(a) => status::run(ctx, &a),
+        Command::Incidents(a) => incidents::run_list(ctx, &a),
+        Command::Incident(a) => incidents::run_one(ctx, &a),
+        Command::Explain(a) => explain::run(ctx, &a),
+        Command::Path(a) => path::run(ctx, &a),
+        Command::Topology(a) => topology::run(ctx, &a),
+        Command::Jobs(a) => jobs::run(ctx, &a),
+        Command::Watch(a) => watch::run(ctx, &a),
     }
 }
 
