@@ -44,13 +44,20 @@ pub const THROTTLE_SAMPLES: usize = 2;
 pub const NODE_BRAKE_GPUS: usize = 2;
 
 /// What the node's other GPUs look like.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct GpuPeers {
     /// Median SM clock of the node's other GPUs in their last sample.
     pub sm_median: Option<f64>,
     /// How long a fatal XID stays a live symptom (`EngineConfig::fatal_xid_hold_s`; default
     /// `EVENT_HOLD_MS`).
     pub fatal_xid_hold_ms: i64,
+}
+
+impl Default for GpuPeers {
+    /// No peers known, and the catalog's hold: a zero hold would forget a fatal XID at once.
+    fn default() -> Self {
+        GpuPeers { sm_median: None, fatal_xid_hold_ms: EVENT_HOLD_MS }
+    }
 }
 
 /// The last `n` points, or `None` while fewer were seen.
