@@ -160,7 +160,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Symptoms must be gone this many seconds before an incident resolves.
     pub resolve_after_s: f64,
-    /// An agent silent for this many of its own report intervals is considered lost.
+    /// An agent silent for this many of its own report intervals, plus 20 s for a report held up in
+    /// transit, is considered lost.
     pub heartbeat_intervals: f64,
     /// Seconds a fatal XID keeps its GPU suspect after it was raised, even if the GPU looks healthy
     /// again (the incident then resolves `resolve_after_s` later, and a Slurm resume waits for that).

@@ -28,7 +28,7 @@ use crate::topology::{RankPlacement, Topology};
 pub struct EngineConfig {
     /// Symptoms must be gone this long before an incident resolves (hysteresis), seconds.
     pub resolve_after_s: f64,
-    /// An agent silent for this many of its own intervals is lost.
+    /// An agent silent for this many of its own intervals (plus `HEARTBEAT_TRANSIT_MS`) is lost.
     pub heartbeat_intervals: f64,
     /// A job none of whose ranks was reported for this long is over and leaves the graph, seconds.
     pub job_linger_s: f64,
@@ -47,8 +47,8 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        // Two missed intervals: one late report is normal, two in a row is not (and node-down
-        // diagnosis stays near 20 s at the 10 s default interval).
+        // Two missed intervals (plus `HEARTBEAT_TRANSIT_MS`): one late or re-sent report is
+        // normal, two missing in a row is not.
         Self {
             resolve_after_s: 120.0,
             heartbeat_intervals: 2.0,
@@ -94,6 +94,21 @@ const JOB_RECHECK_MS: i64 = 2_000;
 /// reports wait up to a second behind a slow tick, which opened 143 false `node_down` incidents. A
 /// real node_down (power, kernel panic) lasts minutes, so 10 s costs nothing in coverage.
 pub const HEARTBEAT_MIN_SILENCE_MS: i64 = 10_000;
+/// Added to every node's silence allowance: the longest a report may be held up on its way without
+/// the node being in trouble. A push the network drops is re-sent from the agent's spool after its
+/// 10 s request deadline and a back-off, and a slow POST or a busy analyzer delays one by seconds
+/// more; 20 s covers one such failure. With the default two intervals of 10 s a node is called lost
+/// after 40 s of silence, Kubernetes' `node-monitor-grace-period` for its 10 s node status updates.
+pub const HEARTBEAT_TRANSIT_MS: i64 = 20_000;
+
+/// How long a node reporting every `interval_ms` may be silent (by the analyzer's clock, from its
+/// newest arrival) before its agent counts as lost: `intervals` missed reports plus the transit
+/// allowance, never under `HEARTBEAT_MIN_SILENCE_MS`. One late or re-sent report never exceeds it.
+pub fn silence_allowance_ms(intervals: f64, interval_ms: u64) -> i64 {
+    let missed = (intervals * interval_ms as f64).min(i64::MAX as f64 / 2.0) as i64;
+    missed.saturating_add(HEARTBEAT_TRANSIT_MS).max(HEARTBEAT_MIN_SILENCE_MS)
+}
+
 /// When at least this many nodes are silent at once…
 pub const MASS_SILENCE_MIN_NODES: usize = 16;
 /// …and they are more than this share of the nodes that should be reporting, the silence says the
@@ -174,7 +189,7 @@ impl Analyzer {
         if self.mass_silence {
             return i64::MAX;
         }
-        ((self.cfg.heartbeat_intervals * interval_ms as f64) as i64).max(HEARTBEAT_MIN_SILENCE_MS)
+        silence_allowance_ms(self.cfg.heartbeat_intervals, interval_ms)
     }
 
     /// True while the last heartbeat scan found so many nodes silent at once that heartbeat loss is
@@ -242,7 +257,7 @@ impl Analyzer {
                     continue;
                 }
                 expected += 1;
-                let hb = ((self.cfg.heartbeat_intervals * n.interval_ms as f64) as i64).max(HEARTBEAT_MIN_SILENCE_MS);
+                let hb = silence_allowance_ms(self.cfg.heartbeat_intervals, n.interval_ms);
                 if now_ms - n.last_recv_ms > hb {
                     silent.push(name.clone());
                 }

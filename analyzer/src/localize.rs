@@ -528,6 +528,22 @@ fn worst_link(ctx: &Ctx, host: &str, gpu: u32) -> Option<ComponentId> {
         .map(|(link, _)| ComponentId::nvlink(host, gpu, *link))
 }
 
+/// Most jobs post no progress: their collectives are the evidence instead. A multi-node job's ranks
+/// elsewhere whose fabric NIC moved data entirely after `after` (and whose node runs this job alone,
+/// so the bytes are its own) are still exchanging with every peer: a dead node would have stalled
+/// their collectives within a step, and their bytes would have gone flat.
+fn peers_talking(ctx: &Ctx, job: &str, others: &[&crate::state::RankState], after: i64) -> bool {
+    others.iter().any(|r| {
+        let Some(n) = ctx.state.nodes.get(&r.node) else { return false };
+        let only_this = n.jobs.len() == 1 && n.jobs[0] == job;
+        only_this
+            && r.nic
+                .as_ref()
+                .and_then(|nic| n.nics.get(nic))
+                .is_some_and(|st| st.fabric && st.traffic.active_from.is_some_and(|f| f > after))
+    })
+}
+
 /// A node whose agent fell silent: is the node down, or only the agent? The jobs it ran tell: if
 /// their ranks elsewhere keep advancing past the silence, the node still computes.
 fn silent_node(ctx: &Ctx, host: &str, a: &Active) -> (FaultClass, bool) {
@@ -546,7 +562,9 @@ fn silent_node(ctx: &Ctx, host: &str, a: &Active) -> (FaultClass, bool) {
         let step = jobdet::current_step_ms(job).or(job.baseline_step_ms).unwrap_or(0.0);
         let margin = node.interval_ms as i64 + (AGENT_PROGRESS_STEPS * step) as i64;
         let latest = others.iter().filter_map(|r| r.last_progress_ms).max();
-        if latest.is_some_and(|lp| lp > silent_since + margin) {
+        if latest.is_some_and(|lp| lp > silent_since + margin)
+            || peers_talking(ctx, jid, &others, silent_since + margin)
+        {
             progressing = true;
         }
         let thr = ((jobdet::STALL_STEPS * step) as i64).max(jobdet::STALL_MIN_MS);

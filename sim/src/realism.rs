@@ -57,7 +57,8 @@ pub struct Network {
     pub late_share: f64,
     /// How late a late report is, ms (min, max).
     pub late_ms: (f64, f64),
-    /// Share of regular reports lost (the agent carries their events in its next report).
+    /// Share of regular pushes that fail on the way. Not lost: the agent spools the report and
+    /// re-sends it after its back-off, so it arrives up to a request deadline late (`world::RETRY_MS`).
     pub lost_share: f64,
     /// Clock skew of each node's agent, ± ms (NTP keeps a node within tens of ms).
     pub clock_skew_ms: f64,

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use faultline_agent::export::push;
 use faultline_proto::{FaultClass, NodeReport};
 
 use crate::agent::NodeAgent;
@@ -16,6 +17,13 @@ use crate::telemetry::{self, NodeDyn};
 
 /// A rank process that is gone stays in the agent's report, `state: exited`, this long (ms).
 pub const EXITED_VISIBLE_MS: i64 = 300_000;
+/// When a push fails the agent learns it between at once (connection refused or reset) and its
+/// request deadline, then re-sends the report from its spool after its first back-off: how long
+/// after its send a failed regular report arrives (min, max ms).
+pub const RETRY_MS: (f64, f64) = (
+    push::INITIAL_BACKOFF.as_millis() as f64,
+    (push::REQUEST_TIMEOUT.as_millis() + push::INITIAL_BACKOFF.as_millis()) as f64,
+);
 /// The kernel's `hung_task_timeout_secs` default, ms.
 pub const HUNG_TASK_TIMEOUT_MS: i64 = 120_000;
 /// Unix ms of virtual time 0 in in-process runs (2023-11-14T22:13:20Z).
@@ -358,12 +366,10 @@ impl World {
             if kind == ReqKind::Urgent && !d.pending.iter().any(|e| e.ts_ms <= ts) {
                 continue; // an earlier report already carried the events
             }
+            // A push that fails on the way (connection reset, request deadline) is not lost: the
+            // agent spools it and re-sends it after its back-off, so it arrives late, events and all.
             let key = [self.seed, what::LATENCY, n as u64, ts as u64 ^ 0x10];
-            if kind == ReqKind::Regular && !d.rebooting && noise::unit(&key) < self.network.lost_share {
-                // Lost on the way: its seq is used, its events go out with the next report.
-                self.nodes[n].seq += 1;
-                continue;
-            }
+            let failed = kind == ReqKind::Regular && !d.rebooting && noise::unit(&key) < self.network.lost_share;
             let mut d = std::mem::take(&mut self.nodes[n]);
             if d.rebooting {
                 // Back from a reboot or a crash: fresh boot, counters from zero, same persisted seq.
@@ -387,7 +393,9 @@ impl World {
                 noise::NET_LATENCY_MS.1,
             );
             let late_key = [self.seed, what::LATENCY, n as u64, ts as u64 ^ 0x1a7e];
-            let late = if noise::unit(&late_key) < self.network.late_share {
+            let late = if failed {
+                noise::range(&[self.seed, what::LATENCY, n as u64, ts as u64 ^ 0x1a80], RETRY_MS.0, RETRY_MS.1) as i64
+            } else if noise::unit(&late_key) < self.network.late_share {
                 let (lo, hi) = self.network.late_ms;
                 noise::range(&[self.seed, what::LATENCY, n as u64, ts as u64 ^ 0x1a7f], lo, hi) as i64
             } else {

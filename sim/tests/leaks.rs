@@ -169,7 +169,7 @@ fn only_a_scheduler_knows_an_exit_code_and_most_jobs_post_no_progress() {
 }
 
 #[test]
-fn reports_jitter_arrive_late_out_of_order_get_lost_and_carry_clock_skew() {
+fn reports_jitter_arrive_late_out_of_order_are_resent_and_carry_clock_skew() {
     let sc = scenario("", "[network]\nlate_share = 0.3\nlost_share = 0.1\nclock_skew_ms = 80\n");
     let rs = run(&sc, 900);
     let mut out_of_order = false;
@@ -178,7 +178,8 @@ fn reports_jitter_arrive_late_out_of_order_get_lost_and_carry_clock_skew() {
         out_of_order |= seqs.windows(2).any(|w| w[1] < w[0]);
         let mut sorted = seqs.clone();
         sorted.sort_unstable();
-        assert!(sorted.windows(2).any(|w| w[1] > w[0] + 1), "{node}: a lost report leaves a seq gap");
+        // A failed push is re-sent from the agent's spool: late, but no seq is ever skipped.
+        assert!(sorted.windows(2).all(|w| w[1] == w[0] + 1), "{node}: a failed push is re-sent, not lost");
     }
     assert!(out_of_order, "late reports arrive after later ones");
     for o in &rs {

@@ -448,3 +448,25 @@ nodes = 64
     assert!(next.host.as_ref().unwrap().uptime_s.unwrap() < 120, "a fresh boot");
     assert_eq!(next.seq, mine[bye].seq + 1);
 }
+
+#[test]
+fn a_failed_push_is_resent_from_the_spool_not_lost() {
+    // Half the regular pushes fail on the way. A real agent spools each one and re-sends it after
+    // its back-off: every seq arrives, some of them seconds late, none is skipped.
+    let src = cluster(1.0, "").replace("lost_share = 0\n", "lost_share = 0.5\n");
+    let out = reports(&src, 300);
+    let mut seqs: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    let mut late = 0;
+    for o in &out {
+        seqs.entry(o.report.node.clone()).or_default().insert(o.report.seq);
+        if o.arrival_ms - o.sent_ms >= faultline_sim::world::RETRY_MS.0 as i64 {
+            late += 1;
+        }
+    }
+    assert!(late > 10, "{late} re-sent reports");
+    for (node, s) in &seqs {
+        let (lo, hi) = (*s.first().unwrap(), *s.last().unwrap());
+        assert_eq!(s.len() as u64, hi - lo + 1, "{node} skipped a seq: {s:?}");
+        assert!(s.len() >= 25, "{node}: {} reports in 300 s", s.len());
+    }
+}

@@ -332,7 +332,8 @@ fn node_down_versus_agent_down() {
     });
     let (i, ttd) = w.expect_one("node-0005", &["big"], at);
     assert_eq!(i.class, FaultClass::NodeDown);
-    assert!(ttd <= 40.0, "{ttd}");
+    // Kubernetes' node-monitor-grace-period is 40–50 s; we allow two intervals plus 20 s transit.
+    assert!(ttd <= 50.0, "{ttd}");
     // Only the agent dies: the job keeps stepping on the other nodes.
     let (w, _) = case(60, 90, |w| {
         w.silent.insert(host(5));
@@ -344,6 +345,24 @@ fn node_down_versus_agent_down() {
         w.silent.insert(host(7));
     });
     let (i, _) = w.expect_one("node-0007", &[], 0);
+    assert_eq!(i.class, FaultClass::NodeDown);
+}
+
+#[test]
+fn one_late_or_resent_report_is_not_a_dead_node() {
+    // One report held up 20 s on its way (a slow POST, or a failed push the agent re-sends from its
+    // spool): the node is silent for almost three intervals, then reports as usual.
+    let mut w = World::new();
+    w.run(60);
+    w.silent.insert(host(3));
+    w.run(29);
+    w.silent.remove(&host(3));
+    w.run(200);
+    assert!(w.opened().is_empty(), "{:?}", w.opened());
+    // Silence well past the allowance is still a dead node.
+    w.silent.insert(host(3));
+    w.run(60);
+    let (i, _) = w.expect_one("node-0003", &[], 0);
     assert_eq!(i.class, FaultClass::NodeDown);
 }
 

@@ -209,3 +209,25 @@ fn notes_never_keep_an_incident_open() {
     assert!(kinds.contains(&"counter_saturated") && kinds.contains(&"nic_driver_errors"), "{kinds:?}");
     assert_eq!(w.opened().len(), 1, "{:?}", w.opened());
 }
+
+#[test]
+fn a_silent_agent_whose_job_keeps_talking_is_the_agent_and_a_dead_node_stalls_it() {
+    // No progress API: only the job's bytes on the other nodes tell that node-0005 still computes.
+    let hosts = vec![host(0), host(1), host(4), host(5)];
+    let mut w = World::new();
+    counters_only(&mut w, "big", hosts.clone(), None);
+    w.run(120);
+    w.silent.insert(host(5));
+    w.run(120);
+    let (i, _) = w.expect_one("node-0005/agent", &[], 0);
+    assert_eq!(i.class, FaultClass::AgentDown);
+    // The node dies: every peer's collective stalls and the job's bytes go flat everywhere.
+    let mut w = World::new();
+    counters_only(&mut w, "big", hosts, Some(START + 120_000));
+    w.run(120);
+    w.silent.insert(host(5));
+    w.run(120);
+    let opened = w.opened();
+    assert!(opened.iter().any(|i| i.root.to_string() == "node-0005" && i.class == FaultClass::NodeDown), "{opened:?}");
+    assert!(!opened.iter().any(|i| i.class == FaultClass::AgentDown), "{opened:?}");
+}
