@@ -111,8 +111,12 @@ pub fn check(n: &NodeState, heartbeat_ms: i64, now: i64, out: &mut Vec<Symptom>)
                 .critical(),
         );
     }
+    // Contention needs a training job to starve: a job on the node, and GPUs for its ranks to feed. A
+    // CPU-only process that looks like a rank (a test harness, a CPU job) on a GPU-less host is not
+    // one; a busy build machine must stay quiet (the CI host showed this).
     if pts.len() >= SOFT_SAMPLES
         && !n.jobs.is_empty()
+        && !n.gpus.is_empty()
         && last(SOFT_SAMPLES).all(|p| {
             p.cpu.is_some_and(|c| c >= CPU_SATURATED_PCT) && p.cpu_non_job.is_some_and(|c| c >= CPU_NON_JOB_PCT)
         })
@@ -197,6 +201,7 @@ mod tests {
         NodeState {
             name: "n1".into(),
             jobs: vec!["j".into()],
+            gpus: [(0, Default::default())].into(),
             reports: 5,
             last_recv_ms: NOW - 5_000,
             last_report_ms: NOW - 5_000,
@@ -263,6 +268,15 @@ mod tests {
             NodeState {
                 host_points: [hp(99.0, 70.0, false), hp(98.0, 70.0, false), hp(99.0, 72.0, false)].into(),
                 jobs: vec![],
+                ..node()
+            },
+            &[],
+        );
+        check_case(
+            "regression: a GPU-less host with a CPU process that looks like a rank has nothing to starve",
+            NodeState {
+                host_points: [hp(99.0, 70.0, false), hp(98.0, 70.0, false), hp(99.0, 72.0, false)].into(),
+                gpus: Default::default(),
                 ..node()
             },
             &[],
