@@ -310,7 +310,9 @@ pub fn localize(symptoms: &[Active], ctx: &Ctx) -> Vec<Diagnosis> {
     for (leaf, hosts) in &leaf_down {
         let total = cabled_nics(ctx, leaf).max(1);
         let down = leaf_down_nics[leaf];
-        if down >= 2 && hosts.len() >= 2 && down as f64 >= LEAF_DOWN_FRACTION * total as f64 {
+        // Two hosts at least, unless every cabled port of the leaf is down (a leaf with one node).
+        let enough_hosts = hosts.len() >= 2 || down >= total;
+        if down >= 2 && enough_hosts && down as f64 >= LEAF_DOWN_FRACTION * total as f64 {
             add(&mut hyps, ComponentId::switch(leaf), FaultClass::LeafSwitchDown, true, None);
         }
     }

@@ -633,3 +633,32 @@ fn leaf_congestion_is_found_from_ecn_marks_while_transmit_wait_is_saturated() {
     assert_eq!(i.class, FaultClass::LeafCongestion);
     assert!(ttd <= 60.0, "{ttd}");
 }
+
+#[test]
+fn a_leaf_with_one_node_going_down_is_the_leaf() {
+    let mut w = World::new();
+    let mut topo = topology();
+    topo.racks = vec![
+        RackDef { leaf: "leaf-00".into(), nodes: [0, 1, 2, 3, 4, 6, 7].into_iter().map(host).collect() },
+        RackDef { leaf: "leaf-01".into(), nodes: vec![host(5)] },
+    ];
+    w.a = Analyzer::new(EngineConfig::default(), topo);
+    w.run(60);
+    assert!(w.opened().is_empty(), "{:?}", w.opened());
+    let at = w.t;
+    w.mutate(|r, _| {
+        if r.node == "node-0005" {
+            for n in &mut r.nics {
+                link_down(n);
+            }
+        }
+    });
+    for n in 0..NICS {
+        w.event(&host(5), "nic_link_down", Some(&format!("nic:mlx5_{n}")), None, None);
+    }
+    w.stalled.insert("big".into());
+    w.run(30);
+    let (i, ttd) = w.expect_one("switch:leaf-01", &["big"], at);
+    assert_eq!(i.class, FaultClass::LeafSwitchDown);
+    assert!(ttd <= 5.0, "{ttd}");
+}
