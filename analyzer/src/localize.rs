@@ -308,9 +308,11 @@ pub fn localize(symptoms: &[Active], ctx: &Ctx) -> Vec<Diagnosis> {
         }
     }
     for (leaf, hosts) in &leaf_down {
-        let total = ctx.topo.nics_of_leaf(leaf).map(|n| n.len()).unwrap_or(0).max(1);
+        let total = cabled_nics(ctx, leaf).max(1);
         let down = leaf_down_nics[leaf];
-        if down >= 2 && hosts.len() >= 2 && down as f64 >= LEAF_DOWN_FRACTION * total as f64 {
+        // Two hosts at least, unless every cabled port of the leaf is down (a leaf with one node).
+        let enough_hosts = hosts.len() >= 2 || down >= total;
+        if down >= 2 && enough_hosts && down as f64 >= LEAF_DOWN_FRACTION * total as f64 {
             add(&mut hyps, ComponentId::switch(leaf), FaultClass::LeafSwitchDown, true, None);
         }
     }
@@ -382,11 +384,8 @@ pub fn localize(symptoms: &[Active], ctx: &Ctx) -> Vec<Diagnosis> {
         }
         if h.class == FaultClass::LeafSwitchDown || h.class == FaultClass::LeafCongestion {
             if let ComponentId::Switch { name } = &h.root {
-                let total = if h.class == FaultClass::LeafCongestion {
-                    busy_nics(ctx, name)
-                } else {
-                    ctx.topo.nics_of_leaf(name).map(|n| n.len()).unwrap_or(0)
-                };
+                let total =
+                    if h.class == FaultClass::LeafCongestion { busy_nics(ctx, name) } else { cabled_nics(ctx, name) };
                 let suffering =
                     h.explains.iter().filter(|i| matches!(symptoms[**i].s.component, ComponentId::Nic { .. })).count();
                 h.penalty = 0.5 * total.saturating_sub(suffering) as f64;
@@ -501,6 +500,20 @@ pub fn localize(symptoms: &[Active], ctx: &Ctx) -> Vec<Diagnosis> {
         });
     }
     out
+}
+
+/// NICs behind a leaf that can go down with it: fabric ports seen up at least once. A rack's
+/// topology puts every netdev of its nodes behind the leaf (management NIC, storage bond, docker0,
+/// veth*, ifb*, ports never cabled); counting those would keep a whole leaf's fabric ports below
+/// `LEAF_DOWN_FRACTION`.
+fn cabled_nics(ctx: &Ctx, leaf: &str) -> usize {
+    let cabled = |nic: &&ComponentId| match nic {
+        ComponentId::Nic { host, name } => {
+            ctx.state.nodes.get(host).and_then(|n| n.nics.get(name)).is_some_and(|s| s.fabric && s.ever_up)
+        }
+        _ => false,
+    };
+    ctx.topo.nics_of_leaf(leaf).map(|n| n.iter().filter(cabled).count()).unwrap_or(0)
 }
 
 /// NICs of a leaf that carry traffic now (a congestion sample in the last `BUSY_RECENT_MS`).

@@ -299,8 +299,9 @@ pub struct NicState {
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct CongestionPoint {
     pub ts: i64,
-    /// `port_xmit_wait` ticks per MB sent.
-    pub wait_per_mb: f64,
+    /// `port_xmit_wait` ticks per MB sent; `None` while the 32-bit counter sits at its maximum
+    /// (unknown, not zero).
+    pub wait_per_mb: Option<f64>,
     /// ECN-marked packets plus CNPs sent and handled, absolute.
     pub marks: u64,
     pub marks_per_mb: f64,

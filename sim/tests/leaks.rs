@@ -119,6 +119,24 @@ fn counters_have_their_widths_saturate_and_are_listed() {
     assert!(port.saturated.iter().any(|s| s == "local_link_integrity_errors"));
 }
 
+/// ECN marks and CNPs are RoCE congestion control: an IB port's `hw_counters/` has none of them
+/// (sim/data/sysfs-infiniband-h100-sample.txt), so a congested IB leaf shows only in the 32-bit
+/// `port_xmit_wait`.
+#[test]
+fn ecn_and_cnp_counters_exist_on_roce_ports_only() {
+    let roce_only = ["np_cnp_sent", "np_ecn_marked_roce_packets", "rp_cnp_handled", "rp_cnp_ignored"];
+    for (extra, want) in [("", false), ("link_layer = \"ethernet\"", true)] {
+        let rs = run(&scenario(extra, ""), 30);
+        let r = of(&rs, "node-0000").last().unwrap();
+        for n in r.nics.iter().filter(|n| n.is_fabric()) {
+            assert!(n.counters.contains_key("port_xmit_wait"), "{}", n.name);
+            for c in roce_only {
+                assert_eq!(n.counters.contains_key(c), want, "{extra:?} {} {c}", n.name);
+            }
+        }
+    }
+}
+
 #[test]
 fn nodes_have_the_netdevs_real_nodes_have_and_no_made_up_fields() {
     let sc = scenario("", "[[job]]\nid = \"a\"\nnodes = 2\nstep_time_s = 1\n");

@@ -191,10 +191,16 @@ pub fn congested(c: &std::collections::VecDeque<CongestionPoint>, now: i64) -> O
         let mut v: Vec<f64> = c.iter().take(n - SOFT_SAMPLES).map(f).collect();
         super::median(&mut v).unwrap_or(0.0)
     };
-    let wait_base = base(|p| p.wait_per_mb);
-    let wait_min = recent.iter().map(|p| p.wait_per_mb).fold(f64::INFINITY, f64::min);
-    if wait_min > CONGESTION_FACTOR * wait_base && wait_min > 0.0 && wait_base > 0.0 {
-        return Some(("port_xmit_wait", wait_min, wait_base));
+    // Transmit wait only where it is known in every recent sample and in enough of the baseline (a
+    // saturated counter gives none).
+    let mut wait_earlier: Vec<f64> = c.iter().take(n - SOFT_SAMPLES).filter_map(|p| p.wait_per_mb).collect();
+    let wait_recent: Option<Vec<f64>> = recent.iter().map(|p| p.wait_per_mb).collect();
+    if let Some(wait_recent) = wait_recent.filter(|_| wait_earlier.len() >= BASELINE_MIN) {
+        let wait_base = super::median(&mut wait_earlier).unwrap_or(0.0);
+        let wait_min = wait_recent.iter().copied().fold(f64::INFINITY, f64::min);
+        if wait_min > CONGESTION_FACTOR * wait_base && wait_min > 0.0 && wait_base > 0.0 {
+            return Some(("port_xmit_wait", wait_min, wait_base));
+        }
     }
     let marks_base = base(|p| p.marks_per_mb);
     let marks_min = recent.iter().map(|p| p.marks_per_mb).fold(f64::INFINITY, f64::min);
@@ -292,7 +298,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, (w, m))| CongestionPoint {
                     ts: NOW - (wait.len() - i) as i64 * 10_000,
-                    wait_per_mb: *w,
+                    wait_per_mb: (*w >= 0.0).then_some(*w),
                     marks: *m,
                     marks_per_mb: *m as f64 / 220_000.0,
                 })
@@ -314,6 +320,19 @@ mod tests {
         check_case(
             "xmit wait per byte as usual",
             busy(&[1.0, 1.1, 0.9, 1.0, 1.2, 1.0, 1.1], &[0; 7]),
+            NicPeers::default(),
+            &[],
+        );
+        // -1: `port_xmit_wait` saturated in that sample (unknown).
+        check_case(
+            "ECN marks rise while the wait counter sits at its maximum",
+            busy(&[1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0], &[0, 0, 0, 0, 30000, 30000, 30000]),
+            NicPeers::default(),
+            &[(K::NicCongested, Some(LeafCongestion))],
+        );
+        check_case(
+            "a wait counter that saturated is no rise",
+            busy(&[1.0, 1.0, 1.0, 1.0, 1.0, -1.0, 30.0], &[0; 7]),
             NicPeers::default(),
             &[],
         );

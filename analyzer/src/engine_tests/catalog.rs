@@ -570,3 +570,114 @@ fn incidents_resolve_after_the_symptoms_are_gone_and_restore_continues_numbering
     b.restore(all, 7);
     assert_eq!(b.next_incident_id(), 7);
 }
+
+/// Every netdev a real node has besides its fabric ports (management NIC, storage, docker0, veth*,
+/// ifb*, a port never cabled).
+fn add_netdevs(r: &mut NodeReport) {
+    for (name, up) in [
+        ("eno1", true),
+        ("eno2", false),
+        ("ens10f0np0", true),
+        ("ens10f1np1", true),
+        ("bond0", true),
+        ("docker0", false),
+        ("ifb0", false),
+        ("ifb1", false),
+        ("veth1a2b3c4", true),
+        ("veth5d6e7f8", true),
+    ] {
+        r.nics.push(NicSample {
+            name: name.into(),
+            kind: faultline_proto::NicKind::Netdev,
+            fabric: Some(false),
+            operstate: Some(if up { "up" } else { "down" }.into()),
+            carrier: Some(up),
+            ..Default::default()
+        });
+    }
+}
+
+#[test]
+fn a_leaf_down_is_the_leaf_although_its_nodes_have_more_netdevs_than_fabric_ports() {
+    let mut w = World::new();
+    w.mutate(|r, _| add_netdevs(r));
+    w.run(60);
+    assert!(w.opened().is_empty(), "{:?}", w.opened());
+    let at = w.t;
+    w.mutate(|r, _| {
+        let i: usize = r.node[5..].parse().unwrap();
+        if i >= 4 {
+            for n in r.nics.iter_mut().filter(|n| n.name.starts_with("mlx5_")) {
+                link_down(n);
+            }
+        }
+    });
+    for h in 4..8 {
+        for n in 0..NICS {
+            w.event(&host(h), "nic_link_down", Some(&format!("nic:mlx5_{n}")), None, None);
+        }
+    }
+    w.stalled.insert("big".into());
+    w.run(30);
+    let (i, ttd) = w.expect_one("switch:leaf-01", &["big"], at);
+    assert_eq!(i.class, FaultClass::LeafSwitchDown);
+    assert!(ttd <= 5.0, "{ttd}");
+}
+
+#[test]
+fn leaf_congestion_is_found_from_ecn_marks_while_transmit_wait_is_saturated() {
+    let mut w = World::new();
+    // Long-running RoCE ports: the 32-bit transmit wait sits at its maximum; ECN marks are 64-bit.
+    w.mutate(|r, _| {
+        for n in &mut r.nics {
+            n.counters.insert("port_xmit_wait".into(), u64::from(u32::MAX));
+            n.saturated.push("port_xmit_wait".into());
+            n.counters.insert("np_ecn_marked_roce_packets".into(), 0);
+        }
+    });
+    w.run(120);
+    assert!(w.opened().is_empty(), "{:?}", w.opened());
+    let at = w.t;
+    w.mutate(move |r, t| {
+        let i: usize = r.node[5..].parse().unwrap();
+        if i < 4 {
+            for n in &mut r.nics {
+                n.counters.insert("np_ecn_marked_roce_packets".into(), ((t - at) as u64) * 2);
+            }
+        }
+    });
+    w.slow.insert("big".into(), 1.2);
+    w.run(90);
+    let (i, ttd) = w.expect_one("switch:leaf-00", &["big"], at);
+    assert_eq!(i.class, FaultClass::LeafCongestion);
+    assert!(ttd <= 60.0, "{ttd}");
+}
+
+#[test]
+fn a_leaf_with_one_node_going_down_is_the_leaf() {
+    let mut w = World::new();
+    let mut topo = topology();
+    topo.racks = vec![
+        RackDef { leaf: "leaf-00".into(), nodes: [0, 1, 2, 3, 4, 6, 7].into_iter().map(host).collect() },
+        RackDef { leaf: "leaf-01".into(), nodes: vec![host(5)] },
+    ];
+    w.a = Analyzer::new(EngineConfig::default(), topo);
+    w.run(60);
+    assert!(w.opened().is_empty(), "{:?}", w.opened());
+    let at = w.t;
+    w.mutate(|r, _| {
+        if r.node == "node-0005" {
+            for n in &mut r.nics {
+                link_down(n);
+            }
+        }
+    });
+    for n in 0..NICS {
+        w.event(&host(5), "nic_link_down", Some(&format!("nic:mlx5_{n}")), None, None);
+    }
+    w.stalled.insert("big".into());
+    w.run(30);
+    let (i, ttd) = w.expect_one("switch:leaf-01", &["big"], at);
+    assert_eq!(i.class, FaultClass::LeafSwitchDown);
+    assert!(ttd <= 5.0, "{ttd}");
+}

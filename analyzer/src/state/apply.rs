@@ -320,15 +320,19 @@ pub(super) fn apply_nics(node: &mut NodeState, nics: &[NicSample], ts: i64) {
         // Congestion per byte sent, only while the port carries traffic: a job that stalls and
         // resumes changes wait and bytes together, a congested fabric changes the ratio.
         let bytes = deltas[0].or(deltas[1]).unwrap_or(0);
+        // A saturated `port_xmit_wait` is unknown, not zero: the point keeps the ECN/CNP marks (RoCE)
+        // and no wait. A port that can tell neither (IB with its wait counter at the maximum) adds no
+        // point, so it neither votes for nor against a congested leaf.
         let wait_known = !st.saturated.iter().any(|x| x == "port_xmit_wait");
-        if bytes >= CONGESTION_MIN_BYTES && !down && wait_known {
-            let wait = deltas[2].unwrap_or(0);
+        let wait = deltas[2].filter(|_| wait_known);
+        let marks_known = deltas[3..].iter().any(Option::is_some);
+        if bytes >= CONGESTION_MIN_BYTES && !down && (wait.is_some() || marks_known) {
             let marks = deltas[3].unwrap_or(0) + deltas[4].unwrap_or(0) + deltas[5].unwrap_or(0);
             push(
                 &mut st.congestion,
                 CongestionPoint {
                     ts,
-                    wait_per_mb: wait as f64 * 1e6 / bytes as f64,
+                    wait_per_mb: wait.map(|w| w as f64 * 1e6 / bytes as f64),
                     marks,
                     marks_per_mb: marks as f64 * 1e6 / bytes as f64,
                 },
@@ -474,5 +478,36 @@ mod tests {
         assert_eq!(gpu_by_pci(&n, "0000:3b:00"), Some(3));
         assert_eq!(gpu_by_pci(&n, "0000:3b:00.0"), Some(3));
         assert_eq!(gpu_by_pci(&n, "0000:5e:00"), None);
+    }
+
+    /// A RoCE port whose 32-bit `port_xmit_wait` sits at its maximum still gives its ECN/CNP marks;
+    /// an IB port with the wait saturated and no ECN counters gives no point at all.
+    #[test]
+    fn congestion_points_treat_a_saturated_wait_as_unknown() {
+        let sample = |t: u64, ecn: bool| {
+            let mut counters = std::collections::BTreeMap::new();
+            counters.insert("port_xmit_data".to_string(), t * 20_000_000_000);
+            counters.insert("port_xmit_wait".to_string(), u64::from(u32::MAX));
+            if ecn {
+                counters.insert("np_ecn_marked_roce_packets".to_string(), t * 1000);
+            }
+            NicSample {
+                name: "mlx5_0".into(),
+                fabric: Some(true),
+                carrier: Some(true),
+                saturated: vec!["port_xmit_wait".into()],
+                counters,
+                ..Default::default()
+            }
+        };
+        for (ecn, want) in [(true, 3), (false, 0)] {
+            let mut n = NodeState::default();
+            for t in 1..=4u64 {
+                apply_nics(&mut n, &[sample(t, ecn)], t as i64 * 10_000);
+            }
+            let st = &n.nics["mlx5_0"];
+            assert_eq!(st.congestion.len(), want, "ecn counters: {ecn}");
+            assert!(st.congestion.iter().all(|p| p.wait_per_mb.is_none() && p.marks == 1000));
+        }
     }
 }

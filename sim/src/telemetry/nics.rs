@@ -16,6 +16,12 @@ use crate::noise::{self, what};
 use crate::realism::LinkLayer;
 use crate::world::World;
 
+/// The RoCE congestion-control counters of `hw_counters/` (ECN marks, CNPs): an IB port has none
+/// (sim/data/sysfs-infiniband-h100-sample.txt lists its hw_counters without them); IB congestion
+/// shows only in `port_xmit_wait`, 32 bits, which long-running ports already hold at its maximum.
+const ROCE_CONGESTION_COUNTERS: [&str; 4] =
+    ["np_cnp_sent", "np_ecn_marked_roce_packets", "rp_cnp_handled", "rp_cnp_ignored"];
+
 /// What faults did to the fabric ports of this report.
 pub struct NicFx {
     pub down: Vec<bool>,
@@ -93,6 +99,9 @@ pub fn build(
         let mut saturated = Vec::new();
         let mut counters: BTreeMap<String, u64> = BTreeMap::new();
         for (name, v) in NIC_COUNTER_NAMES.iter().zip(nd.c.iter()) {
+            if !roce && ROCE_CONGESTION_COUNTERS.contains(name) {
+                continue;
+            }
             let shown = counters::saturate(name, *v);
             if counters::is_saturated(name, shown) {
                 saturated.push((*name).to_string());
