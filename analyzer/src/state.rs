@@ -56,6 +56,11 @@ pub const NIC_COUNTERS: &[&str] = &[
 /// Bytes per second below which a fabric port or an NVLink counts as idle: a training job's
 /// collectives move GB/s, subnet-management chatter on an idle port a few kB/s.
 pub const TRAFFIC_FLOOR_BYTES_PER_S: f64 = 1e6;
+/// Bytes per second (sent plus received, all links of a GPU) below which a GPU's NVLinks count as
+/// idle. NVLink data counters carry no management chatter: a collective stuck in NCCL leaves them
+/// exactly flat, while even an evaluation pass all-reduces its loss or metrics each batch (tens of
+/// KiB/s). NVML counts in KiB, so this is a few of its units a second.
+pub const NVLINK_TRAFFIC_FLOOR_BYTES_PER_S: f64 = 4096.0;
 /// Bytes per second written that mark a checkpoint under way: checkpoints write GBs in minutes, logs
 /// a few kB/s.
 pub const WRITE_FLOOR_BYTES_PER_S: f64 = 5e6;

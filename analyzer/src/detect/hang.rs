@@ -35,6 +35,11 @@ impl Default for HangRules {
 /// first flat interval is only seen one interval after the hang) and far before PyTorch's watchdog
 /// (`TORCH_NCCL_TIMEOUT`, 10 minutes by default).
 pub const DEFAULT_QUIET_MS: i64 = 30_000;
+/// Flat time required when no node of the job has NVLink counters to judge by (one GPU per node, or
+/// an agent without NVML's throughput fields): the NIC floor sits above the loss/metric all-reduce
+/// an evaluation pass still sends, so a pass looks flat for as long as it lasts. Evaluation passes
+/// run one to five minutes; this is longer, and still under PyTorch's 10-minute NCCL watchdog.
+pub const NIC_ONLY_QUIET_MS: i64 = 330_000;
 /// Default warm-up: two minutes covers NCCL setup and most `torch.compile` warm-ups; a job that has
 /// never moved data is not judged at all.
 pub const DEFAULT_WARMUP_MS: i64 = 120_000;
@@ -67,6 +72,7 @@ pub fn check(job: &JobState, nodes: &BTreeMap<String, NodeState>, rules: &HangRu
     let hosts: BTreeSet<&str> = alive.iter().map(|r| r.node.as_str()).collect();
     let multi = hosts.len() > 1;
     let mut quiet: Vec<NodeQuiet> = Vec::new();
+    let mut any_nvlink = false;
     for host in &hosts {
         let n = nodes.get(*host)?;
         let ranks: Vec<_> = alive.iter().filter(|r| r.node == *host).collect();
@@ -81,6 +87,8 @@ pub fn check(job: &JobState, nodes: &BTreeMap<String, NodeState>, rules: &HangRu
             .map(|(_, st)| &st.traffic)
             .filter(fresh);
         let nvl = gpus.iter().filter_map(|g| n.gpus.get(g)).map(|g| &g.nvlink_traffic).filter(fresh);
+        let nvl: Vec<&Traffic> = nvl.collect();
+        any_nvlink |= !nvl.is_empty();
         let sources: Vec<&Traffic> = nics.chain(nvl).collect();
         if sources.is_empty() {
             return None; // nothing to judge by on this node
@@ -103,7 +111,8 @@ pub fn check(job: &JobState, nodes: &BTreeMap<String, NodeState>, rules: &HangRu
         }
         quiet.push(NodeQuiet { node: host, active_at, active_from, quiet_ms: n.last_report_ms - active_at });
     }
-    if quiet.iter().any(|q| q.quiet_ms < rules.quiet_ms) {
+    let need = if any_nvlink { rules.quiet_ms } else { rules.quiet_ms.max(NIC_ONLY_QUIET_MS) };
+    if quiet.iter().any(|q| q.quiet_ms < need) {
         return None;
     }
     let onset = quiet.iter().map(|q| q.active_at).min()?;
