@@ -57,6 +57,8 @@ impl Rig {
                 self.nic_bytes[i] += 20 << 30;
                 self.nvl_bytes[i] += 80 << 30;
             }
+            // Every node writes logs and flushes caches in the background: 5 MB/s.
+            self.disk_bytes[i] += 50_000_000;
             if p == Phase::Checkpoint {
                 self.disk_bytes[i] += 8 << 30;
             }
