@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use faultline_proto::{ComponentId, FaultClass, ProgressStatus};
 
 use super::{Symptom, SymptomKind as K};
-use crate::state::{JobState, NodeState, Traffic};
+use crate::state::{JobState, NodeState, RankState, Traffic};
 
 /// GPU utilisation at or above which a GPU whose job moves no data is spinning, not idle: NCCL's
 /// wait kernels keep it near 100%; a job paused on the CPU side drops it near 0.
@@ -55,6 +55,16 @@ struct NodeQuiet<'a> {
 
 fn newest<'a>(it: impl Iterator<Item = &'a Traffic>) -> Option<(i64, i64)> {
     it.filter_map(|t| Some((t.active_at?, t.active_from.unwrap_or(t.active_at?)))).max()
+}
+
+/// Whether `r`'s GPUs' NVLinks or its fabric NIC moved data in its node's newest report: a rank
+/// that stopped posting steps but still talks is paused (evaluating, warming up), not hung; a hung
+/// collective leaves them flat from the next report on.
+pub fn still_moving(r: &RankState, nodes: &BTreeMap<String, NodeState>) -> bool {
+    let Some(n) = nodes.get(&r.node) else { return false };
+    let newest = |t: &Traffic| t.active_at == Some(n.last_report_ms);
+    r.gpus.iter().filter_map(|g| n.gpus.get(g)).any(|g| newest(&g.nvlink_traffic))
+        || r.nic.as_ref().and_then(|k| n.nics.get(k)).is_some_and(|s| s.fabric && newest(&s.traffic))
 }
 
 /// The hang symptom for `job`, if its counters say it hangs.

@@ -208,6 +208,18 @@ fn without_nvlink_counters_a_flat_nic_must_outlast_an_evaluation_pass() {
 }
 
 #[test]
+fn a_rank_still_talking_over_nvlink_is_paused_and_a_hung_one_is_not() {
+    let mut rig = Rig::new(1, 8);
+    let h = warm(&mut rig);
+    let _ = rig.run(h, 3, |_, _| Phase::Eval);
+    let r = &rig.st.jobs["j"].ranks[&0];
+    assert!(crate::detect::hang::still_moving(r, &rig.st.nodes), "evaluation still all-reduces");
+    let _ = rig.run(h + 3 * STEP, 2, |_, _| Phase::Hung);
+    let r = &rig.st.jobs["j"].ranks[&0];
+    assert!(!crate::detect::hang::still_moving(r, &rig.st.nodes), "a hung collective is flat");
+}
+
+#[test]
 fn a_checkpoint_is_a_pause() {
     let mut rig = Rig::new(2, 4);
     let h = warm(&mut rig);

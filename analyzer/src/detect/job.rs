@@ -216,7 +216,8 @@ pub fn check(job: &JobState, nodes: &BTreeMap<String, NodeState>, rules: &HangRu
         // A checkpoint or an evaluation pauses steps for minutes; so do writes under way.
         let pausing = matches!(r.status, ProgressStatus::Checkpointing | ProgressStatus::Evaluating)
             || r.io.active_at.is_some_and(|t| t > lp)
-            || nodes.get(&r.node).and_then(|n| n.disk_writes.active_at).is_some_and(|t| t > lp);
+            || nodes.get(&r.node).and_then(|n| n.disk_writes.active_at).is_some_and(|t| t > lp)
+            || super::hang::still_moving(r, nodes);
         let limit = if pausing { CHECKPOINT_MAX_MS } else { thr };
         now - lp >= limit
     };
