@@ -95,7 +95,7 @@ fn faulty_readings_come_through_unchanged() {
                 "retired_pages": {"sbe": 2, "dbe": 1, "pending": true},
                 "row_remap": {"correctable": 4, "uncorrectable": 1, "pending": true, "failure": true},
                 "pcie": {"generation": 3, "width": 8, "replay": 77},
-                "nvlinks": [{"active": true, "crc_flit": 5, "crc_data": 6, "replay": 7, "recovery": 8}, {"active": false}],
+                "nvlinks": [{"active": true, "crc_flit": 5, "crc_data": 6, "replay": 7, "recovery": 8, "tx_kib": 3, "rx_kib": 4}, {"active": false}],
                 "processes": [{"pid": 4242, "used_mem": 1_000_000_000}, {"pid": 4243, "used_mem": 5}]
             }
         ]
@@ -124,6 +124,9 @@ fn faulty_readings_come_through_unchanged() {
     assert_eq!(g.nvlinks[0].crc_errors, Some(11));
     assert_eq!((g.nvlinks[0].replay_errors, g.nvlinks[0].recovery_errors), (Some(7), Some(8)));
     assert!(!g.nvlinks[1].active);
+    // NVLink data bytes: NVML's throughput fields in KiB, asked per link through the scope id.
+    assert_eq!((g.nvlinks[0].tx_bytes, g.nvlinks[0].rx_bytes), (Some(3 * 1024), Some(4 * 1024)));
+    assert_eq!((g.nvlinks[1].tx_bytes, g.nvlinks[1].rx_bytes), (Some(0), Some(0)));
     assert_eq!(g.processes.len(), 2);
     assert_eq!((g.processes[0].pid, g.processes[0].used_mem_bytes), (4242, Some(1_000_000_000)));
 }

@@ -56,9 +56,15 @@ pub const NIC_COUNTERS: &[&str] = &[
 /// Bytes per second below which a fabric port or an NVLink counts as idle: a training job's
 /// collectives move GB/s, subnet-management chatter on an idle port a few kB/s.
 pub const TRAFFIC_FLOOR_BYTES_PER_S: f64 = 1e6;
-/// Bytes per second written that mark a checkpoint under way: checkpoints write GBs in minutes, logs
-/// a few kB/s.
-pub const WRITE_FLOOR_BYTES_PER_S: f64 = 5e6;
+/// Bytes per second (sent plus received, all links of a GPU) below which a GPU's NVLinks count as
+/// idle. NVLink data counters carry no management chatter: a collective stuck in NCCL leaves them
+/// exactly flat, while even an evaluation pass all-reduces its loss or metrics each batch (tens of
+/// KiB/s). NVML counts in KiB, so this is a few of its units a second.
+pub const NVLINK_TRAFFIC_FLOOR_BYTES_PER_S: f64 = 4096.0;
+/// Bytes per second written that mark a checkpoint under way: a rank writes its shard at hundreds of
+/// MB/s to GB/s, while a node's background writes (logs, journald, page-cache flushes of data-loader
+/// caches) run at a few MB/s and must not pass for a checkpoint (that would excuse every hang).
+pub const WRITE_FLOOR_BYTES_PER_S: f64 = 50e6;
 
 /// A monotonic counter seen over time. A decrease means the source reset (driver reload, agent on a
 /// new boot) or a 32-bit counter wrapped: the delta is then the new value (never negative). A counter

@@ -470,3 +470,25 @@ fn a_failed_push_is_resent_from_the_spool_not_lost() {
         assert!(s.len() >= 25, "{node}: {} reports in 300 s", s.len());
     }
 }
+
+/// Sum of a node's NVLink data bytes (tx + rx, every link of every GPU).
+fn nvlink_bytes(r: &NodeReport) -> u64 {
+    r.gpus.iter().flat_map(|g| &g.nvlinks).map(|l| l.tx_bytes.unwrap_or(0) + l.rx_bytes.unwrap_or(0)).sum()
+}
+
+#[test]
+fn nvlink_bytes_move_with_training_and_stop_in_a_hung_collective() {
+    let src = cluster(1.0, "[[fault]]\nkind = \"job_hang\"\ntarget = \"job:solo\"\nat_s = 600\nduration_s = 300\n");
+    let rs = reports(&src, 900);
+    let node1: Vec<&NodeReport> = rs.iter().map(|o| &o.report).filter(|r| r.node == "node-0001").collect();
+    let rate = |from: f64, to: f64| {
+        let w: Vec<&&NodeReport> = node1.iter().filter(|r| at_s(r) >= from && at_s(r) <= to).collect();
+        let (a, b) = (w.first().unwrap(), w.last().unwrap());
+        (nvlink_bytes(b) - nvlink_bytes(a)) as f64 / (at_s(b) - at_s(a))
+    };
+    let (train, hung) = (rate(300.0, 590.0), rate(630.0, 890.0));
+    assert!(train > 1e9, "training moves GB/s over NVLink: {train}");
+    assert_eq!(hung, 0.0, "a hung collective moves nothing");
+    let busy = node1.iter().filter(|r| at_s(r) > 630.0).all(|r| r.gpus.iter().all(|g| g.util_gpu_pct > Some(90.0)));
+    assert!(busy, "the hung job's GPUs spin");
+}

@@ -281,7 +281,13 @@ fn poll_device(nvml: &Nvml, index: u32, memory: &NotSupportedMemory) -> (GpuSamp
         s.pcie = Some(PcieLink { generation, max_generation, width, max_width, replay_count });
     }
 
-    let (nvlinks, crc_split) = poll_nvlinks(&dev, &mut p);
+    let (mut nvlinks, crc_split) = poll_nvlinks(&dev, &mut p);
+    let links: Vec<u32> = nvlinks.iter().map(|l| l.link).collect();
+    if let Some(bytes) = p.q("nvlink_bytes", || super::gpu_nvlink_bytes::read(nvml, &dev, &links)) {
+        for (l, (tx, rx)) in nvlinks.iter_mut().zip(bytes) {
+            (l.tx_bytes, l.rx_bytes) = (tx, rx);
+        }
+    }
     s.nvlinks = nvlinks;
 
     if let Some(procs) = p.q("processes", || dev.running_compute_processes()) {

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use faultline_proto::{ComponentId, FaultClass, ProgressStatus};
 
 use super::{Symptom, SymptomKind as K};
-use crate::state::{JobState, NodeState, Traffic};
+use crate::state::{JobState, NodeState, RankState, Traffic};
 
 /// GPU utilisation at or above which a GPU whose job moves no data is spinning, not idle: NCCL's
 /// wait kernels keep it near 100%; a job paused on the CPU side drops it near 0.
@@ -35,6 +35,11 @@ impl Default for HangRules {
 /// first flat interval is only seen one interval after the hang) and far before PyTorch's watchdog
 /// (`TORCH_NCCL_TIMEOUT`, 10 minutes by default).
 pub const DEFAULT_QUIET_MS: i64 = 30_000;
+/// Flat time required when no node of the job has NVLink counters to judge by (one GPU per node, or
+/// an agent without NVML's throughput fields): the NIC floor sits above the loss/metric all-reduce
+/// an evaluation pass still sends, so a pass looks flat for as long as it lasts. Evaluation passes
+/// run one to five minutes; this is longer, and still under PyTorch's 10-minute NCCL watchdog.
+pub const NIC_ONLY_QUIET_MS: i64 = 330_000;
 /// Default warm-up: two minutes covers NCCL setup and most `torch.compile` warm-ups; a job that has
 /// never moved data is not judged at all.
 pub const DEFAULT_WARMUP_MS: i64 = 120_000;
@@ -52,6 +57,16 @@ fn newest<'a>(it: impl Iterator<Item = &'a Traffic>) -> Option<(i64, i64)> {
     it.filter_map(|t| Some((t.active_at?, t.active_from.unwrap_or(t.active_at?)))).max()
 }
 
+/// Whether `r`'s GPUs' NVLinks or its fabric NIC moved data in its node's newest report: a rank
+/// that stopped posting steps but still talks is paused (evaluating, warming up), not hung; a hung
+/// collective leaves them flat from the next report on.
+pub fn still_moving(r: &RankState, nodes: &BTreeMap<String, NodeState>) -> bool {
+    let Some(n) = nodes.get(&r.node) else { return false };
+    let newest = |t: &Traffic| t.active_at == Some(n.last_report_ms);
+    r.gpus.iter().filter_map(|g| n.gpus.get(g)).any(|g| newest(&g.nvlink_traffic))
+        || r.nic.as_ref().and_then(|k| n.nics.get(k)).is_some_and(|s| s.fabric && newest(&s.traffic))
+}
+
 /// The hang symptom for `job`, if its counters say it hangs.
 pub fn check(job: &JobState, nodes: &BTreeMap<String, NodeState>, rules: &HangRules, now: i64) -> Option<Symptom> {
     if now - job.first_seen_ms < rules.warmup_ms {
@@ -67,6 +82,7 @@ pub fn check(job: &JobState, nodes: &BTreeMap<String, NodeState>, rules: &HangRu
     let hosts: BTreeSet<&str> = alive.iter().map(|r| r.node.as_str()).collect();
     let multi = hosts.len() > 1;
     let mut quiet: Vec<NodeQuiet> = Vec::new();
+    let mut any_nvlink = false;
     for host in &hosts {
         let n = nodes.get(*host)?;
         let ranks: Vec<_> = alive.iter().filter(|r| r.node == *host).collect();
@@ -81,6 +97,8 @@ pub fn check(job: &JobState, nodes: &BTreeMap<String, NodeState>, rules: &HangRu
             .map(|(_, st)| &st.traffic)
             .filter(fresh);
         let nvl = gpus.iter().filter_map(|g| n.gpus.get(g)).map(|g| &g.nvlink_traffic).filter(fresh);
+        let nvl: Vec<&Traffic> = nvl.collect();
+        any_nvlink |= !nvl.is_empty();
         let sources: Vec<&Traffic> = nics.chain(nvl).collect();
         if sources.is_empty() {
             return None; // nothing to judge by on this node
@@ -103,7 +121,8 @@ pub fn check(job: &JobState, nodes: &BTreeMap<String, NodeState>, rules: &HangRu
         }
         quiet.push(NodeQuiet { node: host, active_at, active_from, quiet_ms: n.last_report_ms - active_at });
     }
-    if quiet.iter().any(|q| q.quiet_ms < rules.quiet_ms) {
+    let need = if any_nvlink { rules.quiet_ms } else { rules.quiet_ms.max(NIC_ONLY_QUIET_MS) };
+    if quiet.iter().any(|q| q.quiet_ms < need) {
         return None;
     }
     let onset = quiet.iter().map(|q| q.active_at).min()?;

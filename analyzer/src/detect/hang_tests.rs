@@ -17,6 +17,8 @@ enum Phase {
     Train,
     Hung,
     Checkpoint,
+    /// An evaluation pass: GPUs busy, no gradients; each batch's loss all-reduce a trickle of bytes.
+    Eval,
 }
 
 struct Rig {
@@ -28,6 +30,8 @@ struct Rig {
     nvl_bytes: Vec<u64>,
     disk_bytes: Vec<u64>,
     seq: u64,
+    /// Whether the agent reports NVLink byte counters.
+    nvlink: bool,
 }
 
 impl Rig {
@@ -40,6 +44,7 @@ impl Rig {
             nvl_bytes: vec![0; nodes],
             disk_bytes: vec![0; nodes],
             seq: 0,
+            nvlink: true,
         }
     }
 
@@ -52,8 +57,15 @@ impl Rig {
                 self.nic_bytes[i] += 20 << 30;
                 self.nvl_bytes[i] += 80 << 30;
             }
+            // Every node writes logs and flushes caches in the background: 5 MB/s.
+            self.disk_bytes[i] += 50_000_000;
             if p == Phase::Checkpoint {
                 self.disk_bytes[i] += 8 << 30;
+            }
+            if p == Phase::Eval {
+                // 64 KiB/s each way over NVLink and the NIC: under the NIC floor, over NVLink's.
+                self.nic_bytes[i] += 640 << 10;
+                self.nvl_bytes[i] += 640 << 10;
             }
             let ts = t + i as i64 * 1000;
             let mut r = NodeReport::empty(format!("n{i}"));
@@ -62,12 +74,16 @@ impl Rig {
             r.gpus = (0..self.gpus)
                 .map(|g| GpuSample {
                     index: g,
-                    util_gpu_pct: Some(if p == Phase::Checkpoint { 3.0 } else { 100.0 }),
+                    util_gpu_pct: Some(match p {
+                        Phase::Checkpoint => 3.0,
+                        Phase::Eval => 86.0,
+                        _ => 100.0,
+                    }),
                     nvlinks: vec![NvLinkSample {
                         link: 0,
                         active: true,
-                        tx_bytes: Some(self.nvl_bytes[i]),
-                        rx_bytes: Some(self.nvl_bytes[i]),
+                        tx_bytes: self.nvlink.then_some(self.nvl_bytes[i]),
+                        rx_bytes: self.nvlink.then_some(self.nvl_bytes[i]),
                         ..Default::default()
                     }],
                     ..Default::default()
@@ -168,6 +184,39 @@ fn a_single_node_job_hangs_on_nvlink_alone() {
     let h = warm(&mut rig);
     let (at, _) = rig.run(h, 30, |_, _| Phase::Hung).expect("the hang is found");
     assert!(at - h <= 60_000);
+}
+
+#[test]
+fn an_evaluation_pass_is_a_pause_even_without_progress_reports() {
+    let mut rig = Rig::new(2, 8);
+    let h = warm(&mut rig);
+    // Five minutes of evaluation: busy GPUs, NIC bytes under the floor, NVLink still trickling.
+    assert!(rig.run(h, 30, |_, _| Phase::Eval).is_none());
+}
+
+#[test]
+fn without_nvlink_counters_a_flat_nic_must_outlast_an_evaluation_pass() {
+    let mut rig = Rig::new(2, 1);
+    rig.nvlink = false;
+    let h = warm(&mut rig);
+    assert!(rig.run(h, 30, |_, _| Phase::Eval).is_none(), "a five-minute evaluation is not a hang");
+    // Training again, then a hang: the last moving report is one interval before `h`.
+    let h = h + 40 * STEP;
+    assert!(rig.run(h - 10 * STEP, 10, |_, _| Phase::Train).is_none());
+    let (at, _) = rig.run(h, 60, |_, _| Phase::Hung).expect("a long hang is still found");
+    assert!(at - h >= NIC_ONLY_QUIET_MS - STEP, "named {} s after the hang", (at - h) / 1000);
+}
+
+#[test]
+fn a_rank_still_talking_over_nvlink_is_paused_and_a_hung_one_is_not() {
+    let mut rig = Rig::new(1, 8);
+    let h = warm(&mut rig);
+    let _ = rig.run(h, 3, |_, _| Phase::Eval);
+    let r = &rig.st.jobs["j"].ranks[&0];
+    assert!(crate::detect::hang::still_moving(r, &rig.st.nodes), "evaluation still all-reduces");
+    let _ = rig.run(h + 3 * STEP, 2, |_, _| Phase::Hung);
+    let r = &rig.st.jobs["j"].ranks[&0];
+    assert!(!crate::detect::hang::still_moving(r, &rig.st.nodes), "a hung collective is flat");
 }
 
 #[test]

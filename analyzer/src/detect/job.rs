@@ -216,7 +216,10 @@ pub fn check(job: &JobState, nodes: &BTreeMap<String, NodeState>, rules: &HangRu
         // A checkpoint or an evaluation pauses steps for minutes; so do writes under way.
         let pausing = matches!(r.status, ProgressStatus::Checkpointing | ProgressStatus::Evaluating)
             || r.io.active_at.is_some_and(|t| t > lp)
-            || nodes.get(&r.node).and_then(|n| n.disk_writes.active_at).is_some_and(|t| t > lp);
+            || nodes.get(&r.node).and_then(|n| n.disk_writes.active_at).is_some_and(|t| t > lp)
+            || super::hang::still_moving(r, nodes)
+            // A rank that never timed a step is still compiling or setting NCCL up (minutes).
+            || (r.step_times.is_empty() && now - job.first_seen_ms < rules.warmup_ms);
         let limit = if pausing { CHECKPOINT_MAX_MS } else { thr };
         now - lp >= limit
     };
@@ -522,6 +525,20 @@ mod tests {
             x.io = Default::default();
         }
         check_case("stalled, not writing", job(r), &[(K::JobStalled, 1.0)]);
+    }
+
+    #[test]
+    fn a_job_still_warming_up_is_not_stalled() {
+        let mut r = healthy(8);
+        for x in &mut r {
+            x.last_progress_ms = Some(NOW - 28_000);
+            x.step_times.clear();
+        }
+        let mut j = job(r);
+        j.first_seen_ms = NOW - 30_000;
+        check_case("compiling", j.clone(), &[]);
+        j.first_seen_ms = NOW - 600_000;
+        check_case("never trained after ten minutes", j, &[(K::JobStalled, 1.0)]);
     }
 
     #[test]

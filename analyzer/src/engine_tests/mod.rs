@@ -27,6 +27,8 @@ struct World {
     /// job → time of its last step and step number
     progress: BTreeMap<String, (i64, u64)>,
     stalled: BTreeSet<String>,
+    /// host → (time, fabric bytes each port has moved): a stalled job's ports go flat.
+    nic_bytes: HashMap<String, (i64, u64)>,
     slow: HashMap<String, f64>,
     compute: HashMap<(String, u32), f64>,
     exited: HashMap<(String, u32), i32>,
@@ -69,6 +71,7 @@ impl World {
             ],
             progress: BTreeMap::new(),
             stalled: BTreeSet::new(),
+            nic_bytes: HashMap::new(),
             slow: HashMap::new(),
             compute: HashMap::new(),
             exited: HashMap::new(),
@@ -128,6 +131,10 @@ impl World {
             })
             .collect();
         let elapsed = (t - START) as u64;
+        let stalled_here = self.jobs.iter().any(|(id, hs, _)| self.stalled.contains(id) && hs.iter().any(|x| x == h));
+        let (lt, lb) = self.nic_bytes.get(h).copied().unwrap_or((START, 0));
+        let moved = if stalled_here { lb } else { lb + (t - lt).max(0) as u64 * 1_000_000 };
+        self.nic_bytes.insert(h.to_string(), (t, moved));
         let nics = (0..NICS)
             .map(|n| NicSample {
                 name: format!("mlx5_{n}"),
@@ -144,7 +151,7 @@ impl World {
                     ("port_rcv_errors".to_string(), 1),
                     ("link_downed".to_string(), 0),
                     ("port_xmit_wait".to_string(), elapsed / 10 + (elapsed / 1000 % 7) * 10),
-                    ("tx_bytes".to_string(), elapsed * 1_000_000),
+                    ("tx_bytes".to_string(), moved),
                 ]
                 .into_iter()
                 .collect(),

@@ -214,7 +214,7 @@ pub(super) fn apply_gpus(node: &mut NodeState, gpus: &[GpuSample], ts: i64) {
                 g.nvlinks.iter().filter_map(|l| Some(l.tx_bytes?.saturating_add(l.rx_bytes?))).collect();
             if !nvl.is_empty() {
                 let total = nvl.iter().fold(0u64, |a, b| a.saturating_add(*b));
-                st.nvlink_traffic.update(ts, total, TRAFFIC_FLOOR_BYTES_PER_S);
+                st.nvlink_traffic.update(ts, total, NVLINK_TRAFFIC_FLOOR_BYTES_PER_S);
             }
             for l in &g.nvlinks {
                 let ls = st.nvlinks.entry(l.link).or_default();

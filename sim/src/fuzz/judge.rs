@@ -90,7 +90,14 @@ pub fn undiagnosable(sc: &Scenario, world: &World, i: usize) -> Option<String> {
         None
     };
     match f.kind {
-        FaultClass::GpuSlow => faults_target_gpu("a slow GPU shows only in a job's steps"),
+        FaultClass::GpuSlow => {
+            if let Some(r) = faults_target_gpu("a slow GPU shows only in a job's steps") {
+                return Some(r);
+            }
+            let ComponentId::Gpu { host, index } = &f.target else { return None };
+            let posts = ranks_on_gpu(c, f, host, *index, run_s).iter().any(|(j, _)| c.jobs[*j].progress_api);
+            (!posts).then(|| "the job on it posts no step times (no progress API)".to_string())
+        }
         FaultClass::GpuSdc => {
             if let Some(r) = faults_target_gpu("corrupted results show only in a job's loss") {
                 return Some(r);
@@ -114,9 +121,11 @@ pub fn undiagnosable(sc: &Scenario, world: &World, i: usize) -> Option<String> {
             let ComponentId::Job { id } = &f.target else { return None };
             let j = &c.jobs[*c.job_index.get(id)?];
             let lasts = f.clear_s(run_s).unwrap_or(run_s) - f.at_s;
-            (!j.multi_node && !j.progress_api && lasts < world.behaviour.nccl_timeout_s).then(|| {
-                "a hung one-node job without progress reports keeps its GPUs busy and moves no NIC bytes; \
-                 it ends before the NCCL watchdog would kill it"
+            // Its NVLink bytes go flat when it spans several GPUs; a one-GPU job has no peer to stop
+            // talking to.
+            (!j.multi_node && j.ranks.len() < 2 && !j.progress_api && lasts < world.behaviour.nccl_timeout_s).then(|| {
+                "a hung one-GPU job without progress reports keeps its GPU busy and moves no NIC or NVLink \
+                 bytes; it ends before the NCCL watchdog would kill it"
                     .to_string()
             })
         }

@@ -17,6 +17,7 @@ use crate::noise::{self, what};
 use crate::world::{RankView, World};
 
 mod nics;
+mod nvlink;
 mod ranks;
 
 /// Host memory of a simulated node (DGX H100: 2 TiB).
@@ -130,6 +131,8 @@ pub struct GpuDyn {
     pub remap_failure: bool,
     /// Per NVLink: crc, replay, recovery.
     pub nvl: Vec<[u64; 3]>,
+    /// Per NVLink: data KiB sent and received (NVML's throughput fields).
+    pub nvl_kib: Vec<[u64; 2]>,
     /// NVML's cumulative clock-event (violation) time per reason, ns.
     pub clock_ev: BTreeMap<String, u64>,
 }
@@ -213,6 +216,7 @@ impl NodeDyn {
                 nvl: (0..spec.nvlinks_per_gpu as u64)
                     .map(|l| [small(13, g * 64 + l, 6.0) * u64::from(up_s > 3600.0), small(14, g * 64 + l, 3.0), 0])
                     .collect(),
+                nvl_kib: vec![[0; 2]; spec.nvlinks_per_gpu as usize],
                 ..Default::default()
             })
             .collect();
@@ -591,17 +595,29 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
         if let Some(p) = s.pcie.as_mut() {
             p.replay_count = Some(gd.pcie_replay);
         }
+        // NVLink data: the job's collectives over the links that are up; nothing on a lost GPU.
+        let up: Vec<bool> = (0..gd.nvl.len()).map(|l| !nvlink_down.contains(&(g, l))).collect();
+        if let (Some(i), GpuState::Ok) = (gpu_rank[g], gpu_state[g]) {
+            let rh = &ranks[i];
+            let peers = ranks.iter().filter(|o| o.j == rh.j && o.view == RankView::Running).count();
+            let bps = nvlink::rate(rh.load, peers, w.jobs[rh.j].slowdown)
+                * noise.jitter(what::TRAFFIC, nk * 64 + g as u64, tk ^ 5, 0.03);
+            let rx = noise.jitter(what::TRAFFIC, nk * 64 + g as u64, tk ^ 7, 0.01);
+            nvlink::advance(&mut gd.nvl_kib, &up, bps, dt_s, rx);
+        }
         s.nvlinks = gd
             .nvl
             .iter()
+            .zip(&gd.nvl_kib)
             .enumerate()
-            .map(|(l, c)| NvLinkSample {
+            .map(|(l, (c, b))| NvLinkSample {
                 link: l as u32,
-                active: !nvlink_down.contains(&(g, l)),
+                active: up[l],
                 crc_errors: Some(c[0]),
                 replay_errors: Some(c[1]),
                 recovery_errors: Some(c[2]),
-                ..Default::default()
+                tx_bytes: Some(b[0] * 1024),
+                rx_bytes: Some(b[1] * 1024),
             })
             .collect();
         // Violation time grows while a reason holds (the whole window: faults hold it throughout);

@@ -51,16 +51,18 @@ pub fn build(
     let nics_n = c.spec.nics_per_node as usize;
     // Traffic follows the ranks that use a port; a job hung in a collective moves no bytes.
     let mut nic_busy = vec![0.0f64; nics_n];
+    // An evaluation pass still all-reduces its loss and metrics each batch: a trickle.
+    let mut nic_eval = vec![false; nics_n];
     for rh in ranks {
         let job = &c.jobs[rh.j];
         if !job.multi_node {
             continue;
         }
-        if let Load::Busy(..) = rh.load {
-            let k = job.ranks[rh.r].nic as usize;
-            if k < nics_n {
-                nic_busy[k] += 1.0 / w.jobs[rh.j].slowdown.max(1e-6);
-            }
+        let k = job.ranks[rh.r].nic as usize;
+        match rh.load {
+            Load::Busy(..) if k < nics_n => nic_busy[k] += 1.0 / w.jobs[rh.j].slowdown.max(1e-6),
+            Load::Eval if k < nics_n => nic_eval[k] = true,
+            _ => {}
         }
     }
     let roce = c.spec.link_layer == LinkLayer::Ethernet;
@@ -75,6 +77,8 @@ pub fn build(
         } else if nic_busy[k] > 0.0 {
             (NIC_BUSY_BYTES_PER_S * nic_busy[k].min(1.0) * fx.tput[k]).min(cap)
                 * noise.jitter(what::TRAFFIC, nk * 64 + k as u64, tk, 0.03)
+        } else if nic_eval[k] {
+            NIC_IDLE_BYTES_PER_S + super::nvlink::NVL_EVAL_BYTES_PER_S
         } else {
             NIC_IDLE_BYTES_PER_S
         };

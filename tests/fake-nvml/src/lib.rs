@@ -218,11 +218,14 @@ pub struct NvLink {
     pub crc_data: u64,
     pub replay: u64,
     pub recovery: u64,
+    /// Data KiB sent and received (`NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX`/`_RX`, scope = link).
+    pub tx_kib: u64,
+    pub rx_kib: u64,
 }
 
 impl Default for NvLink {
     fn default() -> Self {
-        NvLink { active: true, crc_flit: 0, crc_data: 0, replay: 0, recovery: 0 }
+        NvLink { active: true, crc_flit: 0, crc_data: 0, replay: 0, recovery: 0, tx_kib: 0, rx_kib: 0 }
     }
 }
 
@@ -631,6 +634,18 @@ pub unsafe extern "C" fn nvmlDeviceGetFieldValues(
                     (rc::NOT_SUPPORTED, None)
                 }
                 field_id::NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION => (rc::SUCCESS, Some(g.energy_mj)),
+                field_id::NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX | field_id::NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX
+                    if g.not_supported.contains("nvlink") =>
+                {
+                    (rc::NOT_SUPPORTED, None)
+                }
+                field_id::NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX | field_id::NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX => {
+                    match g.links().get(v.scopeId as usize) {
+                        Some(l) if id == field_id::NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX => (rc::SUCCESS, Some(l.tx_kib)),
+                        Some(l) => (rc::SUCCESS, Some(l.rx_kib)),
+                        None => (rc::INVALID_ARGUMENT, None),
+                    }
+                }
                 _ if g.not_supported.contains("clock_events") && clock_event_reason(id).is_some() => {
                     (rc::NOT_SUPPORTED, None)
                 }
