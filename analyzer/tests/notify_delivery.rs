@@ -414,8 +414,11 @@ async fn alertmanager_gets_firing_reposts_label_changes_and_the_resolve() {
         assert_eq!(a["labels"]["class"], "gpu_thermal_throttle");
         assert_eq!(a["labels"]["severity"], "warning");
         assert_eq!(a["labels"]["node"], "node-0004");
-        assert_eq!(a["labels"]["root"], "node-0004/gpu2");
-        assert_eq!(a["labels"]["jobs"], "llm-a");
+        assert_eq!(a["labels"]["component"], "node-0004/gpu2");
+        assert_eq!(a["labels"]["gpu"], "2");
+        // Affected jobs change while an incident lives: an annotation, so the alert keeps its identity.
+        assert!(a["labels"].get("jobs").is_none());
+        assert_eq!(a["annotations"]["jobs"], "llm-a");
         assert_eq!(a["labels"]["incident"], "inc-000004");
         assert_eq!(a["labels"]["cluster"], "train-a");
         assert_eq!(a["annotations"]["runbook_url"], "https://runbooks.example.org/faultline/gpu_thermal_throttle.md");
