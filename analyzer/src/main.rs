@@ -22,8 +22,7 @@ use tracing::{info, warn};
 #[command(
     name = "faultline-analyzer",
     version,
-    about = "faultline analyzer: ingests agent reports, names root causes, serves incidents",
-    args_conflicts_with_subcommands = true
+    about = "faultline analyzer: ingests agent reports, names root causes, serves incidents"
 )]
 struct Cli {
     /// `cert init DIR`: make a CA, a server certificate and tokens (analyzer/SECURITY.md);
@@ -31,13 +30,13 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Sub>,
     /// TOML config file; flags override its values.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:9440].
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
     /// SQLite database file [default: faultline.db].
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     db: Option<PathBuf>,
     /// Bearer token for ingest and read (prefer --token-file: flags show up in `ps`).
     #[arg(long, value_name = "TOKEN", conflicts_with = "token_file")]
