@@ -41,7 +41,8 @@ fn an_xid_logged_before_the_agent_started_is_sent_once_with_its_own_time() {
     std::fs::write(&log, DUMP).unwrap();
     let boot_id = dir.path().join("boot_id");
     std::fs::write(&boot_id, "6a3c1f7e-0d2b-4c8a-9e11-5b7d2f0c4e99\n").unwrap();
-    let opts = KmsgOptions { state_dir: Some(dir.path().join("state")), boot_id_file: boot_id.clone(), ..Default::default() };
+    let opts =
+        KmsgOptions { state_dir: Some(dir.path().join("state")), boot_id_file: boot_id.clone(), ..Default::default() };
     std::fs::create_dir_all(dir.path().join("state")).unwrap();
 
     let q = Arc::new(EventQueue::new(100));

@@ -11,11 +11,12 @@
 /// (the `*_data`/`*_packets` that extended counters back, netdev and `hw_counters` statistics).
 pub fn ib_counter_width(name: &str) -> Option<u32> {
     match name {
-        "symbol_error" | "port_rcv_errors" | "port_rcv_remote_physical_errors" | "port_rcv_switch_relay_errors"
+        "symbol_error"
+        | "port_rcv_errors"
+        | "port_rcv_remote_physical_errors"
+        | "port_rcv_switch_relay_errors"
         | "port_xmit_discards" => Some(16),
-        "link_error_recovery" | "link_downed" | "port_xmit_constraint_errors" | "port_rcv_constraint_errors" => {
-            Some(8)
-        }
+        "link_error_recovery" | "link_downed" | "port_xmit_constraint_errors" | "port_rcv_constraint_errors" => Some(8),
         "local_link_integrity_errors" | "excessive_buffer_overrun_errors" => Some(4),
         "VL15_dropped" => Some(16),
         "port_xmit_wait" => Some(32),

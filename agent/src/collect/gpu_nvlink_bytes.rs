@@ -17,7 +17,11 @@ pub const FI_NVLINK_THROUGHPUT_DATA_TX: u32 = field_id::NVML_FI_DEV_NVLINK_THROU
 pub const FI_NVLINK_THROUGHPUT_DATA_RX: u32 = field_id::NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX;
 
 /// Sent and received bytes of each of `links` (`None` where the driver answered no value for one).
-pub fn read(nvml: &Nvml, dev: &nvml_wrapper::Device, links: &[u32]) -> Result<Vec<(Option<u64>, Option<u64>)>, NvmlError> {
+pub fn read(
+    nvml: &Nvml,
+    dev: &nvml_wrapper::Device,
+    links: &[u32],
+) -> Result<Vec<(Option<u64>, Option<u64>)>, NvmlError> {
     if links.is_empty() {
         return Ok(Vec::new());
     }

@@ -123,11 +123,13 @@ pub fn undiagnosable(sc: &Scenario, world: &World, i: usize) -> Option<String> {
             let lasts = f.clear_s(run_s).unwrap_or(run_s) - f.at_s;
             // Its NVLink bytes go flat when it spans several GPUs; a one-GPU job has no peer to stop
             // talking to.
-            (!j.multi_node && j.ranks.len() < 2 && !j.progress_api && lasts < world.behaviour.nccl_timeout_s).then(|| {
-                "a hung one-GPU job without progress reports keeps its GPU busy and moves no NIC or NVLink \
+            (!j.multi_node && j.ranks.len() < 2 && !j.progress_api && lasts < world.behaviour.nccl_timeout_s).then(
+                || {
+                    "a hung one-GPU job without progress reports keeps its GPU busy and moves no NIC or NVLink \
                  bytes; it ends before the NCCL watchdog would kill it"
-                    .to_string()
-            })
+                        .to_string()
+                },
+            )
         }
         FaultClass::AgentDown => {
             // Silence alone cannot tell a dead agent from a dead node: only a job that spans this node

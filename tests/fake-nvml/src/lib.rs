@@ -641,7 +641,9 @@ pub unsafe extern "C" fn nvmlDeviceGetFieldValues(
                 }
                 field_id::NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX | field_id::NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX => {
                     match g.links().get(v.scopeId as usize) {
-                        Some(l) if id == field_id::NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX => (rc::SUCCESS, Some(l.tx_kib)),
+                        Some(l) if id == field_id::NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX => {
+                            (rc::SUCCESS, Some(l.tx_kib))
+                        }
                         Some(l) => (rc::SUCCESS, Some(l.rx_kib)),
                         None => (rc::INVALID_ARGUMENT, None),
                     }
