@@ -93,7 +93,8 @@ pub fn component_of(c: &Classification, maps: &NodeMaps) -> Option<String> {
     component(c, &|d| maps.pci.get(d).copied(), &|n| maps.netdev.get(n).cloned())
 }
 
-fn truncate(s: &str, max: usize) -> String {
+/// `s` cut to at most `max` bytes on a character boundary.
+pub fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }

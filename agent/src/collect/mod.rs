@@ -280,23 +280,11 @@ fn flatten(e: CollectError, out: &mut Vec<CollectError>) {
 /// An empty report for this cycle: header filled, every section empty, for the collectors to fill.
 pub fn blank_report(node: &str, seq: u64, interval_ms: u64) -> NodeReport {
     NodeReport {
-        schema_version: faultline_proto::SCHEMA_VERSION,
-        node: node.to_string(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
         seq,
         timestamp_ms: now_ms(),
         interval_ms,
-        shutdown: false,
-        urgent: false,
-        host: None,
-        gpus: Vec::new(),
-        nics: Vec::new(),
-        disks: Vec::new(),
-        jobs: Vec::new(),
-        events: Vec::new(),
-        dropped: Default::default(),
-        collector_errors: BTreeMap::new(),
-        expected_gpus: None,
+        ..NodeReport::empty(node)
     }
 }
 
