@@ -95,6 +95,10 @@ fn exists(md: &Path, p: &str) -> bool {
 }
 
 fn looks_like_repo_path(s: &str) -> bool {
+    // Build outputs (`target/release/...`) exist only after a build, never in a clean clone.
+    if s.starts_with("target/") || s.starts_with("./target/") {
+        return false;
+    }
     if s.starts_with('/') || s.starts_with("~") || s.starts_with("../shared") || is_placeholder(s) || s.contains("://")
     {
         return false;
@@ -296,4 +300,5 @@ fn the_checker_finds_what_is_wrong() {
     assert_eq!(commands(&blocks, &inline), [("faultline".to_string(), w("watch --count 3"))]);
     assert!(looks_like_repo_path("deploy/README.md") && !looks_like_repo_path("node-0003/gpu3"));
     assert!(!looks_like_repo_path("/etc/faultline/agent.toml") && !looks_like_repo_path("sim/scenarios/<s>.toml"));
+    assert!(!looks_like_repo_path("target/release/") && looks_like_repo_path("deploy/target.md"));
 }
