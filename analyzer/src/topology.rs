@@ -323,7 +323,34 @@ impl Topology {
                 }
             }
         }
+        // A rank of a multi-node job whose NIC the agent could not tell (no GPU, or no GPU→NIC
+        // affinity) sends over any of its node's fabric NICs: collectives use every rail. So a
+        // fabric NIC, or the leaf it is cabled to, is on that rank's path too.
+        let fabric_hosts: BTreeSet<&str> = match root {
+            ComponentId::Nic { host, .. } if self.nic_leaf.contains_key(root) => BTreeSet::from([host.as_str()]),
+            ComponentId::Switch { name } => self
+                .leaf_nics
+                .get(name)
+                .into_iter()
+                .flatten()
+                .filter_map(|n| match n {
+                    ComponentId::Nic { host, .. } => Some(host.as_str()),
+                    _ => None,
+                })
+                .collect(),
+            _ => BTreeSet::new(),
+        };
+        if !fabric_hosts.is_empty() {
+            for (job, e) in self.jobs.iter().filter(|(_, e)| e.multi_node) {
+                for r in e.ranks.values() {
+                    if r.nic.is_none() && fabric_hosts.contains(r.host.as_str()) {
+                        out.push((job.clone(), r.rank));
+                    }
+                }
+            }
+        }
         out.sort();
+        out.dedup();
         out
     }
 
@@ -393,6 +420,24 @@ mod tests {
             ["job:big", "job:big/rank1", "n1/gpu0", "n1", "n1/nic:mlx5_0", "switch:leaf-01"]
         );
         assert_eq!(t.rank_path("small", 0).unwrap(), ["job:small", "job:small/rank0", "n0/gpu1", "n0"]);
+    }
+
+    #[test]
+    fn a_rank_of_unknown_nic_depends_on_every_fabric_nic_of_its_node_when_the_job_spans_nodes() {
+        let mut t = Topology::new(&file());
+        t.add_inventory("n0", [0].into_iter(), ["mlx5_0".to_string()].into_iter());
+        t.add_inventory("n1", [0].into_iter(), ["mlx5_0".to_string()].into_iter());
+        // Progress-only ranks: no GPU, so no NIC either.
+        let bare = |rank: u32, host: &str| (rank, RankPlacement { rank, host: host.into(), gpus: vec![], nic: None });
+        t.set_job("wide", [bare(0, "n0"), bare(1, "n1")].into_iter().collect());
+        t.set_job("local", [bare(0, "n0"), bare(1, "n0")].into_iter().collect());
+        assert_eq!(t.ranks_depending_on(&ComponentId::nic("n0", "mlx5_0")), vec![("wide".to_string(), 0)]);
+        assert_eq!(t.ranks_depending_on(&ComponentId::switch("leaf-01")), vec![("wide".to_string(), 1)]);
+        // A NIC cabled to no leaf (a management port) is on no job's path.
+        let mut t2 = Topology::new(&TopologyFile { racks: vec![], ..file() });
+        t2.add_inventory("n0", std::iter::empty(), ["eno1".to_string()].into_iter());
+        t2.set_job("wide", [bare(0, "n0"), bare(1, "n1")].into_iter().collect());
+        assert!(t2.ranks_depending_on(&ComponentId::nic("n0", "eno1")).is_empty());
     }
 
     #[test]

@@ -110,14 +110,17 @@ fn dashboards_and_alerts_work_on_a_real_prometheus() {
     let config = prometheus_config(dir.path(), &agents.iter().collect::<Vec<_>>(), &analyzer.url);
     let (prom_proc, prom) = start_prometheus(&prometheus, dir.path(), &config);
 
-    // A two-node job: ranks 0-1 on node-a (rank 1 a straggler), ranks 2-3 on node-b.
+    // A two-node job: ranks 0-1 on node-a (rank 1 a straggler), ranks 2-3 on node-b. Once every
+    // target is up (the job is running by then), node-b's second fabric cable starts dropping bits:
+    // an incident the job, which spans both nodes, is hit by.
     let mut step = 0u64;
     let mut t = 0u64;
+    let bad_cable = std::cell::Cell::new(false);
     let traffic = |agents: &[Agent], step: &mut u64, t: &mut u64| {
         *step += 1;
         *t += 1;
         for (i, a) in agents.iter().enumerate() {
-            a.sysfs.tick(*t, i == 1);
+            a.sysfs.tick(*t, i == 1 && bad_cable.get());
             if i < 2 {
                 for r in 0..2u32 {
                     let rank = i as u32 * 2 + r;
@@ -139,6 +142,8 @@ fn dashboards_and_alerts_work_on_a_real_prometheus() {
         query(&prom, "up"),
         prom_proc.stderr()
     );
+
+    bad_cable.set(true);
 
     // The fault: XID 79 on node-a's GPU 3, and the GPU falls off the bus.
     let t_fault = Instant::now();
@@ -320,5 +325,11 @@ fn dashboards_and_alerts_work_on_a_real_prometheus() {
         "{panels_checked} panel queries checked, {panels_with_data} returned series; {} dcgm-12239 queries; {rule_count} rules",
         dcgm.len()
     );
+    if !failures.is_empty() {
+        // What the analyzer itself holds, to tell a dashboard fault from a diagnosis that differs.
+        let incidents = get_json(&format!("{}/api/v1/incidents?status=all", analyzer.url), Some(TOKEN));
+        let job = get_json(&format!("{}/api/v1/jobs/{JOB}", analyzer.url), Some(TOKEN));
+        failures.push(format!("analyzer incidents: {incidents:?}\nanalyzer job {JOB}: {job:?}"));
+    }
     assert!(failures.is_empty(), "{} problems:\n{}", failures.len(), failures.join("\n"));
 }
