@@ -1,6 +1,7 @@
 //! Unit tests of the remediation policy, targets, ownership rule, guard and resume hold.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use faultline_proto::remediation::{
     ActionOrigin, ActionRecord, ActionResult, NodeAction, PendingState, RemediationMode,
