@@ -11,7 +11,8 @@
 //!
 //! Files along their seams: `config` (the `[remediation]` settings), `policy` (modes, targets, drain
 //! reasons), `adapter` (the scheduler trait), `planner` (pure decisions), `runner` (carries them
-//! out), `slurm` (the Slurm adapter), `http` (the actions API).
+//! out), `validate` (the checks before a resume), `slurm` (the Slurm adapter), `http` (the actions
+//! API).
 
 pub mod adapter;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod planner;
 pub mod policy;
 pub mod runner;
 pub mod slurm;
+pub mod validate;
 
 pub use adapter::{NodeState, RemediateError, Remediator};
 pub use config::*;
@@ -29,3 +31,5 @@ pub use runner::Remediation;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod validate_tests;

@@ -11,7 +11,7 @@ use faultline_proto::remediation::{
 use faultline_proto::{Incident, rfc3339};
 
 use super::config::RemediationSettings;
-use super::policy::drain_reason;
+use super::policy::{DRAIN_REASON_PREFIX, clean_reason, drain_reason};
 
 /// A failed scheduler call is tried again after this long (a restarting slurmctld is back within
 /// seconds to a minute).
@@ -29,6 +29,12 @@ pub enum Step {
     Drain { node: String, incident: String, reason: String, dry_run: bool },
     /// Resume `node`, drained for `incidents` (or log that it would, when `dry_run`).
     Resume { node: String, incidents: Vec<String>, dry_run: bool },
+    /// Run the configured validation of `node` before resuming it; the runner reports the outcome
+    /// back with `Planner::validation_done`.
+    Validate { node: String, incidents: Vec<String> },
+    /// `node` failed validation: keep it drained and say why in its drain reason (when the drain is
+    /// still faultline's).
+    KeepDrained { node: String, incidents: Vec<String>, reason: String, detail: String },
     /// The guard stopped an incident's drains: page a person with this sentence.
     Page { incident: String, detail: String },
 }
@@ -45,6 +51,24 @@ pub struct Held {
     pub healthy_since: Option<f64>,
     /// A failed resume is not tried again before this time.
     pub retry_at: Option<f64>,
+    /// Validation before the resume (when checks are configured).
+    pub check: CheckState,
+}
+
+/// Where a held node's validation stands.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CheckState {
+    /// A validation started at this time and has not reported back.
+    pub running_since: Option<f64>,
+    /// The start time of the last validation that passed; it counts only while the node has been
+    /// healthy since before it started.
+    pub passed_at: Option<f64>,
+    /// Validations failed in a row.
+    pub failures: u32,
+    /// No new validation before this time (backoff after a failure).
+    pub next_at: Option<f64>,
+    /// The failed checks of the last failure, `gpu-count: 7 of 8 GPUs`.
+    pub last_failure: Option<String>,
 }
 
 /// A drain that failed and is tried again.
@@ -224,6 +248,8 @@ impl Planner {
                     if let Some(h) = self.held.get_mut(node) {
                         h.incidents.insert(inc.id.clone());
                         h.healthy_since = None;
+                        // A new fault: earlier validations say nothing about it.
+                        h.check = CheckState { running_since: h.check.running_since, ..CheckState::default() };
                         steps.push(Step::Record(record(
                             now_s,
                             NodeAction::Drain,
@@ -293,6 +319,7 @@ impl Planner {
                     dry_run: result == ActionResult::DryRun,
                     healthy_since: None,
                     retry_at: None,
+                    check: CheckState::default(),
                 });
                 h.incidents.insert(incident.to_string());
             }
@@ -355,8 +382,11 @@ impl Planner {
                 dry_run: false,
                 healthy_since: None,
                 retry_at: None,
+                check: CheckState::default(),
             });
-            h.incidents.insert(incident.to_string());
+            if h.incidents.insert(incident.to_string()) {
+                h.check = CheckState { running_since: h.check.running_since, ..CheckState::default() };
+            }
             h.healthy_since = None;
         }
     }
@@ -408,19 +438,28 @@ impl Planner {
         // Suggestions and blocks of resolved incidents are no longer pending.
         self.pending.retain(|(inc, _), _| open.contains(inc));
         let hold = self.settings.healthy_hold_s;
+        let validation = &self.settings.validation;
         let mut steps = Vec::new();
         for (node, h) in self.held.iter_mut() {
             if h.incidents.iter().any(|i| open.contains(i)) || healthy(node) != Some(true) {
                 h.healthy_since = None;
+                h.check.passed_at = None;
                 continue;
             }
             let since = *h.healthy_since.get_or_insert(now_s);
-            if now_s - since >= hold && h.retry_at.is_none_or(|t| t <= now_s) {
-                steps.push(Step::Resume {
-                    node: node.clone(),
-                    incidents: h.incidents.iter().cloned().collect(),
-                    dry_run: h.dry_run,
-                });
+            if now_s - since < hold || h.retry_at.is_some_and(|t| t > now_s) {
+                continue;
+            }
+            let incidents: Vec<String> = h.incidents.iter().cloned().collect();
+            // A dry run drained nothing, so it validates nothing either (the node may be running jobs).
+            if !validation.enabled() || h.dry_run || h.check.passed_at.is_some_and(|p| p >= since) {
+                steps.push(Step::Resume { node: node.clone(), incidents, dry_run: h.dry_run });
+            } else if h.check.running_since.is_none()
+                && h.check.failures < validation.max_attempts
+                && h.check.next_at.is_none_or(|t| t <= now_s)
+            {
+                h.check.running_since = Some(now_s);
+                steps.push(Step::Validate { node: node.clone(), incidents });
             }
         }
         steps
@@ -438,6 +477,53 @@ impl Planner {
             _ => {
                 self.held.remove(node);
             }
+        }
+    }
+
+    /// A validation of `node` that started at `started_s` ended; `failed` names the failed checks
+    /// with their numbers (`gpu-count: 7 of 8 GPUs`), empty when every check passed. A pass lets the
+    /// next `plan_resumes` resume the node (if it is still healthy); a failure keeps it drained,
+    /// with the step that says so, and waits `backoff_s` before the next try.
+    pub fn validation_done(&mut self, node: &str, started_s: f64, failed: &str, now_s: f64) -> Option<Step> {
+        let v = &self.settings.validation;
+        let h = self.held.get_mut(node)?;
+        if h.check.running_since == Some(started_s) {
+            h.check.running_since = None;
+        }
+        if failed.is_empty() {
+            h.check.passed_at = Some(started_s);
+            h.check.failures = 0;
+            h.check.next_at = None;
+            h.check.last_failure = None;
+            return None;
+        }
+        h.check.passed_at = None;
+        h.check.failures += 1;
+        h.check.last_failure = Some(failed.to_string());
+        let n = h.check.failures;
+        let max = v.max_attempts;
+        let then = if n >= max {
+            h.check.next_at = None;
+            format!(
+                "gave up after {n} failed validations: a person must check it and resume it (`faultline resume {node}`)"
+            )
+        } else {
+            let wait = v.backoff_s(n);
+            h.check.next_at = Some(now_s + wait);
+            format!("validating again in {} (attempt {} of {max})", human_duration(wait), n + 1)
+        };
+        Some(Step::KeepDrained {
+            node: node.to_string(),
+            incidents: h.incidents.iter().cloned().collect(),
+            reason: validation_reason(failed),
+            detail: format!("{node} failed validation and stays drained: {failed}; {then}"),
+        })
+    }
+
+    /// A validation could not start (the scheduler did not answer): it is no longer running.
+    pub fn validation_cancelled(&mut self, node: &str) {
+        if let Some(h) = self.held.get_mut(node) {
+            h.check.running_since = None;
         }
     }
 
@@ -463,6 +549,7 @@ impl Planner {
                             dry_run: r.result == ActionResult::DryRun,
                             healthy_since: None,
                             retry_at: None,
+                            check: CheckState::default(),
                         });
                         h.incidents.insert(inc.clone());
                     }
@@ -492,6 +579,32 @@ impl Planner {
                         "resume {node} once {} resolved",
                         waiting.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
                     ),
+                )
+            } else if self.settings.validation.enabled() && !h.dry_run && h.check.last_failure.is_some() {
+                let failed = h.check.last_failure.as_deref().unwrap_or_default();
+                if h.check.failures >= self.settings.validation.max_attempts {
+                    (
+                        PendingState::Blocked,
+                        None,
+                        format!(
+                            "{node} failed validation {} times ({failed}); a person must check it and resume it",
+                            h.check.failures
+                        ),
+                    )
+                } else if h.check.running_since.is_some() {
+                    (PendingState::AwaitingHealthy, None, format!("validating {node} again (last time: {failed})"))
+                } else {
+                    (
+                        PendingState::AwaitingHealthy,
+                        h.check.next_at,
+                        format!("{node} failed validation ({failed}); validating it again before resuming it"),
+                    )
+                }
+            } else if h.check.running_since.is_some() {
+                (
+                    PendingState::AwaitingHealthy,
+                    None,
+                    format!("validating {node} ({}) before resuming it", self.settings.validation.names()),
                 )
             } else {
                 match h.healthy_since {
@@ -536,4 +649,9 @@ fn list_nodes(nodes: &[String]) -> String {
         s.push_str(&format!(" and {} more", nodes.len() - SHOWN));
     }
     s
+}
+
+/// The drain reason of a node that failed validation: `faultline: validation failed: <checks>`.
+pub fn validation_reason(failed: &str) -> String {
+    clean_reason(&format!("{DRAIN_REASON_PREFIX} validation failed: {failed}"))
 }

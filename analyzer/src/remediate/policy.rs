@@ -82,7 +82,7 @@ pub fn manual_reason(text: Option<&str>) -> String {
 }
 
 /// One line, no control characters or double quotes, at most `MAX_REASON_CHARS`.
-fn clean_reason(s: &str) -> String {
+pub(crate) fn clean_reason(s: &str) -> String {
     s.chars().map(|c| if c.is_control() || c == '"' { ' ' } else { c }).take(MAX_REASON_CHARS).collect()
 }
 

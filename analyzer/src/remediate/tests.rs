@@ -11,7 +11,7 @@ use faultline_proto::{ComponentId, FaultClass, Incident, IncidentStatus, Severit
 use super::*;
 use crate::config::Config;
 
-const T0: f64 = 1_700_000_000.0;
+pub(super) const T0: f64 = 1_700_000_000.0;
 
 fn incident(id: &str, root: ComponentId, class: FaultClass) -> Incident {
     Incident {
@@ -35,7 +35,7 @@ fn incident(id: &str, root: ComponentId, class: FaultClass) -> Incident {
     }
 }
 
-fn gpu_fault(id: &str, host: &str) -> Incident {
+pub(super) fn gpu_fault(id: &str, host: &str) -> Incident {
     incident(id, ComponentId::gpu(host, 1), FaultClass::GpuLost)
 }
 
@@ -53,7 +53,7 @@ fn acting(share: f64, hold: &str) -> Planner {
     Planner::new(s, true)
 }
 
-fn ident(n: &str) -> String {
+pub(super) fn ident(n: &str) -> String {
     n.to_string()
 }
 
