@@ -461,4 +461,8 @@ fn the_deploy_example_parses_and_says_what_it_means() {
     assert_eq!(p.mode_for(FaultClass::LeafSwitchDown, Severity::Critical), RemediationMode::Act);
     assert_eq!(p.mode_for(FaultClass::GpuSlow, Severity::Warning), RemediationMode::Suggest);
     assert_eq!(p.mode_for(FaultClass::DiskFailure, Severity::Critical), RemediationMode::Suggest);
+    // Check before delivery: the built-in checks are on; the command checks are offered, commented.
+    let v = r.validation.build(&r.slurm.env).unwrap();
+    assert_eq!(v.names(), "gpu-count, fabric");
+    assert_eq!((v.retry_s, v.retry_max_s, v.max_attempts), (300.0, 3600.0, 6));
 }
