@@ -424,7 +424,7 @@ impl Remediation {
         let target = a.target(node);
         let reason = manual_reason(req.reason.as_deref());
         let now_s = st.clock.now_s();
-        let state = a.node_state(node).map_err(|e| scheduler_error(e))?;
+        let state = a.node_state(node).map_err(scheduler_error)?;
         let (result, detail) = if state.drained && owned_by_faultline(state.reason.as_deref()) {
             (
                 ActionResult::Skipped,
@@ -480,7 +480,7 @@ impl Remediation {
         let a = self.adapter.as_ref().ok_or(ManualError::NoAdapter)?;
         let target = a.target(node);
         let now_s = st.clock.now_s();
-        let state = a.node_state(node).map_err(|e| scheduler_error(e))?;
+        let state = a.node_state(node).map_err(scheduler_error)?;
         if !state.drained {
             return Err(ManualError::Conflict(format!(
                 "{node} is not drained (state {}); nothing to resume",
