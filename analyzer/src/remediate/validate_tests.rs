@@ -260,3 +260,36 @@ fn without_checks_or_in_a_dry_run_resumes_are_as_before() {
     assert!(s.contains(&Step::Resume { node: "b".into(), incidents: vec!["inc-9".into()], dry_run: true }), "{s:?}");
     assert!(s.contains(&validate_step()), "{s:?}");
 }
+
+#[test]
+fn action_rows_from_before_validation_still_load_next_to_validate_rows() {
+    use faultline_proto::remediation::{ActionOrigin, ActionRecord, NodeAction};
+    let mut store = crate::store::Store::open_in_memory().unwrap();
+    // A row as an analyzer without validation wrote it: no field was added, only an action kind.
+    let old: ActionRecord = serde_json::from_str(
+        r#"{"id":0,"at_s":1700000000.0,"at":"2023-11-14T22:13:20.000Z","action":"drain","node":"a",
+            "target":"a","incident":"inc-1","origin":"auto","result":"ok",
+            "reason":"faultline: gpu_lost a/gpu1 inc-1","detail":"drained a in slurm"}"#,
+    )
+    .unwrap();
+    store.record_action(&old).unwrap();
+    let new = record(
+        T0,
+        NodeAction::Validate,
+        "a",
+        "a",
+        Some("inc-1"),
+        ActionOrigin::Auto,
+        ActionResult::Failed,
+        None,
+        "validation of a: diag FAILED: exit status: 1 after 1.0 s\nGPU 1: memory test FAILED".into(),
+    );
+    store.record_action(&new).unwrap();
+    let rows = store.actions_for_incident("inc-1").unwrap();
+    assert_eq!(rows.iter().map(|r| r.action).collect::<Vec<_>>(), [NodeAction::Drain, NodeAction::Validate]);
+    assert_eq!(rows[1].detail, new.detail, "the output survives the store");
+    // Restoring from them holds the node again; the validate row changes nothing.
+    let mut p = Planner::new(RemediationSettings::default(), true);
+    p.restore(&rows, T0 + 10.0);
+    assert_eq!(p.held()["a"].incidents, ["inc-1".to_string()].into());
+}
