@@ -2,8 +2,9 @@
 //! policy (`off`, `suggest`, `act`), the blast-radius guard, and the scheduler adapter trait
 //! (`Remediator`) with its Slurm implementation in `slurm`. `runner` ties them to the server.
 //!
-//! The `Planner` (in `planner`) is pure: it is handed incidents, node health and the time, and answers with
-//! `Step`s for the runner to carry out. It never calls the scheduler and never reads a clock.
+//! The `Planner` (in `planner`) is pure: it is handed incidents, node health and the time, and
+//! answers with `Step`s for the runner to carry out. It never calls the scheduler and never reads a
+//! clock.
 //!
 //! **Architecture Invariant:** faultline only ever undoes its own drains: a node is resumed only when
 //! the scheduler's current drain reason still starts with `faultline:` (`owned_by_faultline`), and a
@@ -11,10 +12,11 @@
 //!
 //! Files along their seams: `config` (the `[remediation]` settings), `policy` (modes, targets, drain
 //! reasons), `adapter` (the scheduler trait), `planner` (pure decisions), `runner` (carries them
-//! out), `validate` (the checks before a resume), `slurm` (the Slurm adapter), `http` (the actions
-//! API).
+//! out), `cluster` (which nodes are known and which hang off a switch), `validate` (the checks
+//! before a resume), `slurm` (the Slurm adapter), `http` (the actions API).
 
 pub mod adapter;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod planner;
