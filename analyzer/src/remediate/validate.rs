@@ -57,6 +57,9 @@ pub struct PortFacts {
     pub rate_gbps: Option<f64>,
     /// What it should run at: topology file, analyzer config or the fleet's majority.
     pub expected_rate_gbps: Option<f64>,
+    /// The port was up in an earlier report but is absent from the latest one (the engine keeps a
+    /// port's last state when it vanishes, so its state word alone would still say ACTIVE).
+    pub gone: bool,
 }
 
 impl NodeFacts {
@@ -73,6 +76,9 @@ impl NodeFacts {
                 state: s.state_word.clone(),
                 rate_gbps: s.rates.back().map(|(_, r)| *r),
                 expected_rate_gbps: expected_rate(name),
+                // A port that is up gets a rate sample with every report that lists it.
+                gone: s.rates.back().is_some_and(|(t, _)| *t < n.last_report_ms)
+                    && s.state_word.as_deref().is_some_and(port_up),
             })
             .collect();
         NodeFacts {
@@ -138,7 +144,11 @@ pub fn builtin(check: &Check, facts: Option<&NodeFacts>) -> Option<CheckOutcome>
                 let mut unrated = 0;
                 for p in &f.ports {
                     let state = p.state.as_deref().unwrap_or("unknown");
-                    if !(state.eq_ignore_ascii_case("active") || state.eq_ignore_ascii_case("up")) {
+                    if p.gone {
+                        bad.push(format!("{} missing from the latest report", p.name));
+                        continue;
+                    }
+                    if !port_up(state) {
                         bad.push(format!("{} {state}", p.name));
                         continue;
                     }
@@ -165,6 +175,11 @@ pub fn builtin(check: &Check, facts: Option<&NodeFacts>) -> Option<CheckOutcome>
             }
         }),
     }
+}
+
+/// IB `ACTIVE` or netdev `up`.
+fn port_up(state: &str) -> bool {
+    state.eq_ignore_ascii_case("active") || state.eq_ignore_ascii_case("up")
 }
 
 fn num(x: f64) -> String {
@@ -329,7 +344,13 @@ mod tests {
     }
 
     fn port(name: &str, state: &str, rate: f64, expected: Option<f64>) -> PortFacts {
-        PortFacts { name: name.into(), state: Some(state.into()), rate_gbps: Some(rate), expected_rate_gbps: expected }
+        PortFacts {
+            name: name.into(),
+            state: Some(state.into()),
+            rate_gbps: Some(rate),
+            expected_rate_gbps: expected,
+            gone: false,
+        }
     }
 
     fn check(c: &Check, f: Option<&NodeFacts>, passed: bool, summary: &str) {
@@ -372,6 +393,9 @@ mod tests {
             "1 fabric ports active, rate of 1 not checked (no expected rate known)",
         );
         check(&fabric(None), Some(&f(vec![])), false, "no fabric ports reported");
+        let gone = PortFacts { gone: true, ..port("mlx5_1", "ACTIVE", 400.0, Some(400.0)) };
+        let vanished = f(vec![port("mlx5_0", "ACTIVE", 400.0, Some(400.0)), gone]);
+        check(&fabric(None), Some(&vanished), false, "mlx5_1 missing from the latest report");
         check(&fabric(None), None, false, "no report from the node");
     }
 

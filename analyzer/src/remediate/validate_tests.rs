@@ -293,3 +293,64 @@ fn action_rows_from_before_validation_still_load_next_to_validate_rows() {
     p.restore(&rows, T0 + 10.0);
     assert_eq!(p.held()["a"].incidents, ["inc-1".to_string()].into());
 }
+
+#[test]
+fn the_built_in_checks_read_what_the_engine_holds_of_the_node() {
+    use super::validate::{NodeFacts, builtin};
+    use crate::engine::{Analyzer, EngineConfig};
+    use faultline_proto::{GpuSample, GpuState, NicSample, NodeReport, TopologyFile};
+
+    let topo = TopologyFile { expected_rate_gbps: Some(400.0), ..TopologyFile::default() };
+    let mut a = Analyzer::new(EngineConfig::default(), topo);
+    let nic = |name: &str, rate: f64| NicSample {
+        name: name.into(),
+        ib_state: Some("ACTIVE".into()),
+        operstate: Some("up".into()),
+        link_layer: Some("InfiniBand".into()),
+        rate_gbps: Some(rate),
+        ..NicSample::default()
+    };
+    let report = |seq: u64, gpus: Vec<GpuSample>, nics: Vec<NicSample>| {
+        let mut r = NodeReport::empty("n1");
+        r.seq = seq;
+        r.timestamp_ms = 1_700_000_000_000 + seq as i64 * 1000;
+        r.interval_ms = 1000;
+        r.expected_gpus = Some(2);
+        r.gpus = gpus;
+        r.nics = nics;
+        r
+    };
+    let gpu = |index: u32, state: GpuState| GpuSample { index, state, ..GpuSample::default() };
+    let now = |seq: u64| 1_700_000_000_000 + seq as i64 * 1000;
+    a.ingest(
+        report(1, vec![gpu(0, GpuState::Ok), gpu(1, GpuState::Lost)], vec![nic("mlx5_0", 400.0), nic("mlx5_1", 200.0)]),
+        now(1),
+    )
+    .unwrap();
+    let facts = |a: &Analyzer| {
+        let n = a.node_state("n1").unwrap();
+        NodeFacts::from_state(n, |nic| a.expected_rate("n1", nic))
+    };
+    let f = facts(&a);
+    assert_eq!((f.gpus_working, f.gpus_listed, f.expected_gpus), (1, 2, Some(2)));
+    let settings = build(
+        "[[remediation.validation.check]]\nname = \"gpu-count\"\nkind = \"gpu_count\"\n\
+         [[remediation.validation.check]]\nname = \"fabric\"\nkind = \"fabric_ports\"\n",
+    )
+    .unwrap();
+    let [gpus, fabric] = &settings.validation.checks[..] else { panic!() };
+    assert_eq!(builtin(gpus, Some(&f)).unwrap().summary, "1 of 2 GPUs (1 listed but not working)");
+    assert_eq!(builtin(fabric, Some(&f)).unwrap().summary, "mlx5_1 at 200 Gb/s, expected 400");
+    // Repaired, but mlx5_1 is no longer listed at all: its old ACTIVE must not pass.
+    a.ingest(report(2, vec![gpu(0, GpuState::Ok), gpu(1, GpuState::Ok)], vec![nic("mlx5_0", 400.0)]), now(2)).unwrap();
+    let f = facts(&a);
+    assert!(builtin(gpus, Some(&f)).unwrap().passed, "{f:?}");
+    assert_eq!(builtin(fabric, Some(&f)).unwrap().summary, "mlx5_1 missing from the latest report");
+    a.ingest(
+        report(3, vec![gpu(0, GpuState::Ok), gpu(1, GpuState::Ok)], vec![nic("mlx5_0", 400.0), nic("mlx5_1", 400.0)]),
+        now(3),
+    )
+    .unwrap();
+    let o = builtin(fabric, Some(&facts(&a))).unwrap();
+    assert!(o.passed, "{o:?}");
+}
