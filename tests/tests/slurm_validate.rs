@@ -264,6 +264,14 @@ fn a_drained_node_is_resumed_only_after_its_validators_pass() {
     assert!(detail(&resumed[0]).contains("passed validation (gpu-count, fabric, diag)"), "{resumed:#?}");
     let last_check_s = checks.iter().map(|r| r["at_s"].as_f64().unwrap()).fold(0.0, f64::max);
     assert!(resumed[0]["at_s"].as_f64().unwrap() >= last_check_s, "resumed after its checks");
+    let good_inc = api(&url, &format!("/api/v1/incidents/{good_id}")).unwrap();
+    let resolved_s = good_inc["resolved_s"].as_f64().unwrap();
+    let resume_s = resumed[0]["at_s"].as_f64().unwrap();
+    assert!(resume_s >= resolved_s + 2.0 - 0.01, "the 2 s hold came first: resolved {resolved_s}, resumed {resume_s}");
+    eprintln!(
+        "measured: {good} resolved -> resumed {:.2} s (2 s hold, then gpu-count, fabric and diag)",
+        resume_s - resolved_s
+    );
 
     // The bad node fails `diag`, stays drained, and Slurm's reason says why.
     let want = "faultline: validation failed: diag: exit status: 1";
@@ -337,7 +345,7 @@ fn a_drained_node_is_resumed_only_after_its_validators_pass() {
     let runs = diag_runs(&url, bad);
     assert!(runs.last().is_some_and(|(_, ok)| *ok), "the last diag passed: {runs:?}");
     assert!(resumed[0]["at_s"].as_f64().unwrap() >= runs.last().unwrap().0);
-    let _ = good_id;
+    eprintln!("measured: {bad} diag runs (analyzer time, passed): {runs:?}");
 
     drop(analyzer);
     drop(slurm);
