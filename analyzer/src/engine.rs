@@ -177,7 +177,7 @@ impl Analyzer {
     }
 
     /// The rate a NIC should train at: the topology file's, the config's, else the fleet's.
-    fn expected_rate(&self, host: &str, nic: &str) -> Option<f64> {
+    pub fn expected_rate(&self, host: &str, nic: &str) -> Option<f64> {
         self.topology_file
             .expected_rate(host, nic)
             .or(self.cfg.expected_nic_rate_gbps.filter(|r| *r > 0.0))
@@ -499,6 +499,11 @@ impl Analyzer {
 
     fn node_healthy(&self, host: &str) -> bool {
         !self.node_symptoms.get(host).is_some_and(|v| v.iter().any(|s| !s.kind.is_supporting()))
+    }
+
+    /// What the analyzer holds of one node from its reports (remediation's checks read it).
+    pub fn node_state(&self, node: &str) -> Option<&crate::state::NodeState> {
+        self.state.nodes.get(node)
     }
 
     /// Every node heard from, by name.
