@@ -285,7 +285,7 @@ fn collection_loop(
     triggers: std_mpsc::Receiver<Trigger>,
     snapshot: Snapshot,
     out: Option<mpsc::Sender<Outgoing>>,
-    xids: Option<export::otlp::XidTally>,
+    xids: export::xids::XidTally,
 ) {
     let mut next = Instant::now();
     let mut queue_full_logged = false;
@@ -313,9 +313,7 @@ fn collection_loop(
                 Vec::new()
             }
         };
-        if let Some(t) = &xids {
-            t.count(&report);
-        }
+        xids.count(&report);
         *snapshot.write().unwrap_or_else(|p| p.into_inner()) = Some(report);
         if let (Some(tx), false) = (&out, body.is_empty()) {
             let o = Outgoing { seq, body, last: shutdown };
@@ -457,9 +455,15 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
             boot_id_file: s.procfs_root.join("sys/kernel/random/boot_id"),
             sysfs: s.sysfs_root.clone(),
         };
-        if let Err(e) = collect::kmsg::spawn_watcher_with(&s.kmsg, parts.events.clone(), parts.pci.clone(), kmsg_opts) {
-            tracing::warn!(path = %s.kmsg.display(), error = %e, "kernel-log watcher not running");
-        }
+        let kernel_log_watched =
+            match collect::kmsg::spawn_watcher_with(&s.kmsg, parts.events.clone(), parts.pci.clone(), kmsg_opts) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(path = %s.kmsg.display(), error = %e, "kernel-log watcher not running");
+                    false
+                }
+            };
+        let xids = export::xids::XidTally::from(export::xids::XidTally::source_for(kernel_log_watched));
 
         let stats = Arc::new(AgentStats::default());
         let snapshot: Snapshot = Arc::default();
@@ -470,19 +474,14 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
             s.node.clone(),
         )));
         prom.register_collector(Box::new(
-            export::gpu_metrics::GpuMetrics::new(snapshot.clone()).with_dcgm_compat(s.dcgm_compat),
+            export::gpu_metrics::GpuMetrics::new(snapshot.clone(), xids.clone()).with_dcgm_compat(s.dcgm_compat),
         ));
         prom.register_collector(Box::new(
             export::job_metrics::JobMetrics::new(snapshot.clone()).with_progress(parts.progress.clone(), &s.node),
         ));
-        let xids = match &s.otlp_endpoint {
-            Some(endpoint) => {
-                let tally = export::otlp::XidTally::default();
-                export::otlp::spawn(endpoint, snapshot.clone(), tally.clone(), s.interval)?;
-                Some(tally)
-            }
-            None => None,
-        };
+        if let Some(endpoint) = &s.otlp_endpoint {
+            export::otlp::spawn(endpoint, snapshot.clone(), xids.clone(), s.interval)?;
+        }
         let http = Http { registry: Arc::new(prom), snapshot: snapshot.clone() };
         let app = axum::Router::new()
             .route("/metrics", axum::routing::get(metrics_handler))

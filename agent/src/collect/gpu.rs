@@ -28,7 +28,6 @@ use faultline_proto::{
     RetiredPages, RowRemap, Severity,
 };
 use nvml_wrapper::Nvml;
-use nvml_wrapper::bitmasks::device::ThrottleReasons;
 use nvml_wrapper::bitmasks::event::EventTypes;
 use nvml_wrapper::enum_wrappers::device::{
     Clock, EccCounter, MemoryError, MemoryLocation, RetirementCause, TemperatureSensor,
@@ -40,9 +39,8 @@ use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::structs::device::FieldId;
 
 use crate::collect::gpu_health::{ExpectedGpus, clock_events, nvml_words, pci_present};
-use crate::collect::kmsg::Coalescer;
 use crate::collect::{CollectError, Collector, PciMap, pci_key};
-use crate::events::EventQueue;
+use crate::events::{Coalescer, EventQueue};
 use crate::xid::XidTracker;
 
 /// How long one poll of all GPUs may take before a GPU that has not answered is called unresponsive.
@@ -59,23 +57,7 @@ const FI_DEV_MEMORY_TEMP: u32 = 82;
 /// After the event thread loses its event set, wait this long before building a new one.
 const EVENT_RETRY: Duration = Duration::from_secs(5);
 
-/// Names of the throttle (clocks-event) reasons, as in `GpuSample.throttle_reasons`.
-pub const THROTTLE_REASONS: [(ThrottleReasons, &str); 9] = [
-    (ThrottleReasons::GPU_IDLE, "gpu_idle"),
-    (ThrottleReasons::APPLICATIONS_CLOCKS_SETTING, "applications_clocks_setting"),
-    (ThrottleReasons::SW_POWER_CAP, "sw_power_cap"),
-    (ThrottleReasons::HW_SLOWDOWN, "hw_slowdown"),
-    (ThrottleReasons::SYNC_BOOST, "sync_boost"),
-    (ThrottleReasons::SW_THERMAL_SLOWDOWN, "sw_thermal_slowdown"),
-    (ThrottleReasons::HW_THERMAL_SLOWDOWN, "hw_thermal_slowdown"),
-    (ThrottleReasons::HW_POWER_BRAKE_SLOWDOWN, "hw_power_brake_slowdown"),
-    (ThrottleReasons::DISPLAY_CLOCK_SETTING, "display_clock_setting"),
-];
-
-/// Decode NVML's throttle-reason bitmask into the names above.
-pub fn decode_throttle(mask: u64) -> Vec<String> {
-    THROTTLE_REASONS.iter().filter(|(bit, _)| mask & bit.bits() != 0).map(|(_, n)| n.to_string()).collect()
-}
+pub use faultline_proto::decode_throttle;
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(1)
@@ -193,15 +175,14 @@ fn sample_f64(v: &SampleValue) -> f64 {
 
 /// Poll the GPU at NVML index `index`. The returned sample's `index` is the NVML index; the collector
 /// maps it to the stable one.
-/// Also returns each NVLink's CRC split `(link, flit, data)`, which the report carries only summed.
-fn poll_device(nvml: &Nvml, index: u32, memory: &NotSupportedMemory) -> (GpuSample, Vec<CrcSplit>) {
+fn poll_device(nvml: &Nvml, index: u32, memory: &NotSupportedMemory) -> GpuSample {
     let mut s = GpuSample { index, ..Default::default() };
     let dev = match nvml.device_by_index(index) {
         Ok(d) => d,
         Err(NvmlError::GpuLost) => {
             s.state = GpuState::Lost;
             s.nvml_error = Some(nvml_words(&NvmlError::GpuLost));
-            return (s, Vec::new());
+            return s;
         }
         Err(e) => {
             tracing::debug!(gpu = index, error = %e, "device handle lookup failed");
@@ -210,7 +191,7 @@ fn poll_device(nvml: &Nvml, index: u32, memory: &NotSupportedMemory) -> (GpuSamp
                 s.state = GpuState::Unresponsive;
             }
             s.nvml_error = Some(nvml_words(&e));
-            return (s, Vec::new());
+            return s;
         }
     };
     let mut p = Poll { not_supported: BTreeSet::new(), lost: false, hung: false, nvml_error: None, errors: Vec::new() };
@@ -281,7 +262,7 @@ fn poll_device(nvml: &Nvml, index: u32, memory: &NotSupportedMemory) -> (GpuSamp
         s.pcie = Some(PcieLink { generation, max_generation, width, max_width, replay_count });
     }
 
-    let (mut nvlinks, crc_split) = poll_nvlinks(&dev, &mut p);
+    let mut nvlinks = poll_nvlinks(&dev, &mut p);
     let links: Vec<u32> = nvlinks.iter().map(|l| l.link).collect();
     if let Some(bytes) = p.q("nvlink_bytes", || super::gpu_nvlink_bytes::read(nvml, &dev, &links)) {
         for (l, (tx, rx)) in nvlinks.iter_mut().zip(bytes) {
@@ -319,13 +300,8 @@ fn poll_device(nvml: &Nvml, index: u32, memory: &NotSupportedMemory) -> (GpuSamp
     if let Some(u) = uuid {
         memory.lock().unwrap_or_else(|e| e.into_inner()).insert(u, p.not_supported);
     }
-    (s, crc_split)
+    s
 }
-
-/// One NVLink's CRC errors split as `(link, flit, data)`.
-type CrcSplit = (u32, Option<u64>, Option<u64>);
-/// What one GPU's poll gives back.
-type PollResult = (GpuSample, Vec<CrcSplit>);
 
 /// Row remapping (A100 and later): nvml-wrapper has no method for it, so call the C function through
 /// the loaded library.
@@ -340,11 +316,10 @@ fn remapped_rows(nvml: &Nvml, dev: &nvml_wrapper::Device) -> Result<RowRemap, Nv
     Ok(RowRemap { correctable: corr as u64, uncorrectable: unc as u64, pending: pending != 0, failure: failure != 0 })
 }
 
-fn poll_nvlinks(dev: &nvml_wrapper::Device, p: &mut Poll) -> (Vec<NvLinkSample>, Vec<CrcSplit>) {
+fn poll_nvlinks(dev: &nvml_wrapper::Device, p: &mut Poll) -> Vec<NvLinkSample> {
     let mut out = Vec::new();
-    let mut split = Vec::new();
     if p.lost || p.hung || p.not_supported.contains("nvlink") {
-        return (out, split);
+        return out;
     }
     for link in 0..NVLINK_MAX_LINKS {
         let l = dev.link_wrapper_for(link);
@@ -384,14 +359,15 @@ fn poll_nvlinks(dev: &nvml_wrapper::Device, p: &mut Poll) -> (Vec<NvLinkSample>,
             crc_errors: crc,
             replay_errors: replay,
             recovery_errors: recovery,
+            crc_flit_errors: flit,
+            crc_data_errors: data,
             ..Default::default()
         });
-        split.push((link, flit, data));
         if p.lost || p.hung {
             break;
         }
     }
-    (out, split)
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -596,30 +572,30 @@ impl Collector for GpuCollector {
         };
 
         // Hand every GPU its poll, then collect answers until the common deadline.
-        let mut pending: Vec<(u32, Option<Receiver<PollResult>>)> = Vec::new();
+        let mut pending: Vec<(u32, Option<Receiver<GpuSample>>)> = Vec::new();
         for j in 0..count {
             let memory = self.not_supported.clone();
             let rx = self.worker(j).and_then(|w| w.submit(move |nvml| poll_device(nvml, j, &memory)));
             pending.push((j, rx));
         }
-        let mut polled: Vec<(u32, GpuSample, Vec<CrcSplit>)> = Vec::new();
+        let mut polled: Vec<(u32, GpuSample)> = Vec::new();
         for (j, rx) in pending {
-            let hung = || (GpuSample { index: j, state: GpuState::Unresponsive, ..Default::default() }, Vec::new());
-            let (sample, split) = match rx {
+            let hung = || GpuSample { index: j, state: GpuState::Unresponsive, ..Default::default() };
+            let sample = match rx {
                 None => hung(),
                 Some(rx) => match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                     Ok(s) => s,
                     Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => hung(),
                 },
             };
-            polled.push((j, sample, split));
+            polled.push((j, sample));
         }
 
         // Map to stable indexes: answers with a UUID first, so UUID-less ones (lost, hung) match what is left.
-        polled.sort_by_key(|(_, s, _)| s.uuid.is_empty());
+        polled.sort_by_key(|(_, s)| s.uuid.is_empty());
         let mut claimed: BTreeSet<usize> = BTreeSet::new();
         let mut out: Vec<GpuSample> = Vec::new();
-        for (j, mut s, split) in polled {
+        for (j, mut s) in polled {
             let k = self.match_known(&s, j, &claimed);
             if !claimed.insert(k) {
                 continue; // two answers for one GPU cannot happen with stable UUIDs; keep the first
@@ -640,9 +616,6 @@ impl Collector for GpuCollector {
                 s.pci_bus_id = known.pci_bus_id.clone();
             }
             s.index = known.index;
-            if s.state == GpuState::Ok {
-                crate::export::gpu_metrics::record_nvlink_crc(s.index, &split);
-            }
             out.push(s);
         }
         // GPUs seen before and missing from the device list now.
@@ -813,12 +786,6 @@ fn event_loop(
                             let key = component.clone().or(reg.pci.clone()).unwrap_or_default();
                             let a = tracker.assess(ts, &key, code, None, None);
                             ev.xid = Some(code);
-                            // The kernel log is the complete XID record (NVML reports only the
-                            // latest code when several come at once); count from NVML only
-                            // when the kernel log is not being read.
-                            if !crate::collect::kmsg::watching() && index != u32::MAX {
-                                crate::export::gpu_metrics::record_xid(index, code, 1);
-                            }
                             ev.severity = a.severity;
                             ev.caused_by_xid = a.caused_by_xid;
                             ev.message = format!("XID {} from NVML{}", crate::xid::describe(code), note(&a.note));
@@ -862,6 +829,25 @@ fn note(n: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nvml_wrapper::bitmasks::device::ThrottleReasons;
+
+    #[test]
+    fn the_throttle_table_in_proto_has_nvmls_bits() {
+        let nvml = [
+            ThrottleReasons::GPU_IDLE,
+            ThrottleReasons::APPLICATIONS_CLOCKS_SETTING,
+            ThrottleReasons::SW_POWER_CAP,
+            ThrottleReasons::HW_SLOWDOWN,
+            ThrottleReasons::SYNC_BOOST,
+            ThrottleReasons::SW_THERMAL_SLOWDOWN,
+            ThrottleReasons::HW_THERMAL_SLOWDOWN,
+            ThrottleReasons::HW_POWER_BRAKE_SLOWDOWN,
+            ThrottleReasons::DISPLAY_CLOCK_SETTING,
+        ];
+        for ((bit, name), n) in faultline_proto::THROTTLE_REASONS.iter().zip(nvml) {
+            assert_eq!(*bit, n.bits(), "{name}");
+        }
+    }
 
     #[test]
     fn throttle_masks_decode_to_names() {

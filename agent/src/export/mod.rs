@@ -6,6 +6,7 @@ pub mod metrics;
 pub mod otlp;
 pub mod push;
 pub mod spool;
+pub mod xids;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
