@@ -19,7 +19,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use clap::{Parser, Subcommand};
-use faultline_agent::collect::{self, PciMap, Registry, Roots};
+use faultline_agent::collect::{self, PciMap, Registry, Roots, Shared};
 use faultline_agent::events::EventQueue;
 use faultline_agent::export::push::{self, Outgoing};
 use faultline_agent::export::spool::{SeqFile, Spool};
@@ -170,41 +170,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.once { once(&settings) } else { daemon(settings) }
 }
 
-/// Everything a collection cycle needs besides the collectors.
-struct Parts {
-    events: Arc<EventQueue>,
-    progress: ProgressStore,
-    pci: PciMap,
-}
-
-/// The collectors in registry order: host, infiniband, net, gpu, jobs. `state_dir` keeps what the
-/// agent learns (the expected GPU count), written only when `persist`.
-fn registry(s: &Settings, parts: &Parts, state_dir: &std::path::Path, persist: bool) -> Registry {
-    let roots = Roots { sysfs: s.sysfs_root.clone(), procfs: s.procfs_root.clone() };
-    let mut reg = Registry::base_with(&roots, &s.nics);
-    if !s.no_gpu
-        && let Some(gpu) =
-            collect::gpu::GpuCollector::new(s.nvml_lib.as_deref(), parts.events.clone(), parts.pci.clone())
-    {
-        let gpu = gpu.with_sysfs_root(s.sysfs_root.clone()).with_expected(s.expected_gpus, Some(state_dir), persist);
-        reg.push(Box::new(gpu));
+/// What the collectors read from the settings.
+fn sources(s: &Settings) -> collect::Sources {
+    collect::Sources {
+        roots: Roots { sysfs: s.sysfs_root.clone(), procfs: s.procfs_root.clone() },
+        nics: s.nics.clone(),
+        gpu: !s.no_gpu,
+        nvml_lib: s.nvml_lib.clone(),
+        expected_gpus: s.expected_gpus,
+        jobs: s.jobs.clone(),
     }
-    reg.push(Box::new(collect::jobs::JobsCollector::new(
-        s.procfs_root.clone(),
-        parts.progress.clone(),
-        s.jobs.clone(),
-    )));
-    reg
 }
 
 fn once(s: &Settings) -> anyhow::Result<()> {
-    let parts = Parts {
+    let parts = Shared {
         events: Arc::new(EventQueue::new(EVENT_QUEUE_CAP)),
         progress: ProgressStore::new(),
         pci: PciMap::default(),
     };
     let mut cycle = Cycle {
-        registry: registry(s, &parts, &s.spool_dir_read_only(), false),
+        registry: Registry::all(&sources(s), &parts, &s.spool_dir_read_only(), false),
         node: s.node.clone(),
         interval: s.interval,
         seq: SeqFile::read_only(&s.spool_dir_read_only()),
@@ -230,7 +215,7 @@ struct Cycle {
     node: String,
     interval: Duration,
     seq: SeqFile,
-    parts: Parts,
+    parts: Shared,
     stats: Arc<AgentStats>,
     seq_error_logged: bool,
     /// Out-of-range values become null before the push (`sanitize.rs`).
@@ -430,7 +415,7 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
         let events = Arc::new(EventQueue::new(EVENT_QUEUE_CAP));
         // Posted news (a non-finite loss, a non-zero exit) and rank exits push an urgent report.
         let parts =
-            Parts { progress: ProgressStore::new().with_events(events.clone()), events, pci: PciMap::default() };
+            Shared { progress: ProgressStore::new().with_events(events.clone()), events, pci: PciMap::default() };
         match progress::serve_http(parts.progress.clone(), s.progress_listen) {
             Ok((paddr, fut)) => {
                 announce(&format!("progress on http://{paddr}"));
@@ -455,15 +440,8 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
             boot_id_file: s.procfs_root.join("sys/kernel/random/boot_id"),
             sysfs: s.sysfs_root.clone(),
         };
-        let kernel_log_watched =
-            match collect::kmsg::spawn_watcher_with(&s.kmsg, parts.events.clone(), parts.pci.clone(), kmsg_opts) {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::warn!(path = %s.kmsg.display(), error = %e, "kernel-log watcher not running");
-                    false
-                }
-            };
-        let xids = export::xids::XidTally::from(export::xids::XidTally::source_for(kernel_log_watched));
+        let watchers = collect::spawn_watchers(&s.kmsg, kmsg_opts, &parts);
+        let xids = export::xids::XidTally::from(export::xids::XidTally::source_for(watchers.kernel_log));
 
         let stats = Arc::new(AgentStats::default());
         let snapshot: Snapshot = Arc::default();
@@ -510,7 +488,7 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
         };
 
         let cycle = Cycle {
-            registry: registry(&s, &parts, &spool_dir, true),
+            registry: Registry::all(&sources(&s), &parts, &spool_dir, true),
             node: s.node.clone(),
             interval: s.interval,
             seq,

@@ -1,5 +1,6 @@
 //! The collector registry: one module per telemetry source, all behind the `Collector` trait.
-//! This file is the only place that lists them.
+//! This file is the only place that lists them: `Registry::all` builds every collector the agent
+//! runs each cycle, and `spawn_watchers` starts the watchers that push events as they happen.
 
 pub mod ethtool;
 pub mod fabric;
@@ -19,6 +20,56 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use faultline_proto::NodeReport;
+
+use crate::events::EventQueue;
+use crate::progress::ProgressStore;
+
+/// The agent's settings that decide which collectors run and where they read.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// Where the kernel's files are read.
+    pub roots: Roots,
+    /// Which NICs are fabric NICs and which netdevs are reported (`[nics]`).
+    pub nics: fabric::NicsConfig,
+    /// Run the GPU collector (false: `no_gpu`).
+    pub gpu: bool,
+    /// NVML library to load instead of the system's.
+    pub nvml_lib: Option<PathBuf>,
+    /// Configured expected GPU count; `None`: learned at the first start.
+    pub expected_gpus: Option<u32>,
+    /// Training-job discovery (`[jobs]`).
+    pub jobs: jobs::JobsConfig,
+}
+
+/// What collectors and watchers share with the rest of the agent: the event queue they push to, the
+/// PCI → GPU map the GPU collector fills and the kernel-log watcher reads, and the progress store
+/// the jobs collector reads.
+#[derive(Clone)]
+pub struct Shared {
+    pub events: std::sync::Arc<EventQueue>,
+    pub pci: PciMap,
+    pub progress: ProgressStore,
+}
+
+/// Which watchers run (threads that push events the moment they happen, not once per cycle).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Watchers {
+    /// The kernel-log watcher started (it is then where XIDs are counted, see `export::xids`).
+    pub kernel_log: bool,
+}
+
+/// Start the watchers: the kernel log at `kmsg`. (NVML's event thread belongs to the GPU collector
+/// and starts with it in `Registry::all`.) A watcher that cannot start is logged and left off.
+pub fn spawn_watchers(kmsg_path: &Path, opts: kmsg::KmsgOptions, shared: &Shared) -> Watchers {
+    let kernel_log = match kmsg::spawn_watcher_with(kmsg_path, shared.events.clone(), shared.pci.clone(), opts) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(path = %kmsg_path.display(), error = %e, "kernel-log watcher not running");
+            false
+        }
+    };
+    Watchers { kernel_log }
+}
 
 /// A collector failure. Errors are data: counted per collector, logged once, and the others go on.
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +243,30 @@ impl Registry {
         r.push(Box::new(infiniband::InfinibandCollector::new(roots.sysfs.clone()).with_config(nics.clone())));
         r.push(Box::new(net::NetCollector::new(roots.sysfs.clone()).with_config(nics.clone(), roots.procfs.clone())));
         r
+    }
+
+    /// Every collector the agent runs, in order: host, infiniband, net, gpu (when `sources.gpu`),
+    /// jobs. `state_dir` keeps what the agent learns (the expected GPU count), written only when
+    /// `persist`.
+    pub fn all(sources: &Sources, shared: &Shared, state_dir: &Path, persist: bool) -> Self {
+        let roots = &sources.roots;
+        let mut reg = Self::base_with(roots, &sources.nics);
+        if sources.gpu {
+            match gpu::GpuCollector::new(sources.nvml_lib.as_deref(), shared.events.clone(), shared.pci.clone()) {
+                Some(g) => reg.push(Box::new(g.with_sysfs_root(roots.sysfs.clone()).with_expected(
+                    sources.expected_gpus,
+                    Some(state_dir),
+                    persist,
+                ))),
+                None => {} // logged by `GpuCollector::new`
+            }
+        }
+        reg.push(Box::new(jobs::JobsCollector::new(
+            roots.procfs.clone(),
+            shared.progress.clone(),
+            sources.jobs.clone(),
+        )));
+        reg
     }
 
     pub fn empty() -> Self {
