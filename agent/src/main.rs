@@ -252,6 +252,7 @@ impl Cycle {
             progress: self.parts.progress.dropped(),
         };
         self.sanitizer.apply(&mut r);
+        *self.stats.collectors.lock().unwrap_or_else(|p| p.into_inner()) = self.registry.status().clone();
         AgentStats::set(&self.stats.collect_duration_us, start.elapsed().as_micros() as u64);
         AgentStats::add(&self.stats.reports, 1);
         r

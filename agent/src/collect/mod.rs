@@ -215,6 +215,17 @@ impl Worker {
     }
 }
 
+/// How one collector did in the last cycle: the agent's `faultline_agent_collector_success` and
+/// `faultline_agent_collector_duration_seconds`, as node_exporter's `node_scrape_collector_*`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CollectorStatus {
+    /// The collector ran and returned no error. False for one that could not start (NVML did not
+    /// load), so it is a visible 0 rather than a missing series.
+    pub success: bool,
+    /// How long it took (0 for one that did not run).
+    pub duration: std::time::Duration,
+}
+
 /// The collectors of this agent, run in order, with their error counts.
 ///
 /// Order matters and is fixed here: host, infiniband, net (merges netdevs into IB ports), gpu, then
@@ -227,6 +238,8 @@ pub struct Registry {
     deadline: std::time::Duration,
     /// Collectors past their deadline in the last cycle.
     stalled: Vec<&'static str>,
+    /// Every collector's last cycle, including those that could not start.
+    status: BTreeMap<&'static str, CollectorStatus>,
 }
 
 impl Registry {
@@ -247,7 +260,8 @@ impl Registry {
 
     /// Every collector the agent runs, in order: host, infiniband, net, gpu (when `sources.gpu`),
     /// jobs. `state_dir` keeps what the agent learns (the expected GPU count), written only when
-    /// `persist`.
+    /// `persist`. A GPU collector whose NVML does not load is listed as unavailable, so its
+    /// `faultline_agent_collector_success` is a visible 0 rather than a missing series.
     pub fn all(sources: &Sources, shared: &Shared, state_dir: &Path, persist: bool) -> Self {
         let roots = &sources.roots;
         let mut reg = Self::base_with(roots, &sources.nics);
@@ -258,7 +272,8 @@ impl Registry {
                     Some(state_dir),
                     persist,
                 ))),
-                None => {} // logged by `GpuCollector::new`
+                // Logged by `GpuCollector::new`.
+                None => reg.unavailable("gpu"),
             }
         }
         reg.push(Box::new(jobs::JobsCollector::new(
@@ -276,6 +291,7 @@ impl Registry {
             logged: HashSet::new(),
             deadline: DEFAULT_COLLECTOR_DEADLINE,
             stalled: Vec::new(),
+            status: BTreeMap::new(),
         }
     }
 
@@ -294,8 +310,20 @@ impl Registry {
             Err(e) => {
                 *self.errors.entry(name.to_string()).or_insert(0) += 1;
                 tracing::error!(collector = name, error = %e, "collector not running");
+                self.unavailable(name);
             }
         }
+    }
+
+    /// List a collector that was wanted but could not start (its reason is logged where it failed):
+    /// it never runs, and its status stays failed.
+    pub fn unavailable(&mut self, name: &'static str) {
+        self.status.insert(name, CollectorStatus { success: false, duration: std::time::Duration::ZERO });
+    }
+
+    /// Every collector's last cycle (those that could not start included), by name.
+    pub fn status(&self) -> &BTreeMap<&'static str, CollectorStatus> {
+        &self.status
     }
 
     pub fn names(&self) -> Vec<&'static str> {
@@ -313,7 +341,11 @@ impl Registry {
         self.stalled.clear();
         for w in &mut self.workers {
             let name = w.name;
-            let err = match w.run(report, self.deadline) {
+            let started = std::time::Instant::now();
+            let result = w.run(report, self.deadline);
+            let status = CollectorStatus { success: result.is_ok(), duration: started.elapsed() };
+            self.status.insert(name, status);
+            let err = match result {
                 Ok(()) => continue,
                 Err(e) => e,
             };
@@ -560,5 +592,18 @@ mod tests {
         assert_eq!(report.collector_errors.get("failing"), Some(&6));
         assert_eq!(report.collector_errors.get("writes"), Some(&0));
         assert_eq!(report.disks.len(), 2);
+        let st = reg.status();
+        assert_eq!(st.get("failing").map(|s| s.success), Some(false));
+        assert_eq!(st.get("writes").map(|s| s.success), Some(true));
+    }
+
+    #[test]
+    fn a_collector_that_could_not_start_has_a_failed_status_and_no_error_count() {
+        let mut reg = super::Registry::empty();
+        reg.unavailable("gpu");
+        let mut report = super::blank_report("n1", 1, 1000);
+        reg.collect(&mut report);
+        assert_eq!(reg.status().get("gpu").map(|s| s.success), Some(false));
+        assert!(report.collector_errors.is_empty(), "the report is unchanged: {:?}", report.collector_errors);
     }
 }

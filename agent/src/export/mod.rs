@@ -37,6 +37,8 @@ pub struct AgentStats {
     pub spool_bytes: AtomicU64,
     /// How long the last collection cycle took, in microseconds.
     pub collect_duration_us: AtomicU64,
+    /// Each collector's last cycle, copied from the registry after every cycle.
+    pub collectors: std::sync::Mutex<std::collections::BTreeMap<&'static str, crate::collect::CollectorStatus>>,
 }
 
 impl AgentStats {
