@@ -28,7 +28,7 @@ use faultline_agent::progress::{self, ProgressStore};
 use faultline_proto::{Dropped, NodeReport};
 use tokio::sync::mpsc;
 
-use crate::config::{FileConfig, Overrides, Settings};
+use crate::config::{FileConfig, Options, Settings};
 
 /// Events waiting for the next report. Below `proto`'s MAX_EVENTS so a full queue still fits one report.
 const EVENT_QUEUE_CAP: usize = 4096;
@@ -56,62 +56,13 @@ struct Cli {
     /// Log format on stderr: text, or json (one object per line).
     #[arg(long, global = true, value_enum, default_value_t)]
     log_format: faultline_agent::logging::LogFormat,
-    /// Node name (default: the host name).
-    #[arg(long)]
-    node_name: Option<String>,
-    /// Address for /metrics and /healthz (default 0.0.0.0:9430).
-    #[arg(long)]
-    listen: Option<String>,
-    /// Analyzer base URL, e.g. http://analyzer:9440 (default: do not push).
-    #[arg(long)]
-    analyzer: Option<String>,
-    /// Analyzer bearer token.
-    #[arg(long, env = "FAULTLINE_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// File holding the analyzer bearer token.
-    #[arg(long)]
-    token_file: Option<PathBuf>,
-    /// PEM CA certificate that alone may vouch for an https:// analyzer (pins it; system roots off).
-    #[arg(long, value_name = "PATH")]
-    ca_cert: Option<PathBuf>,
-    /// Report interval: 500ms, 10s, 2m (default 10s).
-    #[arg(long)]
-    interval: Option<String>,
-    /// Spool directory, also holds the persisted report sequence number.
-    #[arg(long)]
-    spool_dir: Option<PathBuf>,
-    /// Spool size bound in bytes (default 256 MiB); the oldest reports are dropped past it.
-    #[arg(long)]
-    spool_max_bytes: Option<u64>,
-    /// Root of sysfs (default /sys).
-    #[arg(long)]
-    sysfs_root: Option<PathBuf>,
-    /// Root of procfs (default /proc).
-    #[arg(long)]
-    procfs_root: Option<PathBuf>,
+    #[command(flatten)]
+    options: Options,
     /// Collect once, print one NodeReport as JSON on stdout, and exit. Samples only: the kernel-log
     /// and NVML event watchers do not run, so XIDs and other events (even ones already in the log)
     /// never appear; a running agent pushes them as they happen.
     #[arg(long)]
     once: bool,
-    /// NVML library to load instead of libnvidia-ml.so.1.
-    #[arg(long)]
-    nvml_lib: Option<PathBuf>,
-    /// Do not load NVML.
-    #[arg(long)]
-    no_gpu: bool,
-    /// Kernel log to follow (default /dev/kmsg).
-    #[arg(long)]
-    kmsg: Option<PathBuf>,
-    /// Progress API address for training loops (default 127.0.0.1:9431).
-    #[arg(long)]
-    progress_listen: Option<String>,
-    /// Also serve the progress API on this Unix socket.
-    #[arg(long)]
-    progress_socket: Option<PathBuf>,
-    /// OpenTelemetry collector base URL: also export metrics as OTLP/HTTP protobuf to URL/v1/metrics.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
-    otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -145,28 +96,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
     };
-    let settings = Settings::build(
-        file,
-        Overrides {
-            node_name: cli.node_name,
-            listen: cli.listen,
-            analyzer: cli.analyzer,
-            token: cli.token,
-            token_file: cli.token_file,
-            ca_cert: cli.ca_cert,
-            interval: cli.interval,
-            spool_dir: cli.spool_dir,
-            spool_max_bytes: cli.spool_max_bytes,
-            sysfs_root: cli.sysfs_root,
-            procfs_root: cli.procfs_root,
-            nvml_lib: cli.nvml_lib,
-            no_gpu: cli.no_gpu,
-            kmsg: cli.kmsg,
-            progress_listen: cli.progress_listen,
-            progress_socket: cli.progress_socket,
-            otlp_endpoint: cli.otlp_endpoint,
-        },
-    )?;
+    let settings = Settings::build(cli.options.merge(file)?)?;
     if cli.once { once(&settings) } else { daemon(settings) }
 }
 
