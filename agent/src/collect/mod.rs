@@ -5,6 +5,7 @@
 pub mod ethtool;
 pub mod fabric;
 pub mod gpu;
+mod gpu_events;
 pub mod gpu_health;
 pub mod gpu_nvlink_bytes;
 pub mod host;
