@@ -14,10 +14,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use faultline_proto::time::now_ms;
+
 use crate::classify::{Class, Classification, classify};
 use crate::collect::PciMap;
 use crate::collect::kmsg_record::{Cursor, Record, boot_wall_ms, parse_record, record_ms};
 use crate::events::{Coalescer, EventQueue};
+use crate::observe::{MAX_MESSAGE, truncate};
 use crate::xid::XidTracker;
 
 /// How often a tailed regular file is checked for new lines, and how long a `/dev/kmsg` read waits.
@@ -25,12 +28,6 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// The three lines of NVRM's "fallen off the bus" message arrive together; later lines of it within
 /// this long are the same fault and are not sent again.
 const MULTILINE_WINDOW: Duration = Duration::from_secs(2);
-
-use crate::observe::{MAX_MESSAGE, truncate};
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(1)
-}
 
 /// The component a classified line concerns, as the part after `<host>/` (`observe::component`).
 /// A netdev named by a RoCE link line is resolved to the RDMA device behind it through `sysfs`

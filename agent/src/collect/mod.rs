@@ -396,10 +396,8 @@ pub fn blank_report(node: &str, seq: u64, interval_ms: u64) -> NodeReport {
     }
 }
 
-/// Wall-clock now, Unix milliseconds.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
+/// Wall-clock now, Unix milliseconds: the one clock of the workspace.
+pub use faultline_proto::time::now_ms;
 
 /// Watches raw counters across cycles: a counter that went backwards (wrapped, or the driver reset it)
 /// is counted every time it happens. A counter sitting at the top of its hardware width is not a
