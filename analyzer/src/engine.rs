@@ -307,6 +307,7 @@ impl Analyzer {
             .flat_map(|n| self.node_symptoms[n].iter())
             .chain(job_names.into_iter().flat_map(|j| self.job_symptoms[j].iter()));
         for s in all {
+            tracing::trace!(component = %s.component, kind = s.kind.as_str(), onset_ms = s.onset_ms, detail = %s.detail, "symptom");
             let key = (s.component.clone(), s.kind);
             let first = *self.first_seen.entry(key.clone()).or_insert(now_ms);
             keys.insert(key);
