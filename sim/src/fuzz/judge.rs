@@ -131,6 +131,18 @@ pub fn undiagnosable(sc: &Scenario, world: &World, i: usize) -> Option<String> {
                 },
             )
         }
+        FaultClass::HostCpuContention => {
+            // Contention is a fault only where a job's ranks starve for CPU: a busy host with no job
+            // on it is just a busy host.
+            let n = *c.host_index.get(host.as_deref()?)?;
+            let end = f.clear_s(run_s).unwrap_or(run_s);
+            let runs = c.node_jobs[n].iter().any(|(j, _)| {
+                let job = &c.jobs[*j];
+                let from = (job.start_ms as f64 / 1000.0).max(f.at_s);
+                (job.end_ms as f64 / 1000.0).min(end) - from >= 120.0
+            });
+            (!runs).then(|| "no job runs on the node while it lasts: nothing to contend with".into())
+        }
         FaultClass::AgentDown => {
             // Silence alone cannot tell a dead agent from a dead node: only a job that spans this node
             // and others (its peers keep moving bytes, or posting steps) shows the node still works.
