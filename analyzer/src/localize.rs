@@ -115,6 +115,22 @@ const STALL_BEFORE_CAUSE_STEPS: f64 = 2.0;
 /// ...plus this for clocks between nodes and the kernel's timestamps of the failure.
 const STALL_BEFORE_CAUSE_SKEW_MS: i64 = 5_000;
 
+/// How long before a part's failure a stall of `job` may seem to begin and still be its effect. A
+/// job that posts progress dates its stall by its last step (precise): two steps and clock skew. A
+/// job judged from its counters dates it by the last report that saw data move, up to one report
+/// interval before the traffic really stopped.
+fn stall_slack_ms(ctx: &Ctx, job: &str) -> i64 {
+    let Some(j) = ctx.state.jobs.get(job) else { return i64::MAX / 4 };
+    let posts = j.ranks.values().any(|r| r.last_progress_ms.is_some());
+    let step = crate::detect::job::current_step_ms(j).unwrap_or(0.0);
+    let interval = j.ranks.values().map(|r| r.interval_ms).max().unwrap_or(0).max(DEFAULT_INTERVAL_MS);
+    let base = if posts { (STALL_BEFORE_CAUSE_STEPS * step) as i64 } else { interval };
+    base + STALL_BEFORE_CAUSE_SKEW_MS
+}
+
+/// The report interval assumed where a node has not said its own.
+const DEFAULT_INTERVAL_MS: i64 = 10_000;
+
 /// Faults that can stop a job's steps altogether: a rank's GPU or node gone or killed, its link
 /// cut, its checkpoint stuck on disk. The other classes degrade a job (slower steps) but leave it
 /// running, so they never explain a stall.
@@ -430,8 +446,7 @@ pub fn localize(symptoms: &[Active], ctx: &Ctx) -> Vec<Diagnosis> {
                 if s.kind != K::JobStalled {
                     return true;
                 }
-                let step = ctx.state.jobs.get(id).and_then(crate::detect::job::current_step_ms).unwrap_or(0.0);
-                s.onset_ms >= root_onset - (STALL_BEFORE_CAUSE_STEPS * step) as i64 - STALL_BEFORE_CAUSE_SKEW_MS
+                s.onset_ms >= root_onset - stall_slack_ms(ctx, id)
             });
         }
         if h.class == FaultClass::LeafSwitchDown || h.class == FaultClass::LeafCongestion {
@@ -467,11 +482,8 @@ pub fn localize(symptoms: &[Active], ctx: &Ctx) -> Vec<Diagnosis> {
             readings.peek().is_some() && readings.all(|h| !stops_jobs(h.class))
         };
         // Nor does a part that failed well after the job had stopped stepping.
-        let step = ctx.state.jobs.get(id).and_then(crate::detect::job::current_step_ms).unwrap_or(0.0);
-        let after_stall = |b: &Active| {
-            s.kind == K::JobStalled
-                && b.s.onset_ms > s.onset_ms + (STALL_BEFORE_CAUSE_STEPS * step) as i64 + STALL_BEFORE_CAUSE_SKEW_MS
-        };
+        let slack = stall_slack_ms(ctx, id);
+        let after_stall = |b: &Active| s.kind == K::JobStalled && b.s.onset_ms > s.onset_ms + slack;
         let hw_under = symptoms.iter().enumerate().any(|(bi, b)| {
             !(s.kind == K::JobStalled && only_degrades(bi))
                 && !after_stall(b)
