@@ -1,11 +1,13 @@
-//! Runs a scenario: in-process (each report serialized to JSON and fed to the real analyzer engine
-//! through `ingest_json`, the same path as HTTP, with a `tick` every virtual second) or over the wire
+//! Runs a scenario: in-process (each report serialized and fed to the real analyzer engine through
+//! `ingest::ingest_body`, the path HTTP takes too: one decode and validation, the node ledger, the
+//! future-stamp rule; with a `tick` every virtual second) or over the wire
 //! (POST to a running analyzer, paced N× real time, then read its incidents). Then scores.
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use faultline_analyzer::ingest::{self, Encoding, NodeLedger};
 use faultline_analyzer::{Analyzer, EngineConfig, IncidentChange, IngestError, IngestOutcome};
 use faultline_proto::Incident;
 
@@ -145,6 +147,9 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
             };
             // The simulator runs one second ahead on its own thread (physics, reports, JSON), so
             // the analyzer's thread does nothing but ingest and tick, as a real one would.
+            // The ingest ledger (seq, duplicates, liveness) an HTTP analyzer keeps beside its engine.
+            let mut ledger = NodeLedger::default();
+            let encoding = Encoding::Json;
             let (tx, rx) = mpsc::sync_channel::<Result<Second, serde_json::Error>>(PIPELINE_DEPTH);
             let result = std::thread::scope(|scope| -> Result<(), RunError> {
                 // Owned here, so that returning early drops it and the producer stops.
@@ -181,7 +186,7 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                         stats.report_bytes += body.len() as u64;
                         let now = epoch_ms + (*arrival).min(t);
                         let t0 = Instant::now();
-                        let res = an.ingest_json(body, now);
+                        let res = ingest::ingest_body(an, &mut ledger, body, encoding, now).map(|a| a.outcome);
                         spent += t0.elapsed();
                         if let Some(f) = opts.on_report.as_mut() {
                             f(body, now, &res);
