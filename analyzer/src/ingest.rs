@@ -20,8 +20,10 @@ use crate::skew::ClockSkew;
 /// How a report body is encoded, from its `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
-    /// `application/json`.
+    /// `application/json`: the reference form (`--once`, debugging, third-party senders).
     Json,
+    /// `application/x-protobuf`: the compact form agents send (`faultline_proto::wire`).
+    Protobuf,
 }
 
 impl Encoding {
@@ -29,6 +31,7 @@ impl Encoding {
     pub fn content_type(self) -> &'static str {
         match self {
             Encoding::Json => "application/json",
+            Encoding::Protobuf => faultline_proto::wire::CONTENT_TYPE,
         }
     }
 
@@ -36,13 +39,21 @@ impl Encoding {
     /// error that says what to send instead.
     pub fn from_content_type(v: Option<&str>) -> Result<Encoding, String> {
         let Some(v) = v else {
-            return Err("missing Content-Type: send `Content-Type: application/json`".into());
+            return Err(format!(
+                "missing Content-Type: send `Content-Type: application/json` or `{}`",
+                faultline_proto::wire::CONTENT_TYPE
+            ));
         };
         let mime = v.split(';').next().unwrap_or("").trim();
         if mime.eq_ignore_ascii_case("application/json") {
             Ok(Encoding::Json)
+        } else if faultline_proto::wire::CONTENT_TYPES.iter().any(|t| mime.eq_ignore_ascii_case(t)) {
+            Ok(Encoding::Protobuf)
         } else {
-            Err(format!("Content-Type is {v:?}; reports must be sent as application/json"))
+            Err(format!(
+                "Content-Type is {v:?}; reports must be sent as application/json or {}",
+                faultline_proto::wire::CONTENT_TYPE
+            ))
         }
     }
 }
@@ -88,6 +99,11 @@ pub fn decode(body: &[u8], encoding: Encoding) -> Result<Decoded, ReportError> {
             }
             Err(_) => NodeReport::from_json(body)?,
         },
+        Encoding::Protobuf => {
+            let r = faultline_proto::wire::decode(body)?;
+            r.validate()?;
+            r
+        }
     };
     Ok(Decoded { report, bytes: body.len(), encoding })
 }

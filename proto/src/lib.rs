@@ -13,6 +13,7 @@ pub mod remediation;
 pub mod report;
 pub mod topology;
 pub mod validate;
+pub mod wire;
 pub mod xid;
 pub mod xid_nvlink5;
 

@@ -1,4 +1,4 @@
-//! Runs a scenario: in-process (each report serialized and fed to the real analyzer engine through
+//! Runs a scenario: in-process (each report encoded, compact by default, and fed to the real analyzer engine through
 //! `ingest::ingest_body`, the path HTTP takes too: one decode and validation, the node ledger, the
 //! future-stamp rule; with a `tick` every virtual second) or over the wire
 //! (POST to a running analyzer, paced N× real time, then read its incidents). Then scores.
@@ -74,6 +74,9 @@ pub struct RunOptions<'a> {
     pub on_report: Option<ReportHook<'a>>,
     /// In-process: the Unix ms virtual time starts at (default `DEFAULT_EPOCH_MS`).
     pub epoch_ms: Option<i64>,
+    /// How reports are encoded on their way to the analyzer, in-process and over the wire (default:
+    /// the compact encoding, as agents send them). `on_report` sees bodies in this encoding.
+    pub encoding: Option<Encoding>,
 }
 
 /// Ground truth of every fault of the scenario.
@@ -149,7 +152,7 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
             // the analyzer's thread does nothing but ingest and tick, as a real one would.
             // The ingest ledger (seq, duplicates, liveness) an HTTP analyzer keeps beside its engine.
             let mut ledger = NodeLedger::default();
-            let encoding = Encoding::Json;
+            let encoding = opts.encoding.unwrap_or(Encoding::Protobuf);
             let (tx, rx) = mpsc::sync_channel::<Result<Second, serde_json::Error>>(PIPELINE_DEPTH);
             let result = std::thread::scope(|scope| -> Result<(), RunError> {
                 // Owned here, so that returning early drops it and the producer stops.
@@ -162,7 +165,11 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                         let mut items = Vec::with_capacity(out.len());
                         let mut failed = None;
                         for o in out {
-                            match serde_json::to_vec(&o.report) {
+                            let body = match encoding {
+                                Encoding::Json => serde_json::to_vec(&o.report),
+                                Encoding::Protobuf => Ok(faultline_proto::wire::encode(&o.report)),
+                            };
+                            match body {
                                 Ok(body) => items.push((o.arrival_ms, o.report.node, o.report.seq, body)),
                                 Err(e) => failed = Some(e),
                             }
@@ -322,6 +329,9 @@ fn run_wire(
     // Set before the workers start: the due time of every report is measured from it.
     let start = Instant::now();
     let url = format!("{base}/api/v1/reports");
+    // What agents send: the compact encoding unless the caller asked for JSON.
+    let encoding = opts.encoding.unwrap_or(Encoding::Protobuf);
+    let content_type = encoding.content_type();
     let mut workers = Vec::new();
     for _ in 0..WIRE_WORKERS {
         let rx = Arc::clone(&rx);
@@ -336,7 +346,7 @@ fn run_wire(
                     guard.recv()
                 };
                 let Ok((body, due)) = body else { break };
-                let mut req = client.post(&url).header("content-type", "application/json").body(body);
+                let mut req = client.post(&url).header("content-type", content_type).body(body);
                 if let Some(t) = &token {
                     req = req.bearer_auth(t);
                 }
@@ -368,7 +378,10 @@ fn run_wire(
         let out = world.step();
         let t = world.t_ms;
         for o in out {
-            let body = serde_json::to_vec(&o.report)?;
+            let body = match encoding {
+                Encoding::Json => serde_json::to_vec(&o.report)?,
+                Encoding::Protobuf => faultline_proto::wire::encode(&o.report),
+            };
             stats.reports += 1;
             stats.report_bytes += body.len() as u64;
             round_reports += 1;
