@@ -19,11 +19,20 @@ use crate::world::{DEFAULT_EPOCH_MS, World};
 /// Seconds of reports the simulator may run ahead of the analyzer in-process.
 const PIPELINE_DEPTH: usize = 2;
 
-/// One virtual second of serialized reports: (arrival ms, node, seq, JSON body).
+/// One virtual second of encoded reports: (arrival ms, node, seq, body).
 struct Second {
     t_ms: i64,
     items: Vec<(i64, String, u64, Vec<u8>)>,
     sim_time: Duration,
+}
+
+/// One virtual second of reports after `ingest::decode`, which runs on its own thread as it runs
+/// on the HTTP server's request threads: outside the engine lock, on the other core.
+struct Decoded {
+    t_ms: i64,
+    items: Vec<(i64, String, u64, Vec<u8>, Result<ingest::Decoded, faultline_proto::ReportError>)>,
+    sim_time: Duration,
+    decode_time: Duration,
 }
 
 /// Report posts in flight at once in wire mode.
@@ -148,16 +157,39 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                 Some(a) => a,
                 None => own.insert(Analyzer::new(opts.engine.take().unwrap_or_default(), world.cluster.topology())),
             };
-            // The simulator runs one second ahead on its own thread (physics, reports, JSON), so
-            // the analyzer's thread does nothing but ingest and tick, as a real one would.
+            // The simulator runs one second ahead on its own thread (physics, reports, encoding),
+            // a second thread decodes and validates (`ingest::decode`, as HTTP request threads do,
+            // outside the engine lock), and the analyzer's thread only applies reports (the ledger
+            // and the engine) and ticks, as a real one would.
             // The ingest ledger (seq, duplicates, liveness) an HTTP analyzer keeps beside its engine.
             let mut ledger = NodeLedger::default();
             let encoding = opts.encoding.unwrap_or(Encoding::Protobuf);
-            let (tx, rx) = mpsc::sync_channel::<Result<Second, serde_json::Error>>(PIPELINE_DEPTH);
+            let (tx, rx_enc) = mpsc::sync_channel::<Result<Second, serde_json::Error>>(PIPELINE_DEPTH);
+            let (tx_dec, rx) = mpsc::sync_channel::<Result<Decoded, serde_json::Error>>(PIPELINE_DEPTH);
+            let mut decode_total = Duration::ZERO;
             let result = std::thread::scope(|scope| -> Result<(), RunError> {
                 // Owned here, so that returning early drops it and the producer stops.
                 let rx = rx;
                 let world = &mut world;
+                scope.spawn(move || {
+                    for second in rx_enc {
+                        let msg = second.map(|s| {
+                            let d0 = Instant::now();
+                            let items = s
+                                .items
+                                .into_iter()
+                                .map(|(arrival, node, seq, body)| {
+                                    let d = ingest::decode(&body, encoding);
+                                    (arrival, node, seq, body, d)
+                                })
+                                .collect();
+                            Decoded { t_ms: s.t_ms, items, sim_time: s.sim_time, decode_time: d0.elapsed() }
+                        });
+                        if tx_dec.send(msg).is_err() {
+                            break;
+                        }
+                    }
+                });
                 scope.spawn(move || {
                     for _ in 0..=steps {
                         let g0 = Instant::now();
@@ -188,15 +220,20 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                     let second = second?;
                     let t = second.t_ms;
                     let mut spent = Duration::ZERO;
-                    for (arrival, node, seq, body) in &second.items {
+                    decode_total += second.decode_time;
+                    let n_items = second.items.len() as u64;
+                    for (arrival, node, seq, body, decoded) in second.items {
                         stats.reports += 1;
                         stats.report_bytes += body.len() as u64;
-                        let now = epoch_ms + (*arrival).min(t);
+                        let now = epoch_ms + arrival.min(t);
                         let t0 = Instant::now();
-                        let res = ingest::ingest_body(an, &mut ledger, body, encoding, now).map(|a| a.outcome);
+                        let res = match decoded {
+                            Ok(d) => Ok(ingest::apply(an, &mut ledger, d, now).outcome),
+                            Err(e) => Err(IngestError::from(e)),
+                        };
                         spent += t0.elapsed();
                         if let Some(f) = opts.on_report.as_mut() {
-                            f(body, now, &res);
+                            f(&body, now, &res);
                         }
                         if let Err(e) = res {
                             stats.rejected += 1;
@@ -230,7 +267,7 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                     round_cur += spent;
                     sim_cur += second.sim_time;
                     sim_total += second.sim_time;
-                    round_reports += second.items.len() as u64;
+                    round_reports += n_items;
                     pace(wall, speed, t);
                     if let Some(p) = opts.progress.as_mut() {
                         p((k as f64).min(sc.duration_s), sc.duration_s);
@@ -249,6 +286,7 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
             stats.round_ms_p95 = score::percentile(&rounds_ms, 95.0).map(r2);
             stats.round_ms_max = score::percentile(&rounds_ms, 100.0).map(r2);
             stats.ingest_ms_total = Some(r2(ms(ingest_total)));
+            stats.decode_ms_total = Some(r2(ms(decode_total)));
             stats.tick_ms_total = Some(r2(ms(tick_total)));
             stats.tick_ms_max = Some(r2(ms(tick_max)));
             stats.sim_ms_total = r2(ms(sim_total));
