@@ -450,38 +450,161 @@ pub fn decode(body: &[u8]) -> Result<NodeReport, ReportError> {
 
 // ---- encoding ----
 
+/// The report's string table while encoding: strings borrowed from the report, looked up with a
+/// cheap hash (FNV-1a; names are short and the table lives for one report).
 #[derive(Default)]
-struct Strings {
-    list: Vec<String>,
-    index: HashMap<String, u32>,
+struct Strings<'a> {
+    list: Vec<&'a str>,
+    index: HashMap<&'a str, u32, std::hash::BuildHasherDefault<Fnv>>,
 }
 
-impl Strings {
-    fn put(&mut self, s: &str) -> u32 {
-        if let Some(&i) = self.index.get(s) {
-            return i;
-        }
-        let i = self.list.len() as u32;
-        self.list.push(s.to_owned());
-        self.index.insert(s.to_owned(), i);
-        i
+impl<'a> Strings<'a> {
+    fn put(&mut self, s: &'a str) -> u32 {
+        let list = &mut self.list;
+        *self.index.entry(s).or_insert_with(|| {
+            list.push(s);
+            (list.len() - 1) as u32
+        })
     }
-    fn opt(&mut self, s: &Option<String>) -> Option<u32> {
+    fn opt(&mut self, s: &'a Option<String>) -> Option<u32> {
         s.as_deref().map(|s| self.put(s))
     }
-    fn all(&mut self, v: &[String]) -> Vec<u32> {
+    fn all(&mut self, v: &'a [String]) -> Vec<u32> {
         v.iter().map(|s| self.put(s)).collect()
     }
     /// A unit enum by its serde (JSON) name.
     fn name<T: Serialize>(&mut self, v: &T) -> u32 {
-        let s = match serde_json::to_value(v) {
-            Ok(serde_json::Value::String(s)) => s,
-            _ => String::new(),
-        };
-        self.put(&s)
+        self.put(v.serialize(VariantName).unwrap_or(""))
     }
-    fn map(&mut self, m: &BTreeMap<String, u64>) -> (Vec<u32>, Vec<u64>) {
+    fn map(&mut self, m: &'a BTreeMap<String, u64>) -> (Vec<u32>, Vec<u64>) {
         m.iter().map(|(k, v)| (self.put(k), *v)).unzip()
+    }
+    fn into_owned(self) -> Vec<String> {
+        self.list.into_iter().map(str::to_owned).collect()
+    }
+}
+
+/// FNV-1a, for the string table's short keys.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// A serializer that only answers the name of a unit enum variant (what serde writes to JSON for
+/// it), without building a string.
+struct VariantName;
+
+#[derive(Debug)]
+struct NotAUnitVariant;
+
+impl std::fmt::Display for NotAUnitVariant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("not a unit enum variant")
+    }
+}
+
+impl std::error::Error for NotAUnitVariant {}
+
+impl serde::ser::Error for NotAUnitVariant {
+    fn custom<T: std::fmt::Display>(_: T) -> Self {
+        NotAUnitVariant
+    }
+}
+
+macro_rules! not_a_variant {
+    ($($f:ident($($t:ty),*);)*) => {
+        $(fn $f(self, $(_: $t),*) -> Result<Self::Ok, Self::Error> { Err(NotAUnitVariant) })*
+    };
+}
+
+impl serde::Serializer for VariantName {
+    type Ok = &'static str;
+    type Error = NotAUnitVariant;
+    type SerializeSeq = serde::ser::Impossible<&'static str, NotAUnitVariant>;
+    type SerializeTuple = serde::ser::Impossible<&'static str, NotAUnitVariant>;
+    type SerializeTupleStruct = serde::ser::Impossible<&'static str, NotAUnitVariant>;
+    type SerializeTupleVariant = serde::ser::Impossible<&'static str, NotAUnitVariant>;
+    type SerializeMap = serde::ser::Impossible<&'static str, NotAUnitVariant>;
+    type SerializeStruct = serde::ser::Impossible<&'static str, NotAUnitVariant>;
+    type SerializeStructVariant = serde::ser::Impossible<&'static str, NotAUnitVariant>;
+
+    fn serialize_unit_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        variant: &'static str,
+    ) -> Result<&'static str, NotAUnitVariant> {
+        Ok(variant)
+    }
+
+    not_a_variant! {
+        serialize_bool(bool); serialize_i8(i8); serialize_i16(i16); serialize_i32(i32); serialize_i64(i64);
+        serialize_u8(u8); serialize_u16(u16); serialize_u32(u32); serialize_u64(u64); serialize_f32(f32);
+        serialize_f64(f64); serialize_char(char); serialize_str(&str); serialize_bytes(&[u8]);
+        serialize_none(); serialize_unit(); serialize_unit_struct(&'static str);
+    }
+
+    fn serialize_some<T: ?Sized + Serialize>(self, _: &T) -> Result<Self::Ok, Self::Error> {
+        Err(NotAUnitVariant)
+    }
+    fn serialize_newtype_struct<T: ?Sized + Serialize>(self, _: &'static str, _: &T) -> Result<Self::Ok, Self::Error> {
+        Err(NotAUnitVariant)
+    }
+    fn serialize_newtype_variant<T: ?Sized + Serialize>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<Self::Ok, Self::Error> {
+        Err(NotAUnitVariant)
+    }
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Self::Error> {
+        Err(NotAUnitVariant)
+    }
+    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, Self::Error> {
+        Err(NotAUnitVariant)
+    }
+    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeTupleStruct, Self::Error> {
+        Err(NotAUnitVariant)
+    }
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleVariant, Self::Error> {
+        Err(NotAUnitVariant)
+    }
+    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Self::Error> {
+        Err(NotAUnitVariant)
+    }
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct, Self::Error> {
+        Err(NotAUnitVariant)
+    }
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStructVariant, Self::Error> {
+        Err(NotAUnitVariant)
     }
 }
 
@@ -653,7 +776,7 @@ fn to_wire(r: &NodeReport) -> Report {
         collector_error_values,
         expected_gpus: r.expected_gpus,
     }
-    .with_strings(s.list)
+    .with_strings(s.into_owned())
 }
 
 impl Report {
@@ -663,7 +786,7 @@ impl Report {
     }
 }
 
-fn gpu_to_wire(g: &GpuSample, s: &mut Strings) -> Gpu {
+fn gpu_to_wire<'a>(g: &'a GpuSample, s: &mut Strings<'a>) -> Gpu {
     let nvlinks = (!g.nvlinks.is_empty()).then(|| {
         let l = &g.nvlinks;
         let (crc_errors, crc_errors_absent) = column(l.iter().map(|x| x.crc_errors));
