@@ -26,11 +26,14 @@ struct Second {
     sim_time: Duration,
 }
 
+/// (arrival ms, node, seq, body, what `ingest::decode` made of it).
+type DecodedItem = (i64, String, u64, Vec<u8>, Result<ingest::Decoded, faultline_proto::ReportError>);
+
 /// One virtual second of reports after `ingest::decode`, which runs on its own thread as it runs
 /// on the HTTP server's request threads: outside the engine lock, on the other core.
 struct Decoded {
     t_ms: i64,
-    items: Vec<(i64, String, u64, Vec<u8>, Result<ingest::Decoded, faultline_proto::ReportError>)>,
+    items: Vec<DecodedItem>,
     sim_time: Duration,
     decode_time: Duration,
 }
