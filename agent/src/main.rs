@@ -19,7 +19,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use clap::{Parser, Subcommand};
-use faultline_agent::collect::{self, PciMap, Registry, Roots};
+use faultline_agent::collect::{self, PciMap, Registry, Roots, Shared};
 use faultline_agent::events::EventQueue;
 use faultline_agent::export::push::{self, Outgoing};
 use faultline_agent::export::spool::{SeqFile, Spool};
@@ -28,7 +28,7 @@ use faultline_agent::progress::{self, ProgressStore};
 use faultline_proto::{Dropped, NodeReport};
 use tokio::sync::mpsc;
 
-use crate::config::{FileConfig, Overrides, Settings};
+use crate::config::{FileConfig, Options, Settings};
 
 /// Events waiting for the next report. Below `proto`'s MAX_EVENTS so a full queue still fits one report.
 const EVENT_QUEUE_CAP: usize = 4096;
@@ -56,62 +56,13 @@ struct Cli {
     /// Log format on stderr: text, or json (one object per line).
     #[arg(long, global = true, value_enum, default_value_t)]
     log_format: faultline_agent::logging::LogFormat,
-    /// Node name (default: the host name).
-    #[arg(long)]
-    node_name: Option<String>,
-    /// Address for /metrics and /healthz (default 0.0.0.0:9430).
-    #[arg(long)]
-    listen: Option<String>,
-    /// Analyzer base URL, e.g. http://analyzer:9440 (default: do not push).
-    #[arg(long)]
-    analyzer: Option<String>,
-    /// Analyzer bearer token.
-    #[arg(long, env = "FAULTLINE_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// File holding the analyzer bearer token.
-    #[arg(long)]
-    token_file: Option<PathBuf>,
-    /// PEM CA certificate that alone may vouch for an https:// analyzer (pins it; system roots off).
-    #[arg(long, value_name = "PATH")]
-    ca_cert: Option<PathBuf>,
-    /// Report interval: 500ms, 10s, 2m (default 10s).
-    #[arg(long)]
-    interval: Option<String>,
-    /// Spool directory, also holds the persisted report sequence number.
-    #[arg(long)]
-    spool_dir: Option<PathBuf>,
-    /// Spool size bound in bytes (default 256 MiB); the oldest reports are dropped past it.
-    #[arg(long)]
-    spool_max_bytes: Option<u64>,
-    /// Root of sysfs (default /sys).
-    #[arg(long)]
-    sysfs_root: Option<PathBuf>,
-    /// Root of procfs (default /proc).
-    #[arg(long)]
-    procfs_root: Option<PathBuf>,
+    #[command(flatten)]
+    options: Options,
     /// Collect once, print one NodeReport as JSON on stdout, and exit. Samples only: the kernel-log
     /// and NVML event watchers do not run, so XIDs and other events (even ones already in the log)
     /// never appear; a running agent pushes them as they happen.
     #[arg(long)]
     once: bool,
-    /// NVML library to load instead of libnvidia-ml.so.1.
-    #[arg(long)]
-    nvml_lib: Option<PathBuf>,
-    /// Do not load NVML.
-    #[arg(long)]
-    no_gpu: bool,
-    /// Kernel log to follow (default /dev/kmsg).
-    #[arg(long)]
-    kmsg: Option<PathBuf>,
-    /// Progress API address for training loops (default 127.0.0.1:9431).
-    #[arg(long)]
-    progress_listen: Option<String>,
-    /// Also serve the progress API on this Unix socket.
-    #[arg(long)]
-    progress_socket: Option<PathBuf>,
-    /// OpenTelemetry collector base URL: also export metrics as OTLP/HTTP protobuf to URL/v1/metrics.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
-    otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -145,66 +96,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
     };
-    let settings = Settings::build(
-        file,
-        Overrides {
-            node_name: cli.node_name,
-            listen: cli.listen,
-            analyzer: cli.analyzer,
-            token: cli.token,
-            token_file: cli.token_file,
-            ca_cert: cli.ca_cert,
-            interval: cli.interval,
-            spool_dir: cli.spool_dir,
-            spool_max_bytes: cli.spool_max_bytes,
-            sysfs_root: cli.sysfs_root,
-            procfs_root: cli.procfs_root,
-            nvml_lib: cli.nvml_lib,
-            no_gpu: cli.no_gpu,
-            kmsg: cli.kmsg,
-            progress_listen: cli.progress_listen,
-            progress_socket: cli.progress_socket,
-            otlp_endpoint: cli.otlp_endpoint,
-        },
-    )?;
+    let settings = Settings::build(cli.options.merge(file)?)?;
     if cli.once { once(&settings) } else { daemon(settings) }
 }
 
-/// Everything a collection cycle needs besides the collectors.
-struct Parts {
-    events: Arc<EventQueue>,
-    progress: ProgressStore,
-    pci: PciMap,
-}
-
-/// The collectors in registry order: host, infiniband, net, gpu, jobs. `state_dir` keeps what the
-/// agent learns (the expected GPU count), written only when `persist`.
-fn registry(s: &Settings, parts: &Parts, state_dir: &std::path::Path, persist: bool) -> Registry {
-    let roots = Roots { sysfs: s.sysfs_root.clone(), procfs: s.procfs_root.clone() };
-    let mut reg = Registry::base_with(&roots, &s.nics);
-    if !s.no_gpu
-        && let Some(gpu) =
-            collect::gpu::GpuCollector::new(s.nvml_lib.as_deref(), parts.events.clone(), parts.pci.clone())
-    {
-        let gpu = gpu.with_sysfs_root(s.sysfs_root.clone()).with_expected(s.expected_gpus, Some(state_dir), persist);
-        reg.push(Box::new(gpu));
+/// What the collectors read from the settings.
+fn sources(s: &Settings) -> collect::Sources {
+    collect::Sources {
+        roots: Roots { sysfs: s.sysfs_root.clone(), procfs: s.procfs_root.clone() },
+        nics: s.nics.clone(),
+        gpu: !s.no_gpu,
+        nvml_lib: s.nvml_lib.clone(),
+        expected_gpus: s.expected_gpus,
+        jobs: s.jobs.clone(),
     }
-    reg.push(Box::new(collect::jobs::JobsCollector::new(
-        s.procfs_root.clone(),
-        parts.progress.clone(),
-        s.jobs.clone(),
-    )));
-    reg
 }
 
 fn once(s: &Settings) -> anyhow::Result<()> {
-    let parts = Parts {
+    let parts = Shared {
         events: Arc::new(EventQueue::new(EVENT_QUEUE_CAP)),
         progress: ProgressStore::new(),
         pci: PciMap::default(),
     };
     let mut cycle = Cycle {
-        registry: registry(s, &parts, &s.spool_dir_read_only(), false),
+        registry: Registry::all(&sources(s), &parts, &s.spool_dir_read_only(), false),
         node: s.node.clone(),
         interval: s.interval,
         seq: SeqFile::read_only(&s.spool_dir_read_only()),
@@ -230,7 +145,7 @@ struct Cycle {
     node: String,
     interval: Duration,
     seq: SeqFile,
-    parts: Parts,
+    parts: Shared,
     stats: Arc<AgentStats>,
     seq_error_logged: bool,
     /// Out-of-range values become null before the push (`sanitize.rs`).
@@ -267,6 +182,7 @@ impl Cycle {
             progress: self.parts.progress.dropped(),
         };
         self.sanitizer.apply(&mut r);
+        *self.stats.collectors.lock().unwrap_or_else(|p| p.into_inner()) = self.registry.status().clone();
         AgentStats::set(&self.stats.collect_duration_us, start.elapsed().as_micros() as u64);
         AgentStats::add(&self.stats.reports, 1);
         r
@@ -285,7 +201,7 @@ fn collection_loop(
     triggers: std_mpsc::Receiver<Trigger>,
     snapshot: Snapshot,
     out: Option<mpsc::Sender<Outgoing>>,
-    xids: Option<export::otlp::XidTally>,
+    xids: export::xids::XidTally,
 ) {
     let mut next = Instant::now();
     let mut queue_full_logged = false;
@@ -313,9 +229,7 @@ fn collection_loop(
                 Vec::new()
             }
         };
-        if let Some(t) = &xids {
-            t.count(&report);
-        }
+        xids.count(&report);
         *snapshot.write().unwrap_or_else(|p| p.into_inner()) = Some(report);
         if let (Some(tx), false) = (&out, body.is_empty()) {
             let o = Outgoing { seq, body, last: shutdown };
@@ -432,7 +346,7 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
         let events = Arc::new(EventQueue::new(EVENT_QUEUE_CAP));
         // Posted news (a non-finite loss, a non-zero exit) and rank exits push an urgent report.
         let parts =
-            Parts { progress: ProgressStore::new().with_events(events.clone()), events, pci: PciMap::default() };
+            Shared { progress: ProgressStore::new().with_events(events.clone()), events, pci: PciMap::default() };
         match progress::serve_http(parts.progress.clone(), s.progress_listen) {
             Ok((paddr, fut)) => {
                 announce(&format!("progress on http://{paddr}"));
@@ -457,9 +371,8 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
             boot_id_file: s.procfs_root.join("sys/kernel/random/boot_id"),
             sysfs: s.sysfs_root.clone(),
         };
-        if let Err(e) = collect::kmsg::spawn_watcher_with(&s.kmsg, parts.events.clone(), parts.pci.clone(), kmsg_opts) {
-            tracing::warn!(path = %s.kmsg.display(), error = %e, "kernel-log watcher not running");
-        }
+        let watchers = collect::spawn_watchers(&s.kmsg, kmsg_opts, &parts);
+        let xids = export::xids::XidTally::from(export::xids::XidTally::source_for(watchers.kernel_log));
 
         let stats = Arc::new(AgentStats::default());
         let snapshot: Snapshot = Arc::default();
@@ -470,19 +383,14 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
             s.node.clone(),
         )));
         prom.register_collector(Box::new(
-            export::gpu_metrics::GpuMetrics::new(snapshot.clone()).with_dcgm_compat(s.dcgm_compat),
+            export::gpu_metrics::GpuMetrics::new(snapshot.clone(), xids.clone()).with_dcgm_compat(s.dcgm_compat),
         ));
         prom.register_collector(Box::new(
             export::job_metrics::JobMetrics::new(snapshot.clone()).with_progress(parts.progress.clone(), &s.node),
         ));
-        let xids = match &s.otlp_endpoint {
-            Some(endpoint) => {
-                let tally = export::otlp::XidTally::default();
-                export::otlp::spawn(endpoint, snapshot.clone(), tally.clone(), s.interval)?;
-                Some(tally)
-            }
-            None => None,
-        };
+        if let Some(endpoint) = &s.otlp_endpoint {
+            export::otlp::spawn(endpoint, snapshot.clone(), xids.clone(), s.interval)?;
+        }
         let http = Http { registry: Arc::new(prom), snapshot: snapshot.clone() };
         let app = axum::Router::new()
             .route("/metrics", axum::routing::get(metrics_handler))
@@ -511,7 +419,7 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
         };
 
         let cycle = Cycle {
-            registry: registry(&s, &parts, &spool_dir, true),
+            registry: Registry::all(&sources(&s), &parts, &spool_dir, true),
             node: s.node.clone(),
             interval: s.interval,
             seq,

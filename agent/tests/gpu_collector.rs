@@ -91,7 +91,8 @@ fn one_collector_across_faults() {
     assert_eq!(r.gpus[3].state, GpuState::Ok);
     assert!(r.gpus[3].not_supported.iter().any(|n| n == "ecc"), "NotSupported follows the GPU to its new NVML index");
     assert_eq!(r.gpus[3].ecc.sbe_volatile, None);
-    let evs = wait_events(&q, Duration::from_millis(200), |e| !e.is_empty());
+    // The collector pushes `gpu_lost` while it collects, so the queue already holds it: no waiting.
+    let evs = q.drain();
     let lost: Vec<_> = evs.iter().filter(|e| e.class == faultline_proto::EventClass::GpuLost).collect();
     assert_eq!(lost.len(), 1, "{evs:?}");
     assert_eq!(lost[0].component.as_deref(), Some("gpu2"));
@@ -155,14 +156,19 @@ fn one_collector_across_faults() {
     assert_eq!(dbe.component.as_deref(), Some("gpu1"));
     let x13 = evs.iter().find(|e| e.xid == Some(13)).expect("XID 13 event");
     assert_eq!(x13.severity, Severity::Warning);
-    // Re-reading the state must not deliver them again.
+    // Re-reading the state must not deliver them again: the event set goes on in id order, so once a
+    // later event (XID 31 on gpu0) has arrived, a second XID 79 would have come before it.
     write_state(
         &state,
-        json!({"gpus": [{}, {}, {}, {"temp": 40}], "events": [{"id": 1, "gpu": 3, "type": "xid", "xid": 79}]}),
+        json!({"gpus": [{}, {}, {}, {"temp": 40}], "events": [
+            {"id": 1, "gpu": 3, "type": "xid", "xid": 79},
+            {"id": 4, "gpu": 0, "type": "xid", "xid": 31}
+        ]}),
     );
     poll(&mut c);
-    std::thread::sleep(Duration::from_millis(1500));
-    assert!(q.drain().iter().all(|e| e.xid != Some(79)), "XID 79 delivered twice");
+    let evs = wait_events(&q, Duration::from_secs(30), |e| e.iter().any(|e| e.xid == Some(31)));
+    assert!(evs.iter().any(|e| e.xid == Some(31)), "the later event never arrived: {evs:?}");
+    assert!(evs.iter().all(|e| e.xid != Some(79)), "XID 79 delivered twice: {evs:?}");
 
     // 8. A flood of XID 45 on one GPU becomes one event now plus one carrying the rest of the count.
     let storm: Vec<_> = (100..150).map(|id| json!({"id": id, "gpu": 0, "type": "xid", "xid": 45})).collect();

@@ -122,6 +122,8 @@ fn faulty_readings_come_through_unchanged() {
     );
     assert_eq!(g.nvlinks.len(), 2);
     assert_eq!(g.nvlinks[0].crc_errors, Some(11));
+    // The split travels in the report too (dcgm-exporter exports flit and data errors apart).
+    assert_eq!((g.nvlinks[0].crc_flit_errors, g.nvlinks[0].crc_data_errors), (Some(5), Some(6)));
     assert_eq!((g.nvlinks[0].replay_errors, g.nvlinks[0].recovery_errors), (Some(7), Some(8)));
     assert!(!g.nvlinks[1].active);
     // NVLink data bytes: NVML's throughput fields in KiB, asked per link through the scope id.

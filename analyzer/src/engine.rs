@@ -177,7 +177,7 @@ impl Analyzer {
     }
 
     /// The rate a NIC should train at: the topology file's, the config's, else the fleet's.
-    fn expected_rate(&self, host: &str, nic: &str) -> Option<f64> {
+    pub fn expected_rate(&self, host: &str, nic: &str) -> Option<f64> {
         self.topology_file
             .expected_rate(host, nic)
             .or(self.cfg.expected_nic_rate_gbps.filter(|r| *r > 0.0))
@@ -313,6 +313,7 @@ impl Analyzer {
             .flat_map(|n| self.node_symptoms[n].iter())
             .chain(job_names.into_iter().flat_map(|j| self.job_symptoms[j].iter()));
         for s in all {
+            tracing::trace!(component = %s.component, kind = s.kind.as_str(), onset_ms = s.onset_ms, detail = %s.detail, "symptom");
             let key = (s.component.clone(), s.kind);
             let first = *self.first_seen.entry(key.clone()).or_insert(now_ms);
             keys.insert(key);
@@ -505,6 +506,11 @@ impl Analyzer {
 
     fn node_healthy(&self, host: &str) -> bool {
         !self.node_symptoms.get(host).is_some_and(|v| v.iter().any(|s| !s.kind.is_supporting()))
+    }
+
+    /// What the analyzer holds of one node from its reports (remediation's checks read it).
+    pub fn node_state(&self, node: &str) -> Option<&crate::state::NodeState> {
+        self.state.nodes.get(node)
     }
 
     /// Every node heard from, by name.

@@ -109,6 +109,33 @@ pub fn early_warning(c: FaultClass) -> bool {
     )
 }
 
+/// A job's last step may end up to this many step times before the fault that stopped it (the
+/// step in flight, and the one whose post was under way)...
+const STALL_BEFORE_CAUSE_STEPS: f64 = 2.0;
+/// ...plus this for clocks between nodes and the kernel's timestamps of the failure.
+const STALL_BEFORE_CAUSE_SKEW_MS: i64 = 5_000;
+
+/// Faults that can stop a job's steps altogether: a rank's GPU or node gone or killed, its link
+/// cut, its checkpoint stuck on disk. The other classes degrade a job (slower steps) but leave it
+/// running, so they never explain a stall.
+pub fn stops_jobs(c: FaultClass) -> bool {
+    use FaultClass::*;
+    matches!(
+        c,
+        GpuLost
+            | GpuHbmUncorrectable
+            | GpuSramUncorrectable
+            | GpuGspHang
+            | NvlinkDown
+            | NicDown
+            | NicFlap
+            | LeafSwitchDown
+            | NodeDown
+            | HostOom
+            | DiskFailure
+    )
+}
+
 #[derive(Debug, Clone)]
 struct Hyp {
     root: ComponentId,
@@ -185,6 +212,11 @@ fn explains(ctx: &Ctx, cl: &mut Closures, root: &ComponentId, class: FaultClass,
                 return false;
             }
             if matches!(class, JobHang | JobCrash) {
+                return false;
+            }
+            // A job that stopped stepping was stopped by a part that stops ranks or cuts their links;
+            // a degradation (bit errors, throttling, a slow link) slows a job but never halts it.
+            if s.kind == K::JobStalled && !stops_jobs(class) {
                 return false;
             }
             if class == DiskFailure {
@@ -382,6 +414,26 @@ pub fn localize(symptoms: &[Active], ctx: &Ctx) -> Vec<Diagnosis> {
                 }
             }
         }
+        // A cause comes before its effect: a job that had stopped stepping well before this part
+        // failed was not stopped by it (two faults at once, each named on its own).
+        let root_onset = h
+            .explains
+            .iter()
+            .map(|i| &symptoms[*i].s)
+            .filter(|s| !matches!(s.component, ComponentId::Job { .. }) && !s.kind.is_consequence())
+            .map(|s| s.onset_ms)
+            .min();
+        if let Some(root_onset) = root_onset {
+            h.explains.retain(|i| {
+                let s = &symptoms[*i].s;
+                let ComponentId::Job { id } = &s.component else { return true };
+                if s.kind != K::JobStalled {
+                    return true;
+                }
+                let step = ctx.state.jobs.get(id).and_then(crate::detect::job::current_step_ms).unwrap_or(0.0);
+                s.onset_ms >= root_onset - (STALL_BEFORE_CAUSE_STEPS * step) as i64 - STALL_BEFORE_CAUSE_SKEW_MS
+            });
+        }
         if h.class == FaultClass::LeafSwitchDown || h.class == FaultClass::LeafCongestion {
             if let ComponentId::Switch { name } = &h.root {
                 let total =
@@ -408,8 +460,22 @@ pub fn localize(symptoms: &[Active], ctx: &Ctx) -> Vec<Diagnosis> {
         let closure = cl.of(id).clone();
         // Supporting evidence (memory pressure, a saturated counter) cannot open an incident, so it
         // does not stand in the way of the job's own verdict either.
-        let hw_under = symptoms.iter().any(|b| {
-            !b.s.kind.is_consequence()
+        // For a stall, hardware whose every reading is a degradation (bit errors, a slow link)
+        // does not stand in the way: it slows a job, it does not stop it.
+        let only_degrades = |b: usize| {
+            let mut readings = hyps.iter().filter(|h| h.explains.contains(&b)).peekable();
+            readings.peek().is_some() && readings.all(|h| !stops_jobs(h.class))
+        };
+        // Nor does a part that failed well after the job had stopped stepping.
+        let step = ctx.state.jobs.get(id).and_then(crate::detect::job::current_step_ms).unwrap_or(0.0);
+        let after_stall = |b: &Active| {
+            s.kind == K::JobStalled
+                && b.s.onset_ms > s.onset_ms + (STALL_BEFORE_CAUSE_STEPS * step) as i64 + STALL_BEFORE_CAUSE_SKEW_MS
+        };
+        let hw_under = symptoms.iter().enumerate().any(|(bi, b)| {
+            !(s.kind == K::JobStalled && only_degrades(bi))
+                && !after_stall(b)
+                && !b.s.kind.is_consequence()
                 && !b.s.kind.is_supporting()
                 && (closure.contains(&b.s.component)
                     || b.s.component.host().is_some_and(|h| closure.contains(&ComponentId::node(h)))

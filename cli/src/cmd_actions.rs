@@ -218,7 +218,9 @@ pub fn text(v: &ActionsView, style: &Style) -> String {
                     faultline_proto::remediation::ActionOrigin::Auto => "faultline".into(),
                     faultline_proto::remediation::ActionOrigin::Manual => "person".into(),
                 },
-                r.detail.clone(),
+                // Only the sentence: a validation's command output follows it on later lines, which
+                // `faultline incident ID` shows.
+                r.detail.lines().next().unwrap_or_default().to_string(),
             ]);
         }
         out.push_str(&t.render(style));

@@ -45,6 +45,9 @@ pub enum NodeAction {
     Drain,
     /// Put it back (Slurm `State=RESUME`).
     Resume,
+    /// Check it before putting it back (`[remediation.validation]`): one record per check, and one
+    /// for a failed validation that keeps the node drained.
+    Validate,
 }
 
 impl NodeAction {
@@ -52,6 +55,7 @@ impl NodeAction {
         match self {
             Self::Drain => "drain",
             Self::Resume => "resume",
+            Self::Validate => "validate",
         }
     }
 }

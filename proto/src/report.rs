@@ -200,9 +200,7 @@ pub struct GpuSample {
     pub mem_clock_max_mhz: Option<u32>,
     /// NVML's raw clocks-event (throttle) reason bitmask.
     pub throttle_mask: Option<u64>,
-    /// Decoded names: `hw_slowdown`, `hw_thermal_slowdown`, `sw_thermal_slowdown`,
-    /// `hw_power_brake_slowdown`, `sw_power_cap`, `gpu_idle`, `applications_clocks_setting`,
-    /// `sync_boost`, `display_clock_setting`.
+    /// Decoded names of the bits set in `throttle_mask`, as listed in `THROTTLE_REASONS`.
     #[serde(default)]
     pub throttle_reasons: Vec<String>,
     /// Tensor/SM activity percent where the source gives it (DCGM profiling, simulator).
@@ -237,6 +235,26 @@ pub struct GpuSample {
     /// Whether the GPU's PCI device is still present (`/sys/bus/pci/devices/<bdf>`), when checked.
     #[serde(default)]
     pub pci_present: Option<bool>,
+}
+
+/// The bits of `GpuSample::throttle_mask` (NVML's `nvmlClocksEventReasons`) and the names that
+/// `GpuSample::throttle_reasons` uses for them: one table, so the agent that decodes the mask and
+/// the exporters that write one series per reason agree.
+pub const THROTTLE_REASONS: [(u64, &str); 9] = [
+    (0x1, "gpu_idle"),
+    (0x2, "applications_clocks_setting"),
+    (0x4, "sw_power_cap"),
+    (0x8, "hw_slowdown"),
+    (0x10, "sync_boost"),
+    (0x20, "sw_thermal_slowdown"),
+    (0x40, "hw_thermal_slowdown"),
+    (0x80, "hw_power_brake_slowdown"),
+    (0x100, "display_clock_setting"),
+];
+
+/// The names in `THROTTLE_REASONS` of the bits set in `mask`.
+pub fn decode_throttle(mask: u64) -> Vec<String> {
+    THROTTLE_REASONS.iter().filter(|(bit, _)| mask & bit != 0).map(|(_, n)| n.to_string()).collect()
 }
 
 /// ECC error counts. `sbe` = corrected (single-bit), `dbe` = uncorrected (double-bit).
@@ -282,6 +300,14 @@ pub struct NvLinkSample {
     pub crc_errors: Option<u64>,
     pub replay_errors: Option<u64>,
     pub recovery_errors: Option<u64>,
+    /// The flow-control (flit) part of `crc_errors`: NVML's `NVML_NVLINK_ERROR_DL_CRC_FLIT` counter,
+    /// which dcgm-exporter exports on its own. Left out of the JSON when unknown, and absent from
+    /// reports of agents older than it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc_flit_errors: Option<u64>,
+    /// The data part of `crc_errors` (`NVML_NVLINK_ERROR_DL_CRC_DATA`). As `crc_flit_errors`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc_data_errors: Option<u64>,
     /// Data bytes this link sent, cumulative: NVML field `NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX`
     /// (KiB, ×1024) for this link's scope. A hung NCCL collective leaves it flat.
     /// Left out of the JSON when unknown: a node has up to 18 links per GPU.

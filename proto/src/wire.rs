@@ -244,7 +244,7 @@ pub struct Pcie {
 
 /// A GPU's NVLinks as columns: entry `i` of every column is link `i` of the report's list. A value
 /// column holds 0 where the value is absent, and its `*_absent` bitset (64 links per word) says
-/// which entries those are.
+/// which entries those are; a value column with no value at all is empty.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Links {
     #[prost(uint32, repeated, tag = "1")]
@@ -271,6 +271,14 @@ pub struct Links {
     pub rx_bytes: Vec<u64>,
     #[prost(uint64, repeated, tag = "12")]
     pub rx_bytes_absent: Vec<u64>,
+    #[prost(uint64, repeated, tag = "13")]
+    pub crc_flit_errors: Vec<u64>,
+    #[prost(uint64, repeated, tag = "14")]
+    pub crc_flit_errors_absent: Vec<u64>,
+    #[prost(uint64, repeated, tag = "15")]
+    pub crc_data_errors: Vec<u64>,
+    #[prost(uint64, repeated, tag = "16")]
+    pub crc_data_errors_absent: Vec<u64>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -609,8 +617,11 @@ impl serde::Serializer for VariantName {
 }
 
 /// A column of optional values: the values (0 where absent) and a bitset of the absent entries
-/// (empty when none is).
-fn column(values: impl Iterator<Item = Option<u64>>) -> (Vec<u64>, Vec<u64>) {
+/// (empty when none is). A column with no value at all is sent empty.
+fn column(values: impl Iterator<Item = Option<u64>> + Clone) -> (Vec<u64>, Vec<u64>) {
+    if values.clone().all(|v| v.is_none()) {
+        return (Vec::new(), Vec::new());
+    }
     let mut out = Vec::new();
     let mut absent: Vec<u64> = Vec::new();
     for (i, v) in values.enumerate() {
@@ -794,6 +805,8 @@ fn gpu_to_wire<'a>(g: &'a GpuSample, s: &mut Strings<'a>) -> Gpu {
         let (recovery_errors, recovery_errors_absent) = column(l.iter().map(|x| x.recovery_errors));
         let (tx_bytes, tx_bytes_absent) = column(l.iter().map(|x| x.tx_bytes));
         let (rx_bytes, rx_bytes_absent) = column(l.iter().map(|x| x.rx_bytes));
+        let (crc_flit_errors, crc_flit_errors_absent) = column(l.iter().map(|x| x.crc_flit_errors));
+        let (crc_data_errors, crc_data_errors_absent) = column(l.iter().map(|x| x.crc_data_errors));
         Links {
             link: l.iter().map(|x| x.link).collect(),
             active: l.iter().map(|x| x.active).collect(),
@@ -807,6 +820,10 @@ fn gpu_to_wire<'a>(g: &'a GpuSample, s: &mut Strings<'a>) -> Gpu {
             tx_bytes_absent,
             rx_bytes,
             rx_bytes_absent,
+            crc_flit_errors,
+            crc_flit_errors_absent,
+            crc_data_errors,
+            crc_data_errors_absent,
         }
     });
     let (clock_event_keys, clock_event_values) = s.map(&g.clock_event_ns);
@@ -1101,8 +1118,18 @@ fn gpu_from_wire(g: &Gpu, i: usize, t: &Table<'_>) -> Result<GpuSample, ReportEr
         None => Vec::new(),
         Some(l) => {
             let n = l.link.len();
-            let cols = [&l.crc_errors, &l.replay_errors, &l.recovery_errors, &l.tx_bytes, &l.rx_bytes];
-            if l.active.len() != n || cols.iter().any(|c| c.len() != n) {
+            // An empty value column is one whose every entry is absent (and what a sender from
+            // before a column was added sends).
+            let cols = [
+                &l.crc_errors,
+                &l.replay_errors,
+                &l.recovery_errors,
+                &l.tx_bytes,
+                &l.rx_bytes,
+                &l.crc_flit_errors,
+                &l.crc_data_errors,
+            ];
+            if l.active.len() != n || cols.iter().any(|c| !c.is_empty() && c.len() != n) {
                 return Err(bad(p("nvlinks")(), format!("columns of different lengths for {n} links")));
             }
             (0..n)
@@ -1114,6 +1141,8 @@ fn gpu_from_wire(g: &Gpu, i: usize, t: &Table<'_>) -> Result<GpuSample, ReportEr
                     recovery_errors: cell(&l.recovery_errors, &l.recovery_errors_absent, k),
                     tx_bytes: cell(&l.tx_bytes, &l.tx_bytes_absent, k),
                     rx_bytes: cell(&l.rx_bytes, &l.rx_bytes_absent, k),
+                    crc_flit_errors: cell(&l.crc_flit_errors, &l.crc_flit_errors_absent, k),
+                    crc_data_errors: cell(&l.crc_data_errors, &l.crc_data_errors_absent, k),
                 })
                 .collect()
         }
@@ -1186,6 +1215,8 @@ mod tests {
             recovery_errors: None,
             tx_bytes: Some(u64::MAX),
             rx_bytes: Some(1 << 40),
+            crc_flit_errors: crc.map(|c| c / 2),
+            crc_data_errors: None,
         };
         let json = r#"{
             "schema_version": 1, "node": "node-7", "agent_version": "0.1.0", "seq": 42,

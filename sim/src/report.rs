@@ -285,6 +285,14 @@ impl RunReport {
                 format!(": {}", list.join("; "))
             }
         );
+        // Why each false incident opened, in the analyzer's words.
+        for id in s.false_incident_ids.iter().take(10) {
+            if let Some(i) = self.incidents.iter().find(|x| &x.id == id) {
+                for e in i.evidence.iter().take(3) {
+                    let _ = writeln!(o, "  {id}: {e}");
+                }
+            }
+        }
         o
     }
 }

@@ -121,6 +121,7 @@ pub fn run_incident(i: &Incident, epoch_s: f64, speed: f64) -> RunIncident {
         resolved_s: i.resolved_s.map(rel),
         affected_jobs: i.affected_jobs.clone(),
         paths: i.paths.clone(),
+        evidence: i.evidence.iter().map(|e| format!("{} {}: {}", e.component, e.kind, e.detail)).collect(),
     }
 }
 

@@ -31,6 +31,10 @@ pub struct RunIncident {
     pub resolved_s: Option<f64>,
     pub affected_jobs: Vec<String>,
     pub paths: Vec<Vec<String>>,
+    /// The incident's evidence as the analyzer gave it (`component kind: detail`), so that a false
+    /// incident can be read without rerunning the world.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<String>,
 }
 
 /// Per-fault result, exactly the fields of scenario.md.
@@ -298,6 +302,7 @@ mod tests {
 
     fn inc(id: &str, root: &str, opened_s: f64, jobs: &[&str]) -> RunIncident {
         RunIncident {
+            evidence: vec![],
             id: id.into(),
             root: root.into(),
             class: FaultClass::GpuLost,

@@ -163,7 +163,7 @@ fn unix_socket_posts_with_a_configured_job_variable_and_refusals_raise() {
 fn cgroup_job_ids_match_the_agents_parser() {
     let Some(py) = external("python3") else { return };
     let dir = tempfile::tempdir().unwrap();
-    // The same lines as the agent's own parse_cgroup tests (agent/src/collect/jobs.rs).
+    // The same lines as the agent's own parse_cgroup tests (agent/src/collect/jobs/tests.rs).
     let cases = [
         ("0::/system.slice/slurmstepd.scope/job_4242/step_0/user/task_0", "4242"),
         (

@@ -182,6 +182,10 @@ fn plain_http_on_a_non_loopback_address_warns_loudly() {
     // On loopback it stays quiet.
     std::fs::create_dir_all(dir.path().join("b")).unwrap();
     let b = faultline_tests::start_analyzer(&dir.path().join("b"), Some(SHARED), &[]);
-    std::thread::sleep(Duration::from_millis(500));
+    // The warning would come before "analyzer started" (main.rs logs it while it checks the
+    // settings): wait for that later line, then nothing else may have come before it.
+    wait_for(Duration::from_secs(30), "the loopback analyzer's start line", || {
+        b.stderr().contains("analyzer started").then_some(())
+    });
     assert!(!b.stderr().contains("PLAIN HTTP"), "{}", b.stderr());
 }

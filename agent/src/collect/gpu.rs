@@ -13,8 +13,8 @@
 //! - GPUs are identified by UUID and keep the index they had when first seen. One answering
 //!   GPU_IS_LOST, or missing from the device list, is reported with `state: lost` (identity from when
 //!   it was last seen), never dropped, and one urgent `gpu_lost` event is pushed per loss.
-//! - A separate thread waits on an NVML event set for XIDs and single/double-bit ECC events and pushes
-//!   each as an urgent event, rate-limited by the same coalescer as the kernel log.
+//! - A separate thread (`gpu_events.rs`) waits on an NVML event set for XIDs and single/double-bit ECC
+//!   events and pushes each as an urgent event, rate-limited by the same coalescer as the kernel log.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -28,22 +28,17 @@ use faultline_proto::{
     RetiredPages, RowRemap, Severity,
 };
 use nvml_wrapper::Nvml;
-use nvml_wrapper::bitmasks::device::ThrottleReasons;
-use nvml_wrapper::bitmasks::event::EventTypes;
 use nvml_wrapper::enum_wrappers::device::{
     Clock, EccCounter, MemoryError, MemoryLocation, RetirementCause, TemperatureSensor,
 };
 use nvml_wrapper::enum_wrappers::nv_link::ErrorCounter;
 use nvml_wrapper::enums::device::{SampleValue, UsedGpuMemory};
-use nvml_wrapper::enums::event::XidError;
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::structs::device::FieldId;
 
 use crate::collect::gpu_health::{ExpectedGpus, clock_events, nvml_words, pci_present};
-use crate::collect::kmsg::Coalescer;
 use crate::collect::{CollectError, Collector, PciMap, pci_key};
 use crate::events::EventQueue;
-use crate::xid::XidTracker;
 
 /// How long one poll of all GPUs may take before a GPU that has not answered is called unresponsive.
 /// A healthy H100 answers the ~60 queries of a poll in well under 100 ms; NVIDIA's GSP RPC timeout
@@ -57,29 +52,11 @@ pub const NVLINK_MAX_LINKS: u32 = 18;
 /// `NVML_FI_DEV_MEMORY_TEMP`: HBM temperature, only reachable as a field value.
 const FI_DEV_MEMORY_TEMP: u32 = 82;
 /// After the event thread loses its event set, wait this long before building a new one.
-const EVENT_RETRY: Duration = Duration::from_secs(5);
+pub(super) const EVENT_RETRY: Duration = Duration::from_secs(5);
 
-/// Names of the throttle (clocks-event) reasons, as in `GpuSample.throttle_reasons`.
-pub const THROTTLE_REASONS: [(ThrottleReasons, &str); 9] = [
-    (ThrottleReasons::GPU_IDLE, "gpu_idle"),
-    (ThrottleReasons::APPLICATIONS_CLOCKS_SETTING, "applications_clocks_setting"),
-    (ThrottleReasons::SW_POWER_CAP, "sw_power_cap"),
-    (ThrottleReasons::HW_SLOWDOWN, "hw_slowdown"),
-    (ThrottleReasons::SYNC_BOOST, "sync_boost"),
-    (ThrottleReasons::SW_THERMAL_SLOWDOWN, "sw_thermal_slowdown"),
-    (ThrottleReasons::HW_THERMAL_SLOWDOWN, "hw_thermal_slowdown"),
-    (ThrottleReasons::HW_POWER_BRAKE_SLOWDOWN, "hw_power_brake_slowdown"),
-    (ThrottleReasons::DISPLAY_CLOCK_SETTING, "display_clock_setting"),
-];
+pub use faultline_proto::decode_throttle;
 
-/// Decode NVML's throttle-reason bitmask into the names above.
-pub fn decode_throttle(mask: u64) -> Vec<String> {
-    THROTTLE_REASONS.iter().filter(|(bit, _)| mask & bit.bits() != 0).map(|(_, n)| n.to_string()).collect()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(1)
-}
+use faultline_proto::time::now_ms;
 
 // ---------------------------------------------------------------------------------------------
 // Workers
@@ -193,15 +170,14 @@ fn sample_f64(v: &SampleValue) -> f64 {
 
 /// Poll the GPU at NVML index `index`. The returned sample's `index` is the NVML index; the collector
 /// maps it to the stable one.
-/// Also returns each NVLink's CRC split `(link, flit, data)`, which the report carries only summed.
-fn poll_device(nvml: &Nvml, index: u32, memory: &NotSupportedMemory) -> (GpuSample, Vec<CrcSplit>) {
+fn poll_device(nvml: &Nvml, index: u32, memory: &NotSupportedMemory) -> GpuSample {
     let mut s = GpuSample { index, ..Default::default() };
     let dev = match nvml.device_by_index(index) {
         Ok(d) => d,
         Err(NvmlError::GpuLost) => {
             s.state = GpuState::Lost;
             s.nvml_error = Some(nvml_words(&NvmlError::GpuLost));
-            return (s, Vec::new());
+            return s;
         }
         Err(e) => {
             tracing::debug!(gpu = index, error = %e, "device handle lookup failed");
@@ -210,7 +186,7 @@ fn poll_device(nvml: &Nvml, index: u32, memory: &NotSupportedMemory) -> (GpuSamp
                 s.state = GpuState::Unresponsive;
             }
             s.nvml_error = Some(nvml_words(&e));
-            return (s, Vec::new());
+            return s;
         }
     };
     let mut p = Poll { not_supported: BTreeSet::new(), lost: false, hung: false, nvml_error: None, errors: Vec::new() };
@@ -281,7 +257,7 @@ fn poll_device(nvml: &Nvml, index: u32, memory: &NotSupportedMemory) -> (GpuSamp
         s.pcie = Some(PcieLink { generation, max_generation, width, max_width, replay_count });
     }
 
-    let (mut nvlinks, crc_split) = poll_nvlinks(&dev, &mut p);
+    let mut nvlinks = poll_nvlinks(&dev, &mut p);
     let links: Vec<u32> = nvlinks.iter().map(|l| l.link).collect();
     if let Some(bytes) = p.q("nvlink_bytes", || super::gpu_nvlink_bytes::read(nvml, &dev, &links)) {
         for (l, (tx, rx)) in nvlinks.iter_mut().zip(bytes) {
@@ -319,13 +295,8 @@ fn poll_device(nvml: &Nvml, index: u32, memory: &NotSupportedMemory) -> (GpuSamp
     if let Some(u) = uuid {
         memory.lock().unwrap_or_else(|e| e.into_inner()).insert(u, p.not_supported);
     }
-    (s, crc_split)
+    s
 }
-
-/// One NVLink's CRC errors split as `(link, flit, data)`.
-type CrcSplit = (u32, Option<u64>, Option<u64>);
-/// What one GPU's poll gives back.
-type PollResult = (GpuSample, Vec<CrcSplit>);
 
 /// Row remapping (A100 and later): nvml-wrapper has no method for it, so call the C function through
 /// the loaded library.
@@ -340,11 +311,10 @@ fn remapped_rows(nvml: &Nvml, dev: &nvml_wrapper::Device) -> Result<RowRemap, Nv
     Ok(RowRemap { correctable: corr as u64, uncorrectable: unc as u64, pending: pending != 0, failure: failure != 0 })
 }
 
-fn poll_nvlinks(dev: &nvml_wrapper::Device, p: &mut Poll) -> (Vec<NvLinkSample>, Vec<CrcSplit>) {
+fn poll_nvlinks(dev: &nvml_wrapper::Device, p: &mut Poll) -> Vec<NvLinkSample> {
     let mut out = Vec::new();
-    let mut split = Vec::new();
     if p.lost || p.hung || p.not_supported.contains("nvlink") {
-        return (out, split);
+        return out;
     }
     for link in 0..NVLINK_MAX_LINKS {
         let l = dev.link_wrapper_for(link);
@@ -384,14 +354,15 @@ fn poll_nvlinks(dev: &nvml_wrapper::Device, p: &mut Poll) -> (Vec<NvLinkSample>,
             crc_errors: crc,
             replay_errors: replay,
             recovery_errors: recovery,
+            crc_flit_errors: flit,
+            crc_data_errors: data,
             ..Default::default()
         });
-        split.push((link, flit, data));
         if p.lost || p.hung {
             break;
         }
     }
-    (out, split)
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -410,7 +381,7 @@ struct Known {
 }
 
 /// UUID → stable report index, shared with the event thread.
-type UuidIndex = Arc<RwLock<BTreeMap<String, u32>>>;
+pub(super) type UuidIndex = Arc<RwLock<BTreeMap<String, u32>>>;
 
 /// The GPU collector. Built once; looks the devices up again on each poll.
 pub struct GpuCollector {
@@ -456,7 +427,7 @@ impl GpuCollector {
         };
         let uuid_index: UuidIndex = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        spawn_event_thread(nvml.clone(), events.clone(), uuid_index.clone(), stop.clone());
+        super::gpu_events::spawn_event_thread(nvml.clone(), events.clone(), uuid_index.clone(), stop.clone());
         tracing::info!(driver = %driver, "GPU collector on");
         Some(GpuCollector {
             nvml,
@@ -596,30 +567,30 @@ impl Collector for GpuCollector {
         };
 
         // Hand every GPU its poll, then collect answers until the common deadline.
-        let mut pending: Vec<(u32, Option<Receiver<PollResult>>)> = Vec::new();
+        let mut pending: Vec<(u32, Option<Receiver<GpuSample>>)> = Vec::new();
         for j in 0..count {
             let memory = self.not_supported.clone();
             let rx = self.worker(j).and_then(|w| w.submit(move |nvml| poll_device(nvml, j, &memory)));
             pending.push((j, rx));
         }
-        let mut polled: Vec<(u32, GpuSample, Vec<CrcSplit>)> = Vec::new();
+        let mut polled: Vec<(u32, GpuSample)> = Vec::new();
         for (j, rx) in pending {
-            let hung = || (GpuSample { index: j, state: GpuState::Unresponsive, ..Default::default() }, Vec::new());
-            let (sample, split) = match rx {
+            let hung = || GpuSample { index: j, state: GpuState::Unresponsive, ..Default::default() };
+            let sample = match rx {
                 None => hung(),
                 Some(rx) => match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                     Ok(s) => s,
                     Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => hung(),
                 },
             };
-            polled.push((j, sample, split));
+            polled.push((j, sample));
         }
 
         // Map to stable indexes: answers with a UUID first, so UUID-less ones (lost, hung) match what is left.
-        polled.sort_by_key(|(_, s, _)| s.uuid.is_empty());
+        polled.sort_by_key(|(_, s)| s.uuid.is_empty());
         let mut claimed: BTreeSet<usize> = BTreeSet::new();
         let mut out: Vec<GpuSample> = Vec::new();
-        for (j, mut s, split) in polled {
+        for (j, mut s) in polled {
             let k = self.match_known(&s, j, &claimed);
             if !claimed.insert(k) {
                 continue; // two answers for one GPU cannot happen with stable UUIDs; keep the first
@@ -640,9 +611,6 @@ impl Collector for GpuCollector {
                 s.pci_bus_id = known.pci_bus_id.clone();
             }
             s.index = known.index;
-            if s.state == GpuState::Ok {
-                crate::export::gpu_metrics::record_nvlink_crc(s.index, &split);
-            }
             out.push(s);
         }
         // GPUs seen before and missing from the device list now.
@@ -703,165 +671,28 @@ fn identity_sample(k: &Known, state: GpuState) -> GpuSample {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// NVML events
-// ---------------------------------------------------------------------------------------------
-
-/// What the event thread knows about a registered device handle.
-#[derive(Debug, Clone)]
-struct Registered {
-    nvml_index: u32,
-    uuid: Option<String>,
-    pci: Option<String>,
-}
-
-fn spawn_event_thread(nvml: Arc<Nvml>, events: Arc<EventQueue>, uuid_index: UuidIndex, stop: Arc<AtomicBool>) {
-    let spawned = std::thread::Builder::new().name("nvml-events".to_string()).spawn(move || {
-        let mut coalescer = Coalescer::default();
-        let mut tracker = XidTracker::new();
-        let mut warned = false;
-        while !stop.load(Ordering::SeqCst) {
-            match event_loop(&nvml, &events, &uuid_index, &stop, &mut coalescer, &mut tracker) {
-                Ok(()) => return,
-                Err(e) => {
-                    if !warned {
-                        tracing::warn!(error = %e, "NVML event set unavailable; XID events come from the kernel log only");
-                        warned = true;
-                    }
-                    if matches!(e, NvmlError::FailedToLoadSymbol(_)) {
-                        return;
-                    }
-                    std::thread::sleep(EVENT_RETRY);
-                }
-            }
-        }
-    });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "cannot start the NVML event thread");
-    }
-}
-
-/// Build an event set over every device (re-creating it when one registration fails, since the
-/// wrapper frees the set then), and deliver events until `stop`.
-fn event_loop(
-    nvml: &Nvml,
-    events: &EventQueue,
-    uuid_index: &UuidIndex,
-    stop: &AtomicBool,
-    coalescer: &mut Coalescer,
-    tracker: &mut XidTracker,
-) -> Result<(), NvmlError> {
-    let wanted = EventTypes::CRITICAL_XID_ERROR | EventTypes::SINGLE_BIT_ECC_ERROR | EventTypes::DOUBLE_BIT_ECC_ERROR;
-    let count = nvml.device_count()?;
-    let mut candidates: Vec<u32> = (0..count).collect();
-    let (set, handles) = 'build: loop {
-        let mut set = nvml.create_event_set()?;
-        let mut handles: BTreeMap<usize, Registered> = BTreeMap::new();
-        for (pos, &j) in candidates.iter().enumerate() {
-            let Ok(dev) = nvml.device_by_index(j) else { continue };
-            let types = match dev.supported_event_types() {
-                Ok(t) => t & wanted,
-                Err(_) => continue,
-            };
-            if types.is_empty() {
-                continue;
-            }
-            match dev.register_events(types, set) {
-                Ok(s) => set = s,
-                Err(e) => {
-                    tracing::debug!(gpu = j, error = %e.error, "cannot register NVML events");
-                    candidates.remove(pos);
-                    continue 'build;
-                }
-            }
-            // SAFETY: reading the raw handle only to compare it with the one events carry.
-            let h = unsafe { dev.handle() } as usize;
-            let pci = dev.pci_info().ok().and_then(|p| pci_key(&p.bus_id));
-            handles.insert(h, Registered { nvml_index: j, uuid: dev.uuid().ok(), pci });
-        }
-        break (set, handles);
-    };
-    tracing::info!(gpus = handles.len(), "waiting for NVML XID and ECC events");
-
-    while !stop.load(Ordering::SeqCst) {
-        match set.wait(EVENT_WAIT_MS) {
-            Ok(data) => {
-                // SAFETY: as above.
-                let h = unsafe { data.device.handle() } as usize;
-                let reg =
-                    handles.get(&h).cloned().unwrap_or(Registered { nvml_index: u32::MAX, uuid: None, pci: None });
-                let index = reg
-                    .uuid
-                    .as_ref()
-                    .and_then(|u| uuid_index.read().unwrap_or_else(|p| p.into_inner()).get(u).copied())
-                    .unwrap_or(reg.nvml_index);
-                let component = (index != u32::MAX).then(|| format!("gpu{index}"));
-                let ts = now_ms();
-                let mut ev = Event {
-                    ts_ms: ts,
-                    source: EventSource::Nvml,
-                    component: component.clone(),
-                    device: reg.pci.clone(),
-                    count: 1,
-                    ..Default::default()
-                };
-                if data.event_type.contains(EventTypes::CRITICAL_XID_ERROR) {
-                    ev.class = EventClass::Xid;
-                    match data.event_data {
-                        Some(XidError::Value(code)) => {
-                            let code = u32::try_from(code).unwrap_or(u32::MAX);
-                            let key = component.clone().or(reg.pci.clone()).unwrap_or_default();
-                            let a = tracker.assess(ts, &key, code, None, None);
-                            ev.xid = Some(code);
-                            // The kernel log is the complete XID record (NVML reports only the
-                            // latest code when several come at once); count from NVML only
-                            // when the kernel log is not being read.
-                            if !crate::collect::kmsg::watching() && index != u32::MAX {
-                                crate::export::gpu_metrics::record_xid(index, code, 1);
-                            }
-                            ev.severity = a.severity;
-                            ev.caused_by_xid = a.caused_by_xid;
-                            ev.message = format!("XID {} from NVML{}", crate::xid::describe(code), note(&a.note));
-                        }
-                        _ => {
-                            ev.severity = crate::xid::UNKNOWN_XID_SEVERITY;
-                            ev.message = "XID of unknown code from NVML".to_string();
-                        }
-                    }
-                } else if data.event_type.contains(EventTypes::DOUBLE_BIT_ECC_ERROR) {
-                    ev.class = EventClass::EccDbe;
-                    ev.severity = Severity::Critical;
-                    ev.message = "double-bit (uncorrectable) ECC error from NVML".to_string();
-                } else if data.event_type.contains(EventTypes::SINGLE_BIT_ECC_ERROR) {
-                    ev.class = EventClass::EccSbe;
-                    ev.severity = Severity::Info;
-                    ev.message = "single-bit (corrected) ECC error from NVML".to_string();
-                } else {
-                    continue;
-                }
-                tracing::info!(class = %ev.class, xid = ?ev.xid, gpu = ?ev.component, "NVML event");
-                for out in coalescer.offer(ev, Instant::now()) {
-                    events.push(out, true);
-                }
-            }
-            Err(NvmlError::Timeout) => {}
-            Err(NvmlError::GpuLost) => {}
-            Err(e) => return Err(e),
-        }
-        for out in coalescer.flush_due(Instant::now()) {
-            events.push(out, false);
-        }
-    }
-    Ok(())
-}
-
-fn note(n: &str) -> String {
-    if n.is_empty() { String::new() } else { format!(" ({n})") }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nvml_wrapper::bitmasks::device::ThrottleReasons;
+
+    #[test]
+    fn the_throttle_table_in_proto_has_nvmls_bits() {
+        let nvml = [
+            ThrottleReasons::GPU_IDLE,
+            ThrottleReasons::APPLICATIONS_CLOCKS_SETTING,
+            ThrottleReasons::SW_POWER_CAP,
+            ThrottleReasons::HW_SLOWDOWN,
+            ThrottleReasons::SYNC_BOOST,
+            ThrottleReasons::SW_THERMAL_SLOWDOWN,
+            ThrottleReasons::HW_THERMAL_SLOWDOWN,
+            ThrottleReasons::HW_POWER_BRAKE_SLOWDOWN,
+            ThrottleReasons::DISPLAY_CLOCK_SETTING,
+        ];
+        for ((bit, name), n) in faultline_proto::THROTTLE_REASONS.iter().zip(nvml) {
+            assert_eq!(*bit, n.bits(), "{name}");
+        }
+    }
 
     #[test]
     fn throttle_masks_decode_to_names() {

@@ -4,9 +4,8 @@
 //! way from its start, a plain text log tailed from its current end. Each line is classified with
 //! `classify::classify` and the faults are pushed as events. Floods (an XID 45
 //! storm, a flapping link) are coalesced: the first of a kind goes out at once, repeats within
-//! `COALESCE_WINDOW` are counted and sent as one event carrying the count.
+//! `events::COALESCE_WINDOW` are counted and sent as one event carrying the count.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
@@ -15,120 +14,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use faultline_proto::Event;
+use faultline_proto::time::now_ms;
 
 use crate::classify::{Class, Classification, classify};
 use crate::collect::PciMap;
 use crate::collect::kmsg_record::{Cursor, Record, boot_wall_ms, parse_record, record_ms};
-use crate::events::EventQueue;
+use crate::events::{Coalescer, EventQueue};
+use crate::observe::{MAX_MESSAGE, truncate};
 use crate::xid::XidTracker;
 
-/// Identical events (class, XID, component) within this window become one event with a count: one
-/// default report interval, so a storm costs at most one extra event per interval.
-pub const COALESCE_WINDOW: Duration = Duration::from_secs(10);
-/// Longest message kept from a line, in bytes (the wire limit is far larger; a line is rarely longer).
-pub const MAX_MESSAGE: usize = 512;
 /// How often a tailed regular file is checked for new lines, and how long a `/dev/kmsg` read waits.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// The three lines of NVRM's "fallen off the bus" message arrive together; later lines of it within
 /// this long are the same fault and are not sent again.
 const MULTILINE_WINDOW: Duration = Duration::from_secs(2);
-
-type Key = (faultline_proto::EventClass, Option<u32>, Option<String>);
-
-/// Set once a watcher runs: the kernel log then is where XIDs are counted (see `gpu_metrics`).
-static WATCHING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// True when a kernel-log watcher is running in this process.
-pub fn watching() -> bool {
-    WATCHING.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-#[derive(Debug)]
-struct Open {
-    started: Instant,
-    suppressed: u64,
-    last: Option<Event>,
-}
-
-/// Rate limiter for event floods that never loses a count.
-#[derive(Debug)]
-pub struct Coalescer {
-    window: Duration,
-    open: HashMap<Key, Open>,
-}
-
-impl Default for Coalescer {
-    fn default() -> Self {
-        Self::with_window(COALESCE_WINDOW)
-    }
-}
-
-impl Coalescer {
-    pub fn with_window(window: Duration) -> Self {
-        Coalescer { window, open: HashMap::new() }
-    }
-
-    /// Offer an event. Returns what to send now: the event itself when it opens a window (plus the
-    /// summary of an expired window of the same kind), nothing when it is a repeat being counted.
-    pub fn offer(&mut self, ev: Event, now: Instant) -> Vec<Event> {
-        let key: Key = (ev.class, ev.xid, ev.component.clone());
-        let mut out = Vec::new();
-        if let Some(o) = self.open.get_mut(&key) {
-            if now.duration_since(o.started) < self.window {
-                o.suppressed += ev.count.max(1);
-                o.last = Some(ev);
-                return out;
-            }
-            if let Some(summary) = Self::summary(o) {
-                out.push(summary);
-            }
-        }
-        self.open.insert(key, Open { started: now, suppressed: 0, last: None });
-        out.push(ev);
-        out
-    }
-
-    /// Summaries of windows that have ended with repeats in them. Call periodically.
-    pub fn flush_due(&mut self, now: Instant) -> Vec<Event> {
-        let window = self.window;
-        let mut out = Vec::new();
-        self.open.retain(|_, o| {
-            if now.duration_since(o.started) < window {
-                return true;
-            }
-            if let Some(s) = Self::summary(o) {
-                out.push(s);
-            }
-            false
-        });
-        out
-    }
-
-    /// Everything still counted, at shutdown.
-    pub fn flush_all(&mut self) -> Vec<Event> {
-        let out = self.open.values_mut().filter_map(Self::summary).collect();
-        self.open.clear();
-        out
-    }
-
-    fn summary(o: &mut Open) -> Option<Event> {
-        if o.suppressed == 0 {
-            return None;
-        }
-        let mut ev = o.last.take()?;
-        ev.count = o.suppressed;
-        ev.message = truncate(&format!("{} more like this: {}", o.suppressed, ev.message), MAX_MESSAGE);
-        o.suppressed = 0;
-        Some(ev)
-    }
-}
-
-use crate::observe::truncate;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(1)
-}
 
 /// The component a classified line concerns, as the part after `<host>/` (`observe::component`).
 /// A netdev named by a RoCE link line is resolved to the RDMA device behind it through `sysfs`
@@ -209,9 +108,6 @@ impl LineHandler {
         let component = component_of(&c, &self.pci, &self.sysfs);
         let mut ev = crate::observe::line_event(&c, component.clone(), ts);
         if let Some(code) = c.xid {
-            if let Some(i) = crate::export::gpu_metrics::gpu_index_of(component.as_deref()) {
-                crate::export::gpu_metrics::record_xid(i, code, 1);
-            }
             let key = component.or(c.device.clone()).unwrap_or_default();
             let a = self.tracker.assess(ts, &key, code, c.pid, c.caused_by_xid);
             ev.severity = a.severity;
@@ -290,7 +186,6 @@ pub fn spawn_watcher_with(path: &Path, events: Arc<EventQueue>, pci: PciMap, opt
         spawn("kmsg-watcher", move || tail_file(path_buf, file, pos, handler, cursor))
     }
     .map_err(fail)?;
-    WATCHING.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(path = %path.display(), "kernel-log watcher on");
     Ok(())
 }
@@ -436,50 +331,6 @@ fn tail_file(path: PathBuf, mut file: File, mut pos: u64, mut h: LineHandler, mu
 mod tests {
     use super::*;
     use faultline_proto::Severity;
-
-    fn ev(class: &str, xid: Option<u32>, comp: &str) -> Event {
-        Event {
-            ts_ms: 1,
-            class: faultline_proto::EventClass::parse(class).expect("a known event class"),
-            xid,
-            component: Some(comp.to_string()),
-            count: 1,
-            message: "m".to_string(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn a_storm_becomes_one_event_plus_one_count() {
-        let mut c = Coalescer::with_window(Duration::from_secs(10));
-        let t0 = Instant::now();
-        assert_eq!(c.offer(ev("xid", Some(45), "gpu1"), t0).len(), 1);
-        for i in 1..=500u64 {
-            assert!(c.offer(ev("xid", Some(45), "gpu1"), t0 + Duration::from_millis(i)).is_empty());
-        }
-        // Another GPU or another code is not part of the storm.
-        assert_eq!(c.offer(ev("xid", Some(45), "gpu2"), t0).len(), 1);
-        assert_eq!(c.offer(ev("xid", Some(13), "gpu1"), t0).len(), 1);
-        assert!(c.flush_due(t0 + Duration::from_secs(5)).is_empty());
-        let out = c.flush_due(t0 + Duration::from_secs(11));
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].count, 500);
-        // The next one opens a fresh window.
-        assert_eq!(c.offer(ev("xid", Some(45), "gpu1"), t0 + Duration::from_secs(12)).len(), 1);
-    }
-
-    #[test]
-    fn counts_survive_a_late_repeat_and_shutdown() {
-        let mut c = Coalescer::with_window(Duration::from_secs(1));
-        let t0 = Instant::now();
-        c.offer(ev("nic_link_down", None, "nic:mlx5_0"), t0);
-        c.offer(ev("nic_link_down", None, "nic:mlx5_0"), t0 + Duration::from_millis(10));
-        // Arrives after the window without a flush in between: summary plus the new one.
-        let out = c.offer(ev("nic_link_down", None, "nic:mlx5_0"), t0 + Duration::from_secs(2));
-        assert_eq!(out.iter().map(|e| e.count).sum::<u64>(), 2);
-        c.offer(ev("nic_link_down", None, "nic:mlx5_0"), t0 + Duration::from_millis(2100));
-        assert_eq!(c.flush_all().iter().map(|e| e.count).sum::<u64>(), 1);
-    }
 
     #[test]
     fn lines_become_events_on_the_right_component() {

@@ -1,9 +1,11 @@
 //! The collector registry: one module per telemetry source, all behind the `Collector` trait.
-//! This file is the only place that lists them.
+//! This file is the only place that lists them: `Registry::all` builds every collector the agent
+//! runs each cycle, and `spawn_watchers` starts the watchers that push events as they happen.
 
 pub mod ethtool;
 pub mod fabric;
 pub mod gpu;
+mod gpu_events;
 pub mod gpu_health;
 pub mod gpu_nvlink_bytes;
 pub mod host;
@@ -19,6 +21,56 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use faultline_proto::NodeReport;
+
+use crate::events::EventQueue;
+use crate::progress::ProgressStore;
+
+/// The agent's settings that decide which collectors run and where they read.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// Where the kernel's files are read.
+    pub roots: Roots,
+    /// Which NICs are fabric NICs and which netdevs are reported (`[nics]`).
+    pub nics: fabric::NicsConfig,
+    /// Run the GPU collector (false: `no_gpu`).
+    pub gpu: bool,
+    /// NVML library to load instead of the system's.
+    pub nvml_lib: Option<PathBuf>,
+    /// Configured expected GPU count; `None`: learned at the first start.
+    pub expected_gpus: Option<u32>,
+    /// Training-job discovery (`[jobs]`).
+    pub jobs: jobs::JobsConfig,
+}
+
+/// What collectors and watchers share with the rest of the agent: the event queue they push to, the
+/// PCI → GPU map the GPU collector fills and the kernel-log watcher reads, and the progress store
+/// the jobs collector reads.
+#[derive(Clone)]
+pub struct Shared {
+    pub events: std::sync::Arc<EventQueue>,
+    pub pci: PciMap,
+    pub progress: ProgressStore,
+}
+
+/// Which watchers run (threads that push events the moment they happen, not once per cycle).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Watchers {
+    /// The kernel-log watcher started (it is then where XIDs are counted, see `export::xids`).
+    pub kernel_log: bool,
+}
+
+/// Start the watchers: the kernel log at `kmsg`. (NVML's event thread belongs to the GPU collector
+/// and starts with it in `Registry::all`.) A watcher that cannot start is logged and left off.
+pub fn spawn_watchers(kmsg_path: &Path, opts: kmsg::KmsgOptions, shared: &Shared) -> Watchers {
+    let kernel_log = match kmsg::spawn_watcher_with(kmsg_path, shared.events.clone(), shared.pci.clone(), opts) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(path = %kmsg_path.display(), error = %e, "kernel-log watcher not running");
+            false
+        }
+    };
+    Watchers { kernel_log }
+}
 
 /// A collector failure. Errors are data: counted per collector, logged once, and the others go on.
 #[derive(Debug, thiserror::Error)]
@@ -164,6 +216,17 @@ impl Worker {
     }
 }
 
+/// How one collector did in the last cycle: the agent's `faultline_agent_collector_success` and
+/// `faultline_agent_collector_duration_seconds`, as node_exporter's `node_scrape_collector_*`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CollectorStatus {
+    /// The collector ran and returned no error. False for one that could not start (NVML did not
+    /// load), so it is a visible 0 rather than a missing series.
+    pub success: bool,
+    /// How long it took (0 for one that did not run).
+    pub duration: std::time::Duration,
+}
+
 /// The collectors of this agent, run in order, with their error counts.
 ///
 /// Order matters and is fixed here: host, infiniband, net (merges netdevs into IB ports), gpu, then
@@ -176,6 +239,8 @@ pub struct Registry {
     deadline: std::time::Duration,
     /// Collectors past their deadline in the last cycle.
     stalled: Vec<&'static str>,
+    /// Every collector's last cycle, including those that could not start.
+    status: BTreeMap<&'static str, CollectorStatus>,
 }
 
 impl Registry {
@@ -194,6 +259,32 @@ impl Registry {
         r
     }
 
+    /// Every collector the agent runs, in order: host, infiniband, net, gpu (when `sources.gpu`),
+    /// jobs. `state_dir` keeps what the agent learns (the expected GPU count), written only when
+    /// `persist`. A GPU collector whose NVML does not load is listed as unavailable, so its
+    /// `faultline_agent_collector_success` is a visible 0 rather than a missing series.
+    pub fn all(sources: &Sources, shared: &Shared, state_dir: &Path, persist: bool) -> Self {
+        let roots = &sources.roots;
+        let mut reg = Self::base_with(roots, &sources.nics);
+        if sources.gpu {
+            match gpu::GpuCollector::new(sources.nvml_lib.as_deref(), shared.events.clone(), shared.pci.clone()) {
+                Some(g) => reg.push(Box::new(g.with_sysfs_root(roots.sysfs.clone()).with_expected(
+                    sources.expected_gpus,
+                    Some(state_dir),
+                    persist,
+                ))),
+                // Logged by `GpuCollector::new`.
+                None => reg.unavailable("gpu"),
+            }
+        }
+        reg.push(Box::new(jobs::JobsCollector::new(
+            roots.procfs.clone(),
+            shared.progress.clone(),
+            sources.jobs.clone(),
+        )));
+        reg
+    }
+
     pub fn empty() -> Self {
         Self {
             workers: Vec::new(),
@@ -201,6 +292,7 @@ impl Registry {
             logged: HashSet::new(),
             deadline: DEFAULT_COLLECTOR_DEADLINE,
             stalled: Vec::new(),
+            status: BTreeMap::new(),
         }
     }
 
@@ -219,8 +311,20 @@ impl Registry {
             Err(e) => {
                 *self.errors.entry(name.to_string()).or_insert(0) += 1;
                 tracing::error!(collector = name, error = %e, "collector not running");
+                self.unavailable(name);
             }
         }
+    }
+
+    /// List a collector that was wanted but could not start (its reason is logged where it failed):
+    /// it never runs, and its status stays failed.
+    pub fn unavailable(&mut self, name: &'static str) {
+        self.status.insert(name, CollectorStatus { success: false, duration: std::time::Duration::ZERO });
+    }
+
+    /// Every collector's last cycle (those that could not start included), by name.
+    pub fn status(&self) -> &BTreeMap<&'static str, CollectorStatus> {
+        &self.status
     }
 
     pub fn names(&self) -> Vec<&'static str> {
@@ -238,7 +342,11 @@ impl Registry {
         self.stalled.clear();
         for w in &mut self.workers {
             let name = w.name;
-            let err = match w.run(report, self.deadline) {
+            let started = std::time::Instant::now();
+            let result = w.run(report, self.deadline);
+            let status = CollectorStatus { success: result.is_ok(), duration: started.elapsed() };
+            self.status.insert(name, status);
+            let err = match result {
                 Ok(()) => continue,
                 Err(e) => e,
             };
@@ -288,10 +396,8 @@ pub fn blank_report(node: &str, seq: u64, interval_ms: u64) -> NodeReport {
     }
 }
 
-/// Wall-clock now, Unix milliseconds.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
+/// Wall-clock now, Unix milliseconds: the one clock of the workspace.
+pub use faultline_proto::time::now_ms;
 
 /// Watches raw counters across cycles: a counter that went backwards (wrapped, or the driver reset it)
 /// is counted every time it happens. A counter sitting at the top of its hardware width is not a
@@ -485,5 +591,18 @@ mod tests {
         assert_eq!(report.collector_errors.get("failing"), Some(&6));
         assert_eq!(report.collector_errors.get("writes"), Some(&0));
         assert_eq!(report.disks.len(), 2);
+        let st = reg.status();
+        assert_eq!(st.get("failing").map(|s| s.success), Some(false));
+        assert_eq!(st.get("writes").map(|s| s.success), Some(true));
+    }
+
+    #[test]
+    fn a_collector_that_could_not_start_has_a_failed_status_and_no_error_count() {
+        let mut reg = super::Registry::empty();
+        reg.unavailable("gpu");
+        let mut report = super::blank_report("n1", 1, 1000);
+        reg.collect(&mut report);
+        assert_eq!(reg.status().get("gpu").map(|s| s.success), Some(false));
+        assert!(report.collector_errors.is_empty(), "the report is unchanged: {:?}", report.collector_errors);
     }
 }

@@ -1,9 +1,8 @@
 //! GPU metrics under dcgm-exporter's names and labels, plus `faultline_gpu_*` for what DCGM lacks.
 //!
-//! Values are read at scrape time from the latest report. Two things are not on the wire and reach
-//! this module in-process instead: the NVLink CRC split into flit and data errors (the report carries
-//! their sum), and the XID count per GPU and code (events leave with each report; the counter must
-//! outlive them). The collectors record those with `record_nvlink_crc` and `record_xid`.
+//! Values are read at scrape time from the latest report, and the XID counts per GPU and code from
+//! the `XidTally` that the collection loop feeds with every report (events leave with their report;
+//! the counter must outlive them). Nothing reaches this module from a collector except the report.
 //!
 //! Labels are dcgm-exporter's: `gpu`, `UUID`, `pci_bus_id`, `device` (`nvidia<i>`), `modelName`,
 //! `Hostname`, so existing GPU dashboards keep working. Every fault signal is on by default.
@@ -22,60 +21,19 @@
 //! their exact DCGM names. Our own counters (`faultline_gpu_xid_errors_total`, …) are real counters.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 use faultline_proto::{GpuSample, GpuState, NodeReport};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
-use crate::collect::gpu::THROTTLE_REASONS;
+use faultline_proto::THROTTLE_REASONS;
+
 use crate::export::Snapshot;
+use crate::export::xids::{XidTally, gpu_index_of};
 
 /// Bytes in the MiB that dcgm-exporter's framebuffer metrics count in.
 const MIB: f64 = 1024.0 * 1024.0;
-
-// ---------------------------------------------------------------------------------------------
-// In-process side table (see the module doc)
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Debug, Default)]
-struct Side {
-    /// (gpu, link) → (CRC flit errors, CRC data errors).
-    nvlink_crc: BTreeMap<(u32, u32), (Option<u64>, Option<u64>)>,
-    /// (gpu, xid) → occurrences since the agent started.
-    xids: BTreeMap<(u32, u32), u64>,
-    /// gpu → the last XID code seen (DCGM_FI_DEV_XID_ERRORS).
-    last_xid: BTreeMap<u32, u32>,
-}
-
-static SIDE: Mutex<Side> =
-    Mutex::new(Side { nvlink_crc: BTreeMap::new(), xids: BTreeMap::new(), last_xid: BTreeMap::new() });
-
-fn side() -> std::sync::MutexGuard<'static, Side> {
-    SIDE.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The GPU collector's per-link CRC split for GPU `gpu` (stable index): `(link, flit, data)`.
-pub fn record_nvlink_crc(gpu: u32, links: &[(u32, Option<u64>, Option<u64>)]) {
-    let mut s = side();
-    s.nvlink_crc.retain(|(g, _), _| *g != gpu);
-    for &(link, flit, data) in links {
-        s.nvlink_crc.insert((gpu, link), (flit, data));
-    }
-}
-
-/// Count `count` occurrences of XID `xid` on GPU `gpu` (stable index).
-pub fn record_xid(gpu: u32, xid: u32, count: u64) {
-    let mut s = side();
-    *s.xids.entry((gpu, xid)).or_insert(0) += count;
-    s.last_xid.insert(gpu, xid);
-}
-
-/// GPU index from an event component `gpu3` (not `gpu3/nvlink1`).
-pub fn gpu_index_of(component: Option<&str>) -> Option<u32> {
-    component?.strip_prefix("gpu")?.parse().ok()
-}
 
 // ---------------------------------------------------------------------------------------------
 // The collector
@@ -85,13 +43,14 @@ pub fn gpu_index_of(component: Option<&str>) -> Option<u32> {
 #[derive(Debug)]
 pub struct GpuMetrics {
     snapshot: Snapshot,
+    xids: XidTally,
     dcgm_compat: bool,
 }
 
 impl GpuMetrics {
-    /// With the `DCGM_FI_*` families (`dcgm_compat` on).
-    pub fn new(snapshot: Snapshot) -> GpuMetrics {
-        GpuMetrics { snapshot, dcgm_compat: true }
+    /// With the `DCGM_FI_*` families (`dcgm_compat` on); XID counts come from `xids`.
+    pub fn new(snapshot: Snapshot, xids: XidTally) -> GpuMetrics {
+        GpuMetrics { snapshot, xids, dcgm_compat: true }
     }
 
     /// `dcgm_compat`: whether the `DCGM_FI_*` families are exported (see the module doc).
@@ -114,8 +73,24 @@ impl Collector for GpuMetrics {
         if report.gpus.is_empty() {
             return Ok(());
         }
-        let side = side();
-        encode_report(report, &side, &mut Enc { inner: &mut encoder, dcgm_compat: self.dcgm_compat })
+        let xids = Xids::of(&self.xids);
+        encode_report(report, &xids, &mut Enc { inner: &mut encoder, dcgm_compat: self.dcgm_compat })
+    }
+}
+
+/// The tally's counts keyed by GPU index.
+struct Xids {
+    /// (gpu, xid) → occurrences since the agent started.
+    totals: BTreeMap<(u32, u32), u64>,
+    /// gpu → the last XID code seen (DCGM_FI_DEV_XID_ERRORS).
+    last: BTreeMap<u32, u32>,
+}
+
+impl Xids {
+    fn of(t: &XidTally) -> Xids {
+        let totals = t.totals().into_iter().filter_map(|((c, x), n)| Some(((gpu_index_of(&c)?, x), n))).collect();
+        let last = t.last().into_iter().filter_map(|(c, x)| Some((gpu_index_of(&c)?, x))).collect();
+        Xids { totals, last }
     }
 }
 
@@ -177,7 +152,7 @@ fn per_gpu(
     family(enc, name, help, kind, gpus, |l, g| value(g).map(|v| (l.clone(), v)).into_iter().collect())
 }
 
-fn encode_report(report: &NodeReport, side: &Side, enc: &mut Enc<'_, '_>) -> std::fmt::Result {
+fn encode_report(report: &NodeReport, xids: &Xids, enc: &mut Enc<'_, '_>) -> std::fmt::Result {
     let host = report.node.as_str();
     let gpus: Vec<(Labels, &GpuSample)> = report.gpus.iter().map(|g| (labels(host, g), g)).collect();
     let ok: Vec<(Labels, &GpuSample)> = gpus.iter().filter(|(_, g)| g.state == GpuState::Ok).cloned().collect();
@@ -216,7 +191,7 @@ fn encode_report(report: &NodeReport, side: &Side, enc: &mut Enc<'_, '_>) -> std
     })?;
     // Every GPU gets the XID gauge, 0 until one is seen, as dcgm-exporter does.
     per_gpu(enc, "DCGM_FI_DEV_XID_ERRORS", "Value of the last XID error encountered.", g_, &gpus, |g| {
-        Some(side.last_xid.get(&g.index).copied().unwrap_or(0) as f64)
+        Some(xids.last.get(&g.index).copied().unwrap_or(0) as f64)
     })?;
 
     let ecc = [
@@ -269,9 +244,9 @@ fn encode_report(report: &NodeReport, side: &Side, enc: &mut Enc<'_, '_>) -> std
         g.pcie.as_ref().and_then(|p| p.width).map(f64::from)
     })?;
 
-    // NVLink totals per GPU, summed over links. The flit/data split comes from the side table.
-    let nvl_sum = |g: &GpuSample, f: &dyn Fn(u32, &faultline_proto::NvLinkSample) -> Option<u64>| -> Option<f64> {
-        let vals: Vec<u64> = g.nvlinks.iter().filter_map(|l| f(g.index, l)).collect();
+    // NVLink totals per GPU, summed over links.
+    let nvl_sum = |g: &GpuSample, f: &dyn Fn(&faultline_proto::NvLinkSample) -> Option<u64>| -> Option<f64> {
+        let vals: Vec<u64> = g.nvlinks.iter().filter_map(f).collect();
         (!vals.is_empty()).then(|| vals.iter().sum::<u64>() as f64)
     };
     per_gpu(
@@ -280,7 +255,7 @@ fn encode_report(report: &NodeReport, side: &Side, enc: &mut Enc<'_, '_>) -> std
         "Total number of NVLink flow-control CRC errors.",
         dc,
         &ok,
-        |g| nvl_sum(g, &|gi, l| side.nvlink_crc.get(&(gi, l.link)).and_then(|s| s.0)),
+        |g| nvl_sum(g, &|l| l.crc_flit_errors),
     )?;
     per_gpu(
         enc,
@@ -288,10 +263,10 @@ fn encode_report(report: &NodeReport, side: &Side, enc: &mut Enc<'_, '_>) -> std
         "Total number of NVLink data CRC errors.",
         dc,
         &ok,
-        |g| nvl_sum(g, &|gi, l| side.nvlink_crc.get(&(gi, l.link)).and_then(|s| s.1)),
+        |g| nvl_sum(g, &|l| l.crc_data_errors),
     )?;
     per_gpu(enc, "DCGM_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL", "Total number of NVLink retries.", dc, &ok, |g| {
-        nvl_sum(g, &|_, l| l.replay_errors)
+        nvl_sum(g, &|l| l.replay_errors)
     })?;
     per_gpu(
         enc,
@@ -299,7 +274,7 @@ fn encode_report(report: &NodeReport, side: &Side, enc: &mut Enc<'_, '_>) -> std
         "Total number of NVLink recovery errors.",
         dc,
         &ok,
-        |g| nvl_sum(g, &|_, l| l.recovery_errors),
+        |g| nvl_sum(g, &|l| l.recovery_errors),
     )?;
 
     // faultline_gpu_*: what DCGM lacks.
@@ -310,7 +285,7 @@ fn encode_report(report: &NodeReport, side: &Side, enc: &mut Enc<'_, '_>) -> std
         MetricType::Counter,
         &gpus,
         |l, g| {
-            side.xids
+            xids.totals
                 .range((g.index, 0)..=(g.index, u32::MAX))
                 .map(|((_, x), n)| (with(l, &[("xid", x.to_string())]), *n as f64))
                 .collect()
@@ -337,9 +312,7 @@ fn encode_report(report: &NodeReport, side: &Side, enc: &mut Enc<'_, '_>) -> std
             let Some(mask) = g.throttle_mask else { return Vec::new() };
             THROTTLE_REASONS
                 .iter()
-                .map(|(bit, name)| {
-                    (with(l, &[("reason", name.to_string())]), if mask & bit.bits() != 0 { 1.0 } else { 0.0 })
-                })
+                .map(|(bit, name)| (with(l, &[("reason", name.to_string())]), if mask & bit != 0 { 1.0 } else { 0.0 }))
                 .collect()
         },
     )?;
@@ -457,7 +430,9 @@ mod tests {
     fn dcgm_compat_off_exports_no_dcgm_family_and_keeps_ours() {
         let snap: Snapshot = std::sync::Arc::new(std::sync::RwLock::new(Some(report())));
         let mut reg = Registry::default();
-        reg.register_collector(Box::new(GpuMetrics::new(snap).with_dcgm_compat(false)));
+        reg.register_collector(Box::new(
+            GpuMetrics::new(snap, XidTally::from(faultline_proto::EventSource::Kmsg)).with_dcgm_compat(false),
+        ));
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
         assert!(!out.contains("DCGM_FI_"), "{out}");
@@ -467,20 +442,30 @@ mod tests {
 
     #[test]
     fn dcgm_names_labels_and_values() {
-        // GPU index 40+ keeps this test's side-table entries apart from other tests in the process.
         let mut r = report();
         r.gpus[0].index = 40;
         r.gpus[1].index = 41;
         r.gpus[0].clock_event_ns.insert("sw_power_cap".into(), 2_500_000_000);
         r.gpus[1].nvml_error = Some("GPU is lost".into());
         r.gpus[1].pci_present = Some(false);
-        record_nvlink_crc(40, &[(0, Some(4), Some(1)), (1, Some(2), Some(0))]);
-        record_xid(40, 79, 1);
-        record_xid(40, 79, 2);
-        record_xid(40, 13, 1);
+        for (l, flit, data) in [(0, 4, 1), (1, 2, 0)] {
+            r.gpus[0].nvlinks[l].crc_flit_errors = Some(flit);
+            r.gpus[0].nvlinks[l].crc_data_errors = Some(data);
+        }
+        let xid = |code, count| faultline_proto::Event {
+            source: faultline_proto::EventSource::Kmsg,
+            component: Some("gpu40".into()),
+            xid: Some(code),
+            count,
+            ..Default::default()
+        };
+        let tally = XidTally::from(faultline_proto::EventSource::Kmsg);
+        let mut with_events = r.clone();
+        with_events.events = vec![xid(79, 1), xid(79, 2), xid(13, 1)];
+        tally.count(&with_events);
         let snap: Snapshot = std::sync::Arc::new(std::sync::RwLock::new(Some(r)));
         let mut reg = Registry::default();
-        reg.register_collector(Box::new(GpuMetrics::new(snap)));
+        reg.register_collector(Box::new(GpuMetrics::new(snap, tally)));
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
         let l0 = r#"gpu="40",UUID="GPU-a",pci_bus_id="00000000:18:00.0",device="nvidia40",modelName="NVIDIA H100 80GB HBM3",Hostname="node-7""#;
@@ -536,7 +521,7 @@ mod tests {
         ]);
         let snap: Snapshot = std::sync::Arc::new(std::sync::RwLock::new(Some(report())));
         let mut reg = Registry::default();
-        reg.register_collector(Box::new(GpuMetrics::new(snap)));
+        reg.register_collector(Box::new(GpuMetrics::new(snap, XidTally::from(faultline_proto::EventSource::Kmsg))));
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
         let mut n = 0;
@@ -552,7 +537,7 @@ mod tests {
     fn no_report_no_output() {
         let snap: Snapshot = std::sync::Arc::new(std::sync::RwLock::new(None));
         let mut reg = Registry::default();
-        reg.register_collector(Box::new(GpuMetrics::new(snap)));
+        reg.register_collector(Box::new(GpuMetrics::new(snap, XidTally::from(faultline_proto::EventSource::Kmsg))));
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
         assert!(!out.contains("DCGM"));

@@ -326,7 +326,17 @@ fn agent_families<'a>(r: Option<&'a NodeReport>, s: &AgentStats) -> Vec<Family<'
     }
     let mut dur = Family::gauge("faultline_agent_collect_duration_seconds", "How long the last collection cycle took.");
     dur.f(vec![], r.map(|_| g(&s.collect_duration_us) as f64 / 1e6));
-    vec![info, build, reports, pushed, errors, refused, held, spool, spool_b, dropped, dropped_ev, coll, dur]
+    let mut ok = Family::gauge(
+        "faultline_agent_collector_success",
+        "1 when the collector's last run succeeded, 0 when it failed or could not start (NVML did not load).",
+    );
+    let mut took =
+        Family::gauge("faultline_agent_collector_duration_seconds", "How long the collector's last run took.");
+    for (name, st) in s.collectors.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        ok.u(vec![("collector", name)], Some(u64::from(st.success)));
+        took.f(vec![("collector", name)], Some(st.duration.as_secs_f64()));
+    }
+    vec![info, build, reports, pushed, errors, refused, held, spool, spool_b, dropped, dropped_ev, coll, dur, ok, took]
 }
 
 /// Encode a registry in the format the `Accept` header asks for: OpenMetrics when it names
@@ -414,6 +424,32 @@ mod tests {
         );
         assert!(body.contains("# TYPE faultline_agent_reports_total counter"), "{body}");
         assert!(!body.contains("# EOF"));
+    }
+
+    #[test]
+    fn each_collector_has_a_success_and_a_duration_and_a_gpu_without_nvml_is_a_zero() {
+        let snap: Snapshot = Arc::new(std::sync::RwLock::new(Some(sample_report())));
+        let stats = Arc::new(AgentStats::default());
+        let mut reg = crate::collect::Registry::empty();
+        reg.unavailable("gpu");
+        reg.collect(&mut crate::collect::blank_report("node-7", 1, 1000));
+        let mut st = reg.status().clone();
+        st.insert(
+            "host",
+            crate::collect::CollectorStatus { success: true, duration: std::time::Duration::from_millis(250) },
+        );
+        *stats.collectors.lock().unwrap() = st;
+        let mut prom = Registry::default();
+        prom.register_collector(Box::new(NodeMetrics::new(snap, stats, "n1".into())));
+        let (_, body) = render(&prom, None);
+        for want in [
+            "faultline_agent_collector_success{collector=\"gpu\",Hostname=\"node-7\"} 0",
+            "faultline_agent_collector_success{collector=\"host\",Hostname=\"node-7\"} 1",
+            "faultline_agent_collector_duration_seconds{collector=\"host\",Hostname=\"node-7\"} 0.25",
+            "# TYPE faultline_agent_collector_success gauge",
+        ] {
+            assert!(body.contains(want), "missing {want}\n{body}");
+        }
     }
 
     #[test]

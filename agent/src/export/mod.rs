@@ -6,6 +6,7 @@ pub mod metrics;
 pub mod otlp;
 pub mod push;
 pub mod spool;
+pub mod xids;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -36,6 +37,8 @@ pub struct AgentStats {
     pub spool_bytes: AtomicU64,
     /// How long the last collection cycle took, in microseconds.
     pub collect_duration_us: AtomicU64,
+    /// Each collector's last cycle, copied from the registry after every cycle.
+    pub collectors: std::sync::Mutex<std::collections::BTreeMap<&'static str, crate::collect::CollectorStatus>>,
 }
 
 impl AgentStats {

@@ -358,38 +358,13 @@ impl ErrorThrottle {
     }
 }
 
-/// XID events counted over every report the agent builds (the collection loop calls `count`), so an
-/// urgent report between two exports is not missed. Keyed by (component, XID code).
-#[derive(Debug, Clone, Default)]
-pub struct XidTally(std::sync::Arc<std::sync::Mutex<BTreeMap<(String, u32), u64>>>);
-
-impl XidTally {
-    /// Adds the XID events of one report.
-    pub fn count(&self, r: &NodeReport) {
-        if !r.events.iter().any(|e| e.xid.is_some()) {
-            return;
-        }
-        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        for e in &r.events {
-            if let Some(x) = e.xid {
-                *t.entry((e.component.clone().unwrap_or_default(), x)).or_default() += e.count.max(1);
-            }
-        }
-    }
-
-    /// The totals so far.
-    pub fn totals(&self) -> BTreeMap<(String, u32), u64> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
 /// Starts the export thread: every `interval` the newest report in `snapshot` (if it is new) is sent
 /// to `<endpoint>/v1/metrics`. The thread only reads the snapshot, so a slow or absent collector never
 /// holds up collection or pushing.
 pub fn spawn(
     endpoint: &str,
     snapshot: Snapshot,
-    xids: XidTally,
+    xids: crate::export::xids::XidTally,
     interval: Duration,
 ) -> Result<std::thread::JoinHandle<()>, OtlpError> {
     let url = metrics_url(endpoint)?;

@@ -681,3 +681,53 @@ fn a_leaf_with_one_node_going_down_is_the_leaf() {
     assert_eq!(i.class, FaultClass::LeafSwitchDown);
     assert!(ttd <= 5.0, "{ttd}");
 }
+
+#[test]
+fn a_hang_beside_bit_errors_on_its_nic_is_two_faults() {
+    // Bit errors slow a job; they do not stop it. The stall that follows them is the job's own.
+    let (mut w, _) = case(60, 60, |w| {
+        let t0 = w.t;
+        w.mutate(move |r, t| {
+            if r.node == "node-0000" {
+                set_nic(r, "mlx5_1", |n| {
+                    n.counters.insert("symbol_error".into(), 3 + ((t - t0) / 500) as u64);
+                    n.counters.insert("port_rcv_errors".into(), 1 + ((t - t0) / 1000) as u64);
+                });
+            }
+        });
+    });
+    assert_eq!(w.opened().len(), 1, "the bit errors first: {:?}", w.opened());
+    w.stalled.insert("big".into());
+    w.run(60);
+    let mut got: Vec<(String, FaultClass)> = w.opened().iter().map(|i| (i.root.to_string(), i.class)).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("job:big".to_string(), FaultClass::JobHang),
+            ("node-0000/nic:mlx5_1".to_string(), FaultClass::CableBitErrors)
+        ]
+    );
+}
+
+#[test]
+fn a_nic_that_fails_after_the_job_stopped_stepping_did_not_stop_it() {
+    let (mut w, _) = case(60, 13, |w| {
+        w.stalled.insert("big".into());
+    });
+    // The job has missed six steps of 2 s when one of its NICs goes down, before the job's own
+    // verdict is due.
+    w.mutate(|r, _| {
+        if r.node == "node-0001" {
+            set_nic(r, "mlx5_2", link_down);
+        }
+    });
+    w.event(&host(1), "nic_link_down", Some("nic:mlx5_2"), None, None);
+    w.run(30);
+    let mut got: Vec<(String, FaultClass)> = w.opened().iter().map(|i| (i.root.to_string(), i.class)).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [("job:big".to_string(), FaultClass::JobHang), ("node-0001/nic:mlx5_2".to_string(), FaultClass::NicDown)]
+    );
+}

@@ -12,10 +12,12 @@ use std::time::Duration;
 use faultline_proto::remediation::{
     ActionOrigin, ActionRecord, ActionResult, ActionsView, DrainRequest, NodeAction, RemediationMode, ResumeRequest,
 };
-use faultline_proto::{ComponentId, Incident, TimelineEntry};
+use faultline_proto::{Incident, TimelineEntry};
 use tracing::{debug, error, info, warn};
 
+use super::cluster::{busy_nodes, known_nodes, nodes_behind};
 use super::slurm::SlurmRemediator;
+use super::validate::{self, CheckOutcome, NodeFacts};
 use super::{
     AdapterKind, NodeState, Planner, RemediateError, RemediationSettings, Remediator, Step, drain_reason, drains,
     manual_drain, manual_reason, owned_by_faultline, record, targets,
@@ -34,6 +36,18 @@ pub struct Remediation {
     planner: Mutex<Planner>,
     /// One round or one manual action at a time, so two never race on the same node.
     ops: Mutex<()>,
+    /// Validations that ended since the last round; their threads put them here.
+    finished: Arc<Mutex<Vec<Finished>>>,
+}
+
+/// One validation of a node, ended.
+#[derive(Debug)]
+struct Finished {
+    node: String,
+    target: String,
+    incidents: Vec<String>,
+    started_s: f64,
+    outcomes: Vec<CheckOutcome>,
 }
 
 impl std::fmt::Debug for Remediation {
@@ -82,6 +96,7 @@ impl Remediation {
             settings: settings.clone(),
             adapter,
             ops: Mutex::new(()),
+            finished: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -176,6 +191,10 @@ impl Remediation {
         } else {
             BTreeMap::new()
         };
+        let finished = std::mem::take(&mut *lock(&self.finished));
+        for f in finished {
+            steps.extend(self.validation_finished(st, f, now_s));
+        }
         steps.extend(lock(&self.planner).plan_resumes(&open_ids, &|n| health.get(n).copied(), now_s));
         for step in steps {
             self.execute(st, step, now_s);
@@ -234,33 +253,154 @@ impl Remediation {
                         ),
                     )
                 } else if let Some(a) = &self.adapter {
-                    resume_with(a.as_ref(), &node, &target, &after)
+                    let checked = if self.settings.validation.enabled() {
+                        format!(" and passed validation ({})", self.settings.validation.names())
+                    } else {
+                        String::new()
+                    };
+                    resume_with(a.as_ref(), &node, &target, &after, &checked)
                 } else {
                     (ActionResult::Failed, RemediateError::NoAdapter.to_string())
                 };
                 lock(&self.planner).resume_done(&node, result, now_s);
-                // The resume belongs to every incident that drained the node.
-                for (i, inc) in incidents.iter().enumerate() {
+                self.record_resume(st, &node, &target, &incidents, result, detail, now_s);
+            }
+            Step::Validate { node, incidents } => self.start_validation(st, node, incidents, now_s),
+            Step::KeepDrained { node, incidents, reason, detail } => {
+                let target = self.target(&node);
+                let detail = match &self.adapter {
+                    Some(a) => keep_drained(a.as_ref(), &node, &reason, &detail),
+                    None => detail,
+                };
+                for inc in &incidents {
                     let rec = record(
                         now_s,
-                        NodeAction::Resume,
+                        NodeAction::Validate,
                         &node,
                         &target,
                         Some(inc),
                         ActionOrigin::Auto,
-                        result,
-                        None,
+                        ActionResult::Failed,
+                        Some(&reason),
                         detail.clone(),
                     );
-                    if i > 0 {
-                        // One scheduler call: counted and logged once, recorded on every incident.
-                        self.store_only(st, &rec);
-                    } else {
-                        self.commit(st, rec);
+                    // The checks were counted one by one; this is their verdict.
+                    if inc == &incidents[0] {
+                        log_action(&rec);
                     }
+                    self.store_only(st, &rec);
                 }
             }
         }
+    }
+
+    /// The resume belongs to every incident that drained the node: one record each, counted and
+    /// logged once (one scheduler call).
+    #[allow(clippy::too_many_arguments)]
+    fn record_resume(
+        &self,
+        st: &AppState,
+        node: &str,
+        target: &str,
+        incidents: &[String],
+        result: ActionResult,
+        detail: String,
+        now_s: f64,
+    ) {
+        for (i, inc) in incidents.iter().enumerate() {
+            let rec = record(
+                now_s,
+                NodeAction::Resume,
+                node,
+                target,
+                Some(inc),
+                ActionOrigin::Auto,
+                result,
+                None,
+                detail.clone(),
+            );
+            if i > 0 {
+                self.store_only(st, &rec);
+            } else {
+                self.commit(st, rec);
+            }
+        }
+    }
+
+    /// Starts the validation of a held node whose resume is due: the drain must still be
+    /// faultline's (else this ends as the resume would), built-in checks are judged now, and
+    /// command checks run on a thread of their own when those passed. The outcome is picked up by
+    /// the next round.
+    fn start_validation(&self, st: &AppState, node: String, incidents: Vec<String>, now_s: f64) {
+        let target = self.target(&node);
+        if let Some(a) = &self.adapter
+            && let Err((result, detail)) = still_ours(a.as_ref(), &node)
+        {
+            let mut p = lock(&self.planner);
+            p.validation_cancelled(&node);
+            p.resume_done(&node, result, now_s);
+            drop(p);
+            self.record_resume(st, &node, &target, &incidents, result, detail, now_s);
+            return;
+        }
+        let checks = self.settings.validation.checks.clone();
+        let facts = {
+            let engine = lock(&st.engine);
+            engine.node_state(&node).map(|n| NodeFacts::from_state(n, |nic| engine.expected_rate(&node, nic)))
+        };
+        let outcomes: Vec<CheckOutcome> = checks.iter().filter_map(|c| validate::builtin(c, facts.as_ref())).collect();
+        let commands: Vec<_> = checks.into_iter().filter(|c| !c.is_builtin()).collect();
+        info!(node = %node, checks = %self.settings.validation.names(), "remediation: validating before resuming");
+        let mut done = Finished { node, target, incidents, started_s: now_s, outcomes };
+        // Commands run only on a node whose own report already looks right.
+        if commands.is_empty() || done.outcomes.iter().any(|o| !o.passed) {
+            lock(&self.finished).push(done);
+            return;
+        }
+        let finished = self.finished.clone();
+        let node = done.node.clone();
+        let spawned = std::thread::Builder::new().name("faultline-validate".into()).spawn(move || {
+            for c in &commands {
+                done.outcomes.push(validate::run_command(c, &done.node, &done.target));
+            }
+            lock(&finished).push(done);
+        });
+        if let Err(e) = spawned {
+            error!(node = %node, error = %e, "cannot start a validation thread; the node is validated again later");
+            lock(&self.planner).validation_cancelled(&node);
+        }
+    }
+
+    /// Records each check of an ended validation in the incidents' timelines and tells the planner.
+    fn validation_finished(&self, st: &AppState, f: Finished, now_s: f64) -> Option<Step> {
+        for o in &f.outcomes {
+            let word = if o.passed { "passed" } else { "FAILED" };
+            let mut detail = format!("validation of {}: {} {word}: {}", f.node, o.name, o.summary);
+            if !o.output.is_empty() {
+                detail.push('\n');
+                detail.push_str(&o.output);
+            }
+            let result = if o.passed { ActionResult::Ok } else { ActionResult::Failed };
+            for (i, inc) in f.incidents.iter().enumerate() {
+                let rec = record(
+                    now_s,
+                    NodeAction::Validate,
+                    &f.node,
+                    &f.target,
+                    Some(inc),
+                    ActionOrigin::Auto,
+                    result,
+                    None,
+                    detail.clone(),
+                );
+                if i > 0 {
+                    self.store_only(st, &rec);
+                } else {
+                    self.commit(st, rec);
+                }
+            }
+        }
+        lock(&self.planner).validation_done(&f.node, f.started_s, &validate::failure_words(&f.outcomes), now_s)
     }
 
     /// Records an action in the store and the metrics, and logs it.
@@ -285,7 +425,7 @@ impl Remediation {
         let target = a.target(node);
         let reason = manual_reason(req.reason.as_deref());
         let now_s = st.clock.now_s();
-        let state = a.node_state(node).map_err(|e| scheduler_error(e))?;
+        let state = a.node_state(node).map_err(scheduler_error)?;
         let (result, detail) = if state.drained && owned_by_faultline(state.reason.as_deref()) {
             (
                 ActionResult::Skipped,
@@ -341,7 +481,7 @@ impl Remediation {
         let a = self.adapter.as_ref().ok_or(ManualError::NoAdapter)?;
         let target = a.target(node);
         let now_s = st.clock.now_s();
-        let state = a.node_state(node).map_err(|e| scheduler_error(e))?;
+        let state = a.node_state(node).map_err(scheduler_error)?;
         if !state.drained {
             return Err(ManualError::Conflict(format!(
                 "{node} is not drained (state {}); nothing to resume",
@@ -484,27 +624,57 @@ fn drain_with(
     }
 }
 
-/// Resumes `node` only if its drain reason is still faultline's.
-fn resume_with(a: &dyn Remediator, node: &str, target: &str, after: &str) -> (ActionResult, String) {
+/// `Ok` while `node` is drained with faultline's reason; otherwise what a resume would record:
+/// `Failed` when the scheduler cannot say, `Skipped` when the node is back or someone else's.
+fn still_ours(a: &dyn Remediator, node: &str) -> Result<(), (ActionResult, String)> {
     match a.node_state(node) {
-        Err(e) => (ActionResult::Failed, format!("cannot read the state of {node} before resuming it: {e}")),
-        Ok(s) if !s.drained => (
+        Err(e) => Err((ActionResult::Failed, format!("cannot read the state of {node} before resuming it: {e}"))),
+        Ok(s) if !s.drained => Err((
             ActionResult::Skipped,
             format!("{node} is no longer drained (state {}); someone resumed it already", s.state),
-        ),
-        Ok(s) if !owned_by_faultline(s.reason.as_deref()) => (
+        )),
+        Ok(s) if !owned_by_faultline(s.reason.as_deref()) => Err((
             ActionResult::Skipped,
             format!(
                 "{node} is now drained by someone else (reason {:?}); faultline leaves it drained",
                 s.reason.unwrap_or_default()
             ),
-        ),
-        Ok(_) => match a.resume(node) {
-            Ok(()) => (
-                ActionResult::Ok,
-                format!("resumed {node} in {} (node {target}): {after} resolved and the node stayed healthy", a.name()),
+        )),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// Resumes `node` only if its drain reason is still faultline's.
+fn resume_with(a: &dyn Remediator, node: &str, target: &str, after: &str, checked: &str) -> (ActionResult, String) {
+    if let Err(skip) = still_ours(a, node) {
+        return skip;
+    }
+    match a.resume(node) {
+        Ok(()) => (
+            ActionResult::Ok,
+            format!(
+                "resumed {node} in {} (node {target}): {after} resolved, the node stayed healthy{checked}",
+                a.name()
             ),
-            Err(e) => (ActionResult::Failed, format!("resume of {node} failed: {e}")),
+        ),
+        Err(e) => (ActionResult::Failed, format!("resume of {node} failed: {e}")),
+    }
+}
+
+/// Rewrites the drain reason of a node that failed validation, when the drain is still
+/// faultline's automatic one; `detail` with what was done.
+fn keep_drained(a: &dyn Remediator, node: &str, reason: &str, detail: &str) -> String {
+    match a.node_state(node) {
+        Err(e) => format!("{detail}; cannot read its state to update the drain reason: {e}"),
+        Ok(s) if !s.drained => format!("{detail}; it is no longer drained (state {}), someone resumed it", s.state),
+        Ok(s) if !owned_by_faultline(s.reason.as_deref()) || manual_drain(s.reason.as_deref()) => format!(
+            "{detail}; its drain is now someone else's (reason {:?}), left as it is",
+            s.reason.unwrap_or_default()
+        ),
+        Ok(s) if s.reason.as_deref() == Some(reason) => detail.to_string(),
+        Ok(_) => match a.drain(node, reason) {
+            Ok(()) => format!("{detail}; drain reason in {} now {reason:?}", a.name()),
+            Err(e) => format!("{detail}; updating the drain reason failed: {e}"),
         },
     }
 }
@@ -542,78 +712,6 @@ fn scheduler_error(e: RemediateError) -> ManualError {
         RemediateError::NoAdapter => ManualError::NoAdapter,
         other => ManualError::Scheduler(other.to_string()),
     }
-}
-
-/// Nodes known to the analyzer: heard from, or named in the topology file.
-pub fn known_nodes(st: &AppState) -> usize {
-    let mut names: BTreeSet<String> = lock(&st.ledger).iter().map(|(n, _)| n.clone()).collect();
-    for r in &st.topology.racks {
-        names.extend(r.nodes.iter().cloned());
-    }
-    for r in &st.topology.rails {
-        names.extend(r.nodes.iter().flatten().cloned());
-    }
-    for l in &st.topology.links {
-        if let Ok(id) = l.nic.parse::<ComponentId>()
-            && let Some(h) = id.host()
-        {
-            names.insert(h.to_string());
-        }
-    }
-    names.len()
-}
-
-/// Every node whose NICs hang off `switch` (for a spine: off the leaves below it), from the graph
-/// (NICs agents reported) and the topology file (racks, rails with node lists, single links).
-pub fn nodes_behind(st: &AppState, switch: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut seen = BTreeSet::new();
-    let mut stack = vec![switch.to_string()];
-    while let Some(sw) = stack.pop() {
-        if !seen.insert(sw.clone()) {
-            continue;
-        }
-        if let Some(view) = lock(&st.engine).component(&ComponentId::switch(&sw)) {
-            for d in view.dependents {
-                match d {
-                    ComponentId::Nic { host, .. } => {
-                        out.insert(host);
-                    }
-                    ComponentId::Switch { name } => stack.push(name),
-                    _ => {}
-                }
-            }
-        }
-        for r in st.topology.racks.iter().filter(|r| r.leaf == sw) {
-            out.extend(r.nodes.iter().cloned());
-        }
-        for r in st.topology.rails.iter().filter(|r| r.leaf == sw) {
-            out.extend(r.nodes.iter().flatten().cloned());
-        }
-        for l in st.topology.links.iter().filter(|l| l.switch == sw) {
-            if let Ok(id) = l.nic.parse::<ComponentId>()
-                && let Some(h) = id.host()
-            {
-                out.insert(h.to_string());
-            }
-        }
-        for s in st.topology.switches.iter().filter(|s| s.uplinks.contains(&sw)) {
-            stack.push(s.name.clone());
-        }
-    }
-    out
-}
-
-/// Nodes an open incident still concerns: its root's host, or the nodes behind a broken switch.
-fn busy_nodes(st: &AppState, open: &[Incident]) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for i in open {
-        match &i.root {
-            ComponentId::Switch { name } if drains(i.class) => out.extend(nodes_behind(st, name)),
-            r => out.extend(r.host().map(str::to_string)),
-        }
-    }
-    out
 }
 
 /// Runs a remediation round every `every` until the task is aborted.

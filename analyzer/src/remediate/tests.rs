@@ -1,6 +1,7 @@
 //! Unit tests of the remediation policy, targets, ownership rule, guard and resume hold.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use faultline_proto::remediation::{
     ActionOrigin, ActionRecord, ActionResult, NodeAction, PendingState, RemediationMode,
@@ -10,7 +11,7 @@ use faultline_proto::{ComponentId, FaultClass, Incident, IncidentStatus, Severit
 use super::*;
 use crate::config::Config;
 
-const T0: f64 = 1_700_000_000.0;
+pub(super) const T0: f64 = 1_700_000_000.0;
 
 fn incident(id: &str, root: ComponentId, class: FaultClass) -> Incident {
     Incident {
@@ -34,7 +35,7 @@ fn incident(id: &str, root: ComponentId, class: FaultClass) -> Incident {
     }
 }
 
-fn gpu_fault(id: &str, host: &str) -> Incident {
+pub(super) fn gpu_fault(id: &str, host: &str) -> Incident {
     incident(id, ComponentId::gpu(host, 1), FaultClass::GpuLost)
 }
 
@@ -52,7 +53,7 @@ fn acting(share: f64, hold: &str) -> Planner {
     Planner::new(s, true)
 }
 
-fn ident(n: &str) -> String {
+pub(super) fn ident(n: &str) -> String {
     n.to_string()
 }
 
@@ -460,4 +461,8 @@ fn the_deploy_example_parses_and_says_what_it_means() {
     assert_eq!(p.mode_for(FaultClass::LeafSwitchDown, Severity::Critical), RemediationMode::Act);
     assert_eq!(p.mode_for(FaultClass::GpuSlow, Severity::Warning), RemediationMode::Suggest);
     assert_eq!(p.mode_for(FaultClass::DiskFailure, Severity::Critical), RemediationMode::Suggest);
+    // Check before delivery: the built-in checks are on; the command checks are offered, commented.
+    let v = r.validation.build(&r.slurm.env).unwrap();
+    assert_eq!(v.names(), "gpu-count, fabric");
+    assert_eq!((v.retry_s, v.retry_max_s, v.max_attempts), (300.0, 3600.0, 6));
 }

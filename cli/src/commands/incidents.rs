@@ -150,10 +150,27 @@ pub fn detail(i: &Incident, style: &Style, now: f64) -> String {
         let mut tl = i.timeline.clone();
         tl.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
         let mut t = Table::new(&["TIME", "WHAT", "DETAIL"]);
+        // A detail's first line is its sentence; lines after it are a program's output (the end of
+        // a validation command's), shown below the table so the table stays one line per entry.
+        let mut outputs = Vec::new();
         for e in &tl {
-            t.row(vec![render::time(e.at_s), e.what.clone(), e.detail.clone()]);
+            let (first, rest) = e.detail.split_once('\n').unwrap_or((e.detail.as_str(), ""));
+            let shown = if rest.is_empty() { first.to_string() } else { format!("{first} (output below)") };
+            t.row(vec![render::time(e.at_s), e.what.clone(), shown]);
+            if !rest.is_empty() {
+                outputs.push((e.at_s, first, rest));
+            }
         }
         out.push_str(&indent(&t.render(style)));
+        if !outputs.is_empty() {
+            out.push_str(&format!("\n{}\n", style.bold("check output")));
+            for (at, first, rest) in outputs {
+                out.push_str(&format!("  {}  {first}\n", render::time(at)));
+                for l in rest.lines() {
+                    out.push_str(&format!("    | {l}\n"));
+                }
+            }
+        }
     }
     if !i.paths.is_empty() {
         out.push_str(&format!("\n{}\n", style.bold("affected paths")));
@@ -196,6 +213,47 @@ mod tests {
         assert_eq!(parse_since("1699990000", now).unwrap(), 1_699_990_000.0);
         let err = parse_since("yesterday", now).unwrap_err().to_string();
         assert!(err.contains("yesterday") && err.contains("2h"), "{err}");
+    }
+
+    #[test]
+    fn a_checks_output_is_shown_under_the_timeline_not_inside_it() {
+        use faultline_proto::{Action, FaultClass, IncidentStatus, Severity, TimelineEntry};
+        let entry = |at_s: f64, detail: &str| TimelineEntry { at_s, what: "action".into(), detail: detail.into() };
+        let i = Incident {
+            id: "inc-000007".into(),
+            root: "node-0001/gpu1".parse().unwrap(),
+            class: FaultClass::GpuLost,
+            severity: Severity::Critical,
+            confidence: 0.9,
+            status: IncidentStatus::Resolved,
+            summary: String::new(),
+            onset_s: 1_700_000_000.0,
+            opened_s: 1_700_000_000.0,
+            opened_at: String::new(),
+            updated_s: 1_700_000_000.0,
+            resolved_s: Some(1_700_000_100.0),
+            affected_jobs: vec![],
+            paths: vec![],
+            evidence: vec![],
+            timeline: vec![
+                entry(1_700_000_200.0, "validation of node-0001: gpu-count passed: 8 of 8 GPUs"),
+                entry(
+                    1_700_000_201.0,
+                    "validation of node-0001: dcgm-diag FAILED: exit status: 1 after 2.0 s\nMemory  Fail - GPU 3\nDone",
+                ),
+            ],
+            action: Action::ResetGpu,
+        };
+        let text = detail(&i, &Style::plain(), 1_700_000_300.0);
+        let (table, output) = text.split_once("check output").expect(&text);
+        assert!(table.contains("gpu-count passed: 8 of 8 GPUs"), "{text}");
+        assert!(table.contains("dcgm-diag FAILED: exit status: 1 after 2.0 s (output below)"), "{text}");
+        assert!(!table.contains("Memory  Fail"), "the output stays out of the table: {text}");
+        assert!(
+            output.contains("dcgm-diag FAILED") && output.contains("    | Memory  Fail - GPU 3\n    | Done\n"),
+            "{text}"
+        );
+        assert!(!output.contains("gpu-count"), "a check without output is not repeated: {text}");
     }
 
     #[test]

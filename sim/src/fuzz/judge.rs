@@ -34,6 +34,32 @@ fn ranks_on_gpu(c: &Cluster, f: &FaultSpec, host: &str, gpu: u32, run_s: f64) ->
     out
 }
 
+/// Whether job `j` is stopped by another fault from (about) the start of `f` to its end: one of
+/// its nodes down, or a GPU of one of its ranks lost or hit by an uncorrectable error (the job
+/// crashes and cannot restart on it while that lasts). A stopped job shows nothing of `f`.
+fn stopped_throughout(sc: &Scenario, c: &Cluster, j: usize, f: &FaultSpec, run_s: f64) -> bool {
+    let end = f.clear_s(run_s).unwrap_or(run_s);
+    let job = &c.jobs[j];
+    sc.faults.iter().any(|o| {
+        // Stopped before `f` could show (a minute's grace) and for as long as `f` lasts.
+        if o.at_s > f.at_s + 60.0 || o.clear_s(run_s).unwrap_or(run_s) < end {
+            return false;
+        }
+        let on_node = |h: &str| c.host_index.get(h).is_some_and(|n| job.ranks.iter().any(|r| r.node == *n));
+        match (&o.kind, &o.target) {
+            (FaultClass::NodeDown, t) => t.host().is_some_and(on_node),
+            (
+                FaultClass::GpuLost
+                | FaultClass::GpuHbmUncorrectable
+                | FaultClass::GpuSramUncorrectable
+                | FaultClass::GpuGspHang,
+                ComponentId::Gpu { host, index },
+            ) => c.host_index.get(host).is_some_and(|n| job.ranks.iter().any(|r| r.node == *n && r.gpu == *index)),
+            _ => false,
+        }
+    })
+}
+
 /// Why fault `i` of `sc` cannot be localized in principle, if it cannot.
 pub fn undiagnosable(sc: &Scenario, world: &World, i: usize) -> Option<String> {
     let c = &world.cluster;
@@ -81,11 +107,15 @@ pub fn undiagnosable(sc: &Scenario, world: &World, i: usize) -> Option<String> {
             _ => {}
         }
     }
+    let stopped_by_node_down = |j: usize| stopped_throughout(sc, c, j, f, run_s);
     let faults_target_gpu = |what: &str| -> Option<String> {
         let ComponentId::Gpu { host, index } = &f.target else { return None };
         let ranks = ranks_on_gpu(c, f, host, *index, run_s);
         if ranks.is_empty() {
             return Some(format!("no job runs on {} while it lasts: {what}", f.target));
+        }
+        if ranks.iter().all(|(j, _)| stopped_by_node_down(*j)) {
+            return Some(format!("the job on {} is stopped by a node down for as long as it lasts: {what}", f.target));
         }
         None
     };
@@ -109,8 +139,9 @@ pub fn undiagnosable(sc: &Scenario, world: &World, i: usize) -> Option<String> {
         FaultClass::LeafCongestion => {
             let ComponentId::Switch { name } = &f.target else { return None };
             let leaf = c.leaf_index(name)?;
-            let busy = c.jobs.iter().any(|j| {
-                j.multi_node
+            let busy = c.jobs.iter().enumerate().any(|(ji, j)| {
+                !stopped_throughout(sc, c, ji, f, run_s)
+                    && j.multi_node
                     && (j.start_ms as f64 / 1000.0) < f.clear_s(run_s).unwrap_or(run_s)
                     && f.at_s + 120.0 < j.end_ms as f64 / 1000.0
                     && j.ranks.iter().any(|r| c.leaf_of(r.node, r.nic) == leaf)
@@ -130,6 +161,18 @@ pub fn undiagnosable(sc: &Scenario, world: &World, i: usize) -> Option<String> {
                         .to_string()
                 },
             )
+        }
+        FaultClass::HostCpuContention => {
+            // Contention is a fault only where a job's ranks starve for CPU: a busy host with no job
+            // on it is just a busy host.
+            let n = *c.host_index.get(host.as_deref()?)?;
+            let end = f.clear_s(run_s).unwrap_or(run_s);
+            let runs = c.node_jobs[n].iter().any(|(j, _)| {
+                let job = &c.jobs[*j];
+                let from = (job.start_ms as f64 / 1000.0).max(f.at_s);
+                (job.end_ms as f64 / 1000.0).min(end) - from >= 120.0
+            });
+            (!runs).then(|| "no job runs on the node while it lasts: nothing to contend with".into())
         }
         FaultClass::AgentDown => {
             // Silence alone cannot tell a dead agent from a dead node: only a job that spans this node

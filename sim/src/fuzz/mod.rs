@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use faultline_proto::FaultClass;
 use serde::{Deserialize, Serialize};
 
 use crate::runner::RunOptions;
@@ -67,6 +68,11 @@ pub struct FuzzReport {
     pub failures: Vec<Failure>,
     /// Worlds whose scenario or run failed (a bug in the campaign, not a score).
     pub errors: Vec<Failure>,
+    /// `node_down` incidents on the node of an agent that stopped where nothing could tell a silent
+    /// agent from a dead node (an undiagnosable `agent_down`): the only reading the data allows, so
+    /// neither credited nor counted false, but listed here because an operator was still paged.
+    #[serde(default)]
+    pub silent_agents_read_as_node_down: usize,
 }
 
 /// What one world gave.
@@ -143,7 +149,23 @@ pub fn run_world(seed: u64, report: &mut FuzzReport) -> WorldOutcome {
             reasons.push(format!("{} on {} at {} s not detected", f.kind, f.target, f.at_s));
         }
     }
-    let false_ids = &run.summary.false_incident_ids;
+    // A silent agent nothing can tell from a dead node is read as the node: not a false alarm.
+    let read_as_node = |i: &crate::score::RunIncident| {
+        i.class == FaultClass::NodeDown
+            && sc.faults.iter().zip(&verdicts).any(|(f, why)| {
+                why.is_some()
+                    && f.kind == FaultClass::AgentDown
+                    && f.target.host() == Some(i.root.as_str())
+                    && i.opened_s >= f.at_s
+            })
+    };
+    let mut false_ids = run.summary.false_incident_ids.clone();
+    false_ids.retain(|id| {
+        let unavoidable = run.incidents.iter().find(|i| &i.id == id).is_some_and(read_as_node);
+        report.silent_agents_read_as_node_down += usize::from(unavoidable);
+        !unavoidable
+    });
+    let false_ids = &false_ids;
     if !false_ids.is_empty() {
         report.false_incidents += false_ids.len();
         report.worlds_with_false_incidents += 1;
@@ -223,6 +245,11 @@ impl FuzzReport {
             pct(self.faults_localized, self.faults)
         );
         let _ = writeln!(t, "undiagnosable (counted apart) {}", self.undiagnosable.len());
+        let _ = writeln!(
+            t,
+            "  silent agents read as node_down (paged, not counted false) {}",
+            self.silent_agents_read_as_node_down
+        );
         if !self.errors.is_empty() {
             let _ = writeln!(t, "ERRORS (campaign bugs)        {}", self.errors.len());
         }

@@ -618,6 +618,7 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
                 recovery_errors: Some(c[2]),
                 tx_bytes: Some(b[0] * 1024),
                 rx_bytes: Some(b[1] * 1024),
+                ..Default::default()
             })
             .collect();
         // Violation time grows while a reason holds (the whole window: faults hold it throughout);

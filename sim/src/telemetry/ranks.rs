@@ -63,7 +63,9 @@ pub fn build(w: &World, ts: i64, ranks: &[RankHere]) -> Vec<JobSample> {
             _ => ts,
         };
         let ended_ok = matches!(rh.view, RankView::Exited { code: 0, .. });
-        let progress = job.progress_api.then(|| {
+        // A training script posts after a step completes: before its first step (compile, NCCL
+        // setup) there is nothing to post, and the agent has no progress for the rank.
+        let progress = (job.progress_api && jd.step > 0).then(|| {
             // This rank posts a moment after the others: it may still show the step before.
             let skew = (noise::unit(&[w.seed, what::STEP_JITTER, rkey, 0x5e]) * w.behaviour.rank_skew_ms) as i64;
             let behind = u64::from(jd.step > 0 && ts - jd.last_progress_ms < skew);
