@@ -1,11 +1,11 @@
 //! The read side of the HTTP API (nodes, incidents, components, jobs, topology, summary, metrics)
-//! and the per-node ingest ledger behind `GET /api/v1/nodes`.
+//! with the per-node ingest ledger (`ingest.rs`) behind `GET /api/v1/nodes`.
 //!
 //! Lists are JSON arrays of the `proto::api` view types (plus a few ledger fields on nodes); errors
 //! are `{"error": "..."}`. Incidents are read from the store, so resolved incidents from before a
 //! restart are still served.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::Json;
@@ -15,248 +15,13 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use faultline_proto::api::{ComponentView, HealthRow, JobView, NodeSummary, Summary, SwitchView, TopologyView};
-use faultline_proto::{ComponentId, ComponentKind, Incident, IncidentStatus, NodeReport, rfc3339};
+use faultline_proto::{ComponentId, ComponentKind, Incident, IncidentStatus, rfc3339};
 use serde::Serialize;
 
+pub use crate::ingest::{Arrival, NodeLedger, NodeRecord, ReportMeta, skewed_nodes};
 use crate::metrics::{Snapshot, wants_openmetrics};
 use crate::server::{ApiError, AppState, accept_header, lock};
-use crate::skew::ClockSkew;
 use crate::store::IncidentQuery;
-
-/// Most separate missing-seq ranges remembered per node. Past this the oldest range is forgotten
-/// (its count stays in `seqs_missing`); a node with this many holes is broken in a way a person
-/// will look at anyway.
-const MAX_MISSING_RANGES: usize = 64;
-
-/// What the ledger needs from a report, taken before the report moves into the engine.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReportMeta {
-    pub node: String,
-    pub seq: u64,
-    pub timestamp_ms: i64,
-    pub interval_ms: u64,
-    pub agent_version: String,
-    pub shutdown: bool,
-    pub gpus: u32,
-    pub nics: u32,
-    pub bytes: usize,
-}
-
-impl ReportMeta {
-    pub fn of(r: &NodeReport, bytes: usize) -> Self {
-        Self {
-            node: r.node.clone(),
-            seq: r.seq,
-            timestamp_ms: r.timestamp_ms,
-            interval_ms: r.interval_ms,
-            agent_version: r.agent_version.clone(),
-            shutdown: r.shutdown,
-            gpus: u32::try_from(r.gpus.len()).unwrap_or(u32::MAX),
-            nics: u32::try_from(r.nics.len()).unwrap_or(u32::MAX),
-            bytes,
-        }
-    }
-}
-
-/// How a report's `seq` related to what came before.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Arrival {
-    First,
-    InOrder,
-    /// `missing` seqs were skipped before this one.
-    Gap {
-        missing: u64,
-    },
-    /// Filled a hole left by an earlier gap.
-    LateFill,
-    Duplicate,
-}
-
-/// One node's ingest history.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NodeRecord {
-    pub last_seq: u64,
-    /// Reports applied, duplicates not counted.
-    pub reports: u64,
-    pub duplicates: u64,
-    /// Times `seq` jumped by more than one.
-    pub gaps: u64,
-    /// Seqs skipped and not (yet) filled by a late report.
-    pub seqs_missing: u64,
-    /// Reports that arrived after a later seq and filled a hole.
-    pub late: u64,
-    missing: VecDeque<(u64, u64)>,
-    /// Analyzer clock, Unix ms.
-    pub first_heard_ms: i64,
-    pub last_heard_ms: i64,
-    /// Report clock of the newest report, Unix ms.
-    pub last_report_ms: i64,
-    pub interval_ms: u64,
-    pub agent_version: String,
-    pub shutdown: bool,
-    pub bytes: u64,
-    pub gpus: u32,
-    pub nics: u32,
-    /// How far the node's clock is from the analyzer's.
-    pub clock: ClockSkew,
-}
-
-/// Per-node seq accounting: lets anyone check that every report arrived, in order, with no gap.
-#[derive(Debug, Default)]
-pub struct NodeLedger {
-    nodes: BTreeMap<String, NodeRecord>,
-}
-
-impl NodeLedger {
-    /// Accounts for one accepted report. `engine_duplicate` is the engine's own verdict.
-    pub fn record(&mut self, m: &ReportMeta, engine_duplicate: bool, now_ms: i64) -> Arrival {
-        let Some(rec) = self.nodes.get_mut(&m.node) else {
-            self.nodes.insert(
-                m.node.clone(),
-                NodeRecord {
-                    last_seq: m.seq,
-                    reports: 1,
-                    duplicates: 0,
-                    gaps: 0,
-                    seqs_missing: 0,
-                    late: 0,
-                    missing: VecDeque::new(),
-                    first_heard_ms: now_ms,
-                    last_heard_ms: now_ms,
-                    last_report_ms: m.timestamp_ms,
-                    interval_ms: m.interval_ms,
-                    agent_version: m.agent_version.clone(),
-                    shutdown: m.shutdown,
-                    bytes: m.bytes as u64,
-                    gpus: m.gpus,
-                    nics: m.nics,
-                    clock: observed_clock(m, now_ms),
-                },
-            );
-            return Arrival::First;
-        };
-        rec.last_heard_ms = now_ms;
-        rec.bytes = rec.bytes.saturating_add(m.bytes as u64);
-        if let Some(now_skewed) = rec.clock.observe(m.timestamp_ms, now_ms, m.interval_ms) {
-            log_skew(&m.node, &rec.clock, now_skewed);
-        }
-        let arrival = if engine_duplicate {
-            Arrival::Duplicate
-        } else if m.seq == rec.last_seq.saturating_add(1) {
-            Arrival::InOrder
-        } else if m.seq > rec.last_seq {
-            let missing = m.seq - rec.last_seq - 1;
-            rec.missing.push_back((rec.last_seq + 1, m.seq - 1));
-            if rec.missing.len() > MAX_MISSING_RANGES {
-                rec.missing.pop_front();
-            }
-            Arrival::Gap { missing }
-        } else if take_missing(&mut rec.missing, m.seq) {
-            Arrival::LateFill
-        } else {
-            Arrival::Duplicate
-        };
-        match arrival {
-            Arrival::Duplicate => {
-                rec.duplicates += 1;
-                return arrival;
-            }
-            Arrival::LateFill => {
-                rec.late += 1;
-                rec.seqs_missing = rec.seqs_missing.saturating_sub(1);
-            }
-            Arrival::Gap { missing } => {
-                rec.gaps += 1;
-                rec.seqs_missing = rec.seqs_missing.saturating_add(missing);
-            }
-            Arrival::First | Arrival::InOrder => {}
-        }
-        rec.reports += 1;
-        if m.seq > rec.last_seq {
-            rec.last_seq = m.seq;
-        }
-        if m.timestamp_ms >= rec.last_report_ms {
-            rec.last_report_ms = m.timestamp_ms;
-            rec.interval_ms = m.interval_ms;
-            rec.agent_version.clone_from(&m.agent_version);
-            rec.shutdown = m.shutdown;
-            rec.gpus = m.gpus;
-            rec.nics = m.nics;
-        }
-        arrival
-    }
-
-    pub fn get(&self, node: &str) -> Option<&NodeRecord> {
-        self.nodes.get(node)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &NodeRecord)> {
-        self.nodes.iter()
-    }
-
-    pub fn len(&self) -> usize {
-        self.nodes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
-    }
-
-    /// Nodes heard within `intervals` of their own report interval, and not shut down.
-    pub fn reporting(&self, now_ms: i64, intervals: f64) -> usize {
-        self.nodes
-            .values()
-            .filter(|r| !r.shutdown && ((now_ms - r.last_heard_ms) as f64) <= intervals * r.interval_ms as f64)
-            .count()
-    }
-}
-
-fn observed_clock(m: &ReportMeta, now_ms: i64) -> ClockSkew {
-    let mut c = ClockSkew::default();
-    c.observe(m.timestamp_ms, now_ms, m.interval_ms);
-    c
-}
-
-fn log_skew(node: &str, c: &ClockSkew, now_skewed: bool) {
-    let skew_s = c.estimate_ms().map(|ms| ms as f64 / 1000.0);
-    if now_skewed {
-        tracing::warn!(
-            node,
-            skew_s,
-            limit_s = crate::skew::MAX_CLOCK_SKEW_MS as f64 / 1000.0,
-            "agent clock is off from the analyzer's; its report times are not trusted for liveness (check NTP on the node)"
-        );
-    } else {
-        tracing::info!(node, skew_s, "agent clock back in line with the analyzer's");
-    }
-}
-
-/// Nodes whose clocks are skewed, with the offset in seconds.
-pub fn skewed_nodes(ledger: &NodeLedger) -> Vec<(String, f64)> {
-    ledger
-        .iter()
-        .filter(|(_, r)| r.clock.skewed())
-        .filter_map(|(n, r)| Some((n.clone(), r.clock.estimate_ms()? as f64 / 1000.0)))
-        .collect()
-}
-
-/// Removes `seq` from the missing ranges; false when it was not missing.
-fn take_missing(ranges: &mut VecDeque<(u64, u64)>, seq: u64) -> bool {
-    let Some(i) = ranges.iter().position(|&(lo, hi)| lo <= seq && seq <= hi) else { return false };
-    let (lo, hi) = ranges[i];
-    match (seq == lo, seq == hi) {
-        (true, true) => {
-            ranges.remove(i);
-        }
-        (true, false) => ranges[i].0 = seq + 1,
-        (false, true) => ranges[i].1 = seq - 1,
-        (false, false) => {
-            ranges[i].1 = seq - 1;
-            ranges.insert(i + 1, (seq + 1, hi));
-        }
-    }
-    true
-}
 
 /// One row of `GET /api/v1/nodes`: the engine's summary plus the ingest ledger.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -316,8 +81,7 @@ pub async fn list_nodes(State(st): State<Arc<AppState>>) -> Response {
                 shutdown: rec.shutdown,
             },
         };
-        let reporting =
-            !rec.shutdown && ((now_ms - rec.last_heard_ms) as f64) <= st.heartbeat_intervals * rec.interval_ms as f64;
+        let reporting = rec.alive(now_ms, st.heartbeat_intervals);
         out.push(NodeEntry {
             last_seen_at: rfc3339(summary.last_seen_s),
             summary,
@@ -708,58 +472,6 @@ fn parse_rfc3339(s: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn meta(node: &str, seq: u64) -> ReportMeta {
-        ReportMeta {
-            node: node.into(),
-            seq,
-            timestamp_ms: 1_000 + seq as i64,
-            interval_ms: 10_000,
-            agent_version: "0.1.0".into(),
-            shutdown: false,
-            gpus: 8,
-            nics: 8,
-            bytes: 100,
-        }
-    }
-
-    #[test]
-    fn ledger_counts_order_gaps_late_fills_and_duplicates() {
-        let mut l = NodeLedger::default();
-        assert_eq!(l.record(&meta("n", 1), false, 0), Arrival::First);
-        assert_eq!(l.record(&meta("n", 2), false, 0), Arrival::InOrder);
-        assert_eq!(l.record(&meta("n", 6), false, 0), Arrival::Gap { missing: 3 });
-        assert_eq!(l.record(&meta("n", 4), false, 0), Arrival::LateFill);
-        assert_eq!(l.record(&meta("n", 4), false, 0), Arrival::Duplicate);
-        assert_eq!(l.record(&meta("n", 6), false, 0), Arrival::Duplicate);
-        assert_eq!(l.record(&meta("n", 7), true, 0), Arrival::Duplicate);
-        let r = l.get("n").unwrap();
-        assert_eq!((r.last_seq, r.reports, r.gaps, r.seqs_missing, r.late, r.duplicates), (6, 4, 1, 2, 1, 3));
-        assert_eq!(r.missing, VecDeque::from([(3, 3), (5, 5)]));
-    }
-
-    #[test]
-    fn missing_ranges_split_and_shrink() {
-        let mut r = VecDeque::from([(10, 20)]);
-        assert!(take_missing(&mut r, 10));
-        assert!(take_missing(&mut r, 20));
-        assert!(take_missing(&mut r, 15));
-        assert_eq!(r, VecDeque::from([(11, 14), (16, 19)]));
-        assert!(!take_missing(&mut r, 15));
-        assert!(!take_missing(&mut r, 25));
-    }
-
-    #[test]
-    fn reporting_counts_only_nodes_heard_recently_and_not_shut_down() {
-        let mut l = NodeLedger::default();
-        l.record(&meta("a", 1), false, 0);
-        l.record(&meta("b", 1), false, 50_000);
-        let mut m = meta("c", 1);
-        m.shutdown = true;
-        l.record(&m, false, 50_000);
-        assert_eq!(l.reporting(50_000, 3.0), 1);
-        assert_eq!(l.reporting(20_000, 3.0), 2);
-    }
 
     #[test]
     fn since_accepts_unix_seconds_and_rfc3339() {

@@ -198,19 +198,26 @@ impl Analyzer {
         self.mass_silence
     }
 
-    /// Decode, validate and apply one report body, exactly as `POST /api/v1/reports` does.
+    /// Decode, validate and apply one JSON report body with `ingest::decode`, as `POST
+    /// /api/v1/reports` does, but without the node ledger: callers that want the whole path (seq
+    /// accounting, future stamps) use `ingest::ingest_body`.
     pub fn ingest_json(&mut self, body: &[u8], now_ms: i64) -> Result<IngestOutcome, IngestError> {
-        let report = decode(body)?;
-        self.apply(report, now_ms)
+        let report = crate::ingest::decode(body, crate::ingest::Encoding::Json)?;
+        Ok(self.apply(report.into_report(), now_ms))
     }
 
-    /// Apply one already-decoded report (validated again here).
+    /// Apply one report built in memory (tests, fuzzing): validated here, since nothing decoded it.
     pub fn ingest(&mut self, report: NodeReport, now_ms: i64) -> Result<IngestOutcome, IngestError> {
         report.validate()?;
+        Ok(self.apply(report, now_ms))
+    }
+
+    /// Apply a report `ingest::decode` validated already; only the ingest path calls this.
+    pub(crate) fn apply_validated(&mut self, report: NodeReport, now_ms: i64) -> IngestOutcome {
         self.apply(report, now_ms)
     }
 
-    fn apply(&mut self, report: NodeReport, now_ms: i64) -> Result<IngestOutcome, IngestError> {
+    fn apply(&mut self, report: NodeReport, now_ms: i64) -> IngestOutcome {
         let prev = self.state.nodes.get(&report.node);
         let before: Vec<String> = prev.map(|n| n.jobs.clone()).unwrap_or_default();
         let inventory = |n: &crate::state::NodeState| (n.gpus.len(), n.nics.len(), n.disks.len());
@@ -241,7 +248,7 @@ impl Analyzer {
                 }
             }
         }
-        Ok(IngestOutcome { node: report.node, seq: report.seq, duplicate })
+        IngestOutcome { node: report.node, seq: report.seq, duplicate }
     }
 
     /// Run detectors and the localizer at `now_ms`; return what changed.
@@ -257,8 +264,7 @@ impl Analyzer {
                     continue;
                 }
                 expected += 1;
-                let hb = silence_allowance_ms(self.cfg.heartbeat_intervals, n.interval_ms);
-                if now_ms - n.last_recv_ms > hb {
+                if crate::ingest::silent(n.last_recv_ms, n.interval_ms, now_ms, self.cfg.heartbeat_intervals) {
                     silent.push(name.clone());
                 }
             }
@@ -785,16 +791,9 @@ impl Analyzer {
     }
 }
 
-/// Decode and validate a report body. The plain decoder is several times faster than the
-/// path-tracking one, so it goes first; only a body it refuses is decoded again to name the field.
+/// Decode and validate a JSON report body (`ingest::decode`).
 pub fn decode(body: &[u8]) -> Result<NodeReport, ReportError> {
-    match serde_json::from_slice::<NodeReport>(body) {
-        Ok(r) => {
-            r.validate()?;
-            Ok(r)
-        }
-        Err(_) => NodeReport::from_json(body),
-    }
+    crate::ingest::decode(body, crate::ingest::Encoding::Json).map(crate::ingest::Decoded::into_report)
 }
 
 fn same(a: &[Symptom], b: &[Symptom]) -> bool {

@@ -1,5 +1,6 @@
-//! The analyzer's HTTP server: report ingest, the read API, `/metrics`, `/healthz`, and the
-//! background tick that runs the engine once a second and records what changed.
+//! The analyzer's HTTP server: report ingest (HTTP concerns only: auth, body limits, node caps and
+//! rate limits; decoding, validation and the ledger are `ingest.rs`), the read API, `/metrics` and
+//! `/healthz`. The tick that runs the engine and records what changed is `pipeline.rs`.
 //!
 //! **Architecture Invariant:** the engine sits behind one std `Mutex` and every critical section is
 //! short: reports are decoded and validated before the lock is taken, and store writes happen after
@@ -19,32 +20,25 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use faultline_proto::{Incident, IncidentStatus, NodeReport, ReportError, TopologyFile};
+use faultline_proto::{Incident, ReportError, TopologyFile};
 use serde::Serialize;
 use tracing::{debug, error, info, warn};
 
-use crate::api::{self, NodeLedger, ReportMeta};
+use crate::api;
 use crate::auth::{Auth, AuthError};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::engine::{Analyzer, IncidentChange};
+use crate::ingest::{self, Encoding, NodeLedger};
 use crate::metrics::{IngestResult, Metrics};
+pub use crate::pipeline::{OutboxPlanner, TickReport};
 use crate::ratelimit::RateLimiter;
-use crate::store::{NewOutbox, Store, StoreError};
-
-/// Most incident changes kept in memory while the store refuses writes (disk full, I/O error).
-/// Incident changes are rare (a handful per fault), so this covers hours of a broken disk.
-const MAX_PENDING_CHANGES: usize = 10_000;
+use crate::store::{Store, StoreError};
 
 /// An oversized body up to this size is read and discarded before the 413 goes out, so a client
 /// that writes its whole body before reading sees the answer; bigger ones get the connection cut.
 /// Four times the default report limit: a client that far off is misconfigured, not a real agent.
 const MAX_DRAIN_BYTES: usize = 4 * faultline_proto::report::limits::MAX_BODY_BYTES;
-
-/// Turns an incident change into the notifications to enqueue with it (issue 7 plugs in here).
-pub trait OutboxPlanner: Send + Sync + std::fmt::Debug + 'static {
-    fn plan(&self, change: &IncidentChange, now_s: f64) -> Vec<NewOutbox>;
-}
 
 /// A JSON error answer: `{"error": "..."}` with a 4xx/5xx status.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,15 +120,15 @@ pub struct AppState {
     pub list_limit: usize,
     pub heartbeat_intervals: f64,
     pub started_s: f64,
-    planner: Option<Arc<dyn OutboxPlanner>>,
+    pub(crate) planner: Option<Arc<dyn OutboxPlanner>>,
     /// Drains and resumes through the scheduler (`remediate`); its own task runs the rounds.
     pub remediation: crate::remediate::Remediation,
     /// Changes the store has not accepted yet; retried on the next tick.
-    pending: Mutex<Vec<IncidentChange>>,
+    pub(crate) pending: Mutex<Vec<IncidentChange>>,
     /// Node, component and connection caps (`limits.rs`).
     pub limits: crate::limits::Limits,
     /// The last store write error, while writes keep failing (None once one succeeds).
-    store_failure: Mutex<Option<String>>,
+    pub(crate) store_failure: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -144,14 +138,6 @@ impl std::fmt::Debug for AppState {
             .field("max_body_bytes", &self.max_body_bytes)
             .finish_non_exhaustive()
     }
-}
-
-/// What one tick did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct TickReport {
-    pub changes: usize,
-    /// Changes still waiting for the store after this tick (0 when all is written).
-    pub pending: usize,
 }
 
 /// Locks a mutex, carrying on with the data if a previous holder panicked: the state is plain data
@@ -222,86 +208,6 @@ impl AppState {
         }))
     }
 
-    /// Runs the engine once at the clock's time and records every change (with its notifications)
-    /// in one transaction. If the store refuses, the changes wait in memory for the next tick.
-    pub fn tick_once(&self) -> TickReport {
-        let t0 = Instant::now();
-        let report = self.tick_inner();
-        self.metrics.tick(t0.elapsed().as_secs_f64());
-        self.metrics.tick_finished(self.clock.now_ms());
-        report
-    }
-
-    fn tick_inner(&self) -> TickReport {
-        let now_ms = self.clock.now_ms();
-        let span_start = crate::otel::enabled().then(crate::otel::now_ns);
-        self.metrics.tick_started();
-        let changes = lock(&self.engine).tick(now_ms);
-        let n = changes.len();
-        if n > 0 {
-            let mut counts = crate::otel::TickCounts::default();
-            let mut open = self.open.write().unwrap_or_else(|p| p.into_inner());
-            for c in &changes {
-                match c {
-                    IncidentChange::Opened(_) => counts.opened += 1,
-                    IncidentChange::Updated(_) => counts.updated += 1,
-                    IncidentChange::Resolved(_) => counts.resolved += 1,
-                }
-                if let (IncidentChange::Opened(i), Some(_)) = (c, span_start) {
-                    if !counts.roots.is_empty() {
-                        counts.roots.push(',');
-                    }
-                    counts.roots.push_str(&i.root.to_string());
-                }
-                match c {
-                    IncidentChange::Opened(i) => {
-                        self.metrics.incident_opened(i);
-                        info!(incident = %i.id, root = %i.root, class = %i.class, confidence = i.confidence, "incident opened");
-                    }
-                    IncidentChange::Updated(i) => debug!(incident = %i.id, "incident updated"),
-                    IncidentChange::Resolved(i) => info!(incident = %i.id, root = %i.root, "incident resolved"),
-                }
-                let inc = change_incident(c);
-                if inc.status == IncidentStatus::Open && !matches!(c, IncidentChange::Resolved(_)) {
-                    open.insert(inc.id.clone(), inc.clone());
-                } else {
-                    open.remove(&inc.id);
-                }
-            }
-            if let Some(start) = span_start {
-                counts.open_after = open.len() as u64;
-                crate::otel::diagnosis_span(start, &counts);
-            }
-        }
-        let mut pending = lock(&self.pending);
-        pending.extend(changes);
-        if pending.is_empty() {
-            return TickReport::default();
-        }
-        let now_s = now_ms as f64 / 1000.0;
-        let outbox: Vec<NewOutbox> = match &self.planner {
-            Some(p) => pending.iter().flat_map(|c| p.plan(c, now_s)).collect(),
-            None => Vec::new(),
-        };
-        match lock(&self.store).record(&pending, &outbox, now_s) {
-            Ok(()) => {
-                pending.clear();
-                self.store_ok();
-            }
-            Err(e) => {
-                self.metrics.store_error();
-                self.store_failed(&e);
-                if pending.len() > MAX_PENDING_CHANGES {
-                    let drop_n = pending.len() - MAX_PENDING_CHANGES;
-                    pending.drain(..drop_n);
-                    error!(dropped = drop_n, "store unavailable too long; oldest unrecorded incident changes dropped");
-                }
-                error!(error = %e, pending = pending.len(), "cannot record incident changes; retrying next tick");
-            }
-        }
-        TickReport { changes: n, pending: pending.len() }
-    }
-
     /// Checks that a request may change things (the write actions): the shared token only.
     pub fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         self.auth.check_admin(headers).map_err(|e| ApiError::auth(&e))
@@ -310,50 +216,6 @@ impl AppState {
     /// Checks that a request may read the API: a read token or the shared one.
     pub fn authorize_read(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         self.auth.check_read(headers).map_err(|e| ApiError::auth(&e))
-    }
-}
-
-impl AppState {
-    /// Why the store is failing, while incident changes wait in memory for it (disk full, I/O
-    /// error). Readers then serve open incidents from memory and `/healthz` answers 503.
-    pub fn store_failing(&self) -> Option<String> {
-        let failure = lock(&self.store_failure).clone();
-        match failure {
-            Some(f) => Some(f),
-            // `try_lock`: the tick holds `pending` while it writes, and a read must never wait on
-            // a slow disk; a write in progress is not a failure.
-            None => match self.pending.try_lock() {
-                Ok(p) if !p.is_empty() => Some("incident changes are waiting to be written".into()),
-                _ => None,
-            },
-        }
-    }
-
-    fn store_failed(&self, e: &StoreError) {
-        let mut f = lock(&self.store_failure);
-        if f.is_none() {
-            error!(error = %e, "STORE FAILING: incident changes are kept in memory and served from there until it recovers");
-        }
-        *f = Some(e.to_string());
-        self.metrics.store_failing(true);
-    }
-
-    fn store_ok(&self) {
-        if lock(&self.store_failure).take().is_some() {
-            info!("store writes succeed again");
-        }
-        self.metrics.store_failing(false);
-    }
-
-    /// The notification planner, when notifications are configured (remediation pages through it).
-    pub fn outbox_planner(&self) -> Option<&Arc<dyn OutboxPlanner>> {
-        self.planner.as_ref()
-    }
-}
-
-fn change_incident(c: &IncidentChange) -> &Incident {
-    match c {
-        IncidentChange::Opened(i) | IncidentChange::Updated(i) | IncidentChange::Resolved(i) => i,
     }
 }
 
@@ -468,7 +330,7 @@ async fn ingest(st: &AppState, headers: &HeaderMap, body: Body) -> Result<(Accep
         let result = if e.is_forbidden() { IngestResult::Forbidden } else { IngestResult::Unauthorized };
         (result, ApiError::auth(&e))
     })?;
-    check_content_type(headers).map_err(|e| (IngestResult::UnsupportedMediaType, e))?;
+    let encoding = check_content_type(headers).map_err(|e| (IngestResult::UnsupportedMediaType, e))?;
     let too_large = |n: String| {
         (
             IngestResult::TooLarge,
@@ -505,20 +367,18 @@ async fn ingest(st: &AppState, headers: &HeaderMap, body: Body) -> Result<(Accep
     };
     st.metrics.ingest_bytes(bytes.len());
     if bytes.is_empty() {
-        return Err((
-            IngestResult::Malformed,
-            ApiError::bad_request("empty body: expected one NodeReport JSON object"),
-        ));
+        return Err((IngestResult::Malformed, ApiError::bad_request("empty body: expected one NodeReport")));
     }
-    // Decode and validate outside the engine lock.
-    let mut report = NodeReport::from_json(&bytes).map_err(|e| report_refusal(&e))?;
-    grant.allows(&report.node).map_err(|e| (IngestResult::Forbidden, ApiError::auth(&e)))?;
+    // Decode and validate, once, outside the engine lock.
+    let mut decoded = ingest::decode(&bytes, encoding).map_err(|e| report_refusal(&e))?;
+    let node = decoded.report().node.clone();
+    grant.allows(&node).map_err(|e| (IngestResult::Forbidden, ApiError::auth(&e)))?;
     let now_ms = st.clock.now_ms();
-    match st.limits.admit(&mut report) {
+    match st.limits.admit(decoded.report_mut()) {
         Ok(t) if t.components > 0 => {
             st.metrics.limit_hit("components_per_node", t.components as u64);
             if st.limits.should_log() {
-                warn!(node = %report.node, dropped = t.components, max = st.limits.cfg.max_components_per_node, "node names more components than limits.max_components_per_node; new names dropped");
+                warn!(node = %node, dropped = t.components, max = st.limits.cfg.max_components_per_node, "node names more components than limits.max_components_per_node; new names dropped");
             }
         }
         Ok(_) => {}
@@ -531,20 +391,19 @@ async fn ingest(st: &AppState, headers: &HeaderMap, body: Body) -> Result<(Accep
                 1,
             );
             if st.limits.should_log() {
-                warn!(node = %report.node, reason = %why, "report refused: node not admitted (logged at the 1st, 2nd, 4th… time)");
+                warn!(node = %node, reason = %why, "report refused: node not admitted (logged at the 1st, 2nd, 4th… time)");
             }
             return Err((
                 IngestResult::Forbidden,
-                ApiError::new(StatusCode::FORBIDDEN, format!("node {:?} {why}", report.node)),
+                ApiError::new(StatusCode::FORBIDDEN, format!("node {node:?} {why}")),
             ));
         }
     }
-    if let Err(wait_s) = st.rate.check(&report.node, now_ms) {
+    if let Err(wait_s) = st.rate.check(&node, now_ms) {
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
-                "node {:?} is over its rate limit ({} reports/s, burst {}); retry in {wait_s} s",
-                report.node,
+                "node {node:?} is over its rate limit ({} reports/s, burst {}); retry in {wait_s} s",
                 st.rate.rate_per_s(),
                 st.rate.burst()
             ),
@@ -552,25 +411,20 @@ async fn ingest(st: &AppState, headers: &HeaderMap, body: Body) -> Result<(Accep
         e.retry_after_s = Some(wait_s);
         return Err((IngestResult::RateLimited, e));
     }
-    // The ledger sees the agent's own clock (that is how skew is measured); the engine sees a
-    // report from the future at arrival time, so one wrong clock cannot hide later reports.
-    let meta = ReportMeta::of(&report, bytes.len());
-    if let Some(ahead_ms) = crate::skew::restamp_future(&mut report, now_ms) {
-        st.metrics.limit_hit("future_timestamp", 1);
-        debug!(node = %report.node, ahead_ms, "report stamped in the future; taken at arrival time");
-    }
-    st.metrics.report_age((now_ms - report.timestamp_ms) as f64 / 1000.0);
-    let outcome = {
+    let applied = {
         let mut engine = lock(&st.engine);
-        let outcome = engine
-            .ingest(report, now_ms)
-            .map_err(|e| (IngestResult::Invalid, ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())))?;
-        lock(&st.ledger).record(&meta, outcome.duplicate, now_ms);
-        outcome
+        let mut ledger = lock(&st.ledger);
+        ingest::apply(&mut engine, &mut ledger, decoded, now_ms)
     };
+    if let Some(ahead_ms) = applied.restamped_ahead_ms {
+        st.metrics.limit_hit("future_timestamp", 1);
+        debug!(node = %node, ahead_ms, "report stamped in the future; taken at arrival time");
+    }
+    st.metrics.report_age(applied.age_ms as f64 / 1000.0);
     st.metrics.report_applied();
+    let outcome = applied.outcome;
     let result = if outcome.duplicate { IngestResult::Duplicate } else { IngestResult::Accepted };
-    debug!(node = %outcome.node, seq = outcome.seq, duplicate = outcome.duplicate, bytes = meta.bytes, "report applied");
+    debug!(node = %outcome.node, seq = outcome.seq, duplicate = outcome.duplicate, bytes = applied.bytes, "report applied");
     Ok((Accepted { node: outcome.node, seq: outcome.seq, duplicate: outcome.duplicate }, result))
 }
 
@@ -583,18 +437,15 @@ fn report_refusal(e: &ReportError) -> Refusal {
     }
 }
 
-fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
-    let unsupported = |msg: String| ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, msg);
-    let Some(v) = headers.get(CONTENT_TYPE) else {
-        return Err(unsupported("missing Content-Type: send `Content-Type: application/json`".into()));
+fn check_content_type(headers: &HeaderMap) -> Result<Encoding, ApiError> {
+    let v = match headers.get(CONTENT_TYPE) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type is not readable text"))?,
+        ),
     };
-    let v = v.to_str().map_err(|_| unsupported("Content-Type is not readable text".into()))?;
-    let mime = v.split(';').next().unwrap_or("").trim();
-    if mime.eq_ignore_ascii_case("application/json") {
-        Ok(())
-    } else {
-        Err(unsupported(format!("Content-Type is {v:?}; reports must be sent as application/json")))
-    }
+    Encoding::from_content_type(v).map_err(|m| ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, m))
 }
 
 enum ReadError {
@@ -643,7 +494,7 @@ where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
 {
-    let ticker = tokio::spawn(tick_loop(state.clone(), tick_interval));
+    let ticker = tokio::spawn(crate::pipeline::tick_loop(state.clone(), tick_interval));
     let remediator = tokio::spawn(crate::remediate::runner::run_loop(state.clone(), tick_interval));
     let limits = state.limits.cfg.clone();
     let result = crate::conn::serve(listener, router(state.clone()), &limits, shutdown).await;
@@ -656,45 +507,4 @@ where
         warn!(pending = left, "shutting down with incident changes the store did not accept");
     }
     result
-}
-
-impl AppState {
-    /// Retries recording pending changes without ticking; returns how many are still pending.
-    pub fn flush_pending(&self) -> usize {
-        let mut pending = lock(&self.pending);
-        if pending.is_empty() {
-            return 0;
-        }
-        let now_s = self.clock.now_s();
-        let outbox: Vec<NewOutbox> = match &self.planner {
-            Some(p) => pending.iter().flat_map(|c| p.plan(c, now_s)).collect(),
-            None => Vec::new(),
-        };
-        match lock(&self.store).record(&pending, &outbox, now_s) {
-            Ok(()) => {
-                pending.clear();
-                self.store_ok();
-            }
-            Err(e) => {
-                self.metrics.store_error();
-                self.store_failed(&e);
-                error!(error = %e, "cannot record incident changes");
-            }
-        }
-        pending.len()
-    }
-}
-
-async fn tick_loop(state: Arc<AppState>, every: Duration) {
-    let mut interval = tokio::time::interval(every);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        interval.tick().await;
-        let st = state.clone();
-        match tokio::task::spawn_blocking(move || st.tick_once()).await {
-            Ok(r) if r.changes > 0 => debug!(changes = r.changes, pending = r.pending, "tick"),
-            Ok(_) => {}
-            Err(e) => error!(error = %e, "engine tick panicked; continuing"),
-        }
-    }
 }

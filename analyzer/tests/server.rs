@@ -165,8 +165,11 @@ async fn a_valid_report_is_accepted_and_counted_per_node() {
     assert_eq!(n1["gpus"], 1);
     assert_eq!(n1["reporting"], true);
     assert_eq!(n1["agent_version"], "0.1.0-test");
-    // Past the heartbeat allowance (3 × 10 s) the node no longer counts as reporting.
+    // The engine's silence allowance is the one rule: 3 × 10 s plus the 20 s transit allowance.
     srv.clock.advance_ms(31_000);
+    let (_, nodes) = srv.get_json("/api/v1/nodes").await;
+    assert_eq!(nodes[0]["reporting"], true, "within the transit allowance");
+    srv.clock.advance_ms(20_000);
     let (_, nodes) = srv.get_json("/api/v1/nodes").await;
     assert_eq!(nodes[0]["reporting"], false);
     srv.stop().await;

@@ -335,6 +335,8 @@ fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         on_report: if args.serve { Some(&mut on_report) } else { None },
         progress: Some(&mut progress),
         epoch_ms: Some(epoch_ms),
+        // `on_report` reads the bodies as JSON.
+        encoding: Some(faultline_analyzer::ingest::Encoding::Json),
         ..Default::default()
     };
     let report = faultline_sim::run(&sc, opts).context("running the demo scenario")?;

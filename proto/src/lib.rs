@@ -15,6 +15,7 @@ pub mod report;
 pub mod time;
 pub mod topology;
 pub mod validate;
+pub mod wire;
 pub mod xid;
 pub mod xid_nvlink5;
 

@@ -1,4 +1,5 @@
-//! Measures the simulator alone (no analyzer): physics, report building and JSON per round.
+//! Measures the simulator alone (no analyzer): physics, report building and JSON per round; then
+//! the cost per report of each encoding both ways (encode; decode + validation, as ingest does).
 //! `cargo run --release -p faultline-sim --example simbench -- sim/scenarios/scale-16k.toml 120`
 
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ fn main() {
     let mut w = faultline_sim::World::new(&sc, 1_700_000_000_000);
     eprintln!("world built in {:.2} s", t0.elapsed().as_secs_f64());
     let (mut step, mut json, mut n, mut bytes) = (Duration::ZERO, Duration::ZERO, 0u64, 0u64);
+    let mut sample = Vec::new();
     while w.t_ms < secs * 1000 {
         let a = Instant::now();
         let out = w.step();
@@ -28,7 +30,11 @@ fn main() {
         }
         json += b.elapsed();
         n += out.len() as u64;
+        if sample.len() < 2000 {
+            sample.extend(out.into_iter().map(|o| o.report));
+        }
     }
+    encodings(&sample);
     let rounds = (secs as f64 / sc.interval_s).max(1.0);
     println!(
         "{n} reports, {:.1} KiB avg; per round: step {:.1} ms, json {:.1} ms; per report: step {:.1} us, json {:.1} us; peak RSS {} MiB",
@@ -39,4 +45,39 @@ fn main() {
         json.as_secs_f64() * 1e6 / n.max(1) as f64,
         faultline_sim::report::peak_rss_bytes() >> 20
     );
+}
+
+/// Per report, over `reports`: bytes, encode, and decode + validation, for JSON and the compact
+/// encoding.
+fn encodings(reports: &[faultline_proto::NodeReport]) {
+    use faultline_analyzer::ingest::{Encoding, decode};
+    let n = reports.len().max(1) as f64;
+    let us = |d: Duration| d.as_secs_f64() * 1e6 / n;
+    for enc in [Encoding::Json, Encoding::Protobuf] {
+        let t0 = Instant::now();
+        let bodies: Vec<Vec<u8>> = reports
+            .iter()
+            .map(|r| match enc {
+                Encoding::Json => serde_json::to_vec(r).unwrap_or_default(),
+                Encoding::Protobuf => faultline_proto::wire::encode(r),
+            })
+            .collect();
+        let enc_t = t0.elapsed();
+        let t1 = Instant::now();
+        let ok = bodies.iter().filter(|b| decode(b, enc).is_ok()).count();
+        let dec_t = t1.elapsed();
+        let t2 = Instant::now();
+        for r in reports {
+            let _ = r.validate();
+        }
+        let val_t = t2.elapsed();
+        let size = bodies.iter().map(Vec::len).sum::<usize>() as f64 / n;
+        println!(
+            "{enc:?}: {size:.0} B/report; encode {:.1} us, decode+validate {:.1} us (validate alone {:.1} us); {ok}/{} decoded",
+            us(enc_t),
+            us(dec_t),
+            us(val_t),
+            reports.len()
+        );
+    }
 }

@@ -41,6 +41,10 @@ pub struct AnalyzerStats {
     pub round_ms_p95: Option<f64>,
     pub round_ms_max: Option<f64>,
     pub ingest_ms_total: Option<f64>,
+    /// Decoding and validating every report (`ingest::decode`), done on its own thread outside the
+    /// engine, as the HTTP server's request threads do; not part of the round times above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode_ms_total: Option<f64>,
     pub tick_ms_total: Option<f64>,
     /// Slowest single tick, milliseconds.
     pub tick_ms_max: Option<f64>,
@@ -142,10 +146,13 @@ impl RunReport {
                 a.tick_ms_max.unwrap_or(0.0)
             );
         }
+        if let Some(d) = a.decode_ms_total {
+            let _ = writeln!(o, "decode + validation, on its own thread outside the engine: total {d:.0} ms");
+        }
         if let (Some(p50), Some(max)) = (a.sim_round_ms_p50, a.sim_round_ms_max) {
             let _ = writeln!(
                 o,
-                "simulator time per round (physics + reports + JSON): p50 {p50:.1} ms, max {max:.1} ms; total {:.0} ms",
+                "simulator time per round (physics + reports + encoding): p50 {p50:.1} ms, max {max:.1} ms; total {:.0} ms",
                 a.sim_ms_total
             );
         }

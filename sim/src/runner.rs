@@ -1,11 +1,13 @@
-//! Runs a scenario: in-process (each report serialized to JSON and fed to the real analyzer engine
-//! through `ingest_json`, the same path as HTTP, with a `tick` every virtual second) or over the wire
+//! Runs a scenario: in-process (each report encoded, compact by default, and fed to the real analyzer engine through
+//! `ingest::ingest_body`, the path HTTP takes too: one decode and validation, the node ledger, the
+//! future-stamp rule; with a `tick` every virtual second) or over the wire
 //! (POST to a running analyzer, paced N× real time, then read its incidents). Then scores.
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use faultline_analyzer::ingest::{self, Encoding, NodeLedger};
 use faultline_analyzer::{Analyzer, EngineConfig, IncidentChange, IngestError, IngestOutcome};
 use faultline_proto::Incident;
 
@@ -17,11 +19,23 @@ use crate::world::{DEFAULT_EPOCH_MS, World};
 /// Seconds of reports the simulator may run ahead of the analyzer in-process.
 const PIPELINE_DEPTH: usize = 2;
 
-/// One virtual second of serialized reports: (arrival ms, node, seq, JSON body).
+/// One virtual second of encoded reports: (arrival ms, node, seq, body).
 struct Second {
     t_ms: i64,
     items: Vec<(i64, String, u64, Vec<u8>)>,
     sim_time: Duration,
+}
+
+/// (arrival ms, node, seq, body, what `ingest::decode` made of it).
+type DecodedItem = (i64, String, u64, Vec<u8>, Result<ingest::Decoded, faultline_proto::ReportError>);
+
+/// One virtual second of reports after `ingest::decode`, which runs on its own thread as it runs
+/// on the HTTP server's request threads: outside the engine lock, on the other core.
+struct Decoded {
+    t_ms: i64,
+    items: Vec<DecodedItem>,
+    sim_time: Duration,
+    decode_time: Duration,
 }
 
 /// Report posts in flight at once in wire mode.
@@ -72,6 +86,9 @@ pub struct RunOptions<'a> {
     pub on_report: Option<ReportHook<'a>>,
     /// In-process: the Unix ms virtual time starts at (default `DEFAULT_EPOCH_MS`).
     pub epoch_ms: Option<i64>,
+    /// How reports are encoded on their way to the analyzer, in-process and over the wire (default:
+    /// the compact encoding, as agents send them). `on_report` sees bodies in this encoding.
+    pub encoding: Option<Encoding>,
 }
 
 /// Ground truth of every fault of the scenario.
@@ -144,13 +161,39 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                 Some(a) => a,
                 None => own.insert(Analyzer::new(opts.engine.take().unwrap_or_default(), world.cluster.topology())),
             };
-            // The simulator runs one second ahead on its own thread (physics, reports, JSON), so
-            // the analyzer's thread does nothing but ingest and tick, as a real one would.
-            let (tx, rx) = mpsc::sync_channel::<Result<Second, serde_json::Error>>(PIPELINE_DEPTH);
+            // The simulator runs one second ahead on its own thread (physics, reports, encoding),
+            // a second thread decodes and validates (`ingest::decode`, as HTTP request threads do,
+            // outside the engine lock), and the analyzer's thread only applies reports (the ledger
+            // and the engine) and ticks, as a real one would.
+            // The ingest ledger (seq, duplicates, liveness) an HTTP analyzer keeps beside its engine.
+            let mut ledger = NodeLedger::default();
+            let encoding = opts.encoding.unwrap_or(Encoding::Protobuf);
+            let (tx, rx_enc) = mpsc::sync_channel::<Result<Second, serde_json::Error>>(PIPELINE_DEPTH);
+            let (tx_dec, rx) = mpsc::sync_channel::<Result<Decoded, serde_json::Error>>(PIPELINE_DEPTH);
+            let mut decode_total = Duration::ZERO;
             let result = std::thread::scope(|scope| -> Result<(), RunError> {
                 // Owned here, so that returning early drops it and the producer stops.
                 let rx = rx;
                 let world = &mut world;
+                scope.spawn(move || {
+                    for second in rx_enc {
+                        let msg = second.map(|s| {
+                            let d0 = Instant::now();
+                            let items = s
+                                .items
+                                .into_iter()
+                                .map(|(arrival, node, seq, body)| {
+                                    let d = ingest::decode(&body, encoding);
+                                    (arrival, node, seq, body, d)
+                                })
+                                .collect();
+                            Decoded { t_ms: s.t_ms, items, sim_time: s.sim_time, decode_time: d0.elapsed() }
+                        });
+                        if tx_dec.send(msg).is_err() {
+                            break;
+                        }
+                    }
+                });
                 scope.spawn(move || {
                     for _ in 0..=steps {
                         let g0 = Instant::now();
@@ -158,7 +201,11 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                         let mut items = Vec::with_capacity(out.len());
                         let mut failed = None;
                         for o in out {
-                            match serde_json::to_vec(&o.report) {
+                            let body = match encoding {
+                                Encoding::Json => serde_json::to_vec(&o.report),
+                                Encoding::Protobuf => Ok(faultline_proto::wire::encode(&o.report)),
+                            };
+                            match body {
                                 Ok(body) => items.push((o.arrival_ms, o.report.node, o.report.seq, body)),
                                 Err(e) => failed = Some(e),
                             }
@@ -177,15 +224,20 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                     let second = second?;
                     let t = second.t_ms;
                     let mut spent = Duration::ZERO;
-                    for (arrival, node, seq, body) in &second.items {
+                    decode_total += second.decode_time;
+                    let n_items = second.items.len() as u64;
+                    for (arrival, node, seq, body, decoded) in second.items {
                         stats.reports += 1;
                         stats.report_bytes += body.len() as u64;
-                        let now = epoch_ms + (*arrival).min(t);
+                        let now = epoch_ms + arrival.min(t);
                         let t0 = Instant::now();
-                        let res = an.ingest_json(body, now);
+                        let res = match decoded {
+                            Ok(d) => Ok(ingest::apply(an, &mut ledger, d, now).outcome),
+                            Err(e) => Err(IngestError::from(e)),
+                        };
                         spent += t0.elapsed();
                         if let Some(f) = opts.on_report.as_mut() {
-                            f(body, now, &res);
+                            f(&body, now, &res);
                         }
                         if let Err(e) = res {
                             stats.rejected += 1;
@@ -219,7 +271,7 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                     round_cur += spent;
                     sim_cur += second.sim_time;
                     sim_total += second.sim_time;
-                    round_reports += second.items.len() as u64;
+                    round_reports += n_items;
                     pace(wall, speed, t);
                     if let Some(p) = opts.progress.as_mut() {
                         p((k as f64).min(sc.duration_s), sc.duration_s);
@@ -238,6 +290,7 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
             stats.round_ms_p95 = score::percentile(&rounds_ms, 95.0).map(r2);
             stats.round_ms_max = score::percentile(&rounds_ms, 100.0).map(r2);
             stats.ingest_ms_total = Some(r2(ms(ingest_total)));
+            stats.decode_ms_total = Some(r2(ms(decode_total)));
             stats.tick_ms_total = Some(r2(ms(tick_total)));
             stats.tick_ms_max = Some(r2(ms(tick_max)));
             stats.sim_ms_total = r2(ms(sim_total));
@@ -318,6 +371,9 @@ fn run_wire(
     // Set before the workers start: the due time of every report is measured from it.
     let start = Instant::now();
     let url = format!("{base}/api/v1/reports");
+    // What agents send: the compact encoding unless the caller asked for JSON.
+    let encoding = opts.encoding.unwrap_or(Encoding::Protobuf);
+    let content_type = encoding.content_type();
     let mut workers = Vec::new();
     for _ in 0..WIRE_WORKERS {
         let rx = Arc::clone(&rx);
@@ -332,7 +388,7 @@ fn run_wire(
                     guard.recv()
                 };
                 let Ok((body, due)) = body else { break };
-                let mut req = client.post(&url).header("content-type", "application/json").body(body);
+                let mut req = client.post(&url).header("content-type", content_type).body(body);
                 if let Some(t) = &token {
                     req = req.bearer_auth(t);
                 }
@@ -364,7 +420,10 @@ fn run_wire(
         let out = world.step();
         let t = world.t_ms;
         for o in out {
-            let body = serde_json::to_vec(&o.report)?;
+            let body = match encoding {
+                Encoding::Json => serde_json::to_vec(&o.report)?,
+                Encoding::Protobuf => faultline_proto::wire::encode(&o.report),
+            };
             stats.reports += 1;
             stats.report_bytes += body.len() as u64;
             round_reports += 1;

@@ -1,4 +1,4 @@
-//! Scenarios through the real analyzer engine, in-process (the same `ingest_json` path as HTTP):
+//! Scenarios through the real analyzer engine, in-process (`ingest::ingest_body`, the path HTTP takes):
 //! the smoke and two-faults scenarios are diagnosed, the run report has the fields of
 //! spec/scenario.md, and its raw incidents score the same again.
 

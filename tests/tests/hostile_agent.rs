@@ -82,9 +82,7 @@ fn fake_server(answer: Option<&'static [u8]>) -> (String, std::sync::mpsc::Recei
         let mut held = Vec::new();
         for s in l.incoming().flatten() {
             let mut s = s;
-            let mut buf = vec![0u8; 1 << 20];
-            let n = s.read(&mut buf).unwrap_or(0);
-            let _ = tx.send(buf[..n].to_vec());
+            let _ = tx.send(read_request(&mut s));
             match answer {
                 Some(a) => {
                     let _ = s.write_all(a);
@@ -94,6 +92,43 @@ fn fake_server(answer: Option<&'static [u8]>) -> (String, std::sync::mpsc::Recei
         }
     });
     (url, rx)
+}
+
+/// One whole request: the headers, then as much body as `content-length` says.
+fn read_request(s: &mut std::net::TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    loop {
+        let n = s.read(&mut buf).unwrap_or(0);
+        got.extend_from_slice(&buf[..n]);
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                return got;
+            }
+        }
+        if n == 0 {
+            return got;
+        }
+    }
+}
+
+/// The `seq` of the report in a captured request, JSON or compact.
+fn request_seq(req: &[u8]) -> Option<u64> {
+    let end = req.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let body = &req[end + 4..];
+    let head = String::from_utf8_lossy(&req[..end]).to_ascii_lowercase();
+    if head.contains(faultline_proto::wire::CONTENT_TYPE) {
+        faultline_proto::wire::decode(body).ok().map(|r| r.seq)
+    } else {
+        serde_json::from_slice::<serde_json::Value>(body).ok()?["seq"].as_u64()
+    }
 }
 
 #[test]
@@ -175,7 +210,7 @@ fn kill_9_during_a_slow_push_loses_nothing() {
     let (slow, rx) = fake_server(None);
     let mut agent = Agent { node, analyzer: slow, token: TOKEN, spool: &spool, sysfs: None, procfs: None }.start();
     let first = rx.recv_timeout(Duration::from_secs(60)).expect("the agent posts");
-    assert!(String::from_utf8_lossy(&first).contains("\"seq\":1"), "{}", String::from_utf8_lossy(&first));
+    assert_eq!(request_seq(&first), Some(1), "{}", String::from_utf8_lossy(&first));
     // While seq 1 hangs, four more reports are built.
     wait_for(Duration::from_secs(60), "later reports", || {
         get_json(&format!("{}/healthz", agent.url), None)?["last_seq"].as_u64().filter(|s| *s >= 5)

@@ -7,10 +7,15 @@
 //! exponentially, capped with `min`. A 429 (the analyzer's per-node rate limit) waits as long as
 //! its `Retry-After` asks, also capped with `min`.
 //!
+//! Reports go out in the compact encoding (`faultline_proto::wire`, `application/x-protobuf`),
+//! transcoded from the spooled JSON at send time; an analyzer that answers 415 (one from before the
+//! compact encoding) gets JSON from then on. `--once` and the spool stay JSON.
+//!
 //! With `https://` the analyzer's certificate is checked against the system's roots, or only against
 //! the CA given with `--ca-cert` (pinning: the system roots are then not trusted at all).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -79,6 +84,8 @@ pub struct Client {
     http: reqwest::Client,
     endpoint: String,
     token: Option<String>,
+    /// Send the compact encoding; cleared for good when the analyzer answers 415 to it.
+    compact: Arc<AtomicBool>,
 }
 
 impl Client {
@@ -110,17 +117,49 @@ impl Client {
             builder = builder.tls_certs_only(certs);
         }
         let http = builder.build().context("cannot build the HTTP client")?;
-        Ok(Client { http, endpoint: format!("{base}/api/v1/reports"), token })
+        Ok(Client { http, endpoint: format!("{base}/api/v1/reports"), token, compact: Arc::new(AtomicBool::new(true)) })
     }
 
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }
 
-    /// Posts report `seq`. Only the analyzer's JSON answer naming the same `seq` counts as delivered.
+    /// Whether reports go out in the compact encoding (until an analyzer answers 415 to it).
+    pub fn compact(&self) -> bool {
+        self.compact.load(Ordering::Relaxed)
+    }
+
+    /// Sends JSON only, as to an analyzer that does not take the compact encoding.
+    pub fn json_only(self) -> Self {
+        self.compact.store(false, Ordering::Relaxed);
+        self
+    }
+
+    /// Posts report `seq` (its JSON body): compact when the analyzer takes it, else the JSON as is.
+    /// Only the analyzer's JSON answer naming the same `seq` counts as delivered.
     pub async fn post(&self, seq: u64, body: Vec<u8>) -> Outcome {
-        let mut req =
-            self.http.post(&self.endpoint).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+        if self.compact() {
+            // A body that is not a report we can read goes as JSON: the analyzer names what is wrong.
+            if let Ok(report) = serde_json::from_slice::<faultline_proto::NodeReport>(&body) {
+                let compact = faultline_proto::wire::encode(&report);
+                match self.post_as(seq, compact, faultline_proto::wire::CONTENT_TYPE).await {
+                    Outcome::Held { status: 415, message } => {
+                        self.compact.store(false, Ordering::Relaxed);
+                        tracing::info!(
+                            endpoint = self.endpoint(),
+                            answer = message,
+                            "the analyzer does not take the compact encoding (415); sending JSON from now on"
+                        );
+                    }
+                    other => return other,
+                }
+            }
+        }
+        self.post_as(seq, body, "application/json").await
+    }
+
+    async fn post_as(&self, seq: u64, body: Vec<u8>, content_type: &'static str) -> Outcome {
+        let mut req = self.http.post(&self.endpoint).header(reqwest::header::CONTENT_TYPE, content_type).body(body);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
@@ -548,6 +587,66 @@ mod tests {
         for s in [401, 403, 404, 405, 409, 410, 415] {
             assert!(!refuses_the_report(s), "{s}");
         }
+    }
+
+    /// A one-connection-per-request HTTP server that answers 415 to the compact encoding and
+    /// acknowledges JSON; returns its URL and the content types it saw.
+    fn json_only_analyzer() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen2 = seen.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let (mut ct, mut len) = (String::new(), 0usize);
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                    let l = line.to_ascii_lowercase();
+                    if let Some(v) = l.strip_prefix("content-type:") {
+                        ct = v.trim().to_string();
+                    }
+                    if let Some(v) = l.strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0u8; len];
+                let _ = r.read_exact(&mut body);
+                seen2.lock().unwrap().push(ct.clone());
+                let (status, text) = if ct.starts_with("application/json") {
+                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    ("200 OK", serde_json::json!({"seq": v["seq"], "node": v["node"]}).to_string())
+                } else {
+                    (
+                        "415 Unsupported Media Type",
+                        r#"{"error":"reports must be sent as application/json"}"#.to_string(),
+                    )
+                };
+                let mut s = s;
+                let _ =
+                    write!(s, "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}", text.len());
+            }
+        });
+        (url, seen)
+    }
+
+    #[tokio::test]
+    async fn an_analyzer_that_answers_415_to_the_compact_encoding_gets_json_from_then_on() {
+        let (url, seen) = json_only_analyzer();
+        let c = Client::new(&url, None, None).unwrap();
+        assert!(c.compact());
+        let mut r = faultline_proto::NodeReport::empty("n1");
+        for seq in [1, 2] {
+            r.seq = seq;
+            assert_eq!(c.post(seq, serde_json::to_vec(&r).unwrap()).await, Outcome::Accepted);
+        }
+        assert!(!c.compact());
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen, ["application/x-protobuf", "application/json", "application/json"]);
     }
 
     #[test]

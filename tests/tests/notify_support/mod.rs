@@ -139,6 +139,19 @@ fn serve(conn: TcpStream, got: Arc<Mutex<Vec<Request>>>, mode: Arc<Mutex<Mode>>,
                 None => return,
             };
         }
+        // This receiver reads reports as JSON only, like an analyzer from before the compact
+        // encoding: a compact report gets 415, and the agent falls back to JSON.
+        let compact = path.ends_with("/api/v1/reports")
+            && headers.iter().any(|(k, v)| k == "content-type" && v.starts_with("application/x-protobuf"));
+        if compact {
+            let text = "reports must be sent as application/json";
+            let resp =
+                format!("HTTP/1.1 415 X\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{text}", text.len());
+            if writer.write_all(resp.as_bytes()).is_err() {
+                return;
+            }
+            continue;
+        }
         // A report posted by an agent is acknowledged as the analyzer does (its `seq` and `node`): an
         // agent counts only that answer as delivery and re-sends anything else.
         let ack = (path.ends_with("/api/v1/reports"))
