@@ -57,6 +57,19 @@ pub fn current_step_ms(job: &JobState) -> Option<f64> {
     median(&mut v)
 }
 
+/// A job of one rank has no collective to hang in: while its GPU stays busy it is computing (an
+/// evaluation pass, a long step), and only a GPU gone idle says its host code is stuck.
+fn lone_rank_computing(job: &JobState, r: &crate::state::RankState, nodes: &BTreeMap<String, NodeState>) -> bool {
+    if job.ranks.len() != 1 || r.gpus.is_empty() {
+        return false;
+    }
+    let Some(n) = nodes.get(&r.node) else { return false };
+    r.gpus
+        .iter()
+        .filter_map(|g| n.gpus.get(g))
+        .all(|g| g.points.back().and_then(|p| p.util).is_some_and(|u| u >= super::hang::HANG_GPU_BUSY_PCT))
+}
+
 /// Learn the job's healthy step time: an average that moves only while the job is not slow.
 pub fn learn_baseline(job: &mut JobState) {
     let Some(s) = current_step_ms(job) else { return };
@@ -218,6 +231,7 @@ pub fn check(job: &JobState, nodes: &BTreeMap<String, NodeState>, rules: &HangRu
             || r.io.active_at.is_some_and(|t| t > lp)
             || nodes.get(&r.node).and_then(|n| n.disk_writes.active_at).is_some_and(|t| t > lp)
             || super::hang::still_moving(r, nodes)
+            || lone_rank_computing(job, r, nodes)
             // A rank that never timed a step is still compiling or setting NCCL up (minutes).
             || (r.step_times.is_empty() && now - job.first_seen_ms < rules.warmup_ms);
         let limit = if pausing { CHECKPOINT_MAX_MS } else { thr };

@@ -731,3 +731,30 @@ fn a_nic_that_fails_after_the_job_stopped_stepping_did_not_stop_it() {
         [("job:big".to_string(), FaultClass::JobHang), ("node-0001/nic:mlx5_2".to_string(), FaultClass::NicDown)]
     );
 }
+
+#[test]
+fn a_lone_rank_that_stops_stepping_hangs_only_once_its_gpu_goes_idle() {
+    // "small" cut to one rank: no collective to wait in.
+    let lone = |r: &mut NodeReport, _: i64| {
+        for j in r.jobs.iter_mut().filter(|j| j.job_id == "small") {
+            j.ranks.truncate(1);
+            j.world_size = Some(1);
+        }
+    };
+    let mut w = World::new();
+    w.mutate(lone);
+    w.run(60);
+    assert!(w.opened().is_empty(), "false incident during warm-up: {:?}", w.opened());
+    w.stalled.insert("small".into());
+    w.run(90);
+    // Busy GPU: an evaluation pass or a long step, not a hang (yet).
+    assert!(w.opened().is_empty(), "{:?}", w.opened());
+    w.mutate(|r, _| {
+        if r.node == "node-0002" {
+            set_gpu(r, 0, |g| g.util_gpu_pct = Some(0.0));
+        }
+    });
+    w.run(60);
+    let (i, _) = w.expect_one("job:small", &["small"], 0);
+    assert_eq!(i.class, FaultClass::JobHang);
+}

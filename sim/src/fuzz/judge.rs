@@ -156,8 +156,8 @@ pub fn undiagnosable(sc: &Scenario, world: &World, i: usize) -> Option<String> {
             // talking to.
             (!j.multi_node && j.ranks.len() < 2 && !j.progress_api && lasts < world.behaviour.nccl_timeout_s).then(
                 || {
-                    "a hung one-GPU job without progress reports keeps its GPU busy and moves no NIC or NVLink \
-                 bytes; it ends before the NCCL watchdog would kill it"
+                    "a hung one-GPU job without progress reports only lets its GPU go idle, as a job that \
+                 computes on the CPU does; it ends before the NCCL watchdog would kill it"
                         .to_string()
                 },
             )

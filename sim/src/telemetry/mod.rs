@@ -398,6 +398,9 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
                     Some(u) if u != i64::MAX => Load::Checkpoint,
                     _ if jd.pause(ts) == Pause::Warmup => Load::Warmup,
                     _ if jd.pause(ts) == Pause::Eval => Load::Eval,
+                    // A lone rank has no collective to wait in: its hang is in host code (a
+                    // deadlocked data loader, a lock), and its GPU goes idle.
+                    _ if !jd.progressing && job.ranks.len() == 1 => Load::Idle,
                     // NCCL spins in its kernel: NVML counts that as utilization.
                     _ if !jd.progressing => Load::Spin,
                     _ => {
