@@ -90,26 +90,13 @@ impl AppState {
         if pending.is_empty() {
             return TickReport::default();
         }
-        let now_s = now_ms as f64 / 1000.0;
-        let outbox: Vec<NewOutbox> = match &self.planner {
-            Some(p) => pending.iter().flat_map(|c| p.plan(c, now_s)).collect(),
-            None => Vec::new(),
-        };
-        match lock(&self.store).record(&pending, &outbox, now_s) {
-            Ok(()) => {
-                pending.clear();
-                self.store_ok();
+        if let Err(e) = self.record_pending(&mut pending, now_ms as f64 / 1000.0) {
+            if pending.len() > MAX_PENDING_CHANGES {
+                let drop_n = pending.len() - MAX_PENDING_CHANGES;
+                pending.drain(..drop_n);
+                error!(dropped = drop_n, "store unavailable too long; oldest unrecorded incident changes dropped");
             }
-            Err(e) => {
-                self.metrics.store_error();
-                self.store_failed(&e);
-                if pending.len() > MAX_PENDING_CHANGES {
-                    let drop_n = pending.len() - MAX_PENDING_CHANGES;
-                    pending.drain(..drop_n);
-                    error!(dropped = drop_n, "store unavailable too long; oldest unrecorded incident changes dropped");
-                }
-                error!(error = %e, pending = pending.len(), "cannot record incident changes; retrying next tick");
-            }
+            error!(error = %e, pending = pending.len(), "cannot record incident changes; retrying next tick");
         }
         TickReport { changes: n, pending: pending.len() }
     }
@@ -127,6 +114,27 @@ impl AppState {
                 _ => None,
             },
         }
+    }
+
+    /// Record `pending` with the outbox rows the planner makes of it: cleared and the store marked
+    /// healthy on success; on failure counted, the store marked failing, and `pending` kept.
+    fn record_pending(&self, pending: &mut Vec<IncidentChange>, now_s: f64) -> Result<(), StoreError> {
+        let outbox: Vec<NewOutbox> = match &self.planner {
+            Some(p) => pending.iter().flat_map(|c| p.plan(c, now_s)).collect(),
+            None => Vec::new(),
+        };
+        let recorded = lock(&self.store).record(pending, &outbox, now_s);
+        match &recorded {
+            Ok(()) => {
+                pending.clear();
+                self.store_ok();
+            }
+            Err(e) => {
+                self.metrics.store_error();
+                self.store_failed(e);
+            }
+        }
+        recorded
     }
 
     fn store_failed(&self, e: &StoreError) {
@@ -164,21 +172,8 @@ impl AppState {
         if pending.is_empty() {
             return 0;
         }
-        let now_s = self.clock.now_s();
-        let outbox: Vec<NewOutbox> = match &self.planner {
-            Some(p) => pending.iter().flat_map(|c| p.plan(c, now_s)).collect(),
-            None => Vec::new(),
-        };
-        match lock(&self.store).record(&pending, &outbox, now_s) {
-            Ok(()) => {
-                pending.clear();
-                self.store_ok();
-            }
-            Err(e) => {
-                self.metrics.store_error();
-                self.store_failed(&e);
-                error!(error = %e, "cannot record incident changes");
-            }
+        if let Err(e) = self.record_pending(&mut pending, self.clock.now_s()) {
+            error!(error = %e, "cannot record incident changes");
         }
         pending.len()
     }
