@@ -250,15 +250,7 @@ fn nic_flap_bit_errors_and_speed() {
     assert_eq!(i.class, FaultClass::NicFlap);
 
     let (w, at) = case(60, 90, |w| {
-        let t0 = w.t;
-        w.mutate(move |r, t| {
-            if r.node == "node-0000" {
-                set_nic(r, "mlx5_1", |n| {
-                    n.counters.insert("symbol_error".into(), 3 + ((t - t0) / 500) as u64);
-                    n.counters.insert("port_rcv_errors".into(), 1 + ((t - t0) / 1000) as u64);
-                });
-            }
-        });
+        bad_cable_on_node0_mlx5_1(w);
         w.slow.insert("big".into(), 1.2);
     });
     let (i, ttd) = w.expect_one("node-0000/nic:mlx5_1", &["big"], at);
@@ -686,15 +678,7 @@ fn a_leaf_with_one_node_going_down_is_the_leaf() {
 fn a_hang_beside_bit_errors_on_its_nic_is_two_faults() {
     // Bit errors slow a job; they do not stop it. The stall that follows them is the job's own.
     let (mut w, _) = case(60, 60, |w| {
-        let t0 = w.t;
-        w.mutate(move |r, t| {
-            if r.node == "node-0000" {
-                set_nic(r, "mlx5_1", |n| {
-                    n.counters.insert("symbol_error".into(), 3 + ((t - t0) / 500) as u64);
-                    n.counters.insert("port_rcv_errors".into(), 1 + ((t - t0) / 1000) as u64);
-                });
-            }
-        });
+        bad_cable_on_node0_mlx5_1(w);
     });
     assert_eq!(w.opened().len(), 1, "the bit errors first: {:?}", w.opened());
     w.stalled.insert("big".into());
@@ -757,4 +741,17 @@ fn a_lone_rank_that_stops_stepping_hangs_only_once_its_gpu_goes_idle() {
     w.run(60);
     let (i, _) = w.expect_one("job:small", &["small"], 0);
     assert_eq!(i.class, FaultClass::JobHang);
+}
+
+/// From now on node-0000's mlx5_1 counts symbol and receive errors: a cable dropping bits.
+fn bad_cable_on_node0_mlx5_1(w: &mut World) {
+    let t0 = w.t;
+    w.mutate(move |r, t| {
+        if r.node == "node-0000" {
+            set_nic(r, "mlx5_1", |n| {
+                n.counters.insert("symbol_error".into(), 3 + ((t - t0) / 500) as u64);
+                n.counters.insert("port_rcv_errors".into(), 1 + ((t - t0) / 1000) as u64);
+            });
+        }
+    });
 }
