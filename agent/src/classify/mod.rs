@@ -167,7 +167,7 @@ const FAILURE_WORDS: [&str; 12] = [
 ];
 
 fn has_failure_word(lower: &str) -> bool {
-    FAILURE_WORDS.iter().any(|w| lower.contains(w))
+    any(lower, &FAILURE_WORDS)
 }
 
 /// Drivers of the NICs found on GPU nodes (and common onboard ones), as they prefix their lines.
