@@ -1,0 +1,49 @@
+//! The compact encoding of a `NodeReport`: Protocol Buffers (`prost`, messages written by hand, no
+//! `protoc`), sent as `Content-Type: application/x-protobuf`. JSON (`report.rs`) stays the reference
+//! form; this carries exactly the same report (`decode(&encode(r)) == r`), only smaller:
+//!
+//! - Every string (names, enum values, counter names) goes once into the report's string table
+//!   (`Report.strings`) and is referred to by index, so the 30-odd counter names of eight NICs cost
+//!   their bytes once, and an enum value costs one byte.
+//! - Maps of counters are two packed columns (name indices, values).
+//! - A GPU's NVLinks are packed columns (`Links`), one per field, with a bitset of the links whose
+//!   value is absent, instead of one message per link.
+//!
+//! Field numbers are the contract: never reuse one; add new fields with new numbers. A decoder
+//! ignores fields it does not know, so an older analyzer accepts a newer agent's report.
+//!
+//! Files: `messages.rs` holds the message definitions (the field numbers), `encode.rs` turns a
+//! `NodeReport` into them, `decode.rs` turns them back and names the field that is wrong.
+
+mod decode;
+mod encode;
+mod messages;
+
+pub use messages::*;
+
+use crate::ReportError;
+use crate::report::NodeReport;
+
+/// The media type agents send.
+pub const CONTENT_TYPE: &str = "application/x-protobuf";
+/// Media types taken as this encoding.
+pub const CONTENT_TYPES: &[&str] =
+    &["application/x-protobuf", "application/protobuf", "application/vnd.google.protobuf"];
+
+/// Encodes a report. Never fails: every `NodeReport` has a compact form.
+pub fn encode(r: &NodeReport) -> Vec<u8> {
+    prost::Message::encode_to_vec(&encode::to_wire(r))
+}
+
+/// Decodes a compact report. Errors name the field that is wrong; the report is not validated here
+/// (the analyzer's ingest validates every report, whatever its encoding, once).
+pub fn decode(body: &[u8]) -> Result<NodeReport, ReportError> {
+    let w = <Report as prost::Message>::decode(body).map_err(|e| ReportError::Decode {
+        field: "(protobuf body)".into(),
+        message: format!("not a faultline protobuf NodeReport: {e}"),
+    })?;
+    decode::from_wire(w)
+}
+
+#[cfg(test)]
+mod tests;

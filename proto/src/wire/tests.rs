@@ -1,0 +1,88 @@
+//! Round-trip and refusal tests of the compact encoding.
+
+use super::encode::to_wire;
+use super::*;
+use crate::report::*;
+
+/// One of everything, with absent values among present ones.
+fn sample() -> NodeReport {
+    let link = |l: u32, crc: Option<u64>| NvLinkSample {
+        link: l,
+        active: l != 3,
+        crc_errors: crc,
+        replay_errors: Some(0),
+        recovery_errors: None,
+        tx_bytes: Some(u64::MAX),
+        rx_bytes: Some(1 << 40),
+        crc_flit_errors: crc.map(|c| c / 2),
+        crc_data_errors: None,
+    };
+    let json = r#"{
+        "schema_version": 1, "node": "node-7", "agent_version": "0.1.0", "seq": 42,
+        "timestamp_ms": 1700000000123, "interval_ms": 10000, "urgent": true,
+        "host": {"cpu_count": 64, "cpu_util_pct": 12.5, "load1": 3.0, "load5": null, "load15": 1.0,
+                 "mem_total_bytes": 1099511627776, "mem_used_bytes": null, "mem_available_bytes": 7,
+                 "swap_total_bytes": 0, "swap_used_bytes": 0, "uptime_s": 1000,
+                 "fans": [{"name": "fan1", "rpm": 9000.0, "min_rpm": null, "alarm": true}],
+                 "temps": [{"name": "cpu", "celsius": 55.5, "crit_celsius": 95.0}]},
+        "gpus": [{"index": 0, "uuid": "GPU-1", "name": "H100", "serial": null, "pci_bus_id": "0000:17:00.0",
+                  "state": "ok", "util_gpu_pct": 99.0, "util_mem_pct": null, "mem_total_bytes": 80,
+                  "mem_used_bytes": 1, "mem_free_bytes": 79, "temp_c": 61.25, "mem_temp_c": null,
+                  "power_w": 700.1, "power_limit_w": 700.0, "energy_mj": 123, "sm_clock_mhz": 1980,
+                  "sm_clock_max_mhz": 1980, "mem_clock_mhz": null, "mem_clock_max_mhz": 2619,
+                  "throttle_mask": 4, "throttle_reasons": ["sw_power_cap"], "ecc": {"sbe_volatile": 1,
+                  "dbe_volatile": 0, "sbe_aggregate": null, "dbe_aggregate": 0},
+                  "retired_pages": {"sbe": 1, "dbe": 0, "pending": false},
+                  "row_remap": {"correctable": 0, "uncorrectable": 1, "pending": true, "failure": false},
+                  "pcie": {"generation": 5, "max_generation": 5, "width": 16, "max_width": 16, "replay_count": null},
+                  "processes": [{"pid": 10, "used_mem_bytes": null}], "not_supported": ["fan"],
+                  "clock_event_ns": {"sw_thermal": 5}, "nvml_error": "timeout", "pci_present": true}],
+        "nics": [{"name": "mlx5_0", "kind": "infiniband", "netdev": "ib0", "port": 1, "operstate": "up",
+                  "carrier": true, "carrier_changes": 2, "speed_mbps": null, "mtu": 4096,
+                  "link_layer": "InfiniBand", "ib_state": "ACTIVE", "ib_phys_state": "LinkUp",
+                  "rate_gbps": 400.0, "counters": {"port_xmit_data": 99, "symbol_error": 0},
+                  "fabric": true, "saturated": ["port_xmit_wait"]}],
+        "disks": [{"device": "nvme0n1", "mount": "/", "total_bytes": 1, "available_bytes": null,
+                   "read_only": true, "write_bytes": 5}],
+        "jobs": [{"job_id": "j1", "scheduler": "slurm", "world_size": 16, "sched_state": "running",
+                  "sched_exit_code": -9, "ranks": [{"rank": 3, "local_rank": 3, "pid": 77, "gpus": [3],
+                  "nic": "mlx5_0", "state": "running", "cpu_seconds": 1.5, "rss_bytes": null,
+                  "exit_code": -1, "io_write_bytes": 8,
+                  "progress": {"step": 100, "last_progress_ms": 1700000000000, "step_time_ms": 2.5,
+                               "step_time_avg_ms": null, "compute_ms": 1.0, "loss": 2.25, "loss_step": 99,
+                               "grad_norm": null, "nonfinite_loss": false, "status": "checkpointing",
+                               "exit_code": null}}]}],
+        "events": [{"ts_ms": 1700000000000, "source": "kmsg", "class": "xid", "severity": "critical",
+                    "component": "gpu0", "xid": 79, "device": "0000:17:00.0", "pid": null, "count": 2,
+                    "message": "NVRM: Xid 79"}],
+        "dropped": {"reports": 1, "events": 2, "progress": 3},
+        "collector_errors": {"nvml": 4},
+        "expected_gpus": 8
+}"#;
+    let mut r: NodeReport = serde_json::from_str(json).unwrap();
+    r.gpus[0].nvlinks = vec![link(0, Some(5)), link(1, None), link(3, Some(0))];
+    r
+}
+
+#[test]
+fn a_report_survives_the_round_trip() {
+    let r = sample();
+    let bytes = encode(&r);
+    assert_eq!(decode(&bytes).unwrap(), r);
+}
+
+#[test]
+fn garbage_and_bad_indices_are_refused_with_the_field() {
+    let e = decode(b"\xff\xff\xff").unwrap_err();
+    assert!(e.to_string().contains("protobuf"), "{e}");
+    let mut w = to_wire(&sample());
+    w.node = 10_000;
+    let e = decode(&prost::Message::encode_to_vec(&w)).unwrap_err();
+    assert_eq!(e.field(), "node");
+    let mut w = to_wire(&sample());
+    if let Some(n) = w.nics.first_mut() {
+        n.counter_values.push(1);
+        let e = decode(&prost::Message::encode_to_vec(&w)).unwrap_err();
+        assert_eq!(e.field(), "nics[0].counters", "{e}");
+    }
+}
