@@ -6,37 +6,10 @@ use std::collections::{BTreeSet, HashMap};
 use faultline_proto::ComponentId;
 use faultline_proto::topology::{RackDef, RailDef, SwitchDef, SwitchTier, TopologyFile};
 
+use crate::naming;
 use crate::noise::{self, what};
 pub use crate::realism::LinkLayer;
 use crate::scenario::{ClusterSpec, Fabric, Scenario};
-
-/// Component names in a simulated cluster (scenario.md "Naming").
-pub mod naming {
-    /// The only disk of a simulated node.
-    pub const DISK: &str = "nvme0n1";
-
-    fn width(total: u32, min: usize) -> usize {
-        let digits = total.saturating_sub(1).max(1).to_string().len();
-        digits.max(min)
-    }
-
-    /// `node-0000` … (4 digits, more when the cluster needs them).
-    pub fn node(i: u32, total: u32) -> String {
-        format!("node-{i:0w$}", w = width(total, 4))
-    }
-    /// `leaf-00` …
-    pub fn leaf(i: u32, total: u32) -> String {
-        format!("leaf-{i:0w$}", w = width(total, 2))
-    }
-    /// `spine-00` …
-    pub fn spine(i: u32, total: u32) -> String {
-        format!("spine-{i:0w$}", w = width(total, 2))
-    }
-    /// `mlx5_<i>`: the IB device of NIC i.
-    pub fn nic(i: u32) -> String {
-        format!("mlx5_{i}")
-    }
-}
 
 /// Static identity of one GPU.
 #[derive(Debug, Clone)]

@@ -11,12 +11,15 @@ pub mod cluster;
 pub mod faults;
 pub mod fuzz;
 pub mod jobs;
+pub mod naming;
+pub mod node_state;
 pub mod noise;
 pub mod realism;
 pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod score;
+pub mod step;
 pub mod telemetry;
 pub mod world;
 

@@ -9,7 +9,7 @@ use faultline_proto::{ComponentId, ComponentKind, FaultClass};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::cluster::naming;
+use crate::naming;
 use crate::noise::{self, SeqRng, what};
 pub use crate::realism::{Behaviour, Launcher, LinkLayer, Network};
 

@@ -7,8 +7,8 @@ use faultline_proto::FaultClass;
 
 use super::{ECC_COALESCE_MS, EDAC_EVERY_MS, Fault, IO_ERROR_EVERY_MS, XID92_EVERY_MS};
 use crate::cluster::{Cluster, LinkLayer};
+use crate::node_state;
 use crate::noise::{self, what};
-use crate::telemetry;
 
 /// What a node shows, as the agent receives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,7 +223,7 @@ impl Fault {
             K::HostOom if in_win(onset) => {
                 let pid = self.p.victim.map_or(self.p.pid, |(j, r)| rank_pid(j, r));
                 // The leaking rank holds most of the host's memory when the killer picks it.
-                let rss_kb = telemetry::HOST_MEM_BYTES / 1024 * 9 / 10;
+                let rss_kb = node_state::HOST_MEM_BYTES / 1024 * 9 / 10;
                 out.push(seen(
                     n,
                     onset - 1,
@@ -261,7 +261,7 @@ impl Fault {
                         t,
                         Obs::Kmsg(format!(
                             "blk_update_request: I/O error, dev {}, sector {sector} op 0x1:(WRITE) flags 0x800 phys_seg 1 prio class 0",
-                            crate::cluster::naming::DISK
+                            crate::naming::DISK
                         )),
                     ));
                 }

@@ -5,8 +5,8 @@ use faultline_proto::{FaultClass, GpuState};
 
 use super::Fault;
 use crate::cluster::Cluster;
+use crate::node_state::{NicCounter as C, ReportCtx, throttle};
 use crate::noise::{self, what};
-use crate::telemetry::{NicCounter as C, ReportCtx, throttle};
 
 impl Fault {
     /// Put this fault's signals into the report being built for node `ctx.node` (everything the

@@ -7,8 +7,8 @@ use faultline_proto::{ComponentId, FaultClass};
 
 use crate::cluster::Cluster;
 use crate::faults::Fault;
+use crate::node_state::NicCounter as C;
 use crate::scenario::{FaultSpec, Scenario};
-use crate::telemetry::NicCounter as C;
 use crate::world::{DEFAULT_EPOCH_MS, World};
 
 fn overlap(a: &FaultSpec, b: &FaultSpec, run_s: f64) -> bool {

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use faultline_proto::counters;
 use faultline_proto::{NicKind, NicSample};
 
-use super::{
-    Load, NIC_BUSY_BYTES_PER_S, NIC_COUNTER_NAMES, NIC_IDLE_BYTES_PER_S, NicCounter as C, NicDyn, NodeDyn, RankHere,
-    XMIT_WAIT_PER_S,
+use super::{Load, RankHere};
+use crate::node_state::{
+    NIC_BUSY_BYTES_PER_S, NIC_COUNTER_NAMES, NIC_IDLE_BYTES_PER_S, NicCounter as C, NicDyn, NodeDyn, XMIT_WAIT_PER_S,
 };
 use crate::noise::{self, what};
 use crate::realism::LinkLayer;

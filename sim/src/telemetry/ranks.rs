@@ -6,10 +6,11 @@
 
 use faultline_proto::{JobSample, ProcState, Progress, ProgressStatus, RankSample, SchedState, Scheduler};
 
-use super::{GRAD_NORM_JITTER, Load, RankHere, round2};
-use crate::cluster::naming;
+use super::{Load, RankHere, round2};
 use crate::faults::{COMPUTE_FRAC_MULTI, COMPUTE_FRAC_SINGLE, RankFx};
 use crate::jobs::Pause;
+use crate::naming;
+use crate::node_state::GRAD_NORM_JITTER;
 use crate::noise::{self, what};
 use crate::realism::Launcher;
 use crate::world::{RankView, World};
