@@ -14,44 +14,17 @@ use axum::extract::{Path, Query, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use faultline_proto::api::{ComponentView, HealthRow, JobView, NodeSummary, Summary, SwitchView, TopologyView};
+use faultline_proto::api::{
+    ComponentView, HealthRow, JobView, NodeEntry, NodeSummary, Summary, SwitchView, TopologyView,
+};
 use faultline_proto::{ComponentId, ComponentKind, Incident, IncidentStatus, rfc3339};
 use serde::Serialize;
 
+use crate::app::AppState;
+use crate::http_error::{ApiError, accept_header};
 pub use crate::ingest::{Arrival, NodeLedger, NodeRecord, ReportMeta, skewed_nodes};
 use crate::metrics::{Snapshot, wants_openmetrics};
-use crate::server::{ApiError, AppState, accept_header, lock};
 use crate::store::IncidentQuery;
-
-/// One row of `GET /api/v1/nodes`: the engine's summary plus the ingest ledger.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct NodeEntry {
-    #[serde(flatten)]
-    pub summary: NodeSummary,
-    /// RFC 3339 form of `last_seen_s`.
-    pub last_seen_at: String,
-    /// Analyzer clock when the last report arrived, Unix seconds.
-    pub last_heard_s: f64,
-    /// Times `seq` jumped by more than one.
-    pub gaps: u64,
-    /// Seqs skipped and not filled since.
-    pub seqs_missing: u64,
-    /// Reports that repeated a seq already applied.
-    pub duplicates: u64,
-    /// Reports that arrived late and filled a hole.
-    pub late: u64,
-    pub interval_ms: u64,
-    pub agent_version: String,
-    /// Heard within its heartbeat allowance and not shut down.
-    pub reporting: bool,
-    /// Body bytes received from this node.
-    pub bytes: u64,
-    /// The node's clock minus the analyzer's, seconds (from reports arriving at the agent's pace);
-    /// null until known.
-    pub clock_skew_s: Option<f64>,
-    /// The clock is off by more than 5 s: report times from this node are suspect.
-    pub clock_skewed: bool,
-}
 
 fn json_error(e: QueryRejection) -> ApiError {
     ApiError::bad_request(format!("bad query string: {}", e.body_text()))
@@ -61,50 +34,52 @@ fn json_error(e: QueryRejection) -> ApiError {
 pub async fn list_nodes(State(st): State<Arc<AppState>>) -> Response {
     let now_ms = st.clock.now_ms();
     let engine_nodes: BTreeMap<String, NodeSummary> =
-        lock(&st.engine).nodes().into_iter().map(|n| (n.node.clone(), n)).collect();
+        st.with_engine(|e| e.nodes()).into_iter().map(|n| (n.node.clone(), n)).collect();
     let open_roots = open_root_hosts(&st);
-    let ledger = lock(&st.ledger);
-    let mut out = Vec::with_capacity(ledger.len());
-    for (name, rec) in ledger.iter() {
-        let last_seen_s = rec.last_report_ms as f64 / 1000.0;
-        let summary = match engine_nodes.get(name) {
-            Some(s) => NodeSummary { last_seq: rec.last_seq, reports: rec.reports, ..s.clone() },
-            None => NodeSummary {
-                node: name.clone(),
-                last_seen_s,
-                last_seq: rec.last_seq,
-                reports: rec.reports,
-                gpus: rec.gpus,
-                gpus_faulty: 0,
-                nics: rec.nics,
-                healthy: !open_roots.contains(name.as_str()),
-                shutdown: rec.shutdown,
-            },
-        };
-        let reporting = rec.alive(now_ms, st.heartbeat_intervals);
-        out.push(NodeEntry {
-            last_seen_at: rfc3339(summary.last_seen_s),
-            summary,
-            last_heard_s: rec.last_heard_ms as f64 / 1000.0,
-            gaps: rec.gaps,
-            seqs_missing: rec.seqs_missing,
-            duplicates: rec.duplicates,
-            late: rec.late,
-            interval_ms: rec.interval_ms,
-            agent_version: rec.agent_version.clone(),
-            reporting,
-            bytes: rec.bytes,
-            clock_skew_s: rec.clock.estimate_ms().map(|ms| ms as f64 / 1000.0),
-            clock_skewed: rec.clock.skewed(),
-        });
-    }
+    let out: Vec<NodeEntry> = st.with_ledger(|ledger| {
+        ledger
+            .iter()
+            .map(|(name, rec)| {
+                let last_seen_s = rec.last_report_ms as f64 / 1000.0;
+                let summary = match engine_nodes.get(name) {
+                    Some(s) => NodeSummary { last_seq: rec.last_seq, reports: rec.reports, ..s.clone() },
+                    None => NodeSummary {
+                        node: name.clone(),
+                        last_seen_s,
+                        last_seq: rec.last_seq,
+                        reports: rec.reports,
+                        gpus: rec.gpus,
+                        gpus_faulty: 0,
+                        nics: rec.nics,
+                        healthy: !open_roots.contains(name.as_str()),
+                        shutdown: rec.shutdown,
+                    },
+                };
+                let reporting = rec.alive(now_ms, st.heartbeat_intervals);
+                NodeEntry {
+                    last_seen_at: rfc3339(summary.last_seen_s),
+                    summary,
+                    last_heard_s: rec.last_heard_ms as f64 / 1000.0,
+                    gaps: rec.gaps,
+                    seqs_missing: rec.seqs_missing,
+                    duplicates: rec.duplicates,
+                    late: rec.late,
+                    interval_ms: rec.interval_ms,
+                    agent_version: rec.agent_version.clone(),
+                    reporting: Some(reporting),
+                    bytes: rec.bytes,
+                    clock_skew_s: rec.clock.estimate_ms().map(|ms| ms as f64 / 1000.0),
+                    clock_skewed: rec.clock.skewed(),
+                }
+            })
+            .collect()
+    });
     Json(out).into_response()
 }
 
 /// Hosts with an open incident rooted on them or on something of theirs.
 fn open_root_hosts(st: &AppState) -> BTreeSet<String> {
-    let open = st.open.read().unwrap_or_else(|p| p.into_inner());
-    open.values().filter_map(|i| i.root.host().map(str::to_string)).collect()
+    st.with_open(|open| open.values().filter_map(|i| i.root.host().map(str::to_string)).collect())
 }
 
 /// `GET /api/v1/incidents?status=open|resolved|all&since=<RFC 3339 or Unix s>&limit=N`
@@ -152,7 +127,7 @@ pub async fn list_incidents(
     }
     let st2 = st.clone();
     let q2 = query.clone();
-    let listed = tokio::task::spawn_blocking(move || lock(&st2.store).list_skipping(&q2))
+    let listed = tokio::task::spawn_blocking(move || st2.with_db(|s| s.list_skipping(&q2)))
         .await
         .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?;
     let failing = st.store_failing();
@@ -168,12 +143,13 @@ pub async fn list_incidents(
     if query.status != Some(IncidentStatus::Resolved) {
         // Open incidents the store has not recorded (it lags: disk full, I/O errors) come from
         // memory; while it is failing memory's copy wins for the others too, since it is newer.
-        let open = st.open.read().unwrap_or_else(|p| p.into_inner());
-        if failing.is_some() {
-            list.retain(|i| !open.contains_key(&i.id));
-        }
-        let have: BTreeSet<String> = list.iter().map(|i| i.id.clone()).collect();
-        list.extend(open.values().filter(|i| !have.contains(&i.id)).cloned());
+        st.with_open(|open| {
+            if failing.is_some() {
+                list.retain(|i| !open.contains_key(&i.id));
+            }
+            let have: BTreeSet<String> = list.iter().map(|i| i.id.clone()).collect();
+            list.extend(open.values().filter(|i| !have.contains(&i.id)).cloned());
+        });
         list.sort_by(|a, b| a.opened_s.total_cmp(&b.opened_s).then_with(|| a.id.cmp(&b.id)));
         if list.len() > query.limit {
             list.drain(..list.len() - query.limit);
@@ -201,11 +177,11 @@ pub const SKIPPED_HEADER: &str = "x-faultline-skipped";
 pub async fn get_incident(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let st2 = st.clone();
     let id2 = id.clone();
-    let found = tokio::task::spawn_blocking(move || lock(&st2.store).get(&id2))
+    let found = tokio::task::spawn_blocking(move || st2.with_db(|s| s.get(&id2)))
         .await
         .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?;
     // An open incident the store has not recorded (or cannot read) is served from memory.
-    let memory = || st.open.read().ok().and_then(|o| o.get(&id).cloned());
+    let memory = || st.with_open(|o| o.get(&id).cloned());
     let found = match found {
         Ok(Some(i)) => Some(i),
         Ok(None) => memory(),
@@ -221,21 +197,20 @@ pub async fn get_incident(State(st): State<Arc<AppState>>, Path(id): Path<String
 pub async fn get_component(State(st): State<Arc<AppState>>, Path(raw): Path<String>) -> Result<Response, ApiError> {
     let raw = raw.trim_start_matches('/');
     let id: ComponentId = raw.parse().map_err(|e: faultline_proto::IdError| ApiError::bad_request(e.to_string()))?;
-    let engine_view = lock(&st.engine).component(&id);
+    let engine_view = st.with_engine(|e| e.component(&id));
     let id_str = id.to_string();
     let st2 = st.clone();
     let root_str = id_str.clone();
-    let mut related = tokio::task::spawn_blocking(move || lock(&st2.store).by_root(&root_str))
+    let mut related = tokio::task::spawn_blocking(move || st2.with_db(|s| s.by_root(&root_str)))
         .await
         .map_err(|e| ApiError::internal(format!("store task failed: {e}")))??;
-    {
-        let open = st.open.read().unwrap_or_else(|p| p.into_inner());
+    st.with_open(|open| {
         for i in open.values() {
             if i.root != id && i.paths.iter().any(|p| p.contains(&id_str)) {
                 related.push(i.clone());
             }
         }
-    }
+    });
     let root_incidents = related;
     let view = match engine_view {
         Some(mut v) => {
@@ -262,14 +237,14 @@ pub async fn get_component(State(st): State<Arc<AppState>>, Path(raw): Path<Stri
 
 /// `GET /api/v1/jobs`
 pub async fn list_jobs(State(st): State<Arc<AppState>>) -> Response {
-    let jobs: Vec<JobView> = lock(&st.engine).jobs();
+    let jobs: Vec<JobView> = st.with_engine(|e| e.jobs());
     Json(jobs).into_response()
 }
 
 /// `GET /api/v1/jobs/{id}`; `llm-70b` and `job:llm-70b` both work.
 pub async fn get_job(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let bare = id.strip_prefix("job:").unwrap_or(&id);
-    match lock(&st.engine).job(bare) {
+    match st.with_engine(|e| e.job(bare)) {
         Some(j) => Ok(Json(j).into_response()),
         None => Err(ApiError::not_found(format!("no job {bare}"))),
     }
@@ -277,7 +252,7 @@ pub async fn get_job(State(st): State<Arc<AppState>>, Path(id): Path<String>) ->
 
 /// `GET /api/v1/topology`
 pub async fn topology(State(st): State<Arc<AppState>>) -> Response {
-    let mut view = lock(&st.engine).topology_view();
+    let mut view = st.with_engine(|e| e.topology_view());
     if view.switches.is_empty() && !st.topology.switches.is_empty() {
         // The engine has not built its graph yet: show the file as configured.
         view.switches = st
@@ -297,7 +272,7 @@ pub async fn topology(State(st): State<Arc<AppState>>) -> Response {
             .collect();
     }
     if view.nodes.is_empty() {
-        view.nodes = lock(&st.ledger).iter().map(|(n, _)| n.clone()).collect();
+        view.nodes = st.with_ledger(|l| l.iter().map(|(n, _)| n.clone()).collect());
     }
     Json::<TopologyView>(view).into_response()
 }
@@ -316,9 +291,8 @@ struct SummaryBody {
 }
 
 pub async fn summary(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let mut s = lock(&st.engine).summary();
-    {
-        let open = st.open.read().unwrap_or_else(|p| p.into_inner());
+    let mut s = st.with_engine(|e| e.summary());
+    st.with_open(|open| {
         s.open_incidents = u32::try_from(open.len()).unwrap_or(u32::MAX);
         s.open_by_class.clear();
         s.open_by_severity.clear();
@@ -326,12 +300,12 @@ pub async fn summary(State(st): State<Arc<AppState>>) -> Result<Response, ApiErr
             *s.open_by_class.entry(i.class).or_default() += 1;
             *s.open_by_severity.entry(i.severity).or_default() += 1;
         }
-    }
+    });
     if s.nodes == 0 {
-        s.nodes = u32::try_from(lock(&st.ledger).len()).unwrap_or(u32::MAX);
+        s.nodes = u32::try_from(st.with_ledger(|l| l.len())).unwrap_or(u32::MAX);
     }
     let st2 = st.clone();
-    let counts = tokio::task::spawn_blocking(move || lock(&st2.store).counts())
+    let counts = tokio::task::spawn_blocking(move || st2.with_db(|s| s.counts()))
         .await
         .map_err(|e| ApiError::internal(format!("store task failed: {e}")))??;
     let now_s = st.clock.now_s();
@@ -355,16 +329,15 @@ fn always_exported(kind: ComponentKind) -> bool {
 /// `GET /metrics`
 pub async fn metrics(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let now_ms = st.clock.now_ms();
-    let open: Vec<Incident> = st.open.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
-    let (mut health, jobs): (Vec<HealthRow>, Vec<JobView>) = {
-        let engine = lock(&st.engine);
+    let open: Vec<Incident> = st.open_incidents();
+    let (mut health, jobs): (Vec<HealthRow>, Vec<JobView>) = st.with_engine(|engine| {
         let health = engine
             .health()
             .filter(|h| h.kind != ComponentKind::Rank && h.kind != ComponentKind::Job)
             .filter(|h| !h.healthy || always_exported(h.kind))
             .collect();
         (health, engine.jobs())
-    };
+    });
     // Roots of open incidents are unhealthy even if the engine's view has not caught up (after a
     // restart, before the next reports).
     let listed: BTreeSet<ComponentId> = health.iter().map(|h| h.id.clone()).collect();
@@ -376,16 +349,14 @@ pub async fn metrics(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Res
         health.push(HealthRow { id: i.root.clone(), kind, node: i.root.host().map(str::to_string), healthy: false });
     }
     // Switches run no agent: every one in the topology gets a series, healthy unless listed above.
-    crate::metrics::add_topology_switches(&mut health, lock(&st.engine).topology_file());
+    st.with_engine(|e| crate::metrics::add_topology_switches(&mut health, e.topology_file()));
     let affected: BTreeSet<String> = open.iter().flat_map(|i| i.affected_jobs.iter().cloned()).collect();
     let mut job_rows: BTreeMap<String, bool> = jobs.into_iter().map(|j| (j.id, false)).collect();
     for j in &affected {
         job_rows.insert(j.strip_prefix("job:").unwrap_or(j).to_string(), true);
     }
-    let (nodes, reporting, skewed) = {
-        let ledger = lock(&st.ledger);
-        (ledger.len(), ledger.reporting(now_ms, st.heartbeat_intervals), skewed_nodes(&ledger))
-    };
+    let (nodes, reporting, skewed) =
+        st.with_ledger(|ledger| (ledger.len(), ledger.reporting(now_ms, st.heartbeat_intervals), skewed_nodes(ledger)));
     let snap = Snapshot {
         open_incidents: open.iter().collect(),
         health,

@@ -2,6 +2,7 @@
 //! causes, and serves incidents. `engine` is the clock-free core the simulator drives too.
 
 pub mod api;
+pub mod app;
 pub mod auth;
 pub mod cert;
 pub mod clock;
@@ -10,6 +11,7 @@ pub mod conn;
 pub mod detect;
 pub mod engine;
 pub mod fleet_rate;
+pub mod http_error;
 pub mod incident;
 pub mod ingest;
 pub mod limits;
@@ -26,6 +28,7 @@ pub mod skew;
 pub mod state;
 pub mod store;
 pub mod store_guard;
+mod sync;
 pub mod tls;
 pub mod topology;
 

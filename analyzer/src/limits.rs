@@ -139,7 +139,7 @@ impl Limits {
         {
             return Err(NodeRefusal::NotAllowed);
         }
-        let mut seen = crate::server::lock(&self.seen);
+        let mut seen = crate::sync::lock(&self.seen);
         if !seen.contains_key(&report.node) {
             if seen.len() >= self.cfg.max_nodes {
                 return Err(NodeRefusal::TooManyNodes { max: self.cfg.max_nodes });
@@ -182,7 +182,7 @@ impl Limits {
 
     /// Nodes tracked so far.
     pub fn nodes(&self) -> usize {
-        crate::server::lock(&self.seen).len()
+        crate::sync::lock(&self.seen).len()
     }
 }
 

@@ -12,18 +12,15 @@ use std::time::{Duration, Instant};
 use faultline_proto::{Incident, IncidentStatus};
 use tracing::{debug, error, info};
 
+use crate::app::AppState;
+pub use crate::app::OutboxPlanner;
 use crate::engine::IncidentChange;
-use crate::server::{AppState, lock};
 use crate::store::{NewOutbox, StoreError};
+use crate::sync::lock;
 
 /// Most incident changes kept in memory while the store refuses writes (disk full, I/O error).
 /// Incident changes are rare (a handful per fault), so this covers hours of a broken disk.
 const MAX_PENDING_CHANGES: usize = 10_000;
-
-/// Turns an incident change into the notifications to enqueue with it (issue 7 plugs in here).
-pub trait OutboxPlanner: Send + Sync + std::fmt::Debug + 'static {
-    fn plan(&self, change: &IncidentChange, now_s: f64) -> Vec<NewOutbox>;
-}
 
 /// What one tick did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -151,11 +148,6 @@ impl AppState {
             info!("store writes succeed again");
         }
         self.metrics.store_failing(false);
-    }
-
-    /// The notification planner, when notifications are configured (remediation pages through it).
-    pub fn outbox_planner(&self) -> Option<&Arc<dyn OutboxPlanner>> {
-        self.planner.as_ref()
     }
 }
 

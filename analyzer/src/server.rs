@@ -6,218 +6,35 @@
 //! short: reports are decoded and validated before the lock is taken, and store writes happen after
 //! it is released.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, HttpBody};
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use faultline_proto::{Incident, ReportError, TopologyFile};
+use faultline_proto::ReportError;
 use serde::Serialize;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, warn};
 
 use crate::api;
-use crate::auth::{Auth, AuthError};
-use crate::clock::Clock;
-use crate::config::Settings;
-use crate::engine::{Analyzer, IncidentChange};
-use crate::ingest::{self, Encoding, NodeLedger};
-use crate::metrics::{IngestResult, Metrics};
+pub use crate::app::{AppState, StartError};
+pub use crate::http_error::ApiError;
+use crate::ingest::{self, Encoding};
+use crate::metrics::IngestResult;
 pub use crate::pipeline::{OutboxPlanner, TickReport};
-use crate::ratelimit::RateLimiter;
-use crate::store::{Store, StoreError};
+pub(crate) use crate::sync::lock;
 
 /// An oversized body up to this size is read and discarded before the 413 goes out, so a client
 /// that writes its whole body before reading sees the answer; bigger ones get the connection cut.
 /// Four times the default report limit: a client that far off is misconfigured, not a real agent.
 const MAX_DRAIN_BYTES: usize = 4 * faultline_proto::report::limits::MAX_BODY_BYTES;
-
-/// A JSON error answer: `{"error": "..."}` with a 4xx/5xx status.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
-    /// Sent as `Retry-After` (seconds) with a 429.
-    pub retry_after_s: Option<u64>,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), retry_after_s: None }
-    }
-    /// 401 for a missing or unknown token, 403 for a known token used for something it may not do.
-    pub fn auth(e: &AuthError) -> Self {
-        let status = if e.is_forbidden() { StatusCode::FORBIDDEN } else { StatusCode::UNAUTHORIZED };
-        Self::new(status, e.to_string())
-    }
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message)
-    }
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, message)
-    }
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
-    }
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut resp = (self.status, axum::Json(ErrorBody { error: &self.message })).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        if let Some(s) = self.retry_after_s {
-            resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(s));
-        }
-        resp
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        error!(error = %e, "store read failed");
-        Self::internal(format!("store: {e}"))
-    }
-}
-
-/// Why the server could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// Everything the handlers and the tick share.
-pub struct AppState {
-    pub engine: Mutex<Analyzer>,
-    /// Ingest bookkeeping per node (seq gaps, duplicates). Lock order: engine, then ledger.
-    pub ledger: Mutex<NodeLedger>,
-    pub store: Mutex<Store>,
-    /// Open incidents as last recorded, for metrics and summaries without a database read.
-    pub open: RwLock<BTreeMap<String, Incident>>,
-    pub metrics: Metrics,
-    pub clock: Arc<dyn Clock>,
-    /// Every accepted token, by kind (`auth.rs`).
-    pub auth: Auth,
-    /// Per-node ingest rate limit.
-    pub rate: RateLimiter,
-    pub topology: TopologyFile,
-    pub max_body_bytes: usize,
-    pub list_limit: usize,
-    pub heartbeat_intervals: f64,
-    pub started_s: f64,
-    pub(crate) planner: Option<Arc<dyn OutboxPlanner>>,
-    /// Drains and resumes through the scheduler (`remediate`); its own task runs the rounds.
-    pub remediation: crate::remediate::Remediation,
-    /// Changes the store has not accepted yet; retried on the next tick.
-    pub(crate) pending: Mutex<Vec<IncidentChange>>,
-    /// Node, component and connection caps (`limits.rs`).
-    pub limits: crate::limits::Limits,
-    /// The last store write error, while writes keep failing (None once one succeeds).
-    pub(crate) store_failure: Mutex<Option<String>>,
-}
-
-impl std::fmt::Debug for AppState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState")
-            .field("auth", &self.auth)
-            .field("max_body_bytes", &self.max_body_bytes)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Locks a mutex, carrying on with the data if a previous holder panicked: the state is plain data
-/// and a half-finished update is better than a dead server.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl AppState {
-    /// Opens the store, restores the open incidents into a fresh engine, and logs how long that took.
-    pub fn open(
-        settings: &Settings,
-        clock: Arc<dyn Clock>,
-        planner: Option<Arc<dyn OutboxPlanner>>,
-    ) -> Result<Arc<Self>, StartError> {
-        let t0 = Instant::now();
-        let store = Store::open_checked(&settings.db, settings.allow_empty_store)?;
-        Self::with_store(settings, store, clock, planner, t0)
-    }
-
-    /// Like `open`, with a store the caller opened (an in-memory one in tests).
-    pub fn with_store(
-        settings: &Settings,
-        store: Store,
-        clock: Arc<dyn Clock>,
-        planner: Option<Arc<dyn OutboxPlanner>>,
-        t0: Instant,
-    ) -> Result<Arc<Self>, StartError> {
-        let open = store.load_open()?;
-        let next_id = store.next_incident_id()?;
-        let counts = store.counts()?;
-        let mut engine = Analyzer::new(settings.engine.clone(), settings.topology.clone());
-        let open_map: BTreeMap<String, Incident> = open.iter().map(|i| (i.id.clone(), i.clone())).collect();
-        // The engine numbers new incidents after the highest id used (`inc-{last + 1}`); the store
-        // says which number comes next.
-        engine.restore(open, next_id.saturating_sub(1));
-        info!(
-            db = %settings.db.display(),
-            incidents = counts.incidents,
-            open = open_map.len(),
-            outbox_pending = counts.outbox_pending,
-            next_id,
-            elapsed_ms = t0.elapsed().as_millis() as u64,
-            "store loaded; open incidents continue"
-        );
-        let started_s = clock.now_s();
-        let remediation = crate::remediate::Remediation::new(&settings.remediation);
-        remediation.restore(&store, started_s)?;
-        Ok(Arc::new(Self {
-            engine: Mutex::new(engine),
-            ledger: Mutex::new(NodeLedger::default()),
-            store: Mutex::new(store),
-            open: RwLock::new(open_map),
-            metrics: Metrics::new(settings.metrics_max_components),
-            clock,
-            auth: settings.auth.clone(),
-            rate: RateLimiter::new(settings.node_rate_per_s, settings.node_rate_burst),
-            topology: settings.topology.clone(),
-            max_body_bytes: settings.max_body_bytes,
-            list_limit: settings.list_limit,
-            heartbeat_intervals: settings.engine.heartbeat_intervals,
-            started_s,
-            planner,
-            remediation,
-            pending: Mutex::new(Vec::new()),
-            limits: crate::limits::Limits::new(&settings.limits, &settings.topology),
-            store_failure: Mutex::new(None),
-        }))
-    }
-
-    /// Checks that a request may change things (the write actions): the shared token only.
-    pub fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        self.auth.check_admin(headers).map_err(|e| ApiError::auth(&e))
-    }
-
-    /// Checks that a request may read the API: a read token or the shared one.
-    pub fn authorize_read(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        self.auth.check_read(headers).map_err(|e| ApiError::auth(&e))
-    }
-}
 
 /// The whole HTTP app.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -475,11 +292,6 @@ async fn read_limited(mut body: Body, limit: usize) -> Result<Vec<u8>, ReadError
         }
     }
     if seen > limit { Err(ReadError::TooLarge(seen)) } else { Ok(buf) }
-}
-
-/// Whether the metrics request asks for OpenMetrics.
-pub(crate) fn accept_header(headers: &HeaderMap) -> Option<&str> {
-    headers.get(ACCEPT).and_then(|v| v.to_str().ok())
 }
 
 /// Serves on `listener` (plain TCP, or `tls::TlsListener`) until `shutdown` resolves, ticking the

@@ -169,19 +169,12 @@ impl Rig {
         let inc = match &change {
             IncidentChange::Opened(i) | IncidentChange::Updated(i) | IncidentChange::Resolved(i) => i.clone(),
         };
-        {
-            let mut open = self.state.open.write().unwrap();
-            if inc.status == IncidentStatus::Open {
-                open.insert(inc.id.clone(), inc);
-            } else {
-                open.remove(&inc.id);
-            }
-        }
-        self.state.store.lock().unwrap().record(&[change], &outbox, now_s).unwrap();
+        self.state.note_incident(&inc);
+        self.state.with_db(|s| s.record(&[change], &outbox, now_s)).unwrap();
     }
 
     fn rows(&self, receiver: &str) -> Vec<faultline_analyzer::store::OutboxRow> {
-        self.state.store.lock().unwrap().outbox_rows(receiver).unwrap()
+        self.state.with_db(|s| s.outbox_rows(receiver)).unwrap()
     }
 
     fn metrics(&self) -> String {
@@ -492,12 +485,12 @@ async fn an_engine_tick_enqueues_notifications_for_matching_receivers_only() {
     ));
     for seq in 1..=3 {
         let now = rig.clock.now_ms();
-        rig.state.engine.lock().unwrap().ingest(gpu_report(seq, now, false), now).unwrap();
+        rig.state.with_engine(|e| e.ingest(gpu_report(seq, now, false), now)).unwrap();
     }
     rig.clock.advance_ms(1_000);
     rig.state.tick_once();
     let now = rig.clock.now_ms();
-    rig.state.engine.lock().unwrap().ingest(gpu_report(4, now, true), now).unwrap();
+    rig.state.with_engine(|e| e.ingest(gpu_report(4, now, true), now)).unwrap();
     let mut ticks = 0;
     let got = wait("the engine to open the incident and the hook to hear of it", || {
         if ticks < 30 {

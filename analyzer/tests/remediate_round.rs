@@ -266,7 +266,7 @@ async fn a_dry_run_drains_and_resumes_on_paper_within_the_guard_and_survives_a_r
     assert!(m.contains("faultline_remediation_blocked_total 1"), "{m}");
     assert!(m.contains(r#"faultline_remediation_actions_total{action="drain",result="blocked"} 5"#), "{m}");
     // The page goes out through the notifiers: a critical `updated` notification saying why.
-    let rows = srv.state.store.lock().unwrap().outbox_rows("oncall").unwrap();
+    let rows = srv.state.with_db(|s| s.outbox_rows("oncall")).unwrap();
     let page: Vec<_> = rows.iter().filter(|r| r.payload.contains("REMEDIATION BLOCKED")).collect();
     assert_eq!(page.len(), 1, "{rows:#?}");
     assert_eq!(page[0].event, "updated");

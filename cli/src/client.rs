@@ -4,9 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use faultline_proto::api::{ComponentView, JobView, NodeSummary, Summary, TopologyView};
+use faultline_proto::api::{ComponentView, JobView, NodeEntry, Summary, TopologyView};
 use faultline_proto::{ComponentId, Incident};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -55,16 +54,6 @@ pub enum ClientError {
     Decode { path: String, message: String },
     #[error("cannot build the HTTP client: {0}")]
     Build(String),
-}
-
-/// `GET /api/v1/nodes` rows: the engine's summary plus the ingest ledger's `reporting` flag.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct NodeRow {
-    #[serde(flatten)]
-    pub summary: NodeSummary,
-    /// Heard within its heartbeat allowance and not shut down (absent from older analyzers).
-    #[serde(default)]
-    pub reporting: Option<bool>,
 }
 
 /// An answer as JSON and as its typed form.
@@ -158,7 +147,7 @@ impl Client {
         self.get("/api/v1/summary")
     }
 
-    pub fn nodes(&self) -> Result<Fetched<Vec<NodeRow>>, ClientError> {
+    pub fn nodes(&self) -> Result<Fetched<Vec<NodeEntry>>, ClientError> {
         self.get("/api/v1/nodes")
     }
 

@@ -429,8 +429,7 @@ fn serve(s: Served<'_>) -> anyhow::Result<()> {
     let feeder_clock = Arc::clone(&clock);
     let state =
         AppState::with_store(&settings, s.store, clock, None, Instant::now()).context("cannot start the analyzer")?;
-    *state.engine.lock().unwrap_or_else(|p| p.into_inner()) = s.analyzer;
-    *state.ledger.lock().unwrap_or_else(|p| p.into_inner()) = s.ledger;
+    state.replace_engine(s.analyzer, s.ledger);
     for i in &s.opened {
         state.metrics.incident_opened(i);
     }

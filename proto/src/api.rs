@@ -30,6 +30,51 @@ pub struct NodeSummary {
     pub shutdown: bool,
 }
 
+/// One row of `GET /api/v1/nodes`: the engine's summary plus the analyzer's ingest ledger. The
+/// ledger fields default when absent, so a client reads an older analyzer's rows too.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeEntry {
+    #[serde(flatten)]
+    pub summary: NodeSummary,
+    /// RFC 3339 form of `last_seen_s`.
+    #[serde(default)]
+    pub last_seen_at: String,
+    /// Analyzer clock when the last report arrived, Unix seconds.
+    #[serde(default)]
+    pub last_heard_s: f64,
+    /// Times `seq` jumped by more than one.
+    #[serde(default)]
+    pub gaps: u64,
+    /// Seqs skipped and not filled since.
+    #[serde(default)]
+    pub seqs_missing: u64,
+    /// Reports that repeated a seq already applied.
+    #[serde(default)]
+    pub duplicates: u64,
+    /// Reports that arrived late and filled a hole.
+    #[serde(default)]
+    pub late: u64,
+    /// The node's report interval, ms.
+    #[serde(default)]
+    pub interval_ms: u64,
+    #[serde(default)]
+    pub agent_version: String,
+    /// Heard within its heartbeat allowance and not shut down (None: an older analyzer that does
+    /// not say).
+    #[serde(default)]
+    pub reporting: Option<bool>,
+    /// Body bytes received from this node.
+    #[serde(default)]
+    pub bytes: u64,
+    /// The node's clock minus the analyzer's, seconds (from reports arriving at the agent's pace);
+    /// null until known.
+    #[serde(default)]
+    pub clock_skew_s: Option<f64>,
+    /// The clock is off by more than 5 s: report times from this node are suspect.
+    #[serde(default)]
+    pub clock_skewed: bool,
+}
+
 /// A symptom as the API shows it: one detector finding on one component.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SymptomView {

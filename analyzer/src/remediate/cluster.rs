@@ -7,11 +7,11 @@ use std::collections::BTreeSet;
 use faultline_proto::{ComponentId, Incident};
 
 use super::drains;
-use crate::server::{AppState, lock};
+use crate::app::AppState;
 
 /// Nodes known to the analyzer: heard from, or named in the topology file.
 pub fn known_nodes(st: &AppState) -> usize {
-    let mut names: BTreeSet<String> = lock(&st.ledger).iter().map(|(n, _)| n.clone()).collect();
+    let mut names: BTreeSet<String> = st.with_ledger(|l| l.iter().map(|(n, _)| n.clone()).collect());
     for r in &st.topology.racks {
         names.extend(r.nodes.iter().cloned());
     }
@@ -38,7 +38,7 @@ pub fn nodes_behind(st: &AppState, switch: &str) -> BTreeSet<String> {
         if !seen.insert(sw.clone()) {
             continue;
         }
-        if let Some(view) = lock(&st.engine).component(&ComponentId::switch(&sw)) {
+        if let Some(view) = st.with_engine(|e| e.component(&ComponentId::switch(&sw))) {
             for d in view.dependents {
                 match d {
                     ComponentId::Nic { host, .. } => {

@@ -14,7 +14,8 @@ use faultline_proto::remediation::{DrainRequest, ResumeRequest};
 use serde::de::DeserializeOwned;
 
 use super::runner::ManualError;
-use crate::server::{ApiError, AppState};
+use crate::app::AppState;
+use crate::http_error::ApiError;
 
 impl From<ManualError> for ApiError {
     fn from(e: ManualError) -> Self {

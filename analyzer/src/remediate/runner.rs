@@ -22,9 +22,10 @@ use super::{
     AdapterKind, NodeState, Planner, RemediateError, RemediationSettings, Remediator, Step, drain_reason, drains,
     manual_drain, manual_reason, owned_by_faultline, record, targets,
 };
+use crate::app::AppState;
 use crate::engine::IncidentChange;
-use crate::server::{AppState, lock};
 use crate::store::{Store, StoreError};
+use crate::sync::lock;
 
 /// Most recent actions `GET /api/v1/actions` lists.
 pub const MAX_ACTIONS_LISTED: usize = 500;
@@ -132,7 +133,7 @@ impl Remediation {
     pub fn round(&self, st: &AppState) {
         let _ops = lock(&self.ops);
         let now_s = st.clock.now_s();
-        let open: Vec<Incident> = st.open.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let open: Vec<Incident> = st.open_incidents();
         let open_ids: BTreeSet<String> = open.iter().map(|i| i.id.clone()).collect();
         let fresh: Vec<&Incident> = {
             let p = lock(&self.planner);
@@ -183,8 +184,7 @@ impl Remediation {
         let held = !lock(&self.planner).held().is_empty();
         let health: BTreeMap<String, bool> = if held {
             let busy = busy_nodes(st, &open);
-            lock(&st.engine)
-                .nodes()
+            st.with_engine(|e| e.nodes())
                 .into_iter()
                 .map(|n| (n.node.clone(), n.healthy && !busy.contains(&n.node)))
                 .collect()
@@ -344,10 +344,9 @@ impl Remediation {
             return;
         }
         let checks = self.settings.validation.checks.clone();
-        let facts = {
-            let engine = lock(&st.engine);
+        let facts = st.with_engine(|engine| {
             engine.node_state(&node).map(|n| NodeFacts::from_state(n, |nic| engine.expected_rate(&node, nic)))
-        };
+        });
         let outcomes: Vec<CheckOutcome> = checks.iter().filter_map(|c| validate::builtin(c, facts.as_ref())).collect();
         let commands: Vec<_> = checks.into_iter().filter(|c| !c.is_builtin()).collect();
         info!(node = %node, checks = %self.settings.validation.names(), "remediation: validating before resuming");
@@ -411,7 +410,7 @@ impl Remediation {
     }
 
     fn store_only(&self, st: &AppState, rec: &ActionRecord) {
-        if let Err(e) = lock(&st.store).record_action(rec) {
+        if let Err(e) = st.with_db(|s| s.record_action(rec)) {
             st.metrics.store_error();
             error!(node = %rec.node, action = %rec.action, result = %rec.result, error = %e, "cannot record a remediation action");
         }
@@ -528,14 +527,14 @@ impl Remediation {
     /// `GET /api/v1/actions`: pending and taken actions.
     pub fn view(&self, st: &AppState) -> Result<ActionsView, StoreError> {
         let now_s = st.clock.now_s();
-        let open_ids: BTreeSet<String> = st.open.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        let open_ids: BTreeSet<String> = st.with_open(|open| open.keys().cloned().collect());
         let known = known_nodes(st);
         let (pending, drained, limit) = {
             let mut p = lock(&self.planner);
             let drained = p.drained_in_window(now_s);
             (p.pending_view(&open_ids), drained, p.limit(known))
         };
-        let taken = lock(&st.store).actions_recent(MAX_ACTIONS_LISTED)?;
+        let taken = st.with_db(|s| s.actions_recent(MAX_ACTIONS_LISTED))?;
         Ok(ActionsView {
             adapter: self.adapter_name().map(str::to_string),
             dry_run: self.settings.dry_run,
@@ -554,7 +553,7 @@ impl Remediation {
 /// gets it; the incident itself is not changed (its timeline shows the `blocked` actions anyway).
 fn page(st: &AppState, incident: &str, detail: &str, now_s: f64) {
     let Some(planner) = st.outbox_planner() else { return };
-    let Some(mut inc) = st.open.read().unwrap_or_else(|p| p.into_inner()).get(incident).cloned() else { return };
+    let Some(mut inc) = st.with_open(|open| open.get(incident).cloned()) else { return };
     inc.severity = faultline_proto::Severity::Critical;
     inc.summary = format!("REMEDIATION BLOCKED, a person must decide: {}", inc.summary);
     inc.updated_s = now_s;
@@ -563,7 +562,7 @@ fn page(st: &AppState, incident: &str, detail: &str, now_s: f64) {
     if rows.is_empty() {
         return;
     }
-    if let Err(e) = lock(&st.store).record(&[], &rows, now_s) {
+    if let Err(e) = st.with_db(|s| s.record(&[], &rows, now_s)) {
         st.metrics.store_error();
         error!(incident = %incident, error = %e, "cannot queue the remediation-blocked page");
     }

@@ -3,11 +3,11 @@
 
 use clap::Args;
 use faultline_proto::Incident;
-use faultline_proto::api::Summary;
+use faultline_proto::api::{NodeEntry, Summary};
 use serde_json::{Value, json};
 
 use super::{Ctx, Verdict, emit, emit_json, now_s};
-use crate::client::{Client, NodeRow, StatusFilter};
+use crate::client::{Client, StatusFilter};
 use crate::render::{self, Style};
 
 /// Silent nodes named in full before the list is cut short.
@@ -30,7 +30,7 @@ pub struct Snapshot {
     pub base: String,
     pub summary: Summary,
     pub summary_raw: Value,
-    pub nodes: Vec<NodeRow>,
+    pub nodes: Vec<NodeEntry>,
     pub nodes_raw: Value,
     pub open: Vec<Incident>,
     pub open_raw: Value,
@@ -84,7 +84,7 @@ impl Snapshot {
 
         // Nodes: reporting, silent (not heard and not shut down), stopped cleanly.
         let reporting = self.nodes.iter().filter(|n| n.reporting == Some(true)).count();
-        let stopped: Vec<&NodeRow> = self.nodes.iter().filter(|n| n.summary.shutdown).collect();
+        let stopped: Vec<&NodeEntry> = self.nodes.iter().filter(|n| n.summary.shutdown).collect();
         let silent: Vec<String> = self
             .nodes
             .iter()
