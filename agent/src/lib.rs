@@ -5,7 +5,6 @@ pub mod classify;
 pub mod collect;
 pub mod events;
 pub mod export;
-pub mod logging;
 pub mod observe;
 pub mod progress;
 pub mod sanitize;

@@ -55,7 +55,7 @@ struct Cli {
     config: Option<PathBuf>,
     /// Log format on stderr: text, or json (one object per line).
     #[arg(long, global = true, value_enum, default_value_t)]
-    log_format: faultline_agent::logging::LogFormat,
+    log_format: faultline_logging::LogFormat,
     #[command(flatten)]
     options: Options,
     /// Collect once, print one NodeReport as JSON on stdout, and exit. Samples only: the kernel-log
@@ -76,7 +76,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    faultline_agent::logging::init(cli.log_format);
+    faultline_logging::init(cli.log_format);
     let result = match cli.command {
         Some(Command::ClassifyLog) => faultline_agent::classify::classify_log_stdin(),
         Some(Command::ReportProgress(ref args)) => progress::report_progress(args.clone()),

@@ -16,7 +16,6 @@ pub mod incident;
 pub mod ingest;
 pub mod limits;
 pub mod localize;
-pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod otel;

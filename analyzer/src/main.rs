@@ -61,7 +61,7 @@ struct Cli {
     otlp_endpoint: Option<String>,
     /// Log format on stderr: text, or json (one object per line).
     #[arg(long, value_enum, default_value_t)]
-    log_format: faultline_analyzer::logging::LogFormat,
+    log_format: faultline_logging::LogFormat,
     /// Start even if the store looks damaged (its WAL lost, the file truncated or missing): what it
     /// lost stays lost. Without this the analyzer refuses to start on a damaged store.
     #[arg(long)]
@@ -82,7 +82,7 @@ enum Sub {
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
-    faultline_analyzer::logging::init(cli.log_format);
+    faultline_logging::init(cli.log_format);
     if let Some(Sub::Backup { dest }) = &cli.command {
         return match backup(&cli, dest) {
             Ok(()) => ExitCode::SUCCESS,

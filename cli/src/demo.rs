@@ -32,6 +32,7 @@ use faultline_sim::{RunOptions, RunReport, Scenario, World};
 
 use crate::demo_live;
 use crate::render::Style;
+use faultline_proto::time::now_ms;
 
 /// The demo's cluster, jobs and faults (a scenario file, sim/SCENARIO.md).
 pub const SCENARIO: &str = include_str!("demo_scenario.toml");
@@ -255,10 +256,6 @@ impl Live<'_> {
             None => format!("-> {} no injected fault explains it", s.red("false alarm:")),
         }
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn demo(args: &DemoArgs) -> anyhow::Result<()> {

@@ -9,8 +9,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use faultline_proto::time::now_ms;
 use faultline_proto::{
     Event, EventSource, GpuSample, GpuState, JobSample, NicSample, NodeReport, ProcState, Progress, RankSample,
     SCHEMA_VERSION, Scheduler, Severity,
@@ -109,10 +110,6 @@ impl Env {
 #[track_caller]
 fn expect_code(o: &Out, code: i32, what: &str) {
     assert_eq!(o.code, code, "{what}: exit {} (wanted {code})\nstdout:\n{}\nstderr:\n{}", o.code, o.stdout, o.stderr);
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
 /// A node of the test cluster: 2 GPUs, 2 InfiniBand NICs, ranks `2i` and `2i+1` of the job.

@@ -44,11 +44,16 @@ pub fn in_ci() -> bool {
     std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
 }
 
-/// Find an external program (prometheus, alertmanager, promtool, slurmctld…). Under CI a missing one
-/// panics; elsewhere the caller gets `None` and must say loudly that the test was not run.
+/// Where system daemons live when they are not on a user's PATH (munged, slurmctld, slurmd).
+const SYSTEM_DIRS: &[&str] = &["/usr/sbin", "/usr/bin", "/sbin"];
+
+/// Find an external program (prometheus, alertmanager, promtool, slurmctld…) on PATH, then in the
+/// system directories. Under CI a missing one panics; elsewhere the caller gets `None` and must say
+/// loudly that the test was not run. The one place the tests decide what CI requires.
 pub fn external(name: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()));
+        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
+        .or_else(|| SYSTEM_DIRS.iter().map(|d| Path::new(d).join(name)).find(|p| p.is_file()));
     if found.is_none() {
         if in_ci() {
             panic!("{name} is required under CI but is not installed (.ci/run should install it)");
@@ -216,9 +221,7 @@ pub fn free_port() -> u16 {
 }
 
 /// Unix milliseconds now (for report and event timestamps in tests).
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
-}
+pub use faultline_proto::time::now_ms;
 
 /// A `NodeReport` JSON body of `node` with `gpus` GPUs and one rank of job `job` on each; GPUs in `lost` are lost.
 pub fn report_json(

@@ -2,16 +2,11 @@
 //! `/api/v1/nodes`; every kind of bad input gets a 4xx whose JSON `error` names the problem, and
 //! leaves `/api/v1/nodes` exactly as it was.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
+use faultline_proto::time::now_ms;
 use faultline_tests::{get_json, http, start_analyzer};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "ingest-test-token";
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
-}
 
 fn good_report(node: &str, seq: u64) -> Value {
     json!({

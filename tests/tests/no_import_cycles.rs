@@ -491,7 +491,7 @@ fn workspace() -> PathBuf {
 fn crate_roots() -> Vec<PathBuf> {
     let ws = workspace();
     let mut roots = Vec::new();
-    for member in ["proto", "agent", "analyzer", "cli", "sim", "tests", "tests/fake-nvml"] {
+    for member in ["proto", "logging", "agent", "analyzer", "cli", "sim", "tests", "tests/fake-nvml"] {
         for root in ["src/lib.rs", "src/main.rs"] {
             let p = ws.join(member).join(root);
             if p.exists() {

@@ -14,7 +14,7 @@
 //!    node-0007 stay drained with their people's reasons;
 //! 4. `faultline drain/resume/actions` through the API, with the same ownership rule (`--force`).
 //!
-//! The adapter's timeout against a controller that is gone is in `analyzer/tests/remediate_slurm.rs`.
+//! The adapter's timeout against a controller that is gone is in `tests/tests/remediate_slurm.rs`.
 //!
 //! Every daemon is killed when the test ends (also on failure).
 
@@ -24,11 +24,12 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 #[path = "slurm_support/mod.rs"]
 mod slurm_support;
 
+use faultline_proto::time::now_ms;
 use faultline_tests::{bin, get_json, http, start_analyzer, wait_for};
 use serde_json::{Value, json};
 use slurm_support::{Slurm, node, programs};
@@ -41,10 +42,6 @@ const XID_HOLD_S: i64 = 300;
 const XID_LIVE_S: i64 = 20;
 /// Generous: Slurm, the analyzer and the agents' stand-in all run on two shared cores.
 const DEADLINE: Duration = Duration::from_secs(120);
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
-}
 
 /// What the stand-in agents report beyond a healthy node.
 #[derive(Default)]

@@ -6,14 +6,11 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+pub use faultline_proto::time::now_ms;
 use faultline_tests::{Proc, bin, http};
 use serde_json::{Value, json};
-
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
-}
 
 /// One GPU sample; `lost` ones carry no readings.
 pub fn gpu(i: u32, lost: bool) -> Value {

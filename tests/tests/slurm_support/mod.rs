@@ -28,10 +28,7 @@ pub struct Programs {
 
 pub fn programs(test: &str) -> Option<Programs> {
     // `external` panics under CI when a program is missing, so CI fails loudly.
-    let found = ["munged", "slurmctld", "slurmd", "scontrol", "sbatch", "sacct"].map(|p| {
-        external(p)
-            .or_else(|| ["/usr/sbin", "/usr/bin", "/sbin"].iter().map(|d| Path::new(d).join(p)).find(|c| c.is_file()))
-    });
+    let found = ["munged", "slurmctld", "slurmd", "scontrol", "sbatch", "sacct"].map(external);
     let [Some(munged), Some(slurmctld), Some(slurmd), Some(scontrol), Some(sbatch), Some(sacct)] = found else {
         eprintln!(
             "NOT RUN: {test} needs munged, slurmctld, slurmd, scontrol, sbatch and sacct (scripts/install-test-deps.sh)"

@@ -1,6 +1,7 @@
-//! Log output on stderr: human-readable text (the default) or one JSON object per line
-//! (`--log-format json`) for log shippers (Loki, Elasticsearch, journald's JSON collectors).
-//! `RUST_LOG` picks the level either way (default `info`).
+//! faultline-logging: the agent's and the analyzer's log output on stderr, in one place (`proto`
+//! does no I/O, and the two binaries never import each other): human-readable text (the default)
+//! or one JSON object per line (`--log-format json`) for log shippers (Loki, Elasticsearch,
+//! journald's JSON collectors). `RUST_LOG` picks the level either way (default `info`).
 
 use std::io::IsTerminal;
 

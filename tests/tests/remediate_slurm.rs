@@ -8,16 +8,11 @@ use std::time::Duration;
 
 use faultline_analyzer::remediate::slurm::SlurmRemediator;
 use faultline_analyzer::remediate::{RemediateError, Remediator, SlurmConfig};
+use faultline_tests::external;
 
-/// `scontrol` from PATH; under CI a missing one fails the test, elsewhere it is skipped loudly.
+/// `scontrol`; under CI a missing one fails the test, elsewhere it is skipped loudly (`external`).
 fn scontrol() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH")
-        .and_then(|p| std::env::split_paths(&p).map(|d| d.join("scontrol")).find(|c| c.is_file()));
-    if found.is_none() {
-        assert!(std::env::var("CI").is_err(), "scontrol is required under CI (scripts/install-test-deps.sh)");
-        eprintln!("NOT RUN: scontrol is not installed");
-    }
-    found
+    external("scontrol")
 }
 
 /// A slurm.conf whose controller port nobody listens on.
