@@ -89,7 +89,7 @@ pub enum IncidentChange {
 const HEARTBEAT_SCAN_MS: i64 = 1_000;
 /// A job with no new data is re-checked this often (stalls are judged on time passing).
 const JOB_RECHECK_MS: i64 = 2_000;
-pub use crate::ingest::{
+pub use crate::silence::{
     HEARTBEAT_MIN_SILENCE_MS, HEARTBEAT_TRANSIT_MS, MASS_SILENCE_FRACTION, MASS_SILENCE_MIN_NODES, silence_allowance_ms,
 };
 
@@ -174,14 +174,6 @@ impl Analyzer {
         self.mass_silence
     }
 
-    /// Decode, validate and apply one JSON report body with `ingest::decode`, as `POST
-    /// /api/v1/reports` does, but without the node ledger: callers that want the whole path (seq
-    /// accounting, future stamps) use `ingest::ingest_body`.
-    pub fn ingest_json(&mut self, body: &[u8], now_ms: i64) -> Result<IngestOutcome, IngestError> {
-        let report = crate::ingest::decode(body, crate::ingest::Encoding::Json)?;
-        Ok(self.apply(report.into_report(), now_ms))
-    }
-
     /// Apply one report built in memory (tests, fuzzing): validated here, since nothing decoded it.
     pub fn ingest(&mut self, report: NodeReport, now_ms: i64) -> Result<IngestOutcome, IngestError> {
         report.validate()?;
@@ -240,7 +232,7 @@ impl Analyzer {
                     continue;
                 }
                 expected += 1;
-                if crate::ingest::silent(n.last_recv_ms, n.interval_ms, now_ms, self.cfg.heartbeat_intervals) {
+                if crate::silence::silent(n.last_recv_ms, n.interval_ms, now_ms, self.cfg.heartbeat_intervals) {
                     silent.push(name.clone());
                 }
             }
@@ -551,7 +543,7 @@ impl Analyzer {
                     held_until_s: None,
                     held_because: None,
                 };
-                crate::incident::fatal_xid_hold(&mut v, s.kind, &self.cfg);
+                crate::incident::fatal_xid_hold(&mut v, s.kind, self.cfg.fatal_xid_hold_s, self.cfg.resolve_after_s);
                 v
             })
             .collect();
@@ -765,11 +757,6 @@ impl Analyzer {
     pub fn graph_size(&self) -> usize {
         self.topo.vertex_count()
     }
-}
-
-/// Decode and validate a JSON report body (`ingest::decode`).
-pub fn decode(body: &[u8]) -> Result<NodeReport, ReportError> {
-    crate::ingest::decode(body, crate::ingest::Encoding::Json).map(crate::ingest::Decoded::into_report)
 }
 
 fn same(a: &[Symptom], b: &[Symptom]) -> bool {

@@ -426,16 +426,17 @@ fn kind_static(k: &str) -> Option<&'static str> {
 pub fn fatal_xid_hold(
     v: &mut faultline_proto::api::SymptomView,
     kind: crate::detect::SymptomKind,
-    cfg: &crate::engine::EngineConfig,
+    fatal_xid_hold_s: f64,
+    resolve_after_s: f64,
 ) {
     if kind != crate::detect::SymptomKind::XidFatal {
         return;
     }
-    v.held_until_s = Some(v.onset_s + cfg.fatal_xid_hold_s);
+    v.held_until_s = Some(v.onset_s + fatal_xid_hold_s);
     v.held_because = Some(format!(
         "a fatal XID keeps the GPU suspect for {:.0} s after it is raised (fatal_xid_hold_s), even if it answers \
          again; the incident resolves {:.0} s after that (resolve_after_s)",
-        cfg.fatal_xid_hold_s, cfg.resolve_after_s
+        fatal_xid_hold_s, resolve_after_s
     ));
 }
 
@@ -552,9 +553,9 @@ mod tests {
             held_until_s: None,
             held_because: None,
         };
-        fatal_xid_hold(&mut v, crate::detect::SymptomKind::NicDown, &cfg);
+        fatal_xid_hold(&mut v, crate::detect::SymptomKind::NicDown, cfg.fatal_xid_hold_s, cfg.resolve_after_s);
         assert_eq!(v.held_until_s, None);
-        fatal_xid_hold(&mut v, crate::detect::SymptomKind::XidFatal, &cfg);
+        fatal_xid_hold(&mut v, crate::detect::SymptomKind::XidFatal, cfg.fatal_xid_hold_s, cfg.resolve_after_s);
         assert_eq!(v.held_until_s, Some(1090.0));
         assert!(v.held_because.as_deref().unwrap().contains("fatal_xid_hold_s"), "{v:?}");
     }

@@ -23,6 +23,7 @@ pub mod pipeline;
 pub mod ratelimit;
 pub mod remediate;
 pub mod server;
+pub mod silence;
 pub mod skew;
 pub mod state;
 pub mod store;

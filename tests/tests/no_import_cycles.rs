@@ -509,7 +509,6 @@ fn crate_roots() -> Vec<PathBuf> {
 const KNOWN: &[&str] = &[
     "agent/src/lib.rs: crate: classify <-> collect <-> events <-> observe <-> progress",
     "agent/src/lib.rs: crate::collect: gpu <-> gpu_events",
-    "analyzer/src/lib.rs: crate: engine <-> incident <-> ingest",
     // notify/deliver.rs takes the whole AppState (built from `config`, which holds notify's settings);
     // remediate's runner and handlers do too. A narrow handle for each breaks the rest.
     "analyzer/src/lib.rs: crate: api <-> app <-> config <-> notify <-> pipeline <-> remediate <-> server",

@@ -121,7 +121,7 @@ fn scale_round_of_12500_reports() {
             .collect();
         let bytes: usize = bodies.iter().map(|b| b.len()).sum();
         let start = std::time::Instant::now();
-        let reports: Vec<NodeReport> = bodies.iter().map(|b| decode(b).unwrap()).collect();
+        let reports: Vec<NodeReport> = bodies.iter().map(|b| crate::ingest::decode_json(b).unwrap()).collect();
         let parsed = start.elapsed();
         let mut ticks = std::time::Duration::ZERO;
         for (n, r) in reports.into_iter().enumerate() {
