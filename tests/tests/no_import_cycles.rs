@@ -512,7 +512,6 @@ const KNOWN: &[&str] = &[
     // notify/deliver.rs takes the whole AppState (built from `config`, which holds notify's settings);
     // remediate's runner and handlers do too. A narrow handle for each breaks the rest.
     "analyzer/src/lib.rs: crate: api <-> app <-> config <-> notify <-> pipeline <-> remediate <-> server",
-    "analyzer/src/lib.rs: crate::remediate: config <-> policy",
 ];
 
 #[test]

@@ -6,10 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use faultline_proto::remediation::RemediationMode;
-use faultline_proto::{FaultClass, Severity};
 use serde::Deserialize;
 
-use super::policy::Policy;
+use super::policy::{Policy, RuleConfig};
 use super::slurm;
 
 /// Default most share of the known nodes faultline drains on its own within one window. One node in
@@ -38,20 +37,6 @@ pub enum AdapterKind {
     None,
     /// Slurm through `scontrol`.
     Slurm,
-}
-
-/// One policy rule: the mode for incidents of a class, a severity, or both.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleConfig {
-    /// Fault class (`gpu_lost`, `leaf_switch_down`, …); any class when absent.
-    #[serde(default)]
-    pub class: Option<FaultClass>,
-    /// Incident severity (`info`, `warning`, `critical`); any severity when absent.
-    #[serde(default)]
-    pub severity: Option<Severity>,
-    /// `off`, `suggest` or `act`.
-    pub mode: RemediationMode,
 }
 
 /// `[remediation.slurm]`: how to reach Slurm.

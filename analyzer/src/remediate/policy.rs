@@ -6,8 +6,7 @@ use std::collections::BTreeSet;
 
 use faultline_proto::remediation::RemediationMode;
 use faultline_proto::{ComponentId, FaultClass, Incident, Severity};
-
-use super::config::RuleConfig;
+use serde::Deserialize;
 
 /// Every drain reason faultline writes starts with this; a drain whose reason does not is someone
 /// else's and is never resumed or overwritten.
@@ -19,6 +18,20 @@ pub const MANUAL_REASON_PREFIX: &str = "faultline: manual:";
 
 /// Longest drain reason written to the scheduler; Slurm shows reasons in one line of `sinfo -R`.
 pub const MAX_REASON_CHARS: usize = 200;
+
+/// One policy rule (`[[remediation.rule]]`): the mode for incidents of a class, a severity, or both.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Fault class (`gpu_lost`, `leaf_switch_down`, …); any class when absent.
+    #[serde(default)]
+    pub class: Option<FaultClass>,
+    /// Incident severity (`info`, `warning`, `critical`); any severity when absent.
+    #[serde(default)]
+    pub severity: Option<Severity>,
+    /// `off`, `suggest` or `act`.
+    pub mode: RemediationMode,
+}
 
 /// The mode for each class and severity.
 #[derive(Debug, Clone, PartialEq, Eq)]
