@@ -3,12 +3,14 @@
 //! locked parts through the methods here, which take the locks in the one order (engine, then
 //! ledger; the store and the open map alone) and release them before returning.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use axum::http::HeaderMap;
-use faultline_proto::{Incident, TopologyFile};
+use faultline_proto::api::{ComponentView, NodeSummary};
+use faultline_proto::remediation::ActionRecord;
+use faultline_proto::{ComponentId, Incident, TopologyFile};
 use tracing::info;
 
 use crate::auth::Auth;
@@ -19,6 +21,7 @@ use crate::http_error::ApiError;
 use crate::ingest::NodeLedger;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
+use crate::remediate::validate::NodeFacts;
 use crate::store::{NewOutbox, Store, StoreError};
 use crate::sync::{lock, read, write};
 
@@ -204,5 +207,52 @@ impl AppState {
             *e = engine;
             *l = ledger;
         });
+    }
+}
+
+/// Remediation's narrow handle on the analyzer: each method takes the one lock it needs.
+impl crate::remediate::Host for AppState {
+    fn now_s(&self) -> f64 {
+        self.clock.now_s()
+    }
+    fn open_incidents(&self) -> Vec<Incident> {
+        AppState::open_incidents(self)
+    }
+    fn open_incident(&self, id: &str) -> Option<Incident> {
+        self.with_open(|open| open.get(id).cloned())
+    }
+    fn open_ids(&self) -> BTreeSet<String> {
+        self.with_open(|open| open.keys().cloned().collect())
+    }
+    fn node_summaries(&self) -> Vec<NodeSummary> {
+        self.with_engine(|e| e.nodes())
+    }
+    fn node_facts(&self, node: &str) -> Option<NodeFacts> {
+        self.with_engine(|e| e.node_state(node).map(|n| NodeFacts::from_state(n, |nic| e.expected_rate(node, nic))))
+    }
+    fn component(&self, id: &ComponentId) -> Option<ComponentView> {
+        self.with_engine(|e| e.component(id))
+    }
+    fn reported_nodes(&self) -> BTreeSet<String> {
+        self.with_ledger(|l| l.iter().map(|(n, _)| n.clone()).collect())
+    }
+    fn topology(&self) -> &TopologyFile {
+        &self.topology
+    }
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+    fn record_action(&self, rec: &ActionRecord) -> Result<(), StoreError> {
+        self.with_db(|s| s.record_action(rec)).map(|_| ())
+    }
+    fn actions_recent(&self, limit: usize) -> Result<Vec<ActionRecord>, StoreError> {
+        self.with_db(|s| s.actions_recent(limit))
+    }
+    fn page(&self, change: &IncidentChange, now_s: f64) -> Option<Result<(), StoreError>> {
+        let rows = self.planner.as_ref()?.plan(change, now_s);
+        if rows.is_empty() {
+            return Some(Ok(()));
+        }
+        Some(self.with_db(|s| s.record(&[], &rows, now_s)))
     }
 }

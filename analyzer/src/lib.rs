@@ -2,6 +2,7 @@
 //! causes, and serves incidents. `engine` is the clock-free core the simulator drives too.
 
 pub mod api;
+pub mod api_actions;
 pub mod app;
 pub mod auth;
 pub mod cert;

@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use faultline_proto::ReportError;
 use serde::Serialize;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use crate::api;
 pub use crate::app::{AppState, StartError};
@@ -47,13 +47,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/jobs/{id}", get(api::get_job))
         .route("/api/v1/topology", get(api::topology))
         .route("/api/v1/summary", get(api::summary))
-        .route("/api/v1/actions", get(crate::remediate::http::list_actions))
+        .route("/api/v1/actions", get(crate::api_actions::list_actions))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/api/v1/reports", post(post_report).layer(DefaultBodyLimit::disable()))
         // Writes: the handlers check the token themselves.
-        .route("/api/v1/actions/drain", post(crate::remediate::http::post_drain))
-        .route("/api/v1/actions/resume", post(crate::remediate::http::post_resume))
+        .route("/api/v1/actions/drain", post(crate::api_actions::post_drain))
+        .route("/api/v1/actions/resume", post(crate::api_actions::post_resume))
         .merge(read)
         .route("/metrics", get(api::metrics))
         .route("/healthz", get(healthz))
@@ -307,7 +307,7 @@ where
     L::Addr: std::fmt::Debug,
 {
     let ticker = tokio::spawn(crate::pipeline::tick_loop(state.clone(), tick_interval));
-    let remediator = tokio::spawn(crate::remediate::runner::run_loop(state.clone(), tick_interval));
+    let remediator = tokio::spawn(remediation_loop(state.clone(), tick_interval));
     let limits = state.limits.cfg.clone();
     let result = crate::conn::serve(listener, router(state.clone()), &limits, shutdown).await;
     ticker.abort();
@@ -319,4 +319,18 @@ where
         warn!(pending = left, "shutting down with incident changes the store did not accept");
     }
     result
+}
+
+/// Runs a remediation round every `every` until the task is aborted.
+async fn remediation_loop(state: Arc<AppState>, every: Duration) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let st = state.clone();
+        match tokio::task::spawn_blocking(move || st.remediation.round(&*st)).await {
+            Ok(()) => debug!("remediation round"),
+            Err(e) => error!(error = %e, "remediation round panicked; continuing"),
+        }
+    }
 }

@@ -124,7 +124,7 @@ impl Srv {
         let st = self.state.clone();
         tokio::task::spawn_blocking(move || {
             st.tick_once();
-            st.remediation.round(&st);
+            st.remediation.round(&*st);
         })
         .await
         .unwrap();

@@ -7,18 +7,18 @@ use std::collections::BTreeSet;
 use faultline_proto::{ComponentId, Incident};
 
 use super::drains;
-use crate::app::AppState;
+use super::host::Host;
 
 /// Nodes known to the analyzer: heard from, or named in the topology file.
-pub fn known_nodes(st: &AppState) -> usize {
-    let mut names: BTreeSet<String> = st.with_ledger(|l| l.iter().map(|(n, _)| n.clone()).collect());
-    for r in &st.topology.racks {
+pub fn known_nodes(st: &dyn Host) -> usize {
+    let mut names: BTreeSet<String> = st.reported_nodes();
+    for r in &st.topology().racks {
         names.extend(r.nodes.iter().cloned());
     }
-    for r in &st.topology.rails {
+    for r in &st.topology().rails {
         names.extend(r.nodes.iter().flatten().cloned());
     }
-    for l in &st.topology.links {
+    for l in &st.topology().links {
         if let Ok(id) = l.nic.parse::<ComponentId>()
             && let Some(h) = id.host()
         {
@@ -30,7 +30,7 @@ pub fn known_nodes(st: &AppState) -> usize {
 
 /// Every node whose NICs hang off `switch` (for a spine: off the leaves below it), from the graph
 /// (NICs agents reported) and the topology file (racks, rails with node lists, single links).
-pub fn nodes_behind(st: &AppState, switch: &str) -> BTreeSet<String> {
+pub fn nodes_behind(st: &dyn Host, switch: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let mut seen = BTreeSet::new();
     let mut stack = vec![switch.to_string()];
@@ -38,7 +38,7 @@ pub fn nodes_behind(st: &AppState, switch: &str) -> BTreeSet<String> {
         if !seen.insert(sw.clone()) {
             continue;
         }
-        if let Some(view) = st.with_engine(|e| e.component(&ComponentId::switch(&sw))) {
+        if let Some(view) = st.component(&ComponentId::switch(&sw)) {
             for d in view.dependents {
                 match d {
                     ComponentId::Nic { host, .. } => {
@@ -49,20 +49,20 @@ pub fn nodes_behind(st: &AppState, switch: &str) -> BTreeSet<String> {
                 }
             }
         }
-        for r in st.topology.racks.iter().filter(|r| r.leaf == sw) {
+        for r in st.topology().racks.iter().filter(|r| r.leaf == sw) {
             out.extend(r.nodes.iter().cloned());
         }
-        for r in st.topology.rails.iter().filter(|r| r.leaf == sw) {
+        for r in st.topology().rails.iter().filter(|r| r.leaf == sw) {
             out.extend(r.nodes.iter().flatten().cloned());
         }
-        for l in st.topology.links.iter().filter(|l| l.switch == sw) {
+        for l in st.topology().links.iter().filter(|l| l.switch == sw) {
             if let Ok(id) = l.nic.parse::<ComponentId>()
                 && let Some(h) = id.host()
             {
                 out.insert(h.to_string());
             }
         }
-        for s in st.topology.switches.iter().filter(|s| s.uplinks.contains(&sw)) {
+        for s in st.topology().switches.iter().filter(|s| s.uplinks.contains(&sw)) {
             stack.push(s.name.clone());
         }
     }
@@ -70,7 +70,7 @@ pub fn nodes_behind(st: &AppState, switch: &str) -> BTreeSet<String> {
 }
 
 /// Nodes an open incident still concerns: its root's host, or the nodes behind a broken switch.
-pub fn busy_nodes(st: &AppState, open: &[Incident]) -> BTreeSet<String> {
+pub fn busy_nodes(st: &dyn Host, open: &[Incident]) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for i in open {
         match &i.root {

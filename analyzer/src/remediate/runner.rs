@@ -7,22 +7,21 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use faultline_proto::remediation::{
     ActionOrigin, ActionRecord, ActionResult, ActionsView, DrainRequest, NodeAction, RemediationMode, ResumeRequest,
 };
 use faultline_proto::{Incident, TimelineEntry};
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use super::cluster::{busy_nodes, known_nodes, nodes_behind};
+use super::host::Host;
 use super::slurm::SlurmRemediator;
-use super::validate::{self, CheckOutcome, NodeFacts};
+use super::validate::{self, CheckOutcome};
 use super::{
     AdapterKind, NodeState, Planner, RemediateError, RemediationSettings, Remediator, Step, drain_reason, drains,
     manual_drain, manual_reason, owned_by_faultline, record, targets,
 };
-use crate::app::AppState;
 use crate::engine::IncidentChange;
 use crate::store::{Store, StoreError};
 use crate::sync::lock;
@@ -130,9 +129,9 @@ impl Remediation {
 
     /// One round: decide about new open incidents, retry failed drains, resume what is due, and
     /// carry it all out. Blocks on the scheduler; call it from a blocking thread.
-    pub fn round(&self, st: &AppState) {
+    pub fn round(&self, st: &dyn Host) {
         let _ops = lock(&self.ops);
-        let now_s = st.clock.now_s();
+        let now_s = st.now_s();
         let open: Vec<Incident> = st.open_incidents();
         let open_ids: BTreeSet<String> = open.iter().map(|i| i.id.clone()).collect();
         let fresh: Vec<&Incident> = {
@@ -184,10 +183,7 @@ impl Remediation {
         let held = !lock(&self.planner).held().is_empty();
         let health: BTreeMap<String, bool> = if held {
             let busy = busy_nodes(st, &open);
-            st.with_engine(|e| e.nodes())
-                .into_iter()
-                .map(|n| (n.node.clone(), n.healthy && !busy.contains(&n.node)))
-                .collect()
+            st.node_summaries().into_iter().map(|n| (n.node.clone(), n.healthy && !busy.contains(&n.node))).collect()
         } else {
             BTreeMap::new()
         };
@@ -201,11 +197,11 @@ impl Remediation {
         }
     }
 
-    fn execute(&self, st: &AppState, step: Step, now_s: f64) {
+    fn execute(&self, st: &dyn Host, step: Step, now_s: f64) {
         match step {
             Step::Record(rec) => self.commit(st, rec),
             Step::Page { incident, detail } => {
-                st.metrics.remediation_blocked();
+                st.metrics().remediation_blocked();
                 error!(
                     incident = %incident,
                     detail = %detail,
@@ -299,7 +295,7 @@ impl Remediation {
     #[allow(clippy::too_many_arguments)]
     fn record_resume(
         &self,
-        st: &AppState,
+        st: &dyn Host,
         node: &str,
         target: &str,
         incidents: &[String],
@@ -331,7 +327,7 @@ impl Remediation {
     /// faultline's (else this ends as the resume would), built-in checks are judged now, and
     /// command checks run on a thread of their own when those passed. The outcome is picked up by
     /// the next round.
-    fn start_validation(&self, st: &AppState, node: String, incidents: Vec<String>, now_s: f64) {
+    fn start_validation(&self, st: &dyn Host, node: String, incidents: Vec<String>, now_s: f64) {
         let target = self.target(&node);
         if let Some(a) = &self.adapter
             && let Err((result, detail)) = still_ours(a.as_ref(), &node)
@@ -344,9 +340,7 @@ impl Remediation {
             return;
         }
         let checks = self.settings.validation.checks.clone();
-        let facts = st.with_engine(|engine| {
-            engine.node_state(&node).map(|n| NodeFacts::from_state(n, |nic| engine.expected_rate(&node, nic)))
-        });
+        let facts = st.node_facts(&node);
         let outcomes: Vec<CheckOutcome> = checks.iter().filter_map(|c| validate::builtin(c, facts.as_ref())).collect();
         let commands: Vec<_> = checks.into_iter().filter(|c| !c.is_builtin()).collect();
         info!(node = %node, checks = %self.settings.validation.names(), "remediation: validating before resuming");
@@ -371,7 +365,7 @@ impl Remediation {
     }
 
     /// Records each check of an ended validation in the incidents' timelines and tells the planner.
-    fn validation_finished(&self, st: &AppState, f: Finished, now_s: f64) -> Option<Step> {
+    fn validation_finished(&self, st: &dyn Host, f: Finished, now_s: f64) -> Option<Step> {
         for o in &f.outcomes {
             let word = if o.passed { "passed" } else { "FAILED" };
             let mut detail = format!("validation of {}: {} {word}: {}", f.node, o.name, o.summary);
@@ -403,27 +397,27 @@ impl Remediation {
     }
 
     /// Records an action in the store and the metrics, and logs it.
-    fn commit(&self, st: &AppState, rec: ActionRecord) {
-        st.metrics.remediation_action(rec.action, rec.result);
+    fn commit(&self, st: &dyn Host, rec: ActionRecord) {
+        st.metrics().remediation_action(rec.action, rec.result);
         log_action(&rec);
         self.store_only(st, &rec);
     }
 
-    fn store_only(&self, st: &AppState, rec: &ActionRecord) {
-        if let Err(e) = st.with_db(|s| s.record_action(rec)) {
-            st.metrics.store_error();
+    fn store_only(&self, st: &dyn Host, rec: &ActionRecord) {
+        if let Err(e) = st.record_action(rec) {
+            st.metrics().store_error();
             error!(node = %rec.node, action = %rec.action, result = %rec.result, error = %e, "cannot record a remediation action");
         }
     }
 
     /// `POST /api/v1/actions/drain`: a person drains a node. Blocks on the scheduler.
-    pub fn manual_drain(&self, st: &AppState, req: &DrainRequest) -> Result<ActionRecord, ManualError> {
+    pub fn manual_drain(&self, st: &dyn Host, req: &DrainRequest) -> Result<ActionRecord, ManualError> {
         let _ops = lock(&self.ops);
         let node = checked_node(&req.node)?;
         let a = self.adapter.as_ref().ok_or(ManualError::NoAdapter)?;
         let target = a.target(node);
         let reason = manual_reason(req.reason.as_deref());
-        let now_s = st.clock.now_s();
+        let now_s = st.now_s();
         let state = a.node_state(node).map_err(scheduler_error)?;
         let (result, detail) = if state.drained && owned_by_faultline(state.reason.as_deref()) {
             (
@@ -474,12 +468,12 @@ impl Remediation {
 
     /// `POST /api/v1/actions/resume`: a person resumes a node; only a `faultline:` drain unless
     /// `force`. Blocks on the scheduler.
-    pub fn manual_resume(&self, st: &AppState, req: &ResumeRequest) -> Result<ActionRecord, ManualError> {
+    pub fn manual_resume(&self, st: &dyn Host, req: &ResumeRequest) -> Result<ActionRecord, ManualError> {
         let _ops = lock(&self.ops);
         let node = checked_node(&req.node)?;
         let a = self.adapter.as_ref().ok_or(ManualError::NoAdapter)?;
         let target = a.target(node);
-        let now_s = st.clock.now_s();
+        let now_s = st.now_s();
         let state = a.node_state(node).map_err(scheduler_error)?;
         if !state.drained {
             return Err(ManualError::Conflict(format!(
@@ -525,16 +519,16 @@ impl Remediation {
     }
 
     /// `GET /api/v1/actions`: pending and taken actions.
-    pub fn view(&self, st: &AppState) -> Result<ActionsView, StoreError> {
-        let now_s = st.clock.now_s();
-        let open_ids: BTreeSet<String> = st.with_open(|open| open.keys().cloned().collect());
+    pub fn view(&self, st: &dyn Host) -> Result<ActionsView, StoreError> {
+        let now_s = st.now_s();
+        let open_ids: BTreeSet<String> = st.open_ids();
         let known = known_nodes(st);
         let (pending, drained, limit) = {
             let mut p = lock(&self.planner);
             let drained = p.drained_in_window(now_s);
             (p.pending_view(&open_ids), drained, p.limit(known))
         };
-        let taken = st.with_db(|s| s.actions_recent(MAX_ACTIONS_LISTED))?;
+        let taken = st.actions_recent(MAX_ACTIONS_LISTED)?;
         Ok(ActionsView {
             adapter: self.adapter_name().map(str::to_string),
             dry_run: self.settings.dry_run,
@@ -551,19 +545,14 @@ impl Remediation {
 /// Pages through the configured notifiers: an `updated` notification of the incident, critical,
 /// whose summary and last timeline entry say that remediation was blocked and why. Only the outbox
 /// gets it; the incident itself is not changed (its timeline shows the `blocked` actions anyway).
-fn page(st: &AppState, incident: &str, detail: &str, now_s: f64) {
-    let Some(planner) = st.outbox_planner() else { return };
-    let Some(mut inc) = st.with_open(|open| open.get(incident).cloned()) else { return };
+fn page(st: &dyn Host, incident: &str, detail: &str, now_s: f64) {
+    let Some(mut inc) = st.open_incident(incident) else { return };
     inc.severity = faultline_proto::Severity::Critical;
     inc.summary = format!("REMEDIATION BLOCKED, a person must decide: {}", inc.summary);
     inc.updated_s = now_s;
     inc.timeline.push(TimelineEntry { at_s: now_s, what: "action".into(), detail: detail.to_string() });
-    let rows = planner.plan(&IncidentChange::Updated(inc), now_s);
-    if rows.is_empty() {
-        return;
-    }
-    if let Err(e) = st.with_db(|s| s.record(&[], &rows, now_s)) {
-        st.metrics.store_error();
+    if let Some(Err(e)) = st.page(&IncidentChange::Updated(inc), now_s) {
+        st.metrics().store_error();
         error!(incident = %incident, error = %e, "cannot queue the remediation-blocked page");
     }
 }
@@ -710,20 +699,6 @@ fn scheduler_error(e: RemediateError) -> ManualError {
         RemediateError::BadNodeName { .. } => ManualError::BadRequest(e.to_string()),
         RemediateError::NoAdapter => ManualError::NoAdapter,
         other => ManualError::Scheduler(other.to_string()),
-    }
-}
-
-/// Runs a remediation round every `every` until the task is aborted.
-pub async fn run_loop(state: Arc<AppState>, every: Duration) {
-    let mut interval = tokio::time::interval(every);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        interval.tick().await;
-        let st = state.clone();
-        match tokio::task::spawn_blocking(move || st.remediation.round(&st)).await {
-            Ok(()) => debug!("remediation round"),
-            Err(e) => error!(error = %e, "remediation round panicked; continuing"),
-        }
     }
 }
 

@@ -13,9 +13,9 @@ use axum::response::{IntoResponse, Response};
 use faultline_proto::remediation::{DrainRequest, ResumeRequest};
 use serde::de::DeserializeOwned;
 
-use super::runner::ManualError;
 use crate::app::AppState;
 use crate::http_error::ApiError;
+use crate::remediate::runner::ManualError;
 
 impl From<ManualError> for ApiError {
     fn from(e: ManualError) -> Self {
@@ -40,7 +40,7 @@ fn decode<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
 /// `GET /api/v1/actions`
 pub async fn list_actions(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let st2 = st.clone();
-    let view = tokio::task::spawn_blocking(move || st2.remediation.view(&st2))
+    let view = tokio::task::spawn_blocking(move || st2.remediation.view(&*st2))
         .await
         .map_err(|e| ApiError::internal(format!("actions task failed: {e}")))??;
     Ok(Json(view).into_response())
@@ -55,7 +55,7 @@ pub async fn post_drain(
     st.authorize(&headers)?;
     let req: DrainRequest = decode(&body, r#"{"node": "NAME", "reason": "why"}"#)?;
     let st2 = st.clone();
-    let rec = tokio::task::spawn_blocking(move || st2.remediation.manual_drain(&st2, &req))
+    let rec = tokio::task::spawn_blocking(move || st2.remediation.manual_drain(&*st2, &req))
         .await
         .map_err(|e| ApiError::internal(format!("drain task failed: {e}")))??;
     Ok(Json(rec).into_response())
@@ -70,7 +70,7 @@ pub async fn post_resume(
     st.authorize(&headers)?;
     let req: ResumeRequest = decode(&body, r#"{"node": "NAME", "force": false}"#)?;
     let st2 = st.clone();
-    let rec = tokio::task::spawn_blocking(move || st2.remediation.manual_resume(&st2, &req))
+    let rec = tokio::task::spawn_blocking(move || st2.remediation.manual_resume(&*st2, &req))
         .await
         .map_err(|e| ApiError::internal(format!("resume task failed: {e}")))??;
     Ok(Json(rec).into_response())
