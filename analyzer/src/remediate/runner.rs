@@ -1,9 +1,11 @@
-//! Carries out the planner's steps against the analyzer (through `Host`): finds drain targets in the graph and
-//! topology file, asks the scheduler adapter, records every action in the store (the incident
-//! timeline shows it) and in `/metrics`, logs, and serves the manual drain/resume of the API.
+//! Carries out the planner's steps against the analyzer (through `Host`): finds drain targets in
+//! the graph and topology file, asks the scheduler adapter, records every action in the store (the
+//! incident timeline shows it) and in `/metrics`, logs, and serves the manual drain/resume of the
+//! API.
 //!
-//! Every scheduler call happens on a blocking thread: the server's remediation loop runs
-//! each round in `spawn_blocking`, and the HTTP handlers do the same. One round or manual action runs at a time.
+//! Every scheduler call happens on a blocking thread: the server's remediation loop runs each round
+//! in `spawn_blocking`, and the HTTP handlers do the same. One round or manual action runs at a
+//! time.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
