@@ -417,6 +417,9 @@ pub struct RankState {
     pub io: Traffic,
     /// The node's report interval, for "within one interval".
     pub interval_ms: i64,
+    /// The longest time between two of its steps that it came back from on its own (an evaluation
+    /// pass, a checkpoint), ms: the job's own pause length, learned.
+    pub longest_pause_ms: i64,
 }
 
 /// Samples per rank kept for step time and compute time.
