@@ -99,7 +99,8 @@ pub struct Options {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress_socket: Option<PathBuf>,
     /// OpenTelemetry collector base URL: also export metrics as OTLP/HTTP protobuf to URL/v1/metrics
-    /// every interval (default: none, no OTLP export).
+    /// every interval through the OpenTelemetry SDK, which honours the OTEL_EXPORTER_OTLP_* variables
+    /// (default: none, no OTLP export).
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub otlp_endpoint: Option<String>,
