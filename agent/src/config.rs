@@ -125,6 +125,13 @@ pub struct Options {
     #[arg(skip)]
     #[serde(skip_serializing)]
     pub dcgm_compat: Option<bool>,
+    /// The cluster's name: the `cluster` resource attribute of the OTLP export (the analyzer's
+    /// `[notify] cluster` and Prometheus's `cluster` label should say the same). Not a `/metrics`
+    /// label: Prometheus gives scraped series their `cluster` from the target or external labels, and
+    /// an exported one would clash with it. Default: none. File only.
+    #[arg(skip)]
+    #[serde(skip_serializing)]
+    pub cluster: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -189,6 +196,8 @@ pub struct Settings {
     pub expected_gpus: Option<u32>,
     /// Whether the `DCGM_FI_*` families are exported (`dcgm_compat`).
     pub dcgm_compat: bool,
+    /// `cluster`, empty treated as unset.
+    pub cluster: Option<String>,
 }
 
 impl Settings {
@@ -270,6 +279,7 @@ impl Settings {
             nics: o.nics.unwrap_or_default(),
             expected_gpus: o.expected_gpus,
             dcgm_compat: o.dcgm_compat.unwrap_or(true),
+            cluster: o.cluster.map(|c| c.trim().to_string()).filter(|c| !c.is_empty()),
         })
     }
 
@@ -428,6 +438,8 @@ mod tests {
         assert!(FileConfig::parse("[nics]\nfabric = true\n").is_err());
         assert!(FileConfig::parse("[jobs.scheduler]\nslurmm = true\n").is_err());
         assert!(!build("dcgm_compat = false\n", Options::default()).unwrap().dcgm_compat);
+        assert_eq!(build("cluster = \"train-a\"\n", Options::default()).unwrap().cluster.as_deref(), Some("train-a"));
+        assert_eq!(build("cluster = \" \"\n", Options::default()).unwrap().cluster, None);
         let d = build("", Options::default()).unwrap();
         assert_eq!((d.expected_gpus, d.nics.collect_nonfabric_netdevs), (None, false));
     }

@@ -389,7 +389,8 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
             export::job_metrics::JobMetrics::new(snapshot.clone()).with_progress(parts.progress.clone(), &s.node),
         ));
         if let Some(endpoint) = &s.otlp_endpoint {
-            export::otlp::spawn(endpoint, &s.node, &[], snapshot.clone(), xids.clone(), s.interval)?;
+            let extra: Vec<_> = s.cluster.iter().map(|c| opentelemetry::KeyValue::new("cluster", c.clone())).collect();
+            export::otlp::spawn(endpoint, &s.node, &extra, snapshot.clone(), xids.clone(), s.interval)?;
         }
         let http = Http { registry: Arc::new(prom), snapshot: snapshot.clone() };
         let app = axum::Router::new()
