@@ -132,6 +132,13 @@ pub struct Options {
     #[arg(skip)]
     #[serde(skip_serializing)]
     pub cluster: Option<String>,
+    /// The kubelet's pod-resources socket: label GPU series with the `pod`, `namespace` and
+    /// `container` holding each GPU (or MIG device), as dcgm-exporter does on Kubernetes. Usually
+    /// `/var/lib/kubelet/pod-resources/kubelet.sock` (mount it into the agent's pod). Default: none.
+    /// File only.
+    #[arg(skip)]
+    #[serde(skip_serializing)]
+    pub pod_resources_socket: Option<PathBuf>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -198,6 +205,8 @@ pub struct Settings {
     pub dcgm_compat: bool,
     /// `cluster`, empty treated as unset.
     pub cluster: Option<String>,
+    /// `pod_resources_socket`: where GPU owners are read from; `None`: no pod labels.
+    pub pod_resources_socket: Option<PathBuf>,
 }
 
 impl Settings {
@@ -280,6 +289,7 @@ impl Settings {
             expected_gpus: o.expected_gpus,
             dcgm_compat: o.dcgm_compat.unwrap_or(true),
             cluster: o.cluster.map(|c| c.trim().to_string()).filter(|c| !c.is_empty()),
+            pod_resources_socket: o.pod_resources_socket.filter(|p| !p.as_os_str().is_empty()),
         })
     }
 

@@ -15,6 +15,7 @@ pub mod jobs;
 pub mod kmsg;
 pub mod kmsg_record;
 pub mod net;
+pub mod pod_resources;
 pub mod sched;
 
 use std::collections::{BTreeMap, HashSet};
