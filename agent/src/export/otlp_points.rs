@@ -308,7 +308,7 @@ mod tests {
     use super::*;
     use faultline_proto::{HostSample, NicSample};
 
-    fn attr<'a>(a: &'a [KeyValue], key: &str) -> Option<String> {
+    fn attr(a: &[KeyValue], key: &str) -> Option<String> {
         a.iter().find(|k| k.key.as_str() == key).map(|k| k.value.as_str().into_owned())
     }
 
