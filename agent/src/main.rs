@@ -382,14 +382,20 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
             stats.clone(),
             s.node.clone(),
         )));
-        prom.register_collector(Box::new(
-            export::gpu_metrics::GpuMetrics::new(snapshot.clone(), xids.clone()).with_dcgm_compat(s.dcgm_compat),
-        ));
+        let mut gpu_metrics =
+            export::gpu_metrics::GpuMetrics::new(snapshot.clone(), xids.clone()).with_dcgm_compat(s.dcgm_compat);
+        if let Some(socket) = &s.pod_resources_socket {
+            let owners = faultline_agent::collect::pod_resources::Owners::default();
+            faultline_agent::collect::pod_resources::spawn(socket.clone(), owners.clone(), s.interval);
+            gpu_metrics = gpu_metrics.with_pod_owners(owners);
+        }
+        prom.register_collector(Box::new(gpu_metrics));
         prom.register_collector(Box::new(
             export::job_metrics::JobMetrics::new(snapshot.clone()).with_progress(parts.progress.clone(), &s.node),
         ));
         if let Some(endpoint) = &s.otlp_endpoint {
-            export::otlp::spawn(endpoint, snapshot.clone(), xids.clone(), s.interval)?;
+            let extra: Vec<_> = s.cluster.iter().map(|c| opentelemetry::KeyValue::new("cluster", c.clone())).collect();
+            export::otlp::spawn(endpoint, &s.node, &extra, snapshot.clone(), xids.clone(), s.interval)?;
         }
         let http = Http { registry: Arc::new(prom), snapshot: snapshot.clone() };
         let app = axum::Router::new()

@@ -21,7 +21,9 @@ pub mod xid_nvlink5;
 
 pub use event::EventClass;
 pub use id::{ComponentId, ComponentKind, IdError};
-pub use incident::{Action, Evidence, FaultClass, Incident, IncidentStatus, Severity, TimelineEntry, rfc3339};
+pub use incident::{
+    Action, Evidence, FaultClass, Incident, IncidentStatus, Severity, TimelineEntry, parse_rfc3339, rfc3339,
+};
 pub use report::*;
 pub use topology::{TopologyError, TopologyFile};
 pub use validate::ReportError;

@@ -24,6 +24,9 @@ pub mod limits {
     pub const MAX_GPUS: usize = 64;
     pub const MAX_NVLINKS_PER_GPU: usize = 32;
     pub const MAX_PROCESSES_PER_GPU: usize = 1024;
+    /// MIG devices per GPU: NVML's `NVML_MAX_GPU_INSTANCES`-sized tables hold 7 on A100/H100; 64 leaves
+    /// room for later parts without letting a report invent thousands.
+    pub const MAX_MIG_PER_GPU: usize = 64;
     pub const MAX_NICS: usize = 512;
     pub const MAX_COUNTERS_PER_NIC: usize = 512;
     pub const MAX_DISKS: usize = 256;
@@ -78,6 +81,9 @@ pub struct NodeReport {
     /// start (persisted). Fewer GPUs than this in a report is a GPU missing, even right after boot.
     #[serde(default)]
     pub expected_gpus: Option<u32>,
+    /// The NVIDIA driver version NVML reports (`550.54.15`), when the GPU collector runs.
+    #[serde(default)]
+    pub driver_version: Option<String>,
 }
 
 impl NodeReport {
@@ -101,6 +107,7 @@ impl NodeReport {
             dropped: Dropped::default(),
             collector_errors: BTreeMap::new(),
             expected_gpus: None,
+            driver_version: None,
         }
     }
 }
@@ -235,6 +242,30 @@ pub struct GpuSample {
     /// Whether the GPU's PCI device is still present (`/sys/bus/pci/devices/<bdf>`), when checked.
     #[serde(default)]
     pub pci_present: Option<bool>,
+    /// The GPU's MIG instances when MIG mode is on (`Some`, possibly empty before any instance is
+    /// made); `None` when MIG is off, unsupported or unknown.
+    #[serde(default)]
+    pub mig: Option<Vec<MigInstance>>,
+}
+
+/// One MIG device (a GPU instance with its compute instance) of a GPU in MIG mode.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MigInstance {
+    /// The GPU instance id (dcgm-exporter's `GPU_I_ID`).
+    pub gpu_instance_id: u32,
+    /// The compute instance id inside it.
+    #[serde(default)]
+    pub compute_instance_id: Option<u32>,
+    /// The profile (`1g.10gb`, `3g.40gb`; dcgm-exporter's `GPU_I_PROFILE`).
+    #[serde(default)]
+    pub profile: String,
+    /// The MIG device's own UUID (`MIG-…`).
+    #[serde(default)]
+    pub uuid: String,
+    #[serde(default)]
+    pub mem_total_bytes: Option<u64>,
+    #[serde(default)]
+    pub mem_used_bytes: Option<u64>,
 }
 
 /// The bits of `GpuSample::throttle_mask` (NVML's `nvmlClocksEventReasons`) and the names that

@@ -70,6 +70,8 @@ pub struct Report {
     pub collector_error_values: Vec<u64>,
     #[prost(uint32, optional, tag = "21")]
     pub expected_gpus: Option<u32>,
+    #[prost(uint32, optional, tag = "22")]
+    pub driver_version: Option<u32>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -204,6 +206,27 @@ pub struct Gpu {
     pub nvml_error: Option<u32>,
     #[prost(bool, optional, tag = "38")]
     pub pci_present: Option<bool>,
+    /// `Some(true)`: MIG on, with the instances in `mig`.
+    #[prost(bool, optional, tag = "39")]
+    pub mig_on: Option<bool>,
+    #[prost(message, repeated, tag = "40")]
+    pub mig: Vec<Mig>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Mig {
+    #[prost(uint32, tag = "1")]
+    pub gpu_instance_id: u32,
+    #[prost(uint32, optional, tag = "2")]
+    pub compute_instance_id: Option<u32>,
+    #[prost(uint32, tag = "3")]
+    pub profile: u32,
+    #[prost(uint32, tag = "4")]
+    pub uuid: u32,
+    #[prost(uint64, optional, tag = "5")]
+    pub mem_total_bytes: Option<u64>,
+    #[prost(uint64, optional, tag = "6")]
+    pub mem_used_bytes: Option<u64>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -786,6 +809,7 @@ fn to_wire(r: &NodeReport) -> Report {
         collector_error_keys,
         collector_error_values,
         expected_gpus: r.expected_gpus,
+        driver_version: s.opt(&r.driver_version),
     }
     .with_strings(s.into_owned())
 }
@@ -877,6 +901,20 @@ fn gpu_to_wire<'a>(g: &'a GpuSample, s: &mut Strings<'a>) -> Gpu {
         clock_event_values,
         nvml_error: s.opt(&g.nvml_error),
         pci_present: g.pci_present,
+        mig_on: g.mig.as_ref().map(|_| true),
+        mig: g
+            .mig
+            .iter()
+            .flatten()
+            .map(|m| Mig {
+                gpu_instance_id: m.gpu_instance_id,
+                compute_instance_id: m.compute_instance_id,
+                profile: s.put(&m.profile),
+                uuid: s.put(&m.uuid),
+                mem_total_bytes: m.mem_total_bytes,
+                mem_used_bytes: m.mem_used_bytes,
+            })
+            .collect(),
     }
 }
 
@@ -1109,6 +1147,7 @@ fn from_wire(w: Report) -> Result<NodeReport, ReportError> {
         dropped: Dropped { reports: w.dropped_reports, events: w.dropped_events, progress: w.dropped_progress },
         collector_errors: t.map(&w.collector_error_keys, &w.collector_error_values, &f("collector_errors"))?,
         expected_gpus: w.expected_gpus,
+        driver_version: t.opt(w.driver_version, &f("driver_version"))?,
     })
 }
 
@@ -1198,6 +1237,24 @@ fn gpu_from_wire(g: &Gpu, i: usize, t: &Table<'_>) -> Result<GpuSample, ReportEr
         clock_event_ns: t.map(&g.clock_event_keys, &g.clock_event_values, &p("clock_event_ns"))?,
         nvml_error: t.opt(g.nvml_error, &p("nvml_error"))?,
         pci_present: g.pci_present,
+        mig: match g.mig_on {
+            Some(true) => Some(
+                g.mig
+                    .iter()
+                    .map(|m| {
+                        Ok(MigInstance {
+                            gpu_instance_id: m.gpu_instance_id,
+                            compute_instance_id: m.compute_instance_id,
+                            profile: t.get(m.profile, &p("mig.profile"))?,
+                            uuid: t.get(m.uuid, &p("mig.uuid"))?,
+                            mem_total_bytes: m.mem_total_bytes,
+                            mem_used_bytes: m.mem_used_bytes,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, ReportError>>()?,
+            ),
+            _ => None,
+        },
     })
 }
 
@@ -1237,7 +1294,9 @@ mod tests {
                       "row_remap": {"correctable": 0, "uncorrectable": 1, "pending": true, "failure": false},
                       "pcie": {"generation": 5, "max_generation": 5, "width": 16, "max_width": 16, "replay_count": null},
                       "processes": [{"pid": 10, "used_mem_bytes": null}], "not_supported": ["fan"],
-                      "clock_event_ns": {"sw_thermal": 5}, "nvml_error": "timeout", "pci_present": true}],
+                      "clock_event_ns": {"sw_thermal": 5}, "nvml_error": "timeout", "pci_present": true,
+                      "mig": [{"gpu_instance_id": 7, "compute_instance_id": 0, "profile": "1g.10gb",
+                               "uuid": "MIG-1", "mem_total_bytes": 10, "mem_used_bytes": null}]}],
             "nics": [{"name": "mlx5_0", "kind": "infiniband", "netdev": "ib0", "port": 1, "operstate": "up",
                       "carrier": true, "carrier_changes": 2, "speed_mbps": null, "mtu": 4096,
                       "link_layer": "InfiniBand", "ib_state": "ACTIVE", "ib_phys_state": "LinkUp",
@@ -1258,6 +1317,7 @@ mod tests {
                         "message": "NVRM: Xid 79"}],
             "dropped": {"reports": 1, "events": 2, "progress": 3},
             "collector_errors": {"nvml": 4},
+            "driver_version": "550.54.15",
             "expected_gpus": 8
 }"#;
         let mut r: NodeReport = serde_json::from_str(json).unwrap();

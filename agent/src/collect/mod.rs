@@ -7,6 +7,7 @@ pub mod fabric;
 pub mod gpu;
 mod gpu_events;
 pub mod gpu_health;
+pub mod gpu_mig;
 pub mod gpu_nvlink_bytes;
 pub mod host;
 pub mod infiniband;
@@ -14,6 +15,7 @@ pub mod jobs;
 pub mod kmsg;
 pub mod kmsg_record;
 pub mod net;
+pub mod pod_resources;
 pub mod sched;
 
 use std::collections::{BTreeMap, HashSet};

@@ -224,6 +224,7 @@ impl World {
             dropped: Default::default(),
             collector_errors: Default::default(),
             expected_gpus: None,
+            driver_version: None,
         };
         for m in &self.mutators {
             m(&mut r, t);

@@ -500,6 +500,7 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
             clock_event_ns: Default::default(),
             nvml_error: None,
             pci_present: Some(true),
+            mig: None,
         });
     }
 
@@ -523,6 +524,7 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
         collector_errors: BTreeMap::new(),
         // The count the agent saw at its first start, persisted.
         expected_gpus: Some(gpn as u32),
+        driver_version: None,
     };
     let nics_n = spec.nics_per_node as usize;
     let mut ctx = ReportCtx {
