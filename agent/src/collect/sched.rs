@@ -147,7 +147,7 @@ pub fn parse_sacct(out: &str, id: &str) -> Option<SchedStatus> {
 }
 
 /// Run a program with a deadline; its stdout when it exits 0.
-fn run(program: &std::path::Path, args: &[&str], timeout: Duration) -> Result<String, String> {
+pub(crate) fn run(program: &std::path::Path, args: &[&str], timeout: Duration) -> Result<String, String> {
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
