@@ -55,11 +55,15 @@ pub struct CollectiveInfo {
     /// The error as named (`ncclRemoteError`, `IBV_WC_RETRY_EXC_ERR`, `Connection reset by peer`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The process group the sequence number counts in (`[PG 1 Rank 3]`): numbers of different
+    /// groups are not comparable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pg: Option<String>,
 }
 
 impl CollectiveInfo {
     /// Every string field with its name, for validation.
-    pub fn strings(&self) -> [(&'static str, Option<&str>); 9] {
+    pub fn strings(&self) -> [(&'static str, Option<&str>); 10] {
         [
             ("kind", self.kind.as_deref()),
             ("job", self.job.as_deref()),
@@ -70,6 +74,7 @@ impl CollectiveInfo {
             ("hca", self.hca.as_deref()),
             ("op", self.op.as_deref()),
             ("error", self.error.as_deref()),
+            ("pg", self.pg.as_deref()),
         ]
     }
 }

@@ -480,6 +480,8 @@ pub struct WireCollective {
     pub last_completed: Option<u64>,
     #[prost(uint32, optional, tag = "16")]
     pub error: Option<u32>,
+    #[prost(uint32, optional, tag = "17")]
+    pub pg: Option<u32>,
 }
 
 /// Encodes a report. Never fails: every `NodeReport` has a compact form.
@@ -820,6 +822,7 @@ fn to_wire(r: &NodeReport) -> Report {
                 timeout_ms: c.timeout_ms,
                 last_completed: c.last_completed,
                 error: s.opt(&c.error),
+                pg: s.opt(&c.pg),
             }),
         })
         .collect();
@@ -1171,6 +1174,7 @@ fn from_wire(w: Report) -> Result<NodeReport, ReportError> {
                             timeout_ms: c.timeout_ms,
                             last_completed: c.last_completed,
                             error: t.opt(c.error, &q("error"))?,
+                            pg: t.opt(c.pg, &q("pg"))?,
                         })
                     })
                     .transpose()?,

@@ -33,6 +33,7 @@ fn report() -> NodeReport {
         timeout_ms: Some(600_000),
         last_completed: Some(1579),
         error: Some("IBV_WC_RETRY_EXC_ERR".into()),
+        pg: Some("0".into()),
     });
     r.events.push(e);
     let mut plain = Event::new(1_700_000_000_001, EventSource::TrainingLog, EventClass::NcclPeerConnection);

@@ -130,6 +130,9 @@ pub struct NcclLine {
     /// peer`), a completion status name or an async event.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Process group of a watchdog line (`[PG 1 Rank 3]`, `[PG ID 0 PG GUID 0(default_pg) Rank 1]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pg: Option<String>,
 }
 
 impl NcclLine {
@@ -155,6 +158,7 @@ impl NcclLine {
             last_enqueued: None,
             last_completed: None,
             error: None,
+            pg: None,
         }
     }
 
@@ -376,6 +380,7 @@ pub fn parse(line: &str) -> Option<NcclLine> {
     }
     out.local_rank = tag_number(line, "[default");
     out.rank = tag_number(line, "[rank").or_else(|| rank_in_brackets(line));
+    out.pg = process_group(line);
     if out.error.is_none() {
         out.error = result_name(line).map(str::to_string);
     }
@@ -469,6 +474,14 @@ fn tag_number(line: &str, tag: &str) -> Option<u32> {
     let after = &line[i + digits.len()..];
     (after.starts_with("]:") || after.starts_with(']')).then_some(())?;
     digits.parse().ok()
+}
+
+/// `[PG 1 Rank 0]` → `1`, `[PG ID 0 PG GUID 0(default_pg) Rank 1]` → `0`.
+fn process_group(line: &str) -> Option<String> {
+    let i = line.find("[PG ")? + 4;
+    let rest = line[i..].strip_prefix("ID ").unwrap_or(&line[i..]);
+    let id: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+    (!id.is_empty()).then_some(id)
 }
 
 /// `[Rank 3]`, `[PG 1 Rank 0]`, `[PG ID 0 PG GUID 0(default_pg) Rank 1]`.

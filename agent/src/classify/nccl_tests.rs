@@ -227,6 +227,7 @@ fn watchdog_progress_gives_the_last_completed_collective() {
     );
     assert_eq!(l.kind, NcclKind::WatchdogProgress);
     assert_eq!(l.rank, Some(3));
+    assert_eq!(l.pg.as_deref(), Some("1"));
     assert_eq!((l.seq, l.last_enqueued, l.last_completed), (Some(1580), Some(1582), Some(1579)));
 }
 
@@ -248,6 +249,7 @@ fn watchdog_progress_with_pg_guid() {
         "[rank1]:[E626 06:24:44.906457629 ProcessGroupNCCL.cpp:1785] [PG ID 0 PG GUID 0(default_pg) Rank 1] Exception (either an error or timeout) detected by watchdog at work: 808, last enqueued NCCL work: 811, last completed NCCL work: 807.",
     );
     assert_eq!(l.rank, Some(1));
+    assert_eq!(l.pg.as_deref(), Some("0"));
     assert_eq!(l.last_completed, Some(807));
     assert_eq!(l.seq, Some(808));
 }

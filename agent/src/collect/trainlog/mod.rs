@@ -270,6 +270,7 @@ pub fn line_event(l: &NcclLine, job: Option<&str>, line: &str, ts_ms: i64) -> Ev
         timeout_ms: l.timeout_ms,
         last_completed: l.last_completed,
         error: l.error.clone(),
+        pg: l.pg.clone(),
     });
     ev
 }
