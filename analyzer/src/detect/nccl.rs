@@ -441,11 +441,13 @@ pub fn laggards(obs: &[(&str, &CommObs)]) -> Vec<Laggard> {
     out
 }
 
-/// The nearest existing fault class for a localized element: a NIC whose connections fail with no
-/// counter moving is a physical-link fault (a flaky optic), a leaf whose ports all fail is the leaf.
+/// The nearest existing fault class for a localized element. A NIC whose peers' queue pairs fail
+/// (retry exceeded, resets) stops the job the way a flapping link does (a flaky optic resetting
+/// connections without a symbol error); a leaf whose ports all fail is the leaf. A bit-error class
+/// would be wrong: those slow a job, these stop it.
 fn culprit_class(c: &Culprit) -> Option<FaultClass> {
     match c {
-        Culprit::Nic { .. } => Some(FaultClass::CableBitErrors),
+        Culprit::Nic { .. } => Some(FaultClass::NicFlap),
         Culprit::Leaf { .. } => Some(FaultClass::LeafSwitchDown),
         Culprit::Node { .. } | Culprit::Rail { .. } | Culprit::Edge { .. } => None,
     }

@@ -93,7 +93,7 @@ fn one_bad_nic_seen_by_several_peers_is_that_nic() {
     let out = run(&ns, &j, &no_leaves);
     let s = out.iter().find(|s| s.kind == SymptomKind::CommErrors).expect("a symptom on the NIC");
     assert_eq!(s.component, ComponentId::Nic { host: "n0".into(), name: "mlx5_1".into() });
-    assert_eq!(s.class, Some(FaultClass::CableBitErrors));
+    assert_eq!(s.class, Some(FaultClass::NicFlap));
     assert!(s.detail.contains("3 of 3") && s.detail.contains("n1, n2, n3"), "{}", s.detail);
 }
 
