@@ -171,3 +171,14 @@ fn off_means_nothing_is_read() {
     c.collect(&mut r).unwrap();
     assert!(q.drain().is_empty());
 }
+
+#[test]
+fn the_jobs_logs_section_parses_and_refuses_unknown_keys() {
+    let c: crate::collect::jobs::JobsConfig =
+        toml::from_str("[logs]\nglobs = [\"/scratch/*/rank*.log\"]\nmax_files = 8\npod_log_dir = \"\"\n").unwrap();
+    assert_eq!(c.logs.globs, ["/scratch/*/rank*.log"]);
+    assert_eq!(c.logs.max_files, 8);
+    assert!(c.logs.enabled && c.logs.slurm, "defaults kept");
+    assert!(toml::from_str::<crate::collect::jobs::JobsConfig>("[logs]\nglob = []\n").is_err());
+    assert_eq!(TrainLogConfig::default().pod_log_dir.as_deref(), Some(Path::new("/var/log/pods")));
+}
