@@ -359,6 +359,10 @@ const SOCKET_ERRORS: [&str; 8] = [
     "No route to host",
 ];
 
+/// Words that make an NCCL warning a failure.
+const WARN_FAILURE_WORDS: [&str; 9] =
+    ["fail", "error", "abort", "timeout", "timed out", "closed", "refused", "reset", "invalid"];
+
 /// Parse one line; `None` for a line that is no NCCL/distributed evidence (NCCL INFO chatter
 /// included).
 pub fn parse(line: &str) -> Option<NcclLine> {
@@ -456,10 +460,12 @@ fn classify_body(line: &str, body: &str) -> Option<NcclLine> {
         o.error = Some(name.to_string());
         return Some(o);
     }
-    if line.contains("NCCL WARN") || line.contains("NCCL ERROR") || line.contains("NCCL ABORT") {
-        let mut o = NcclLine::new(NcclKind::CommError);
-        o.error = None;
-        return Some(o);
+    // Other warnings count when they report a failure: NCCL also warns about a missing net plugin
+    // or an unknown CPU affinity at start, which break nothing.
+    if (line.contains("NCCL WARN") || line.contains("NCCL ERROR") || line.contains("NCCL ABORT"))
+        && WARN_FAILURE_WORDS.iter().any(|w| body.to_ascii_lowercase().contains(w))
+    {
+        return Some(NcclLine::new(NcclKind::CommError));
     }
     if line.contains("NCCL communicator was aborted") || line.contains("DistBackendError") {
         return Some(NcclLine::new(NcclKind::CommError));

@@ -361,13 +361,10 @@ fn ordinary_lines_are_not_evidence() {
         "Traceback (most recent call last):",
         "\u{0}\u{ff}<<<>>>[[]]NCCL",
         "NCCL WARN",
+        // https://github.com/google/nccl-fastsocket/issues/4: a start-up warning that breaks nothing.
+        "full-debug2-test-1:4024:4048 [0] net_fastsocket.cc:765 NCCL WARN Cannot get incoming CPU.",
     ] {
-        let got = parse(l);
-        if l.starts_with("NCCL WARN") {
-            assert_eq!(got.map(|g| g.kind), Some(NcclKind::CommError));
-        } else {
-            assert!(got.is_none() || l.contains("NCCL"), "{l:?} → {got:?}");
-        }
+        assert_eq!(parse(l), None, "{l:?}");
     }
 }
 
