@@ -240,7 +240,9 @@ impl Collector for TrainLogCollector {
             }
         }
         for (_, ev) in found {
-            self.events.push(ev, true);
+            // Not urgent: they ride in the report this cycle is building (an urgent wake would only
+            // send a second, empty one).
+            self.events.push(ev, false);
         }
         CollectError::from_list(errors)
     }
