@@ -240,3 +240,23 @@ fn addresses_resolve_in_every_form_and_unknown_peers_are_noted() {
     let out = run(&ns, &job(3), &no_leaves);
     assert!(out.iter().all(|s| s.detail.contains("192.0.2.1")), "{out:#?}");
 }
+
+#[test]
+fn the_same_nic_failing_on_many_nodes_across_leaves_is_a_rail() {
+    let mut ns = nodes(6);
+    // mlx5_3 fails between pairs of different nodes on different leaves: no node, no leaf is common.
+    for (a, b) in [(0, 1), (2, 3), (4, 5), (1, 2)] {
+        obs(&mut ns, &format!("n{a}"), EventClass::IbCompletionError, ib(3, b, 3, a as u32 * 4 + 3));
+    }
+    let leaf_of = |h: &str, _nic: &str| Some(format!("leaf-{h}"));
+    let j = job(6);
+    let o = job_obs(&j, &ns, NOW);
+    let book = AddrBook::new(ns.iter().map(|(k, n)| (k.as_str(), &n.nic_addrs)));
+    let l = localize(&edges(&o, &book, &|_| None).0, &leaf_of).unwrap();
+    assert_eq!(l.culprit, Culprit::Rail { nic: "mlx5_3".into() }, "{}", l.reason);
+    let out = run(&ns, &j, &leaf_of);
+    let s = out.iter().find(|s| s.kind == SymptomKind::CommErrors).unwrap();
+    assert_eq!(s.component, ComponentId::Job { id: "j1".into() });
+    assert_eq!(s.class, None, "a rail is no catalog root; the symptom says which one");
+    assert!(s.detail.contains("mlx5_3 rail"), "{}", s.detail);
+}
