@@ -441,7 +441,20 @@ fn classify_body(line: &str, body: &str) -> Option<NcclLine> {
         let mut o = NcclLine::new(NcclKind::AsyncEvent);
         let ev = line[i + "Got async event".len()..].trim_start_matches([' ', ':']).trim();
         o.error = (!ev.is_empty()).then(|| ev.to_string());
-        o.hca = token_after(line, " on device ").map(str::to_string);
+        // Newer NCCL names the port in front: `NET/IB : mlx5_0:1 Got async event : port error`.
+        o.hca = line[..i]
+            .split_whitespace()
+            .last()
+            .and_then(|t| t.split_once(':'))
+            .filter(|(dev, port)| is_device_name(dev) && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
+            .map(|(dev, _)| dev.to_string());
+        return Some(o);
+    }
+    // PyTorch's heartbeat monitor: the watchdog itself is stuck (an NCCL or CUDA call that hangs).
+    if let Some(i) = line.find("watchdog got stuck for") {
+        let mut o = NcclLine::new(NcclKind::WatchdogTimeout);
+        o.timeout_ms = num_after(&line[i..], "stuck for").map(|s| s.saturating_mul(1000));
+        o.error = Some("watchdog stuck".into());
         return Some(o);
     }
     if let Some(err) = SOCKET_ERRORS.iter().find(|e| line.contains(*e)) {

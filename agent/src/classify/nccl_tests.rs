@@ -329,6 +329,24 @@ fn a_warn_behind_mpirun_tags_names_host_and_device() {
     assert_eq!((l.hostname.as_deref(), l.pid, l.device), (Some("tomte401"), Some(1850301), Some(0)));
 }
 
+#[test]
+fn async_events_name_the_port_when_newer_nccl_prints_it() {
+    // `WARN("NET/IB : Got async event : %s")` (NVIDIA/nccl src/transport/net_ib.cc) and the newer form
+    // with `%s:%d` (device:port) in front.
+    let l = p("gpu-a17:2211:2300 [0] NCCL WARN NET/IB : Got async event : port error");
+    assert_eq!((l.kind, l.error.as_deref(), l.hca.as_deref()), (NcclKind::AsyncEvent, Some("port error"), None));
+    let l = p("gpu-a17:2211:2300 [0] NCCL WARN NET/IB : mlx5_4:1 Got async event : local catastrophic error");
+    assert_eq!((l.hca.as_deref(), l.error.as_deref()), (Some("mlx5_4"), Some("local catastrophic error")));
+}
+
+#[test]
+fn a_stuck_watchdog_is_a_timeout() {
+    let l = p(
+        "[rank0]:[E ProcessGroupNCCL.cpp:1316] [PG 0 Rank 0] ProcessGroupNCCL's watchdog got stuck for 480 seconds without making progress in monitoring enqueued collectives.",
+    );
+    assert_eq!((l.kind, l.timeout_ms, l.rank), (NcclKind::WatchdogTimeout, Some(480_000), Some(0)));
+}
+
 // ---- what is not evidence, and prefixes -----------------------------------------------------
 
 #[test]
