@@ -139,6 +139,11 @@ pub struct HostSample {
     pub fans: Vec<FanSample>,
     #[serde(default)]
     pub temps: Vec<TempSample>,
+    /// Every IPv4/IPv6 address of the host's interfaces (loopback excluded), also those of NICs the
+    /// report does not list (the management network NCCL often uses for its sockets), so that a peer
+    /// address in a collective library's error names this node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addrs: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

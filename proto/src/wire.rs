@@ -102,6 +102,8 @@ pub struct Host {
     pub fans: Vec<Fan>,
     #[prost(message, repeated, tag = "14")]
     pub temps: Vec<Temp>,
+    #[prost(uint32, repeated, tag = "15")]
+    pub addrs: Vec<u32>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -707,6 +709,7 @@ fn to_wire(r: &NodeReport) -> Report {
             .iter()
             .map(|t| Temp { name: s.put(&t.name), celsius: t.celsius, crit_celsius: t.crit_celsius })
             .collect(),
+        addrs: s.all(&h.addrs),
     });
     let gpus = r.gpus.iter().map(|g| gpu_to_wire(g, &mut s)).collect();
     let nics = r
@@ -1030,6 +1033,7 @@ fn from_wire(w: Report) -> Result<NodeReport, ReportError> {
                     })
                 })
                 .collect::<Result<_, ReportError>>()?,
+            addrs: t.all(&h.addrs, &|| "host.addrs".to_string())?,
         }),
     };
     let gpus = w.gpus.iter().enumerate().map(|(i, g)| gpu_from_wire(g, i, &t)).collect::<Result<_, _>>()?;

@@ -1,11 +1,14 @@
 //! The collective-library evidence on events (`Event::collective`) and the NIC addresses
-//! (`NicSample::addrs`) survive both encodings, and an older report without them still reads.
+//! (`NicSample::addrs`, `HostSample::addrs`) survive both encodings, and an older report without them still reads.
 
-use faultline_proto::{CollectiveInfo, Event, EventClass, EventSource, NicKind, NicSample, NodeReport, wire};
+use faultline_proto::{
+    CollectiveInfo, Event, EventClass, EventSource, HostSample, NicKind, NicSample, NodeReport, wire,
+};
 
 fn report() -> NodeReport {
     let mut r = NodeReport::empty("node-7");
     r.timestamp_ms = 1_700_000_000_000;
+    r.host = Some(HostSample { addrs: vec!["172.16.0.7".into(), "fe80::7".into()], ..Default::default() });
     r.nics.push(NicSample {
         name: "mlx5_3".into(),
         kind: NicKind::Infiniband,

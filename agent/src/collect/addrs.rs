@@ -2,7 +2,8 @@
 //! behind each NIC (an IB port's IPoIB or RoCE netdev, or the netdev itself), read with
 //! `getifaddrs(3)`. A collective library names its peer by such an address (`Got completion from
 //! peer 10.1.2.3<43116>`, a RoCE GID `::ffff:10.1.2.3`); the analyzer traces it back to the node and
-//! NIC through these. Registered only on a live host (`sysfs_root` = `/sys`): fixture trees have no
+//! NIC through these. The host sample gets every non-loopback address, also of interfaces no NIC
+//! sample lists (NCCL's sockets often use the management network). Registered only on a live host (`sysfs_root` = `/sys`): fixture trees have no
 //! addresses to match the host's interfaces.
 
 use std::collections::BTreeMap;
@@ -56,8 +57,16 @@ pub fn interface_addrs() -> std::io::Result<BTreeMap<String, Vec<IpAddr>>> {
     Ok(out)
 }
 
-/// Puts `addrs` (interface → addresses) on the NICs of `report`.
+/// Most addresses listed for the whole host.
+const MAX_HOST_ADDRS: usize = 64;
+
+/// Puts `addrs` (interface → addresses) on the NICs of `report`, and every non-loopback one on its
+/// host sample.
 pub fn fill(report: &mut NodeReport, addrs: &BTreeMap<String, Vec<IpAddr>>) {
+    if let Some(h) = &mut report.host {
+        h.addrs =
+            addrs.values().flatten().filter(|a| !a.is_loopback()).take(MAX_HOST_ADDRS).map(|a| a.to_string()).collect();
+    }
     for nic in &mut report.nics {
         let ifname = match nic.kind {
             NicKind::Infiniband => nic.netdev.as_deref(),
@@ -107,12 +116,18 @@ mod tests {
         });
         r.nics.push(NicSample { name: "eth0".into(), kind: NicKind::Netdev, ..Default::default() });
         r.nics.push(NicSample { name: "mlx5_1".into(), kind: NicKind::Infiniband, ..Default::default() });
+        r.host = Some(Default::default());
         let mut a = BTreeMap::new();
+        a.insert("lo".to_string(), vec![IpAddr::from([127, 0, 0, 1])]);
+        a.insert("bond0".to_string(), vec![IpAddr::from([172, 16, 0, 7])]);
         a.insert("ib0".to_string(), vec![IpAddr::from([10, 1, 0, 7]), "fe80::1".parse().unwrap()]);
         a.insert("eth0".to_string(), vec![IpAddr::from([192, 168, 1, 7])]);
         fill(&mut r, &a);
         assert_eq!(r.nics[0].addrs, ["10.1.0.7", "fe80::1"]);
         assert_eq!(r.nics[1].addrs, ["192.168.1.7"]);
         assert!(r.nics[2].addrs.is_empty(), "no netdev, no address");
+        let host = &r.host.as_ref().unwrap().addrs;
+        assert!(host.contains(&"172.16.0.7".to_string()), "an unlisted interface still names the host: {host:?}");
+        assert!(!host.contains(&"127.0.0.1".to_string()), "{host:?}");
     }
 }

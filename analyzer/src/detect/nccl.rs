@@ -101,10 +101,17 @@ fn canonical(a: &str) -> String {
 }
 
 impl AddrBook {
-    pub fn new<'a>(nodes: impl IntoIterator<Item = (&'a str, &'a BTreeMap<String, Vec<String>>)>) -> Self {
+    /// From each node's NIC addresses and its host's addresses (which name the node only; a NIC's
+    /// own address names the NIC too).
+    pub fn new<'a>(
+        nodes: impl IntoIterator<Item = (&'a str, &'a BTreeMap<String, Vec<String>>, &'a [String])>,
+    ) -> Self {
         let mut b = AddrBook::default();
-        for (node, nics) in nodes {
+        for (node, nics, host) in nodes {
             b.nodes.insert(node.to_string());
+            for a in host {
+                b.addrs.entry(canonical(a)).or_insert(End { node: node.to_string(), nic: None });
+            }
             for (nic, addrs) in nics {
                 for a in addrs {
                     b.addrs.insert(canonical(a), End { node: node.to_string(), nic: Some(nic.clone()) });
@@ -194,6 +201,11 @@ pub struct Laggard {
 fn is_edge_evidence(o: &CommObs) -> bool {
     matches!(o.class, EventClass::IbCompletionError | EventClass::NcclPeerConnection)
         && (o.info.peer.is_some() || o.info.remote_addr.is_some())
+}
+
+/// A node's host-level addresses, as last reported.
+pub fn host_addrs(n: &NodeState) -> &[String] {
+    n.host.as_ref().map(|h| h.addrs.as_slice()).unwrap_or_default()
 }
 
 /// The failing edges in `obs` (node, observation), through `book`; `rank_nic` gives a rank's NIC
@@ -486,7 +498,7 @@ pub fn check(
         return;
     }
     let onset = obs.iter().map(|(_, o)| o.ts).min().unwrap_or(now_ms);
-    let book = AddrBook::new(nodes.iter().map(|(k, n)| (k.as_str(), &n.nic_addrs)));
+    let book = AddrBook::new(nodes.iter().map(|(k, n)| (k.as_str(), &n.nic_addrs, host_addrs(n))));
     let rank_nic = |r: u32| job.ranks.get(&r).and_then(|s| s.nic.clone());
     let (edges, unresolved) = edges(&obs, &book, &rank_nic);
     let unresolved_note = if unresolved.is_empty() {

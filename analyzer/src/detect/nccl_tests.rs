@@ -20,6 +20,8 @@ fn nodes(n: usize) -> BTreeMap<String, NodeState> {
                 s.nic_addrs.insert(format!("mlx5_{k}"), vec![format!("10.1.{k}.{i}")]);
             }
             s.nic_addrs.insert("eth0".into(), vec![format!("10.0.0.{i}"), format!("fe80::{i}")]);
+            // The management network, on no reported NIC: names the node only.
+            s.host = Some(faultline_proto::HostSample { addrs: vec![format!("172.16.0.{i}")], ..Default::default() });
             (s.name.clone(), s)
         })
         .collect()
@@ -84,7 +86,8 @@ fn one_bad_nic_seen_by_several_peers_is_that_nic() {
     }
     let j = job(5);
     let o = job_obs(&j, &ns, NOW);
-    let (edges, unresolved) = edges(&o, &AddrBook::new(ns.iter().map(|(k, n)| (k.as_str(), &n.nic_addrs))), &|_| None);
+    let (edges, unresolved) =
+        edges(&o, &AddrBook::new(ns.iter().map(|(k, n)| (k.as_str(), &n.nic_addrs, host_addrs(n)))), &|_| None);
     assert!(unresolved.is_empty());
     assert_eq!(edges.len(), 3, "the same pair seen from both ends is one edge: {edges:#?}");
     let l = localize(&edges, &no_leaves).unwrap();
@@ -112,7 +115,7 @@ fn socket_resets_from_several_peers_name_the_node_when_no_nic_is_known() {
     let l = {
         let j = job(4);
         let o = job_obs(&j, &ns, NOW);
-        let book = AddrBook::new(ns.iter().map(|(k, n)| (k.as_str(), &n.nic_addrs)));
+        let book = AddrBook::new(ns.iter().map(|(k, n)| (k.as_str(), &n.nic_addrs, host_addrs(n))));
         localize(&edges(&o, &book, &|_| None).0, &no_leaves).unwrap()
     };
     assert_eq!(l.culprit, Culprit::Node { host: "n0".into() });
@@ -223,13 +226,14 @@ fn old_and_other_jobs_evidence_does_not_count() {
 #[test]
 fn addresses_resolve_in_every_form_and_unknown_peers_are_noted() {
     let ns = nodes(3);
-    let book = AddrBook::new(ns.iter().map(|(k, n)| (k.as_str(), &n.nic_addrs)));
+    let book = AddrBook::new(ns.iter().map(|(k, n)| (k.as_str(), &n.nic_addrs, host_addrs(n))));
     let nic = |node: &str, nic: &str| Some(End { node: node.into(), nic: Some(nic.into()) });
     assert_eq!(book.resolve("10.1.2.1"), nic("n1", "mlx5_2"));
     assert_eq!(book.resolve("::ffff:10.1.2.1"), nic("n1", "mlx5_2"));
     assert_eq!(book.resolve("fe80::2%ib0"), nic("n2", "eth0"));
     assert_eq!(book.resolve("n2.cluster"), Some(End { node: "n2".into(), nic: None }));
     assert_eq!(book.resolve("192.0.2.1"), None);
+    assert_eq!(book.resolve("172.16.0.1"), Some(End { node: "n1".into(), nic: None }), "a host address names the node");
 
     let mut ns = nodes(3);
     let mut info = ib(0, 1, 0, 0);
@@ -251,7 +255,7 @@ fn the_same_nic_failing_on_many_nodes_across_leaves_is_a_rail() {
     let leaf_of = |h: &str, _nic: &str| Some(format!("leaf-{h}"));
     let j = job(6);
     let o = job_obs(&j, &ns, NOW);
-    let book = AddrBook::new(ns.iter().map(|(k, n)| (k.as_str(), &n.nic_addrs)));
+    let book = AddrBook::new(ns.iter().map(|(k, n)| (k.as_str(), &n.nic_addrs, host_addrs(n))));
     let l = localize(&edges(&o, &book, &|_| None).0, &leaf_of).unwrap();
     assert_eq!(l.culprit, Culprit::Rail { nic: "mlx5_3".into() }, "{}", l.reason);
     let out = run(&ns, &j, &leaf_of);
