@@ -465,18 +465,16 @@ fn culprit_class(c: &Culprit) -> Option<FaultClass> {
     }
 }
 
-/// The job's collective evidence, from every node: observations tagged with this job, or with no
-/// job on a node the job runs on. Only those newer than `COMM_HOLD_MS`.
+/// The job's collective evidence, from the nodes it runs on (its logs are read there): observations
+/// tagged with this job, or with no job. Only those newer than `COMM_HOLD_MS`. Visits the job's
+/// nodes only, so a check costs what the job is, not what the cluster is.
 pub fn job_obs<'a>(job: &JobState, nodes: &'a BTreeMap<String, NodeState>, now_ms: i64) -> Vec<(&'a str, &'a CommObs)> {
+    let mut names: BTreeSet<&str> = job.by_node.keys().map(String::as_str).collect();
+    names.extend(job.ranks.values().map(|r| r.node.as_str()));
     let mut out = Vec::new();
-    for (name, n) in nodes {
-        let on_node = job.by_node.contains_key(name) || job.ranks.values().any(|r| &r.node == name);
+    for (name, n) in names.into_iter().filter_map(|k| nodes.get_key_value(k)) {
         for o in n.comm.iter().filter(|o| now_ms - o.ts <= COMM_HOLD_MS) {
-            let mine = match &o.info.job {
-                Some(j) => *j == job.id,
-                None => on_node,
-            };
-            if mine {
+            if o.info.job.as_deref().is_none_or(|j| j == job.id) {
                 out.push((name.as_str(), o));
             }
         }
