@@ -9,6 +9,7 @@
 //! apart. Files: `tail.rs` follows one file, `discover.rs` finds them.
 
 pub mod discover;
+pub mod pod_ips;
 pub mod tail;
 
 use std::collections::{BTreeMap, HashMap};
@@ -95,6 +96,8 @@ pub struct TrainLogCollector {
     next_first: usize,
     /// A CRI partial line (`P`) waiting for its end, per file.
     cri_partial: HashMap<PathBuf, String>,
+    /// This node's pod addresses, from the kubelet's pod list.
+    pod_ips: pod_ips::PodIps,
 }
 
 impl TrainLogCollector {
@@ -107,6 +110,7 @@ impl TrainLogCollector {
             slurm: HashMap::new(),
             next_first: 0,
             cri_partial: HashMap::new(),
+            pod_ips: pod_ips::PodIps::default(),
         }
     }
 
@@ -171,6 +175,14 @@ impl Collector for TrainLogCollector {
     fn collect(&mut self, report: &mut NodeReport) -> Result<(), CollectError> {
         if !self.cfg.enabled {
             return Ok(());
+        }
+        // Pod IPs name this node too: NCCL on Kubernetes prints them as its peers' addresses.
+        if let Some(h) = &mut report.host {
+            for ip in self.pod_ips.get(&self.sched) {
+                if !h.addrs.contains(ip) {
+                    h.addrs.push(ip.clone());
+                }
+            }
         }
         let want = self.wanted(report);
         self.tails.retain(|p, _| want.contains_key(p));

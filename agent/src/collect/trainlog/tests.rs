@@ -182,3 +182,17 @@ fn the_jobs_logs_section_parses_and_refuses_unknown_keys() {
     assert!(toml::from_str::<crate::collect::jobs::JobsConfig>("[logs]\nglob = []\n").is_err());
     assert_eq!(TrainLogConfig::default().pod_log_dir.as_deref(), Some(Path::new("/var/log/pods")));
 }
+
+#[test]
+fn pod_addresses_from_the_kubelet_list_go_on_the_host() {
+    let d = tempfile::tempdir().unwrap();
+    let pods = d.path().join("pods.json");
+    std::fs::write(&pods, r#"{"items":[{"status":{"phase":"Running","podIPs":[{"ip":"10.244.3.9"}]}}]}"#).unwrap();
+    let sched =
+        crate::collect::sched::SchedConfig { kubelet_pods: Some(pods.display().to_string()), ..Default::default() };
+    let (mut c, _) = collector(cfg(), sched);
+    let mut r = NodeReport::empty("n1");
+    r.host = Some(faultline_proto::HostSample { addrs: vec!["172.16.0.3".into()], ..Default::default() });
+    c.collect(&mut r).unwrap();
+    assert_eq!(r.host.unwrap().addrs, ["172.16.0.3", "10.244.3.9"]);
+}
