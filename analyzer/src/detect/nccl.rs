@@ -107,17 +107,24 @@ impl AddrBook {
         nodes: impl IntoIterator<Item = (&'a str, &'a BTreeMap<String, Vec<String>>, &'a [String])>,
     ) -> Self {
         let mut b = AddrBook::default();
+        // An address more than one node reports (docker0's 172.17.0.1 on every host) names none.
+        let mut owners: HashMap<String, BTreeSet<String>> = HashMap::new();
         for (node, nics, host) in nodes {
             b.nodes.insert(node.to_string());
             for a in host {
-                b.addrs.entry(canonical(a)).or_insert(End { node: node.to_string(), nic: None });
+                let c = canonical(a);
+                owners.entry(c.clone()).or_default().insert(node.to_string());
+                b.addrs.entry(c).or_insert(End { node: node.to_string(), nic: None });
             }
             for (nic, addrs) in nics {
                 for a in addrs {
-                    b.addrs.insert(canonical(a), End { node: node.to_string(), nic: Some(nic.clone()) });
+                    let c = canonical(a);
+                    owners.entry(c.clone()).or_default().insert(node.to_string());
+                    b.addrs.insert(c, End { node: node.to_string(), nic: Some(nic.clone()) });
                 }
             }
         }
+        b.addrs.retain(|a, _| owners.get(a).is_none_or(|o| o.len() == 1));
         b
     }
 

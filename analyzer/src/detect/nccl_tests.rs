@@ -21,7 +21,10 @@ fn nodes(n: usize) -> BTreeMap<String, NodeState> {
             }
             s.nic_addrs.insert("eth0".into(), vec![format!("10.0.0.{i}"), format!("fe80::{i}")]);
             // The management network, on no reported NIC: names the node only.
-            s.host = Some(faultline_proto::HostSample { addrs: vec![format!("172.16.0.{i}")], ..Default::default() });
+            s.host = Some(faultline_proto::HostSample {
+                addrs: vec![format!("172.16.0.{i}"), "172.17.0.1".into()],
+                ..Default::default()
+            });
             (s.name.clone(), s)
         })
         .collect()
@@ -234,6 +237,7 @@ fn addresses_resolve_in_every_form_and_unknown_peers_are_noted() {
     assert_eq!(book.resolve("n2.cluster"), Some(End { node: "n2".into(), nic: None }));
     assert_eq!(book.resolve("192.0.2.1"), None);
     assert_eq!(book.resolve("172.16.0.1"), Some(End { node: "n1".into(), nic: None }), "a host address names the node");
+    assert_eq!(book.resolve("172.17.0.1"), None, "an address every node has (docker0) names none");
 
     let mut ns = nodes(3);
     let mut info = ib(0, 1, 0, 0);
