@@ -245,7 +245,7 @@ fn num_after(s: &str, key: &str) -> Option<u64> {
 /// The whitespace-free token after `key`, trimmed of trailing punctuation.
 fn token_after<'a>(s: &'a str, key: &str) -> Option<&'a str> {
     let i = s.find(key)? + key.len();
-    let t = s[i..].trim_start().split_whitespace().next()?;
+    let t = s[i..].split_whitespace().next()?;
     let t = t.trim_end_matches([',', ';', '.', ')']);
     (!t.is_empty()).then_some(t)
 }
@@ -275,7 +275,7 @@ fn gloo_addr(s: &str) -> Option<(String, Option<u16>)> {
     let mut from = 0;
     while let Some(i) = s[from..].find('[') {
         let start = from + i + 1;
-        let Some(j) = s[start..].find("]:") else { return None };
+        let j = s[start..].find("]:")?;
         let host = &s[start..start + j];
         let port: String = s[start + j + 2..].chars().take_while(|c| c.is_ascii_digit()).collect();
         if !port.is_empty() && host.parse::<std::net::IpAddr>().is_ok() {
@@ -305,7 +305,7 @@ pub fn gid_addr(g: &str) -> String {
 /// The GID glued after `key` (`remoteGids::ffff:…`, `remoteGidsfd00:…`, ` remoteGid ::ffff:…`).
 fn gid_after(s: &str, key: &str) -> Option<String> {
     let i = s.find(key)? + key.len();
-    let t = s[i..].trim_start().split_whitespace().next()?;
+    let t = s[i..].split_whitespace().next()?;
     (t.contains(':')).then(|| gid_addr(t))
 }
 

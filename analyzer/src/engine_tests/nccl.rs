@@ -37,7 +37,7 @@ fn ib_error(w: &mut World, from: usize, to: usize, nic: u32, rank: u32) {
 
 #[test]
 fn completion_errors_from_three_peers_open_one_incident_on_the_nic_they_name() {
-    let (mut w, at) = case(60, 0, |w| with_addrs(w));
+    let (mut w, at) = case(60, 0, with_addrs);
     // node-0004's mlx5_2 silently drops: its rail-2 peers in job `big` time out on it. Ranks on
     // node-0000, 0001 and 0005 using mlx5_2 are 2, 6 and 14.
     w.stalled.insert("big".into());
@@ -56,7 +56,7 @@ fn completion_errors_from_three_peers_open_one_incident_on_the_nic_they_name() {
 
 #[test]
 fn a_lone_edge_opens_nothing_by_itself() {
-    let (mut w, _) = case(60, 0, |w| with_addrs(w));
+    let (mut w, _) = case(60, 0, with_addrs);
     ib_error(&mut w, 0, 4, 1, 1);
     w.run(60);
     assert!(w.opened().is_empty(), "{:?}", w.opened().iter().map(|i| i.root.to_string()).collect::<Vec<_>>());

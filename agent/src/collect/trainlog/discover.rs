@@ -90,7 +90,7 @@ pub fn glob(pattern: &str, max: usize) -> Vec<PathBuf> {
         for base in &found {
             if part.contains(['*', '?']) {
                 for name in crate::collect::list_dir(base).unwrap_or_default() {
-                    if wildcard(part, &name) && !(name.starts_with('.') && !part.starts_with('.')) {
+                    if (part.starts_with('.') || !name.starts_with('.')) && wildcard(part, &name) {
                         next.push(base.join(name));
                     }
                 }
