@@ -31,6 +31,9 @@ use crate::observe::{MAX_MESSAGE, truncate};
 pub const MAX_EVENTS_PER_CYCLE: usize = 256;
 /// A Slurm job whose `scontrol` answer had no log paths (or failed) is asked again after this long.
 const SLURM_RETRY: Duration = Duration::from_secs(60);
+/// `scontrol` queries per cycle: each may take up to 2 s and the collector's deadline is 3 s, so a
+/// node that starts eight jobs at once learns their logs over eight cycles rather than stalling one.
+const SLURM_QUERIES_PER_CYCLE: usize = 1;
 
 /// Training-log settings (`[jobs.logs]`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -122,10 +125,12 @@ impl TrainLogCollector {
             let timeout = humantime::parse_duration(&self.sched.timeout)
                 .unwrap_or(Duration::from_secs(5))
                 .min(Duration::from_secs(2));
+            let mut queries = 0;
             for j in report.jobs.iter().filter(|j| j.scheduler == Scheduler::Slurm) {
                 let stale =
                     self.slurm.get(&j.job_id).is_none_or(|s| s.paths.is_empty() && s.asked.elapsed() >= SLURM_RETRY);
-                if stale {
+                if stale && queries < SLURM_QUERIES_PER_CYCLE {
+                    queries += 1;
                     let paths =
                         crate::collect::sched::run(&self.sched.scontrol, &["show", "job", "-o", &j.job_id], timeout)
                             .map(|out| discover::slurm_log_paths(&out, &j.job_id))

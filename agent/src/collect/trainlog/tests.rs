@@ -110,7 +110,12 @@ fn a_slurm_jobs_stdout_comes_from_scontrol() {
     let (mut c, q) = collector(TrainLogConfig { slurm: true, ..cfg() }, sched);
     let mut r = NodeReport::empty("n1");
     r.jobs.push(JobSample { job_id: "4242".into(), scheduler: Scheduler::Slurm, ..Default::default() });
+    r.jobs.push(JobSample { job_id: "4243".into(), scheduler: Scheduler::Slurm, ..Default::default() });
     c.collect(&mut r).unwrap();
+    assert_eq!(c.slurm.len(), 1, "one scontrol query per cycle");
+    c.collect(&mut r).unwrap();
+    assert_eq!(c.slurm.len(), 2, "the next job's turn comes the cycle after");
+    r.jobs.pop();
     append(
         &out,
         "[rank1]:[E626 06:24:44.906457629 ProcessGroupNCCL.cpp:1785] [PG ID 0 PG GUID 0(default_pg) Rank 1] Exception (either an error or timeout) detected by watchdog at work: 808, last enqueued NCCL work: 811, last completed NCCL work: 807.\n",
