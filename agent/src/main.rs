@@ -68,8 +68,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 #[allow(clippy::large_enum_variant)] // parsed once at start-up; boxing buys nothing
 enum Command {
-    /// Classify kernel/training log lines from stdin: one JSON object per line on stdout.
-    ClassifyLog,
+    /// Classify kernel/training log lines: without FILE, stdin to one JSON object per line; with FILE
+    /// (`-` for stdin), a table of what each line shows (peer, collective, rank, device), or `--json`.
+    ClassifyLog(faultline_agent::classify::cli::ClassifyLogArgs),
     /// Post one training-progress record to the local agent.
     ReportProgress(progress::ReportProgressArgs),
 }
@@ -78,7 +79,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     faultline_agent::logging::init(cli.log_format);
     let result = match cli.command {
-        Some(Command::ClassifyLog) => faultline_agent::classify::classify_log_stdin(),
+        Some(Command::ClassifyLog(ref args)) => faultline_agent::classify::cli::run(args),
         Some(Command::ReportProgress(ref args)) => progress::report_progress(args.clone()),
         None => run(cli),
     };

@@ -417,6 +417,12 @@ impl Analyzer {
             }
             let mut out = Vec::new();
             jobdet::check(job, &self.state.nodes, &rules, now_ms, &mut out);
+            // Collective-communication evidence from training logs (detect/nccl.rs).
+            let topo = &self.topo;
+            let leaf_of = |h: &str, n: &str| {
+                topo.leaf_of_nic(&ComponentId::Nic { host: h.into(), name: n.into() }).map(str::to_string)
+            };
+            detect::nccl::check(job, &self.state.nodes, &leaf_of, now_ms, &mut out);
             // Remember a hang, so its end (the NCCL watchdog killing every rank) stays the same fault.
             match out.iter().find(|s| s.kind == SymptomKind::JobStalled && s.value >= 1.0) {
                 Some(s) => {

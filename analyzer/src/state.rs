@@ -387,6 +387,10 @@ pub struct NodeState {
     pub disk_writes: Traffic,
     /// Memory-cgroup OOM kills: (time, pid killed), for the job whose rank it was.
     pub cgroup_ooms: VecDeque<(i64, u32)>,
+    /// Collective-library evidence from training logs, newest last (`detect::nccl`).
+    pub comm: VecDeque<crate::detect::nccl::CommObs>,
+    /// Each NIC's netdev addresses as last reported, to trace a peer address to this node.
+    pub nic_addrs: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -4,6 +4,7 @@
 //! **Architecture Invariant:** `proto` knows nothing of HTTP, SQLite or the agent's collectors.
 
 pub mod api;
+pub mod collective;
 pub mod counters;
 pub mod event;
 pub mod id;
@@ -19,6 +20,7 @@ pub mod wire;
 pub mod xid;
 pub mod xid_nvlink5;
 
+pub use collective::CollectiveInfo;
 pub use event::EventClass;
 pub use id::{ComponentId, ComponentKind, IdError};
 pub use incident::{

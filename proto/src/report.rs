@@ -146,6 +146,11 @@ pub struct HostSample {
     pub fans: Vec<FanSample>,
     #[serde(default)]
     pub temps: Vec<TempSample>,
+    /// Every IPv4/IPv6 address of the host's interfaces (loopback excluded), also those of NICs the
+    /// report does not list (the management network NCCL often uses for its sockets), so that a peer
+    /// address in a collective library's error names this node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addrs: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -407,6 +412,10 @@ pub struct NicSample {
     /// them instead of wrapping, so they no longer move: their rate is unknown, not zero.
     #[serde(default)]
     pub saturated: Vec<String>,
+    /// The addresses of the netdev behind this NIC (IPv4 and IPv6, no prefix length), so that a peer
+    /// address in a collective library's error can be traced to this node and NIC.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addrs: Vec<String>,
 }
 
 impl NicSample {
@@ -580,6 +589,8 @@ pub enum EventSource {
     Kmsg,
     /// The agent itself (process exit seen, GPU vanished, …).
     Agent,
+    /// A training process's own log (NCCL, PyTorch distributed), read where the scheduler puts it.
+    TrainingLog,
 }
 
 /// Something that happened at an instant: an XID, a kernel line, a process exit.
@@ -614,6 +625,9 @@ pub struct Event {
     /// The raw line or a short description, truncated.
     #[serde(default)]
     pub message: String,
+    /// What an NCCL / PyTorch-distributed line said (peer, collective, rank); training-log events only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collective: Option<crate::CollectiveInfo>,
 }
 
 fn one() -> u64 {
@@ -636,6 +650,7 @@ impl Event {
             pid: None,
             count: 1,
             message: String::new(),
+            collective: None,
         }
     }
 }

@@ -203,6 +203,13 @@ impl NodeReport {
             if let Some(d) = &e.device {
                 str_len(&format!("{f}.device"), d)?;
             }
+            if let Some(c) = &e.collective {
+                for (k, v) in c.strings() {
+                    if let Some(v) = v {
+                        str_len(&format!("{f}.collective.{k}"), v)?;
+                    }
+                }
+            }
         }
         Ok(())
     }

@@ -104,6 +104,8 @@ pub struct Host {
     pub fans: Vec<Fan>,
     #[prost(message, repeated, tag = "14")]
     pub temps: Vec<Temp>,
+    #[prost(uint32, repeated, tag = "15")]
+    pub addrs: Vec<u32>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -352,6 +354,8 @@ pub struct Nic {
     pub fabric: Option<bool>,
     #[prost(uint32, repeated, tag = "19")]
     pub saturated: Vec<u32>,
+    #[prost(uint32, repeated, tag = "20")]
+    pub addrs: Vec<u32>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -462,6 +466,47 @@ pub struct WireEvent {
     pub count: u64,
     #[prost(uint32, tag = "11")]
     pub message: u32,
+    #[prost(message, optional, tag = "12")]
+    pub collective: Option<WireCollective>,
+}
+
+/// `CollectiveInfo`: strings are string-table indices.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WireCollective {
+    #[prost(uint32, optional, tag = "1")]
+    pub kind: Option<u32>,
+    #[prost(uint32, optional, tag = "2")]
+    pub job: Option<u32>,
+    #[prost(uint32, optional, tag = "3")]
+    pub rank: Option<u32>,
+    #[prost(uint32, optional, tag = "4")]
+    pub local_rank: Option<u32>,
+    #[prost(uint32, optional, tag = "5")]
+    pub device: Option<u32>,
+    #[prost(uint32, optional, tag = "6")]
+    pub hostname: Option<u32>,
+    #[prost(uint32, optional, tag = "7")]
+    pub peer: Option<u32>,
+    #[prost(uint32, optional, tag = "8")]
+    pub peer_port: Option<u32>,
+    #[prost(uint32, optional, tag = "9")]
+    pub local_addr: Option<u32>,
+    #[prost(uint32, optional, tag = "10")]
+    pub remote_addr: Option<u32>,
+    #[prost(uint32, optional, tag = "11")]
+    pub hca: Option<u32>,
+    #[prost(uint64, optional, tag = "12")]
+    pub seq: Option<u64>,
+    #[prost(uint32, optional, tag = "13")]
+    pub op: Option<u32>,
+    #[prost(uint64, optional, tag = "14")]
+    pub timeout_ms: Option<u64>,
+    #[prost(uint64, optional, tag = "15")]
+    pub last_completed: Option<u64>,
+    #[prost(uint32, optional, tag = "16")]
+    pub error: Option<u32>,
+    #[prost(uint32, optional, tag = "17")]
+    pub pg: Option<u32>,
 }
 
 /// Encodes a report. Never fails: every `NodeReport` has a compact form.
@@ -687,6 +732,7 @@ fn to_wire(r: &NodeReport) -> Report {
             .iter()
             .map(|t| Temp { name: s.put(&t.name), celsius: t.celsius, crit_celsius: t.crit_celsius })
             .collect(),
+        addrs: s.all(&h.addrs),
     });
     let gpus = r.gpus.iter().map(|g| gpu_to_wire(g, &mut s)).collect();
     let nics = r
@@ -714,6 +760,7 @@ fn to_wire(r: &NodeReport) -> Report {
                 counter_values,
                 fabric: n.fabric,
                 saturated: s.all(&n.saturated),
+                addrs: s.all(&n.addrs),
             }
         })
         .collect();
@@ -784,6 +831,25 @@ fn to_wire(r: &NodeReport) -> Report {
             pid: e.pid,
             count: e.count,
             message: s.put(&e.message),
+            collective: e.collective.as_ref().map(|c| WireCollective {
+                kind: s.opt(&c.kind),
+                job: s.opt(&c.job),
+                rank: c.rank,
+                local_rank: c.local_rank,
+                device: c.device,
+                hostname: s.opt(&c.hostname),
+                peer: s.opt(&c.peer),
+                peer_port: c.peer_port,
+                local_addr: s.opt(&c.local_addr),
+                remote_addr: s.opt(&c.remote_addr),
+                hca: s.opt(&c.hca),
+                seq: c.seq,
+                op: s.opt(&c.op),
+                timeout_ms: c.timeout_ms,
+                last_completed: c.last_completed,
+                error: s.opt(&c.error),
+                pg: s.opt(&c.pg),
+            }),
         })
         .collect();
     let (collector_error_keys, collector_error_values) = s.map(&r.collector_errors);
@@ -1005,6 +1071,7 @@ fn from_wire(w: Report) -> Result<NodeReport, ReportError> {
                     })
                 })
                 .collect::<Result<_, ReportError>>()?,
+            addrs: t.all(&h.addrs, &|| "host.addrs".to_string())?,
         }),
     };
     let gpus = w.gpus.iter().enumerate().map(|(i, g)| gpu_from_wire(g, i, &t)).collect::<Result<_, _>>()?;
@@ -1033,6 +1100,7 @@ fn from_wire(w: Report) -> Result<NodeReport, ReportError> {
                 counters: t.map(&n.counter_keys, &n.counter_values, &p("counters"))?,
                 fabric: n.fabric,
                 saturated: t.all(&n.saturated, &p("saturated"))?,
+                addrs: t.all(&n.addrs, &p("addrs"))?,
             })
         })
         .collect::<Result<_, ReportError>>()?;
@@ -1126,6 +1194,32 @@ fn from_wire(w: Report) -> Result<NodeReport, ReportError> {
                 pid: e.pid,
                 count: e.count,
                 message: t.get(e.message, &p("message"))?,
+                collective: e
+                    .collective
+                    .as_ref()
+                    .map(|c| -> Result<crate::CollectiveInfo, ReportError> {
+                        let q = |k: &'static str| move || format!("events[{i}].collective.{k}");
+                        Ok(crate::CollectiveInfo {
+                            kind: t.opt(c.kind, &q("kind"))?,
+                            job: t.opt(c.job, &q("job"))?,
+                            rank: c.rank,
+                            local_rank: c.local_rank,
+                            device: c.device,
+                            hostname: t.opt(c.hostname, &q("hostname"))?,
+                            peer: t.opt(c.peer, &q("peer"))?,
+                            peer_port: c.peer_port,
+                            local_addr: t.opt(c.local_addr, &q("local_addr"))?,
+                            remote_addr: t.opt(c.remote_addr, &q("remote_addr"))?,
+                            hca: t.opt(c.hca, &q("hca"))?,
+                            seq: c.seq,
+                            op: t.opt(c.op, &q("op"))?,
+                            timeout_ms: c.timeout_ms,
+                            last_completed: c.last_completed,
+                            error: t.opt(c.error, &q("error"))?,
+                            pg: t.opt(c.pg, &q("pg"))?,
+                        })
+                    })
+                    .transpose()?,
             })
         })
         .collect::<Result<_, ReportError>>()?;

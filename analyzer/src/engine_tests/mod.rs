@@ -340,5 +340,6 @@ fn case(warm_s: i64, run_s: i64, fault: impl FnOnce(&mut World)) -> (World, i64)
 }
 
 mod catalog;
+mod nccl;
 mod real;
 mod scale;
