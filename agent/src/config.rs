@@ -99,7 +99,8 @@ pub struct Options {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress_socket: Option<PathBuf>,
     /// OpenTelemetry collector base URL: also export metrics as OTLP/HTTP protobuf to URL/v1/metrics
-    /// every interval (default: none, no OTLP export).
+    /// every interval through the OpenTelemetry SDK, which honours the OTEL_EXPORTER_OTLP_* variables
+    /// (default: none, no OTLP export).
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub otlp_endpoint: Option<String>,
@@ -124,6 +125,20 @@ pub struct Options {
     #[arg(skip)]
     #[serde(skip_serializing)]
     pub dcgm_compat: Option<bool>,
+    /// The cluster's name: the `cluster` resource attribute of the OTLP export (the analyzer's
+    /// `[notify] cluster` and Prometheus's `cluster` label should say the same). Not a `/metrics`
+    /// label: Prometheus gives scraped series their `cluster` from the target or external labels, and
+    /// an exported one would clash with it. Default: none. File only.
+    #[arg(skip)]
+    #[serde(skip_serializing)]
+    pub cluster: Option<String>,
+    /// The kubelet's pod-resources socket: label GPU series with the `pod`, `namespace` and
+    /// `container` holding each GPU (or MIG device), as dcgm-exporter does on Kubernetes. Usually
+    /// `/var/lib/kubelet/pod-resources/kubelet.sock` (mount it into the agent's pod). Default: none.
+    /// File only.
+    #[arg(skip)]
+    #[serde(skip_serializing)]
+    pub pod_resources_socket: Option<PathBuf>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -188,6 +203,10 @@ pub struct Settings {
     pub expected_gpus: Option<u32>,
     /// Whether the `DCGM_FI_*` families are exported (`dcgm_compat`).
     pub dcgm_compat: bool,
+    /// `cluster`, empty treated as unset.
+    pub cluster: Option<String>,
+    /// `pod_resources_socket`: where GPU owners are read from; `None`: no pod labels.
+    pub pod_resources_socket: Option<PathBuf>,
 }
 
 impl Settings {
@@ -269,6 +288,8 @@ impl Settings {
             nics: o.nics.unwrap_or_default(),
             expected_gpus: o.expected_gpus,
             dcgm_compat: o.dcgm_compat.unwrap_or(true),
+            cluster: o.cluster.map(|c| c.trim().to_string()).filter(|c| !c.is_empty()),
+            pod_resources_socket: o.pod_resources_socket.filter(|p| !p.as_os_str().is_empty()),
         })
     }
 
@@ -427,6 +448,8 @@ mod tests {
         assert!(FileConfig::parse("[nics]\nfabric = true\n").is_err());
         assert!(FileConfig::parse("[jobs.scheduler]\nslurmm = true\n").is_err());
         assert!(!build("dcgm_compat = false\n", Options::default()).unwrap().dcgm_compat);
+        assert_eq!(build("cluster = \"train-a\"\n", Options::default()).unwrap().cluster.as_deref(), Some("train-a"));
+        assert_eq!(build("cluster = \" \"\n", Options::default()).unwrap().cluster, None);
         let d = build("", Options::default()).unwrap();
         assert_eq!((d.expected_gpus, d.nics.collect_nonfabric_netdevs), (None, false));
     }

@@ -68,8 +68,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 #[allow(clippy::large_enum_variant)] // parsed once at start-up; boxing buys nothing
 enum Command {
-    /// Classify kernel/training log lines from stdin: one JSON object per line on stdout.
-    ClassifyLog,
+    /// Classify kernel/training log lines: without FILE, stdin to one JSON object per line; with FILE
+    /// (`-` for stdin), a table of what each line shows (peer, collective, rank, device), or `--json`.
+    ClassifyLog(faultline_agent::classify::cli::ClassifyLogArgs),
     /// Post one training-progress record to the local agent.
     ReportProgress(progress::ReportProgressArgs),
 }
@@ -78,7 +79,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     faultline_logging::init(cli.log_format);
     let result = match cli.command {
-        Some(Command::ClassifyLog) => faultline_agent::classify::classify_log_stdin(),
+        Some(Command::ClassifyLog(ref args)) => faultline_agent::classify::cli::run(args),
         Some(Command::ReportProgress(ref args)) => progress::report_progress(args.clone()),
         None => run(cli),
     };
@@ -382,14 +383,20 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
             stats.clone(),
             s.node.clone(),
         )));
-        prom.register_collector(Box::new(
-            export::gpu_metrics::GpuMetrics::new(snapshot.clone(), xids.clone()).with_dcgm_compat(s.dcgm_compat),
-        ));
+        let mut gpu_metrics =
+            export::gpu_metrics::GpuMetrics::new(snapshot.clone(), xids.clone()).with_dcgm_compat(s.dcgm_compat);
+        if let Some(socket) = &s.pod_resources_socket {
+            let owners = faultline_agent::collect::pod_resources::Owners::default();
+            faultline_agent::collect::pod_resources::spawn(socket.clone(), owners.clone(), s.interval);
+            gpu_metrics = gpu_metrics.with_pod_owners(owners);
+        }
+        prom.register_collector(Box::new(gpu_metrics));
         prom.register_collector(Box::new(
             export::job_metrics::JobMetrics::new(snapshot.clone()).with_progress(parts.progress.clone(), &s.node),
         ));
         if let Some(endpoint) = &s.otlp_endpoint {
-            export::otlp::spawn(endpoint, snapshot.clone(), xids.clone(), s.interval)?;
+            let extra: Vec<_> = s.cluster.iter().map(|c| opentelemetry::KeyValue::new("cluster", c.clone())).collect();
+            export::otlp::spawn(endpoint, &s.node, &extra, snapshot.clone(), xids.clone(), s.interval)?;
         }
         let http = Http { registry: Arc::new(prom), snapshot: snapshot.clone() };
         let app = axum::Router::new()

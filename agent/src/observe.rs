@@ -119,6 +119,7 @@ pub fn line_event(c: &Classification, component: Option<String>, ts_ms: i64) -> 
         pid: c.pid,
         count: 1,
         message: truncate(&c.message, MAX_MESSAGE),
+        collective: None,
     }
 }
 

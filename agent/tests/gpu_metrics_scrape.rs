@@ -76,7 +76,7 @@ fn dcgm_and_faultline_gpu_metrics_from_a_running_agent() {
     BufReader::new(stdout).read_line(&mut first).unwrap();
     let url = first.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("first line: {first:?}")).to_string();
 
-    let l3 = r#"gpu="3",UUID="GPU-fa0e0000-0000-4000-8000-000000000003",pci_bus_id="00000000:5D:00.0",device="nvidia3",modelName="NVIDIA H100 80GB HBM3",Hostname="scrape-node""#;
+    let l3 = r#"gpu="3",UUID="GPU-fa0e0000-0000-4000-8000-000000000003",pci_bus_id="00000000:5D:00.0",device="nvidia3",modelName="NVIDIA H100 80GB HBM3",Hostname="scrape-node",DCGM_FI_DRIVER_VERSION="550.54.15""#;
     let body = scrape_until(&url, "GPU metrics", |b| b.contains("DCGM_FI_DEV_GPU_TEMP{"));
     for (series, want) in [
         (format!("DCGM_FI_DEV_GPU_TEMP{{{l3}}}"), 32.0),
@@ -124,4 +124,24 @@ fn dcgm_and_faultline_gpu_metrics_from_a_running_agent() {
     // The DCGM counters keep their exact names (no `_total` appended).
     assert!(!body.contains("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION_total"));
     assert!(body.contains("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{"));
+
+    // MIG on gpu3 with two instances: its framebuffer series split by GPU_I_ID and GPU_I_PROFILE
+    // (read through nvmlDeviceGetMigDeviceHandleByIndex and the MIG handles' own memory), and no
+    // whole-GPU framebuffer series beside them.
+    write_state(
+        &state,
+        json!({"gpus": [{}, {}, {}, {"mig": [
+            {"gpu_instance_id": 9, "profile": "1g.10gb", "mem_total": 10_485_760_000u64, "mem_used": 104_857_600},
+            {"gpu_instance_id": 1, "compute_instance_id": 0, "profile": "3g.40gb", "mem_total": 41_943_040_000u64, "mem_used": 0}
+        ]}]}),
+    );
+    let body = scrape_until(&url, "MIG instances on gpu3", |b| {
+        value(b, &format!("DCGM_FI_DEV_FB_USED{{{l3},GPU_I_PROFILE=\"1g.10gb\",GPU_I_ID=\"9\"}}")) == Some(100.0)
+    });
+    assert_eq!(
+        value(&body, &format!("DCGM_FI_DEV_FB_TOTAL{{{l3},GPU_I_PROFILE=\"3g.40gb\",GPU_I_ID=\"1\"}}")),
+        Some(40000.0)
+    );
+    assert_eq!(value(&body, &format!("DCGM_FI_DEV_FB_USED{{{l3}}}")), None, "whole-GPU framebuffer beside MIG");
+    assert!(value(&body, &format!("DCGM_FI_DEV_FB_USED{{{l1}}}")).is_some(), "a GPU without MIG keeps its own");
 }

@@ -60,6 +60,7 @@ fn blank(gpus: Vec<GpuSample>, nics: Vec<NicSample>) -> NodeReport {
         dropped: Default::default(),
         collector_errors: Default::default(),
         expected_gpus: None,
+        driver_version: None,
     }
 }
 

@@ -109,6 +109,7 @@ fn report(ts: i64) -> NodeReport {
         dropped: Default::default(),
         collector_errors: Default::default(),
         expected_gpus: None,
+        driver_version: None,
     }
 }
 

@@ -203,6 +203,11 @@ pub struct Config {
     /// Seconds after a job first appears during which its counters are not judged (compile and
     /// NCCL warm-up). Default 120.
     pub job_warmup_s: f64,
+    /// Seconds a job may go without a step while it says it checkpoints or evaluates, or while its
+    /// writes, NIC/NVLink traffic or lone busy GPU show it is not waiting in a collective. A job that
+    /// came back from a longer pause on its own gets 1.5 times its longest. Default 600 (PyTorch's
+    /// NCCL watchdog default: a collective stuck that long is killed anyway).
+    pub job_pause_max_s: f64,
     /// `[limits]`: node and component caps, an optional node allow-list, client timeouts and the
     /// connection cap (see `limits.rs` for each default and why).
     pub limits: crate::limits::LimitsConfig,
@@ -235,6 +240,7 @@ impl Default for Config {
             expected_nic_rate_gbps: engine.expected_nic_rate_gbps,
             hang_quiet_s: engine.hang_quiet_s,
             job_warmup_s: engine.job_warmup_s,
+            job_pause_max_s: engine.job_pause_max_s,
             limits: crate::limits::LimitsConfig::default(),
         }
     }
@@ -408,7 +414,11 @@ impl Config {
             (None, None) => None,
             _ => return Err(ConfigError::TlsHalf),
         };
-        for (field, v) in [("hang_quiet_s", self.hang_quiet_s), ("job_warmup_s", self.job_warmup_s)] {
+        for (field, v) in [
+            ("hang_quiet_s", self.hang_quiet_s),
+            ("job_warmup_s", self.job_warmup_s),
+            ("job_pause_max_s", self.job_pause_max_s),
+        ] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(ConfigError::Value {
                     field,
@@ -431,6 +441,7 @@ impl Config {
             expected_nic_rate_gbps: self.expected_nic_rate_gbps,
             hang_quiet_s: self.hang_quiet_s,
             job_warmup_s: self.job_warmup_s,
+            job_pause_max_s: self.job_pause_max_s,
             fatal_xid_hold_s: self.fatal_xid_hold_s,
             ..EngineConfig::default()
         };

@@ -43,6 +43,10 @@ pub struct EngineConfig {
     /// A job is not judged hung from its counters this long after it first appears (compile and
     /// NCCL warm-up), seconds.
     pub job_warmup_s: f64,
+    /// A job may go this long without a step while it says it pauses (checkpoint, evaluation) or
+    /// its writes, traffic or lone busy GPU say so, seconds; more for a job whose own pauses were
+    /// longer.
+    pub job_pause_max_s: f64,
 }
 
 impl Default for EngineConfig {
@@ -57,6 +61,7 @@ impl Default for EngineConfig {
             expected_nic_rate_gbps: None,
             hang_quiet_s: jobdet_hang::DEFAULT_QUIET_MS as f64 / 1000.0,
             job_warmup_s: jobdet_hang::DEFAULT_WARMUP_MS as f64 / 1000.0,
+            job_pause_max_s: crate::detect::job::DEFAULT_PAUSE_MAX_MS as f64 / 1000.0,
         }
     }
 }
@@ -349,6 +354,7 @@ impl Analyzer {
         let rules = jobdet_hang::HangRules {
             quiet_ms: (self.cfg.hang_quiet_s * 1000.0) as i64,
             warmup_ms: (self.cfg.job_warmup_s * 1000.0) as i64,
+            pause_max_ms: (self.cfg.job_pause_max_s * 1000.0) as i64,
         };
         let dirty = std::mem::take(&mut self.dirty_jobs);
         let mut to_check: BTreeSet<String> = dirty.clone();
@@ -403,6 +409,12 @@ impl Analyzer {
             }
             let mut out = Vec::new();
             jobdet::check(job, &self.state.nodes, &rules, now_ms, &mut out);
+            // Collective-communication evidence from training logs (detect/nccl.rs).
+            let topo = &self.topo;
+            let leaf_of = |h: &str, n: &str| {
+                topo.leaf_of_nic(&ComponentId::Nic { host: h.into(), name: n.into() }).map(str::to_string)
+            };
+            detect::nccl::check(job, &self.state.nodes, &leaf_of, now_ms, &mut out);
             // Remember a hang, so its end (the NCCL watchdog killing every rank) stays the same fault.
             match out.iter().find(|s| s.kind == SymptomKind::JobStalled && s.value >= 1.0) {
                 Some(s) => {

@@ -18,6 +18,11 @@ use faultline_analyzer::notify;
 use faultline_analyzer::server::{self, AppState, OutboxPlanner};
 use tracing::{info, warn};
 
+/// mimalloc: reports are decoded on request (or decoder) threads and freed on the engine's, and
+/// glibc malloc's per-thread arenas spend much of the analyzer's time on such cross-thread frees.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "faultline-analyzer",

@@ -1,71 +1,117 @@
-//! Per-node ingest rate limit: a token bucket per node name, refilled at `rate` reports per second
-//! up to `burst`. A report that finds the bucket empty is refused with 429 and told when to retry.
+//! Per-node ingest rate limit: `rate` reports per second per node name, with bursts up to `burst`.
+//! A report over it is refused with 429 and told when to retry.
 //!
-//! Time comes from the caller (the server passes its injected `Clock`), so tests drive it exactly.
+//! The limiter is `governor`'s keyed GCRA (the token bucket's equivalent, one `u64` of state per node
+//! in a concurrent map). Time comes from the caller (the server passes its injected `Clock`), so tests
+//! drive it exactly: each check moves the limiter's clock forward to the caller's time and never back,
+//! so a clock that steps back neither refills a bucket nor takes from one.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-/// Past this many buckets, full ones (nodes that have not sent for a while) are forgotten. A
-/// forgotten node starts again with a full bucket, which is exactly what a full one holds, so
-/// pruning changes no decision. 200k is far above the 12,500 nodes a large cluster has.
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::keyed::DashMapStateStore;
+use governor::{Quota, RateLimiter as Gcra};
+
+/// Past this many tracked nodes, those whose bucket is full again (nodes that have not sent for a
+/// while) are forgotten. A forgotten node starts again with a full bucket, which is exactly what a
+/// full one holds, so pruning changes no decision. 200k is far above the 12,500 nodes a large
+/// cluster has.
 const MAX_BUCKETS: usize = 200_000;
+/// At the cap, pruning (a scan of every bucket) runs at most once per this much caller time, so a
+/// flood of invented node names cannot make every report pay for a full scan.
+const PRUNE_EVERY_NS: u64 = 1_000_000_000;
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    last_ms: i64,
+/// The caller's time, nanoseconds since the Unix epoch, only ever moved forward.
+#[derive(Debug, Clone, Default)]
+struct CallerClock(Arc<AtomicU64>);
+
+impl CallerClock {
+    fn advance_to(&self, now_ms: i64) {
+        let ns = u64::try_from(now_ms).unwrap_or(0).saturating_mul(1_000_000);
+        self.0.fetch_max(ns, Ordering::Relaxed);
+    }
 }
 
-/// Token buckets by node.
+impl Clock for CallerClock {
+    type Instant = Nanos;
+
+    fn now(&self) -> Nanos {
+        Nanos::from(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// Rate limits by node.
 #[derive(Debug)]
 pub struct RateLimiter {
-    rate_per_ms: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    rate_per_s: f64,
+    burst: u32,
+    clock: CallerClock,
+    /// Caller time of the last prune, ns.
+    last_prune_ns: AtomicU64,
+    limiter: Gcra<String, DashMapStateStore<String>, CallerClock, NoOpMiddleware<Nanos>>,
 }
 
 impl RateLimiter {
-    /// `rate_per_s` must be positive and `burst` at least 1 (the config checks both).
+    /// `rate_per_s` must be positive and `burst` at least 1 (the config checks both; out-of-range
+    /// values are clamped, not a panic).
     pub fn new(rate_per_s: f64, burst: u32) -> Self {
-        Self { rate_per_ms: rate_per_s / 1000.0, burst: f64::from(burst.max(1)), buckets: Mutex::new(HashMap::new()) }
+        let burst = burst.max(1);
+        let rate = if rate_per_s.is_finite() && rate_per_s > 0.0 { rate_per_s } else { f64::MIN_POSITIVE };
+        // One report per this long; at least 1 ns (governor's resolution), at most a year.
+        let period = Duration::from_secs_f64((1.0 / rate).min(365.0 * 86_400.0)).max(Duration::from_nanos(1));
+        let quota = Quota::with_period(period)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
+        let clock = CallerClock::default();
+        Self {
+            rate_per_s,
+            burst,
+            limiter: Gcra::dashmap_with_clock(quota, clock.clone()),
+            clock,
+            last_prune_ns: AtomicU64::new(0),
+        }
     }
 
-    /// Takes one token for `node` at `now_ms`. `Err(seconds)` when the bucket is empty: whole
-    /// seconds (at least 1) until a token will be there, for `Retry-After`.
+    /// Takes one report's allowance for `node` at `now_ms`. `Err(seconds)` when the node is over its
+    /// rate: whole seconds (at least 1) until a report will pass, for `Retry-After`.
     pub fn check(&self, node: &str, now_ms: i64) -> Result<(), u64> {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(node) {
-            let (rate, burst) = (self.rate_per_ms, self.burst);
-            buckets.retain(|_, b| b.tokens + (now_ms - b.last_ms).max(0) as f64 * rate < burst);
+        self.clock.advance_to(now_ms);
+        let now_ns = self.clock.now().as_u64();
+        let last = self.last_prune_ns.load(Ordering::Relaxed);
+        if self.limiter.len() >= MAX_BUCKETS
+            && now_ns.saturating_sub(last) >= PRUNE_EVERY_NS
+            && self.last_prune_ns.compare_exchange(last, now_ns, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            self.limiter.retain_recent();
+            self.limiter.shrink_to_fit();
         }
-        let b = buckets.entry(node.to_string()).or_insert(Bucket { tokens: self.burst, last_ms: now_ms });
-        // A clock that went back refills nothing (and takes nothing away).
-        let elapsed = (now_ms - b.last_ms).max(0) as f64;
-        b.tokens = (b.tokens + elapsed * self.rate_per_ms).min(self.burst);
-        b.last_ms = b.last_ms.max(now_ms);
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait_ms = (1.0 - b.tokens) / self.rate_per_ms;
-            Err(((wait_ms / 1000.0).ceil() as u64).max(1))
+        match self.limiter.check_key(&node.to_string()) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.clock.now());
+                Err((wait.as_secs_f64().ceil() as u64).max(1))
+            }
         }
     }
 
     /// The configured rate, reports per second.
     pub fn rate_per_s(&self) -> f64 {
-        self.rate_per_ms * 1000.0
+        self.rate_per_s
     }
 
     /// The configured burst.
     pub fn burst(&self) -> u32 {
-        self.burst as u32
+        self.burst
     }
 
     /// Nodes with a bucket (for tests and the curious).
     pub fn len(&self) -> usize {
-        self.buckets.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.limiter.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -117,5 +163,20 @@ mod tests {
             assert_eq!(r.check("n", 1_000_000), Ok(()));
         }
         assert!(r.check("n", 1_000_000).is_err());
+    }
+
+    #[test]
+    fn idle_nodes_are_forgotten_past_the_cap_and_busy_ones_kept() {
+        let r = RateLimiter::new(1.0, 1);
+        assert_eq!(r.check("busy", 0), Ok(()));
+        for i in 0..MAX_BUCKETS {
+            let _ = r.check(&format!("n{i}"), 0);
+        }
+        // Still inside their second: every bucket is spent, none can be forgotten.
+        assert_eq!(r.check("late", 500), Ok(()));
+        assert!(r.len() > MAX_BUCKETS);
+        // Much later every old bucket is full again: the next new node prunes them.
+        assert_eq!(r.check("later", 100_000), Ok(()));
+        assert!(r.len() < 10, "{} buckets kept", r.len());
     }
 }

@@ -387,6 +387,10 @@ pub struct NodeState {
     pub disk_writes: Traffic,
     /// Memory-cgroup OOM kills: (time, pid killed), for the job whose rank it was.
     pub cgroup_ooms: VecDeque<(i64, u32)>,
+    /// Collective-library evidence from training logs, newest last (`detect::nccl`).
+    pub comm: VecDeque<crate::detect::nccl::CommObs>,
+    /// Each NIC's netdev addresses as last reported, to trace a peer address to this node.
+    pub nic_addrs: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -417,6 +421,9 @@ pub struct RankState {
     pub io: Traffic,
     /// The node's report interval, for "within one interval".
     pub interval_ms: i64,
+    /// The longest time between two of its steps that it came back from on its own (an evaluation
+    /// pass, a checkpoint), ms: the job's own pause length, learned.
+    pub longest_pause_ms: i64,
 }
 
 /// Samples per rank kept for step time and compute time.

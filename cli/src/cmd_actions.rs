@@ -99,7 +99,7 @@ pub fn run_resume(conn: &ConnArgs, a: &ResumeArgs) -> ExitCode {
 
 pub fn run_list(conn: &ConnArgs, a: &ActionsArgs) -> ExitCode {
     finish((|| {
-        let settings = config::from_env(conn.analyzer.as_deref(), conn.token.as_deref())?;
+        let settings = config::from_env(conn.analyzer.as_deref(), conn.flag_token()?.as_deref())?;
         let client = Client::new(&settings.analyzer, settings.token, conn.ca_cert.as_deref())?;
         let got = client.get::<ActionsView>("/api/v1/actions")?;
         if a.json {
@@ -130,7 +130,7 @@ fn show_record(rec: &(Value, ActionRecord), json: bool) -> anyhow::Result<()> {
 /// POSTs JSON to the analyzer; the answer as JSON and as an action record. Non-2xx answers become
 /// errors carrying the analyzer's own words.
 fn post(conn: &ConnArgs, path: &str, body: &Value) -> anyhow::Result<(Value, ActionRecord)> {
-    let settings = config::from_env(conn.analyzer.as_deref(), conn.token.as_deref())?;
+    let settings = config::from_env(conn.analyzer.as_deref(), conn.flag_token()?.as_deref())?;
     let http = crate::client::builder(conn.ca_cert.as_deref())?
         // The analyzer waits for the scheduler (scontrol may take its own timeout) before answering.
         .timeout(REQUEST_TIMEOUT * 2)

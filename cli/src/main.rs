@@ -4,6 +4,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc: reports are decoded on request (or decoder) threads and freed on the engine's, and
+/// glibc malloc's per-thread arenas spend much of the analyzer's time on such cross-thread frees.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod client;
 mod cmd_actions;
 mod commands;

@@ -75,22 +75,20 @@ impl Style {
     }
 }
 
-/// Visible width of a string: ANSI colour sequences do not count, every char counts one.
+/// Terminal columns a string takes: ANSI colour sequences (`ESC [ … m`, which `Style` writes) take
+/// none; the rest is measured by `unicode-width`, so a wide CJK or emoji character (in a node or job
+/// name) counts two and a combining mark none.
 pub fn width(s: &str) -> usize {
     let mut n = 0;
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            n += 1;
-        }
+    let mut rest = s;
+    while let Some(esc) = rest.find('\x1b') {
+        n += unicode_width::UnicodeWidthStr::width(&rest[..esc]);
+        rest = match rest[esc..].find('m') {
+            Some(m) => &rest[esc + m + 1..],
+            None => "",
+        };
     }
-    n
+    n + unicode_width::UnicodeWidthStr::width(rest)
 }
 
 /// A table with a header row; columns are left-aligned and two spaces apart.
@@ -311,6 +309,12 @@ JOB
     fn width_ignores_colour_codes() {
         assert_eq!(width(&Style { color: true }.red("✗ fault")), 7);
         assert_eq!(width("├── a"), 5);
+        assert_eq!(width("训练-节点"), 9, "wide characters take two columns");
+        assert_eq!(width("e\u{301}"), 1, "a combining accent takes none");
+        let mut t = Table::new(&["JOB", "NODE"]);
+        t.row(vec!["训练".into(), "n1".into()]);
+        t.row(vec!["abcde".into(), "n2".into()]);
+        assert_eq!(t.render(&Style::plain()), "JOB    NODE\n训练   n1\nabcde  n2\n");
     }
 
     #[test]

@@ -59,9 +59,6 @@ pub struct RunArgs {
     /// Pace virtual time at N× real time (default: flat out in-process, 1× with --analyzer)
     #[arg(long, value_name = "N")]
     pub speed: Option<f64>,
-    /// File holding the bearer token for --analyzer (instead of --token / FAULTLINE_TOKEN)
-    #[arg(long, value_name = "PATH")]
-    pub token_file: Option<PathBuf>,
 }
 
 /// Run a `sim` subcommand. With the global `--analyzer URL` the reports go over HTTP to that
@@ -143,17 +140,7 @@ fn run_scenario(conn: &ConnArgs, args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let env_token = std::env::var("FAULTLINE_TOKEN").ok().filter(|t| !t.trim().is_empty());
-    let token = match (&conn.token, &args.token_file) {
-        (Some(_), Some(_)) => bail!("give --token or --token-file, not both"),
-        (Some(t), None) => Some(t.trim().to_string()),
-        (None, Some(p)) => Some(
-            std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read --token-file {}", p.display()))?
-                .trim()
-                .to_string(),
-        ),
-        (None, None) => env_token,
-    };
+    let token = conn.flag_token()?.map(|t| t.trim().to_string()).or(env_token);
     let wire = conn.analyzer.as_ref().map(|url| WireTarget { url: url.clone(), token });
     let tty = std::io::stderr().is_terminal();
     let mut bar = Bar { last: None, start: Instant::now() };

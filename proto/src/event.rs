@@ -77,6 +77,9 @@ event_classes! {
     NcclError = "nccl_error";
     /// IB / verbs completion errors (`IBV_WC_RETRY_EXC_ERR`, …).
     IbCompletionError = "ib_completion_error";
+    /// A training process's connection to a peer was reset, closed or refused (NCCL's sockets,
+    /// Gloo): `Call to recv from 10.1.2.3<43116> failed : Connection reset by peer`.
+    NcclPeerConnection = "nccl_peer_connection";
     /// NVML: a corrected (single-bit) ECC error.
     EccSbe = "ecc_sbe";
     /// NVML: an uncorrected (double-bit) ECC error.
@@ -104,9 +107,8 @@ impl EventClass {
             GpuFallenOffBus | GpuDriverError | PcieAerUncorrected | EdacUe | NicLinkDown | NicDriverError | EccDbe
             | GpuLost => Severity::Critical,
             NvswitchSxid | NvlinkError | NetdevWatchdog | Mce | OomKill | CgroupOomKill | HungTask | IoError
-            | NcclTimeout | NcclError | IbCompletionError | Xid | ProcessExit | NonfiniteLoss | RankExit => {
-                Severity::Warning
-            }
+            | NcclTimeout | NcclError | IbCompletionError | NcclPeerConnection | Xid | ProcessExit | NonfiniteLoss
+            | RankExit => Severity::Warning,
             NicLinkUp | PcieAerCorrected | EdacCe | EccSbe | None => Severity::Info,
         }
     }

@@ -200,25 +200,29 @@ pub struct Incident {
     pub action: Action,
 }
 
-/// RFC 3339 (UTC, millisecond precision) for Unix seconds, without a date crate.
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+const RFC3339_MS: &[time::format_description::BorrowedFormatItem<'static>] =
+    time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+/// 0000-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z in Unix milliseconds: the four-digit years
+/// RFC 3339 can write.
+const RFC3339_MS_RANGE: (f64, f64) = (-62_167_219_200_000.0, 253_402_300_799_999.0);
+
+/// RFC 3339 (UTC, millisecond precision) for Unix seconds. Times outside years 0000–9999 are
+/// clamped to them; a value that is not a number reads as the epoch.
 pub fn rfc3339(unix_s: f64) -> String {
-    let ms_total = (unix_s * 1000.0).round() as i64;
-    let secs = ms_total.div_euclid(1000);
-    let ms = ms_total.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z", sod / 3600, (sod % 3600) / 60, sod % 60)
+    let ms = (unix_s * 1000.0).round();
+    let ms = if ms.is_finite() { ms.clamp(RFC3339_MS_RANGE.0, RFC3339_MS_RANGE.1) as i128 } else { 0 };
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        .format(RFC3339_MS)
+        .unwrap_or_default()
+}
+
+/// Unix seconds of an RFC 3339 time (`2024-05-01T12:00:00Z`, `2024-05-01T14:00:00.250+02:00`);
+/// `None` for anything else (a date alone, a time without an offset).
+pub fn parse_rfc3339(s: &str) -> Option<f64> {
+    let t = time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339).ok()?;
+    Some(t.unix_timestamp() as f64 + f64::from(t.nanosecond()) / 1e9)
 }
 
 #[cfg(test)]
@@ -240,5 +244,23 @@ mod tests {
         assert_eq!(rfc3339(0.0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(1_700_000_000.5), "2023-11-14T22:13:20.500Z");
         assert_eq!(rfc3339(951_782_400.0), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339(-1.5), "1969-12-31T23:59:58.500Z");
+        assert_eq!(rfc3339(f64::NAN), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1e15), "9999-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn rfc3339_parses_offsets_and_fractions_and_round_trips() {
+        assert_eq!(parse_rfc3339("2023-11-14T22:13:20.500Z"), Some(1_700_000_000.5));
+        assert_eq!(parse_rfc3339("2023-11-15T00:13:20+02:00"), Some(1_700_000_000.0));
+        assert_eq!(parse_rfc3339("2000-02-29T00:00:00Z"), Some(951_782_400.0));
+        for bad in
+            ["yesterday", "2023-13-01T00:00:00Z", "2023-11-14", "2023-11-14T22:13:20", "2023-02-30T00:00:00Z", ""]
+        {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+        for s in [0.0, 86_399.0, 951_868_799.999, 1_714_564_800.0, 4_102_444_800.0] {
+            assert_eq!(parse_rfc3339(&rfc3339(s)), Some(s), "{s}");
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! **Architecture Invariant:** `proto` knows nothing of HTTP, SQLite or the agent's collectors.
 
 pub mod api;
+pub mod collective;
 pub mod counters;
 pub mod event;
 pub mod id;
@@ -19,9 +20,12 @@ pub mod wire;
 pub mod xid;
 pub mod xid_nvlink5;
 
+pub use collective::CollectiveInfo;
 pub use event::EventClass;
 pub use id::{ComponentId, ComponentKind, IdError};
-pub use incident::{Action, Evidence, FaultClass, Incident, IncidentStatus, Severity, TimelineEntry, rfc3339};
+pub use incident::{
+    Action, Evidence, FaultClass, Incident, IncidentStatus, Severity, TimelineEntry, parse_rfc3339, rfc3339,
+};
 pub use report::*;
 pub use topology::{TopologyError, TopologyFile};
 pub use validate::ReportError;

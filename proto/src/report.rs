@@ -24,6 +24,9 @@ pub mod limits {
     pub const MAX_GPUS: usize = 64;
     pub const MAX_NVLINKS_PER_GPU: usize = 32;
     pub const MAX_PROCESSES_PER_GPU: usize = 1024;
+    /// MIG devices per GPU: NVML's `NVML_MAX_GPU_INSTANCES`-sized tables hold 7 on A100/H100; 64 leaves
+    /// room for later parts without letting a report invent thousands.
+    pub const MAX_MIG_PER_GPU: usize = 64;
     pub const MAX_NICS: usize = 512;
     pub const MAX_COUNTERS_PER_NIC: usize = 512;
     pub const MAX_DISKS: usize = 256;
@@ -78,6 +81,9 @@ pub struct NodeReport {
     /// start (persisted). Fewer GPUs than this in a report is a GPU missing, even right after boot.
     #[serde(default)]
     pub expected_gpus: Option<u32>,
+    /// The NVIDIA driver version NVML reports (`550.54.15`), when the GPU collector runs.
+    #[serde(default)]
+    pub driver_version: Option<String>,
 }
 
 impl NodeReport {
@@ -101,6 +107,7 @@ impl NodeReport {
             dropped: Dropped::default(),
             collector_errors: BTreeMap::new(),
             expected_gpus: None,
+            driver_version: None,
         }
     }
 }
@@ -139,6 +146,11 @@ pub struct HostSample {
     pub fans: Vec<FanSample>,
     #[serde(default)]
     pub temps: Vec<TempSample>,
+    /// Every IPv4/IPv6 address of the host's interfaces (loopback excluded), also those of NICs the
+    /// report does not list (the management network NCCL often uses for its sockets), so that a peer
+    /// address in a collective library's error names this node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addrs: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -235,6 +247,30 @@ pub struct GpuSample {
     /// Whether the GPU's PCI device is still present (`/sys/bus/pci/devices/<bdf>`), when checked.
     #[serde(default)]
     pub pci_present: Option<bool>,
+    /// The GPU's MIG instances when MIG mode is on (`Some`, possibly empty before any instance is
+    /// made); `None` when MIG is off, unsupported or unknown.
+    #[serde(default)]
+    pub mig: Option<Vec<MigInstance>>,
+}
+
+/// One MIG device (a GPU instance with its compute instance) of a GPU in MIG mode.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MigInstance {
+    /// The GPU instance id (dcgm-exporter's `GPU_I_ID`).
+    pub gpu_instance_id: u32,
+    /// The compute instance id inside it.
+    #[serde(default)]
+    pub compute_instance_id: Option<u32>,
+    /// The profile (`1g.10gb`, `3g.40gb`; dcgm-exporter's `GPU_I_PROFILE`).
+    #[serde(default)]
+    pub profile: String,
+    /// The MIG device's own UUID (`MIG-…`).
+    #[serde(default)]
+    pub uuid: String,
+    #[serde(default)]
+    pub mem_total_bytes: Option<u64>,
+    #[serde(default)]
+    pub mem_used_bytes: Option<u64>,
 }
 
 /// The bits of `GpuSample::throttle_mask` (NVML's `nvmlClocksEventReasons`) and the names that
@@ -376,6 +412,10 @@ pub struct NicSample {
     /// them instead of wrapping, so they no longer move: their rate is unknown, not zero.
     #[serde(default)]
     pub saturated: Vec<String>,
+    /// The addresses of the netdev behind this NIC (IPv4 and IPv6, no prefix length), so that a peer
+    /// address in a collective library's error can be traced to this node and NIC.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addrs: Vec<String>,
 }
 
 impl NicSample {
@@ -549,6 +589,8 @@ pub enum EventSource {
     Kmsg,
     /// The agent itself (process exit seen, GPU vanished, …).
     Agent,
+    /// A training process's own log (NCCL, PyTorch distributed), read where the scheduler puts it.
+    TrainingLog,
 }
 
 /// Something that happened at an instant: an XID, a kernel line, a process exit.
@@ -583,6 +625,9 @@ pub struct Event {
     /// The raw line or a short description, truncated.
     #[serde(default)]
     pub message: String,
+    /// What an NCCL / PyTorch-distributed line said (peer, collective, rank); training-log events only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collective: Option<crate::CollectiveInfo>,
 }
 
 fn one() -> u64 {
@@ -605,6 +650,7 @@ impl Event {
             pid: None,
             count: 1,
             message: String::new(),
+            collective: None,
         }
     }
 }

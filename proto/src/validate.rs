@@ -93,6 +93,9 @@ impl NodeReport {
             ));
         }
         str_len("agent_version", &self.agent_version)?;
+        if let Some(d) = &self.driver_version {
+            str_len("driver_version", d)?;
+        }
         if self.timestamp_ms <= 0 {
             return Err(invalid("timestamp_ms", "must be a positive Unix time in milliseconds"));
         }
@@ -200,6 +203,13 @@ impl NodeReport {
             if let Some(d) = &e.device {
                 str_len(&format!("{f}.device"), d)?;
             }
+            if let Some(c) = &e.collective {
+                for (k, v) in c.strings() {
+                    if let Some(v) = v {
+                        str_len(&format!("{f}.collective.{k}"), v)?;
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -276,6 +286,13 @@ fn validate_gpu(f: &str, g: &GpuSample) -> Result<(), ReportError> {
     max_len(&format!("{f}.throttle_reasons"), g.throttle_reasons.len(), 64)?;
     str_len(&format!("{f}.name"), &g.name)?;
     str_len(&format!("{f}.uuid"), &g.uuid)?;
+    if let Some(mig) = &g.mig {
+        max_len(&format!("{f}.mig"), mig.len(), MAX_MIG_PER_GPU)?;
+        for (j, m) in mig.iter().enumerate() {
+            str_len(&format!("{f}.mig[{j}].profile"), &m.profile)?;
+            str_len(&format!("{f}.mig[{j}].uuid"), &m.uuid)?;
+        }
+    }
     Ok(())
 }
 

@@ -83,6 +83,7 @@ fn good() -> NodeReport {
         dropped: Dropped::default(),
         collector_errors: Default::default(),
         expected_gpus: None,
+        driver_version: None,
     }
 }
 

@@ -69,6 +69,10 @@ pub struct AnalyzerStats {
     /// and misses say more about the machine than about the analyzer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invalid: Option<String>,
+    /// In-process runs: the process's resident set size (VmRSS) at regular virtual times
+    /// (`runner::rss_every_s`), as (virtual s, bytes), so a long run shows whether memory stays flat.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rss_samples: Vec<(f64, u64)>,
 }
 
 /// The whole run report.
@@ -162,6 +166,11 @@ impl RunReport {
                 "wire lag at {}x: reports reached the analyzer p50 {p50:.1} s, p99 {p99:.1} s, max {max:.1} s of virtual time late",
                 a.speed.unwrap_or(1.0)
             );
+        }
+        if !a.rss_samples.is_empty() {
+            let v: Vec<String> =
+                a.rss_samples.iter().map(|(t, b)| format!("{t:.0} s {:.0} MiB", *b as f64 / 1_048_576.0)).collect();
+            let _ = writeln!(o, "RSS by virtual time: {}", v.join(", "));
         }
         if let Some(why) = &a.invalid {
             let _ = writeln!(o, "INVALID RUN: {why}");
@@ -299,12 +308,21 @@ impl RunReport {
 
 /// Peak resident set size of this process (VmHWM), bytes; 0 where /proc is not there.
 pub fn peak_rss_bytes() -> u64 {
+    status_kb("VmHWM:") * 1024
+}
+
+/// Resident set size of this process now (VmRSS), bytes; 0 where /proc is not there.
+pub fn rss_bytes() -> u64 {
+    status_kb("VmRSS:") * 1024
+}
+
+fn status_kb(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
         })
-        .map_or(0, |kb| kb * 1024)
+        .unwrap_or(0)
 }

@@ -11,7 +11,7 @@ use faultline_analyzer::ingest::{self, Encoding, NodeLedger};
 use faultline_analyzer::{Analyzer, EngineConfig, IncidentChange, IngestError, IngestOutcome};
 use faultline_proto::Incident;
 
-use crate::report::{AnalyzerStats, ClusterInfo, JobPlacement, RunReport, peak_rss_bytes};
+use crate::report::{AnalyzerStats, ClusterInfo, JobPlacement, RunReport, peak_rss_bytes, rss_bytes};
 use crate::scenario::Scenario;
 use crate::score::{self, RunFacts, RunIncident, TruthFault};
 use crate::world::{DEFAULT_EPOCH_MS, World};
@@ -268,6 +268,9 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                         round_reports = 0;
                         round_idx = idx;
                     }
+                    if t > 0 && t % (rss_every_s(sc.duration_s) * 1000) == 0 {
+                        stats.rss_samples.push(((t / 1000) as f64, rss_bytes()));
+                    }
                     round_cur += spent;
                     sim_cur += second.sim_time;
                     sim_total += second.sim_time;
@@ -326,6 +329,12 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
         summary,
         analyzer: stats,
     })
+}
+
+/// How often an in-process run samples its RSS, virtual seconds: every 5 minutes in runs up to two
+/// hours (a 600 s scale run gives 300 s and 600 s), every hour in longer ones (a 24 h run gives 24).
+pub fn rss_every_s(duration_s: f64) -> i64 {
+    if duration_s <= 7200.0 { 300 } else { 3600 }
 }
 
 fn r2(x: f64) -> f64 {

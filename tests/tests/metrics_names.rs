@@ -208,6 +208,9 @@ fn dashboards_are_well_formed() {
         if !vars.iter().any(|(n, t, q)| n == "datasource" && t == "datasource" && q == "prometheus") {
             problems.push(format!("{file}: no `datasource` variable of type datasource/prometheus"));
         }
+        if !vars.iter().any(|(n, t, q)| n == "cluster" && t == "query" && q.contains(", cluster)")) {
+            problems.push(format!("{file}: no `cluster` query variable"));
+        }
         let mut panels = Vec::new();
         all_panels(&d["panels"], &mut panels);
         let mut ids = BTreeSet::new();
@@ -225,6 +228,15 @@ fn dashboards_are_well_formed() {
             for t in p["targets"].as_array().into_iter().flatten() {
                 if t["datasource"]["uid"] != "${datasource}" {
                     problems.push(format!("{file} / {title}: a target's datasource is not ${{datasource}}"));
+                }
+                // Thanos and Mimir users keep clusters apart by `cluster`: every selector filters on it.
+                let expr = t["expr"].as_str().unwrap_or("");
+                let selectors = promql_metric_names(expr).len();
+                let filtered = expr.matches(r#"cluster=~"$cluster""#).count();
+                if filtered < selectors {
+                    problems.push(format!(
+                        "{file} / {title}: {selectors} metric selectors but {filtered} filter on cluster=~\"$cluster\": {expr}"
+                    ));
                 }
             }
             if p["type"] == "timeseries" && p["fieldConfig"]["defaults"]["unit"].as_str().is_none_or(str::is_empty) {

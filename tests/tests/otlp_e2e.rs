@@ -2,7 +2,8 @@
 //! `--otlp-endpoint`, export to an OTLP/HTTP receiver run by this test, which decodes every body
 //! with the OTLP protobuf types. The agent's metrics must carry `hw.gpu.*` with the GPU's UUID; the
 //! analyzer must send `ingest` spans, and a `diagnosis` span once an XID 79 opens an incident.
-//! Without an endpoint the agent says nothing about OTLP; with a dead one it says so once.
+//! Without an endpoint the agent says nothing about OTLP; with a dead one it says so once. The
+//! standard `OTEL_EXPORTER_OTLP_COMPRESSION`/`_HEADERS` variables give gzip bodies and extra headers.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -33,6 +34,8 @@ struct Received {
     traces: Vec<ExportTraceServiceRequest>,
     /// Requests it could not take: wrong path, wrong content type, undecodable body.
     refused: Vec<String>,
+    /// Per metrics request: its `Content-Encoding` and `X-Scope-OrgID` headers (empty when absent).
+    metrics_headers: Vec<(String, String)>,
 }
 
 /// A minimal OTLP/HTTP receiver on 127.0.0.1: `POST /v1/metrics` and `POST /v1/traces` with
@@ -62,7 +65,7 @@ fn serve_conn(conn: TcpStream, got: &Mutex<Received>) {
         }
         let mut parts = line.split_whitespace();
         let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
-        let (mut len, mut ctype) = (0usize, String::new());
+        let (mut len, mut ctype, mut encoding, mut tenant) = (0usize, String::new(), String::new(), String::new());
         loop {
             let mut h = String::new();
             if r.read_line(&mut h).unwrap_or(0) == 0 {
@@ -76,6 +79,8 @@ fn serve_conn(conn: TcpStream, got: &Mutex<Received>) {
                 match k.trim().to_ascii_lowercase().as_str() {
                     "content-length" => len = v.trim().parse().unwrap_or(0),
                     "content-type" => ctype = v.trim().to_string(),
+                    "content-encoding" => encoding = v.trim().to_ascii_lowercase(),
+                    "x-scope-orgid" => tenant = v.trim().to_string(),
                     _ => {}
                 }
             }
@@ -84,8 +89,19 @@ fn serve_conn(conn: TcpStream, got: &Mutex<Received>) {
         if r.read_exact(&mut body).is_err() {
             return;
         }
+        if encoding == "gzip" {
+            let mut plain = Vec::new();
+            if flate2::read::GzDecoder::new(body.as_slice()).read_to_end(&mut plain).is_err() {
+                got.lock().unwrap().refused.push(format!("{method} {path}: bad gzip body"));
+                return;
+            }
+            body = plain;
+        }
         let ok = {
             let mut g = got.lock().unwrap();
+            if path == "/v1/metrics" {
+                g.metrics_headers.push((encoding.clone(), tenant.clone()));
+            }
             let decoded = match (method.as_str(), path.as_str(), ctype.as_str()) {
                 ("POST", "/v1/metrics", "application/x-protobuf") => {
                     ExportMetricsServiceRequest::decode(body.as_slice()).map(|m| g.metrics.push(m)).is_ok()
@@ -255,6 +271,37 @@ fn agent_metrics_and_analyzer_spans_reach_an_otlp_receiver() {
     });
     let g = got.lock().unwrap();
     assert!(g.refused.is_empty(), "receiver refused requests: {:?}", g.refused);
+    drop(g);
+    drop(agent);
+}
+
+/// The standard `OTEL_EXPORTER_OTLP_*` variables reach the agent's exporter: gzip bodies and an
+/// extra header (a tenant id, as Mimir and Thanos receivers want), with no flag of ours.
+#[test]
+fn otel_variables_turn_on_gzip_and_headers() {
+    let (otlp, got) = start_receiver();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("nvml.json");
+    write_state(&state, json!({ "gpus": gpus() }));
+    let mut cmd = agent_cmd(dir.path(), &state);
+    cmd.args(["--otlp-endpoint", &otlp])
+        .env("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
+        .env("OTEL_EXPORTER_OTLP_HEADERS", "X-Scope-OrgID=tenant-a")
+        .env("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=test");
+    let agent = Proc::spawn(cmd);
+    wait_for(DEADLINE, "hw.gpu.utilization over gzip", || {
+        let g = got.lock().unwrap();
+        points(&g, "hw.gpu.utilization").iter().any(|a| str_attr(a, "hw.id") == Some(GPU3_UUID)).then_some(())
+    });
+    let g = got.lock().unwrap();
+    assert!(g.refused.is_empty(), "receiver refused requests: {:?}", g.refused);
+    assert!(
+        g.metrics_headers.iter().all(|(enc, tenant)| enc == "gzip" && tenant == "tenant-a"),
+        "{:?}",
+        g.metrics_headers
+    );
+    let res = g.metrics[0].resource_metrics[0].resource.as_ref().unwrap();
+    assert_eq!(str_attr(&res.attributes, "deployment.environment.name"), Some("test"));
     drop(g);
     drop(agent);
 }

@@ -22,6 +22,8 @@ const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
 const FAULT_NODE: &str = "node-a";
 const FAULT_GPU: usize = 3;
 const JOB: &str = "llm-e2e";
+/// The `cluster` target label the test Prometheus gives both jobs.
+const CLUSTER: &str = "e2e";
 
 /// `application/x-www-form-urlencoded` encoding of one value.
 fn form_encode(s: &str) -> String {
@@ -73,8 +75,8 @@ fn prometheus_config(dir: &std::path::Path, agents: &[&Agent], analyzer: &str) -
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n\
          rule_files:\n{rules}\n\
          scrape_configs:\n\
-         \x20 - job_name: faultline-agent\n    static_configs:\n      - targets: [{}]\n\
-         \x20 - job_name: faultline-analyzer\n    authorization:\n      credentials: '{TOKEN}'\n    static_configs:\n      - targets: ['{}']\n",
+         \x20 - job_name: faultline-agent\n    static_configs:\n      - targets: [{}]\n        labels: {{cluster: {CLUSTER}}}\n\
+         \x20 - job_name: faultline-analyzer\n    authorization:\n      credentials: '{TOKEN}'\n    static_configs:\n      - targets: ['{}']\n        labels: {{cluster: {CLUSTER}}}\n",
         targets.join(", "),
         host(analyzer)
     );
@@ -184,9 +186,12 @@ fn dashboards_and_alerts_work_on_a_real_prometheus() {
     let mut failures: Vec<String> = Vec::new();
 
     // --- the dashboards' variables resolve to the nodes and job we run ---
-    let expect_var: BTreeMap<&str, &str> = [("node", FAULT_NODE), ("job", JOB)].into_iter().collect();
+    let expect_var: BTreeMap<&str, &str> =
+        [("node", FAULT_NODE), ("job", JOB), ("cluster", CLUSTER)].into_iter().collect();
     let mut vars: BTreeMap<&str, &str> = BTreeMap::new();
     vars.insert("datasource", "Prometheus");
+    // One cluster picked, as a person with many would: every panel must still find its series.
+    vars.insert("cluster", CLUSTER);
     vars.insert("node", FAULT_NODE);
     vars.insert("job", JOB);
     vars.insert("gpu", ".*");

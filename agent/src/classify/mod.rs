@@ -7,8 +7,6 @@
 //! bonding, netdev, PCIe AER/DPC, EDAC/MCE, the OOM killer, the block layer, NCCL, UCX/verbs). It
 //! never panics, whatever the bytes.
 
-use std::io::{BufRead, Write};
-
 use faultline_proto::Severity;
 use serde::Serialize;
 
@@ -112,29 +110,9 @@ pub fn to_json(c: &Classification) -> String {
     serde_json::to_string(&out).unwrap_or_else(|_| r#"{"class":"none"}"#.to_string())
 }
 
-/// `faultline-agent classify-log`: one JSON object per stdin line on stdout. Bytes that are not UTF-8
-/// are replaced, never fatal.
-pub fn classify_log_stdin() -> anyhow::Result<()> {
-    let stdin = std::io::stdin();
-    let mut input = stdin.lock();
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        let n = input.read_until(b'\n', &mut buf).map_err(|e| anyhow::anyhow!("reading stdin: {e}"))?;
-        if n == 0 {
-            break;
-        }
-        let line = String::from_utf8_lossy(&buf);
-        let line = line.trim_end_matches(['\n', '\r']);
-        writeln!(out, "{}", to_json(&classify(line))).map_err(|e| anyhow::anyhow!("writing stdout: {e}"))?;
-    }
-    out.flush().map_err(|e| anyhow::anyhow!("writing stdout: {e}"))?;
-    Ok(())
-}
-
+pub mod cli;
 mod fields;
+pub mod nccl;
 mod prefix;
 #[cfg(test)]
 mod tests;

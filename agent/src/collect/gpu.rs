@@ -209,6 +209,7 @@ fn poll_device(nvml: &Nvml, index: u32, memory: &NotSupportedMemory) -> GpuSampl
         s.mem_used_bytes = Some(m.used.min(m.total));
         s.mem_free_bytes = Some(m.free);
     }
+    s.mig = p.q("mig", || super::gpu_mig::instances(nvml, &dev)).flatten();
     s.temp_c = p.q("temperature", || dev.temperature(TemperatureSensor::Gpu)).map(f64::from);
     if let Some(vals) = p.q("memory_temperature", || dev.field_values_for(&[FieldId(FI_DEV_MEMORY_TEMP)])) {
         match vals.into_iter().next().map(|r| r.and_then(|f| f.value)) {
@@ -400,6 +401,8 @@ pub struct GpuCollector {
     /// Where `bus/pci/devices` is looked up for a GPU that answers with an error.
     sysfs: std::path::PathBuf,
     expected: ExpectedGpus,
+    /// The driver version NVML gave at start (`NodeReport.driver_version`).
+    driver: Option<String>,
 }
 
 impl GpuCollector {
@@ -417,7 +420,7 @@ impl GpuCollector {
                 return None;
             }
         };
-        let driver = nvml.sys_driver_version().unwrap_or_else(|_| "unknown".to_string());
+        let driver = nvml.sys_driver_version().ok().filter(|d| !d.is_empty());
         let system = match Worker::spawn(nvml.clone(), "nvml-system".to_string()) {
             Ok(w) => w,
             Err(e) => {
@@ -428,7 +431,7 @@ impl GpuCollector {
         let uuid_index: UuidIndex = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         super::gpu_events::spawn_event_thread(nvml.clone(), events.clone(), uuid_index.clone(), stop.clone());
-        tracing::info!(driver = %driver, "GPU collector on");
+        tracing::info!(driver = driver.as_deref().unwrap_or("unknown"), "GPU collector on");
         Some(GpuCollector {
             nvml,
             events,
@@ -443,6 +446,7 @@ impl GpuCollector {
             stop,
             sysfs: std::path::PathBuf::from("/sys"),
             expected: ExpectedGpus::new(None, None, false),
+            driver,
         })
     }
 
@@ -552,6 +556,7 @@ impl Collector for GpuCollector {
 
     fn collect(&mut self, report: &mut NodeReport) -> Result<(), CollectError> {
         let deadline = Instant::now() + self.deadline;
+        report.driver_version = self.driver.clone();
         let count = self.device_count(deadline);
         report.expected_gpus = self.expected.expected(count.as_ref().ok().copied());
         let count = match count {

@@ -2,11 +2,13 @@
 //! This file is the only place that lists them: `Registry::all` builds every collector the agent
 //! runs each cycle, and `spawn_watchers` starts the watchers that push events as they happen.
 
+pub mod addrs;
 pub mod ethtool;
 pub mod fabric;
 pub mod gpu;
 mod gpu_events;
 pub mod gpu_health;
+pub mod gpu_mig;
 pub mod gpu_nvlink_bytes;
 pub mod host;
 pub mod infiniband;
@@ -14,7 +16,9 @@ pub mod jobs;
 pub mod kmsg;
 pub mod kmsg_record;
 pub mod net;
+pub mod pod_resources;
 pub mod sched;
+pub mod trainlog;
 
 use std::collections::{BTreeMap, HashSet};
 use std::io;
@@ -256,6 +260,10 @@ impl Registry {
         r.push(Box::new(host::HostCollector::new(roots.clone())));
         r.push(Box::new(infiniband::InfinibandCollector::new(roots.sysfs.clone()).with_config(nics.clone())));
         r.push(Box::new(net::NetCollector::new(roots.sysfs.clone()).with_config(nics.clone(), roots.procfs.clone())));
+        // The host's own interfaces: only when reading the host's own sysfs.
+        if roots.sysfs == Path::new("/sys") {
+            r.push(Box::new(addrs::AddrCollector));
+        }
         r
     }
 
@@ -281,6 +289,12 @@ impl Registry {
             roots.procfs.clone(),
             shared.progress.clone(),
             sources.jobs.clone(),
+        )));
+        // After jobs: it reads this cycle's job list to find their logs.
+        reg.push(Box::new(trainlog::TrainLogCollector::new(
+            sources.jobs.logs.clone(),
+            sources.jobs.scheduler.clone(),
+            shared.events.clone(),
         )));
         reg
     }

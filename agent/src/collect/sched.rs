@@ -147,7 +147,7 @@ pub fn parse_sacct(out: &str, id: &str) -> Option<SchedStatus> {
 }
 
 /// Run a program with a deadline; its stdout when it exits 0.
-fn run(program: &std::path::Path, args: &[&str], timeout: Duration) -> Result<String, String> {
+pub(crate) fn run(program: &std::path::Path, args: &[&str], timeout: Duration) -> Result<String, String> {
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -295,7 +295,7 @@ pub fn combine_pods(states: &[SchedStatus]) -> Option<SchedStatus> {
     states.iter().find(|s| !s.state.is_ended()).copied()
 }
 
-fn fetch_pods(cfg: &SchedConfig, source: &str, timeout: Duration) -> Result<String, String> {
+pub(crate) fn fetch_pods(cfg: &SchedConfig, source: &str, timeout: Duration) -> Result<String, String> {
     if !(source.starts_with("http://") || source.starts_with("https://")) {
         return std::fs::read_to_string(source).map_err(|e| format!("{source}: {e}"));
     }

@@ -29,6 +29,7 @@ use prometheus_client::metrics::MetricType;
 
 use faultline_proto::THROTTLE_REASONS;
 
+use crate::collect::pod_resources::{Owner, Owners};
 use crate::export::Snapshot;
 use crate::export::xids::{XidTally, gpu_index_of};
 
@@ -45,12 +46,21 @@ pub struct GpuMetrics {
     snapshot: Snapshot,
     xids: XidTally,
     dcgm_compat: bool,
+    /// GPU and MIG UUID → Kubernetes pod, when the kubelet's pod-resources socket is read.
+    owners: Option<Owners>,
 }
 
 impl GpuMetrics {
     /// With the `DCGM_FI_*` families (`dcgm_compat` on); XID counts come from `xids`.
     pub fn new(snapshot: Snapshot, xids: XidTally) -> GpuMetrics {
-        GpuMetrics { snapshot, xids, dcgm_compat: true }
+        GpuMetrics { snapshot, xids, dcgm_compat: true, owners: None }
+    }
+
+    /// Label each GPU's series (each MIG instance's, under MIG) with the `pod`, `namespace` and
+    /// `container` it is allocated to, as dcgm-exporter does on Kubernetes.
+    pub fn with_pod_owners(mut self, owners: Owners) -> GpuMetrics {
+        self.owners = Some(owners);
+        self
     }
 
     /// `dcgm_compat`: whether the `DCGM_FI_*` families are exported (see the module doc).
@@ -74,7 +84,9 @@ impl Collector for GpuMetrics {
             return Ok(());
         }
         let xids = Xids::of(&self.xids);
-        encode_report(report, &xids, &mut Enc { inner: &mut encoder, dcgm_compat: self.dcgm_compat })
+        let owners =
+            self.owners.as_ref().map(|o| o.read().unwrap_or_else(|p| p.into_inner()).clone()).unwrap_or_default();
+        encode_report(report, &xids, &owners, &mut Enc { inner: &mut encoder, dcgm_compat: self.dcgm_compat })
     }
 }
 
@@ -96,15 +108,69 @@ impl Xids {
 
 type Labels = Vec<(&'static str, String)>;
 
-fn labels(host: &str, g: &GpuSample) -> Labels {
-    vec![
+/// `pod`, `namespace`, `container` of the pod holding device `uuid`, if any.
+fn owner_labels(owners: &BTreeMap<String, Owner>, uuid: &str) -> Labels {
+    match owners.get(uuid) {
+        Some(o) => vec![("pod", o.pod.clone()), ("namespace", o.namespace.clone()), ("container", o.container.clone())],
+        None => Vec::new(),
+    }
+}
+
+fn labels(host: &str, driver: Option<&str>, owners: &BTreeMap<String, Owner>, g: &GpuSample) -> Labels {
+    let mut l = vec![
         ("gpu", g.index.to_string()),
         ("UUID", g.uuid.clone()),
         ("pci_bus_id", g.pci_bus_id.clone().unwrap_or_default()),
         ("device", format!("nvidia{}", g.index)),
         ("modelName", g.name.clone()),
         ("Hostname", host.to_string()),
-    ]
+    ];
+    if let Some(d) = driver.filter(|d| !d.is_empty()) {
+        l.push(("DCGM_FI_DRIVER_VERSION", d.to_string()));
+    }
+    l.extend(owner_labels(owners, &g.uuid));
+    l
+}
+
+/// Framebuffer MiB of a GPU, or with MIG on, of each MIG instance (labelled `GPU_I_PROFILE` and
+/// `GPU_I_ID`, as dcgm-exporter does): memory is divided between instances, so the whole-GPU value
+/// is not exported beside them (a sum over the family would count it twice).
+fn framebuffer(l: &Labels, g: &GpuSample, which: Fb, owners: &BTreeMap<String, Owner>) -> Vec<(Labels, f64)> {
+    let mib = |b: Option<u64>| b.map(|b| (b as f64 / MIB).round());
+    match g.mig.as_deref() {
+        Some(instances) if !instances.is_empty() => instances
+            .iter()
+            .filter_map(|m| {
+                let free = m.mem_total_bytes.zip(m.mem_used_bytes).map(|(t, u)| t.saturating_sub(u));
+                let v = mib(match which {
+                    Fb::Used => m.mem_used_bytes,
+                    Fb::Free => free,
+                    Fb::Total => m.mem_total_bytes,
+                })?;
+                let mut extra = vec![("GPU_I_PROFILE", m.profile.clone()), ("GPU_I_ID", m.gpu_instance_id.to_string())];
+                // A MIG device is allocated on its own: its pod, unless the whole GPU is one pod's.
+                if !l.iter().any(|(k, _)| *k == "pod") {
+                    extra.extend(owner_labels(owners, &m.uuid));
+                }
+                Some((with(l, &extra), v))
+            })
+            .collect(),
+        _ => mib(match which {
+            Fb::Used => g.mem_used_bytes,
+            Fb::Free => g.mem_free_bytes,
+            Fb::Total => g.mem_total_bytes,
+        })
+        .map(|v| (l.clone(), v))
+        .into_iter()
+        .collect(),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Fb {
+    Used,
+    Free,
+    Total,
 }
 
 fn with(base: &Labels, extra: &[(&'static str, String)]) -> Labels {
@@ -152,9 +218,15 @@ fn per_gpu(
     family(enc, name, help, kind, gpus, |l, g| value(g).map(|v| (l.clone(), v)).into_iter().collect())
 }
 
-fn encode_report(report: &NodeReport, xids: &Xids, enc: &mut Enc<'_, '_>) -> std::fmt::Result {
+fn encode_report(
+    report: &NodeReport,
+    xids: &Xids,
+    owners: &BTreeMap<String, Owner>,
+    enc: &mut Enc<'_, '_>,
+) -> std::fmt::Result {
     let host = report.node.as_str();
-    let gpus: Vec<(Labels, &GpuSample)> = report.gpus.iter().map(|g| (labels(host, g), g)).collect();
+    let driver = report.driver_version.as_deref();
+    let gpus: Vec<(Labels, &GpuSample)> = report.gpus.iter().map(|g| (labels(host, driver, owners, g), g)).collect();
     let ok: Vec<(Labels, &GpuSample)> = gpus.iter().filter(|(_, g)| g.state == GpuState::Ok).cloned().collect();
     let g_ = MetricType::Gauge;
     // DCGM counters without `_total`: see the module doc.
@@ -162,14 +234,14 @@ fn encode_report(report: &NodeReport, xids: &Xids, enc: &mut Enc<'_, '_>) -> std
 
     per_gpu(enc, "DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", g_, &ok, |g| g.util_gpu_pct)?;
     per_gpu(enc, "DCGM_FI_DEV_MEM_COPY_UTIL", "Memory utilization (in %).", g_, &ok, |g| g.util_mem_pct)?;
-    per_gpu(enc, "DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).", g_, &ok, |g| {
-        g.mem_used_bytes.map(|b| (b as f64 / MIB).round())
+    family(enc, "DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).", g_, &ok, |l, g| {
+        framebuffer(l, g, Fb::Used, owners)
     })?;
-    per_gpu(enc, "DCGM_FI_DEV_FB_FREE", "Framebuffer memory free (in MiB).", g_, &ok, |g| {
-        g.mem_free_bytes.map(|b| (b as f64 / MIB).round())
+    family(enc, "DCGM_FI_DEV_FB_FREE", "Framebuffer memory free (in MiB).", g_, &ok, |l, g| {
+        framebuffer(l, g, Fb::Free, owners)
     })?;
-    per_gpu(enc, "DCGM_FI_DEV_FB_TOTAL", "Framebuffer memory total (in MiB).", g_, &ok, |g| {
-        g.mem_total_bytes.map(|b| (b as f64 / MIB).round())
+    family(enc, "DCGM_FI_DEV_FB_TOTAL", "Framebuffer memory total (in MiB).", g_, &ok, |l, g| {
+        framebuffer(l, g, Fb::Total, owners)
     })?;
     per_gpu(enc, "DCGM_FI_DEV_GPU_TEMP", "GPU temperature (in C).", g_, &ok, |g| g.temp_c)?;
     per_gpu(enc, "DCGM_FI_DEV_MEMORY_TEMP", "Memory temperature (in C).", g_, &ok, |g| g.mem_temp_c)?;
@@ -531,6 +603,83 @@ mod tests {
             n += 1;
         }
         assert!(n >= 25, "only {n} DCGM families exported");
+    }
+
+    #[test]
+    fn driver_version_on_every_gpu_series_and_mig_instances_split_the_framebuffer() {
+        let mut r = report();
+        r.driver_version = Some("550.54.15".into());
+        r.gpus[0].mig = Some(vec![
+            faultline_proto::MigInstance {
+                gpu_instance_id: 7,
+                profile: "1g.10gb".into(),
+                mem_total_bytes: Some(10 << 30),
+                mem_used_bytes: Some(1 << 30),
+                ..Default::default()
+            },
+            faultline_proto::MigInstance {
+                gpu_instance_id: 1,
+                profile: "3g.40gb".into(),
+                mem_total_bytes: Some(40 << 30),
+                mem_used_bytes: Some(0),
+                ..Default::default()
+            },
+        ]);
+        let snap: Snapshot = std::sync::Arc::new(std::sync::RwLock::new(Some(r)));
+        let mut reg = Registry::default();
+        reg.register_collector(Box::new(GpuMetrics::new(snap, XidTally::from(faultline_proto::EventSource::Kmsg))));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
+        let l0 = r#"gpu="0",UUID="GPU-a",pci_bus_id="00000000:18:00.0",device="nvidia0",modelName="NVIDIA H100 80GB HBM3",Hostname="node-7",DCGM_FI_DRIVER_VERSION="550.54.15""#;
+        for want in [
+            format!("DCGM_FI_DEV_GPU_TEMP{{{l0}}} 71.0"),
+            format!("faultline_gpu_lost{{{l0}}} 0.0"),
+            format!("DCGM_FI_DEV_FB_USED{{{l0},GPU_I_PROFILE=\"1g.10gb\",GPU_I_ID=\"7\"}} 1024.0"),
+            format!("DCGM_FI_DEV_FB_FREE{{{l0},GPU_I_PROFILE=\"1g.10gb\",GPU_I_ID=\"7\"}} 9216.0"),
+            format!("DCGM_FI_DEV_FB_TOTAL{{{l0},GPU_I_PROFILE=\"3g.40gb\",GPU_I_ID=\"1\"}} 40960.0"),
+        ] {
+            assert!(out.contains(&want), "missing {want}\n{out}");
+        }
+        assert!(
+            !out.contains(&format!("DCGM_FI_DEV_FB_USED{{{l0}}}")),
+            "no whole-GPU framebuffer beside MIG instances"
+        );
+        assert!(out.contains(r#"faultline_gpu_lost{gpu="1",UUID="GPU-b",pci_bus_id="00000000:2A:00.0",device="nvidia1",modelName="NVIDIA H100 80GB HBM3",Hostname="node-7",DCGM_FI_DRIVER_VERSION="550.54.15"}"#), "{out}");
+    }
+
+    #[test]
+    fn pods_holding_a_gpu_or_a_mig_device_label_its_series() {
+        use crate::collect::pod_resources::Owner;
+        let mut r = report();
+        r.gpus[1].state = faultline_proto::GpuState::Ok;
+        r.gpus[1].mig = Some(vec![faultline_proto::MigInstance {
+            gpu_instance_id: 3,
+            profile: "1g.10gb".into(),
+            uuid: "MIG-x".into(),
+            mem_total_bytes: Some(10 << 30),
+            mem_used_bytes: Some(0),
+            ..Default::default()
+        }]);
+        let owner = |pod: &str| Owner { pod: pod.into(), namespace: "research".into(), container: "trainer".into() };
+        let owners = crate::collect::pod_resources::Owners::default();
+        owners.write().unwrap().extend([("GPU-a".to_string(), owner("train-0")), ("MIG-x".to_string(), owner("nb-1"))]);
+        let snap: Snapshot = std::sync::Arc::new(std::sync::RwLock::new(Some(r)));
+        let mut reg = Registry::default();
+        let m = GpuMetrics::new(snap, XidTally::from(faultline_proto::EventSource::Kmsg)).with_pod_owners(owners);
+        reg.register_collector(Box::new(m));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
+        assert!(
+            out.contains(r#"DCGM_FI_DEV_GPU_TEMP{gpu="0",UUID="GPU-a",pci_bus_id="00000000:18:00.0",device="nvidia0",modelName="NVIDIA H100 80GB HBM3",Hostname="node-7",pod="train-0",namespace="research",container="trainer"}"#),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                r#"GPU_I_PROFILE="1g.10gb",GPU_I_ID="3",pod="nb-1",namespace="research",container="trainer"} 0.0"#
+            ),
+            "{out}"
+        );
+        assert!(!out.contains(r#"UUID="GPU-b",pci_bus_id="00000000:2A:00.0",device="nvidia1",modelName="NVIDIA H100 80GB HBM3",Hostname="node-7",pod"#), "GPU-b is no pod's as a whole");
     }
 
     #[test]

@@ -4,6 +4,7 @@ pub mod gpu_metrics;
 pub mod job_metrics;
 pub mod metrics;
 pub mod otlp;
+pub mod otlp_points;
 pub mod push;
 pub mod spool;
 pub mod xids;

@@ -24,10 +24,10 @@ use tokio::time::Instant;
 use crate::export::AgentStats;
 use crate::export::spool::Spool;
 
-/// First retry delay after a failed push.
+/// First retry delay after a failed push (before jitter, which adds up to as much again).
 pub const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
-/// Retry delay cap: an analyzer back from a restart hears from every agent within this long, and a
-/// thousand agents retrying do not hammer it.
+/// Retry delay cap, jitter included: an analyzer back from a restart hears from every agent within
+/// this long, and a thousand agents retrying do not hammer it.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// One HTTP request's deadline. A report is small; an analyzer that needs longer is treated as down.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -248,9 +248,18 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// Next retry delay: doubled, capped with `min`.
-pub fn next_backoff(cur: Duration) -> Duration {
-    (cur * 2).min(MAX_BACKOFF)
+/// Retry delays after consecutive failures: doubling from `INITIAL_BACKOFF`, each with a random
+/// jitter of up to its own length, the doubling capped at half of `MAX_BACKOFF` so that no delay
+/// exceeds it. The jitter spreads agents that failed together (an analyzer restart) instead of having
+/// them retry in lockstep. `backon`'s exponential backoff, used as a plain iterator of delays.
+pub fn retry_delays() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::new()
+        .with_jitter()
+        .with_min_delay(INITIAL_BACKOFF)
+        .with_max_delay(MAX_BACKOFF / 2)
+        .without_max_times()
+        .build()
 }
 
 /// Reports kept in memory when the spool cannot take them (disk full with nothing older to drop).
@@ -271,7 +280,7 @@ pub struct Pusher {
     unspooled: std::collections::BTreeMap<u64, Vec<u8>>,
     /// When set, the analyzer failed and no push is tried before this instant.
     retry_at: Option<Instant>,
-    backoff: Duration,
+    backoff: backon::ExponentialBackoff,
     /// The analyzer failed (not just rate-limited) since the last accepted push: log once each way.
     unreachable: bool,
     /// The analyzer holds reports back (auth or URL problem): the status, logged on each change.
@@ -294,7 +303,7 @@ impl Pusher {
             stats,
             unspooled: Default::default(),
             retry_at: None,
-            backoff: INITIAL_BACKOFF,
+            backoff: retry_delays(),
             unreachable: false,
             held: None,
         };
@@ -366,8 +375,7 @@ impl Pusher {
                 "analyzer unreachable; spooling reports until it is back"
             );
         }
-        self.retry_at = Some(Instant::now() + self.backoff);
-        self.backoff = next_backoff(self.backoff);
+        self.retry_at = Some(Instant::now() + self.backoff.next().unwrap_or(MAX_BACKOFF));
     }
 
     /// The analyzer rate-limits this node: wait as asked, without counting the analyzer as down.
@@ -405,8 +413,7 @@ impl Pusher {
                 "REPORTS HELD: the analyzer refuses them for a reason that is not in the reports; they stay spooled and are retried. {hint}"
             );
         }
-        self.retry_at = Some(Instant::now() + self.backoff);
-        self.backoff = next_backoff(self.backoff);
+        self.retry_at = Some(Instant::now() + self.backoff.next().unwrap_or(MAX_BACKOFF));
     }
 
     fn refused(&mut self, seq: u64, status: u16, message: &str) {
@@ -431,7 +438,7 @@ impl Pusher {
         }
         self.unreachable = false;
         self.retry_at = None;
-        self.backoff = INITIAL_BACKOFF;
+        self.backoff = retry_delays();
     }
 
     /// Spool everything already waiting on the channel. Returns true when the last report was
@@ -561,13 +568,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_and_is_capped() {
-        let mut d = INITIAL_BACKOFF;
-        for _ in 0..20 {
-            d = next_backoff(d);
+    fn retry_delays_double_with_jitter_and_stay_under_the_cap() {
+        let a: Vec<Duration> = retry_delays().take(20).collect();
+        let mut base = INITIAL_BACKOFF;
+        for d in &a {
+            assert!(*d >= base && *d < base * 2 + Duration::from_millis(1), "{d:?} outside [{base:?}, 2×{base:?})");
+            assert!(*d <= MAX_BACKOFF, "{d:?} over the cap");
+            base = (base * 2).min(MAX_BACKOFF / 2);
         }
-        assert_eq!(d, MAX_BACKOFF);
-        assert_eq!(next_backoff(Duration::from_secs(1)), Duration::from_secs(2));
+        assert!(a[19] >= MAX_BACKOFF / 2, "the delay reaches the cap's range: {a:?}");
+        // Two agents failing together do not retry together.
+        let b: Vec<Duration> = retry_delays().take(20).collect();
+        assert_ne!(a, b, "no jitter");
     }
 
     #[test]

@@ -23,11 +23,18 @@ pub const HANG_GPU_BUSY_PCT: f64 = 80.0;
 pub struct HangRules {
     pub quiet_ms: i64,
     pub warmup_ms: i64,
+    /// How long a job may go without a step while something says it pauses (see
+    /// `job::DEFAULT_PAUSE_MAX_MS`).
+    pub pause_max_ms: i64,
 }
 
 impl Default for HangRules {
     fn default() -> Self {
-        Self { quiet_ms: DEFAULT_QUIET_MS, warmup_ms: DEFAULT_WARMUP_MS }
+        Self {
+            quiet_ms: DEFAULT_QUIET_MS,
+            warmup_ms: DEFAULT_WARMUP_MS,
+            pause_max_ms: super::job::DEFAULT_PAUSE_MAX_MS,
+        }
     }
 }
 

@@ -25,8 +25,15 @@ pub const STALL_STEPS: f64 = 5.0;
 /// …and at least this long: 20 s is well past the "few seconds" checkpoint pauses of the catalog and
 /// two report intervals, so one late report cannot fake a stall.
 pub const STALL_MIN_MS: i64 = 20_000;
-/// A rank that says it is checkpointing may pause this long before it counts as stalled.
-pub const CHECKPOINT_MAX_MS: i64 = 300_000;
+/// Default pause allowance: a job that says it checkpoints or evaluates, or whose writes, traffic or
+/// lone busy GPU say it is doing something other than waiting in a collective, may go this long
+/// without a step. It is PyTorch's NCCL watchdog default (`TORCH_NCCL_TIMEOUT`, 10 min): a collective
+/// really stuck that long is killed by the watchdog anyway, while evaluation passes and checkpoints
+/// of large models run for minutes. Operators set it with `job_pause_max_s`.
+pub const DEFAULT_PAUSE_MAX_MS: i64 = 600_000;
+/// A job that already came back from a longer pause on its own may pause half as long again: its
+/// own evaluation or checkpoint length, learned, with room for the variation between passes.
+pub const PAUSE_LEARNED_FACTOR: f64 = 1.5;
 /// A rank whose compute time is this much above the job median is a straggler candidate (the catalog's
 /// slow GPU is 15–25% slower; jitter is ±2%).
 pub const STRAGGLER_REL: f64 = 0.10;
@@ -68,6 +75,13 @@ fn lone_rank_computing(job: &JobState, r: &crate::state::RankState, nodes: &BTre
         .iter()
         .filter_map(|g| n.gpus.get(g))
         .all(|g| g.points.back().and_then(|p| p.util).is_some_and(|u| u >= super::hang::HANG_GPU_BUSY_PCT))
+}
+
+/// How long `job` may go without a step while something says it is pausing: the configured
+/// allowance, or more for a job whose own pauses were longer.
+pub fn pause_allowance_ms(job: &JobState, rules: &HangRules) -> i64 {
+    let learned = job.ranks.values().map(|r| r.longest_pause_ms).max().unwrap_or(0);
+    rules.pause_max_ms.max((learned as f64 * PAUSE_LEARNED_FACTOR) as i64)
 }
 
 /// Learn the job's healthy step time: an average that moves only while the job is not slow.
@@ -224,6 +238,7 @@ pub fn check(job: &JobState, nodes: &BTreeMap<String, NodeState>, rules: &HangRu
     let thr = ((STALL_STEPS * step) as i64).max(STALL_MIN_MS);
     let alive: Vec<_> = job.ranks.values().filter(|r| r.alive()).collect();
     let with_progress: Vec<_> = alive.iter().filter(|r| r.last_progress_ms.is_some()).collect();
+    let pause_max = pause_allowance_ms(job, rules);
     let stalled = |r: &&&crate::state::RankState| {
         let lp = r.last_progress_ms.unwrap_or(now);
         // A checkpoint or an evaluation pauses steps for minutes; so do writes under way.
@@ -234,7 +249,7 @@ pub fn check(job: &JobState, nodes: &BTreeMap<String, NodeState>, rules: &HangRu
             || lone_rank_computing(job, r, nodes)
             // A rank that never timed a step is still compiling or setting NCCL up (minutes).
             || (r.step_times.is_empty() && now - job.first_seen_ms < rules.warmup_ms);
-        let limit = if pausing { CHECKPOINT_MAX_MS } else { thr };
+        let limit = if pausing { pause_max } else { thr };
         now - lp >= limit
     };
     if !with_progress.is_empty() && with_progress.iter().all(stalled) {
@@ -539,6 +554,32 @@ mod tests {
             x.io = Default::default();
         }
         check_case("stalled, not writing", job(r), &[(K::JobStalled, 1.0)]);
+    }
+
+    #[test]
+    fn a_declared_pause_holds_for_the_allowance_and_a_longer_one_the_job_came_back_from() {
+        let evaluating = |since_ms: i64, longest_pause_ms: i64| {
+            let mut r = healthy(8);
+            for x in &mut r {
+                x.last_progress_ms = Some(NOW - since_ms);
+                x.status = ProgressStatus::Evaluating;
+                x.longest_pause_ms = longest_pause_ms;
+            }
+            job(r)
+        };
+        // Evaluation passes of large models run for minutes: a few seconds past five is no hang.
+        check_case("evaluating 303 s", evaluating(303_000, 0), &[]);
+        check_case("evaluating under the allowance", evaluating(DEFAULT_PAUSE_MAX_MS - 1000, 0), &[]);
+        check_case("evaluating past the allowance", evaluating(DEFAULT_PAUSE_MAX_MS, 0), &[(K::JobStalled, 1.0)]);
+        // This job's own passes take 12 minutes: it gets half as long again.
+        let learned = 720_000;
+        let allowance = (learned as f64 * PAUSE_LEARNED_FACTOR) as i64;
+        assert_eq!(pause_allowance_ms(&evaluating(0, learned), &HangRules::default()), allowance);
+        check_case("as long as its own passes", evaluating(learned + 60_000, learned), &[]);
+        check_case("past its learned allowance", evaluating(allowance, learned), &[(K::JobStalled, 1.0)]);
+        // The operator's allowance holds when it is the larger.
+        let rules = HangRules { pause_max_ms: 3_600_000, ..HangRules::default() };
+        assert_eq!(pause_allowance_ms(&evaluating(0, learned), &rules), 3_600_000);
     }
 
     #[test]

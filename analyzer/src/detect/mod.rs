@@ -6,6 +6,7 @@ pub mod gpu;
 pub mod hang;
 pub mod host;
 pub mod job;
+pub mod nccl;
 pub mod nic;
 pub mod sdc;
 
@@ -68,6 +69,13 @@ pub enum SymptomKind {
     PcieAer,
     HungTask,
     SdcSuspect,
+    // collective-communication evidence from training logs (`nccl`)
+    /// The element most failing edges between ranks share.
+    CommErrors,
+    /// One end of a lone failing edge: either end may be at fault.
+    CommEdgeSuspect,
+    /// The rank whose collective sequence number lags its group's.
+    CollectiveLaggard,
 }
 
 impl SymptomKind {
@@ -113,6 +121,9 @@ impl SymptomKind {
             PcieAer => "pcie_aer",
             HungTask => "hung_task",
             SdcSuspect => "sdc_suspect",
+            CommErrors => "collective_comm_errors",
+            CommEdgeSuspect => "collective_edge_suspect",
+            CollectiveLaggard => "collective_laggard",
         }
     }
 
@@ -147,6 +158,8 @@ impl SymptomKind {
                 | PcieAer
                 | HungTask
                 | SdcSuspect
+                | CommEdgeSuspect
+                | CollectiveLaggard
         )
     }
 }

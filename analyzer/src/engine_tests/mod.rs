@@ -224,6 +224,7 @@ impl World {
             dropped: Default::default(),
             collector_errors: Default::default(),
             expected_gpus: None,
+            driver_version: None,
         };
         for m in &self.mutators {
             m(&mut r, t);
@@ -339,5 +340,6 @@ fn case(warm_s: i64, run_s: i64, fault: impl FnOnce(&mut World)) -> (World, i64)
 }
 
 mod catalog;
+mod nccl;
 mod real;
 mod scale;

@@ -94,6 +94,7 @@ fn big_report(n: usize, seq: u64, t: i64) -> NodeReport {
         dropped: Default::default(),
         collector_errors: Default::default(),
         expected_gpus: None,
+        driver_version: None,
     }
 }
 
@@ -171,6 +172,7 @@ fn heartbeat_report(node: &str, seq: u64, t: i64) -> NodeReport {
         dropped: Default::default(),
         collector_errors: Default::default(),
         expected_gpus: None,
+        driver_version: None,
     }
 }
 

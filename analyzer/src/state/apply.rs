@@ -4,6 +4,9 @@
 use super::*;
 
 pub(super) fn apply_event(node: &mut NodeState, e: &faultline_proto::Event) {
+    if let Some(c) = &e.collective {
+        crate::detect::nccl::record(node, e, c); // collective evidence (detect/nccl.rs)
+    }
     let ev = StoredEvent {
         ts: e.ts_ms,
         source: e.source,
@@ -277,6 +280,7 @@ fn clock_shares(st: &mut GpuState, now: &BTreeMap<String, u64>, ts: i64) -> (Opt
 }
 
 pub(super) fn apply_nics(node: &mut NodeState, nics: &[NicSample], ts: i64) {
+    crate::detect::nccl::record_addrs(node, nics); // addresses for peer lookup (detect/nccl.rs)
     for n in nics {
         let st = node.nics.entry(n.name.clone()).or_default();
         st.fabric = n.is_fabric();
@@ -446,6 +450,13 @@ pub(super) fn apply_job(jobs: &mut BTreeMap<String, JobState>, host: &str, j: &J
                 }
             }
             rs.reports_loss = p.loss.is_some() || p.nonfinite_loss;
+            // A pause the job came back from by itself (no hang was called on it) is its own pause
+            // length: later pauses as long are no hang.
+            if let Some(prev) = rs.last_progress_ms.filter(|_| job.hung_since.is_none())
+                && rs.step.is_some_and(|s| p.step > s)
+            {
+                rs.longest_pause_ms = rs.longest_pause_ms.max(p.last_progress_ms - prev);
+            }
             rs.step = Some(p.step);
             rs.last_progress_ms = Some(p.last_progress_ms);
             rs.status = p.status;
@@ -478,6 +489,34 @@ mod tests {
         assert_eq!(gpu_by_pci(&n, "0000:3b:00"), Some(3));
         assert_eq!(gpu_by_pci(&n, "0000:3b:00.0"), Some(3));
         assert_eq!(gpu_by_pci(&n, "0000:5e:00"), None);
+    }
+
+    /// A job learns its own pause length from the gaps between steps it came back from by itself,
+    /// not from a gap it was declared hung in.
+    #[test]
+    fn a_job_learns_the_pauses_it_came_back_from() {
+        use faultline_proto::{Progress, RankSample};
+        let post = |step: u64, at: i64| JobSample {
+            job_id: "j".into(),
+            ranks: vec![RankSample {
+                rank: 0,
+                progress: Some(Progress { step, last_progress_ms: at, ..Default::default() }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut jobs = BTreeMap::new();
+        for (step, at) in [(1, 10_000), (2, 12_000), (2, 12_000), (3, 412_000), (4, 414_000)] {
+            apply_job(&mut jobs, "a", &post(step, at), at + 500, 10_000);
+        }
+        assert_eq!(jobs["j"].ranks[&0].longest_pause_ms, 400_000);
+        jobs.get_mut("j").unwrap().hung_since = Some(414_000);
+        apply_job(&mut jobs, "a", &post(5, 1_414_000), 1_414_500, 10_000);
+        assert_eq!(jobs["j"].ranks[&0].longest_pause_ms, 400_000, "a hang that ended is no pause");
+        // A restart counts steps from 0 again: no gap to learn.
+        jobs.get_mut("j").unwrap().hung_since = None;
+        apply_job(&mut jobs, "a", &post(0, 3_000_000), 3_000_500, 10_000);
+        assert_eq!(jobs["j"].ranks[&0].longest_pause_ms, 400_000);
     }
 
     /// A RoCE port whose 32-bit `port_xmit_wait` sits at its maximum still gives its ECN/CNP marks;

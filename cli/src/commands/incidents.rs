@@ -43,7 +43,8 @@ pub fn parse_since(s: &str, now: f64) -> anyhow::Result<f64> {
     if let Ok(d) = humantime::parse_duration(t) {
         return Ok(now - d.as_secs_f64());
     }
-    faultline_analyzer::api::parse_since(t).ok_or_else(|| {
+    let unix = t.parse::<f64>().ok().filter(|v| v.is_finite());
+    unix.or_else(|| faultline_proto::parse_rfc3339(t)).ok_or_else(|| {
         anyhow::anyhow!(
             "--since {s:?} is neither a duration (30m, 2h, 7d), an RFC 3339 time (2024-05-01T12:00:00Z) nor Unix seconds"
         )

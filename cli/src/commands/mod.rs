@@ -52,6 +52,16 @@ pub struct ConnArgs {
     /// Bearer token for the analyzer API [env: FAULTLINE_TOKEN] [config: token]
     #[arg(long, global = true, value_name = "TOKEN", help_heading = "Connection")]
     pub token: Option<String>,
+    /// File holding the bearer token (instead of --token, which shows in `ps`), e.g. a mounted secret
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "FAULTLINE_TOKEN_FILE",
+        hide_env_values = true,
+        help_heading = "Connection"
+    )]
+    pub token_file: Option<std::path::PathBuf>,
     /// PEM file of the CA that signed the analyzer's TLS certificate (e.g. from `faultline-analyzer
     /// cert init`), trusted instead of the system's CAs
     #[arg(
@@ -63,6 +73,37 @@ pub struct ConnArgs {
         help_heading = "Connection"
     )]
     pub ca_cert: Option<std::path::PathBuf>,
+}
+
+/// Longest `--token-file` read: tokens are tens of bytes; 64 KiB is far beyond any.
+const TOKEN_FILE_MAX_BYTES: u64 = 64 * 1024;
+
+impl ConnArgs {
+    /// The token given on the command line: `--token`, or the trimmed contents of `--token-file`
+    /// (giving both is an error). `None`: neither, so the environment or the config file decides.
+    pub fn flag_token(&self) -> anyhow::Result<Option<String>> {
+        match (&self.token, &self.token_file) {
+            (Some(_), Some(_)) => anyhow::bail!("give --token or --token-file, not both"),
+            (Some(t), None) => Ok(Some(t.clone())),
+            (None, Some(p)) => {
+                use std::io::Read;
+                // A token is short; a limit keeps `--token-file /dev/zero` from reading forever.
+                let mut t = String::new();
+                std::fs::File::open(p)
+                    .and_then(|f| f.take(TOKEN_FILE_MAX_BYTES).read_to_string(&mut t))
+                    .map_err(|e| anyhow::anyhow!("cannot read --token-file {}: {e}", p.display()))?;
+                anyhow::ensure!(
+                    (t.len() as u64) < TOKEN_FILE_MAX_BYTES,
+                    "--token-file {} is not a token (over {TOKEN_FILE_MAX_BYTES} bytes)",
+                    p.display()
+                );
+                let t = t.trim();
+                anyhow::ensure!(!t.is_empty(), "--token-file {} is empty", p.display());
+                Ok(Some(t.to_string()))
+            }
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 /// The diagnosis subcommands; `main.rs` flattens them into the top-level command.
@@ -146,7 +187,7 @@ pub fn run(conn: &ConnArgs, cmd: Command) -> ExitCode {
 pub struct Reported;
 
 fn run_inner(conn: &ConnArgs, cmd: Command) -> anyhow::Result<(Verdict, bool)> {
-    let settings = config::from_env(conn.analyzer.as_deref(), conn.token.as_deref())?;
+    let settings = config::from_env(conn.analyzer.as_deref(), conn.flag_token()?.as_deref())?;
     let ctx = Ctx {
         client: Client::new(&settings.analyzer, settings.token, conn.ca_cert.as_deref())?,
         style: Style::detect(),
@@ -196,4 +237,32 @@ pub fn not_found(e: ClientError, what: &str, hint: &str) -> anyhow::Error {
 /// Unix seconds now (the CLI's own clock, only for "5m ago" and `--since 2h`).
 pub fn now_s() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(token: Option<&str>, file: Option<&std::path::Path>) -> ConnArgs {
+        ConnArgs { analyzer: None, token: token.map(Into::into), token_file: file.map(Into::into), ca_cert: None }
+    }
+
+    #[test]
+    fn token_file_is_read_trimmed_and_exclusive_with_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("token");
+        std::fs::write(&f, "s3cret\n").unwrap();
+        assert_eq!(conn(None, Some(&f)).flag_token().unwrap().as_deref(), Some("s3cret"));
+        assert_eq!(conn(Some("t"), None).flag_token().unwrap().as_deref(), Some("t"));
+        assert_eq!(conn(None, None).flag_token().unwrap(), None);
+        assert!(conn(Some("t"), Some(&f)).flag_token().unwrap_err().to_string().contains("not both"));
+        std::fs::write(&f, "  \n").unwrap();
+        assert!(conn(None, Some(&f)).flag_token().unwrap_err().to_string().contains("empty"));
+        let missing = dir.path().join("nope");
+        assert!(conn(None, Some(&missing)).flag_token().unwrap_err().to_string().contains("cannot read"));
+        let zero = std::path::Path::new("/dev/zero");
+        if zero.exists() {
+            assert!(conn(None, Some(zero)).flag_token().is_err(), "an endless file is refused, not read forever");
+        }
+    }
 }

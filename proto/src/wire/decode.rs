@@ -95,6 +95,7 @@ pub(super) fn from_wire(w: Report) -> Result<NodeReport, ReportError> {
                     })
                 })
                 .collect::<Result<_, ReportError>>()?,
+            addrs: t.all(&h.addrs, &|| "host.addrs".to_string())?,
         }),
     };
     let gpus = w.gpus.iter().enumerate().map(|(i, g)| gpu_from_wire(g, i, &t)).collect::<Result<_, _>>()?;
@@ -123,6 +124,7 @@ pub(super) fn from_wire(w: Report) -> Result<NodeReport, ReportError> {
                 counters: t.map(&n.counter_keys, &n.counter_values, &p("counters"))?,
                 fabric: n.fabric,
                 saturated: t.all(&n.saturated, &p("saturated"))?,
+                addrs: t.all(&n.addrs, &p("addrs"))?,
             })
         })
         .collect::<Result<_, ReportError>>()?;
@@ -216,6 +218,32 @@ pub(super) fn from_wire(w: Report) -> Result<NodeReport, ReportError> {
                 pid: e.pid,
                 count: e.count,
                 message: t.get(e.message, &p("message"))?,
+                collective: e
+                    .collective
+                    .as_ref()
+                    .map(|c| -> Result<crate::CollectiveInfo, ReportError> {
+                        let q = |k: &'static str| move || format!("events[{i}].collective.{k}");
+                        Ok(crate::CollectiveInfo {
+                            kind: t.opt(c.kind, &q("kind"))?,
+                            job: t.opt(c.job, &q("job"))?,
+                            rank: c.rank,
+                            local_rank: c.local_rank,
+                            device: c.device,
+                            hostname: t.opt(c.hostname, &q("hostname"))?,
+                            peer: t.opt(c.peer, &q("peer"))?,
+                            peer_port: c.peer_port,
+                            local_addr: t.opt(c.local_addr, &q("local_addr"))?,
+                            remote_addr: t.opt(c.remote_addr, &q("remote_addr"))?,
+                            hca: t.opt(c.hca, &q("hca"))?,
+                            seq: c.seq,
+                            op: t.opt(c.op, &q("op"))?,
+                            timeout_ms: c.timeout_ms,
+                            last_completed: c.last_completed,
+                            error: t.opt(c.error, &q("error"))?,
+                            pg: t.opt(c.pg, &q("pg"))?,
+                        })
+                    })
+                    .transpose()?,
             })
         })
         .collect::<Result<_, ReportError>>()?;
@@ -237,6 +265,7 @@ pub(super) fn from_wire(w: Report) -> Result<NodeReport, ReportError> {
         dropped: Dropped { reports: w.dropped_reports, events: w.dropped_events, progress: w.dropped_progress },
         collector_errors: t.map(&w.collector_error_keys, &w.collector_error_values, &f("collector_errors"))?,
         expected_gpus: w.expected_gpus,
+        driver_version: t.opt(w.driver_version, &f("driver_version"))?,
     })
 }
 
@@ -326,5 +355,23 @@ fn gpu_from_wire(g: &Gpu, i: usize, t: &Table<'_>) -> Result<GpuSample, ReportEr
         clock_event_ns: t.map(&g.clock_event_keys, &g.clock_event_values, &p("clock_event_ns"))?,
         nvml_error: t.opt(g.nvml_error, &p("nvml_error"))?,
         pci_present: g.pci_present,
+        mig: match g.mig_on {
+            Some(true) => Some(
+                g.mig
+                    .iter()
+                    .map(|m| {
+                        Ok(MigInstance {
+                            gpu_instance_id: m.gpu_instance_id,
+                            compute_instance_id: m.compute_instance_id,
+                            profile: t.get(m.profile, &p("mig.profile"))?,
+                            uuid: t.get(m.uuid, &p("mig.uuid"))?,
+                            mem_total_bytes: m.mem_total_bytes,
+                            mem_used_bytes: m.mem_used_bytes,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, ReportError>>()?,
+            ),
+            _ => None,
+        },
     })
 }

@@ -214,6 +214,7 @@ pub(super) fn to_wire(r: &NodeReport) -> Report {
             .iter()
             .map(|t| Temp { name: s.put(&t.name), celsius: t.celsius, crit_celsius: t.crit_celsius })
             .collect(),
+        addrs: s.all(&h.addrs),
     });
     let gpus = r.gpus.iter().map(|g| gpu_to_wire(g, &mut s)).collect();
     let nics = r
@@ -241,6 +242,7 @@ pub(super) fn to_wire(r: &NodeReport) -> Report {
                 counter_values,
                 fabric: n.fabric,
                 saturated: s.all(&n.saturated),
+                addrs: s.all(&n.addrs),
             }
         })
         .collect();
@@ -311,6 +313,25 @@ pub(super) fn to_wire(r: &NodeReport) -> Report {
             pid: e.pid,
             count: e.count,
             message: s.put(&e.message),
+            collective: e.collective.as_ref().map(|c| WireCollective {
+                kind: s.opt(&c.kind),
+                job: s.opt(&c.job),
+                rank: c.rank,
+                local_rank: c.local_rank,
+                device: c.device,
+                hostname: s.opt(&c.hostname),
+                peer: s.opt(&c.peer),
+                peer_port: c.peer_port,
+                local_addr: s.opt(&c.local_addr),
+                remote_addr: s.opt(&c.remote_addr),
+                hca: s.opt(&c.hca),
+                seq: c.seq,
+                op: s.opt(&c.op),
+                timeout_ms: c.timeout_ms,
+                last_completed: c.last_completed,
+                error: s.opt(&c.error),
+                pg: s.opt(&c.pg),
+            }),
         })
         .collect();
     let (collector_error_keys, collector_error_values) = s.map(&r.collector_errors);
@@ -336,6 +357,7 @@ pub(super) fn to_wire(r: &NodeReport) -> Report {
         collector_error_keys,
         collector_error_values,
         expected_gpus: r.expected_gpus,
+        driver_version: s.opt(&r.driver_version),
     }
     .with_strings(s.into_owned())
 }
@@ -427,5 +449,19 @@ fn gpu_to_wire<'a>(g: &'a GpuSample, s: &mut Strings<'a>) -> Gpu {
         clock_event_values,
         nvml_error: s.opt(&g.nvml_error),
         pci_present: g.pci_present,
+        mig_on: g.mig.as_ref().map(|_| true),
+        mig: g
+            .mig
+            .iter()
+            .flatten()
+            .map(|m| Mig {
+                gpu_instance_id: m.gpu_instance_id,
+                compute_instance_id: m.compute_instance_id,
+                profile: s.put(&m.profile),
+                uuid: s.put(&m.uuid),
+                mem_total_bytes: m.mem_total_bytes,
+                mem_used_bytes: m.mem_used_bytes,
+            })
+            .collect(),
     }
 }

@@ -45,6 +45,8 @@ pub struct Report {
     pub collector_error_values: Vec<u64>,
     #[prost(uint32, optional, tag = "21")]
     pub expected_gpus: Option<u32>,
+    #[prost(uint32, optional, tag = "22")]
+    pub driver_version: Option<u32>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -77,6 +79,8 @@ pub struct Host {
     pub fans: Vec<Fan>,
     #[prost(message, repeated, tag = "14")]
     pub temps: Vec<Temp>,
+    #[prost(uint32, repeated, tag = "15")]
+    pub addrs: Vec<u32>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -179,6 +183,27 @@ pub struct Gpu {
     pub nvml_error: Option<u32>,
     #[prost(bool, optional, tag = "38")]
     pub pci_present: Option<bool>,
+    /// `Some(true)`: MIG on, with the instances in `mig`.
+    #[prost(bool, optional, tag = "39")]
+    pub mig_on: Option<bool>,
+    #[prost(message, repeated, tag = "40")]
+    pub mig: Vec<Mig>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Mig {
+    #[prost(uint32, tag = "1")]
+    pub gpu_instance_id: u32,
+    #[prost(uint32, optional, tag = "2")]
+    pub compute_instance_id: Option<u32>,
+    #[prost(uint32, tag = "3")]
+    pub profile: u32,
+    #[prost(uint32, tag = "4")]
+    pub uuid: u32,
+    #[prost(uint64, optional, tag = "5")]
+    pub mem_total_bytes: Option<u64>,
+    #[prost(uint64, optional, tag = "6")]
+    pub mem_used_bytes: Option<u64>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -304,6 +329,8 @@ pub struct Nic {
     pub fabric: Option<bool>,
     #[prost(uint32, repeated, tag = "19")]
     pub saturated: Vec<u32>,
+    #[prost(uint32, repeated, tag = "20")]
+    pub addrs: Vec<u32>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -414,4 +441,45 @@ pub struct WireEvent {
     pub count: u64,
     #[prost(uint32, tag = "11")]
     pub message: u32,
+    #[prost(message, optional, tag = "12")]
+    pub collective: Option<WireCollective>,
+}
+
+/// `CollectiveInfo`: strings are string-table indices.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WireCollective {
+    #[prost(uint32, optional, tag = "1")]
+    pub kind: Option<u32>,
+    #[prost(uint32, optional, tag = "2")]
+    pub job: Option<u32>,
+    #[prost(uint32, optional, tag = "3")]
+    pub rank: Option<u32>,
+    #[prost(uint32, optional, tag = "4")]
+    pub local_rank: Option<u32>,
+    #[prost(uint32, optional, tag = "5")]
+    pub device: Option<u32>,
+    #[prost(uint32, optional, tag = "6")]
+    pub hostname: Option<u32>,
+    #[prost(uint32, optional, tag = "7")]
+    pub peer: Option<u32>,
+    #[prost(uint32, optional, tag = "8")]
+    pub peer_port: Option<u32>,
+    #[prost(uint32, optional, tag = "9")]
+    pub local_addr: Option<u32>,
+    #[prost(uint32, optional, tag = "10")]
+    pub remote_addr: Option<u32>,
+    #[prost(uint32, optional, tag = "11")]
+    pub hca: Option<u32>,
+    #[prost(uint64, optional, tag = "12")]
+    pub seq: Option<u64>,
+    #[prost(uint32, optional, tag = "13")]
+    pub op: Option<u32>,
+    #[prost(uint64, optional, tag = "14")]
+    pub timeout_ms: Option<u64>,
+    #[prost(uint64, optional, tag = "15")]
+    pub last_completed: Option<u64>,
+    #[prost(uint32, optional, tag = "16")]
+    pub error: Option<u32>,
+    #[prost(uint32, optional, tag = "17")]
+    pub pg: Option<u32>,
 }

@@ -36,7 +36,9 @@ fn sample() -> NodeReport {
                   "row_remap": {"correctable": 0, "uncorrectable": 1, "pending": true, "failure": false},
                   "pcie": {"generation": 5, "max_generation": 5, "width": 16, "max_width": 16, "replay_count": null},
                   "processes": [{"pid": 10, "used_mem_bytes": null}], "not_supported": ["fan"],
-                  "clock_event_ns": {"sw_thermal": 5}, "nvml_error": "timeout", "pci_present": true}],
+                  "clock_event_ns": {"sw_thermal": 5}, "nvml_error": "timeout", "pci_present": true,
+                      "mig": [{"gpu_instance_id": 7, "compute_instance_id": 0, "profile": "1g.10gb",
+                               "uuid": "MIG-1", "mem_total_bytes": 10, "mem_used_bytes": null}]}],
         "nics": [{"name": "mlx5_0", "kind": "infiniband", "netdev": "ib0", "port": 1, "operstate": "up",
                   "carrier": true, "carrier_changes": 2, "speed_mbps": null, "mtu": 4096,
                   "link_layer": "InfiniBand", "ib_state": "ACTIVE", "ib_phys_state": "LinkUp",
@@ -57,6 +59,7 @@ fn sample() -> NodeReport {
                     "message": "NVRM: Xid 79"}],
         "dropped": {"reports": 1, "events": 2, "progress": 3},
         "collector_errors": {"nvml": 4},
+        "driver_version": "550.54.15",
         "expected_gpus": 8
 }"#;
     let mut r: NodeReport = serde_json::from_str(json).unwrap();

@@ -208,6 +208,7 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
             clock_event_ns: Default::default(),
             nvml_error: None,
             pci_present: Some(true),
+            mig: None,
         });
     }
 
@@ -231,6 +232,7 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
         collector_errors: BTreeMap::new(),
         // The count the agent saw at its first start, persisted.
         expected_gpus: Some(gpn as u32),
+        driver_version: None,
     };
     let nics_n = spec.nics_per_node as usize;
     let mut ctx = ReportCtx {
@@ -424,6 +426,7 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
         uptime_s: Some(((ts - d.boot_ms) / 1000).max(0) as u64),
         fans,
         temps,
+        addrs: Vec::new(),
     });
     let writing = ranks.iter().filter(|r| r.load == Load::Checkpoint).count() as f64;
     d.disk_written += ((5.0e6 + CKPT_BYTES_PER_S * writing) * dt_s) as u64;

@@ -22,6 +22,8 @@ use std::time::{Duration, Instant, SystemTime};
 use nvml_wrapper_sys::bindings::*;
 use serde::Deserialize;
 
+mod mig;
+
 /// NVML's return codes, as plain numbers.
 mod rc {
     pub const SUCCESS: u32 = 0;
@@ -126,6 +128,8 @@ pub struct Gpu {
     /// `NVML_FI_DEV_CLOCKS_EVENT_REASON_*` (`sw_power_cap`, `sync_boost`, `sw_thermal_slowdown`,
     /// `hw_thermal_slowdown`, `hw_power_brake_slowdown`); a reason not listed reads 0.
     pub clock_event_ns: BTreeMap<String, u64>,
+    /// MIG mode on, with these MIG devices (`mig.rs`). Absent: MIG off.
+    pub mig: Option<Vec<mig::MigDev>>,
 }
 
 impl Default for Gpu {
@@ -163,6 +167,7 @@ impl Default for Gpu {
             processes: Vec::new(),
             handle_error: None,
             clock_event_ns: BTreeMap::new(),
+            mig: None,
         }
     }
 }
@@ -335,6 +340,10 @@ impl Lib {
 }
 
 fn slot_of(device: nvmlDevice_t) -> Option<usize> {
+    // MIG device handles (`mig.rs`) are not GPU handles.
+    if mig::is_mig_handle(device) {
+        return None;
+    }
     (device as usize).checked_sub(1)
 }
 
@@ -496,12 +505,18 @@ pub unsafe extern "C" fn nvmlDeviceGetIndex(device: nvmlDevice_t, index: *mut c_
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn nvmlDeviceGetUUID(device: nvmlDevice_t, uuid: *mut c_char, length: c_uint) -> nvmlReturn_t {
+    if let Some(rc) = mig::with_mig(device, |m, g, s| unsafe { put_str(&m.uuid_for(g, s), uuid, length) }) {
+        return rc;
+    }
     // SAFETY: forwarded caller buffer.
     with_gpu(device, "uuid", |g, s| unsafe { put_str(&g.uuid_for(s), uuid, length) })
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn nvmlDeviceGetName(device: nvmlDevice_t, name: *mut c_char, length: c_uint) -> nvmlReturn_t {
+    if let Some(rc) = mig::with_mig(device, |m, g, _| unsafe { put_str(&m.name_for(g), name, length) }) {
+        return rc;
+    }
     // SAFETY: forwarded caller buffer.
     with_gpu(device, "name", |g, _| unsafe { put_str(&g.name, name, length) })
 }
@@ -562,6 +577,20 @@ pub unsafe extern "C" fn nvmlDeviceGetUtilizationRates(
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo_v2(device: nvmlDevice_t, m: *mut nvmlMemory_v2_t) -> nvmlReturn_t {
+    if let Some(rc) = mig::with_mig(device, |d, _, _| {
+        if m.is_null() {
+            return rc::INVALID_ARGUMENT;
+        }
+        let free = d.mem_total.saturating_sub(d.mem_used);
+        // SAFETY: non-NULL caller struct; keep the version the caller set.
+        unsafe {
+            let version = (*m).version;
+            m.write(nvmlMemory_v2_t { version, total: d.mem_total, reserved: 0, free, used: d.mem_used });
+        }
+        rc::SUCCESS
+    }) {
+        return rc;
+    }
     with_gpu(device, "memory", |g, _| {
         if m.is_null() {
             return rc::INVALID_ARGUMENT;

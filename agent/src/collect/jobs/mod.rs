@@ -115,6 +115,9 @@ pub struct JobsConfig {
     pub sysfs_root: Option<PathBuf>,
     /// Where job states and exit codes come from (`[jobs.scheduler]`): Slurm and the kubelet.
     pub scheduler: crate::collect::sched::SchedConfig,
+    /// Training logs to follow for NCCL / PyTorch-distributed errors (`[jobs.logs]`): Slurm's
+    /// `StdOut`/`StdErr` of each job, the kubelet's pod logs, configured globs.
+    pub logs: crate::collect::trainlog::TrainLogConfig,
 }
 
 impl Default for JobsConfig {
@@ -128,6 +131,7 @@ impl Default for JobsConfig {
             exited_retain_secs: DEFAULT_EXITED_RETAIN_SECS,
             sysfs_root: None,
             scheduler: Default::default(),
+            logs: Default::default(),
         }
     }
 }
