@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 mod apply;
+pub mod comm;
 
 pub use apply::fan_rpm_bad;
 use apply::{apply_event, apply_gpus, apply_host, apply_job, apply_nics};
@@ -388,7 +389,7 @@ pub struct NodeState {
     /// Memory-cgroup OOM kills: (time, pid killed), for the job whose rank it was.
     pub cgroup_ooms: VecDeque<(i64, u32)>,
     /// Collective-library evidence from training logs, newest last (`detect::nccl`).
-    pub comm: VecDeque<crate::detect::nccl::CommObs>,
+    pub comm: VecDeque<comm::CommObs>,
     /// Each NIC's netdev addresses as last reported, to trace a peer address to this node.
     pub nic_addrs: BTreeMap<String, Vec<String>>,
 }

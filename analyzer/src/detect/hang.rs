@@ -23,21 +23,22 @@ pub const HANG_GPU_BUSY_PCT: f64 = 80.0;
 pub struct HangRules {
     pub quiet_ms: i64,
     pub warmup_ms: i64,
-    /// How long a job may go without a step while something says it pauses (see
-    /// `job::DEFAULT_PAUSE_MAX_MS`).
+    /// How long a job may go without a step while something says it pauses (`DEFAULT_PAUSE_MAX_MS`).
     pub pause_max_ms: i64,
 }
 
 impl Default for HangRules {
     fn default() -> Self {
-        Self {
-            quiet_ms: DEFAULT_QUIET_MS,
-            warmup_ms: DEFAULT_WARMUP_MS,
-            pause_max_ms: super::job::DEFAULT_PAUSE_MAX_MS,
-        }
+        Self { quiet_ms: DEFAULT_QUIET_MS, warmup_ms: DEFAULT_WARMUP_MS, pause_max_ms: DEFAULT_PAUSE_MAX_MS }
     }
 }
 
+/// Default pause allowance: a job that says it checkpoints or evaluates, or whose writes, traffic or
+/// lone busy GPU say it is doing something other than waiting in a collective, may go this long
+/// without a step. It is PyTorch's NCCL watchdog default (`TORCH_NCCL_TIMEOUT`, 10 min): a collective
+/// really stuck that long is killed by the watchdog anyway, while evaluation passes and checkpoints
+/// of large models run for minutes. Operators set it with `job_pause_max_s`.
+pub const DEFAULT_PAUSE_MAX_MS: i64 = 600_000;
 /// Default flat time: three 10 s intervals, so the hang is named within a minute of its start (the
 /// first flat interval is only seen one interval after the hang) and far before PyTorch's watchdog
 /// (`TORCH_NCCL_TIMEOUT`, 10 minutes by default).

@@ -16,6 +16,7 @@ use faultline_proto::{ComponentId, FaultClass, ProgressStatus};
 
 use faultline_proto::SchedState;
 
+pub use super::hang::DEFAULT_PAUSE_MAX_MS;
 use super::hang::HangRules;
 use super::{EVENT_HOLD_MS, SOFT_SAMPLES, Symptom, SymptomKind as K, median, median_mad};
 use crate::state::{JobState, NodeState, RankState};
@@ -25,12 +26,6 @@ pub const STALL_STEPS: f64 = 5.0;
 /// …and at least this long: 20 s is well past the "few seconds" checkpoint pauses of the catalog and
 /// two report intervals, so one late report cannot fake a stall.
 pub const STALL_MIN_MS: i64 = 20_000;
-/// Default pause allowance: a job that says it checkpoints or evaluates, or whose writes, traffic or
-/// lone busy GPU say it is doing something other than waiting in a collective, may go this long
-/// without a step. It is PyTorch's NCCL watchdog default (`TORCH_NCCL_TIMEOUT`, 10 min): a collective
-/// really stuck that long is killed by the watchdog anyway, while evaluation passes and checkpoints
-/// of large models run for minutes. Operators set it with `job_pause_max_s`.
-pub const DEFAULT_PAUSE_MAX_MS: i64 = 600_000;
 /// A job that already came back from a longer pause on its own may pause half as long again: its
 /// own evaluation or checkpoint length, learned, with room for the variation between passes.
 pub const PAUSE_LEARNED_FACTOR: f64 = 1.5;

@@ -18,44 +18,19 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
 
-use faultline_proto::{CollectiveInfo, ComponentId, Event, EventClass, FaultClass, NicSample};
+use faultline_proto::{ComponentId, EventClass, FaultClass};
 
 use super::{EVENT_HOLD_MS, Symptom, SymptomKind};
+pub use crate::state::comm::{CommObs, MAX_COMM_PER_NODE};
 use crate::state::{JobState, NodeState};
 
 /// Collective evidence older than this no longer counts: the hold of any instant event.
 pub const COMM_HOLD_MS: i64 = EVENT_HOLD_MS;
-/// Most observations kept per node; a job falling apart prints thousands, the newest matter.
-pub const MAX_COMM_PER_NODE: usize = 512;
 /// An element is the common one when it touches at least this share of the failing edges. Not all:
 /// once a queue pair fails NCCL tears down others, and a few collateral edges must not hide it.
 pub const COMMON_FRACTION: f64 = 0.75;
 /// What a single failing edge is worth for each of its ends: it cannot tell them apart.
 pub const SINGLE_EDGE_CONFIDENCE: f64 = 0.3;
-
-/// One observation as the detector keeps it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CommObs {
-    pub ts: i64,
-    pub class: EventClass,
-    pub count: u64,
-    pub info: CollectiveInfo,
-}
-
-/// Keep `e`'s collective evidence on its node (called from `state::apply`).
-pub fn record(node: &mut NodeState, e: &Event, c: &CollectiveInfo) {
-    node.comm.push_back(CommObs { ts: e.ts_ms, class: e.class, count: e.count.max(1), info: c.clone() });
-    while node.comm.len() > MAX_COMM_PER_NODE {
-        node.comm.pop_front();
-    }
-}
-
-/// Keep each NIC's addresses (called from `state::apply` with every report's NICs).
-pub fn record_addrs(node: &mut NodeState, nics: &[NicSample]) {
-    for n in nics.iter().filter(|n| !n.addrs.is_empty()) {
-        node.nic_addrs.insert(n.name.clone(), n.addrs.clone());
-    }
-}
 
 /// One end of an edge.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

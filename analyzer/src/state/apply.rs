@@ -5,7 +5,7 @@ use super::*;
 
 pub(super) fn apply_event(node: &mut NodeState, e: &faultline_proto::Event) {
     if let Some(c) = &e.collective {
-        crate::detect::nccl::record(node, e, c); // collective evidence (detect/nccl.rs)
+        super::comm::record(node, e, c); // collective evidence (detect/nccl.rs reads it)
     }
     let ev = StoredEvent {
         ts: e.ts_ms,
@@ -280,7 +280,7 @@ fn clock_shares(st: &mut GpuState, now: &BTreeMap<String, u64>, ts: i64) -> (Opt
 }
 
 pub(super) fn apply_nics(node: &mut NodeState, nics: &[NicSample], ts: i64) {
-    crate::detect::nccl::record_addrs(node, nics); // addresses for peer lookup (detect/nccl.rs)
+    super::comm::record_addrs(node, nics); // addresses for peer lookup (detect/nccl.rs)
     for n in nics {
         let st = node.nics.entry(n.name.clone()).or_default();
         st.fabric = n.is_fabric();

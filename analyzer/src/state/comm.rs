@@ -1,0 +1,34 @@
+//! Collective-communication evidence as the state keeps it per node: what training logs said
+//! (`CollectiveInfo` on `training_log` events) and the addresses each NIC reported, for
+//! `detect::nccl` to trace peers through.
+
+use faultline_proto::{CollectiveInfo, Event, EventClass, NicSample};
+
+use super::NodeState;
+
+/// Most observations kept per node; a job falling apart prints thousands, the newest matter.
+pub const MAX_COMM_PER_NODE: usize = 512;
+
+/// One observation as the detector keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommObs {
+    pub ts: i64,
+    pub class: EventClass,
+    pub count: u64,
+    pub info: CollectiveInfo,
+}
+
+/// Keep `e`'s collective evidence on its node.
+pub fn record(node: &mut NodeState, e: &Event, c: &CollectiveInfo) {
+    node.comm.push_back(CommObs { ts: e.ts_ms, class: e.class, count: e.count.max(1), info: c.clone() });
+    while node.comm.len() > MAX_COMM_PER_NODE {
+        node.comm.pop_front();
+    }
+}
+
+/// Keep each NIC's addresses (from every report's NICs).
+pub fn record_addrs(node: &mut NodeState, nics: &[NicSample]) {
+    for n in nics.iter().filter(|n| !n.addrs.is_empty()) {
+        node.nic_addrs.insert(n.name.clone(), n.addrs.clone());
+    }
+}
