@@ -22,7 +22,7 @@ use crate::ingest::NodeLedger;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::remediate::validate::NodeFacts;
-use crate::store::{NewOutbox, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::sync::{lock, read, write};
 
 /// Why the server could not start.
@@ -144,10 +144,7 @@ impl AppState {
     }
 }
 
-/// Turns an incident change into the notifications to enqueue with it (`notify::Planner`).
-pub trait OutboxPlanner: Send + Sync + std::fmt::Debug + 'static {
-    fn plan(&self, change: &IncidentChange, now_s: f64) -> Vec<NewOutbox>;
-}
+pub use crate::store::OutboxPlanner;
 
 /// The locked parts, each behind a method that takes its lock, runs the caller's closure and lets
 /// go. The order when two are held is fixed here: the engine, then the ledger. No method holds the
@@ -207,6 +204,22 @@ impl AppState {
             *e = engine;
             *l = ledger;
         });
+    }
+}
+
+/// The notification workers' narrow handle on the analyzer: each method takes the one lock it needs.
+impl crate::notify::Host for AppState {
+    fn now_s(&self) -> f64 {
+        self.clock.now_s()
+    }
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+    fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
+        f(&mut lock(&self.store))
+    }
+    fn open_incidents(&self, keep: &dyn Fn(&Incident) -> bool) -> Vec<Incident> {
+        read(&self.open).values().filter(|i| keep(i)).cloned().collect()
     }
 }
 

@@ -114,6 +114,12 @@ pub struct NewOutbox {
     pub next_attempt_s: f64,
 }
 
+/// Turns an incident change into the notifications to enqueue with it in the same transaction
+/// (`notify::Planner`).
+pub trait OutboxPlanner: Send + Sync + std::fmt::Debug + 'static {
+    fn plan(&self, change: &IncidentChange, now_s: f64) -> Vec<NewOutbox>;
+}
+
 /// State of one outbox row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutboxState {

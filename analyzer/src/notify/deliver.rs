@@ -23,8 +23,20 @@ use tracing::{debug, error, info, warn};
 use super::alertmanager::{self, AlertContext, PostableAlert, Supersede};
 use super::config::{Event, NotifySettings, Receiver, ReceiverKind, RetryPolicy};
 use super::webhook;
-use crate::server::{AppState, lock};
+use crate::metrics::Metrics;
 use crate::store::{OutboxRow, Store, StoreError};
+
+/// What the delivery workers need from the analyzer, and nothing more: its clock, its metrics, the
+/// store (the outbox), and the open incidents an Alertmanager re-post sends again. `AppState`
+/// implements it; tests may give their own.
+pub trait Host: Send + Sync + 'static {
+    fn now_s(&self) -> f64;
+    fn metrics(&self) -> &Metrics;
+    /// Runs `f` on the store, under its lock.
+    fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T;
+    /// The open incidents `keep` accepts.
+    fn open_incidents(&self, keep: &dyn Fn(&Incident) -> bool) -> Vec<Incident>;
+}
 
 /// How often an idle receiver task looks for new rows, and a waiting one checks whether its head is
 /// due. The engine ticks once a second, so a quarter second adds little to change-to-delivery
@@ -162,7 +174,7 @@ pub enum StartError {
 
 /// Starts one delivery task per receiver and one that keeps `faultline_outbox_depth` current.
 /// Must be called inside a tokio runtime.
-pub fn spawn(state: Arc<AppState>, settings: Arc<NotifySettings>) -> Result<Workers, StartError> {
+pub fn spawn<H: Host>(state: Arc<H>, settings: Arc<NotifySettings>) -> Result<Workers, StartError> {
     let client = reqwest::Client::builder()
         .timeout(settings.timeout)
         .connect_timeout(settings.timeout)
@@ -174,9 +186,9 @@ pub fn spawn(state: Arc<AppState>, settings: Arc<NotifySettings>) -> Result<Work
     let mut handles = Vec::new();
     for r in &settings.receivers {
         for result in DeliveryResult::ALL {
-            state.metrics.notification_series(&r.name, result.as_str());
+            state.metrics().notification_series(&r.name, result.as_str());
         }
-        state.metrics.outbox_depth(&r.name, 0);
+        state.metrics().outbox_depth(&r.name, 0);
         let task = ReceiverTask {
             state: state.clone(),
             settings: settings.clone(),
@@ -195,22 +207,22 @@ pub fn spawn(state: Arc<AppState>, settings: Arc<NotifySettings>) -> Result<Work
 }
 
 /// Runs `f` on the store off the async threads (SQLite waits for the disk).
-async fn with_store<T: Send + 'static>(
-    state: &Arc<AppState>,
+async fn with_store<H: Host, T: Send + 'static>(
+    state: &Arc<H>,
     f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, String> {
     let st = state.clone();
-    match tokio::task::spawn_blocking(move || f(&mut lock(&st.store))).await {
+    match tokio::task::spawn_blocking(move || st.with_store(f)).await {
         Ok(r) => r.map_err(|e| e.to_string()),
         Err(e) => Err(format!("store task failed: {e}")),
     }
 }
 
-async fn depth_loop(state: Arc<AppState>, settings: Arc<NotifySettings>) {
+async fn depth_loop<H: Host>(state: Arc<H>, settings: Arc<NotifySettings>) {
     let mut warned_unknown = false;
     let mut last_prune_s: Option<f64> = None;
     loop {
-        let now_s = state.clock.now_s();
+        let now_s = state.now_s();
         if last_prune_s.is_none_or(|t| now_s - t >= PRUNE_EVERY.as_secs_f64()) {
             last_prune_s = Some(now_s);
             let before_s = now_s - OUTBOX_KEEP.as_secs_f64();
@@ -224,12 +236,12 @@ async fn depth_loop(state: Arc<AppState>, settings: Arc<NotifySettings>) {
             Ok(depth) => {
                 let depth: BTreeMap<String, u64> = depth.into_iter().collect();
                 for r in &settings.receivers {
-                    state.metrics.outbox_depth(&r.name, depth.get(&r.name).copied().unwrap_or(0));
+                    state.metrics().outbox_depth(&r.name, depth.get(&r.name).copied().unwrap_or(0));
                 }
                 let unknown: Vec<(&String, &u64)> =
                     depth.iter().filter(|(name, _)| !settings.receivers.iter().any(|r| &r.name == *name)).collect();
                 for (name, n) in &unknown {
-                    state.metrics.outbox_depth(name, **n);
+                    state.metrics().outbox_depth(name, **n);
                 }
                 if !unknown.is_empty() && !warned_unknown {
                     warned_unknown = true;
@@ -246,8 +258,8 @@ async fn depth_loop(state: Arc<AppState>, settings: Arc<NotifySettings>) {
     }
 }
 
-struct ReceiverTask {
-    state: Arc<AppState>,
+struct ReceiverTask<H: Host> {
+    state: Arc<H>,
     settings: Arc<NotifySettings>,
     receiver: Receiver,
     client: reqwest::Client,
@@ -255,7 +267,7 @@ struct ReceiverTask {
     last_repost_s: Option<f64>,
 }
 
-impl ReceiverTask {
+impl<H: Host> ReceiverTask<H> {
     async fn run(mut self) {
         loop {
             let name = self.receiver.name.clone();
@@ -264,7 +276,7 @@ impl ReceiverTask {
                     error!(receiver = %self.receiver.name, error = %e, "cannot read the outbox");
                 }
                 Ok(Some(row)) => {
-                    let now_s = self.state.clock.now_s();
+                    let now_s = self.state.now_s();
                     if row.next_attempt_s <= now_s && self.deliver(row, now_s).await {
                         // Delivered: go straight on with the backlog.
                         continue;
@@ -287,11 +299,11 @@ impl ReceiverTask {
         let id = row.id;
         match outcome {
             Outcome::Delivered => {
-                let after_s = self.state.clock.now_s();
+                let after_s = self.state.now_s();
                 match with_store(&self.state, move |s| s.outbox_sent(id)).await {
                     Ok(()) => {
-                        self.state.metrics.notification(&name, DeliveryResult::Delivered.as_str());
-                        self.state.metrics.notification_latency((after_s - row.created_s).max(0.0));
+                        self.state.metrics().notification(&name, DeliveryResult::Delivered.as_str());
+                        self.state.metrics().notification_latency((after_s - row.created_s).max(0.0));
                         if let Some(a) = alerts {
                             self.supersede.delivered(&a);
                         }
@@ -319,7 +331,7 @@ impl ReceiverTask {
                         ),
                     ),
                 };
-                self.state.metrics.notification(&name, result.as_str());
+                self.state.metrics().notification(&name, result.as_str());
                 let stored = msg.clone();
                 if let Err(e) = with_store(&self.state, move |s| s.outbox_failed(id, &stored, next)).await {
                     error!(receiver = %name, row = id, error = %e, "cannot record a failed delivery");
@@ -334,7 +346,7 @@ impl ReceiverTask {
                 false
             }
             Outcome::Permanent(error) => {
-                self.state.metrics.notification(&name, DeliveryResult::Failed.as_str());
+                self.state.metrics().notification(&name, DeliveryResult::Failed.as_str());
                 let stored = error.clone();
                 error!(receiver = %name, incident = %row.incident_id, event = %row.event, answer = %error,
                        "receiver refused the notification; marked failed, not retried");
@@ -425,14 +437,12 @@ impl ReceiverTask {
         else {
             return;
         };
-        let now_s = self.state.clock.now_s();
+        let now_s = self.state.now_s();
         if self.last_repost_s.is_some_and(|t| now_s - t < repost_interval.as_secs_f64()) {
             return;
         }
-        let open: Vec<Incident> = {
-            let open = self.state.open.read().unwrap_or_else(|p| p.into_inner());
-            open.values().filter(|i| self.receiver.filter.matches(Event::Updated, i)).cloned().collect()
-        };
+        let open: Vec<Incident> =
+            self.state.open_incidents(&|i: &Incident| self.receiver.filter.matches(Event::Updated, i));
         if open.is_empty() {
             return;
         }
@@ -467,11 +477,11 @@ impl ReceiverTask {
             match self.post(&alerts_url, body, HeaderMap::new()).await {
                 Outcome::Delivered => {
                     self.supersede.delivered(&all);
-                    self.state.metrics.notification(&self.receiver.name, DeliveryResult::Repost.as_str());
+                    self.state.metrics().notification(&self.receiver.name, DeliveryResult::Repost.as_str());
                     debug!(receiver = %self.receiver.name, alerts = all.len(), "open incidents re-posted");
                 }
                 Outcome::Retry { error, .. } | Outcome::Permanent(error) => {
-                    self.state.metrics.notification(&self.receiver.name, DeliveryResult::RepostFailed.as_str());
+                    self.state.metrics().notification(&self.receiver.name, DeliveryResult::RepostFailed.as_str());
                     warn!(receiver = %self.receiver.name, alerts = all.len(), error = %error,
                           "re-posting open incidents failed; trying again next interval");
                     return;

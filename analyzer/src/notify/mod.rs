@@ -21,11 +21,11 @@ use std::sync::Arc;
 use faultline_proto::{Incident, Severity};
 
 pub use config::{Event, NotifyConfig, NotifyConfigError, NotifySettings, Receiver, ReceiverKind, RetryPolicy};
-pub use deliver::{DeliveryResult, Workers, spawn};
+pub use deliver::{DeliveryResult, Host, Workers, spawn};
 
 use crate::engine::IncidentChange;
-use crate::server::OutboxPlanner;
 use crate::store::NewOutbox;
+use crate::store::OutboxPlanner;
 
 /// The event and incident of a change.
 pub fn event_of(change: &IncidentChange) -> (Event, &Incident) {
