@@ -6,6 +6,7 @@ pub mod collect;
 pub mod events;
 pub mod export;
 pub mod observe;
+pub mod pci;
 pub mod progress;
 pub mod sanitize;
 pub mod xid;

@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use faultline_proto::{Event, EventClass, EventSource, NicKind, NodeReport, Severity};
 
 use crate::classify::{Class, Classification, classify};
-use crate::collect::pci_key;
+use crate::pci::pci_key;
 
 /// Longest message kept from a line, in bytes (the kmsg watcher's limit).
 pub const MAX_MESSAGE: usize = 512;

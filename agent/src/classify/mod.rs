@@ -10,7 +10,7 @@
 use faultline_proto::Severity;
 use serde::Serialize;
 
-use crate::collect::pci_key;
+use crate::pci::pci_key;
 
 /// What a line shows: the one event-class list of `faultline_proto`, whose `None` is a benign line.
 pub use faultline_proto::EventClass as Class;

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use faultline_proto::{
@@ -36,6 +36,7 @@ use nvml_wrapper::enums::device::{SampleValue, UsedGpuMemory};
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::structs::device::FieldId;
 
+use crate::collect::gpu_events::UuidIndex;
 use crate::collect::gpu_health::{ExpectedGpus, clock_events, nvml_words, pci_present};
 use crate::collect::{CollectError, Collector, PciMap, pci_key};
 use crate::events::EventQueue;
@@ -44,15 +45,10 @@ use crate::events::EventQueue;
 /// A healthy H100 answers the ~60 queries of a poll in well under 100 ms; NVIDIA's GSP RPC timeout
 /// (XID 119) is 6–45 s, so 2 s separates "slow" from "hung" with margin on both sides.
 pub const POLL_DEADLINE: Duration = Duration::from_secs(2);
-/// How long one `nvmlEventSetWait` blocks before the event thread checks for shutdown and flushes
-/// rate-limited events. Short enough that a flush is never late by more than half a second.
-pub const EVENT_WAIT_MS: u32 = 500;
 /// NVLink links NVML can report per GPU (`NVML_NVLINK_MAX_LINKS`, 18 on H100).
 pub const NVLINK_MAX_LINKS: u32 = 18;
 /// `NVML_FI_DEV_MEMORY_TEMP`: HBM temperature, only reachable as a field value.
 const FI_DEV_MEMORY_TEMP: u32 = 82;
-/// After the event thread loses its event set, wait this long before building a new one.
-pub(super) const EVENT_RETRY: Duration = Duration::from_secs(5);
 
 pub use faultline_proto::decode_throttle;
 
@@ -380,9 +376,6 @@ struct Known {
     serial: Option<String>,
     pci_bus_id: Option<String>,
 }
-
-/// UUID → stable report index, shared with the event thread.
-pub(super) type UuidIndex = Arc<RwLock<BTreeMap<String, u32>>>;
 
 /// The GPU collector. Built once; looks the devices up again on each poll.
 pub struct GpuCollector {

@@ -3,9 +3,9 @@
 //! coalescer as the kernel log. Started by `GpuCollector::new`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use faultline_proto::time::now_ms;
 use faultline_proto::{Event, EventClass, EventSource, Severity};
@@ -14,10 +14,17 @@ use nvml_wrapper::bitmasks::event::EventTypes;
 use nvml_wrapper::enums::event::XidError;
 use nvml_wrapper::error::NvmlError;
 
-use super::gpu::{EVENT_RETRY, EVENT_WAIT_MS, UuidIndex};
 use super::pci_key;
 use crate::events::{Coalescer, EventQueue};
 use crate::xid::XidTracker;
+
+/// How long one `nvmlEventSetWait` blocks before the event thread checks for shutdown and flushes
+/// rate-limited events. Short enough that a flush is never late by more than half a second.
+pub const EVENT_WAIT_MS: u32 = 500;
+/// After the event thread loses its event set, wait this long before building a new one.
+pub(super) const EVENT_RETRY: Duration = Duration::from_secs(5);
+/// UUID → stable report index, shared with the event thread.
+pub(super) type UuidIndex = Arc<RwLock<BTreeMap<String, u32>>>;
 
 /// What the event thread knows about a registered device handle.
 #[derive(Debug, Clone)]
