@@ -48,9 +48,9 @@ fn demo_short_diagnoses_every_fault_it_injects() {
     let s = &report["summary"];
     assert_eq!((s["faults"].as_u64(), s["correct"].as_u64()), (Some(3), Some(3)), "{s:#}");
     assert_eq!(s["coverage"], 1.0);
-    // Not asserted: zero false incidents. The simulated nodes now have the netdevs and counters real
-    // nodes have (issue 14), and the current analyzer opens incidents on some of them; re-tighten to
-    // 0 once it no longer does.
+    // The simulated nodes have the netdevs and counters real nodes have (virtual NICs, ports never
+    // up, saturated counters): none of that may open an incident.
+    assert_eq!(s["false_incidents"], 0, "{s:#}");
 
     // The live lines (on stderr with --json): each fault injected, then diagnosed, in that order.
     let lines: Vec<&str> = stderr.lines().collect();

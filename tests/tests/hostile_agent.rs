@@ -1,4 +1,4 @@
-//! Issue 17, agent side: the agent must never drop a report it could still deliver, and one bad
+//! Hostile input, agent side: the agent must never drop a report it could still deliver, and one bad
 //! sensor, file or disk must not stop it. Real agents and analyzers on loopback, each case failing
 //! before the fix:
 //! - 401 and 404 answers dropped every report (a token rotated out of order, a URL with a path);

@@ -1,4 +1,4 @@
-//! Issue 17, analyzer side: hostile and careless input must not break, blind or bloat a real
+//! Hostile input, analyzer side: hostile and careless input must not break, blind or bloat a real
 //! analyzer. Each test starts real processes on loopback and fails on the analyzer before the fix:
 //! - a report whose event component or node name cannot be read back broke the incident list
 //!   (500, also after a restart);

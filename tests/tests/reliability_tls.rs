@@ -145,7 +145,7 @@ fn https_with_a_pinned_ca_and_node_tokens() {
     }
 
     // An agent with node b's token claiming to be node e: refused (403). A token problem is not a
-    // problem in the report, so the agent holds its reports in the spool (issue 17) and says so.
+    // problem in the report, so the agent holds its reports in the spool and says so.
     let impostor = agent(dir.path(), "tls-node-e", &url, "node-b-own-token", Some(&ca_pem));
     wait_for(Duration::from_secs(60), "the impostor's reports to be refused and held", || {
         let held = agent_metric(&impostor.url, "faultline_agent_push_held")?;

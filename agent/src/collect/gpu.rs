@@ -456,7 +456,7 @@ impl GpuCollector {
         self
     }
 
-    /// Use another poll deadline (tests, and the per-call timeout config of issue 10).
+    /// Use another poll deadline (tests, and the agent's per-call timeout setting).
     pub fn with_poll_deadline(mut self, d: Duration) -> Self {
         self.deadline = d;
         self
