@@ -32,5 +32,6 @@ pub mod store_guard;
 mod sync;
 pub mod tls;
 pub mod topology;
+pub mod views;
 
 pub use engine::{Analyzer, EngineConfig, IncidentChange, IngestError, IngestOutcome};
