@@ -2,9 +2,8 @@
 //! plus `faultline_gpu_*`: scraped over HTTP from a running agent whose state file changes under it
 //! (a queued XID, a throttled GPU, a lost one, an NVLink down).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -22,14 +21,9 @@ fn write_state(path: &Path, v: serde_json::Value) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-struct Agent(Child);
+mod support;
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::Agent;
 
 /// The value of the series written exactly as `series` (name and full label set).
 fn value(body: &str, series: &str) -> Option<f64> {
@@ -58,23 +52,16 @@ fn dcgm_and_faultline_gpu_metrics_from_a_running_agent() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("nvml.json");
     write_state(&state, json!({"gpus": [{}, {}, {}, {}]}));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_faultline-agent"))
-        .args(["--node-name", "scrape-node", "--interval", "200ms", "--kmsg", "/nonexistent/kmsg"])
-        .args(["--listen", "127.0.0.1:0", "--progress-listen", "127.0.0.1:0"])
-        .arg("--nvml-lib")
-        .arg(fake_nvml())
-        .arg("--spool-dir")
-        .arg(dir.path().join("spool"))
-        .env("FAKE_NVML_STATE", &state)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let _agent = Agent(child);
-    let mut first = String::new();
-    BufReader::new(stdout).read_line(&mut first).unwrap();
-    let url = first.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("first line: {first:?}")).to_string();
+    let (_agent, url) = Agent::start(
+        Command::new(env!("CARGO_BIN_EXE_faultline-agent"))
+            .args(["--node-name", "scrape-node", "--interval", "200ms", "--kmsg", "/nonexistent/kmsg"])
+            .args(["--listen", "127.0.0.1:0", "--progress-listen", "127.0.0.1:0"])
+            .arg("--nvml-lib")
+            .arg(fake_nvml())
+            .arg("--spool-dir")
+            .arg(dir.path().join("spool"))
+            .env("FAKE_NVML_STATE", &state),
+    );
 
     let l3 = r#"gpu="3",UUID="GPU-fa0e0000-0000-4000-8000-000000000003",pci_bus_id="00000000:5D:00.0",device="nvidia3",modelName="NVIDIA H100 80GB HBM3",Hostname="scrape-node",DCGM_FI_DRIVER_VERSION="550.54.15""#;
     let body = scrape_until(&url, "GPU metrics", |b| b.contains("DCGM_FI_DEV_GPU_TEMP{"));

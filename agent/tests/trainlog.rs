@@ -2,34 +2,12 @@
 //! appended to it reaches the next report as an event; lines that were there before it started, and
 //! ordinary lines, do not.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::io::Write;
+use std::process::Command;
 
-struct Agent(Child);
+mod support;
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn healthz(url: &str) -> Option<serde_json::Value> {
-    let body = reqwest::blocking::get(format!("{url}/healthz")).ok()?.text().ok()?;
-    serde_json::from_str(&body).ok()
-}
-
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use support::{Agent, healthz, wait_for};
 
 const IB: &str = "gpu-a17:2211:2390 [3] transport/net_ib.cc:2411 NCCL WARN NET/IB: Got completion from peer 10.0.8.21<41327> with status=IBV_WC_RETRY_EXC_ERR(12) opcode=IBV_WC_SEND(0) vendor_err=129 hca mlx5_3";
 
@@ -51,22 +29,16 @@ fn an_nccl_error_in_a_followed_log_becomes_an_event() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_faultline-agent"))
-        .arg("--config")
-        .arg(&cfg)
-        .args(["--interval", "1s", "--no-gpu", "--listen", "127.0.0.1:0", "--progress-listen", "127.0.0.1:0"])
-        .arg("--kmsg")
-        .arg(&kmsg)
-        .arg("--spool-dir")
-        .arg(dir.path().join("spool"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let agent = Agent(child);
-    let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("first line {line:?}")).to_string();
+    let (agent, url) = Agent::start(
+        Command::new(env!("CARGO_BIN_EXE_faultline-agent"))
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--interval", "1s", "--no-gpu", "--listen", "127.0.0.1:0", "--progress-listen", "127.0.0.1:0"])
+            .arg("--kmsg")
+            .arg(&kmsg)
+            .arg("--spool-dir")
+            .arg(dir.path().join("spool")),
+    );
     // Three reports in, the old line has had every chance to be sent: it was not.
     let h = wait_for("three reports", || healthz(&url).filter(|h| h["last_seq"].as_u64() >= Some(3)));
     assert_eq!(h["last_events"], 0, "what was in the log before the agent started is not news: {h}");
