@@ -21,9 +21,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::Duration;
 
 #[path = "slurm_support/mod.rs"]
@@ -32,7 +30,7 @@ mod slurm_support;
 use faultline_proto::time::now_ms;
 use faultline_tests::{bin, get_json, http, start_analyzer, wait_for};
 use serde_json::{Value, json};
-use slurm_support::{Slurm, node, programs};
+use slurm_support::{Reporter, Slurm, node, programs};
 
 const TOKEN: &str = "slurm-e2e-token";
 const NODES: usize = 10;
@@ -49,51 +47,6 @@ struct Faults {
     nic_down: BTreeSet<String>,
     /// XID 79 to send once, per node (on gpu1).
     xid79: BTreeSet<String>,
-}
-
-/// Pushes a report for every node every second, the way agents would, with `faults` applied.
-struct Reporter {
-    stop: Arc<AtomicBool>,
-    handle: Option<thread::JoinHandle<()>>,
-}
-
-impl Reporter {
-    fn start(url: String, faults: Arc<Mutex<Faults>>) -> Reporter {
-        let stop = Arc::new(AtomicBool::new(false));
-        let s2 = stop.clone();
-        let handle = thread::spawn(move || {
-            let client = http();
-            let mut seq = 0u64;
-            while !s2.load(Ordering::SeqCst) {
-                seq += 1;
-                for i in 0..NODES {
-                    let n = node(i);
-                    let (down, xid) = {
-                        let mut f = faults.lock().unwrap();
-                        (f.nic_down.contains(&n), f.xid79.remove(&n))
-                    };
-                    let body = report(&n, seq, down, xid);
-                    let _ = client
-                        .post(format!("{url}/api/v1/reports"))
-                        .bearer_auth(TOKEN)
-                        .header("content-type", "application/json")
-                        .body(body.to_string())
-                        .send();
-                }
-                thread::sleep(Duration::from_secs(1));
-            }
-        });
-        Reporter { stop, handle: Some(handle) }
-    }
-}
-
-impl Drop for Reporter {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
 }
 
 fn report(n: &str, seq: u64, nic_down: bool, xid79: bool) -> Value {
@@ -227,7 +180,15 @@ fn drains_for_real_faults_resumes_only_its_own_and_stops_at_the_blast_radius() {
     );
     let url = analyzer.url.clone();
     let faults = Arc::new(Mutex::new(Faults::default()));
-    let _reporter = Reporter::start(url.clone(), faults.clone());
+    // The stand-in agents, with `faults` applied.
+    let applied = faults.clone();
+    let _reporter = Reporter::start(url.clone(), TOKEN, NODES, move |n, seq| {
+        let (down, xid) = {
+            let mut f = applied.lock().unwrap();
+            (f.nic_down.contains(n), f.xid79.remove(n))
+        };
+        report(n, seq, down, xid)
+    });
     wait_for(DEADLINE, "all ten nodes reporting", || {
         let n = api(&url, "/api/v1/nodes")?.as_array()?.len();
         (n == NODES).then_some(())

@@ -16,17 +16,15 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::Duration;
 
 #[path = "slurm_support/mod.rs"]
 mod slurm_support;
 
-use faultline_tests::{bin, get_json, http, now_ms, start_analyzer, wait_for};
+use faultline_tests::{bin, get_json, now_ms, start_analyzer, wait_for};
 use serde_json::{Value, json};
-use slurm_support::{Slurm, node, programs};
+use slurm_support::{Reporter, Slurm, node, programs};
 
 const TOKEN: &str = "slurm-validate-token";
 const NODES: usize = 4;
@@ -38,47 +36,6 @@ const XID_LIVE_S: i64 = 15;
 const RETRY_S: f64 = 2.0;
 /// Generous: Slurm, the analyzer and the reporter share two cores.
 const DEADLINE: Duration = Duration::from_secs(120);
-
-/// Reports for every node every second, as agents would; XID 79 once for the nodes in `xid79`.
-struct Reporter {
-    stop: Arc<AtomicBool>,
-    handle: Option<thread::JoinHandle<()>>,
-}
-
-impl Reporter {
-    fn start(url: String, xid79: Arc<Mutex<BTreeSet<String>>>) -> Reporter {
-        let stop = Arc::new(AtomicBool::new(false));
-        let s2 = stop.clone();
-        let handle = thread::spawn(move || {
-            let client = http();
-            let mut seq = 0u64;
-            while !s2.load(Ordering::SeqCst) {
-                seq += 1;
-                for i in 0..NODES {
-                    let n = node(i);
-                    let xid = xid79.lock().unwrap().remove(&n);
-                    let _ = client
-                        .post(format!("{url}/api/v1/reports"))
-                        .bearer_auth(TOKEN)
-                        .header("content-type", "application/json")
-                        .body(report(&n, seq, xid).to_string())
-                        .send();
-                }
-                thread::sleep(Duration::from_secs(1));
-            }
-        });
-        Reporter { stop, handle: Some(handle) }
-    }
-}
-
-impl Drop for Reporter {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
 
 fn report(n: &str, seq: u64, xid79: bool) -> Value {
     let now = now_ms();
@@ -221,7 +178,12 @@ fn a_drained_node_is_resumed_only_after_its_validators_pass() {
     );
     let url = analyzer.url.clone();
     let xid79 = Arc::new(Mutex::new(BTreeSet::new()));
-    let _reporter = Reporter::start(url.clone(), xid79.clone());
+    // The stand-in agents: XID 79 once for the nodes in `xid79`.
+    let pending = xid79.clone();
+    let _reporter = Reporter::start(url.clone(), TOKEN, NODES, move |n, seq| {
+        let xid = pending.lock().unwrap().remove(n);
+        report(n, seq, xid)
+    });
     wait_for(DEADLINE, "all nodes reporting", || {
         (api(&url, "/api/v1/nodes")?.as_array()?.len() == NODES).then_some(())
     });

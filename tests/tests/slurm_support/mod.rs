@@ -191,3 +191,51 @@ impl Slurm {
         String::from_utf8_lossy(&o.stdout).trim().split(';').next().unwrap().to_string()
     }
 }
+
+/// Stands in for the agents: posts `report(node, seq)` for every node `node(0..nodes)` every second,
+/// until dropped.
+pub struct Reporter {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Reporter {
+    pub fn start(
+        url: String,
+        token: &'static str,
+        nodes: usize,
+        mut report: impl FnMut(&str, u64) -> serde_json::Value + Send + 'static,
+    ) -> Reporter {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s2 = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let client = faultline_tests::http();
+            let mut seq = 0u64;
+            while !s2.load(Ordering::SeqCst) {
+                seq += 1;
+                for i in 0..nodes {
+                    let n = node(i);
+                    let body = report(&n, seq);
+                    let _ = client
+                        .post(format!("{url}/api/v1/reports"))
+                        .bearer_auth(token)
+                        .header("content-type", "application/json")
+                        .body(body.to_string())
+                        .send();
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+        Reporter { stop, handle: Some(handle) }
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
