@@ -9,6 +9,7 @@
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use faultline_logging::ErrorThrottle;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig;
@@ -28,9 +29,6 @@ pub const MAX_BATCH: usize = 512;
 pub const BATCH_DELAY: Duration = Duration::from_secs(1);
 /// Upper bound on one export request (the OTLP exporter default timeout).
 pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Export failures are logged at most this often, so a collector that is down does not flood the log.
-pub const ERROR_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Why span export could not start.
 #[derive(Debug, thiserror::Error)]
@@ -78,8 +76,7 @@ pub fn traces_url(endpoint: &str) -> Result<String, OtelError> {
 struct Logged {
     inner: opentelemetry_otlp::SpanExporter,
     url: String,
-    /// When a failure was last logged, and how many were not logged since.
-    errors: Mutex<(Option<Instant>, u64)>,
+    errors: Mutex<ErrorThrottle>,
 }
 
 impl SpanExporter for Logged {
@@ -87,14 +84,10 @@ impl SpanExporter for Logged {
         let spans = batch.len();
         let result = self.inner.export(batch).await;
         if let Err(e) = &result {
-            let mut g = self.errors.lock().unwrap_or_else(|p| p.into_inner());
-            let now = Instant::now();
-            if g.0.is_none_or(|t| now.duration_since(t) >= ERROR_LOG_EVERY) {
-                let suppressed = std::mem::take(&mut g.1);
-                g.0 = Some(now);
+            let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+            if errors.should_log(Instant::now()) {
+                let suppressed = errors.take_suppressed();
                 tracing::warn!(url = %self.url, error = %e, spans, suppressed, "OTLP span export failed (logged at most once a minute)");
-            } else {
-                g.1 += 1;
             }
         }
         result

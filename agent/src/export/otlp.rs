@@ -26,9 +26,7 @@ use super::Snapshot;
 use super::otlp_points::{INSTRUMENTS, Kind, Points, observations};
 use crate::export::xids::XidTally;
 
-/// Export failures are logged at most this often: a collector that is down for an hour must not fill
-/// the journal (60 s is the cadence the brief for this exporter asks for).
-pub const ERROR_LOG_EVERY: Duration = Duration::from_secs(60);
+pub use faultline_logging::{ERROR_LOG_EVERY, ErrorThrottle};
 /// Name and version of the instrumentation scope (and the default `service.name`).
 pub const SERVICE_NAME: &str = "faultline-agent";
 
@@ -51,34 +49,6 @@ pub fn metrics_url(endpoint: &str) -> Result<String, OtlpError> {
     }
     let e = e.trim_end_matches('/');
     if e.ends_with("/v1/metrics") { Ok(e.to_string()) } else { Ok(format!("{e}/v1/metrics")) }
-}
-
-/// Logs an export failure unless one was logged less than `ERROR_LOG_EVERY` ago; counts the rest.
-#[derive(Debug, Default)]
-pub struct ErrorThrottle {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl ErrorThrottle {
-    /// True when this failure should be logged now; `suppressed()` then says how many were not.
-    pub fn should_log(&mut self, now: Instant) -> bool {
-        match self.last {
-            Some(t) if now.duration_since(t) < ERROR_LOG_EVERY => {
-                self.suppressed += 1;
-                false
-            }
-            _ => {
-                self.last = Some(now);
-                true
-            }
-        }
-    }
-
-    /// Failures not logged since the last logged one (reset by reading).
-    pub fn take_suppressed(&mut self) -> u64 {
-        std::mem::take(&mut self.suppressed)
-    }
 }
 
 static PROVIDER: std::sync::OnceLock<SdkMeterProvider> = std::sync::OnceLock::new();
@@ -278,16 +248,5 @@ mod tests {
         snapshot.write().unwrap().as_mut().unwrap().gpus.pop();
         provider.force_flush().unwrap();
         assert_eq!(ids(&exporter), ["GPU-a"]);
-    }
-
-    #[test]
-    fn errors_are_logged_at_most_once_a_minute() {
-        let mut t = ErrorThrottle::default();
-        let t0 = Instant::now();
-        assert!(t.should_log(t0));
-        assert!(!t.should_log(t0 + Duration::from_secs(1)));
-        assert!(!t.should_log(t0 + Duration::from_secs(59)));
-        assert_eq!(t.take_suppressed(), 2);
-        assert!(t.should_log(t0 + Duration::from_secs(61)));
     }
 }
