@@ -144,6 +144,17 @@ const FAILURE_WORDS: [&str; 12] = [
     "invalid",
 ];
 
+/// An NVSwitch error's severity from its own words: "fatal" pages, "non-fatal" (or neither) warns.
+fn nvswitch_severity(lower: &str) -> Severity {
+    if lower.contains("non-fatal") || lower.contains("nonfatal") {
+        Severity::Warning
+    } else if lower.contains("fatal") {
+        Severity::Critical
+    } else {
+        Severity::Warning
+    }
+}
+
 fn has_failure_word(lower: &str) -> bool {
     any(lower, &FAILURE_WORDS)
 }
@@ -204,13 +215,7 @@ pub fn classify(line: &str) -> Classification {
         };
         c.sxid = leading_number(rest.trim_start().trim_start_matches(':'));
         c.device = first_pci(m);
-        c.severity = if lower.contains("non-fatal") || lower.contains("nonfatal") {
-            Severity::Warning
-        } else if lower.contains("fatal") {
-            Severity::Critical
-        } else {
-            Severity::Warning
-        };
+        c.severity = nvswitch_severity(&lower);
         return c;
     }
 
@@ -218,13 +223,7 @@ pub fn classify(line: &str) -> Classification {
     if lower.contains("nvswitch") && has_failure_word(&lower) {
         let mut c = Classification::new(Class::NvswitchSxid, m);
         c.device = first_pci(m);
-        c.severity = if lower.contains("non-fatal") || lower.contains("nonfatal") {
-            Severity::Warning
-        } else if lower.contains("fatal") {
-            Severity::Critical
-        } else {
-            Severity::Warning
-        };
+        c.severity = nvswitch_severity(&lower);
         return c;
     }
 
