@@ -261,7 +261,7 @@ impl Remediation {
                     (ActionResult::Failed, RemediateError::NoAdapter.to_string())
                 };
                 lock(&self.planner).resume_done(&node, result, now_s);
-                self.record_resume(st, &node, &target, &incidents, result, detail, now_s);
+                self.record_each(st, NodeAction::Resume, &node, &target, &incidents, result, detail, now_s);
             }
             Step::Validate { node, incidents } => self.start_validation(st, node, incidents, now_s),
             Step::KeepDrained { node, incidents, reason, detail } => {
@@ -292,12 +292,13 @@ impl Remediation {
         }
     }
 
-    /// The resume belongs to every incident that drained the node: one record each, counted and
-    /// logged once (one scheduler call).
+    /// A resume (or one validation check) belongs to every incident that drained the node: one
+    /// record each, counted and logged once (one scheduler call, one check).
     #[allow(clippy::too_many_arguments)]
-    fn record_resume(
+    fn record_each(
         &self,
         st: &dyn Host,
+        action: NodeAction,
         node: &str,
         target: &str,
         incidents: &[String],
@@ -306,17 +307,7 @@ impl Remediation {
         now_s: f64,
     ) {
         for (i, inc) in incidents.iter().enumerate() {
-            let rec = record(
-                now_s,
-                NodeAction::Resume,
-                node,
-                target,
-                Some(inc),
-                ActionOrigin::Auto,
-                result,
-                None,
-                detail.clone(),
-            );
+            let rec = record(now_s, action, node, target, Some(inc), ActionOrigin::Auto, result, None, detail.clone());
             if i > 0 {
                 self.store_only(st, &rec);
             } else {
@@ -338,7 +329,7 @@ impl Remediation {
             p.validation_cancelled(&node);
             p.resume_done(&node, result, now_s);
             drop(p);
-            self.record_resume(st, &node, &target, &incidents, result, detail, now_s);
+            self.record_each(st, NodeAction::Resume, &node, &target, &incidents, result, detail, now_s);
             return;
         }
         let checks = self.settings.validation.checks.clone();
@@ -376,24 +367,7 @@ impl Remediation {
                 detail.push_str(&o.output);
             }
             let result = if o.passed { ActionResult::Ok } else { ActionResult::Failed };
-            for (i, inc) in f.incidents.iter().enumerate() {
-                let rec = record(
-                    now_s,
-                    NodeAction::Validate,
-                    &f.node,
-                    &f.target,
-                    Some(inc),
-                    ActionOrigin::Auto,
-                    result,
-                    None,
-                    detail.clone(),
-                );
-                if i > 0 {
-                    self.store_only(st, &rec);
-                } else {
-                    self.commit(st, rec);
-                }
-            }
+            self.record_each(st, NodeAction::Validate, &f.node, &f.target, &f.incidents, result, detail, now_s);
         }
         lock(&self.planner).validation_done(&f.node, f.started_s, &validate::failure_words(&f.outcomes), now_s)
     }
