@@ -161,33 +161,7 @@ pub(super) fn read_small_at(f: &std::fs::File, buf: &mut Vec<u8>) -> std::io::Re
 /// Read a small file (procfs `stat`, `cgroup`) into `buf`, reusing its allocation. A short read ends
 /// it: procfs hands out such a file in one read, and a regular file short-reads only at its end.
 pub(super) fn read_small(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    buf.clear();
-    if buf.capacity() < 4096 {
-        buf.reserve(4096);
-    }
-    loop {
-        let len = buf.len();
-        let cap = buf.capacity();
-        buf.resize(cap, 0);
-        let n = match f.read(&mut buf[len..]) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
-            Err(e) => {
-                buf.truncate(len);
-                return Err(e);
-            }
-        };
-        buf.truncate(len + n);
-        if n == 0 || len + n < cap {
-            return Ok(());
-        }
-        if buf.len() >= MAX_SMALL_FILE {
-            return Ok(());
-        }
-        buf.reserve(cap);
-    }
+    read_small_at(&std::fs::File::open(path)?, buf)
 }
 
 pub(super) fn read_capped(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
