@@ -25,7 +25,6 @@ use crate::http_error::{ApiError, accept_header};
 pub use crate::ingest::{Arrival, NodeLedger, NodeRecord, ReportMeta, skewed_nodes};
 use crate::metrics::{Snapshot, wants_openmetrics};
 use crate::store::IncidentQuery;
-use crate::views::ApiViews;
 
 fn json_error(e: QueryRejection) -> ApiError {
     ApiError::bad_request(format!("bad query string: {}", e.body_text()))

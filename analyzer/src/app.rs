@@ -24,7 +24,6 @@ use crate::ratelimit::RateLimiter;
 use crate::remediate::validate::NodeFacts;
 use crate::store::{Store, StoreError};
 use crate::sync::{lock, read, write};
-use crate::views::ApiViews;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,6 @@ use faultline_proto::api::{
     AffectedJob, ComponentView, HealthRow, JobView, NodeSummary, RankView, Summary, SwitchView, SymptomView,
     TopologyView,
 };
-
 use faultline_proto::topology::SwitchTier;
 use faultline_proto::{ComponentId, ComponentKind};
 
@@ -17,20 +16,11 @@ use crate::detect::SymptomKind;
 use crate::detect::job as jobdet;
 use crate::engine::Analyzer;
 
-/// The views, as methods on the engine for the handlers that hold it.
-pub trait ApiViews {
-    fn nodes(&self) -> Vec<NodeSummary>;
-    fn component(&self, id: &ComponentId) -> Option<ComponentView>;
-    fn jobs(&self) -> Vec<JobView>;
-    fn job(&self, id: &str) -> Option<JobView>;
-    fn topology_view(&self) -> TopologyView;
-    fn summary(&self) -> Summary;
-    fn health(&self) -> impl Iterator<Item = HealthRow> + '_;
-}
-
-impl ApiViews for Analyzer {
+/// The views, as methods on the engine (an inherent impl kept in this file) for the handlers that
+/// hold it.
+impl Analyzer {
     /// Every node heard from, by name.
-    fn nodes(&self) -> Vec<NodeSummary> {
+    pub fn nodes(&self) -> Vec<NodeSummary> {
         self.state()
             .nodes
             .values()
@@ -65,7 +55,7 @@ impl ApiViews for Analyzer {
     }
 
     /// One component with its symptoms and graph neighbours; `None` when unknown.
-    fn component(&self, id: &ComponentId) -> Option<ComponentView> {
+    pub fn component(&self, id: &ComponentId) -> Option<ComponentView> {
         let known = self.topo().contains(id)
             || match id {
                 ComponentId::NvLink { host, gpu, link } => self
@@ -142,17 +132,17 @@ impl ApiViews for Analyzer {
     }
 
     /// Every running job.
-    fn jobs(&self) -> Vec<JobView> {
+    pub fn jobs(&self) -> Vec<JobView> {
         self.state().jobs.keys().filter_map(|id| job_view(self, id)).collect()
     }
 
     /// One job by id (without the `job:` prefix); `None` when unknown.
-    fn job(&self, id: &str) -> Option<JobView> {
+    pub fn job(&self, id: &str) -> Option<JobView> {
         job_view(self, id)
     }
 
     /// Switches, the NICs cabled to them, and nodes.
-    fn topology_view(&self) -> TopologyView {
+    pub fn topology_view(&self) -> TopologyView {
         let open_roots: BTreeSet<ComponentId> = self.book().open_roots().into_iter().map(|x| x.0).collect();
         let switches = self
             .topo()
@@ -180,7 +170,7 @@ impl ApiViews for Analyzer {
     }
 
     /// The cluster at a glance.
-    fn summary(&self) -> Summary {
+    pub fn summary(&self) -> Summary {
         let nodes = self.nodes();
         let mut by_class = BTreeMap::new();
         let mut by_sev = BTreeMap::new();
@@ -214,7 +204,7 @@ impl ApiViews for Analyzer {
     }
 
     /// Health of every hardware component and agent (for `faultline_component_healthy`).
-    fn health(&self) -> impl Iterator<Item = HealthRow> + '_ {
+    pub fn health(&self) -> impl Iterator<Item = HealthRow> + '_ {
         self.state().nodes.values().flat_map(move |n| {
             let syms = self.node_symptoms(&n.name);
             let sick = move |id: &ComponentId| {

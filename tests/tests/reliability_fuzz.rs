@@ -14,7 +14,6 @@
 use std::io::Write;
 
 use faultline_analyzer::config::load_topology;
-use faultline_analyzer::views::ApiViews;
 use faultline_analyzer::{Analyzer, EngineConfig};
 use faultline_proto::{NodeReport, TopologyFile};
 use faultline_sim::Scenario;

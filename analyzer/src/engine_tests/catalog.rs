@@ -1,7 +1,6 @@
 //! One engine case per catalog kind, the hard distinctions between them, and noise.
 
 use super::*;
-use crate::views::ApiViews;
 
 #[test]
 fn clean_cluster_stays_quiet_for_an_hour() {

@@ -3,7 +3,6 @@
 //! at boot, the node's power braking several GPUs, a cgroup OOM.
 
 use super::*;
-use crate::views::ApiViews;
 
 /// Make job `id` look like most real jobs: no progress API, ranks with no exit codes, and NIC and
 /// NVLink byte counters that move while it trains and stop from `hang_at` (never when `None`).
