@@ -36,13 +36,16 @@ pub fn action_for(class: FaultClass, xid: Option<u32>) -> Action {
     let base = match class {
         GpuLost => Action::RebootNode,
         GpuHbmUncorrectable | GpuSramUncorrectable | GpuGspHang | NvlinkDown => Action::ResetGpu,
-        GpuRowRemapFailure | GpuEccSbeStorm | GpuSdc | GpuSlow | GpuThermalThrottle | GpuPowerBrake => {
-            Action::ReplacePart
-        }
+        GpuRowRemapFailure
+        | GpuEccSbeStorm
+        | GpuSdc
+        | GpuSlow
+        | GpuThermalThrottle
+        | GpuPowerBrake
+        | GpuCollectiveCorruption => Action::ReplacePart,
         NvlinkCrcStorm | PcieDowntrained => Action::RebootNode,
-        NicDown | NicFlap | CableBitErrors | NicSpeedDegraded | LeafSwitchDown | LeafCongestion => {
-            Action::InspectCableOrSwitch
-        }
+        NicDown | NicFlap | CableBitErrors | NicSpeedDegraded | LeafSwitchDown | LeafCongestion | SwitchSilentDrop
+        | NicConnectionResets => Action::InspectCableOrSwitch,
         NodeDown => Action::RebootNode,
         AgentDown | HostCpuContention => Action::None,
         HostFanFailure | HostMce | DiskFailure => Action::ReplacePart,
@@ -64,8 +67,20 @@ pub fn action_for(class: FaultClass, xid: Option<u32>) -> Action {
 pub fn severity_for(class: FaultClass) -> Severity {
     use FaultClass::*;
     match class {
-        GpuLost | GpuHbmUncorrectable | GpuSramUncorrectable | GpuGspHang | NvlinkDown | NicDown | LeafSwitchDown
-        | NodeDown | HostOom | DiskFailure | JobHang | JobCrash | GpuSdc => Severity::Critical,
+        GpuLost
+        | GpuHbmUncorrectable
+        | GpuSramUncorrectable
+        | GpuGspHang
+        | NvlinkDown
+        | NicDown
+        | LeafSwitchDown
+        | NodeDown
+        | HostOom
+        | DiskFailure
+        | JobHang
+        | JobCrash
+        | GpuSdc
+        | GpuCollectiveCorruption => Severity::Critical,
         AgentDown => Severity::Info,
         _ => Severity::Warning,
     }
@@ -102,6 +117,9 @@ fn what(class: FaultClass) -> &'static str {
         NicSpeedDegraded => "link trained below its rated speed",
         LeafSwitchDown => "is down: every NIC cabled to it lost link",
         LeafCongestion => "is congested",
+        SwitchSilentDrop => "drops packets silently (no port counter shows it)",
+        NicConnectionResets => "resets its connections (no symbol error shows it)",
+        GpuCollectiveCorruption => "corrupts collective results while NVML reports it healthy",
         NodeDown => "is down",
         AgentDown => "agent stopped reporting; the node still computes",
         HostFanFailure => "fan failed; its GPUs overheat",
@@ -479,6 +497,9 @@ mod tests {
             (NicSpeedDegraded, InspectCableOrSwitch),
             (LeafSwitchDown, InspectCableOrSwitch),
             (LeafCongestion, InspectCableOrSwitch),
+            (SwitchSilentDrop, InspectCableOrSwitch),
+            (NicConnectionResets, InspectCableOrSwitch),
+            (GpuCollectiveCorruption, ReplacePart),
             (NodeDown, RebootNode),
             (AgentDown, None),
             (HostFanFailure, ReplacePart),

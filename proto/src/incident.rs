@@ -85,6 +85,9 @@ fault_classes! {
     NicSpeedDegraded = "nic_speed_degraded", 10;
     LeafSwitchDown = "leaf_switch_down", 10;
     LeafCongestion = "leaf_congestion", 20;
+    SwitchSilentDrop = "switch_silent_drop", 4;
+    NicConnectionResets = "nic_connection_resets", 5;
+    GpuCollectiveCorruption = "gpu_collective_corruption", 3;
     NodeDown = "node_down", 41;
     AgentDown = "agent_down", 5;
     HostFanFailure = "host_fan_failure", 8;
@@ -108,11 +111,21 @@ impl FaultClass {
         use crate::ComponentKind as K;
         use FaultClass::*;
         match self {
-            GpuLost | GpuHbmUncorrectable | GpuSramUncorrectable | GpuGspHang | GpuThermalThrottle | GpuPowerBrake
-            | GpuSlow | GpuEccSbeStorm | GpuRowRemapFailure | GpuSdc | PcieDowntrained => K::Gpu,
+            GpuLost
+            | GpuHbmUncorrectable
+            | GpuSramUncorrectable
+            | GpuGspHang
+            | GpuThermalThrottle
+            | GpuPowerBrake
+            | GpuSlow
+            | GpuEccSbeStorm
+            | GpuRowRemapFailure
+            | GpuSdc
+            | PcieDowntrained
+            | GpuCollectiveCorruption => K::Gpu,
             NvlinkDown | NvlinkCrcStorm => K::Nvlink,
-            NicDown | NicFlap | CableBitErrors | NicSpeedDegraded => K::Nic,
-            LeafSwitchDown | LeafCongestion => K::Switch,
+            NicDown | NicFlap | CableBitErrors | NicSpeedDegraded | NicConnectionResets => K::Nic,
+            LeafSwitchDown | LeafCongestion | SwitchSilentDrop => K::Switch,
             NodeDown | HostFanFailure | HostOom | HostMce | HostCpuContention => K::Node,
             AgentDown => K::Agent,
             DiskFailure => K::Disk,
@@ -231,7 +244,7 @@ mod tests {
 
     #[test]
     fn every_class_round_trips_and_has_a_weight() {
-        assert_eq!(FaultClass::ALL.len(), 28);
+        assert_eq!(FaultClass::ALL.len(), 31);
         for c in FaultClass::ALL {
             assert_eq!(c.as_str().parse::<FaultClass>().unwrap(), *c);
             assert_eq!(serde_json::to_string(c).unwrap(), format!("\"{}\"", c.as_str()));

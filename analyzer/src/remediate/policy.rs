@@ -61,10 +61,31 @@ impl Policy {
 pub fn drains(class: FaultClass) -> bool {
     use FaultClass::*;
     match class {
-        GpuLost | GpuHbmUncorrectable | GpuSramUncorrectable | GpuGspHang | GpuThermalThrottle | GpuPowerBrake
-        | GpuSlow | GpuEccSbeStorm | GpuRowRemapFailure | GpuSdc | NvlinkDown | NvlinkCrcStorm | PcieDowntrained
-        | NicDown | NicFlap | CableBitErrors | NicSpeedDegraded | LeafSwitchDown | NodeDown | HostFanFailure
-        | HostMce | DiskFailure => true,
+        GpuLost
+        | GpuHbmUncorrectable
+        | GpuSramUncorrectable
+        | GpuGspHang
+        | GpuThermalThrottle
+        | GpuPowerBrake
+        | GpuSlow
+        | GpuEccSbeStorm
+        | GpuRowRemapFailure
+        | GpuSdc
+        | NvlinkDown
+        | NvlinkCrcStorm
+        | PcieDowntrained
+        | NicDown
+        | NicFlap
+        | CableBitErrors
+        | NicSpeedDegraded
+        | LeafSwitchDown
+        | NodeDown
+        | HostFanFailure
+        | HostMce
+        | DiskFailure
+        | SwitchSilentDrop
+        | NicConnectionResets
+        | GpuCollectiveCorruption => true,
         LeafCongestion | AgentDown | HostOom | HostCpuContention | JobHang | JobCrash => false,
     }
 }

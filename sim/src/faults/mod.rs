@@ -213,6 +213,8 @@ impl Fault {
                 p.gbps = if d(3) < 0.75 { 200.0 } else { 100.0 };
             }
             K::LeafSwitchDown => {}
+            // Not simulated yet: they show only in collective-library logs and active probes.
+            K::SwitchSilentDrop | K::NicConnectionResets | K::GpuCollectiveCorruption => {}
             K::LeafCongestion => {
                 p.slow = between(2, 0.10, 0.30);
                 p.frac = between(3, 0.75, 0.95);
@@ -350,6 +352,7 @@ impl Fault {
             K::GpuSlow => with(Stall::No, on_gpu(job), RankFx::Extra(self.p.slow * cfrac)),
             K::GpuSdc => with(Stall::No, on_gpu(job), RankFx::Sdc),
             K::GpuEccSbeStorm | K::GpuRowRemapFailure | K::HostMce | K::AgentDown => None,
+            K::SwitchSilentDrop | K::NicConnectionResets | K::GpuCollectiveCorruption => None,
             K::NvlinkDown | K::NvlinkCrcStorm => {
                 let mut f = with(Stall::No, on_gpu(job), RankFx::Extra(0.0))?;
                 f.ranks.clear();
