@@ -60,6 +60,8 @@ pub struct AppState {
     pub limits: crate::limits::Limits,
     /// The last store write error, while writes keep failing (None once one succeeds).
     pub(crate) store_failure: Mutex<Option<String>>,
+    /// Per node, the compact bytes of its last accepted report: what its next delta patches.
+    pub(crate) bases: crate::ingest::Bases,
 }
 
 impl std::fmt::Debug for AppState {
@@ -130,6 +132,7 @@ impl AppState {
             pending: Mutex::new(Vec::new()),
             limits: crate::limits::Limits::new(&settings.limits, &settings.topology),
             store_failure: Mutex::new(None),
+            bases: crate::ingest::Bases::default(),
         }))
     }
 

@@ -12,6 +12,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+pub use faultline_proto::wire::delta::Bases;
+use faultline_proto::wire::delta::DeltaError;
 use faultline_proto::{NodeReport, ReportError};
 
 use crate::engine::{Analyzer, IngestError, IngestOutcome};
@@ -28,14 +30,27 @@ pub enum Encoding {
     Json,
     /// `application/x-protobuf`: the compact form agents send (`faultline_proto::wire`).
     Protobuf,
+    /// `application/vnd.faultline.report-delta`: a compact report as what changed since the node's
+    /// last accepted one (`faultline_proto::wire::delta`); decoded with `decode_any` and the bases.
+    Delta,
 }
 
 impl Encoding {
+    /// Its name in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoding::Json => "json",
+            Encoding::Protobuf => "protobuf",
+            Encoding::Delta => "delta",
+        }
+    }
+
     /// The media type the analyzer takes for this encoding.
     pub fn content_type(self) -> &'static str {
         match self {
             Encoding::Json => "application/json",
             Encoding::Protobuf => faultline_proto::wire::CONTENT_TYPE,
+            Encoding::Delta => faultline_proto::wire::delta::DELTA_CONTENT_TYPE,
         }
     }
 
@@ -53,10 +68,13 @@ impl Encoding {
             Ok(Encoding::Json)
         } else if faultline_proto::wire::CONTENT_TYPES.iter().any(|t| mime.eq_ignore_ascii_case(t)) {
             Ok(Encoding::Protobuf)
+        } else if mime.eq_ignore_ascii_case(faultline_proto::wire::delta::DELTA_CONTENT_TYPE) {
+            Ok(Encoding::Delta)
         } else {
             Err(format!(
-                "Content-Type is {v:?}; reports must be sent as application/json or {}",
-                faultline_proto::wire::CONTENT_TYPE
+                "Content-Type is {v:?}; reports must be sent as application/json, {} or {}",
+                faultline_proto::wire::CONTENT_TYPE,
+                faultline_proto::wire::delta::DELTA_CONTENT_TYPE
             ))
         }
     }
@@ -69,6 +87,9 @@ pub struct Decoded {
     report: NodeReport,
     bytes: usize,
     encoding: Encoding,
+    /// The report's compact bytes (the body, or what a delta rebuilt): the node's next delta base
+    /// once the report is accepted (`Bases::keep`).
+    compact: Option<Vec<u8>>,
 }
 
 impl Decoded {
@@ -89,6 +110,47 @@ impl Decoded {
     pub fn into_report(self) -> NodeReport {
         self.report
     }
+    /// The compact bytes to keep as the node's delta base once the report is accepted.
+    pub fn take_compact(&mut self) -> Option<Vec<u8>> {
+        self.compact.take()
+    }
+}
+
+/// Why a body could not be decoded: a problem in the report, or a delta the analyzer cannot rebuild
+/// (answered 409: the agent then sends the same report in full).
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    #[error(transparent)]
+    Delta(#[from] DeltaError),
+}
+
+/// Decodes a body in any encoding, deltas included (rebuilt against `bases`), and validates the
+/// report once. A rebuilt report must name the node and `seq` its delta's envelope named.
+pub fn decode_any(body: &[u8], encoding: Encoding, bases: &Bases) -> Result<Decoded, DecodeError> {
+    if encoding != Encoding::Delta {
+        let mut d = decode(body, encoding)?;
+        if encoding == Encoding::Protobuf {
+            d.compact = Some(body.to_vec());
+        }
+        return Ok(d);
+    }
+    let env = faultline_proto::wire::delta::envelope(body)?;
+    let full = bases.rebuild_envelope(&env)?;
+    let report = faultline_proto::wire::decode(&full)?;
+    if report.node != env.node || report.seq != env.seq {
+        return Err(DeltaError::Corrupt {
+            node: env.node,
+            message: format!(
+                "the delta rebuilt report {:?} seq {} instead of seq {}",
+                report.node, report.seq, env.seq
+            ),
+        }
+        .into());
+    }
+    report.validate()?;
+    Ok(Decoded { report, bytes: body.len(), encoding, compact: Some(full) })
 }
 
 /// Decodes a body and validates the report, once. The plain JSON decoder is several times faster
@@ -108,8 +170,14 @@ pub fn decode(body: &[u8], encoding: Encoding) -> Result<Decoded, ReportError> {
             r.validate()?;
             r
         }
+        Encoding::Delta => {
+            return Err(ReportError::Decode {
+                field: "(delta)".into(),
+                message: "a delta is rebuilt against the node's last report: decode it with decode_any".into(),
+            });
+        }
     };
-    Ok(Decoded { report, bytes: body.len(), encoding })
+    Ok(Decoded { report, bytes: body.len(), encoding, compact: None })
 }
 
 /// What `apply` did besides the engine's verdict, for the caller's metrics and logs.

@@ -95,6 +95,12 @@ struct JobLabels {
     job_id: String,
 }
 
+/// Encodings come from a fixed set: bounded.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EncodingLabels {
+    encoding: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: String,
@@ -140,6 +146,8 @@ pub enum IngestResult {
     RateLimited,
     TooLarge,
     UnsupportedMediaType,
+    /// A delta against a report the analyzer does not hold (409: the agent sends it in full).
+    DeltaBaseMismatch,
 }
 
 impl IngestResult {
@@ -154,6 +162,7 @@ impl IngestResult {
             Self::RateLimited => "rate_limited",
             Self::TooLarge => "too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::DeltaBaseMismatch => "delta_base_mismatch",
         }
     }
 }
@@ -185,6 +194,7 @@ pub struct Metrics {
     diagnosis_latency: Histogram,
     ingest_reports: Family<ResultLabels, Counter>,
     ingest_bytes: Counter,
+    ingest_encoding: Family<EncodingLabels, Counter>,
     ingest_duration: Histogram,
     report_age: Histogram,
     nodes: Gauge,
@@ -244,6 +254,12 @@ impl Metrics {
         registry.register("ingest_reports", "Report posts by result", ingest_reports.clone());
         let ingest_bytes = Counter::default();
         registry.register("ingest_bytes", "Bytes of report bodies read", ingest_bytes.clone());
+        let ingest_encoding = Family::<EncodingLabels, Counter>::default();
+        registry.register(
+            "ingest_encoding_reports",
+            "Reports decoded, by encoding: json, protobuf (a full compact report) or delta (what changed since the node's last one)",
+            ingest_encoding.clone(),
+        );
         let ingest_duration = Histogram::new(INGEST_BUCKETS);
         registry.register(
             "ingest_duration_seconds",
@@ -373,6 +389,7 @@ impl Metrics {
             diagnosis_latency,
             ingest_reports,
             ingest_bytes,
+            ingest_encoding,
             ingest_duration,
             report_age,
             nodes,
@@ -416,6 +433,11 @@ impl Metrics {
 
     pub fn ingest_bytes(&self, n: usize) {
         self.ingest_bytes.inc_by(n as u64);
+    }
+
+    /// One report decoded in `encoding` (`json`, `protobuf`, `delta`).
+    pub fn ingest_encoding(&self, encoding: &'static str) {
+        self.ingest_encoding.get_or_create(&EncodingLabels { encoding: encoding.into() }).inc();
     }
 
     pub fn ingest_duration(&self, seconds: f64) {

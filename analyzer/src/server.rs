@@ -187,8 +187,10 @@ async fn ingest(st: &AppState, headers: &HeaderMap, body: Body) -> Result<(Accep
         return Err((IngestResult::Malformed, ApiError::bad_request("empty body: expected one NodeReport")));
     }
     // Decode and validate, once, outside the engine lock.
-    let mut decoded = ingest::decode(&bytes, encoding).map_err(|e| report_refusal(&e))?;
+    let mut decoded = ingest::decode_any(&bytes, encoding, &st.bases).map_err(|e| decode_refusal(&e))?;
     let node = decoded.report().node.clone();
+    let compact = decoded.take_compact();
+    st.metrics.ingest_encoding(encoding.as_str());
     grant.allows(&node).map_err(|e| (IngestResult::Forbidden, ApiError::auth(&e)))?;
     let now_ms = st.clock.now_ms();
     match st.limits.admit(decoded.report_mut()) {
@@ -237,12 +239,30 @@ async fn ingest(st: &AppState, headers: &HeaderMap, body: Body) -> Result<(Accep
         st.metrics.limit_hit("future_timestamp", 1);
         debug!(node = %node, ahead_ms, "report stamped in the future; taken at arrival time");
     }
+    if let Some(c) = compact
+        && !applied.outcome.duplicate
+    {
+        // What this node's next delta patches (kept once the report is in, never for a refused one).
+        st.bases.keep(&node, applied.outcome.seq, c);
+    }
     st.metrics.report_age(applied.age_ms as f64 / 1000.0);
     st.metrics.report_applied();
     let outcome = applied.outcome;
     let result = if outcome.duplicate { IngestResult::Duplicate } else { IngestResult::Accepted };
     debug!(node = %outcome.node, seq = outcome.seq, duplicate = outcome.duplicate, bytes = applied.bytes, "report applied");
     Ok((Accepted { node: outcome.node, seq: outcome.seq, duplicate: outcome.duplicate }, result))
+}
+
+fn decode_refusal(e: &ingest::DecodeError) -> Refusal {
+    use faultline_proto::wire::delta::DeltaError;
+    match e {
+        ingest::DecodeError::Report(r) => report_refusal(r),
+        // The agent keeps the report and sends it in full: nothing in it is wrong.
+        ingest::DecodeError::Delta(d @ (DeltaError::BaseMismatch { .. } | DeltaError::Corrupt { .. })) if !matches!(d, DeltaError::Corrupt { node, .. } if node.is_empty()) => {
+            (IngestResult::DeltaBaseMismatch, ApiError::new(StatusCode::CONFLICT, e.to_string()))
+        }
+        ingest::DecodeError::Delta(_) => (IngestResult::Malformed, ApiError::bad_request(e.to_string())),
+    }
 }
 
 fn report_refusal(e: &ReportError) -> Refusal {

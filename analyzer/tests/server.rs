@@ -387,3 +387,49 @@ async fn the_first_incident_of_an_empty_store_is_inc_000001() {
     assert_eq!(ids, ["inc-000001"]);
     srv.stop().await;
 }
+
+async fn post_raw(url: &str, content_type: &str, body: Vec<u8>) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .post(format!("{url}/api/v1/reports"))
+        .bearer_auth(TOKEN)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// Deltas over HTTP: one against a report the analyzer never took is answered 409 (the agent then
+/// sends it in full); after a full compact report, a delta against it is taken and rebuilds the
+/// report; one against an older report is 409 again; garbage in a delta body is a 400.
+#[tokio::test]
+async fn a_delta_is_taken_against_the_last_accepted_report_and_409_otherwise() {
+    use faultline_proto::wire::{self, delta};
+    let srv = TestServer::start(Some(TOKEN), Store::open_in_memory().unwrap()).await;
+    let compact = |seq: u64| {
+        let r: faultline_proto::NodeReport = serde_json::from_value(report("node-0001", seq)).unwrap();
+        wire::encode(&r)
+    };
+    let (c1, c2, c3) = (compact(1), compact(2), compact(3));
+    let (status, text) =
+        post_raw(&srv.url, delta::DELTA_CONTENT_TYPE, delta::encode("node-0001", 1, &c1, 2, &c2)).await;
+    assert_eq!(status, 409, "{text}");
+    assert!(text.contains("in full"), "{text}");
+    let (status, text) = post_raw(&srv.url, wire::CONTENT_TYPE, c1.clone()).await;
+    assert_eq!(status, 200, "{text}");
+    let (status, text) =
+        post_raw(&srv.url, delta::DELTA_CONTENT_TYPE, delta::encode("node-0001", 1, &c1, 2, &c2)).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"seq\":2"), "{text}");
+    // Against seq 1 again: the analyzer now holds seq 2.
+    let (status, text) =
+        post_raw(&srv.url, delta::DELTA_CONTENT_TYPE, delta::encode("node-0001", 1, &c1, 3, &c3)).await;
+    assert_eq!(status, 409, "{text}");
+    assert!(text.contains("seq 2"), "{text}");
+    let (status, text) = post_raw(&srv.url, delta::DELTA_CONTENT_TYPE, b"\xff\xfe not a delta".to_vec()).await;
+    assert_eq!(status, 400, "{text}");
+    let node = srv.state.with_engine(|e| e.node_state("node-0001").map(|n| (n.last_seq, n.reports)));
+    assert_eq!(node, Some((2, 2)), "the refused deltas changed nothing");
+    srv.stop().await;
+}

@@ -30,8 +30,12 @@ fn main() {
         }
         json += b.elapsed();
         n += out.len() as u64;
+        // Up to 2,000 reports of the first 64 nodes, over every round: deltas need a node's
+        // previous report.
         if sample.len() < 2000 {
-            sample.extend(out.into_iter().map(|o| o.report));
+            sample.extend(out.into_iter().map(|o| o.report).filter(|r| {
+                r.node.trim_start_matches(|c: char| !c.is_ascii_digit()).parse::<u32>().is_ok_and(|i| i < 64)
+            }));
         }
     }
     encodings(&sample);
@@ -48,30 +52,54 @@ fn main() {
 }
 
 /// Per report, over `reports`: bytes, encode, and decode + validation, for JSON and the compact
-/// encoding.
+/// encoding, full and as deltas (each node's report against its previous one, as agents send them;
+/// the sample must hold several rounds for deltas to show).
 fn encodings(reports: &[faultline_proto::NodeReport]) {
-    use faultline_analyzer::ingest::{Encoding, decode};
+    use faultline_analyzer::ingest::{Bases, Encoding, decode_any};
+    use faultline_proto::wire::delta::Sender;
     let n = reports.len().max(1) as f64;
     let us = |d: Duration| d.as_secs_f64() * 1e6 / n;
-    for enc in [Encoding::Json, Encoding::Protobuf] {
+    for enc in [Encoding::Json, Encoding::Protobuf, Encoding::Delta] {
+        let mut senders: std::collections::HashMap<String, Sender> = Default::default();
         let t0 = Instant::now();
-        let bodies: Vec<Vec<u8>> = reports
+        // (body, the encoding it went in: a delta sender sends some reports in full)
+        let bodies: Vec<(Vec<u8>, Encoding)> = reports
             .iter()
             .map(|r| match enc {
-                Encoding::Json => serde_json::to_vec(r).unwrap_or_default(),
-                Encoding::Protobuf => faultline_proto::wire::encode(r),
+                Encoding::Json => (serde_json::to_vec(r).unwrap_or_default(), enc),
+                Encoding::Protobuf => (faultline_proto::wire::encode(r), enc),
+                Encoding::Delta => {
+                    let full = faultline_proto::wire::encode(r);
+                    let s = senders.entry(r.node.clone()).or_insert_with(|| Sender::new(30));
+                    let (body, is_delta) = s.body(&r.node, r.seq, &full);
+                    s.acknowledged(r.seq, full, is_delta);
+                    (body, if is_delta { Encoding::Delta } else { Encoding::Protobuf })
+                }
             })
             .collect();
         let enc_t = t0.elapsed();
+        let bases = Bases::default();
         let t1 = Instant::now();
-        let ok = bodies.iter().filter(|b| decode(b, enc).is_ok()).count();
+        let ok = bodies
+            .iter()
+            .zip(reports)
+            .filter(|((b, e), r)| match decode_any(b, *e, &bases) {
+                Ok(mut d) => {
+                    if let Some(c) = d.take_compact() {
+                        bases.keep(&r.node, r.seq, c);
+                    }
+                    true
+                }
+                Err(_) => false,
+            })
+            .count();
         let dec_t = t1.elapsed();
         let t2 = Instant::now();
         for r in reports {
             let _ = r.validate();
         }
         let val_t = t2.elapsed();
-        let size = bodies.iter().map(Vec::len).sum::<usize>() as f64 / n;
+        let size = bodies.iter().map(|(b, _)| b.len()).sum::<usize>() as f64 / n;
         println!(
             "{enc:?}: {size:.0} B/report; encode {:.1} us, decode+validate {:.1} us (validate alone {:.1} us); {ok}/{} decoded",
             us(enc_t),

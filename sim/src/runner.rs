@@ -3,6 +3,7 @@
 //! future-stamp rule; with a `tick` every virtual second) or over the wire
 //! (POST to a running analyzer, paced N× real time, then read its incidents). Then scores.
 
+use std::collections::HashMap;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -26,8 +27,24 @@ struct Second {
     sim_time: Duration,
 }
 
+/// A simulated agent's body for `r` as a delta against its previous report (in full the first time
+/// and every `FULL_EVERY` reports, as the real agent does), taken as acknowledged at once. Also the
+/// report's full compact bytes, for a resend when the analyzer asks for it (409).
+fn delta_body(
+    senders: &mut HashMap<String, faultline_proto::wire::delta::Sender>,
+    r: &faultline_proto::NodeReport,
+) -> (Vec<u8>, Vec<u8>, bool) {
+    let full = faultline_proto::wire::encode(r);
+    let s = senders
+        .entry(r.node.clone())
+        .or_insert_with(|| faultline_proto::wire::delta::Sender::new(faultline_agent::export::push::FULL_EVERY));
+    let (body, is_delta) = s.body(&r.node, r.seq, &full);
+    s.acknowledged(r.seq, full.clone(), is_delta);
+    (body, full, is_delta)
+}
+
 /// (arrival ms, node, seq, body, what `ingest::decode` made of it).
-type DecodedItem = (i64, String, u64, Vec<u8>, Result<ingest::Decoded, faultline_proto::ReportError>);
+type DecodedItem = (i64, String, u64, Vec<u8>, Result<ingest::Decoded, ingest::DecodeError>);
 
 /// One virtual second of reports after `ingest::decode`, which runs on its own thread as it runs
 /// on the HTTP server's request threads: outside the engine lock, on the other core.
@@ -167,7 +184,11 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
             // and the engine) and ticks, as a real one would.
             // The ingest ledger (seq, duplicates, liveness) an HTTP analyzer keeps beside its engine.
             let mut ledger = NodeLedger::default();
-            let encoding = opts.encoding.unwrap_or(Encoding::Protobuf);
+            let encoding = opts.encoding.unwrap_or(Encoding::Delta);
+            // The analyzer's delta bases (an HTTP analyzer keeps them beside its engine) and each
+            // simulated agent's own (`Sender`): in-process every report is acknowledged.
+            let bases = ingest::Bases::default();
+            let mut senders: HashMap<String, faultline_proto::wire::delta::Sender> = HashMap::new();
             let (tx, rx_enc) = mpsc::sync_channel::<Result<Second, serde_json::Error>>(PIPELINE_DEPTH);
             let (tx_dec, rx) = mpsc::sync_channel::<Result<Decoded, serde_json::Error>>(PIPELINE_DEPTH);
             let mut decode_total = Duration::ZERO;
@@ -175,6 +196,8 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                 // Owned here, so that returning early drops it and the producer stops.
                 let rx = rx;
                 let world = &mut world;
+                let bases = &bases;
+                let senders = &mut senders;
                 scope.spawn(move || {
                     for second in rx_enc {
                         let msg = second.map(|s| {
@@ -183,7 +206,12 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                                 .items
                                 .into_iter()
                                 .map(|(arrival, node, seq, body)| {
-                                    let d = ingest::decode(&body, encoding);
+                                    let mut d = ingest::decode_any(&body, encoding, bases);
+                                    if let Ok(d) = d.as_mut()
+                                        && let Some(c) = d.take_compact()
+                                    {
+                                        bases.keep(&node, seq, c);
+                                    }
                                     (arrival, node, seq, body, d)
                                 })
                                 .collect();
@@ -204,6 +232,7 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                             let body = match encoding {
                                 Encoding::Json => serde_json::to_vec(&o.report),
                                 Encoding::Protobuf => Ok(faultline_proto::wire::encode(&o.report)),
+                                Encoding::Delta => Ok(delta_body(senders, &o.report).0),
                             };
                             match body {
                                 Ok(body) => items.push((o.arrival_ms, o.report.node, o.report.seq, body)),
@@ -233,7 +262,10 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                         let t0 = Instant::now();
                         let res = match decoded {
                             Ok(d) => Ok(ingest::apply(an, &mut ledger, d, now).outcome),
-                            Err(e) => Err(IngestError::from(e)),
+                            Err(ingest::DecodeError::Report(e)) => Err(IngestError::from(e)),
+                            Err(ingest::DecodeError::Delta(e)) => {
+                                Err(IngestError::from(faultline_proto::ReportError::from(e)))
+                            }
                         };
                         spent += t0.elapsed();
                         if let Some(f) = opts.on_report.as_mut() {
@@ -374,15 +406,16 @@ fn run_wire(
         .timeout(WIRE_TIMEOUT)
         .build()
         .map_err(|e| werr(format!("cannot build an HTTP client: {e}")))?;
-    let (tx, rx) = mpsc::sync_channel::<(Vec<u8>, Instant)>(4096);
+    // (body, its content type, the full compact report to resend on a 409, due time)
+    let (tx, rx) = mpsc::sync_channel::<(Vec<u8>, &'static str, Option<Vec<u8>>, Instant)>(4096);
     let rx = Arc::new(Mutex::new(rx));
     let shared = Arc::new(Mutex::new(WireShared { errors: 0, first_error: None, lags_s: Vec::new() }));
     // Set before the workers start: the due time of every report is measured from it.
     let start = Instant::now();
     let url = format!("{base}/api/v1/reports");
     // What agents send: the compact encoding unless the caller asked for JSON.
-    let encoding = opts.encoding.unwrap_or(Encoding::Protobuf);
-    let content_type = encoding.content_type();
+    let encoding = opts.encoding.unwrap_or(Encoding::Delta);
+    let mut senders: HashMap<String, faultline_proto::wire::delta::Sender> = HashMap::new();
     let mut workers = Vec::new();
     for _ in 0..WIRE_WORKERS {
         let rx = Arc::clone(&rx);
@@ -396,12 +429,23 @@ fn run_wire(
                     let guard = rx.lock().unwrap_or_else(|p| p.into_inner());
                     guard.recv()
                 };
-                let Ok((body, due)) = body else { break };
-                let mut req = client.post(&url).header("content-type", content_type).body(body);
-                if let Some(t) = &token {
-                    req = req.bearer_auth(t);
+                let Ok((body, content_type, full, due)) = body else { break };
+                let post = |body: Vec<u8>, content_type: &str| {
+                    let mut req = client.post(&url).header("content-type", content_type).body(body);
+                    if let Some(t) = &token {
+                        req = req.bearer_auth(t);
+                    }
+                    req.send()
+                };
+                let mut sent = post(body, content_type);
+                // The analyzer holds no base for this delta (it restarted, or missed a report):
+                // the agent sends the same report in full at once.
+                if let (Ok(r), Some(full)) = (&sent, full)
+                    && r.status() == reqwest::StatusCode::CONFLICT
+                {
+                    sent = post(full, faultline_proto::wire::CONTENT_TYPE);
                 }
-                let failure = match req.send() {
+                let failure = match sent {
                     Ok(r) if r.status().is_success() => None,
                     Ok(r) => {
                         let status = r.status();
@@ -429,16 +473,20 @@ fn run_wire(
         let out = world.step();
         let t = world.t_ms;
         for o in out {
-            let body = match encoding {
-                Encoding::Json => serde_json::to_vec(&o.report)?,
-                Encoding::Protobuf => faultline_proto::wire::encode(&o.report),
+            let (body, content_type, full) = match encoding {
+                Encoding::Json => (serde_json::to_vec(&o.report)?, encoding.content_type(), None),
+                Encoding::Protobuf => (faultline_proto::wire::encode(&o.report), encoding.content_type(), None),
+                Encoding::Delta => match delta_body(&mut senders, &o.report) {
+                    (body, full, true) => (body, encoding.content_type(), Some(full)),
+                    (body, _, false) => (body, faultline_proto::wire::CONTENT_TYPE, None),
+                },
             };
             stats.reports += 1;
             stats.report_bytes += body.len() as u64;
             round_reports += 1;
             // Due when its arrival's virtual time comes round at `speed`.
             let due = start + Duration::from_secs_f64((o.arrival_ms.max(0) as f64 / 1000.0) / speed);
-            if tx.send((body, due)).is_err() {
+            if tx.send((body, content_type, full, due)).is_err() {
                 return Err(werr("every sender thread stopped".into()));
             }
         }

@@ -1,7 +1,8 @@
 //! A real agent pushing to a real analyzer over loopback: reports arrive, an analyzer outage is
 //! bridged by the disk spool and replayed in order with no gap in `seq`, SIGTERM sends a last report
 //! with `shutdown: true`, `seq` continues across an agent restart, and a report refused for its
-//! content (422) is dropped rather than retried forever.
+//! content (422) is dropped rather than retried forever. Reports travel as deltas against the last
+//! acknowledged one; after the outage the agent sends in full first, then deltas again.
 
 use std::path::Path;
 use std::process::Command;
@@ -83,6 +84,19 @@ fn outage_is_replayed_in_order_without_gaps_and_sigterm_sends_a_last_report() {
         let drained = agent_metric(&agent.url, "faultline_agent_spool_reports")? == 0.0;
         let e = node_entry(&analyzer.url, node)?;
         (drained && u(&e, "last_seq") > accepted_before + 5).then_some(())
+    });
+
+    // The restarted analyzer holds no base: after the failed posts the agent sent in full, and
+    // deltas follow again.
+    wait_for(Duration::from_secs(30), "deltas at the restarted analyzer", || {
+        let m = http().get(format!("{}/metrics", analyzer.url)).send().ok()?.text().ok()?;
+        let n = |enc: &str| {
+            m.lines()
+                .find(|l| l.starts_with(&format!("faultline_ingest_encoding_reports_total{{encoding=\"{enc}\"}}")))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (n("delta") >= 2.0 && n("protobuf") >= 1.0).then_some(())
     });
 
     // SIGTERM: a last report with shutdown=true, then exit 0.

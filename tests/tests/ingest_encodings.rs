@@ -1,7 +1,9 @@
 //! The compact encoding (`faultline_proto::wire`, `application/x-protobuf`) against JSON, through the
 //! analyzer's one ingest path:
 //! - every report a simulated cluster sends survives the compact round trip unchanged;
-//! - the same scenario gives the same incidents whichever encoding carries its reports;
+//! - the same scenario gives the same incidents whichever encoding carries its reports, deltas
+//!   (`wire::delta`, what agents send) included;
+//! - a delta rebuilds exactly the report it was made from;
 //! - what a healthy 8-GPU, 8-NIC node's report costs in each (printed; run with `--nocapture`).
 
 use std::path::Path;
@@ -61,6 +63,16 @@ fn the_same_reports_give_the_same_incidents_in_json_and_compact() {
         |encoding| faultline_sim::run(&sc, RunOptions { encoding: Some(encoding), ..Default::default() }).unwrap();
     let json = run(Encoding::Json);
     let compact = run(Encoding::Protobuf);
+    let delta = run(Encoding::Delta);
+    assert_eq!(delta.analyzer.rejected, 0, "{:?}", delta.analyzer.first_rejection);
+    assert_eq!(json.incidents, delta.incidents);
+    assert_eq!(json.faults, delta.faults);
+    assert!(
+        delta.analyzer.report_bytes * 2 < compact.analyzer.report_bytes,
+        "deltas {} B against full compact {} B",
+        delta.analyzer.report_bytes,
+        compact.analyzer.report_bytes
+    );
     assert_eq!(json.analyzer.rejected, 0, "{:?}", json.analyzer.first_rejection);
     assert_eq!(compact.analyzer.rejected, 0, "{:?}", compact.analyzer.first_rejection);
     assert_eq!(json.analyzer.reports, compact.analyzer.reports);
@@ -68,11 +80,12 @@ fn the_same_reports_give_the_same_incidents_in_json_and_compact() {
     assert_eq!(json.incidents, compact.incidents);
     assert_eq!(json.faults, compact.faults);
     println!(
-        "smoke.toml: {} reports, {} incidents either way; {:.0} B/report JSON, {:.0} B/report compact",
+        "smoke.toml: {} reports, {} incidents each way; {:.0} B/report JSON, {:.0} B/report compact, {:.0} B/report as deltas",
         json.analyzer.reports,
         json.incidents.len(),
         json.analyzer.report_bytes as f64 / json.analyzer.reports as f64,
-        compact.analyzer.report_bytes as f64 / compact.analyzer.reports as f64
+        compact.analyzer.report_bytes as f64 / compact.analyzer.reports as f64,
+        delta.analyzer.report_bytes as f64 / delta.analyzer.reports as f64
     );
 }
 
@@ -94,12 +107,31 @@ fn bytes_per_report_of_a_healthy_8_gpu_8_nic_node() {
     let json: usize = reports.iter().map(|r| serde_json::to_vec(r).unwrap().len()).sum();
     let compact: usize = reports.iter().map(|r| wire::encode(r).len()).sum();
     let max = reports.iter().map(|r| wire::encode(r).len()).max().unwrap_or(0);
+    // As agents send them: each report a delta against its node's previous one, rebuilt exactly.
+    let (mut delta, mut delta_max, mut deltas) = (0usize, 0usize, 0usize);
+    let mut last: std::collections::HashMap<&str, (u64, Vec<u8>)> = Default::default();
+    for r in &reports {
+        let full = wire::encode(r);
+        if let Some((base_seq, base)) = last.get(r.node.as_str()) {
+            let body = wire::delta::encode(&r.node, *base_seq, base, r.seq, &full);
+            let env = wire::delta::envelope(&body).unwrap();
+            assert_eq!(wire::delta::rebuild(&env, base).unwrap(), full, "{} seq {}", r.node, r.seq);
+            delta += body.len();
+            delta_max = delta_max.max(body.len());
+            deltas += 1;
+        }
+        last.insert(&r.node, (r.seq, full));
+    }
+    assert!(deltas > 0);
     println!(
-        "healthy 8-GPU 8-NIC node, {} reports: JSON {:.0} B avg, compact {:.0} B avg (max {max} B), {:.1}x smaller",
+        "healthy 8-GPU 8-NIC node, {} reports: JSON {:.0} B avg, compact {:.0} B avg (max {max} B), {:.1}x smaller; \
+         as deltas {:.0} B avg (max {delta_max} B) over {deltas}",
         reports.len(),
         json as f64 / n,
         compact as f64 / n,
-        json as f64 / compact as f64
+        json as f64 / compact as f64,
+        delta as f64 / deltas as f64
     );
     assert!(compact < json, "the compact encoding is larger than JSON");
+    assert!(delta / deltas < 4096, "a healthy node's delta averages {} B, over 4 KiB", delta / deltas);
 }

@@ -11,6 +11,12 @@
 //! transcoded from the spooled JSON at send time; an analyzer that answers 415 (one from before the
 //! compact encoding) gets JSON from then on. `--once` and the spool stay JSON.
 //!
+//! Most reports go as what changed since the last one the analyzer acknowledged
+//! (`faultline_proto::wire::delta`): a full compact report first, every `FULL_EVERY` reports, after
+//! any failure, and when the analyzer answers 409 (it restarted, or lost our base), in which case the
+//! same report goes again at once in full. An analyzer that answers 415 to a delta gets full compact
+//! reports from then on.
+//!
 //! With `https://` the analyzer's certificate is checked against the system's roots, or only against
 //! the CA given with `--ca-cert` (pinning: the system roots are then not trusted at all).
 
@@ -34,6 +40,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the shutdown path may spend flushing the spool and sending the last report (systemd's
 /// default stop timeout is 90 s; this leaves most of it unused).
 pub const SHUTDOWN_FLUSH_DEADLINE: Duration = Duration::from_secs(15);
+/// A full compact report at least every this many reports (5 minutes at the default 10 s interval):
+/// bounds how long a wrong base on either side could last, whatever the cause.
+pub const FULL_EVERY: u32 = 30;
 /// How much of a refusal's body goes into the log line.
 const MAX_LOGGED_BODY: usize = 512;
 /// Wait after a 429 that carries no usable `Retry-After`: one second is what the analyzer's token
@@ -86,6 +95,10 @@ pub struct Client {
     token: Option<String>,
     /// Send the compact encoding; cleared for good when the analyzer answers 415 to it.
     compact: Arc<AtomicBool>,
+    /// Send deltas; cleared for good when the analyzer answers 415 to one.
+    deltas: Arc<AtomicBool>,
+    /// The last acknowledged report, what the next delta patches.
+    sender: Arc<std::sync::Mutex<faultline_proto::wire::delta::Sender>>,
 }
 
 impl Client {
@@ -117,7 +130,14 @@ impl Client {
             builder = builder.tls_certs_only(certs);
         }
         let http = builder.build().context("cannot build the HTTP client")?;
-        Ok(Client { http, endpoint: format!("{base}/api/v1/reports"), token, compact: Arc::new(AtomicBool::new(true)) })
+        Ok(Client {
+            http,
+            endpoint: format!("{base}/api/v1/reports"),
+            token,
+            compact: Arc::new(AtomicBool::new(true)),
+            deltas: Arc::new(AtomicBool::new(true)),
+            sender: Arc::new(std::sync::Mutex::new(faultline_proto::wire::delta::Sender::new(FULL_EVERY))),
+        })
     }
 
     pub fn endpoint(&self) -> &str {
@@ -142,7 +162,12 @@ impl Client {
             // A body that is not a report we can read goes as JSON: the analyzer names what is wrong.
             if let Ok(report) = serde_json::from_slice::<faultline_proto::NodeReport>(&body) {
                 let compact = faultline_proto::wire::encode(&report);
-                match self.post_as(seq, compact, faultline_proto::wire::CONTENT_TYPE).await {
+                if let Some(out) = self.post_delta(seq, &report.node, &compact).await {
+                    return out;
+                }
+                let out = self.post_as(seq, compact.clone(), faultline_proto::wire::CONTENT_TYPE).await;
+                self.after(seq, compact, false, &out);
+                match out {
                     Outcome::Held { status: 415, message } => {
                         self.compact.store(false, Ordering::Relaxed);
                         tracing::info!(
@@ -156,6 +181,52 @@ impl Client {
             }
         }
         self.post_as(seq, body, "application/json").await
+    }
+
+    /// Posts report `seq` as a delta when there is a base to patch. `None`: send it in full (no
+    /// base, deltas off, or the analyzer asked for the full report).
+    async fn post_delta(&self, seq: u64, node: &str, compact: &[u8]) -> Option<Outcome> {
+        use faultline_proto::wire::delta::DELTA_CONTENT_TYPE;
+        if !self.deltas.load(Ordering::Relaxed) {
+            return None;
+        }
+        let (body, is_delta) = self.sender().body(node, seq, compact);
+        if !is_delta {
+            return None;
+        }
+        let out = self.post_as(seq, body, DELTA_CONTENT_TYPE).await;
+        match &out {
+            Outcome::Held { status: 409, message } => {
+                tracing::debug!(seq, answer = %message, "the analyzer holds no base for our delta; sending in full");
+                self.sender().reset();
+                None
+            }
+            Outcome::Held { status: 415, .. } => {
+                self.deltas.store(false, Ordering::Relaxed);
+                tracing::info!(
+                    endpoint = self.endpoint(),
+                    "the analyzer does not take deltas (415); sending full reports from now on"
+                );
+                self.sender().reset();
+                None
+            }
+            _ => {
+                self.after(seq, compact.to_vec(), true, &out);
+                Some(out)
+            }
+        }
+    }
+
+    fn sender(&self) -> std::sync::MutexGuard<'_, faultline_proto::wire::delta::Sender> {
+        self.sender.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps an acknowledged report as the next base; anything else sends the next one in full.
+    fn after(&self, seq: u64, compact: Vec<u8>, was_delta: bool, out: &Outcome) {
+        match out {
+            Outcome::Accepted => self.sender().acknowledged(seq, compact, was_delta),
+            _ => self.sender().reset(),
+        }
     }
 
     async fn post_as(&self, seq: u64, body: Vec<u8>, content_type: &'static str) -> Outcome {
@@ -601,9 +672,11 @@ mod tests {
         }
     }
 
-    /// A one-connection-per-request HTTP server that answers 415 to the compact encoding and
-    /// acknowledges JSON; returns its URL and the content types it saw.
-    fn json_only_analyzer() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    /// A one-connection-per-request HTTP server; `answer(content type, body)` gives the status line
+    /// and body. Returns its URL and the content types it saw.
+    fn fake_analyzer(
+        answer: impl Fn(&str, &[u8]) -> (&'static str, String) + Send + 'static,
+    ) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
         use std::io::{BufRead, BufReader, Read, Write};
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", l.local_addr().unwrap());
@@ -629,21 +702,61 @@ mod tests {
                 let mut body = vec![0u8; len];
                 let _ = r.read_exact(&mut body);
                 seen2.lock().unwrap().push(ct.clone());
-                let (status, text) = if ct.starts_with("application/json") {
-                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                    ("200 OK", serde_json::json!({"seq": v["seq"], "node": v["node"]}).to_string())
-                } else {
-                    (
-                        "415 Unsupported Media Type",
-                        r#"{"error":"reports must be sent as application/json"}"#.to_string(),
-                    )
-                };
+                let (status, text) = answer(&ct, &body);
                 let mut s = s;
                 let _ =
                     write!(s, "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}", text.len());
             }
         });
         (url, seen)
+    }
+
+    /// Reports go as deltas against the last acknowledged one; a 409 (the analyzer holds no base)
+    /// sends the same report in full at once, and deltas follow.
+    #[tokio::test]
+    async fn reports_go_as_deltas_and_a_409_sends_the_same_report_in_full() {
+        use faultline_proto::wire::{self, delta};
+        let bases = std::sync::Arc::new(delta::Bases::default());
+        let refused_once = std::sync::Arc::new(AtomicBool::new(false));
+        let (b, once) = (bases.clone(), refused_once.clone());
+        let (url, seen) = fake_analyzer(move |ct, body| {
+            let full = if ct == wire::CONTENT_TYPE {
+                body.to_vec()
+            } else if !once.swap(true, Ordering::Relaxed) {
+                return ("409 Conflict", r#"{"error":"send the report in full"}"#.to_string());
+            } else {
+                match b.rebuild(body) {
+                    Ok(f) => f,
+                    Err(e) => return ("409 Conflict", serde_json::json!({"error": e.to_string()}).to_string()),
+                }
+            };
+            let r = wire::decode(&full).unwrap();
+            b.keep(&r.node, r.seq, full);
+            ("200 OK", serde_json::json!({"seq": r.seq, "node": r.node}).to_string())
+        });
+        let c = Client::new(&url, None, None).unwrap();
+        let mut r = faultline_proto::NodeReport::empty("n1");
+        for seq in 1..=4 {
+            r.seq = seq;
+            r.timestamp_ms = seq as i64 * 10_000;
+            assert_eq!(c.post(seq, serde_json::to_vec(&r).unwrap()).await, Outcome::Accepted, "seq {seq}");
+        }
+        let d = delta::DELTA_CONTENT_TYPE;
+        let p = wire::CONTENT_TYPE;
+        assert_eq!(seen.lock().unwrap().clone(), [p, d, p, d, d]);
+    }
+
+    /// A one-connection-per-request HTTP server that answers 415 to the compact encoding and
+    /// acknowledges JSON; returns its URL and the content types it saw.
+    fn json_only_analyzer() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        fake_analyzer(|ct, body| {
+            if ct.starts_with("application/json") {
+                let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+                ("200 OK", serde_json::json!({"seq": v["seq"], "node": v["node"]}).to_string())
+            } else {
+                ("415 Unsupported Media Type", r#"{"error":"reports must be sent as application/json"}"#.to_string())
+            }
+        })
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@
 //! `NodeReport` into them, `decode.rs` turns them back and names the field that is wrong.
 
 mod decode;
+pub mod delta;
 mod encode;
 mod messages;
 
