@@ -16,6 +16,7 @@
 //! - The rebuilt bytes are an ordinary compact report and go through the same decode and validation
 //!   as any other; a patch that does not rebuild one is an error naming the node, never a guess.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -65,16 +66,29 @@ impl From<DeltaError> for ReportError {
     }
 }
 
+thread_local! {
+    /// One zstd context per thread, reused: making one allocates its workspace (hundreds of KiB),
+    /// which cost more than the patch itself.
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
 /// The patch that rebuilds `full` from `base`.
 pub fn encode(node: &str, base_seq: u64, base: &[u8], seq: u64, full: &[u8]) -> Vec<u8> {
-    let patch = zstd::bulk::Compressor::with_dictionary(LEVEL, base)
-        .and_then(|mut c| {
+    let patch = COMPRESSOR
+        .with(|c| {
+            let mut c = c.borrow_mut();
+            if c.is_none() {
+                *c = Some(zstd::bulk::Compressor::new(LEVEL)?);
+            }
+            let c = c.as_mut().ok_or_else(|| std::io::Error::other("no zstd context"))?;
+            c.set_dictionary(LEVEL, base)?;
             // The frame's checksum makes a patch applied to the wrong base an error, not a report.
             c.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))?;
             c.compress(full)
         })
         // zstd fails only on allocation: a plain frame (no dictionary) still rebuilds the report.
-        .unwrap_or_else(|_| zstd::bulk::compress(full, LEVEL).unwrap_or_default());
+        .unwrap_or_else(|_: std::io::Error| zstd::bulk::compress(full, LEVEL).unwrap_or_default());
     Delta { node: node.to_string(), base_seq, seq, patch }.encode_to_vec()
 }
 
@@ -87,9 +101,16 @@ pub fn envelope(body: &[u8]) -> Result<Delta, DeltaError> {
 /// Rebuilds the compact bytes of the report `d` patches `base` into.
 pub fn rebuild(d: &Delta, base: &[u8]) -> Result<Vec<u8>, DeltaError> {
     let corrupt = |message: String| DeltaError::Corrupt { node: d.node.clone(), message };
-    let mut z = zstd::bulk::Decompressor::with_dictionary(base).map_err(|e| corrupt(format!("zstd: {e}")))?;
-    z.decompress(&d.patch, MAX_REBUILT_BYTES)
-        .map_err(|e| corrupt(format!("the patch does not rebuild a report against base seq {}: {e}", d.base_seq)))
+    DECOMPRESSOR.with(|z| {
+        let mut z = z.borrow_mut();
+        if z.is_none() {
+            *z = Some(zstd::bulk::Decompressor::new().map_err(|e| corrupt(format!("zstd: {e}")))?);
+        }
+        let z = z.as_mut().ok_or_else(|| corrupt("no zstd context".into()))?;
+        z.set_dictionary(base).map_err(|e| corrupt(format!("zstd: {e}")))?;
+        z.decompress(&d.patch, MAX_REBUILT_BYTES)
+            .map_err(|e| corrupt(format!("the patch does not rebuild a report against base seq {}: {e}", d.base_seq)))
+    })
 }
 
 /// The receiver's bases: per node, the `seq` and compact bytes of the last report it accepted.
