@@ -31,6 +31,9 @@ set -euo pipefail
 
 NODES="${NODES:-2000}"
 DURATION_S="${DURATION_S:-60}"
+# Report interval: 1 s stresses ingest; INTERVAL_S=10 NODES=12500 is the 100,000-GPU cluster at the
+# default interval.
+INTERVAL_S="${INTERVAL_S:-1}"
 TOKEN="load-test-token-$$"
 cd "$(dirname "$0")/.."
 command -v curl >/dev/null || { echo "curl is required" >&2; exit 2; }
@@ -61,7 +64,7 @@ cat >"$WORK/load.toml" <<EOF
 name = "load-${NODES}-agents"
 seed = 7
 duration_s = ${DURATION_S}
-interval_s = 1
+interval_s = ${INTERVAL_S}
 noise = 1.0
 
 [cluster]
@@ -100,7 +103,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$APID/stat"; }
 T0_TICKS="$(cpu_ticks)"
 T0="$(date +%s.%N)"
 
-echo "load: ${NODES} agents × 1 report/s × ${DURATION_S} s → ${URL} (load average before: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+echo "load: ${NODES} agents × 1 report per ${INTERVAL_S} s × ${DURATION_S} s → ${URL} (load average before: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
 /usr/bin/time -f '%U %S %e' -o "$WORK/sim.time" \
     "$CLI" sim run "$WORK/load.toml" --analyzer "$URL" --token "$TOKEN" --speed 1 --json "$WORK/run.json" \
     >"$WORK/sim.out" 2>"$WORK/sim.err" || { echo "sim run failed:" >&2; cat "$WORK/sim.err" >&2; exit 1; }
@@ -139,12 +142,15 @@ CPU_S="$(awk -v a="$T1_TICKS" -v b="$T0_TICKS" -v hz="$CLK_TCK" 'BEGIN { print (
 CORES="$(awk -v c="$CPU_S" -v w="$WALL" 'BEGIN { print c / w }')"
 
 echo
-echo "== faultline load test: ${NODES} agents, 1 s interval, ${DURATION_S} s, wire mode over loopback =="
+echo "== faultline load test: ${NODES} agents, ${INTERVAL_S} s interval, ${DURATION_S} s, wire mode over loopback =="
 printf 'host                 %s CPUs, %s\n' "$(nproc)" "$(uname -r)"
-printf 'reports sent         %s (about %s expected)\n' "${SENT:-?}" "$((NODES * DURATION_S))"
+printf 'reports sent         %s (about %s expected)\n' "${SENT:-?}" "$((NODES * DURATION_S / INTERVAL_S))"
+printf 'encodings            %s; %s bytes of bodies\n' \
+    "$(awk 'index($0, "faultline_ingest_encoding_reports_total{") == 1 {printf "%s ", $0}' "$WORK/metrics.txt" | sed 's/faultline_ingest_encoding_reports_total//g')" \
+    "$(awk 'index($0, "faultline_ingest_bytes_total ") == 1 {print $NF}' "$WORK/metrics.txt")"
 printf 'refused by analyzer  %s (sim count)\n' "${REJECTED:-?}"
-printf 'analyzer results     accepted=%s duplicate=%s invalid=%s malformed=%s rate_limited=%s unauthorized=%s\n' \
-    "$(result accepted)" "$(result duplicate)" "$(result invalid)" "$(result malformed)" "$(result rate_limited)" "$(result unauthorized)"
+printf 'analyzer results     accepted=%s duplicate=%s invalid=%s malformed=%s rate_limited=%s unauthorized=%s delta_base_mismatch=%s\n' \
+    "$(result accepted)" "$(result duplicate)" "$(result invalid)" "$(result malformed)" "$(result rate_limited)" "$(result unauthorized)" "$(result delta_base_mismatch)"
 printf 'ingest handling      p50 %s, p99 %s (analyzer histogram)\n' \
     "$(quantile faultline_ingest_duration_seconds 0.5)" "$(quantile faultline_ingest_duration_seconds 0.99)"
 printf 'report age at ingest p50 %s, p99 %s (report timestamp to arrival)\n' \

@@ -20,10 +20,11 @@ use crate::world::{DEFAULT_EPOCH_MS, World};
 /// Seconds of reports the simulator may run ahead of the analyzer in-process.
 const PIPELINE_DEPTH: usize = 2;
 
-/// One virtual second of encoded reports: (arrival ms, node, seq, body).
+/// One virtual second of encoded reports: (arrival ms, node, seq, body, its encoding: a delta
+/// sender sends some reports in full).
 struct Second {
     t_ms: i64,
-    items: Vec<(i64, String, u64, Vec<u8>)>,
+    items: Vec<(i64, String, u64, Vec<u8>, Encoding)>,
     sim_time: Duration,
 }
 
@@ -205,7 +206,7 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                             let items = s
                                 .items
                                 .into_iter()
-                                .map(|(arrival, node, seq, body)| {
+                                .map(|(arrival, node, seq, body, encoding)| {
                                     let mut d = ingest::decode_any(&body, encoding, bases);
                                     if let Ok(d) = d.as_mut()
                                         && let Some(c) = d.take_compact()
@@ -230,12 +231,15 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                         let mut failed = None;
                         for o in out {
                             let body = match encoding {
-                                Encoding::Json => serde_json::to_vec(&o.report),
-                                Encoding::Protobuf => Ok(faultline_proto::wire::encode(&o.report)),
-                                Encoding::Delta => Ok(delta_body(senders, &o.report).0),
+                                Encoding::Json => serde_json::to_vec(&o.report).map(|b| (b, encoding)),
+                                Encoding::Protobuf => Ok((faultline_proto::wire::encode(&o.report), encoding)),
+                                Encoding::Delta => match delta_body(senders, &o.report) {
+                                    (body, _, true) => Ok((body, Encoding::Delta)),
+                                    (body, _, false) => Ok((body, Encoding::Protobuf)),
+                                },
                             };
                             match body {
-                                Ok(body) => items.push((o.arrival_ms, o.report.node, o.report.seq, body)),
+                                Ok((body, enc)) => items.push((o.arrival_ms, o.report.node, o.report.seq, body, enc)),
                                 Err(e) => failed = Some(e),
                             }
                         }
