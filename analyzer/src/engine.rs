@@ -177,23 +177,24 @@ impl Analyzer {
     /// Apply one report built in memory (tests, fuzzing): validated here, since nothing decoded it.
     pub fn ingest(&mut self, report: NodeReport, now_ms: i64) -> Result<IngestOutcome, IngestError> {
         report.validate()?;
-        Ok(self.apply(report, now_ms))
+        Ok(self.apply(&report, now_ms))
     }
 
     /// Apply a report `ingest::decode` validated already; only the ingest path calls this.
-    pub(crate) fn apply_validated(&mut self, report: NodeReport, now_ms: i64) -> IngestOutcome {
+    /// By reference: the caller frees the report after letting go of the engine.
+    pub(crate) fn apply_validated(&mut self, report: &NodeReport, now_ms: i64) -> IngestOutcome {
         self.apply(report, now_ms)
     }
 
-    fn apply(&mut self, report: NodeReport, now_ms: i64) -> IngestOutcome {
+    fn apply(&mut self, report: &NodeReport, now_ms: i64) -> IngestOutcome {
         let prev = self.state.nodes.get(&report.node);
         let before: Vec<String> = prev.map(|n| n.jobs.clone()).unwrap_or_default();
         let inventory = |n: &crate::state::NodeState| (n.gpus.len(), n.nics.len(), n.disks.len());
         let inv_before = prev.map(inventory);
-        let applied = self.state.apply(&report, now_ms);
+        let applied = self.state.apply(report, now_ms);
         let duplicate = applied == Applied::Duplicate;
         if !duplicate {
-            self.rates.learn(&report);
+            self.rates.learn(report);
             // The graph learns a node's parts when they first appear (not on every report).
             if inv_before != self.state.nodes.get(&report.node).map(inventory) {
                 self.topo.add_inventory(
@@ -216,7 +217,7 @@ impl Analyzer {
                 }
             }
         }
-        IngestOutcome { node: report.node, seq: report.seq, duplicate }
+        IngestOutcome { node: report.node.clone(), seq: report.seq, duplicate }
     }
 
     /// Run detectors and the localizer at `now_ms`; return what changed.

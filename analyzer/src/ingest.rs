@@ -191,6 +191,20 @@ pub struct Applied {
     /// Arrival time minus the report's (re-stamped) time, ms.
     pub age_ms: i64,
     pub bytes: usize,
+    /// The report itself, applied: the caller frees it after letting go of the engine's lock, so
+    /// freeing a report's hundreds of allocations does not hold up other reports and the tick.
+    pub report: Spent,
+}
+
+/// An applied report, kept only to be freed outside the engine's lock. Always equal to another:
+/// `Applied` compares by what happened, not by what the report held.
+#[derive(Debug, Clone)]
+pub struct Spent(pub NodeReport);
+
+impl PartialEq for Spent {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// Applies a decoded report at `now_ms`: the engine and the ledger, in that order (the caller
@@ -202,9 +216,9 @@ pub fn apply(engine: &mut Analyzer, ledger: &mut NodeLedger, d: Decoded, now_ms:
     let meta = ReportMeta::of(&report, bytes);
     let restamped_ahead_ms = crate::skew::restamp_future(&mut report, now_ms);
     let age_ms = now_ms - report.timestamp_ms;
-    let outcome = engine.apply_validated(report, now_ms);
+    let outcome = engine.apply_validated(&report, now_ms);
     let arrival = ledger.record(&meta, outcome.duplicate, now_ms);
-    Applied { outcome, arrival, restamped_ahead_ms, age_ms, bytes }
+    Applied { outcome, arrival, restamped_ahead_ms, age_ms, bytes, report: Spent(report) }
 }
 
 /// `decode` then `apply`: the whole path for a caller that holds the engine already (the
@@ -472,7 +486,7 @@ impl Analyzer {
     /// stamps) use `ingest_body`.
     pub fn ingest_json(&mut self, body: &[u8], now_ms: i64) -> Result<IngestOutcome, IngestError> {
         let report = decode(body, Encoding::Json)?;
-        Ok(self.apply_validated(report.into_report(), now_ms))
+        Ok(self.apply_validated(report.report(), now_ms))
     }
 }
 

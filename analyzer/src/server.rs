@@ -230,6 +230,8 @@ async fn ingest(st: &AppState, headers: &HeaderMap, body: Body) -> Result<(Accep
         e.retry_after_s = Some(wait_s);
         return Err((IngestResult::RateLimited, e));
     }
+    // The applied report comes back in `applied` and is freed when this function returns, after
+    // the locks are let go.
     let applied = {
         let mut engine = lock(&st.engine);
         let mut ledger = lock(&st.ledger);

@@ -252,9 +252,14 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                         }
                     }
                 });
+                // Applied reports are freed on their own thread, as HTTP request threads free them
+                // after letting go of the engine's lock.
+                let (tx_free, rx_free) = mpsc::channel::<Vec<ingest::Spent>>();
+                scope.spawn(move || rx_free.into_iter().for_each(drop));
                 for k in 0..=steps {
                     let Ok(second) = rx.recv() else { break };
                     let second = second?;
+                    let mut applied = Vec::with_capacity(second.items.len());
                     let t = second.t_ms;
                     let mut spent = Duration::ZERO;
                     decode_total += second.decode_time;
@@ -265,7 +270,11 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                         let now = epoch_ms + arrival.min(t);
                         let t0 = Instant::now();
                         let res = match decoded {
-                            Ok(d) => Ok(ingest::apply(an, &mut ledger, d, now).outcome),
+                            Ok(d) => {
+                                let a = ingest::apply(an, &mut ledger, d, now);
+                                applied.push(a.report);
+                                Ok(a.outcome)
+                            }
                             Err(ingest::DecodeError::Report(e)) => Err(IngestError::from(e)),
                             Err(ingest::DecodeError::Delta(e)) => {
                                 Err(IngestError::from(faultline_proto::ReportError::from(e)))
@@ -284,6 +293,7 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                         }
                     }
                     ingest_total += spent;
+                    let _ = tx_free.send(applied);
                     let t0 = Instant::now();
                     let changes = an.tick(epoch_ms + t);
                     let tk = t0.elapsed();

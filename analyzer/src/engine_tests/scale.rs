@@ -127,7 +127,7 @@ fn scale_round_of_12500_reports() {
         let mut ticks = std::time::Duration::ZERO;
         for (n, r) in reports.into_iter().enumerate() {
             let now = t0 + n as i64 / 2;
-            a.apply(r, now);
+            a.apply(&r, now);
             if n % 500 == 0 {
                 let s = std::time::Instant::now();
                 a.tick(now);

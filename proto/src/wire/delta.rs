@@ -108,8 +108,18 @@ pub fn rebuild(d: &Delta, base: &[u8]) -> Result<Vec<u8>, DeltaError> {
         }
         let z = z.as_mut().ok_or_else(|| corrupt("no zstd context".into()))?;
         z.set_dictionary(base).map_err(|e| corrupt(format!("zstd: {e}")))?;
-        z.decompress(&d.patch, MAX_REBUILT_BYTES)
-            .map_err(|e| corrupt(format!("the patch does not rebuild a report against base seq {}: {e}", d.base_seq)))
+        // Exactly the size the frame declares (zstd writes it), never more than the limit: a
+        // buffer sized to the limit would be kept as the node's base, 4 MiB per node.
+        let size = match zstd::zstd_safe::get_frame_content_size(&d.patch) {
+            Ok(Some(n)) if n <= MAX_REBUILT_BYTES as u64 => n as usize,
+            Ok(Some(n)) => return Err(corrupt(format!("the patch rebuilds {n} bytes, over {MAX_REBUILT_BYTES}"))),
+            _ => return Err(corrupt("the patch does not say how many bytes it rebuilds".into())),
+        };
+        let mut out = Vec::with_capacity(size);
+        z.decompress_to_buffer(&d.patch, &mut out).map_err(|e| {
+            corrupt(format!("the patch does not rebuild a report against base seq {}: {e}", d.base_seq))
+        })?;
+        Ok(out)
     })
 }
 
@@ -252,6 +262,15 @@ mod tests {
             Err(e) => assert!(matches!(e, DeltaError::Corrupt { .. })),
         }
         assert!(matches!(bases.rebuild(b"\xff\xff garbage"), Err(DeltaError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn a_rebuilt_report_holds_its_own_size_not_the_limit() {
+        let (a, b) = (report(1, 40.0), report(2, 41.0));
+        let env = envelope(&encode("node-0001", 1, &a, 2, &b)).unwrap();
+        let out = rebuild(&env, &a).unwrap();
+        assert_eq!(out, b);
+        assert!(out.capacity() < 2 * b.len(), "capacity {} for {} bytes", out.capacity(), b.len());
     }
 
     #[test]
