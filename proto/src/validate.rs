@@ -211,6 +211,7 @@ impl NodeReport {
                 }
             }
         }
+        crate::probe::validate_probes(&self.probes)?;
         Ok(())
     }
 }

@@ -233,6 +233,7 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
         // The count the agent saw at its first start, persisted.
         expected_gpus: Some(gpn as u32),
         driver_version: None,
+        probes: Vec::new(),
     };
     let nics_n = spec.nics_per_node as usize;
     let mut ctx = ReportCtx {
