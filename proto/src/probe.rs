@@ -88,10 +88,10 @@ pub fn validate_probes(probes: &[ProbeSample]) -> Result<(), ReportError> {
                 return Err(invalid(f(k), format!("is more than {MAX_RTT_US} µs")));
             }
         }
-        if let (Some(a), Some(b)) = (p.rtt_p50_us, p.rtt_max_us) {
-            if a > b {
-                return Err(invalid(f("rtt_p50_us"), "is larger than rtt_max_us"));
-            }
+        if let (Some(a), Some(b)) = (p.rtt_p50_us, p.rtt_max_us)
+            && a > b
+        {
+            return Err(invalid(f("rtt_p50_us"), "is larger than rtt_max_us"));
         }
     }
     Ok(())
