@@ -18,12 +18,7 @@ pub(super) fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     Ok(s)
 }
 
-pub(super) fn spawn_reader(
-    sock: Arc<UdpSocket>,
-    inner: Arc<Mutex<Inner>>,
-    stop: Arc<AtomicBool>,
-    max_reply_pps: u32,
-) {
+pub(super) fn spawn_reader(sock: Arc<UdpSocket>, inner: Arc<Mutex<Inner>>, stop: Arc<AtomicBool>, max_reply_pps: u32) {
     let name = format!("probe-{}", sock.local_addr().map(|a| a.ip().to_string()).unwrap_or_default());
     let spawned = std::thread::Builder::new().name(name).spawn(move || {
         let mut buf = vec![0u8; packet::MAX_LEN + 1];
