@@ -49,6 +49,11 @@ pub const ELEMENT_BAD_SHARE: f64 = 0.75;
 /// Share of the paths outside an element that may be bad when blaming it: the rest of the fabric must
 /// be mostly fine for the verdict to be specific (loss everywhere names nothing).
 pub const OTHERS_FINE_SHARE: f64 = 0.25;
+/// How long after a verdict's onset every live node must have reported before it is given: two
+/// report intervals at the default 10 s. Reports are phased across the interval, so right after a
+/// leaf starts dropping, the first of its nodes to report looks like a lone bad NIC until the others
+/// report too; waiting until all have reported twice lets the wider verdict form first.
+pub const SETTLE_MS: i64 = 20_000;
 /// Distinct peers a NIC's bad paths must reach: one bad pair cannot say which end is at fault.
 pub const MIN_PEERS: usize = 2;
 
@@ -90,10 +95,14 @@ pub fn check(nodes: &BTreeMap<String, NodeState>, fab: &Fabric<'_>, out: &mut Ve
     if !paths.iter().any(|p| p.bad) {
         return;
     }
+    // Verdicts whose onset is newer than this wait (their paths stay explained meanwhile).
+    let settled = nodes.values().filter(|n| (fab.live)(n)).map(|n| n.last_report_ms).min().unwrap_or(0) - SETTLE_MS;
+    let mut found = Vec::new();
     let mut explained = vec![false; paths.len()];
-    leaves(&paths, &mut explained, out);
-    spines(&paths, fab, &mut explained, out);
-    nics(&paths, &mut explained, out);
+    leaves(&paths, &mut explained, &mut found);
+    spines(&paths, fab, &mut explained, &mut found);
+    nics(&paths, &mut explained, &mut found);
+    out.extend(found.into_iter().filter(|s| s.onset_ms <= settled));
 }
 
 /// The judged paths: each live node's probes toward live peers, peer addresses traced to NICs.
@@ -132,12 +141,20 @@ fn matrix(nodes: &BTreeMap<String, NodeState>, fab: &Fabric<'_>) -> Vec<Path> {
             if !usable(&k.peer, peer_nic.map(|(_, nic)| nic)) {
                 continue;
             }
-            let (mut sent, mut received, mut onset) = (0u32, 0u32, None);
+            let recent = n.last_report_ms - VIEW_MS / 2;
+            let (mut sent, mut received, mut onset, mut first) = (0u32, 0u32, None, None);
+            let (mut sent_recent, mut received_recent) = (0u32, 0u32);
             let mut rtts = Vec::new();
             for p in points.iter().filter(|p| p.ts >= since) {
+                let got = p.received.min(p.sent);
                 sent = sent.saturating_add(p.sent);
-                received = received.saturating_add(p.received.min(p.sent));
-                if p.received < p.sent && onset.is_none() {
+                received = received.saturating_add(got);
+                if p.ts >= recent {
+                    sent_recent = sent_recent.saturating_add(p.sent);
+                    received_recent = received_recent.saturating_add(got);
+                }
+                first.get_or_insert(p.ts);
+                if got < p.sent && onset.is_none() {
                     onset = Some(p.ts);
                 }
                 rtts.extend(p.rtt_p50_us.map(f64::from));
@@ -151,14 +168,21 @@ fn matrix(nodes: &BTreeMap<String, NodeState>, fab: &Fabric<'_>) -> Vec<Path> {
                 leaf: nic.and_then(|nic| (fab.leaf_of)(node, nic)),
             };
             let lost = sent - received;
+            // Bad over the whole view and still bad in its newer half: a path that has recovered
+            // (loss only in the older half) no longer counts, so as a leaf recovers path by path
+            // none of its NICs is left looking like the culprit.
+            let lost_recent = sent_recent - received_recent;
+            let still = sent_recent >= MIN_SENT / 2
+                && lost_recent >= 1
+                && f64::from(lost_recent) >= LOSS_BAD * f64::from(sent_recent);
             out.push(Path {
                 src: end(name, Some(&k.iface)),
                 dst: end(&k.peer, peer_nic.map(|(_, nic)| nic)),
                 sent,
                 lost,
                 p50_us: super::median(&mut rtts),
-                bad: lost >= LOST_MIN && f64::from(lost) >= LOSS_BAD * f64::from(sent),
-                onset: onset.unwrap_or(n.last_report_ms),
+                bad: still && lost >= LOST_MIN && f64::from(lost) >= LOSS_BAD * f64::from(sent),
+                onset: onset.or(first).unwrap_or(n.last_report_ms),
             });
         }
     }
@@ -315,8 +339,24 @@ fn nics(paths: &[Path], explained: &mut [bool], out: &mut Vec<Symptom>) {
             let touches = |p: &Path| [&p.src, &p.dst].iter().any(|e| e.node == nic.0 && e.nic.as_ref() == Some(&nic.1));
             let rest: Vec<&Path> =
                 paths.iter().enumerate().filter(|(i, p)| !explained[*i] && !touches(p)).map(|(_, p)| p).collect();
+            // Its leaf-mates' paths among themselves must be fine too: loss there as well is the
+            // leaf's (forming, or fading path by path as it recovers), not this NIC's.
+            let leaf = idx.iter().find_map(|&i| {
+                [&paths[i].src, &paths[i].dst]
+                    .into_iter()
+                    .find(|e| e.node == nic.0 && e.nic.as_ref() == Some(&nic.1))
+                    .and_then(|e| e.leaf.clone())
+            });
+            let mates: Vec<&Path> = match &leaf {
+                Some(l) => paths
+                    .iter()
+                    .filter(|p| !touches(p) && p.src.leaf.as_ref() == Some(l) && p.dst.leaf.as_ref() == Some(l))
+                    .collect(),
+                None => Vec::new(),
+            };
             if share(bad.len(), open.len()) >= ELEMENT_BAD_SHARE
                 && share(rest.iter().filter(|p| p.bad).count(), rest.len()) <= OTHERS_FINE_SHARE
+                && share(mates.iter().filter(|p| p.bad).count(), mates.len()) <= OTHERS_FINE_SHARE
                 && from_it
                 && to_it
                 && peers.len() >= MIN_PEERS

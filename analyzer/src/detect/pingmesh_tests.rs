@@ -139,3 +139,37 @@ fn a_slow_nic_counts_like_a_lossy_one() {
     assert_eq!(out.len(), 1, "{out:#?}");
     assert_eq!(out[0].component, ComponentId::Nic { host: "n1".into(), name: "eth1".into() });
 }
+
+#[test]
+fn a_leaf_recovering_path_by_path_never_reads_as_one_of_its_nics() {
+    // Leaf 0 has stopped dropping on most paths: n1's still lose, and one path between its
+    // leaf-mates n0 and n2 does too. Loss between the mates says the leaf, not n1's NIC.
+    let nodes = cluster(&|a, b, _| {
+        let on_leaf0 = leaf(a) == 0 && leaf(b) == 0;
+        if on_leaf0 && (a == 1 || b == 1 || (a, b) == (0, 2)) { 3 } else { 0 }
+    });
+    let out = run(&nodes, None);
+    assert!(out.iter().all(|s| !matches!(s.component, ComponentId::Nic { .. })), "{out:#?}");
+}
+
+#[test]
+fn a_verdict_waits_until_every_node_has_reported_after_its_onset() {
+    // n4's link went bad 5 s before the newest reports: the rest of its leaf may not have reported
+    // since, so nothing is named yet.
+    let mut nodes = cluster(&|_, _, _| 0);
+    for (name, n) in nodes.iter_mut() {
+        for (k, q) in n.probes.paths.iter_mut() {
+            if name == "n4" || k.peer == "n4" {
+                if let Some(p) = q.back_mut() {
+                    p.ts = NOW - 5_000;
+                    p.received = 0;
+                }
+                for p in q.iter_mut().rev().skip(1).take(2) {
+                    p.received = 0;
+                    p.ts = NOW - 5_000;
+                }
+            }
+        }
+    }
+    assert_eq!(run(&nodes, None), vec![]);
+}
