@@ -19,9 +19,9 @@ use crate::auth::IngestGrant;
 use crate::engine::Analyzer;
 use crate::http_error::ApiError;
 
-/// Peers per node and rotation: 8 keeps a node's probes at the agent's default 10/s to about one
-/// per second per path, enough for a loss share per minute, and 8 rotations of 5 minutes cover a
-/// 64-node leaf pair in under an hour.
+/// Peers per node and rotation: 8 peers on each of up to 8 rails is 64 paths, which the agent's
+/// default 40 probes/s covers with about 37 probes a minute each (the detector needs 20), and
+/// rotations of 5 minutes cover a 64-node leaf pair in under an hour.
 pub const PEERS_PER_NODE: usize = 8;
 /// How long one rotation lasts, ms; agents fetch every 5 minutes by default.
 pub const ROTATE_MS: i64 = 300_000;

@@ -19,7 +19,9 @@ pub struct ProbeConfig {
     /// UDP port the responder listens on at each fabric address; probes go to the same port on the
     /// peers. Default 9432.
     pub port: u16,
-    /// Probes sent per second, all peers together (the rate limit). Default 10.
+    /// Probes sent per second, all peers together (the rate limit). Default 40: the analyzer's
+    /// pinglist gives 8 peers on each of up to 8 rails (64 paths), and the detector judges a path
+    /// on at least 20 probes a minute; 40/s gives each of 64 paths about 37.
     pub rate_pps: u32,
     /// Size of one probe datagram, bytes (24–1472). Default 64.
     pub size_bytes: usize,
@@ -50,7 +52,7 @@ impl Default for ProbeConfig {
         ProbeConfig {
             enabled: false,
             port: DEFAULT_PORT,
-            rate_pps: 10,
+            rate_pps: 40,
             size_bytes: 64,
             timeout: "1s".into(),
             pinglist_refresh: "5m".into(),
@@ -131,7 +133,7 @@ mod tests {
         assert_eq!(c.check(), Ok(None));
         let c: ProbeConfig = toml::from_str("enabled = true").unwrap();
         let s = c.check().unwrap().unwrap();
-        assert_eq!((s.port, s.rate_pps, s.timeout), (DEFAULT_PORT, 10, Duration::from_secs(1)));
+        assert_eq!((s.port, s.rate_pps, s.timeout), (DEFAULT_PORT, 40, Duration::from_secs(1)));
     }
 
     #[test]
