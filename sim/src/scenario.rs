@@ -68,7 +68,7 @@ struct RawScenario {
     #[serde(default)]
     network: Option<Spanned<Network>>,
     #[serde(default)]
-    probes: Option<Spanned<crate::telemetry::probes::ProbeSpec>>,
+    probes: Option<Spanned<crate::realism::ProbeSpec>>,
     #[serde(default)]
     job: Vec<Spanned<RawJob>>,
     #[serde(default)]
@@ -211,7 +211,7 @@ pub struct Scenario {
     pub behaviour: Behaviour,
     pub network: Network,
     /// Active fabric probes (`[probes]`): off by default.
-    pub probes: crate::telemetry::probes::ProbeSpec,
+    pub probes: crate::realism::ProbeSpec,
     pub jobs: Vec<JobSpec>,
     pub faults: Vec<FaultSpec>,
 }

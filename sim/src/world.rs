@@ -96,7 +96,7 @@ pub struct World {
     pub behaviour: Behaviour,
     pub network: Network,
     /// Active fabric probes (`[probes]`); off unless the scenario turns them on.
-    pub probes: crate::telemetry::probes::ProbeSpec,
+    pub probes: crate::realism::ProbeSpec,
     /// Per node: its agent (maps, XID workflows, clock skew).
     pub agents: Vec<NodeAgent>,
     /// Reports sent but not yet arrived (late ones).

@@ -7,41 +7,10 @@
 //! loses a share; otherwise a healthy fabric's rare single losses and a little jitter.
 
 use faultline_proto::{FaultClass, NicSample, ProbeSample};
-use serde::{Deserialize, Serialize};
 
 use crate::noise::{self, Noise};
+use crate::realism::ProbeSpec;
 use crate::world::World;
-
-/// `[probes]` in a scenario: off unless `enabled = true`, so scenarios without it (and every
-/// benchmark) are unchanged.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProbeSpec {
-    /// The agents probe the fabric. Default false.
-    pub enabled: bool,
-    /// Probes each agent sends per second, all paths together (the agent's `rate_pps`). Default 40.
-    pub rate_pps: f64,
-    /// Peers each node probes per rotation (the analyzer's pinglist size). Default 8.
-    pub peers: u32,
-}
-
-impl Default for ProbeSpec {
-    fn default() -> Self {
-        Self { enabled: false, rate_pps: 40.0, peers: 8 }
-    }
-}
-
-impl ProbeSpec {
-    pub fn check(&self) -> Result<(), String> {
-        if !(self.rate_pps.is_finite() && self.rate_pps > 0.0 && self.rate_pps <= 1000.0) {
-            return Err("rate_pps must be above 0 and at most 1000".into());
-        }
-        if !(1..=64).contains(&self.peers) {
-            return Err("peers must be 1..=64".into());
-        }
-        Ok(())
-    }
-}
 
 /// How long one pinglist rotation lasts (the analyzer's `ROTATE_MS`).
 const ROTATE_MS: i64 = 300_000;
