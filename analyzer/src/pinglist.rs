@@ -96,7 +96,12 @@ pub fn pinglist(e: &Analyzer, node: &str, now_ms: i64) -> Pinglist {
     let mut same: Vec<(u64, String)> = Vec::new();
     let mut other: Vec<(u64, String)> = Vec::new();
     for (name, n) in &e.state().nodes {
-        if name == node || n.shutdown || n.reports == 0 {
+        // Shut-down and silent nodes are left out: probing them only measures that they are gone.
+        if name == node
+            || n.shutdown
+            || n.reports == 0
+            || crate::silence::silent(n.last_recv_ms, n.interval_ms, now_ms, e.cfg().heartbeat_intervals)
+        {
             continue;
         }
         let first = n.nics.iter().find(|(_, st)| st.fabric).map(|(nic, _)| nic.clone());
@@ -168,7 +173,7 @@ mod tests {
     fn report(node: &str, addr: &str, ts: i64) -> NodeReport {
         let mut r = NodeReport::empty(node);
         r.timestamp_ms = ts;
-        r.seq = 1;
+        r.seq = (ts / 1000).max(1) as u64;
         r.nics = vec![NicSample {
             name: "eth1".into(),
             fabric: Some(true),
@@ -223,15 +228,28 @@ mod tests {
 
     #[test]
     fn a_large_fleet_gets_a_bounded_rotating_mix_of_same_leaf_and_cross_leaf_peers() {
-        let e = engine(20);
+        let mut e = engine(20);
         let mut seen = std::collections::BTreeSet::new();
         for r in 0..12 {
-            let l = pinglist(&e, "n3", r * ROTATE_MS);
+            let now = r * ROTATE_MS + 2_000;
+            for i in 0..20 {
+                e.ingest(report(&format!("n{i}"), &format!("10.0.0.{}", i + 1), now), now).unwrap();
+            }
+            let l = pinglist(&e, "n3", now);
             assert_eq!(l.targets.len(), PEERS_PER_NODE);
             let cross = l.targets.iter().filter(|t| t.peer[1..].parse::<usize>().unwrap() >= 10).count();
             assert_eq!(cross, PEERS_PER_NODE / 2, "half the peers are behind the spine");
             seen.extend(l.targets.into_iter().map(|t| t.peer));
         }
         assert!(seen.len() >= 17, "rotations cover most of the fleet: {seen:?}");
+    }
+
+    #[test]
+    fn silent_nodes_are_not_probed() {
+        let mut e = engine(4);
+        e.ingest(report("n0", "10.0.0.1", 60_000), 60_000).unwrap();
+        e.ingest(report("n1", "10.0.0.2", 60_000), 60_000).unwrap();
+        let peers: Vec<String> = pinglist(&e, "n0", 61_000).targets.into_iter().map(|t| t.peer).collect();
+        assert_eq!(peers, ["n1"], "n2 and n3 have been silent for a minute");
     }
 }
