@@ -139,6 +139,10 @@ pub struct Options {
     #[arg(skip)]
     #[serde(skip_serializing)]
     pub pod_resources_socket: Option<PathBuf>,
+    /// Active fabric probes (`[probe]`; file only). Off unless `enabled = true`.
+    #[arg(skip)]
+    #[serde(skip_serializing)]
+    pub probe: Option<faultline_agent::probe::ProbeConfig>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -207,6 +211,8 @@ pub struct Settings {
     pub cluster: Option<String>,
     /// `pod_resources_socket`: where GPU owners are read from; `None`: no pod labels.
     pub pod_resources_socket: Option<PathBuf>,
+    /// Fabric probes; `None`: off.
+    pub probe: Option<faultline_agent::probe::ProbeSettings>,
 }
 
 impl Settings {
@@ -264,6 +270,7 @@ impl Settings {
             bail!("--otlp-endpoint: {err}");
         }
         let jobs = o.jobs.unwrap_or_default();
+        let probe = o.probe.unwrap_or_default().check().map_err(anyhow::Error::msg)?;
         Ok(Settings {
             node,
             listen,
@@ -290,6 +297,7 @@ impl Settings {
             dcgm_compat: o.dcgm_compat.unwrap_or(true),
             cluster: o.cluster.map(|c| c.trim().to_string()).filter(|c| !c.is_empty()),
             pod_resources_socket: o.pod_resources_socket.filter(|p| !p.as_os_str().is_empty()),
+            probe,
         })
     }
 

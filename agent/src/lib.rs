@@ -7,6 +7,7 @@ pub mod events;
 pub mod export;
 pub mod observe;
 pub mod pci;
+pub mod probe;
 pub mod progress;
 pub mod sanitize;
 pub mod xid;

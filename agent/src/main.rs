@@ -128,6 +128,7 @@ fn once(s: &Settings) -> anyhow::Result<()> {
         stats: Arc::new(AgentStats::default()),
         seq_error_logged: false,
         sanitizer: faultline_agent::sanitize::Sanitizer::new(),
+        probes: None,
     };
     let report = cycle.build(false, false);
     if let Err(e) = report.validate() {
@@ -151,6 +152,8 @@ struct Cycle {
     seq_error_logged: bool,
     /// Out-of-range values become null before the push (`sanitize.rs`).
     sanitizer: faultline_agent::sanitize::Sanitizer,
+    /// Fabric probes, when `[probe] enabled`.
+    probes: Option<Arc<faultline_agent::probe::Pingmesh>>,
 }
 
 impl Cycle {
@@ -170,6 +173,10 @@ impl Cycle {
         r.urgent = urgent;
         r.shutdown = shutdown;
         self.registry.collect(&mut r);
+        if let Some(p) = &self.probes {
+            p.update_local(&r.nics);
+            r.probes = p.take_samples();
+        }
         let mut events = self.parts.events.drain();
         let mut extra_dropped = 0;
         if events.len() > faultline_proto::limits::MAX_EVENTS {
@@ -410,6 +417,7 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
             }
         });
 
+        let pusher_client = client.clone();
         let (out_tx, pusher) = match client {
             Some(c) => {
                 let (tx, rx) = mpsc::channel(PUSH_QUEUE_CAP);
@@ -425,6 +433,22 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
             }
         };
 
+        let probes = match &s.probe {
+            Some(cfg) => {
+                let pm = faultline_agent::probe::Pingmesh::start(&s.node, cfg.clone())
+                    .context("cannot start the fabric probes")?;
+                if let Some(c) = &pusher_client {
+                    tokio::spawn(faultline_agent::probe::pinglist::run(
+                        c.clone(),
+                        s.node.clone(),
+                        pm.clone(),
+                        cfg.pinglist_refresh,
+                    ));
+                }
+                Some(pm)
+            }
+            None => None,
+        };
         let cycle = Cycle {
             registry: Registry::all(&sources(&s), &parts, &spool_dir, true),
             node: s.node.clone(),
@@ -434,6 +458,7 @@ fn daemon(s: Settings) -> anyhow::Result<()> {
             stats: stats.clone(),
             seq_error_logged: false,
             sanitizer: faultline_agent::sanitize::Sanitizer::new(),
+            probes,
         };
         let events = cycle.parts.events.clone();
         let (trig_tx, trig_rx) = std_mpsc::channel();

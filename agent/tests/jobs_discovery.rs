@@ -61,6 +61,7 @@ fn blank(gpus: Vec<GpuSample>, nics: Vec<NicSample>) -> NodeReport {
         collector_errors: Default::default(),
         expected_gpus: None,
         driver_version: None,
+        probes: Vec::new(),
     }
 }
 

@@ -110,6 +110,7 @@ fn report(ts: i64) -> NodeReport {
         collector_errors: Default::default(),
         expected_gpus: None,
         driver_version: None,
+        probes: Vec::new(),
     }
 }
 

@@ -122,7 +122,14 @@ pub struct Analyzer {
     /// The fleet's majority rate among fabric NICs: the expected rate when neither the topology file
     /// nor the config says.
     rates: crate::fleet_rate::FleetRates,
+    /// Verdicts of the fabric probe matrix (`detect::pingmesh`), judged once per `PINGMESH_EVERY_MS`.
+    fabric_symptoms: Vec<Symptom>,
+    last_pingmesh_ms: i64,
 }
+
+/// How often the whole probe matrix is judged: its view is a minute long, so every 5 s is plenty
+/// and keeps the cost (one pass over every probed path) off the per-report path.
+const PINGMESH_EVERY_MS: i64 = 5_000;
 
 impl Analyzer {
     pub fn new(cfg: EngineConfig, topology: TopologyFile) -> Self {
@@ -144,6 +151,8 @@ impl Analyzer {
             last_localize_ms: i64::MIN,
             mass_silence: false,
             rates: Default::default(),
+            fabric_symptoms: Vec::new(),
+            last_pingmesh_ms: i64::MIN,
         }
     }
 
@@ -263,6 +272,7 @@ impl Analyzer {
             self.check_node(name, now_ms);
         }
         self.update_jobs(now_ms, heartbeat_due);
+        self.check_fabric_probes(now_ms);
 
         if !self.symptoms_changed && !heartbeat_due && now_ms.saturating_sub(self.last_localize_ms) < HEARTBEAT_SCAN_MS
         {
@@ -280,7 +290,8 @@ impl Analyzer {
         let all = node_names
             .into_iter()
             .flat_map(|n| self.node_symptoms[n].iter())
-            .chain(job_names.into_iter().flat_map(|j| self.job_symptoms[j].iter()));
+            .chain(job_names.into_iter().flat_map(|j| self.job_symptoms[j].iter()))
+            .chain(self.fabric_symptoms.iter());
         for s in all {
             tracing::trace!(component = %s.component, kind = s.kind.as_str(), onset_ms = s.onset_ms, detail = %s.detail, "symptom");
             let key = (s.component.clone(), s.kind);
@@ -343,6 +354,30 @@ impl Analyzer {
         } else {
             self.node_symptoms.insert(name.to_string(), out);
         }
+    }
+
+    /// The fabric probe matrix (detect/pingmesh.rs), over live nodes only.
+    fn check_fabric_probes(&mut self, now_ms: i64) {
+        if now_ms.saturating_sub(self.last_pingmesh_ms) < PINGMESH_EVERY_MS {
+            return;
+        }
+        self.last_pingmesh_ms = now_ms;
+        let intervals = self.cfg.heartbeat_intervals;
+        let live = |n: &crate::state::NodeState| {
+            !n.shutdown && n.reports > 0 && !crate::silence::silent(n.last_recv_ms, n.interval_ms, now_ms, intervals)
+        };
+        let topo = &self.topo;
+        let leaf_of = |h: &str, n: &str| {
+            topo.leaf_of_nic(&ComponentId::Nic { host: h.into(), name: n.into() }).map(str::to_string)
+        };
+        let uplinks = |leaf: &str| topo.uplinks(leaf).to_vec();
+        let fab = detect::pingmesh::Fabric { live: &live, leaf_of: &leaf_of, uplinks: &uplinks };
+        let mut out = Vec::new();
+        detect::pingmesh::check(&self.state.nodes, &fab, &mut out);
+        if !same(&self.fabric_symptoms, &out) {
+            self.symptoms_changed = true;
+        }
+        self.fabric_symptoms = out;
     }
 
     fn update_jobs(&mut self, now_ms: i64, recheck: bool) {

@@ -20,6 +20,7 @@ pub mod localize;
 pub mod metrics;
 pub mod notify;
 pub mod otel;
+pub mod pinglist;
 pub mod pipeline;
 pub mod ratelimit;
 pub mod remediate;

@@ -51,6 +51,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/api/v1/reports", post(post_report).layer(DefaultBodyLimit::disable()))
+        // Agents' probe peers (pingmesh): the handler checks the agent's token itself.
+        .route("/api/v1/pinglist", get(crate::pinglist::get_pinglist))
         // Writes: the handlers check the token themselves.
         .route("/api/v1/actions/drain", post(crate::api_actions::post_drain))
         .route("/api/v1/actions/resume", post(crate::api_actions::post_resume))

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 mod apply;
 pub mod comm;
+pub mod probes;
 
 pub use apply::fan_rpm_bad;
 use apply::{apply_event, apply_gpus, apply_host, apply_job, apply_nics};
@@ -392,6 +393,8 @@ pub struct NodeState {
     pub comm: VecDeque<comm::CommObs>,
     /// Each NIC's netdev addresses as last reported, to trace a peer address to this node.
     pub nic_addrs: BTreeMap<String, Vec<String>>,
+    /// Active fabric probe results (`detect::pingmesh`).
+    pub probes: probes::ProbePaths,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -527,6 +530,7 @@ impl State {
         apply_host(node, r.host.as_ref(), ts);
         apply_gpus(node, &r.gpus, ts);
         apply_nics(node, &r.nics, ts);
+        probes::record(node, &r.probes, ts); // fabric probe results (detect/pingmesh.rs reads them)
         node.expected_gpus = r.expected_gpus;
         let mut written: Option<u64> = None;
         for d in &r.disks {

@@ -206,6 +206,7 @@ fn report(node_index: usize, seq: u64, xid79_on_gpu1: bool) -> NodeReport {
         collector_errors: Default::default(),
         expected_gpus: None,
         driver_version: None,
+        probes: Vec::new(),
     }
 }
 

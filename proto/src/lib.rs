@@ -9,6 +9,7 @@ pub mod counters;
 pub mod event;
 pub mod id;
 pub mod incident;
+pub mod probe;
 pub mod process;
 pub mod progress;
 pub mod remediation;
@@ -26,6 +27,7 @@ pub use id::{ComponentId, ComponentKind, IdError};
 pub use incident::{
     Action, Evidence, FaultClass, Incident, IncidentStatus, Severity, TimelineEntry, parse_rfc3339, rfc3339,
 };
+pub use probe::ProbeSample;
 pub use report::*;
 pub use topology::{TopologyError, TopologyFile};
 pub use validate::ReportError;

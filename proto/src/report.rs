@@ -84,6 +84,10 @@ pub struct NodeReport {
     /// The NVIDIA driver version NVML reports (`550.54.15`), when the GPU collector runs.
     #[serde(default)]
     pub driver_version: Option<String>,
+    /// Active fabric probe results (pingmesh) of the last interval, one per probed path; empty when
+    /// probing is off.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<crate::probe::ProbeSample>,
 }
 
 impl NodeReport {
@@ -108,6 +112,7 @@ impl NodeReport {
             collector_errors: BTreeMap::new(),
             expected_gpus: None,
             driver_version: None,
+            probes: Vec::new(),
         }
     }
 }

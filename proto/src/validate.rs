@@ -211,6 +211,7 @@ impl NodeReport {
                 }
             }
         }
+        validate_probes(&self.probes)?;
         Ok(())
     }
 }
@@ -338,4 +339,81 @@ fn str_len(field: &str, s: &str) -> Result<(), ReportError> {
         return Err(invalid(field, format!("is {} bytes, more than the limit of {MAX_STRING}", s.len())));
     }
     Ok(())
+}
+
+/// Checks a report's probe list (`crate::probe`): size, names, addresses, counts (`received <= sent`) and times.
+pub fn validate_probes(probes: &[crate::probe::ProbeSample]) -> Result<(), ReportError> {
+    use crate::probe::{MAX_ADDR, MAX_PROBES, MAX_RTT_US, MAX_SENT};
+    if probes.len() > MAX_PROBES {
+        return Err(invalid("probes", format!("has {} entries, more than the limit of {MAX_PROBES}", probes.len())));
+    }
+    for (i, p) in probes.iter().enumerate() {
+        let f = |k: &str| format!("probes[{i}].{k}");
+        if !valid_host(&p.peer) {
+            return Err(invalid(f("peer"), "must be a node name"));
+        }
+        if !valid_name(&p.iface) {
+            return Err(invalid(f("iface"), "must be a non-empty NIC name without '/' or spaces"));
+        }
+        for (k, a) in [("local_addr", &p.local_addr), ("peer_addr", &p.peer_addr)] {
+            if a.is_empty() || a.len() > MAX_ADDR || a.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(invalid(f(k), "must be an address of at most 64 bytes without spaces"));
+            }
+        }
+        if p.sent > MAX_SENT {
+            return Err(invalid(f("sent"), format!("{} is more than the limit of {MAX_SENT}", p.sent)));
+        }
+        if p.received > p.sent {
+            return Err(invalid(f("received"), format!("{} replies to {} probes", p.received, p.sent)));
+        }
+        for (k, v) in [("rtt_p50_us", p.rtt_p50_us), ("rtt_max_us", p.rtt_max_us)] {
+            if v.is_some_and(|v| v > MAX_RTT_US) {
+                return Err(invalid(f(k), format!("is more than {MAX_RTT_US} µs")));
+            }
+        }
+        if let (Some(a), Some(b)) = (p.rtt_p50_us, p.rtt_max_us)
+            && a > b
+        {
+            return Err(invalid(f("rtt_p50_us"), "is larger than rtt_max_us"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod probe_tests {
+    use super::*;
+    use crate::probe::{MAX_PROBES, ProbeSample};
+
+    fn ok() -> ProbeSample {
+        ProbeSample {
+            peer: "node-2".into(),
+            iface: "mlx5_0".into(),
+            local_addr: "10.0.0.1".into(),
+            peer_addr: "10.0.0.2".into(),
+            sent: 10,
+            received: 9,
+            rtt_p50_us: Some(40),
+            rtt_max_us: Some(90),
+        }
+    }
+
+    #[test]
+    fn sane_probe_samples_pass() {
+        assert!(validate_probes(&[ok()]).is_ok());
+    }
+
+    #[test]
+    fn impossible_samples_are_refused_with_the_field() {
+        let e = validate_probes(&[ok(), ProbeSample { received: 11, ..ok() }]).unwrap_err();
+        assert_eq!(e.field(), "probes[1].received");
+        let e = validate_probes(&[ProbeSample { peer: "a:b".into(), ..ok() }]).unwrap_err();
+        assert_eq!(e.field(), "probes[0].peer");
+        let e = validate_probes(&[ProbeSample { peer_addr: "".into(), ..ok() }]).unwrap_err();
+        assert_eq!(e.field(), "probes[0].peer_addr");
+        let e = validate_probes(&[ProbeSample { rtt_p50_us: Some(100), ..ok() }]).unwrap_err();
+        assert_eq!(e.field(), "probes[0].rtt_p50_us");
+        let e = validate_probes(&vec![ok(); MAX_PROBES + 1]).unwrap_err();
+        assert_eq!(e.field(), "probes");
+    }
 }

@@ -84,6 +84,7 @@ fn good() -> NodeReport {
         collector_errors: Default::default(),
         expected_gpus: None,
         driver_version: None,
+        probes: Vec::new(),
     }
 }
 

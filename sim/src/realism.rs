@@ -150,3 +150,34 @@ impl Network {
         Ok(())
     }
 }
+
+/// Active fabric probes (`[probes]`, `telemetry::probes`): off unless `enabled = true`, so scenarios without it (and every
+/// benchmark) are unchanged.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbeSpec {
+    /// The agents probe the fabric. Default false.
+    pub enabled: bool,
+    /// Probes each agent sends per second, all paths together (the agent's `rate_pps`). Default 40.
+    pub rate_pps: f64,
+    /// Peers each node probes per rotation (the analyzer's pinglist size). Default 8.
+    pub peers: u32,
+}
+
+impl Default for ProbeSpec {
+    fn default() -> Self {
+        Self { enabled: false, rate_pps: 40.0, peers: 8 }
+    }
+}
+
+impl ProbeSpec {
+    pub fn check(&self) -> Result<(), String> {
+        if !(self.rate_pps.is_finite() && self.rate_pps > 0.0 && self.rate_pps <= 1000.0) {
+            return Err("rate_pps must be above 0 and at most 1000".into());
+        }
+        if !(1..=64).contains(&self.peers) {
+            return Err("peers must be 1..=64".into());
+        }
+        Ok(())
+    }
+}

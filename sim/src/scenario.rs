@@ -68,6 +68,8 @@ struct RawScenario {
     #[serde(default)]
     network: Option<Spanned<Network>>,
     #[serde(default)]
+    probes: Option<Spanned<crate::realism::ProbeSpec>>,
+    #[serde(default)]
     job: Vec<Spanned<RawJob>>,
     #[serde(default)]
     fault: Vec<Spanned<RawFault>>,
@@ -208,6 +210,8 @@ pub struct Scenario {
     pub cluster: ClusterSpec,
     pub behaviour: Behaviour,
     pub network: Network,
+    /// Active fabric probes (`[probes]`): off by default.
+    pub probes: crate::realism::ProbeSpec,
     pub jobs: Vec<JobSpec>,
     pub faults: Vec<FaultSpec>,
 }
@@ -324,6 +328,10 @@ fn resolve(cx: &Ctx, raw: RawScenario) -> Result<Scenario, ScenarioError> {
     if let (Some(b), Err(e)) = (&raw.network, network.check()) {
         return Err(cx.err(b.span(), format!("{e} in [network]")));
     }
+    let probes = raw.probes.as_ref().map_or_else(Default::default, |b| b.get_ref().clone());
+    if let (Some(b), Err(e)) = (&raw.probes, probes.check()) {
+        return Err(cx.err(b.span(), format!("{e} in [probes]")));
+    }
     let hosts: BTreeMap<String, u32> = (0..cluster.nodes).map(|i| (naming::node(i, cluster.nodes), i)).collect();
 
     let mut jobs = Vec::new();
@@ -343,7 +351,7 @@ fn resolve(cx: &Ctx, raw: RawScenario) -> Result<Scenario, ScenarioError> {
     for f in &raw.fault {
         faults.push(resolve_fault(cx, f.get_ref(), &cluster, &hosts, &jobs, duration_s)?);
     }
-    Ok(Scenario { name, seed, duration_s, interval_s, noise, cluster, behaviour, network, jobs, faults })
+    Ok(Scenario { name, seed, duration_s, interval_s, noise, cluster, behaviour, network, probes, jobs, faults })
 }
 
 /// A job's behaviour options: what its table says, else drawn from the seed with `[behaviour]`'s shares.

@@ -95,6 +95,8 @@ pub struct World {
     pub(crate) cgroup_oom_p: f64,
     pub behaviour: Behaviour,
     pub network: Network,
+    /// Active fabric probes (`[probes]`); off unless the scenario turns them on.
+    pub probes: crate::realism::ProbeSpec,
     /// Per node: its agent (maps, XID workflows, clock skew).
     pub agents: Vec<NodeAgent>,
     /// Reports sent but not yet arrived (late ones).
@@ -165,6 +167,7 @@ impl World {
             cgroup_oom_p,
             behaviour: sc.behaviour.clone(),
             network: sc.network.clone(),
+            probes: sc.probes.clone(),
             agents,
             in_flight: Vec::new(),
         }

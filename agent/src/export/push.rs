@@ -155,6 +155,22 @@ impl Client {
         self
     }
 
+    /// GETs `path` (`/api/v1/…`) from the same analyzer with the same token and reads its JSON answer
+    /// (the probe pinglist). Errors are one line.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, String> {
+        let base = self.endpoint.trim_end_matches("/api/v1/reports");
+        let mut req = self.http.get(format!("{base}{path}"));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| error_chain(&e))?;
+        if !resp.status().is_success() {
+            return Err(format!("HTTP {}", resp.status()));
+        }
+        let body = read_capped(resp, 1 << 20).await?;
+        serde_json::from_slice(&body).map_err(|e| e.to_string())
+    }
+
     /// Posts report `seq` (its JSON body): compact when the analyzer takes it, else the JSON as is.
     /// Only the analyzer's JSON answer naming the same `seq` counts as delivered.
     pub async fn post(&self, seq: u64, body: Vec<u8>) -> Outcome {

@@ -8,6 +8,7 @@ pub mod host;
 pub mod job;
 pub mod nccl;
 pub mod nic;
+pub mod pingmesh;
 pub mod sdc;
 
 use faultline_proto::{ComponentId, FaultClass, Severity};
@@ -76,6 +77,9 @@ pub enum SymptomKind {
     CommEdgeSuspect,
     /// The rank whose collective sequence number lags its group's.
     CollectiveLaggard,
+    // active fabric probes (`pingmesh`)
+    /// Probes through this element (NIC, leaf, spine) are lost or slow while the rest are fine.
+    ProbeLoss,
 }
 
 impl SymptomKind {
@@ -124,6 +128,7 @@ impl SymptomKind {
             CommErrors => "collective_comm_errors",
             CommEdgeSuspect => "collective_edge_suspect",
             CollectiveLaggard => "collective_laggard",
+            ProbeLoss => "probe_loss",
         }
     }
 

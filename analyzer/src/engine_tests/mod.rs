@@ -225,6 +225,7 @@ impl World {
             collector_errors: Default::default(),
             expected_gpus: None,
             driver_version: None,
+            probes: Vec::new(),
         };
         for m in &self.mutators {
             m(&mut r, t);

@@ -95,6 +95,7 @@ fn big_report(n: usize, seq: u64, t: i64) -> NodeReport {
         collector_errors: Default::default(),
         expected_gpus: None,
         driver_version: None,
+        probes: Vec::new(),
     }
 }
 
@@ -173,6 +174,7 @@ fn heartbeat_report(node: &str, seq: u64, t: i64) -> NodeReport {
         collector_errors: Default::default(),
         expected_gpus: None,
         driver_version: None,
+        probes: Vec::new(),
     }
 }
 

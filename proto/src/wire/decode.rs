@@ -266,6 +266,24 @@ pub(super) fn from_wire(w: Report) -> Result<NodeReport, ReportError> {
         collector_errors: t.map(&w.collector_error_keys, &w.collector_error_values, &f("collector_errors"))?,
         expected_gpus: w.expected_gpus,
         driver_version: t.opt(w.driver_version, &f("driver_version"))?,
+        probes: w
+            .probes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let q = |k: &'static str| move || format!("probes[{i}].{k}");
+                Ok(crate::probe::ProbeSample {
+                    peer: t.get(p.peer, &q("peer"))?,
+                    iface: t.get(p.iface, &q("iface"))?,
+                    local_addr: t.get(p.local_addr, &q("local_addr"))?,
+                    peer_addr: t.get(p.peer_addr, &q("peer_addr"))?,
+                    sent: p.sent,
+                    received: p.received,
+                    rtt_p50_us: p.rtt_p50_us,
+                    rtt_max_us: p.rtt_max_us,
+                })
+            })
+            .collect::<Result<_, ReportError>>()?,
     })
 }
 

@@ -358,6 +358,20 @@ pub(super) fn to_wire(r: &NodeReport) -> Report {
         collector_error_values,
         expected_gpus: r.expected_gpus,
         driver_version: s.opt(&r.driver_version),
+        probes: r
+            .probes
+            .iter()
+            .map(|p| Probe {
+                peer: s.put(&p.peer),
+                iface: s.put(&p.iface),
+                local_addr: s.put(&p.local_addr),
+                peer_addr: s.put(&p.peer_addr),
+                sent: p.sent,
+                received: p.received,
+                rtt_p50_us: p.rtt_p50_us,
+                rtt_max_us: p.rtt_max_us,
+            })
+            .collect(),
     }
     .with_strings(s.into_owned())
 }

@@ -47,6 +47,9 @@ pub struct Report {
     pub expected_gpus: Option<u32>,
     #[prost(uint32, optional, tag = "22")]
     pub driver_version: Option<u32>,
+    /// Tags 23–39 are reserved for report deltas.
+    #[prost(message, repeated, tag = "40")]
+    pub probes: Vec<Probe>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -482,4 +485,25 @@ pub struct WireCollective {
     pub error: Option<u32>,
     #[prost(uint32, optional, tag = "17")]
     pub pg: Option<u32>,
+}
+
+/// `ProbeSample`: strings are string-table indices.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Probe {
+    #[prost(uint32, tag = "1")]
+    pub peer: u32,
+    #[prost(uint32, tag = "2")]
+    pub iface: u32,
+    #[prost(uint32, tag = "3")]
+    pub local_addr: u32,
+    #[prost(uint32, tag = "4")]
+    pub peer_addr: u32,
+    #[prost(uint32, tag = "5")]
+    pub sent: u32,
+    #[prost(uint32, tag = "6")]
+    pub received: u32,
+    #[prost(uint32, optional, tag = "7")]
+    pub rtt_p50_us: Option<u32>,
+    #[prost(uint32, optional, tag = "8")]
+    pub rtt_max_us: Option<u32>,
 }

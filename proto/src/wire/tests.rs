@@ -89,3 +89,25 @@ fn garbage_and_bad_indices_are_refused_with_the_field() {
         assert_eq!(e.field(), "nics[0].counters", "{e}");
     }
 }
+
+#[test]
+fn probe_samples_survive_the_round_trip_and_bad_indices_name_the_probe() {
+    let mut r = sample();
+    let p = |peer: &str, rtt: Option<u32>| crate::probe::ProbeSample {
+        peer: peer.into(),
+        iface: "mlx5_0".into(),
+        local_addr: "10.0.0.7".into(),
+        peer_addr: "10.0.1.2".into(),
+        sent: 8,
+        received: if rtt.is_some() { 7 } else { 0 },
+        rtt_p50_us: rtt,
+        rtt_max_us: rtt.map(|r| r * 3),
+    };
+    r.probes = vec![p("node-2", Some(45)), p("node-3", None)];
+    assert_eq!(decode(&encode(&r)).unwrap(), r);
+    assert!(decode(&encode(&r)).unwrap().validate().is_ok());
+    let mut w = to_wire(&r);
+    w.probes[1].peer_addr = 99_999;
+    let e = decode(&prost::Message::encode_to_vec(&w)).unwrap_err();
+    assert_eq!(e.field(), "probes[1].peer_addr", "{e}");
+}

@@ -21,6 +21,7 @@ use crate::world::{RankView, World};
 
 mod nics;
 mod nvlink;
+pub mod probes;
 mod ranks;
 
 struct Model {
@@ -233,6 +234,7 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
         // The count the agent saw at its first start, persisted.
         expected_gpus: Some(gpn as u32),
         driver_version: None,
+        probes: Vec::new(),
     };
     let nics_n = spec.nics_per_node as usize;
     let mut ctx = ReportCtx {
@@ -362,6 +364,9 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
     }
 
     report.nics = nics::build(w, d, n, ts, dt_s, &ranks, &nic_fx);
+    if w.probes.enabled {
+        report.probes = probes::fill(w, &w.probes, n, ts, dt_s, &mut report.nics); // scenario [probes]
+    }
 
     // Host.
     let alive = ranks.iter().filter(|r| matches!(r.view, RankView::Running | RankView::HangD)).count() as f64;
