@@ -7,6 +7,7 @@ pub mod hang;
 pub mod host;
 pub mod job;
 pub mod nccl;
+pub mod nccl_class;
 pub mod nic;
 pub mod sdc;
 
@@ -76,6 +77,8 @@ pub enum SymptomKind {
     CommEdgeSuspect,
     /// The rank whose collective sequence number lags its group's.
     CollectiveLaggard,
+    /// PyTorch's NaN check failed on a rank: its GPU poisoned a collective's input.
+    CollectiveNanCheck,
 }
 
 impl SymptomKind {
@@ -124,6 +127,7 @@ impl SymptomKind {
             CommErrors => "collective_comm_errors",
             CommEdgeSuspect => "collective_edge_suspect",
             CollectiveLaggard => "collective_laggard",
+            CollectiveNanCheck => "collective_nan_check",
         }
     }
 

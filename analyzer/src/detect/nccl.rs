@@ -13,12 +13,15 @@
 //! - **Laggard.** Within one process group, the rank whose collective sequence number is lowest while
 //!   others are further on is the one the job waits on.
 //!
+//! Which fault class a culprit is, from the counters of the element, and the GPU PyTorch's NaN check
+//! names: `nccl_class.rs`.
+//!
 //! Pure: the engine hands in the job, the nodes and a leaf lookup; `check` adds symptoms.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
 
-use faultline_proto::{ComponentId, EventClass, FaultClass};
+use faultline_proto::{ComponentId, EventClass};
 
 use super::{EVENT_HOLD_MS, Symptom, SymptomKind};
 pub use crate::state::comm::{CommObs, MAX_COMM_PER_NODE};
@@ -435,18 +438,6 @@ pub fn laggards(obs: &[(&str, &CommObs)]) -> Vec<Laggard> {
     out
 }
 
-/// The nearest existing fault class for a localized element. A NIC whose peers' queue pairs fail
-/// (retry exceeded, resets) stops the job the way a flapping link does (a flaky optic resetting
-/// connections without a symbol error); a leaf whose ports all fail is the leaf. A bit-error class
-/// would be wrong: those slow a job, these stop it.
-fn culprit_class(c: &Culprit) -> Option<FaultClass> {
-    match c {
-        Culprit::Nic { .. } => Some(FaultClass::NicFlap),
-        Culprit::Leaf { .. } => Some(FaultClass::LeafSwitchDown),
-        Culprit::Node { .. } | Culprit::Rail { .. } | Culprit::Edge { .. } => None,
-    }
-}
-
 /// The job's collective evidence, from the nodes it runs on (its logs are read there): observations
 /// tagged with this job, or with no job. Only those newer than `COMM_HOLD_MS`. Visits the job's
 /// nodes only, so a check costs what the job is, not what the cluster is.
@@ -491,7 +482,8 @@ pub fn check(
         )
     };
     if let Some(l) = localize(&edges, leaf_of) {
-        let class = culprit_class(&l.culprit);
+        let job_nodes: BTreeSet<&str> = obs.iter().map(|(n, _)| *n).collect();
+        let class = super::nccl_class::culprit_class(&l.culprit, nodes, &job_nodes, leaf_of, now_ms);
         match &l.culprit {
             Culprit::Edge { a, b } => {
                 for end in [a, b] {
@@ -525,6 +517,7 @@ pub fn check(
             }
         }
     }
+    super::nccl_class::nan_checks(job, &obs, out);
     for lag in laggards(&obs) {
         let pg = lag.pg.as_deref().map(|p| format!(" of process group {p}")).unwrap_or_default();
         out.push(

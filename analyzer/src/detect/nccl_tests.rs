@@ -99,8 +99,70 @@ fn one_bad_nic_seen_by_several_peers_is_that_nic() {
     let out = run(&ns, &j, &no_leaves);
     let s = out.iter().find(|s| s.kind == SymptomKind::CommErrors).expect("a symptom on the NIC");
     assert_eq!(s.component, ComponentId::Nic { host: "n0".into(), name: "mlx5_1".into() });
-    assert_eq!(s.class, Some(FaultClass::NicFlap));
+    // No counter of the NIC moved: it resets its connections without a symbol error.
+    assert_eq!(s.class, Some(FaultClass::NicConnectionResets));
     assert!(s.detail.contains("3 of 3") && s.detail.contains("n1, n2, n3"), "{}", s.detail);
+}
+
+/// `one_bad_nic_seen_by_several_peers_is_that_nic`'s evidence, with the NIC's counters as given.
+fn bad_nic_class(nic: crate::state::NicState) -> Option<FaultClass> {
+    let mut ns = nodes(5);
+    for peer in 1..4 {
+        let r = peer as u32 * 4 + 1;
+        obs(&mut ns, &format!("n{peer}"), EventClass::IbCompletionError, ib(1, 0, 1, r));
+        obs(&mut ns, "n0", EventClass::IbCompletionError, ib(1, peer, 1, 1));
+    }
+    ns.get_mut("n0").unwrap().nics.insert("mlx5_1".into(), nic);
+    let out = run(&ns, &job(5), &no_leaves);
+    out.iter().find(|s| s.kind == SymptomKind::CommErrors).and_then(|s| s.class)
+}
+
+#[test]
+fn a_nic_whose_counters_explain_the_edges_keeps_the_counters_class() {
+    use crate::state::NicState;
+    let down = NicState { down_since: Some(NOW - 20_000), downs: [NOW - 20_000].into(), ..Default::default() };
+    assert_eq!(bad_nic_class(down), Some(FaultClass::NicDown));
+    let flapping = NicState { downs: [NOW - 90_000, NOW - 40_000].into(), ..Default::default() };
+    assert_eq!(bad_nic_class(flapping), Some(FaultClass::NicFlap));
+    let mut errors = NicState::default();
+    let mut c = crate::state::Counter::default();
+    for (i, v) in [0u64, 400, 900].iter().enumerate() {
+        c.update(NOW - 30_000 + i as i64 * 10_000, *v);
+    }
+    errors.counters.insert("symbol_error", c);
+    assert_eq!(bad_nic_class(errors), Some(FaultClass::CableBitErrors));
+    // A healthy port (counters flat) leaves the resets.
+    assert_eq!(bad_nic_class(NicState::default()), Some(FaultClass::NicConnectionResets));
+}
+
+#[test]
+fn a_nan_check_failure_names_the_ranks_gpu() {
+    let mut ns = nodes(3);
+    let mut j = job(3);
+    for (r, s) in j.ranks.iter_mut() {
+        s.gpus = vec![r % 4];
+    }
+    let info = CollectiveInfo {
+        kind: Some("comm_error".into()),
+        rank: Some(6),
+        error: Some(super::super::nccl_class::NAN_CHECK_FAILED.into()),
+        ..Default::default()
+    };
+    obs(&mut ns, "n1", EventClass::NcclError, info);
+    let out = run(&ns, &j, &no_leaves);
+    let s = out.iter().find(|s| s.kind == SymptomKind::CollectiveNanCheck).expect("a NaN-check symptom");
+    assert_eq!(s.component, ComponentId::Gpu { host: "n1".into(), index: 2 });
+    assert_eq!(s.class, Some(FaultClass::GpuCollectiveCorruption));
+    // Another error names no GPU.
+    let mut ns = nodes(3);
+    let info = CollectiveInfo {
+        kind: Some("comm_error".into()),
+        rank: Some(6),
+        error: Some("ncclRemoteError".into()),
+        ..Default::default()
+    };
+    obs(&mut ns, "n1", EventClass::NcclError, info);
+    assert!(run(&ns, &j, &no_leaves).iter().all(|s| s.kind != SymptomKind::CollectiveNanCheck));
 }
 
 #[test]
@@ -146,8 +208,21 @@ fn one_bad_leaf_is_the_leaf_not_a_node() {
     let out = run(&ns, &j, &leaf_of);
     let s = out.iter().find(|s| s.kind == SymptomKind::CommErrors).expect("a leaf symptom");
     assert_eq!(s.component, ComponentId::Switch { name: "leaf-a".into() }, "{}", s.detail);
-    assert_eq!(s.class, Some(FaultClass::LeafSwitchDown));
+    // No port of the leaf went down: it drops silently.
+    assert_eq!(s.class, Some(FaultClass::SwitchSilentDrop));
     assert!(s.detail.contains("no one node"), "{}", s.detail);
+    // The same edges with the leaf's ports down are the leaf going down.
+    for h in ["n0", "n1"] {
+        let st = crate::state::NicState {
+            down_since: Some(NOW - 15_000),
+            downs: [NOW - 15_000].into(),
+            ..Default::default()
+        };
+        ns.get_mut(h).unwrap().nics.insert("mlx5_0".into(), st);
+    }
+    let out = run(&ns, &j, &leaf_of);
+    let s = out.iter().find(|s| s.kind == SymptomKind::CommErrors).expect("a leaf symptom");
+    assert_eq!(s.class, Some(FaultClass::LeafSwitchDown));
 }
 
 #[test]
