@@ -195,3 +195,38 @@ duration_s = 300
         assert!(f.detected && f.correct, "{} on {} not diagnosed: {:?}", f.kind, f.target, f.diagnosed_root);
     }
 }
+
+#[test]
+fn the_judge_knows_where_collective_evidence_cannot_exist() {
+    let sc = scenario(
+        "infiniband",
+        r#"[behaviour]
+nan_check_share = 0.0
+[[fault]]
+kind = "nic_connection_resets"
+target = "node-0001/nic:mlx5_3"
+at_s = 600
+duration_s = 300
+[[fault]]
+kind = "nic_connection_resets"
+target = "node-0003/nic:mlx5_3"
+at_s = 600
+duration_s = 300
+[[fault]]
+kind = "switch_silent_drop"
+target = "switch:leaf-01"
+at_s = 1000
+duration_s = 300
+[[fault]]
+kind = "gpu_collective_corruption"
+target = "node-0002/gpu4"
+at_s = 1400
+duration_s = 300
+"#,
+    );
+    let why = faultline_sim::fuzz::judge::all(&sc);
+    assert_eq!(why[0], None, "node-0001 has two ring peers in `big`");
+    assert!(why[1].as_deref().is_some_and(|w| w.contains("one peer")), "{:?}", why[1]);
+    assert_eq!(why[2], None, "`big` crosses leaf-01 from three of its nodes");
+    assert!(why[3].as_deref().is_some_and(|w| w.contains("NaN check")), "{:?}", why[3]);
+}

@@ -370,7 +370,8 @@ impl Fault {
             K::GpuEccSbeStorm | K::GpuRowRemapFailure | K::HostMce | K::AgentDown => None,
             K::GpuCollectiveCorruption => {
                 let ranks = on_gpu(job);
-                if ranks.is_empty() {
+                // A one-rank job runs no collective.
+                if ranks.is_empty() || job.ranks.len() < 2 {
                     return None;
                 }
                 if crate::step::nan_check(self.seed, nan_check_share, job) {
