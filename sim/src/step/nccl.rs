@@ -76,19 +76,15 @@ pub fn ring_peers(job: &Job, r: usize) -> Vec<usize> {
     out
 }
 
-/// Unordered rank pairs (a, b) of `job` whose ring edge satisfies `keep(a, b)`; `a` is the end
-/// `keep` was asked about first (both orders are tried).
-fn pairs(job: &Job, keep: &dyn Fn(usize, usize) -> bool) -> Vec<(usize, usize)> {
-    let mut out: Vec<(usize, usize)> = Vec::new();
-    for a in 0..job.ranks.len() {
+/// The ring edges (a, b) of `job` with `hit(a)`: the end on the faulty element first, each
+/// unordered pair once. Visits only the ranks `hit` accepts.
+fn pairs(job: &Job, hit: &dyn Fn(usize) -> bool) -> Vec<(usize, usize)> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for a in (0..job.ranks.len()).filter(|&a| hit(a)) {
         for b in ring_peers(job, a) {
-            if out.iter().any(|&(x, y)| (x, y) == (b, a) || (x, y) == (a, b)) {
-                continue;
-            }
-            if keep(a, b) {
+            if seen.insert((a.min(b), a.max(b))) {
                 out.push((a, b));
-            } else if keep(b, a) {
-                out.push((b, a));
             }
         }
     }
@@ -235,8 +231,8 @@ impl World {
         let c = &self.cluster;
         let job = &c.jobs[j];
         match (f.node, f.nic, f.leaf) {
-            (Some(n), Some(k), _) => pairs(job, &|a, _| job.ranks[a].node == n && job.ranks[a].nic == k),
-            (_, _, Some(l)) => pairs(job, &|a, _| c.leaf_of(job.ranks[a].node, job.ranks[a].nic) == l),
+            (Some(n), Some(k), _) => pairs(job, &|a| job.ranks[a].node == n && job.ranks[a].nic == k),
+            (_, _, Some(l)) => pairs(job, &|a| c.leaf_of(job.ranks[a].node, job.ranks[a].nic) == l),
             _ => Vec::new(),
         }
     }
