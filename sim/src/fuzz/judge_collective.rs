@@ -9,10 +9,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use faultline_proto::{ComponentId, FaultClass};
 
 use crate::cluster::{Cluster, Job};
+use crate::faults::Fault;
 use crate::scenario::{FaultSpec, Scenario};
 use crate::step::{nan_check, ring_peers};
 use crate::world::World;
 
+/// Failures a silent drop must be expected to cause while it lasts for two distinct failing edges
+/// to show (Poisson with this mean: at least two events with probability 0.91).
+const MIN_EXPECTED_FAILURES: f64 = 4.0;
 /// The analyzer's share of failing edges an element must touch to be the common one
 /// (`detect::nccl::COMMON_FRACTION`).
 const COMMON_FRACTION: f64 = 0.75;
@@ -71,15 +75,28 @@ pub fn undiagnosable(sc: &Scenario, world: &World, i: usize) -> Option<String> {
                 let es = edges(job, &on_leaf);
                 let leaf_nodes: BTreeSet<usize> =
                     job.ranks.iter().enumerate().filter(|(r, _)| on_leaf(*r)).map(|(_, x)| x.node).collect();
+                // Queue pairs fail now and then (once per `period_ms` per rank pair): the window
+                // must hold a few failures for two distinct edges to show.
+                let fo = Fault::new(i, f, c, sc.seed);
+                let end = f.clear_s(run_s).unwrap_or(run_s).min(job.end_ms as f64 / 1000.0);
+                let lasts_ms = (end - f.at_s.max(job.start_ms as f64 / 1000.0)) * 1000.0;
+                let expected = es.len() as f64 * lasts_ms / fo.p.period_ms.max(1) as f64;
                 if es.len() >= 2 && leaf_nodes.len() >= 2 && !node_dominates(&es) {
-                    return None;
+                    if expected >= MIN_EXPECTED_FAILURES {
+                        return None;
+                    }
+                    best = Some(true);
+                } else {
+                    best = best.or(Some(false));
                 }
-                best = Some(es.len());
             }
             Some(match best {
                 None => format!("no multi-node job's traffic crosses {name} while it drops: nothing fails"),
-                Some(_) => format!(
-                    "the failing edges through {name} all touch one node of it: NCCL logs only failing edges, so the leaf cannot be told from that node"
+                Some(true) => format!(
+                    "too few queue pairs through {name} fail while it lasts (fewer than {MIN_EXPECTED_FAILURES} expected): NCCL logs only failing edges"
+                ),
+                Some(false) => format!(
+                    "the failing edges through {name} all touch one node of it, or one edge only: NCCL logs only failing edges, so the leaf cannot be told from that node"
                 ),
             })
         }
