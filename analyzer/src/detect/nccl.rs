@@ -32,6 +32,11 @@ pub const COMM_HOLD_MS: i64 = EVENT_HOLD_MS;
 /// An element is the common one when it touches at least this share of the failing edges. Not all:
 /// once a queue pair fails NCCL tears down others, and a few collateral edges must not hide it.
 pub const COMMON_FRACTION: f64 = 0.75;
+/// Evidence more than this older than the job's newest line belongs to an earlier burst and is left
+/// out of the edges: NCCL's errors come in bursts (a broken queue pair tears the communicator down
+/// within seconds; recurring faults fail again within minutes), and two faults a few minutes apart
+/// in one job must not be read as one element.
+pub const COMM_BURST_MS: i64 = 120_000;
 /// What a single failing edge is worth for each of its ends: it cannot tell them apart.
 pub const SINGLE_EDGE_CONFIDENCE: f64 = 0.3;
 
@@ -353,7 +358,13 @@ pub fn localize(edges: &[Edge], leaf_of: &dyn Fn(&str, &str) -> Option<String>) 
             }
         }
     }
-    if let Some((leaf, (c, nodes))) = per_leaf.iter().max_by_key(|(_, (c, nodes))| (*c, nodes.len()))
+    // The leaf must be the only one that explains this many: edges between two leaves cross both,
+    // and until an edge within one of them fails the two cannot be told apart.
+    let key = |(c, nodes): &(usize, BTreeSet<&str>)| (*c, nodes.len());
+    let best_leaf = per_leaf.iter().max_by_key(|(_, v)| key(v));
+    let tied = best_leaf.is_some_and(|(l, v)| per_leaf.iter().any(|(o, w)| o != l && key(w) == key(v)));
+    if let Some((leaf, (c, nodes))) = best_leaf
+        && !tied
         && *c >= need
         && nodes.len() >= 2
     {
@@ -464,10 +475,14 @@ pub fn check(
     now_ms: i64,
     out: &mut Vec<Symptom>,
 ) {
-    let obs = job_obs(job, nodes, now_ms);
+    let mut obs = job_obs(job, nodes, now_ms);
     if obs.is_empty() {
         return;
     }
+    // The current burst only: an earlier fault's edges, quiet for longer than a burst, would blur
+    // the element the new ones share.
+    let newest = obs.iter().map(|(_, o)| o.ts).max().unwrap_or(now_ms);
+    obs.retain(|(_, o)| newest - o.ts <= COMM_BURST_MS);
     let onset = obs.iter().map(|(_, o)| o.ts).min().unwrap_or(now_ms);
     let book = AddrBook::new(nodes.iter().map(|(k, n)| (k.as_str(), &n.nic_addrs, host_addrs(n))));
     let rank_nic = |r: u32| job.ranks.get(&r).and_then(|s| s.nic.clone());

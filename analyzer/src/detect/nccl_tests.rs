@@ -343,3 +343,36 @@ fn the_same_nic_failing_on_many_nodes_across_leaves_is_a_rail() {
     assert_eq!(s.class, None, "a rail is no catalog root; the symptom says which one");
     assert!(s.detail.contains("mlx5_3 rail"), "{}", s.detail);
 }
+
+#[test]
+fn an_earlier_burst_does_not_blur_the_element_of_the_current_one() {
+    let mut ns = nodes(5);
+    // Four minutes ago: failing edges all over the job (another fault, now quiet).
+    for (a, b) in [(1, 2), (2, 3), (3, 4), (4, 1)] {
+        obs(&mut ns, &format!("n{a}"), EventClass::IbCompletionError, ib(0, b, 0, a as u32 * 4));
+        ns.get_mut(&format!("n{a}")).unwrap().comm.back_mut().unwrap().ts = NOW - 240_000;
+    }
+    // Now: n0's mlx5_1 fails towards two peers.
+    for peer in [1, 2] {
+        obs(&mut ns, "n0", EventClass::IbCompletionError, ib(1, peer, 1, 1));
+    }
+    let out = run(&ns, &job(5), &no_leaves);
+    let s = out.iter().find(|s| s.kind == SymptomKind::CommErrors).expect("a symptom on the NIC");
+    assert_eq!(s.component, ComponentId::Nic { host: "n0".into(), name: "mlx5_1".into() }, "{}", s.detail);
+}
+
+#[test]
+fn edges_that_cross_two_leaves_alike_name_neither() {
+    let mut ns = nodes(4);
+    // n0, n1 on leaf-a; n2, n3 on leaf-b; only edges between the leaves fail: either leaf may drop.
+    for (a, b) in [(0, 2), (1, 3)] {
+        obs(&mut ns, &format!("n{a}"), EventClass::IbCompletionError, ib(0, b, 0, a as u32 * 4));
+        obs(&mut ns, &format!("n{b}"), EventClass::IbCompletionError, ib(0, a, 0, b as u32 * 4));
+    }
+    let leaf_of = |h: &str, _nic: &str| Some(if matches!(h, "n0" | "n1") { "leaf-a" } else { "leaf-b" }.to_string());
+    let out = run(&ns, &job(4), &leaf_of);
+    assert!(
+        out.iter().all(|s| !matches!(s.component, ComponentId::Switch { .. }) && s.class.is_none()),
+        "{out:#?}"
+    );
+}
