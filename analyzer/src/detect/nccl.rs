@@ -269,7 +269,8 @@ fn confidence(covered: usize, n: usize, peers: usize) -> f64 {
     base * covered as f64 / n.max(1) as f64
 }
 
-/// The element the failing edges share. `leaf_of(node, nic)` is the leaf a NIC is cabled to.
+/// The element the failing edges share. `leaf_of(node, nic)` is the leaf a NIC is cabled to (`nic` empty:
+/// the leaf of the whole node, where it has one).
 pub fn localize(edges: &[Edge], leaf_of: &dyn Fn(&str, &str) -> Option<String>) -> Option<Localized> {
     let n = edges.len();
     if n == 0 {
@@ -345,7 +346,8 @@ pub fn localize(edges: &[Edge], leaf_of: &dyn Fn(&str, &str) -> Option<String>) 
     for e in edges {
         let mut leaves = BTreeSet::new();
         for end in [&e.a, &e.b] {
-            if let Some(l) = end.nic.as_deref().and_then(|nic| leaf_of(&end.node, nic)) {
+            // An end whose NIC no line named is asked with an empty NIC name (see `check`).
+            if let Some(l) = leaf_of(&end.node, end.nic.as_deref().unwrap_or("")) {
                 leaves.insert((l, end.node.as_str()));
             }
         }
@@ -496,9 +498,20 @@ pub fn check(
             unresolved.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
         )
     };
-    if let Some(l) = localize(&edges, leaf_of) {
+    // A node's leaf when the line did not say which of its NICs: the one leaf all its NICs share
+    // (a rack's top-of-rack switch); none on a rail fabric.
+    let leaf_of_end = |h: &str, nic: &str| -> Option<String> {
+        if !nic.is_empty() {
+            return leaf_of(h, nic);
+        }
+        let n = nodes.get(h)?;
+        let mut leaves = n.nics.keys().filter_map(|k| leaf_of(h, k));
+        let first = leaves.next()?;
+        leaves.all(|l| l == first).then_some(first)
+    };
+    if let Some(l) = localize(&edges, &leaf_of_end) {
         let job_nodes: BTreeSet<&str> = obs.iter().map(|(n, _)| *n).collect();
-        let class = super::nccl_class::culprit_class(&l.culprit, nodes, &job_nodes, leaf_of, now_ms);
+        let class = super::nccl_class::culprit_class(&l.culprit, nodes, &job_nodes, &obs, &edges, leaf_of, now_ms);
         match &l.culprit {
             Culprit::Edge { a, b } => {
                 for end in [a, b] {

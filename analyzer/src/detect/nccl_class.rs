@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use faultline_proto::{ComponentId, EventClass, FaultClass};
 
-use super::nccl::{COMM_HOLD_MS, CommObs, Culprit};
+use super::nccl::{COMM_HOLD_MS, CommObs, Culprit, Edge};
 use super::nic::{ERROR_COUNTERS, FLAP_MIN_DOWNS, FLAP_WINDOW_MS, NIC_ERR_MIN};
 use super::{Symptom, SymptomKind};
 use crate::state::{JobState, NicState, NodeState};
@@ -40,19 +40,71 @@ pub fn nic_counter_class(n: &NicState, now: i64) -> Option<FaultClass> {
     (errors >= NIC_ERR_MIN).then_some(FaultClass::CableBitErrors)
 }
 
+/// Distinct peer nodes whose edges through one NIC fail that name it without a second episode.
+pub const MIN_PEERS_AT_ONCE: usize = 3;
+
+/// Distinct other nodes of the edges with an end at NIC `name` of `host`.
+fn nic_peers(edges: &[Edge], host: &str, name: &str) -> usize {
+    let at = |e: &super::nccl::End| e.node == host && e.nic.as_deref() == Some(name);
+    let peers: BTreeSet<&str> = edges
+        .iter()
+        .filter_map(|e| {
+            if at(&e.a) {
+                Some(e.b.node.as_str())
+            } else if at(&e.b) {
+                Some(e.a.node.as_str())
+            } else {
+                None
+            }
+        })
+        .collect();
+    peers.len()
+}
+
+/// Two failures of one connection this far apart are two episodes, not one teardown.
+pub const EPISODE_GAP_MS: i64 = 20_000;
+
+/// Whether a connection of NIC `name` on `host` failed in two episodes: its own lines towards one
+/// peer at least `EPISODE_GAP_MS` apart. A NIC that resets its connections breaks the same ones
+/// again and again; a path that drops silently breaks whichever flows hash onto it, rarely the same
+/// twice in a burst, so two failing edges that share a NIC once are no proof against its leaf.
+pub fn repeats(obs: &[(&str, &CommObs)], host: &str, name: &str) -> bool {
+    let mut per_peer: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    for (node, o) in obs {
+        let i = &o.info;
+        if *node != host || i.hca.as_deref() != Some(name) {
+            continue;
+        }
+        let Some(peer) = i.peer.as_deref().or(i.remote_addr.as_deref()) else { continue };
+        let e = per_peer.entry(peer).or_insert((o.ts, o.ts));
+        e.0 = e.0.min(o.ts);
+        e.1 = e.1.max(o.ts);
+    }
+    per_peer.values().any(|(lo, hi)| hi - lo >= EPISODE_GAP_MS)
+}
+
 /// The fault class of a localized culprit. `job_nodes`: the nodes of the job whose edges these are
-/// (a leaf's ports are looked at there).
+/// (a leaf's ports are looked at there); `obs`: the evidence the edges came from; `edges`: the
+/// failing edges.
 pub fn culprit_class(
     c: &Culprit,
     nodes: &BTreeMap<String, NodeState>,
     job_nodes: &BTreeSet<&str>,
+    obs: &[(&str, &CommObs)],
+    edges: &[Edge],
     leaf_of: &dyn Fn(&str, &str) -> Option<String>,
     now: i64,
 ) -> Option<FaultClass> {
     match c {
         Culprit::Nic { host, name } => {
             let counters = nodes.get(host).and_then(|n| n.nics.get(name)).and_then(|n| nic_counter_class(n, now));
-            Some(counters.unwrap_or(FaultClass::NicConnectionResets))
+            match counters {
+                Some(c) => Some(c),
+                // No counter explains it: the NIC resets its connections, once they fail again or
+                // peers on three nodes (more than one leaf's worth of coincidence) fail through it.
+                None => (repeats(obs, host, name) || nic_peers(edges, host, name) >= MIN_PEERS_AT_ONCE)
+                    .then_some(FaultClass::NicConnectionResets),
+            }
         }
         Culprit::Leaf { name } => {
             let went_down = job_nodes.iter().filter_map(|h| nodes.get_key_value(*h)).any(|(h, n)| {
