@@ -48,7 +48,7 @@ enum Wc {
 /// Whether `job` runs with PyTorch's NaN check (`TORCH_NCCL_NAN_CHECK=1`): a share `share`
 /// (`[behaviour] nan_check_share`) of jobs do.
 pub fn nan_check(seed: u64, share: f64, job: &Job) -> bool {
-    noise::unit(&[seed, what::FAULT, job.tag, 0x4e41_4e]) < share
+    noise::unit(&[seed, what::FAULT, job.tag, 0x004e_414e]) < share
 }
 
 /// The ranks ring collectives connect rank `r` to on other nodes: the rank with the same local rank
@@ -67,10 +67,10 @@ pub fn ring_peers(job: &Job, r: usize) -> Vec<usize> {
         }
         let mut on = (0..job.ranks.len()).filter(|&i| job.ranks[i].node == h);
         let first = on.clone().next();
-        if let Some(p) = on.find(|&i| job.ranks[i].local_rank == me.local_rank).or(first) {
-            if !out.contains(&p) {
-                out.push(p);
-            }
+        if let Some(p) = on.find(|&i| job.ranks[i].local_rank == me.local_rank).or(first)
+            && !out.contains(&p)
+        {
+            out.push(p);
         }
     }
     out
