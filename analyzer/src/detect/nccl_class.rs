@@ -40,7 +40,7 @@ pub fn nic_counter_class(n: &NicState, now: i64) -> Option<FaultClass> {
     (errors >= NIC_ERR_MIN).then_some(FaultClass::CableBitErrors)
 }
 
-/// Distinct peer nodes whose edges through one NIC fail that name it without a second episode.
+/// Distinct peer nodes whose edges through one NIC fail that name it without a simultaneous episode.
 pub const MIN_PEERS_AT_ONCE: usize = 3;
 
 /// Distinct other nodes of the edges with an end at NIC `name` of `host`.
@@ -61,26 +61,23 @@ fn nic_peers(edges: &[Edge], host: &str, name: &str) -> usize {
     peers.len()
 }
 
-/// Two failures of one connection this far apart are two episodes, not one teardown.
-pub const EPISODE_GAP_MS: i64 = 20_000;
+/// Lines of one NIC this close together belong to one episode.
+pub const EPISODE_WINDOW_MS: i64 = 1_000;
 
-/// Whether a connection of NIC `name` on `host` failed in two episodes: its own lines towards one
-/// peer at least `EPISODE_GAP_MS` apart. A NIC that resets its connections breaks the same ones
-/// again and again; a path that drops silently breaks whichever flows hash onto it, rarely the same
-/// twice in a burst, so two failing edges that share a NIC once are no proof against its leaf.
-pub fn repeats(obs: &[(&str, &CommObs)], host: &str, name: &str) -> bool {
-    let mut per_peer: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-    for (node, o) in obs {
-        let i = &o.info;
-        if *node != host || i.hca.as_deref() != Some(name) {
-            continue;
-        }
-        let Some(peer) = i.peer.as_deref().or(i.remote_addr.as_deref()) else { continue };
-        let e = per_peer.entry(peer).or_insert((o.ts, o.ts));
-        e.0 = e.0.min(o.ts);
-        e.1 = e.1.max(o.ts);
-    }
-    per_peer.values().any(|(lo, hi)| hi - lo >= EPISODE_GAP_MS)
+/// Whether NIC `name` of `host` broke its connections to several peers at once: its own lines
+/// towards two or more peers within `EPISODE_WINDOW_MS`. A NIC that resets tears down every queue
+/// pair it carries together; a path that drops silently breaks whichever flow hashes onto it, one
+/// at a time, so two failing edges that merely share a NIC do not tell it from its leaf.
+pub fn at_once(obs: &[(&str, &CommObs)], host: &str, name: &str) -> bool {
+    let mut lines: Vec<(i64, &str)> = obs
+        .iter()
+        .filter(|(node, o)| *node == host && o.info.hca.as_deref() == Some(name))
+        .filter_map(|(_, o)| Some((o.ts, o.info.peer.as_deref().or(o.info.remote_addr.as_deref())?)))
+        .collect();
+    lines.sort_unstable();
+    lines.iter().enumerate().any(|(k, (t, peer))| {
+        lines[k + 1..].iter().take_while(|(u, _)| u - t <= EPISODE_WINDOW_MS).any(|(_, p)| p != peer)
+    })
 }
 
 /// The fault class of a localized culprit. `job_nodes`: the nodes of the job whose edges these are
@@ -100,9 +97,9 @@ pub fn culprit_class(
             let counters = nodes.get(host).and_then(|n| n.nics.get(name)).and_then(|n| nic_counter_class(n, now));
             match counters {
                 Some(c) => Some(c),
-                // No counter explains it: the NIC resets its connections, once they fail again or
-                // peers on three nodes (more than one leaf's worth of coincidence) fail through it.
-                None => (repeats(obs, host, name) || nic_peers(edges, host, name) >= MIN_PEERS_AT_ONCE)
+                // No counter explains it: the NIC resets its connections, when it broke several at
+                // once or peers on three nodes fail through it.
+                None => (at_once(obs, host, name) || nic_peers(edges, host, name) >= MIN_PEERS_AT_ONCE)
                     .then_some(FaultClass::NicConnectionResets),
             }
         }

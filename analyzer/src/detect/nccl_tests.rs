@@ -111,6 +111,7 @@ fn bad_nic_class(nic: crate::state::NicState) -> Option<FaultClass> {
         let r = peer as u32 * 4 + 1;
         obs(&mut ns, &format!("n{peer}"), EventClass::IbCompletionError, ib(1, 0, 1, r));
         obs(&mut ns, "n0", EventClass::IbCompletionError, ib(1, peer, 1, 1));
+        ns.get_mut("n0").unwrap().comm.back_mut().unwrap().ts = NOW - 1000 - 60_000 * peer as i64;
     }
     ns.get_mut("n0").unwrap().nics.insert("mlx5_1".into(), nic);
     let out = run(&ns, &job(5), &no_leaves);
@@ -136,15 +137,17 @@ fn a_nic_whose_counters_explain_the_edges_keeps_the_counters_class() {
 }
 
 #[test]
-fn a_nic_whose_connections_fail_again_resets_them() {
+fn a_nic_that_breaks_several_connections_at_once_resets_them() {
     let mut ns = nodes(5);
     for peer in 1..3 {
         obs(&mut ns, &format!("n{peer}"), EventClass::IbCompletionError, ib(1, 0, 1, peer as u32 * 4 + 1));
         obs(&mut ns, "n0", EventClass::IbCompletionError, ib(1, peer, 1, 1));
     }
-    // A second episode, 45 s earlier, on one of the same connections.
-    obs(&mut ns, "n0", EventClass::IbCompletionError, ib(1, 1, 1, 1));
-    ns.get_mut("n0").unwrap().comm.back_mut().unwrap().ts = NOW - 46_000;
+    // Its own lines towards both peers in the same second: one episode tore both down. (In
+    // `bad_nic_class` they are a minute apart: one connection at a time, as a dropping path breaks them.)
+    for c in ns.get_mut("n0").unwrap().comm.iter_mut() {
+        c.ts = NOW - 30_000;
+    }
     let out = run(&ns, &job(5), &no_leaves);
     let s = out.iter().find(|s| s.kind == SymptomKind::CommErrors).expect("a symptom on the NIC");
     assert_eq!(s.class, Some(FaultClass::NicConnectionResets));
