@@ -135,8 +135,9 @@ fn stall_slack_ms(ctx: &Ctx, job: &str) -> i64 {
 const DEFAULT_INTERVAL_MS: i64 = 10_000;
 
 /// Faults that can stop a job's steps altogether: a rank's GPU or node gone or killed, its link
-/// cut, its checkpoint stuck on disk. The other classes degrade a job (slower steps) but leave it
-/// running, so they never explain a stall.
+/// cut, its connections reset or black-holed (a queue pair that runs out of retries or is reset
+/// aborts NCCL's communicator), its checkpoint stuck on disk. The other classes degrade a job
+/// (slower steps) but leave it running, so they never explain a stall.
 pub fn stops_jobs(c: FaultClass) -> bool {
     use FaultClass::*;
     matches!(
@@ -149,6 +150,8 @@ pub fn stops_jobs(c: FaultClass) -> bool {
             | NicDown
             | NicFlap
             | LeafSwitchDown
+            | NicConnectionResets
+            | SwitchSilentDrop
             | NodeDown
             | HostOom
             | DiskFailure

@@ -1,8 +1,12 @@
 //! The agent's side of each simulated node: what the node shows (raw kernel lines, NVML index/code
 //! pairs) becomes events through the real agent's classifier, PCI → GPU and netdev → IB-device
-//! maps (`faultline_agent::observe`) and XID workflows (`faultline_agent::xid::XidTracker`). The
+//! maps (`faultline_agent::observe`) and XID workflows (`faultline_agent::xid::XidTracker`); a
+//! training-log line goes through the NCCL classifier and the training-log collector's event
+//! (`faultline_agent::classify::nccl`, `collect::trainlog::line_event`). The
 //! agent's clock runs with the node's NTP skew (`skew_ms`, applied when the report is built).
 
+use faultline_agent::classify::nccl;
+use faultline_agent::collect::trainlog;
 use faultline_agent::observe::{self, NodeMaps};
 use faultline_agent::xid::XidTracker;
 use faultline_proto::Event;
@@ -56,6 +60,10 @@ impl NodeAgent {
                 e
             }
             Obs::NvmlLost { gpu } => observe::gpu_lost_event(*gpu, &uuid(*gpu), ts, &self.maps),
+            Obs::TrainLog { job, line } => {
+                let l = nccl::parse(line)?;
+                trainlog::line_event(&l, Some(job), line, ts)
+            }
         };
         if let Some(code) = ev.xid {
             let key = ev.component.clone().or(ev.device.clone()).unwrap_or_default();

@@ -6,6 +6,7 @@
 //! ground truth; ground truth (`cluster::Cluster::affected_jobs`, `blast_radius`) is used by the
 //! scorer alone.
 
+pub mod addrs;
 pub mod agent;
 pub mod cluster;
 pub mod faults;

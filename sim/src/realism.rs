@@ -28,6 +28,9 @@ pub struct Behaviour {
     pub pipeline_share: f64,
     /// How far apart in time the ranks of a job post the same step, ms (max).
     pub rank_skew_ms: f64,
+    /// Share of jobs that run with PyTorch's NaN check on collective inputs
+    /// (`TORCH_NCCL_NAN_CHECK=1`; off by default in PyTorch, on where a team has been bitten).
+    pub nan_check_share: f64,
 }
 
 impl Default for Behaviour {
@@ -43,6 +46,7 @@ impl Default for Behaviour {
             nccl_timeout_s: 600.0,
             pipeline_share: 0.3,
             rank_skew_ms: 1500.0,
+            nan_check_share: 0.5,
         }
     }
 }
@@ -108,6 +112,7 @@ impl Behaviour {
         share(self.progress_api_share, "progress_api_share")?;
         share(self.pause_status_share, "pause_status_share")?;
         share(self.pipeline_share, "pipeline_share")?;
+        share(self.nan_check_share, "nan_check_share")?;
         for (v, name) in [(self.checkpoint_s, "checkpoint_s"), (self.eval_s, "eval_s"), (self.warmup_s, "warmup_s")] {
             if !(v.0.is_finite() && v.1.is_finite() && 0.0 <= v.0 && v.0 <= v.1) {
                 return Err(format!("{name} = [{}, {}] must be [min, max] seconds, 0 ≤ min ≤ max", v.0, v.1));

@@ -81,6 +81,9 @@ impl Group {
             | K::LeafCongestion
             | K::HostFanFailure
             | K::HostCpuContention
+            // Evidence that accumulates: sporadic failing edges, resets every half minute or more.
+            | K::SwitchSilentDrop
+            | K::NicConnectionResets
             | K::JobHang => Group::Slow,
             _ => Group::Hard,
         }

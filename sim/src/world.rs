@@ -123,7 +123,12 @@ impl World {
             }
         }
         let job_fx = (0..cluster.jobs.len())
-            .map(|j| faults.iter().filter_map(|f| f.job_fx(&cluster, j).map(|fx| (f.idx, fx))).collect())
+            .map(|j| {
+                faults
+                    .iter()
+                    .filter_map(|f| f.job_fx(&cluster, j, sc.behaviour.nan_check_share).map(|fx| (f.idx, fx)))
+                    .collect()
+            })
             .collect();
         let interval_ms = (sc.interval_s * 1000.0).round() as i64;
         let duration_ms = (sc.duration_s * 1000.0).round() as i64;

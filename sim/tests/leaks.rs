@@ -59,6 +59,7 @@ fn an_xid_is_a_kernel_line_naming_a_pci_bus_id_plus_an_nvml_index_and_code() {
             Obs::NvmlXid { gpu, code } => assert_eq!((*gpu, *code > 0), (2, true)),
             Obs::NvmlEcc { gpu, .. } => assert_eq!(*gpu, 2),
             Obs::NvmlLost { .. } => panic!("an HBM error does not lose the GPU"),
+            Obs::TrainLog { .. } => panic!("a fault's kernel events carry no training-log line"),
         }
     }
     // Through the agent: the GPU comes from the PCI bus id of the line …

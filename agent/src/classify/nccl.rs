@@ -359,6 +359,9 @@ const SOCKET_ERRORS: [&str; 8] = [
     "No route to host",
 ];
 
+/// The `error` of a line from PyTorch's NaN check: a collective's input held a NaN on this rank.
+pub const NAN_CHECK_FAILED: &str = "nan_check_failed";
+
 /// Words that make an NCCL warning a failure.
 const WARN_FAILURE_WORDS: [&str; 9] =
     ["fail", "error", "abort", "timeout", "timed out", "closed", "refused", "reset", "invalid"];
@@ -420,6 +423,14 @@ fn classify_body(line: &str, body: &str) -> Option<NcclLine> {
         if o.error.is_none() {
             o.error = o.wc_status.and_then(wc_status_name).map(str::to_string);
         }
+        return Some(o);
+    }
+    // PyTorch's NaN check (`TORCH_NCCL_NAN_CHECK=1`) is a device-side assertion in c10d's
+    // `checkForNaN` kernel on a collective's input, printed by the CUDA runtime in its assertion
+    // format (`file:line: function: block: [x,y,z], thread: [x,y,z] Assertion `cond` failed.`).
+    if line.contains("checkForNaN") && line.contains("Assertion") {
+        let mut o = NcclLine::new(NcclKind::CommError);
+        o.error = Some(NAN_CHECK_FAILED.to_string());
         return Some(o);
     }
     if line.contains("Watchdog caught collective operation timeout") || line.contains("WorkNCCL(SeqNum=") {

@@ -402,3 +402,19 @@ fn gid_forms() {
     assert_eq!(gid_addr("fe80::1"), "fe80::1");
     assert_eq!(gid_addr("nonsense"), "nonsense");
 }
+
+#[test]
+fn pytorch_nan_check_assertion_names_the_rank() {
+    // Built from the CUDA runtime's device-assertion format and PyTorch's
+    // torch/csrc/distributed/c10d/NanCheck.cu (`CUDA_KERNEL_ASSERT(!isnan(data[i]))` in `checkForNaN`),
+    // behind torchrun's rank tag.
+    let l = p(
+        "[rank5]:/opt/pytorch/pytorch/torch/csrc/distributed/c10d/NanCheck.cu:26: checkForNaN: block: [417,0,0], thread: [65,0,0] Assertion `!isnan(data[i])` failed.",
+    );
+    assert_eq!(l.kind, NcclKind::CommError);
+    assert_eq!(l.class(), EventClass::NcclError);
+    assert_eq!(l.error.as_deref(), Some(super::NAN_CHECK_FAILED));
+    assert_eq!(l.rank, Some(5));
+    // A failed assertion of another kernel is no NaN check.
+    assert!(parse("/pytorch/aten/src/ATen/native/cuda/IndexKernel.cu:92: operator(): block: [0,0,0], thread: [0,0,0] Assertion `idx >= 0` failed.").is_none());
+}

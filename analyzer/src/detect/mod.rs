@@ -7,6 +7,7 @@ pub mod hang;
 pub mod host;
 pub mod job;
 pub mod nccl;
+pub mod nccl_class;
 pub mod nic;
 pub mod pingmesh;
 pub mod sdc;
@@ -77,6 +78,8 @@ pub enum SymptomKind {
     CommEdgeSuspect,
     /// The rank whose collective sequence number lags its group's.
     CollectiveLaggard,
+    /// PyTorch's NaN check failed on a rank: its GPU poisoned a collective's input.
+    CollectiveNanCheck,
     // active fabric probes (`pingmesh`)
     /// Probes through this element (NIC, leaf, spine) are lost or slow while the rest are fine.
     ProbeLoss,
@@ -128,6 +131,7 @@ impl SymptomKind {
             CommErrors => "collective_comm_errors",
             CommEdgeSuspect => "collective_edge_suspect",
             CollectiveLaggard => "collective_laggard",
+            CollectiveNanCheck => "collective_nan_check",
             ProbeLoss => "probe_loss",
         }
     }

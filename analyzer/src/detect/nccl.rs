@@ -13,12 +13,15 @@
 //! - **Laggard.** Within one process group, the rank whose collective sequence number is lowest while
 //!   others are further on is the one the job waits on.
 //!
+//! Which fault class a culprit is, from the counters of the element, and the GPU PyTorch's NaN check
+//! names: `nccl_class.rs`.
+//!
 //! Pure: the engine hands in the job, the nodes and a leaf lookup; `check` adds symptoms.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
 
-use faultline_proto::{ComponentId, EventClass, FaultClass};
+use faultline_proto::{ComponentId, EventClass};
 
 use super::{EVENT_HOLD_MS, Symptom, SymptomKind};
 pub use crate::state::comm::{CommObs, MAX_COMM_PER_NODE};
@@ -29,6 +32,11 @@ pub const COMM_HOLD_MS: i64 = EVENT_HOLD_MS;
 /// An element is the common one when it touches at least this share of the failing edges. Not all:
 /// once a queue pair fails NCCL tears down others, and a few collateral edges must not hide it.
 pub const COMMON_FRACTION: f64 = 0.75;
+/// Evidence more than this older than the job's newest line belongs to an earlier burst and is left
+/// out of the edges: NCCL's errors come in bursts (a broken queue pair tears the communicator down
+/// within seconds; recurring faults fail again within minutes), and two faults a few minutes apart
+/// in one job must not be read as one element.
+pub const COMM_BURST_MS: i64 = 120_000;
 /// What a single failing edge is worth for each of its ends: it cannot tell them apart.
 pub const SINGLE_EDGE_CONFIDENCE: f64 = 0.3;
 
@@ -261,7 +269,8 @@ fn confidence(covered: usize, n: usize, peers: usize) -> f64 {
     base * covered as f64 / n.max(1) as f64
 }
 
-/// The element the failing edges share. `leaf_of(node, nic)` is the leaf a NIC is cabled to.
+/// The element the failing edges share. `leaf_of(node, nic)` is the leaf a NIC is cabled to (`nic` empty:
+/// the leaf of the whole node, where it has one).
 pub fn localize(edges: &[Edge], leaf_of: &dyn Fn(&str, &str) -> Option<String>) -> Option<Localized> {
     let n = edges.len();
     if n == 0 {
@@ -337,7 +346,8 @@ pub fn localize(edges: &[Edge], leaf_of: &dyn Fn(&str, &str) -> Option<String>) 
     for e in edges {
         let mut leaves = BTreeSet::new();
         for end in [&e.a, &e.b] {
-            if let Some(l) = end.nic.as_deref().and_then(|nic| leaf_of(&end.node, nic)) {
+            // An end whose NIC no line named is asked with an empty NIC name (see `check`).
+            if let Some(l) = leaf_of(&end.node, end.nic.as_deref().unwrap_or("")) {
                 leaves.insert((l, end.node.as_str()));
             }
         }
@@ -350,7 +360,13 @@ pub fn localize(edges: &[Edge], leaf_of: &dyn Fn(&str, &str) -> Option<String>) 
             }
         }
     }
-    if let Some((leaf, (c, nodes))) = per_leaf.iter().max_by_key(|(_, (c, nodes))| (*c, nodes.len()))
+    // The leaf must be the only one that explains this many: edges between two leaves cross both,
+    // and until an edge within one of them fails the two cannot be told apart.
+    let key = |(c, nodes): &(usize, BTreeSet<&str>)| (*c, nodes.len());
+    let best_leaf = per_leaf.iter().max_by_key(|(_, v)| key(v));
+    let tied = best_leaf.is_some_and(|(l, v)| per_leaf.iter().any(|(o, w)| o != l && key(w) == key(v)));
+    if let Some((leaf, (c, nodes))) = best_leaf
+        && !tied
         && *c >= need
         && nodes.len() >= 2
     {
@@ -435,18 +451,6 @@ pub fn laggards(obs: &[(&str, &CommObs)]) -> Vec<Laggard> {
     out
 }
 
-/// The nearest existing fault class for a localized element. A NIC whose peers' queue pairs fail
-/// (retry exceeded, resets) stops the job the way a flapping link does (a flaky optic resetting
-/// connections without a symbol error); a leaf whose ports all fail is the leaf. A bit-error class
-/// would be wrong: those slow a job, these stop it.
-fn culprit_class(c: &Culprit) -> Option<FaultClass> {
-    match c {
-        Culprit::Nic { .. } => Some(FaultClass::NicFlap),
-        Culprit::Leaf { .. } => Some(FaultClass::LeafSwitchDown),
-        Culprit::Node { .. } | Culprit::Rail { .. } | Culprit::Edge { .. } => None,
-    }
-}
-
 /// The job's collective evidence, from the nodes it runs on (its logs are read there): observations
 /// tagged with this job, or with no job. Only those newer than `COMM_HOLD_MS`. Visits the job's
 /// nodes only, so a check costs what the job is, not what the cluster is.
@@ -473,10 +477,14 @@ pub fn check(
     now_ms: i64,
     out: &mut Vec<Symptom>,
 ) {
-    let obs = job_obs(job, nodes, now_ms);
+    let mut obs = job_obs(job, nodes, now_ms);
     if obs.is_empty() {
         return;
     }
+    // The current burst only: an earlier fault's edges, quiet for longer than a burst, would blur
+    // the element the new ones share.
+    let newest = obs.iter().map(|(_, o)| o.ts).max().unwrap_or(now_ms);
+    obs.retain(|(_, o)| newest - o.ts <= COMM_BURST_MS);
     let onset = obs.iter().map(|(_, o)| o.ts).min().unwrap_or(now_ms);
     let book = AddrBook::new(nodes.iter().map(|(k, n)| (k.as_str(), &n.nic_addrs, host_addrs(n))));
     let rank_nic = |r: u32| job.ranks.get(&r).and_then(|s| s.nic.clone());
@@ -490,8 +498,20 @@ pub fn check(
             unresolved.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
         )
     };
-    if let Some(l) = localize(&edges, leaf_of) {
-        let class = culprit_class(&l.culprit);
+    // A node's leaf when the line did not say which of its NICs: the one leaf all its NICs share
+    // (a rack's top-of-rack switch); none on a rail fabric.
+    let leaf_of_end = |h: &str, nic: &str| -> Option<String> {
+        if !nic.is_empty() {
+            return leaf_of(h, nic);
+        }
+        let n = nodes.get(h)?;
+        let mut leaves = n.nics.keys().filter_map(|k| leaf_of(h, k));
+        let first = leaves.next()?;
+        leaves.all(|l| l == first).then_some(first)
+    };
+    if let Some(l) = localize(&edges, &leaf_of_end) {
+        let job_nodes: BTreeSet<&str> = obs.iter().map(|(n, _)| *n).collect();
+        let class = super::nccl_class::culprit_class(&l.culprit, nodes, &job_nodes, &obs, &edges, leaf_of, now_ms);
         match &l.culprit {
             Culprit::Edge { a, b } => {
                 for end in [a, b] {
@@ -525,6 +545,7 @@ pub fn check(
             }
         }
     }
+    super::nccl_class::nan_checks(job, &obs, out);
     for lag in laggards(&obs) {
         let pg = lag.pg.as_deref().map(|p| format!(" of process group {p}")).unwrap_or_default();
         out.push(

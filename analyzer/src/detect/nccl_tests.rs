@@ -99,8 +99,88 @@ fn one_bad_nic_seen_by_several_peers_is_that_nic() {
     let out = run(&ns, &j, &no_leaves);
     let s = out.iter().find(|s| s.kind == SymptomKind::CommErrors).expect("a symptom on the NIC");
     assert_eq!(s.component, ComponentId::Nic { host: "n0".into(), name: "mlx5_1".into() });
-    assert_eq!(s.class, Some(FaultClass::NicFlap));
+    // No counter of the NIC moved: it resets its connections without a symbol error.
+    assert_eq!(s.class, Some(FaultClass::NicConnectionResets));
     assert!(s.detail.contains("3 of 3") && s.detail.contains("n1, n2, n3"), "{}", s.detail);
+}
+
+/// `one_bad_nic_seen_by_several_peers_is_that_nic`'s evidence, with the NIC's counters as given.
+fn bad_nic_class(nic: crate::state::NicState) -> Option<FaultClass> {
+    let mut ns = nodes(5);
+    for peer in 1..3 {
+        let r = peer as u32 * 4 + 1;
+        obs(&mut ns, &format!("n{peer}"), EventClass::IbCompletionError, ib(1, 0, 1, r));
+        obs(&mut ns, "n0", EventClass::IbCompletionError, ib(1, peer, 1, 1));
+        ns.get_mut("n0").unwrap().comm.back_mut().unwrap().ts = NOW - 1000 - 60_000 * peer as i64;
+    }
+    ns.get_mut("n0").unwrap().nics.insert("mlx5_1".into(), nic);
+    let out = run(&ns, &job(5), &no_leaves);
+    out.iter().find(|s| s.kind == SymptomKind::CommErrors).and_then(|s| s.class)
+}
+
+#[test]
+fn a_nic_whose_counters_explain_the_edges_keeps_the_counters_class() {
+    use crate::state::NicState;
+    let down = NicState { down_since: Some(NOW - 20_000), downs: [NOW - 20_000].into(), ..Default::default() };
+    assert_eq!(bad_nic_class(down), Some(FaultClass::NicDown));
+    let flapping = NicState { downs: [NOW - 90_000, NOW - 40_000].into(), ..Default::default() };
+    assert_eq!(bad_nic_class(flapping), Some(FaultClass::NicFlap));
+    let mut errors = NicState::default();
+    let mut c = crate::state::Counter::default();
+    for (i, v) in [0u64, 400, 900].iter().enumerate() {
+        c.update(NOW - 30_000 + i as i64 * 10_000, *v);
+    }
+    errors.counters.insert("symbol_error", c);
+    assert_eq!(bad_nic_class(errors), Some(FaultClass::CableBitErrors));
+    // A healthy port (counters flat), two peers failing once: the NIC or the path, not told apart.
+    assert_eq!(bad_nic_class(NicState::default()), None);
+}
+
+#[test]
+fn a_nic_that_breaks_several_connections_at_once_resets_them() {
+    let mut ns = nodes(5);
+    for peer in 1..3 {
+        obs(&mut ns, &format!("n{peer}"), EventClass::IbCompletionError, ib(1, 0, 1, peer as u32 * 4 + 1));
+        obs(&mut ns, "n0", EventClass::IbCompletionError, ib(1, peer, 1, 1));
+    }
+    // Its own lines towards both peers in the same second: one episode tore both down. (In
+    // `bad_nic_class` they are a minute apart: one connection at a time, as a dropping path breaks them.)
+    for c in ns.get_mut("n0").unwrap().comm.iter_mut() {
+        c.ts = NOW - 30_000;
+    }
+    let out = run(&ns, &job(5), &no_leaves);
+    let s = out.iter().find(|s| s.kind == SymptomKind::CommErrors).expect("a symptom on the NIC");
+    assert_eq!(s.class, Some(FaultClass::NicConnectionResets));
+}
+
+#[test]
+fn a_nan_check_failure_names_the_ranks_gpu() {
+    let mut ns = nodes(3);
+    let mut j = job(3);
+    for (r, s) in j.ranks.iter_mut() {
+        s.gpus = vec![r % 4];
+    }
+    let info = CollectiveInfo {
+        kind: Some("comm_error".into()),
+        rank: Some(6),
+        error: Some(super::super::nccl_class::NAN_CHECK_FAILED.into()),
+        ..Default::default()
+    };
+    obs(&mut ns, "n1", EventClass::NcclError, info);
+    let out = run(&ns, &j, &no_leaves);
+    let s = out.iter().find(|s| s.kind == SymptomKind::CollectiveNanCheck).expect("a NaN-check symptom");
+    assert_eq!(s.component, ComponentId::Gpu { host: "n1".into(), index: 2 });
+    assert_eq!(s.class, Some(FaultClass::GpuCollectiveCorruption));
+    // Another error names no GPU.
+    let mut ns = nodes(3);
+    let info = CollectiveInfo {
+        kind: Some("comm_error".into()),
+        rank: Some(6),
+        error: Some("ncclRemoteError".into()),
+        ..Default::default()
+    };
+    obs(&mut ns, "n1", EventClass::NcclError, info);
+    assert!(run(&ns, &j, &no_leaves).iter().all(|s| s.kind != SymptomKind::CollectiveNanCheck));
 }
 
 #[test]
@@ -146,8 +226,21 @@ fn one_bad_leaf_is_the_leaf_not_a_node() {
     let out = run(&ns, &j, &leaf_of);
     let s = out.iter().find(|s| s.kind == SymptomKind::CommErrors).expect("a leaf symptom");
     assert_eq!(s.component, ComponentId::Switch { name: "leaf-a".into() }, "{}", s.detail);
-    assert_eq!(s.class, Some(FaultClass::LeafSwitchDown));
+    // No port of the leaf went down: it drops silently.
+    assert_eq!(s.class, Some(FaultClass::SwitchSilentDrop));
     assert!(s.detail.contains("no one node"), "{}", s.detail);
+    // The same edges with the leaf's ports down are the leaf going down.
+    for h in ["n0", "n1"] {
+        let st = crate::state::NicState {
+            down_since: Some(NOW - 15_000),
+            downs: [NOW - 15_000].into(),
+            ..Default::default()
+        };
+        ns.get_mut(h).unwrap().nics.insert("mlx5_0".into(), st);
+    }
+    let out = run(&ns, &j, &leaf_of);
+    let s = out.iter().find(|s| s.kind == SymptomKind::CommErrors).expect("a leaf symptom");
+    assert_eq!(s.class, Some(FaultClass::LeafSwitchDown));
 }
 
 #[test]
@@ -267,4 +360,34 @@ fn the_same_nic_failing_on_many_nodes_across_leaves_is_a_rail() {
     assert_eq!(s.component, ComponentId::Job { id: "j1".into() });
     assert_eq!(s.class, None, "a rail is no catalog root; the symptom says which one");
     assert!(s.detail.contains("mlx5_3 rail"), "{}", s.detail);
+}
+
+#[test]
+fn an_earlier_burst_does_not_blur_the_element_of_the_current_one() {
+    let mut ns = nodes(5);
+    // Four minutes ago: failing edges all over the job (another fault, now quiet).
+    for (a, b) in [(1, 2), (2, 3), (3, 4), (4, 1)] {
+        obs(&mut ns, &format!("n{a}"), EventClass::IbCompletionError, ib(0, b, 0, a as u32 * 4));
+        ns.get_mut(&format!("n{a}")).unwrap().comm.back_mut().unwrap().ts = NOW - 240_000;
+    }
+    // Now: n0's mlx5_1 fails towards two peers.
+    for peer in [1, 2] {
+        obs(&mut ns, "n0", EventClass::IbCompletionError, ib(1, peer, 1, 1));
+    }
+    let out = run(&ns, &job(5), &no_leaves);
+    let s = out.iter().find(|s| s.kind == SymptomKind::CommErrors).expect("a symptom on the NIC");
+    assert_eq!(s.component, ComponentId::Nic { host: "n0".into(), name: "mlx5_1".into() }, "{}", s.detail);
+}
+
+#[test]
+fn edges_that_cross_two_leaves_alike_name_neither() {
+    let mut ns = nodes(4);
+    // n0, n1 on leaf-a; n2, n3 on leaf-b; only edges between the leaves fail: either leaf may drop.
+    for (a, b) in [(0, 2), (1, 3)] {
+        obs(&mut ns, &format!("n{a}"), EventClass::IbCompletionError, ib(0, b, 0, a as u32 * 4));
+        obs(&mut ns, &format!("n{b}"), EventClass::IbCompletionError, ib(0, a, 0, b as u32 * 4));
+    }
+    let leaf_of = |h: &str, _nic: &str| Some(if matches!(h, "n0" | "n1") { "leaf-a" } else { "leaf-b" }.to_string());
+    let out = run(&ns, &job(4), &leaf_of);
+    assert!(out.iter().all(|s| !matches!(s.component, ComponentId::Switch { .. }) && s.class.is_none()), "{out:#?}");
 }

@@ -60,6 +60,20 @@ LEAVES = {
     "rail": {"leaf_switch_down": ["switch:leaf-01", "switch:leaf-04", "switch:leaf-06"],
              "leaf_congestion": ["switch:leaf-00", "switch:leaf-03", "switch:leaf-07"]},
 }
+# Faults only collective-communication evidence shows (training logs), after the others so that every
+# earlier fault keeps its time. NIC targets talk to two ring peers (jobs of 4 and 8 nodes); the GPUs
+# run ranks of multi-node jobs, which run PyTorch's NaN check (nan_check_share = 1 below).
+COLLECTIVE_FAULTS = {
+    "switch_silent_drop": None,  # per fabric below
+    "nic_connection_resets": ["node-0002/nic:mlx5_3", "node-0018/nic:mlx5_5", "node-0012/nic:mlx5_1"],
+    "gpu_collective_corruption": ["node-0003/gpu5", "node-0019/gpu2", "node-0005/gpu3"],
+}
+SILENT_DROP = {
+    # tor: leaves crossed by llm-a/llm-c (leaf-00, leaf-01) and llm-b (leaf-03) from several nodes.
+    "tor": ["switch:leaf-01", "switch:leaf-03", "switch:leaf-00"],
+    # rail: each rail carries every multi-node job.
+    "rail": ["switch:leaf-02", "switch:leaf-05", "switch:leaf-07"],
+}
 # Faults only the progress API shows (spec/fault-catalog.md, "What real machines give").
 PROGRESS_ONLY = ("gpu_slow", "gpu_sdc")
 WARMUP_S = 600   # baselines before the first fault
@@ -87,6 +101,9 @@ def catalog(fabric):
     faults.update(LEAVES[fabric])
     kinds = list(faults)
     order = [(k, faults[k][r]) for r in range(3) for k in kinds]
+    collective = dict(COLLECTIVE_FAULTS)
+    collective["switch_silent_drop"] = SILENT_DROP[fabric]
+    order += [(k, collective[k][r]) for r in range(3) for k in collective]
     duration = WARMUP_S + len(order) * SLOT_S + SLOT_S
     name = "catalog" if fabric == "tor" else "catalog-rail"
     head = f"""# Every kind of spec/fault-catalog.md three times, on different targets, one at a time: a fault
@@ -105,6 +122,7 @@ nodes = 32
     if fabric == "tor":
         head += "nodes_per_leaf = 8\n"
     head += 'spines = 2\ngpus_per_node = 8\nnics_per_node = 8\ngpu_model = "H100"\n\n'
+    head += "[behaviour]\n# Every job runs PyTorch's NaN check, so a GPU corrupting collectives is named.\nnan_check_share = 1.0\n\n"
     # A slow GPU or silent data corruption shows only in the steps and losses ranks post: the jobs
     # those faults hit use the progress API; the others do not, so hangs are also judged by counters.
     needs = {t.split("/")[0] for k in PROGRESS_ONLY for t in faults[k]}

@@ -21,6 +21,9 @@ pub enum Obs {
     NvmlEcc { gpu: u32, double_bit: bool, count: u64 },
     /// NVML answered GPU_IS_LOST for this device on the agent's next query.
     NvmlLost { gpu: u32 },
+    /// A line a rank of job `job` wrote to the job's log (its Slurm `StdErr`, its pod log), which
+    /// the agent's training-log collector follows.
+    TrainLog { job: String, line: String },
 }
 
 /// One observation on one node at one time.

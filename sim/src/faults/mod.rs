@@ -213,8 +213,23 @@ impl Fault {
                 p.gbps = if d(3) < 0.75 { 200.0 } else { 100.0 };
             }
             K::LeafSwitchDown => {}
-            // Not simulated yet: they show only in collective-library logs and active probes.
-            K::SwitchSilentDrop | K::NicConnectionResets | K::GpuCollectiveCorruption => {}
+            K::SwitchSilentDrop => {
+                // A black-holed share of the leaf's forwarding (one bad ECMP bucket or buffer): the
+                // flows that hash onto it lose their packets with no port counter moving. The
+                // transport retransmits (slower steps); now and then a queue pair runs out of
+                // retries, on average once per `period_ms` per rank pair crossing the leaf.
+                p.slow = between(2, 0.05, 0.25);
+                p.period_ms = between(3, 60_000.0, 240_000.0) as i64;
+            }
+            K::NicConnectionResets => {
+                // A NIC (firmware, a marginal optic under the symbol-error threshold) that resets
+                // its connections every `period_ms`; the job recovers each time, losing the steps
+                // since (modelled as a slower average step).
+                p.slow = between(2, 0.05, 0.20);
+                p.period_ms = between(3, 30_000.0, 120_000.0) as i64;
+            }
+            // NVML sees nothing; the loss goes non-finite (variant) or diverges.
+            K::GpuCollectiveCorruption => p.variant = d(1) < 0.7,
             K::LeafCongestion => {
                 p.slow = between(2, 0.10, 0.30);
                 p.frac = between(3, 0.75, 0.95);
@@ -313,7 +328,8 @@ impl Fault {
     }
 
     /// What this fault does to a job, or None when it does not touch it. Static per (fault, job).
-    pub fn job_fx(&self, cluster: &Cluster, ji: usize) -> Option<JobFx> {
+    /// `nan_check_share`: the scenario's share of jobs running PyTorch's NaN check.
+    pub fn job_fx(&self, cluster: &Cluster, ji: usize, nan_check_share: f64) -> Option<JobFx> {
         let job = &cluster.jobs[ji];
         if !(job.start_ms < self.end_ms && self.at_ms < job.end_ms) {
             return None;
@@ -352,14 +368,29 @@ impl Fault {
             K::GpuSlow => with(Stall::No, on_gpu(job), RankFx::Extra(self.p.slow * cfrac)),
             K::GpuSdc => with(Stall::No, on_gpu(job), RankFx::Sdc),
             K::GpuEccSbeStorm | K::GpuRowRemapFailure | K::HostMce | K::AgentDown => None,
-            K::SwitchSilentDrop | K::NicConnectionResets | K::GpuCollectiveCorruption => None,
+            K::GpuCollectiveCorruption => {
+                let ranks = on_gpu(job);
+                // A one-rank job runs no collective.
+                if ranks.is_empty() || job.ranks.len() < 2 {
+                    return None;
+                }
+                if crate::step::nan_check(self.seed, nan_check_share, job) {
+                    // PyTorch's NaN check stops the rank at the first poisoned collective input;
+                    // the others wait in the collective until the watchdog.
+                    return with(Stall::WhileActive, ranks, RankFx::Exit(1));
+                }
+                // The reduced result every rank receives is corrupt: every rank's loss shows it.
+                let mut f = JobFx::new(Stall::No);
+                f.ranks = (0..job.ranks.len()).map(|r| (r, RankFx::Sdc)).collect();
+                Some(f)
+            }
             K::NvlinkDown | K::NvlinkCrcStorm => {
                 let mut f = with(Stall::No, on_gpu(job), RankFx::Extra(0.0))?;
                 f.ranks.clear();
                 f.comm_slow = self.p.slow;
                 Some(f)
             }
-            K::NicDown | K::NicFlap | K::CableBitErrors | K::NicSpeedDegraded => {
+            K::NicDown | K::NicFlap | K::CableBitErrors | K::NicSpeedDegraded | K::NicConnectionResets => {
                 if !job.multi_node {
                     return None;
                 }
@@ -377,13 +408,13 @@ impl Fault {
                 }
                 Some(f)
             }
-            K::LeafSwitchDown | K::LeafCongestion => {
+            K::LeafSwitchDown | K::LeafCongestion | K::SwitchSilentDrop => {
                 let leaf = self.leaf?;
                 if !job.multi_node || !job.ranks.iter().any(|r| cluster.leaf_of(r.node, r.nic) == leaf) {
                     return None;
                 }
                 let mut f = JobFx::new(if self.kind() == K::LeafSwitchDown { Stall::WhileActive } else { Stall::No });
-                if self.kind() == K::LeafCongestion {
+                if self.kind() != K::LeafSwitchDown {
                     f.comm_slow = self.p.slow;
                 }
                 Some(f)

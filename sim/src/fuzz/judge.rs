@@ -37,7 +37,7 @@ fn ranks_on_gpu(c: &Cluster, f: &FaultSpec, host: &str, gpu: u32, run_s: f64) ->
 /// Whether job `j` is stopped by another fault from (about) the start of `f` to its end: one of
 /// its nodes down, or a GPU of one of its ranks lost or hit by an uncorrectable error (the job
 /// crashes and cannot restart on it while that lasts). A stopped job shows nothing of `f`.
-fn stopped_throughout(sc: &Scenario, c: &Cluster, j: usize, f: &FaultSpec, run_s: f64) -> bool {
+pub(crate) fn stopped_throughout(sc: &Scenario, c: &Cluster, j: usize, f: &FaultSpec, run_s: f64) -> bool {
     let end = f.clear_s(run_s).unwrap_or(run_s);
     let job = &c.jobs[j];
     sc.faults.iter().any(|o| {
@@ -206,6 +206,9 @@ pub fn undiagnosable(sc: &Scenario, world: &World, i: usize) -> Option<String> {
                 && stuck(C::LocalLinkIntegrityErrors, "local_link_integrity_errors");
             (blind && !used)
                 .then(|| "its error counters already sit at their maximum and no job's traffic uses it".into())
+        }
+        FaultClass::SwitchSilentDrop | FaultClass::NicConnectionResets | FaultClass::GpuCollectiveCorruption => {
+            super::judge_collective::undiagnosable(sc, world, i)
         }
         _ => None,
     }

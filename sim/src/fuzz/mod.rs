@@ -13,6 +13,7 @@ use crate::scenario::Scenario;
 
 pub mod draw;
 pub mod judge;
+mod judge_collective;
 
 /// Per fault kind.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -4,6 +4,9 @@
 //! (`world.rs`), asks `telemetry` for each report and writes back what changed.
 
 mod jobs;
+mod nccl;
+
+pub use nccl::{nan_check, ring_peers};
 
 use std::collections::BTreeMap;
 
@@ -57,6 +60,7 @@ impl World {
         }
         self.noise_lines(t, &mut seen);
         self.hung_task_lines(t0, t, &mut seen);
+        self.nccl_lines(t0, t, &mut seen);
         seen.sort_by_key(|s| (s.node, s.ts_ms));
         for s in seen {
             let n = s.node;
@@ -67,6 +71,12 @@ impl World {
             let cluster = &self.cluster;
             let uuid = |g: u32| cluster.nodes[n].gpus.get(g as usize).map(|x| x.uuid.clone()).unwrap_or_default();
             let Some(ev) = self.agents[n].observe(&s, boot, &uuid) else { continue };
+            if matches!(s.obs, Obs::TrainLog { .. }) {
+                // The training-log collector reads on the agent's cycle: its events ride in the next
+                // regular report, never an urgent push.
+                self.nodes[n].pending.push(ev);
+                continue;
+            }
             // The agent pushes every XID, ECC event and classified kernel line at once, Info ones
             // (XID 92, corrected errors) too; its coalescer and one-per-second gap keep storms cheap.
             let e = urgent_at.entry(n).or_insert(s.ts_ms);

@@ -431,7 +431,7 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
         uptime_s: Some(((ts - d.boot_ms) / 1000).max(0) as u64),
         fans,
         temps,
-        addrs: Vec::new(),
+        addrs: vec![crate::addrs::host(n)],
     });
     let writing = ranks.iter().filter(|r| r.load == Load::Checkpoint).count() as f64;
     d.disk_written += ((5.0e6 + CKPT_BYTES_PER_S * writing) * dt_s) as u64;

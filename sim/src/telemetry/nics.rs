@@ -133,7 +133,7 @@ pub fn build(
             rate_gbps: Some(if down { 0.0 } else { rate }),
             // sysfs has no "maximum rate" to compare a degraded link with.
             max_rate_gbps: None,
-            addrs: Vec::new(),
+            addrs: vec![crate::addrs::nic(n, k as u32)],
             counters,
         });
     }
