@@ -83,7 +83,10 @@ if ((PER_JOB >= 1)); then
         printf '\n[[job]]\nid = "train-%02d"\nnodes = %d\nstep_time_s = 2.0\n' "$j" "$PER_JOB" >>"$WORK/load.toml"
     done
 fi
-printf '\n[[fault]]\nkind = "gpu_lost"\ntarget = "node-0001/gpu3"\nat_s = %d\n' "$((DURATION_S / 2))" >>"$WORK/load.toml"
+# Node names are zero-padded to the width of the largest index, at least 4 digits.
+LAST=$((NODES > 1 ? NODES - 1 : 1))
+WIDTH=$((${#LAST} > 4 ? ${#LAST} : 4))
+printf '\n[[fault]]\nkind = "gpu_lost"\ntarget = "node-%0*d/gpu3"\nat_s = %d\n' "$WIDTH" 1 "$((DURATION_S / 2))" >>"$WORK/load.toml"
 
 "$CLI" sim topology "$WORK/load.toml" --out "$WORK/topology.toml"
 
