@@ -365,7 +365,7 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
 
     report.nics = nics::build(w, d, n, ts, dt_s, &ranks, &nic_fx);
     if w.probes.enabled {
-        report.probes = probes::fill(w, &w.probes, n, ts, dt_s, &mut report.nics); // scenario [probes]
+        report.probes = probes::fill(w, &w.probes, n, ts, dt_s, &report.nics); // scenario [probes]
     }
 
     // Host.

@@ -27,12 +27,6 @@ const BASE_RTT_US: f64 = 45.0;
 /// Probe kind for noise keys (distinct from `noise::what`'s).
 const WHAT_PROBE: u64 = 0x7072_6f62;
 
-/// NIC `k` of node `n`'s fabric address: 10.0.0.0/8, 16 per node, so every NIC's is unique.
-pub fn nic_addr(n: usize, k: u32) -> String {
-    let v = (10u32 << 24) | ((n as u32 * 16 + k + 1) & 0x00ff_ffff);
-    std::net::Ipv4Addr::from(v).to_string()
-}
-
 /// The peers node `n` probes in the rotation that holds `ts`: half from its own leaf (NIC 0's),
 /// half from anywhere else, drawn without scanning the cluster.
 fn peers(w: &World, spec: &ProbeSpec, n: usize, ts: i64) -> Vec<usize> {
@@ -89,14 +83,13 @@ fn path_loss(w: &World, n: usize, p: usize, k: u32, ts: i64) -> f64 {
     1.0 - pass
 }
 
-/// Node `n`'s probe samples for the interval ending at `ts` (`dt_s` long), and its fabric NICs'
-/// addresses filled in (the analyzer traces peer addresses through them).
-pub fn fill(w: &World, spec: &ProbeSpec, n: usize, ts: i64, dt_s: f64, nics: &mut [NicSample]) -> Vec<ProbeSample> {
+/// Node `n`'s probe samples for the interval ending at `ts` (`dt_s` long), over its fabric NICs.
+pub fn fill(w: &World, spec: &ProbeSpec, n: usize, ts: i64, dt_s: f64, nics: &[NicSample]) -> Vec<ProbeSample> {
     // Fabric NICs only (mlx5_0, mlx5_1, …), in rail order; the management and virtual netdevs the
-    // realistic world also reports are neither probed nor given a fabric address.
+    // realistic world also reports are not probed.
     let mut fabric: Vec<String> = Vec::new();
-    for nic in nics.iter_mut().filter(|x| x.is_fabric()) {
-        nic.addrs = vec![nic_addr(n, fabric.len() as u32)];
+    // Their addresses (`crate::addrs::nic`, rail k's subnet) are already in the samples.
+    for nic in nics.iter().filter(|x| x.is_fabric()) {
         fabric.push(nic.name.clone());
     }
     let rails = fabric.len() as u32;
@@ -124,8 +117,8 @@ pub fn fill(w: &World, spec: &ProbeSpec, n: usize, ts: i64, dt_s: f64, nics: &mu
             out.push(ProbeSample {
                 peer: w.cluster.nodes[p].name.clone(),
                 iface: fabric[k as usize].clone(),
-                local_addr: nic_addr(n, k),
-                peer_addr: nic_addr(p, k),
+                local_addr: crate::addrs::nic(n, k),
+                peer_addr: crate::addrs::nic(p, k),
                 sent,
                 received,
                 rtt_p50_us: p50,
