@@ -393,6 +393,8 @@ pub struct NodeState {
     pub comm: VecDeque<comm::CommObs>,
     /// Each NIC's netdev addresses as last reported, to trace a peer address to this node.
     pub nic_addrs: BTreeMap<String, Vec<String>>,
+    /// The last `RECENT_SEQS` seqs applied, to tell a replayed report from a late one.
+    pub recent_seqs: VecDeque<u64>,
     /// Active fabric probe results (`detect::pingmesh`).
     pub probes: probes::ProbePaths,
 }
@@ -429,6 +431,10 @@ pub struct RankState {
     /// pass, a checkpoint), ms: the job's own pause length, learned.
     pub longest_pause_ms: i64,
 }
+
+/// Seqs remembered per node to tell a replay from a late report: 64 reports, over 10 minutes at the
+/// default interval, longer than any reordering on the way (the agent sends oldest first).
+pub const RECENT_SEQS: usize = 64;
 
 /// Samples per rank kept for step time and compute time.
 pub const RANK_POINTS: usize = 8;
@@ -504,10 +510,18 @@ impl State {
             first_seen_ms: r.timestamp_ms,
             ..Default::default()
         });
-        if node.reports > 0 && r.seq <= node.last_seq && r.timestamp_ms <= node.last_report_ms {
+        // A duplicate is a seq applied already (a spool replay after a lost answer). A report with an
+        // older seq that was never applied (it arrived late, behind newer ones) is not: its events
+        // still count. Past the window of remembered seqs, an older report is taken as a replay.
+        let replay = r.seq <= node.last_seq
+            && r.timestamp_ms <= node.last_report_ms
+            && (node.recent_seqs.contains(&r.seq)
+                || node.recent_seqs.len() >= RECENT_SEQS && node.recent_seqs.iter().all(|s| *s > r.seq));
+        if node.reports > 0 && replay {
             node.duplicates += 1;
             return Applied::Duplicate;
         }
+        push(&mut node.recent_seqs, r.seq, RECENT_SEQS);
         // Saturating: a report may carry any u64 seq, `u64::MAX` included (found by fuzzing).
         if node.reports > 0 && r.seq > node.last_seq.saturating_add(1) {
             node.seq_gaps = node.seq_gaps.saturating_add(r.seq - node.last_seq - 1);
@@ -569,6 +583,30 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_late_report_is_applied_for_its_events_and_a_replay_is_a_duplicate() {
+        let mut st = State::default();
+        let rep = |seq: u64, ts: i64, events: usize| {
+            let mut r = NodeReport::empty("n1");
+            r.seq = seq;
+            r.timestamp_ms = ts;
+            r.events = (0..events)
+                .map(|i| faultline_proto::Event::new(ts + i as i64, EventSource::Kmsg, EventClass::IoError))
+                .collect();
+            r
+        };
+        assert_eq!(st.apply(&rep(1, 10_000, 0), 10_000), Applied::Fresh);
+        assert_eq!(st.apply(&rep(3, 30_000, 0), 30_000), Applied::Fresh);
+        // seq 2 arrives after seq 3: never applied, so its event counts.
+        assert_eq!(st.apply(&rep(2, 20_000, 1), 31_000), Applied::Fresh);
+        assert_eq!(st.nodes["n1"].events.len(), 1);
+        assert_eq!(st.nodes["n1"].last_report_ms, 30_000, "its samples are history");
+        // A replay of seq 2 or 3 is a duplicate.
+        assert_eq!(st.apply(&rep(2, 20_000, 1), 32_000), Applied::Duplicate);
+        assert_eq!(st.apply(&rep(3, 30_000, 0), 32_000), Applied::Duplicate);
+        assert_eq!(st.nodes["n1"].events.len(), 1);
+    }
 
     fn check_counter(values: &[(i64, u64)], want_deltas: &[u64]) {
         let mut c = Counter::default();
