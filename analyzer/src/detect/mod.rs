@@ -7,7 +7,6 @@ pub mod hang;
 pub mod host;
 pub mod job;
 pub mod nccl;
-pub mod nccl_class;
 pub mod nic;
 pub mod pingmesh;
 pub mod sdc;

@@ -14,7 +14,7 @@
 //!   others are further on is the one the job waits on.
 //!
 //! Which fault class a culprit is, from the counters of the element, and the GPU PyTorch's NaN check
-//! names: `nccl_class.rs`.
+//! names: `nccl/class.rs`.
 //!
 //! Pure: the engine hands in the job, the nodes and a leaf lookup; `check` adds symptoms.
 
@@ -26,6 +26,8 @@ use faultline_proto::{ComponentId, EventClass};
 use super::{EVENT_HOLD_MS, Symptom, SymptomKind};
 pub use crate::state::comm::{CommObs, MAX_COMM_PER_NODE};
 use crate::state::{JobState, NodeState};
+
+pub mod class;
 
 /// Collective evidence older than this no longer counts: the hold of any instant event.
 pub const COMM_HOLD_MS: i64 = EVENT_HOLD_MS;
@@ -511,7 +513,7 @@ pub fn check(
     };
     if let Some(l) = localize(&edges, &leaf_of_end) {
         let job_nodes: BTreeSet<&str> = obs.iter().map(|(n, _)| *n).collect();
-        let class = super::nccl_class::culprit_class(&l.culprit, nodes, &job_nodes, &obs, &edges, leaf_of, now_ms);
+        let class = class::culprit_class(&l.culprit, nodes, &job_nodes, &obs, &edges, leaf_of, now_ms);
         match &l.culprit {
             Culprit::Edge { a, b } => {
                 for end in [a, b] {
@@ -545,7 +547,7 @@ pub fn check(
             }
         }
     }
-    super::nccl_class::nan_checks(job, &obs, out);
+    class::nan_checks(job, &obs, out);
     for lag in laggards(&obs) {
         let pg = lag.pg.as_deref().map(|p| format!(" of process group {p}")).unwrap_or_default();
         out.push(

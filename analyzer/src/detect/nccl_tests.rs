@@ -163,7 +163,7 @@ fn a_nan_check_failure_names_the_ranks_gpu() {
     let info = CollectiveInfo {
         kind: Some("comm_error".into()),
         rank: Some(6),
-        error: Some(super::super::nccl_class::NAN_CHECK_FAILED.into()),
+        error: Some(super::class::NAN_CHECK_FAILED.into()),
         ..Default::default()
     };
     obs(&mut ns, "n1", EventClass::NcclError, info);

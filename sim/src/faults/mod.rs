@@ -374,7 +374,7 @@ impl Fault {
                 if ranks.is_empty() || job.ranks.len() < 2 {
                     return None;
                 }
-                if crate::step::nan_check(self.seed, nan_check_share, job) {
+                if nan_check(self.seed, nan_check_share, job) {
                     // PyTorch's NaN check stops the rank at the first poisoned collective input;
                     // the others wait in the collective until the watchdog.
                     return with(Stall::WhileActive, ranks, RankFx::Exit(1));
@@ -448,4 +448,10 @@ impl Fault {
             }),
         }
     }
+}
+
+/// Whether `job` runs with PyTorch's NaN check (`TORCH_NCCL_NAN_CHECK=1`): a share `share`
+/// (`[behaviour] nan_check_share`) of jobs do.
+pub fn nan_check(seed: u64, share: f64, job: &Job) -> bool {
+    noise::unit(&[seed, what::FAULT, job.tag, 0x004e_414e]) < share
 }

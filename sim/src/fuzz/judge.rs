@@ -11,6 +11,8 @@ use crate::node_state::NicCounter as C;
 use crate::scenario::{FaultSpec, Scenario};
 use crate::world::{DEFAULT_EPOCH_MS, World};
 
+use super::stopped_throughout;
+
 fn overlap(a: &FaultSpec, b: &FaultSpec, run_s: f64) -> bool {
     let end = |f: &FaultSpec| f.clear_s(run_s).unwrap_or(run_s);
     a.at_s < end(b) && b.at_s < end(a)
@@ -32,32 +34,6 @@ fn ranks_on_gpu(c: &Cluster, f: &FaultSpec, host: &str, gpu: u32, run_s: f64) ->
         out.extend(rs.iter().filter(|&&r| job.ranks[r].gpu == gpu).map(|&r| (*j, r)));
     }
     out
-}
-
-/// Whether job `j` is stopped by another fault from (about) the start of `f` to its end: one of
-/// its nodes down, or a GPU of one of its ranks lost or hit by an uncorrectable error (the job
-/// crashes and cannot restart on it while that lasts). A stopped job shows nothing of `f`.
-pub(crate) fn stopped_throughout(sc: &Scenario, c: &Cluster, j: usize, f: &FaultSpec, run_s: f64) -> bool {
-    let end = f.clear_s(run_s).unwrap_or(run_s);
-    let job = &c.jobs[j];
-    sc.faults.iter().any(|o| {
-        // Stopped before `f` could show (a minute's grace) and for as long as `f` lasts.
-        if o.at_s > f.at_s + 60.0 || o.clear_s(run_s).unwrap_or(run_s) < end {
-            return false;
-        }
-        let on_node = |h: &str| c.host_index.get(h).is_some_and(|n| job.ranks.iter().any(|r| r.node == *n));
-        match (&o.kind, &o.target) {
-            (FaultClass::NodeDown, t) => t.host().is_some_and(on_node),
-            (
-                FaultClass::GpuLost
-                | FaultClass::GpuHbmUncorrectable
-                | FaultClass::GpuSramUncorrectable
-                | FaultClass::GpuGspHang,
-                ComponentId::Gpu { host, index },
-            ) => c.host_index.get(host).is_some_and(|n| job.ranks.iter().any(|r| r.node == *n && r.gpu == *index)),
-            _ => false,
-        }
-    })
 }
 
 /// Why fault `i` of `sc` cannot be localized in principle, if it cannot.

@@ -10,8 +10,9 @@ use faultline_proto::{ComponentId, FaultClass};
 
 use crate::cluster::{Cluster, Job};
 use crate::faults::Fault;
+use crate::faults::nan_check;
 use crate::scenario::{FaultSpec, Scenario};
-use crate::step::{nan_check, ring_peers};
+use crate::step::ring_peers;
 use crate::world::World;
 
 /// Failures a silent drop must be expected to cause while it lasts for two distinct failing edges
@@ -27,7 +28,7 @@ fn runs_through(sc: &Scenario, c: &Cluster, j: usize, f: &FaultSpec, run_s: f64)
     let end = f.clear_s(run_s).unwrap_or(run_s);
     let from = (job.start_ms as f64 / 1000.0).max(f.at_s);
     let to = (job.end_ms as f64 / 1000.0).min(end);
-    to - from >= 120.0 && !super::judge::stopped_throughout(sc, c, j, f, run_s)
+    to - from >= 120.0 && !super::stopped_throughout(sc, c, j, f, run_s)
 }
 
 /// The rank-level ring edges of `job` for which `hit(rank)` holds at one end, as node pairs.

@@ -15,6 +15,38 @@ pub mod draw;
 pub mod judge;
 mod judge_collective;
 
+/// Whether job `j` is stopped by another fault from (about) the start of `f` to its end: one of
+/// its nodes down, or a GPU of one of its ranks lost or hit by an uncorrectable error (the job
+/// crashes and cannot restart on it while that lasts). A stopped job shows nothing of `f`.
+pub(crate) fn stopped_throughout(
+    sc: &Scenario,
+    c: &crate::cluster::Cluster,
+    j: usize,
+    f: &crate::scenario::FaultSpec,
+    run_s: f64,
+) -> bool {
+    let end = f.clear_s(run_s).unwrap_or(run_s);
+    let job = &c.jobs[j];
+    sc.faults.iter().any(|o| {
+        // Stopped before `f` could show (a minute's grace) and for as long as `f` lasts.
+        if o.at_s > f.at_s + 60.0 || o.clear_s(run_s).unwrap_or(run_s) < end {
+            return false;
+        }
+        let on_node = |h: &str| c.host_index.get(h).is_some_and(|n| job.ranks.iter().any(|r| r.node == *n));
+        match (&o.kind, &o.target) {
+            (FaultClass::NodeDown, t) => t.host().is_some_and(on_node),
+            (
+                FaultClass::GpuLost
+                | FaultClass::GpuHbmUncorrectable
+                | FaultClass::GpuSramUncorrectable
+                | FaultClass::GpuGspHang,
+                faultline_proto::ComponentId::Gpu { host, index },
+            ) => c.host_index.get(host).is_some_and(|n| job.ranks.iter().any(|r| r.node == *n && r.gpu == *index)),
+            _ => false,
+        }
+    })
+}
+
 /// Per fault kind.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct KindStats {

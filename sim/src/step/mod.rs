@@ -6,7 +6,7 @@
 mod jobs;
 mod nccl;
 
-pub use nccl::{nan_check, ring_peers};
+pub use nccl::ring_peers;
 
 use std::collections::BTreeMap;
 

@@ -18,7 +18,7 @@ use faultline_proto::FaultClass as K;
 
 use crate::addrs;
 use crate::cluster::Job;
-use crate::faults::{Fault, Obs, Seen};
+use crate::faults::{Fault, Obs, Seen, nan_check};
 use crate::noise::{self, what};
 use crate::world::{RankView, World};
 
@@ -43,12 +43,6 @@ enum Wc {
     RetryExc,
     /// The queue pair went to error and flushed a posted receive (`IBV_WC_WR_FLUSH_ERR`, 5).
     Flush,
-}
-
-/// Whether `job` runs with PyTorch's NaN check (`TORCH_NCCL_NAN_CHECK=1`): a share `share`
-/// (`[behaviour] nan_check_share`) of jobs do.
-pub fn nan_check(seed: u64, share: f64, job: &Job) -> bool {
-    noise::unit(&[seed, what::FAULT, job.tag, 0x004e_414e]) < share
 }
 
 /// The ranks ring collectives connect rank `r` to on other nodes: the rank with the same local rank

@@ -16,9 +16,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use faultline_proto::{ComponentId, EventClass, FaultClass};
 
-use super::nccl::{COMM_HOLD_MS, CommObs, Culprit, Edge};
-use super::nic::{ERROR_COUNTERS, FLAP_MIN_DOWNS, FLAP_WINDOW_MS, NIC_ERR_MIN};
-use super::{Symptom, SymptomKind};
+use super::{COMM_HOLD_MS, CommObs, Culprit, Edge};
+use crate::detect::nic::{ERROR_COUNTERS, FLAP_MIN_DOWNS, FLAP_WINDOW_MS, NIC_ERR_MIN};
+use crate::detect::{Symptom, SymptomKind};
 use crate::state::{JobState, NicState, NodeState};
 
 /// The `error` the agent's NCCL classifier gives a failed NaN-check assertion (agent
@@ -45,7 +45,7 @@ pub const MIN_PEERS_AT_ONCE: usize = 3;
 
 /// Distinct other nodes of the edges with an end at NIC `name` of `host`.
 fn nic_peers(edges: &[Edge], host: &str, name: &str) -> usize {
-    let at = |e: &super::nccl::End| e.node == host && e.nic.as_deref() == Some(name);
+    let at = |e: &super::End| e.node == host && e.nic.as_deref() == Some(name);
     let peers: BTreeSet<&str> = edges
         .iter()
         .filter_map(|e| {
