@@ -22,6 +22,7 @@ pub mod scenario;
 pub mod score;
 pub mod step;
 pub mod telemetry;
+pub mod validation;
 pub mod world;
 
 pub use report::RunReport;

@@ -88,6 +88,10 @@ pub struct RunReport {
     pub incidents: Vec<RunIncident>,
     pub summary: Summary,
     pub analyzer: AnalyzerStats,
+    /// Check before delivery (in-process runs): the validators' verdict on each faulty node while
+    /// its fault lasts and after it cleared (`validation.rs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validation: Vec<crate::validation::ValidationRow>,
 }
 
 fn opt(x: Option<f64>) -> String {
@@ -252,6 +256,17 @@ impl RunReport {
                         if p95 <= target { "met" } else { "MISSED" }
                     );
                 }
+            }
+        }
+        if !self.validation.is_empty() {
+            let _ = writeln!(
+                o,
+                "\nCHECK BEFORE DELIVERY (gpu_count, fabric_ports, nccl all_reduce_perf -c 1 on the faulty node)"
+            );
+            let _ = writeln!(o, "{:<26} {:>16} {:>16}", "kind", "during: held", "after: resumed");
+            for (k, d, held, a, resumed) in crate::validation::tally(&self.validation) {
+                let _ =
+                    writeln!(o, "{:<26} {:>16} {:>16}", k.as_str(), format!("{held}/{d}"), format!("{resumed}/{a}"));
             }
         }
         let s = &self.summary;

@@ -164,6 +164,8 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
     let mut stats =
         AnalyzerStats { mode: if wire.is_some() { "wire" } else { "in_process" }.into(), ..Default::default() };
     let mut rounds_ms: Vec<f64> = Vec::new();
+    let checks_due = crate::validation::schedule(sc);
+    let (mut next_check, mut validation) = (0usize, Vec::new());
     let mut sim_rounds_ms: Vec<f64> = Vec::new();
     let mut sim_cur = Duration::ZERO;
     let mut sim_total = Duration::ZERO;
@@ -303,6 +305,13 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                     if let Some(f) = opts.on_change.as_mut() {
                         changes.iter().for_each(|c| f(c, t as f64 / 1000.0));
                     }
+                    // Check before delivery: what the validators say of each faulty node now.
+                    while let Some(&(when, i, phase)) = checks_due.get(next_check)
+                        && when <= t
+                    {
+                        validation.extend(crate::validation::check(an, sc, i, phase, t));
+                        next_check += 1;
+                    }
                     // Rounds: one report interval each.
                     let idx = t.max(0) / interval_ms;
                     if idx != round_idx {
@@ -358,6 +367,7 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
     let (faults, summary) = score::score(&truth, &run_incidents, facts);
     let c = &world.cluster;
     Ok(RunReport {
+        validation,
         scenario: sc.name.clone(),
         seed: sc.seed,
         cluster: ClusterInfo {

@@ -194,6 +194,16 @@ duration_s = 300
     for f in &r.faults {
         assert!(f.detected && f.correct, "{} on {} not diagnosed: {:?}", f.kind, f.target, f.diagnosed_root);
     }
+    // Check before delivery: the all-reduce test keeps the corrupting GPU's node drained while it
+    // corrupts (its #wrong column is not 0) and passes once it stopped.
+    let v: Vec<_> =
+        r.validation.iter().filter(|v| v.kind == faultline_proto::FaultClass::GpuCollectiveCorruption).collect();
+    assert_eq!(v.len(), 2, "{:?}", r.validation);
+    let (during, after) = (v[0], v[1]);
+    assert_eq!((during.phase.as_str(), during.passed), ("during", false), "{during:?}");
+    let nccl = during.checks.iter().find(|c| c.name == "nccl_allreduce").unwrap();
+    assert!(!nccl.passed && nccl.summary.contains("FAILED"), "{nccl:?}");
+    assert_eq!((after.phase.as_str(), after.passed), ("after", true), "{after:?}");
 }
 
 #[test]
