@@ -433,3 +433,38 @@ async fn a_delta_is_taken_against_the_last_accepted_report_and_409_otherwise() {
     assert_eq!(node, Some((2, 2)), "the refused deltas changed nothing");
     srv.stop().await;
 }
+
+/// A node's own token may not probe another node's delta base: the delta is refused (403) before
+/// it is rebuilt, so the answer says nothing of which report the analyzer holds for that node.
+#[tokio::test]
+async fn a_node_token_cannot_send_a_delta_for_another_node() {
+    use faultline_proto::wire::{self, delta};
+    let mut cfg = Config { token: Some(TOKEN.into()), list_limit: 50, ..Config::default() };
+    cfg.auth.node_tokens.insert("node-0002".into(), "node-2-own-token".into());
+    let settings = cfg.build().unwrap();
+    let clock = Arc::new(FakeClock::new(T0_MS));
+    let state = AppState::with_store(&settings, Store::open_in_memory().unwrap(), clock, None, Instant::now()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(server::serve(listener, state, Duration::from_secs(3600), async move {
+        let _ = rx.await;
+    }));
+    let r: faultline_proto::NodeReport = serde_json::from_value(report("node-0001", 1)).unwrap();
+    let c1 = wire::encode(&r);
+    let body = delta::encode("node-0001", 1, &c1, 2, &c1);
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/api/v1/reports"))
+        .bearer_auth("node-2-own-token")
+        .header("content-type", delta::DELTA_CONTENT_TYPE)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    assert_eq!(status, 403, "{text}");
+    assert!(!text.contains("seq"), "a refused delta tells nothing of the base: {text}");
+    let _ = tx.send(());
+    handle.await.unwrap().unwrap();
+}
