@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the external programs faultline's tests start for real: Prometheus and promtool,
 # Alertmanager and amtool, Slurm (slurmctld, slurmd, scontrol) and munge, systemd-analyze (the
-# units are verified), python3 (the progress module is tested from a real Python process), and
+# units are verified), python3 (the progress module is tested from a real Python process), iproute2
+# (ip and tc, for the network-namespace pingmesh test), and
 # cargo-deb (tests/tests/packages.rs builds the .debs and installs them with dpkg).
 # Needs root and apt (Debian/Ubuntu). Safe to run again.
 set -euo pipefail
@@ -14,6 +15,9 @@ command -v slurmctld >/dev/null || need+=(slurm-wlm)
 command -v munged >/dev/null || need+=(munge)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v python3 >/dev/null || need+=(python3)
+# ip and tc: the pingmesh test builds network namespaces, bridges and a lossy link (tests/tests/pingmesh_netns.rs).
+command -v ip >/dev/null || need+=(iproute2)
+command -v tc >/dev/null || need+=(iproute2)
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
     echo "install-test-deps: need root and apt-get to install: ${need[*]}" >&2
@@ -30,4 +34,4 @@ fi
 if ! cargo deb --version >/dev/null 2>&1; then
   cargo install cargo-deb --locked
 fi
-echo "install-test-deps: prometheus, alertmanager, slurm, munge, systemd-analyze, python3 and cargo-deb present"
+echo "install-test-deps: prometheus, alertmanager, slurm, munge, systemd-analyze, python3, iproute2 and cargo-deb present"
