@@ -41,12 +41,7 @@ step_time_s = 1.0
 }
 
 fn run(sc: &Scenario, until_s: i64) -> Vec<Outgoing> {
-    let mut w = World::new(sc, EPOCH);
-    let mut out = Vec::new();
-    while w.t_ms < until_s * 1000 {
-        out.extend(w.step());
-    }
-    out
+    World::new(sc, EPOCH).run_until(until_s * 1000)
 }
 
 fn log_events(rs: &[Outgoing]) -> Vec<(&NodeReport, &faultline_proto::Event)> {

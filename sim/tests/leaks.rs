@@ -30,12 +30,7 @@ warmup_s = [0, 0]
 }
 
 fn run(sc: &Scenario, until_s: i64) -> Vec<Outgoing> {
-    let mut w = World::new(sc, EPOCH);
-    let mut out = Vec::new();
-    while w.t_ms < until_s * 1000 {
-        out.extend(w.step());
-    }
-    out
+    World::new(sc, EPOCH).run_until(until_s * 1000)
 }
 
 fn of<'a>(rs: &'a [Outgoing], node: &'a str) -> impl Iterator<Item = &'a NodeReport> + 'a {

@@ -15,12 +15,7 @@ fn world(src: &str) -> World {
 
 /// Every report sent up to virtual second `until_s`.
 fn reports(src: &str, until_s: i64) -> Vec<Outgoing> {
-    let mut w = world(src);
-    let mut out = Vec::new();
-    while w.t_ms < until_s * 1000 {
-        out.extend(w.step());
-    }
-    out
+    world(src).run_until(until_s * 1000)
 }
 
 fn at_s(r: &NodeReport) -> f64 {

@@ -9,12 +9,7 @@ use faultline_sim::{Scenario, World};
 
 /// Every report the world sends in its first `until_ms`.
 fn reports(sc: &Scenario, until_ms: i64) -> Vec<faultline_proto::NodeReport> {
-    let mut w = World::new(sc, 1_700_000_000_000);
-    let mut out = Vec::new();
-    while w.t_ms < until_ms {
-        out.extend(w.step().into_iter().map(|o| o.report));
-    }
-    out
+    World::new(sc, 1_700_000_000_000).run_until(until_ms).into_iter().map(|o| o.report).collect()
 }
 
 fn scenario(probes: &str, faults: &str) -> Scenario {

@@ -26,6 +26,15 @@ enum ReqKind {
 }
 
 impl World {
+    /// Every report sent from now until virtual time `until_ms`, one `step` at a time.
+    pub fn run_until(&mut self, until_ms: i64) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        while self.t_ms < until_ms {
+            out.extend(self.step());
+        }
+        out
+    }
+
     /// Advance one virtual second and return the reports sent in it, in arrival order.
     pub fn step(&mut self) -> Vec<Outgoing> {
         let t = self.t_ms + 1000;
