@@ -1,60 +1,29 @@
 //! The spool while the analyzer is unreachable: bounded by `--spool-max-bytes` (oldest dropped and
 //! counted), kept on disk across an agent restart, and `seq` keeps growing across it.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-struct Agent {
-    child: Child,
-    url: String,
-}
+mod support;
+use support::{Agent, wait_for};
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(spool: &Path, analyzer_port: u16, max_bytes: u64) -> Agent {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_faultline-agent"))
-        .args(["--interval", "100ms", "--no-gpu", "--kmsg", "/nonexistent"])
-        .args(["--listen", "127.0.0.1:0", "--progress-listen", "127.0.0.1:0", "--node-name", "spool-node"])
-        .arg("--analyzer")
-        .arg(format!("http://127.0.0.1:{analyzer_port}"))
-        .arg("--spool-max-bytes")
-        .arg(max_bytes.to_string())
-        .arg("--spool-dir")
-        .arg(spool)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let first = lines.next().unwrap().unwrap();
-    // Keep draining stdout so the agent never writes into a closed pipe.
-    std::thread::spawn(move || for _ in lines {});
-    let url = first.strip_prefix("listening on ").unwrap_or_else(|| panic!("first line {first:?}")).to_string();
-    Agent { child, url }
+fn start(spool: &Path, analyzer_port: u16, max_bytes: u64) -> (Agent, String) {
+    Agent::start(
+        Command::new(env!("CARGO_BIN_EXE_faultline-agent"))
+            .args(["--interval", "100ms", "--no-gpu", "--kmsg", "/nonexistent"])
+            .args(["--listen", "127.0.0.1:0", "--progress-listen", "127.0.0.1:0", "--node-name", "spool-node"])
+            .arg("--analyzer")
+            .arg(format!("http://127.0.0.1:{analyzer_port}"))
+            .arg("--spool-max-bytes")
+            .arg(max_bytes.to_string())
+            .arg("--spool-dir")
+            .arg(spool),
+    )
 }
 
 fn metric(url: &str, name: &str) -> Option<f64> {
     let body = reqwest::blocking::get(format!("{url}/metrics")).ok()?.text().ok()?;
     body.lines().find(|l| l.starts_with(&format!("{name}{{"))).and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Spooled report files: (seqs, total bytes).
@@ -80,10 +49,8 @@ fn spool_is_bounded_drops_the_oldest_and_survives_a_restart() {
     // A port nobody listens on: every push fails with "connection refused".
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let max: u64 = 16 * 1024;
-    let agent = start(&spool, port, max);
-    wait_for("the spool to overflow", || {
-        metric(&agent.url, "faultline_agent_dropped_reports_total").filter(|n| *n >= 3.0)
-    });
+    let (agent, url) = start(&spool, port, max);
+    wait_for("the spool to overflow", || metric(&url, "faultline_agent_dropped_reports_total").filter(|n| *n >= 3.0));
     drop(agent); // SIGKILL: no goodbye, the spool must survive anyway
 
     let (seqs, bytes) = spooled(&spool);
@@ -93,9 +60,8 @@ fn spool_is_bounded_drops_the_oldest_and_survives_a_restart() {
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "what is kept is contiguous: {seqs:?}");
     let newest_before = *seqs.last().unwrap();
 
-    let agent = start(&spool, port, max);
-    let kept =
-        wait_for("the restarted agent to index its spool", || metric(&agent.url, "faultline_agent_spool_reports"));
+    let (_agent, url) = start(&spool, port, max);
+    let kept = wait_for("the restarted agent to index its spool", || metric(&url, "faultline_agent_spool_reports"));
     assert!(kept >= seqs.len() as f64, "restart kept the spool: {kept} vs {} files", seqs.len());
     wait_for("new reports after the restart", || {
         let (now, _) = spooled(&spool);

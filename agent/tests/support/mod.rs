@@ -12,13 +12,16 @@ pub struct Agent(Child);
 
 impl Agent {
     /// Starts `cmd` (a `faultline-agent` command with `--listen 127.0.0.1:0`) and returns the agent
-    /// with the URL its first line (`listening on URL`) names.
+    /// with the URL its first line (`listening on URL`) names. The rest of its stdout is drained, so
+    /// the agent never writes into a closed pipe.
     pub fn start(cmd: &mut Command) -> (Agent, String) {
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let agent = Agent(child);
+        let mut reader = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
+        reader.read_line(&mut line).unwrap();
+        std::thread::spawn(move || for _ in reader.lines() {});
         let url =
             line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("first line {line:?}")).to_string();
         (agent, url)
