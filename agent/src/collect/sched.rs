@@ -197,18 +197,20 @@ fn query_slurm(cfg: &SchedConfig, id: &str, timeout: Duration) -> Result<Option<
 // ---------------------------------------------------------------------------------------------------
 // Kubernetes
 
+/// The kubelet's pod list (`/pods`), as far as the agent reads it: the jobs here, the pods'
+/// addresses in `trainlog/pod_ips.rs`.
 #[derive(Debug, Default, Deserialize)]
-struct PodList {
+pub(crate) struct PodList {
     #[serde(default)]
-    items: Vec<Pod>,
+    pub(crate) items: Vec<Pod>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct Pod {
+pub(crate) struct Pod {
     #[serde(default)]
     metadata: PodMeta,
     #[serde(default)]
-    status: PodStatus,
+    pub(crate) status: PodStatus,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -219,13 +221,23 @@ struct PodMeta {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct PodStatus {
+pub(crate) struct PodStatus {
     #[serde(default)]
-    phase: String,
+    pub(crate) phase: String,
     #[serde(default)]
     reason: Option<String>,
     #[serde(default)]
     container_statuses: Vec<ContainerStatus>,
+    #[serde(default, rename = "podIP")]
+    pub(crate) pod_ip: Option<String>,
+    #[serde(default, rename = "podIPs")]
+    pub(crate) pod_ips: Vec<PodIp>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct PodIp {
+    #[serde(default)]
+    pub(crate) ip: String,
 }
 
 #[derive(Debug, Default, Deserialize)]

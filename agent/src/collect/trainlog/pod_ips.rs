@@ -6,42 +6,13 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
+use crate::collect::sched::PodList;
 
 /// How often the pod list is fetched for addresses: a pod keeps its IP for its life, and a minute is
 /// well inside the hold of the evidence that needs it.
 pub const REFRESH: Duration = Duration::from_secs(60);
 /// Most pod addresses kept.
 const MAX_POD_ADDRS: usize = 256;
-
-#[derive(Debug, Default, Deserialize)]
-struct PodList {
-    #[serde(default)]
-    items: Vec<Pod>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct Pod {
-    #[serde(default)]
-    status: PodStatus,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PodStatus {
-    #[serde(default)]
-    phase: String,
-    #[serde(default, rename = "podIP")]
-    pod_ip: Option<String>,
-    #[serde(default, rename = "podIPs")]
-    pod_ips: Vec<PodIp>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct PodIp {
-    #[serde(default)]
-    ip: String,
-}
 
 /// The addresses of the running (or starting) pods in a kubelet `/pods` answer.
 pub fn parse(json: &str) -> Result<Vec<String>, String> {
