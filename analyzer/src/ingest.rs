@@ -136,7 +136,17 @@ pub fn decode_any(body: &[u8], encoding: Encoding, bases: &Bases) -> Result<Deco
         }
         return Ok(d);
     }
-    let env = faultline_proto::wire::delta::envelope(body)?;
+    decode_delta(faultline_proto::wire::delta::envelope(body)?, body.len(), bases)
+}
+
+/// Rebuilds a delta whose envelope was read already (`bytes`: the body's size) against `bases`,
+/// then decodes and validates the report as `decode_any` does.
+pub fn decode_delta(
+    env: faultline_proto::wire::delta::Delta,
+    bytes: usize,
+    bases: &Bases,
+) -> Result<Decoded, DecodeError> {
+    let encoding = Encoding::Delta;
     let full = bases.rebuild_envelope(&env)?;
     let report = faultline_proto::wire::decode(&full)?;
     if report.node != env.node || report.seq != env.seq {
@@ -150,7 +160,7 @@ pub fn decode_any(body: &[u8], encoding: Encoding, bases: &Bases) -> Result<Deco
         .into());
     }
     report.validate()?;
-    Ok(Decoded { report, bytes: body.len(), encoding, compact: Some(full) })
+    Ok(Decoded { report, bytes, encoding, compact: Some(full) })
 }
 
 /// Decodes a body and validates the report, once. The plain JSON decoder is several times faster

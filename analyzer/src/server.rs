@@ -188,15 +188,17 @@ async fn ingest(st: &AppState, headers: &HeaderMap, body: Body) -> Result<(Accep
     if bytes.is_empty() {
         return Err((IngestResult::Malformed, ApiError::bad_request("empty body: expected one NodeReport")));
     }
-    // A delta names its node before it is rebuilt: a token that may not push for that node learns
-    // nothing of the node's base (which seq the analyzer holds).
-    if encoding == ingest::Encoding::Delta
-        && let Ok(env) = faultline_proto::wire::delta::envelope(&bytes)
-    {
+    // Decode and validate, once, outside the engine lock. A delta names its node before it is
+    // rebuilt: a token that may not push for that node learns nothing of the node's base (which seq
+    // the analyzer holds).
+    let decoded = if encoding == ingest::Encoding::Delta {
+        let env = faultline_proto::wire::delta::envelope(&bytes).map_err(|e| decode_refusal(&e.into()))?;
         grant.allows(&env.node).map_err(|e| (IngestResult::Forbidden, ApiError::auth(&e)))?;
-    }
-    // Decode and validate, once, outside the engine lock.
-    let mut decoded = ingest::decode_any(&bytes, encoding, &st.bases).map_err(|e| decode_refusal(&e))?;
+        ingest::decode_delta(env, bytes.len(), &st.bases)
+    } else {
+        ingest::decode_any(&bytes, encoding, &st.bases)
+    };
+    let mut decoded = decoded.map_err(|e| decode_refusal(&e))?;
     let node = decoded.report().node.clone();
     let compact = decoded.take_compact();
     st.metrics.ingest_encoding(encoding.as_str());

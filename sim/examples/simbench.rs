@@ -71,9 +71,16 @@ fn encodings(reports: &[faultline_proto::NodeReport]) {
                 Encoding::Delta => {
                     let full = faultline_proto::wire::encode(r);
                     let s = senders.entry(r.node.clone()).or_insert_with(|| Sender::new(30));
-                    let (body, is_delta) = s.body(&r.node, r.seq, &full);
-                    s.acknowledged(r.seq, full, is_delta);
-                    (body, if is_delta { Encoding::Delta } else { Encoding::Protobuf })
+                    match s.delta(&r.node, r.seq, &full) {
+                        Some(d) => {
+                            s.acknowledged(r.seq, full, true);
+                            (d, Encoding::Delta)
+                        }
+                        None => {
+                            s.acknowledged(r.seq, full.clone(), false);
+                            (full, Encoding::Protobuf)
+                        }
+                    }
                 }
             })
             .collect();

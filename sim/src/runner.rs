@@ -28,20 +28,24 @@ struct Second {
     sim_time: Duration,
 }
 
-/// A simulated agent's body for `r` as a delta against its previous report (in full the first time
-/// and every `FULL_EVERY` reports, as the real agent does), taken as acknowledged at once. Also the
-/// report's full compact bytes, for a resend when the analyzer asks for it (409).
+/// A simulated agent's body for `r`: a delta against its previous report, or the full compact
+/// report the first time and every `FULL_EVERY` reports (as the real agent does), taken as
+/// acknowledged at once. With a delta comes the full report, for a resend when the analyzer asks for
+/// it (409); `None` means the body is the full report.
 fn delta_body(
     senders: &mut HashMap<String, faultline_proto::wire::delta::Sender>,
     r: &faultline_proto::NodeReport,
-) -> (Vec<u8>, Vec<u8>, bool) {
+) -> (Vec<u8>, Option<Vec<u8>>) {
     let full = faultline_proto::wire::encode(r);
     let s = senders
         .entry(r.node.clone())
         .or_insert_with(|| faultline_proto::wire::delta::Sender::new(faultline_agent::export::push::FULL_EVERY));
-    let (body, is_delta) = s.body(&r.node, r.seq, &full);
-    s.acknowledged(r.seq, full.clone(), is_delta);
-    (body, full, is_delta)
+    let delta = s.delta(&r.node, r.seq, &full);
+    s.acknowledged(r.seq, full.clone(), delta.is_some());
+    match delta {
+        Some(d) => (d, Some(full)),
+        None => (full, None),
+    }
 }
 
 /// (arrival ms, node, seq, body, what `ingest::decode` made of it).
@@ -236,8 +240,8 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                                 Encoding::Json => serde_json::to_vec(&o.report).map(|b| (b, encoding)),
                                 Encoding::Protobuf => Ok((faultline_proto::wire::encode(&o.report), encoding)),
                                 Encoding::Delta => match delta_body(senders, &o.report) {
-                                    (body, _, true) => Ok((body, Encoding::Delta)),
-                                    (body, _, false) => Ok((body, Encoding::Protobuf)),
+                                    (body, Some(_)) => Ok((body, Encoding::Delta)),
+                                    (body, None) => Ok((body, Encoding::Protobuf)),
                                 },
                             };
                             match body {
@@ -501,8 +505,8 @@ fn run_wire(
                 Encoding::Json => (serde_json::to_vec(&o.report)?, encoding.content_type(), None),
                 Encoding::Protobuf => (faultline_proto::wire::encode(&o.report), encoding.content_type(), None),
                 Encoding::Delta => match delta_body(&mut senders, &o.report) {
-                    (body, full, true) => (body, encoding.content_type(), Some(full)),
-                    (body, _, false) => (body, faultline_proto::wire::CONTENT_TYPE, None),
+                    (body, Some(full)) => (body, encoding.content_type(), Some(full)),
+                    (body, None) => (body, faultline_proto::wire::CONTENT_TYPE, None),
                 },
             };
             stats.reports += 1;

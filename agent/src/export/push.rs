@@ -206,10 +206,7 @@ impl Client {
         if !self.deltas.load(Ordering::Relaxed) {
             return None;
         }
-        let (body, is_delta) = self.sender().body(node, seq, compact);
-        if !is_delta {
-            return None;
-        }
+        let body = self.sender().delta(node, seq, compact)?;
         let out = self.post_as(seq, body, DELTA_CONTENT_TYPE).await;
         match &out {
             Outcome::Held { status: 409, message } => {

@@ -186,13 +186,13 @@ impl Sender {
         Sender { full_every: full_every.max(1), base: None, since_full: 0 }
     }
 
-    /// The body for report `seq` (its compact bytes `full`): `(body, is_delta)`.
-    pub fn body(&self, node: &str, seq: u64, full: &[u8]) -> (Vec<u8>, bool) {
+    /// Report `seq` (its compact bytes `full`) as a delta body, or `None` when it goes in full.
+    pub fn delta(&self, node: &str, seq: u64, full: &[u8]) -> Option<Vec<u8>> {
         match &self.base {
             Some((base_seq, base)) if self.since_full + 1 < self.full_every && *base_seq < seq => {
-                (encode(node, *base_seq, base, seq, full), true)
+                Some(encode(node, *base_seq, base, seq, full))
             }
-            _ => (full.to_vec(), false),
+            _ => None,
         }
     }
 
@@ -277,19 +277,19 @@ mod tests {
     fn the_sender_sends_in_full_first_every_nth_report_and_after_a_reset() {
         let mut s = Sender::new(3);
         let full = |seq| report(seq, 40.0);
-        let (_, d) = s.body("n", 1, &full(1));
+        let d = s.delta("n", 1, &full(1)).is_some();
         assert!(!d, "no base yet");
         s.acknowledged(1, full(1), d);
-        let (_, d) = s.body("n", 2, &full(2));
+        let d = s.delta("n", 2, &full(2)).is_some();
         assert!(d);
         s.acknowledged(2, full(2), d);
-        let (_, d) = s.body("n", 3, &full(3));
+        let d = s.delta("n", 3, &full(3)).is_some();
         assert!(d);
         s.acknowledged(3, full(3), d);
-        let (_, d) = s.body("n", 4, &full(4));
+        let d = s.delta("n", 4, &full(4)).is_some();
         assert!(!d, "every third report goes in full");
         s.acknowledged(4, full(4), d);
         s.reset();
-        assert!(!s.body("n", 5, &full(5)).1);
+        assert!(s.delta("n", 5, &full(5)).is_none());
     }
 }
