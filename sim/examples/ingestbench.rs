@@ -1,0 +1,134 @@
+//! The analyzer's ingest path, stage by stage, on one thread, with the allocator production uses:
+//! what each stage costs per report, so work goes where the time is. Reports come from a scenario's
+//! world; each node's reports are deltas against its previous one, as agents send them.
+//! `cargo run --release -p faultline-sim --example ingestbench -- sim/scenarios/scale-16k.toml 120`
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use faultline_analyzer::engine::Analyzer;
+use faultline_analyzer::ingest::{self, Bases, Encoding, NodeLedger};
+use faultline_proto::wire::delta::{Sender, envelope};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Default)]
+struct Stages {
+    step: Duration,
+    encode: Duration,
+    delta_encode: Duration,
+    rebuild: Duration,
+    prost: Duration,
+    from_wire: Duration,
+    validate: Duration,
+    apply: Duration,
+    tick: Duration,
+    free: Duration,
+    reports: u64,
+    delta_bytes: u64,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let path = args.get(1).map(String::as_str).unwrap_or("sim/scenarios/scale-16k.toml");
+    let secs: i64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(120);
+    let sc = match faultline_sim::Scenario::from_path(std::path::Path::new(path)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let epoch = 1_700_000_000_000;
+    let mut w = faultline_sim::World::new(&sc, epoch);
+    let mut an = Analyzer::new(Default::default(), w.cluster.topology());
+    let mut ledger = NodeLedger::default();
+    let bases = Bases::default();
+    let mut senders: HashMap<String, Sender> = HashMap::new();
+    let mut s = Stages::default();
+    // The first two intervals warm up (first full reports, first bases); the rest is measured.
+    let warm_ms = (2.0 * sc.interval_s * 1000.0) as i64;
+    while w.t_ms < secs * 1000 {
+        if w.t_ms == warm_ms {
+            s = Stages::default();
+        }
+        let t = Instant::now();
+        let out = w.step();
+        s.step += t.elapsed();
+        let now = epoch + w.t_ms;
+        let mut spent = Vec::with_capacity(out.len());
+        for o in out {
+            let r = o.report;
+            let t = Instant::now();
+            let full = faultline_proto::wire::encode(&r);
+            s.encode += t.elapsed();
+            let t = Instant::now();
+            let snd = senders.entry(r.node.clone()).or_insert_with(|| Sender::new(30));
+            let body = snd.delta(&r.node, r.seq, &full);
+            snd.acknowledged(r.seq, full.clone(), body.is_some());
+            s.delta_encode += t.elapsed();
+            let compact = match body {
+                Some(d) => {
+                    s.delta_bytes += d.len() as u64;
+                    let t = Instant::now();
+                    let rebuilt = envelope(&d).and_then(|e| bases.rebuild_envelope(&e)).expect("rebuild");
+                    s.rebuild += t.elapsed();
+                    rebuilt
+                }
+                None => {
+                    s.delta_bytes += full.len() as u64;
+                    full
+                }
+            };
+            let t = Instant::now();
+            let wire = <faultline_proto::wire::Report as prost::Message>::decode(compact.as_slice()).expect("prost");
+            s.prost += t.elapsed();
+            drop(wire);
+            let t = Instant::now();
+            let d = ingest::decode(&compact, Encoding::Protobuf).expect("decode");
+            s.from_wire += t.elapsed();
+            let t = Instant::now();
+            let _ = d.report().validate();
+            s.validate += t.elapsed();
+            bases.keep(&r.node, r.seq, compact);
+            let t = Instant::now();
+            let a = ingest::apply(&mut an, &mut ledger, d, now);
+            s.apply += t.elapsed();
+            spent.push(a.report);
+            s.reports += 1;
+            drop(r);
+        }
+        let t = Instant::now();
+        drop(spent);
+        s.free += t.elapsed();
+        let t = Instant::now();
+        an.tick(now);
+        s.tick += t.elapsed();
+    }
+    let n = s.reports.max(1) as f64;
+    let us = |d: Duration| d.as_secs_f64() * 1e6 / n;
+    let rounds = ((secs * 1000 - warm_ms) as f64 / (sc.interval_s * 1000.0)).max(1.0);
+    println!("{} reports measured ({} rounds of {} nodes), {:.0} B/report sent", s.reports, rounds, w.nodes.len(), s.delta_bytes as f64 / n);
+    println!("per report, us (prost decode is also inside decode; validate is timed apart but also inside decode):");
+    for (name, d) in [
+        ("sim step (physics + report)", s.step),
+        ("agent: compact encode", s.encode),
+        ("agent: delta encode", s.delta_encode),
+        ("analyzer: delta rebuild", s.rebuild),
+        ("analyzer: prost decode only", s.prost),
+        ("analyzer: decode (prost + from_wire + validate)", s.from_wire),
+        ("analyzer: validate", s.validate),
+        ("analyzer: apply (engine + ledger)", s.apply),
+        ("analyzer: tick (per report)", s.tick),
+        ("analyzer: free reports", s.free),
+    ] {
+        println!("  {name:<50} {:>8.1}", us(d));
+    }
+    println!(
+        "analyzer per round (rebuild + decode + apply + tick + free): {:.0} ms; apply + tick alone {:.0} ms; peak RSS {} MiB",
+        (s.rebuild + s.from_wire + s.apply + s.tick + s.free).as_secs_f64() * 1000.0 / rounds,
+        (s.apply + s.tick).as_secs_f64() * 1000.0 / rounds,
+        faultline_sim::report::peak_rss_bytes() >> 20
+    );
+}
