@@ -33,27 +33,51 @@ pub const HOST_POINTS: usize = 16;
 /// Events kept per node.
 pub const MAX_EVENTS_PER_NODE: usize = 256;
 /// NIC counters the detectors read; others in the report are ignored to keep per-report cost low.
+/// In byte order, as a report's counter map is: applying a report walks both lists side by side
+/// (a test checks the order).
 pub const NIC_COUNTERS: &[&str] = &[
-    "symbol_error",
-    "port_rcv_errors",
-    "local_link_integrity_errors",
+    "excessive_buffer_overrun_errors",
     "link_downed",
     "link_error_recovery",
-    "port_xmit_wait",
-    "np_ecn_marked_roce_packets",
+    "local_ack_timeout_err",
+    "local_link_integrity_errors",
     "np_cnp_sent",
-    "rp_cnp_handled",
+    "np_ecn_marked_roce_packets",
     "out_of_sequence",
     "packet_seq_err",
-    "roce_adp_retrans",
-    "local_ack_timeout_err",
-    "excessive_buffer_overrun_errors",
+    "port_rcv_errors",
     "port_rcv_remote_physical_errors",
-    "port_xmit_discards",
-    "tx_bytes",
-    "rx_bytes",
     "port_xmit_data",
+    "port_xmit_discards",
+    "port_xmit_wait",
+    "roce_adp_retrans",
+    "rp_cnp_handled",
+    "rx_bytes",
+    "symbol_error",
+    "tx_bytes",
 ];
+
+/// The `NIC_COUNTERS` a port reported, by their place in that list: a fixed array instead of a
+/// map keyed by name, so applying a report looks nothing up by name.
+#[derive(Debug, Clone, Default)]
+pub struct NicCounters([Option<Counter>; NIC_COUNTERS.len()]);
+
+impl NicCounters {
+    /// Place of `name` in `NIC_COUNTERS`.
+    pub fn index(name: &str) -> Option<usize> {
+        NIC_COUNTERS.iter().position(|c| *c == name)
+    }
+    pub fn get(&self, name: &str) -> Option<&Counter> {
+        Self::index(name).and_then(|i| self.0[i].as_ref())
+    }
+    /// The counter of `name` (made on first use); `None` for a name the detectors do not read.
+    pub fn at(&mut self, name: &str) -> Option<&mut Counter> {
+        Self::index(name).map(|i| self.slot(i))
+    }
+    pub(crate) fn slot(&mut self, i: usize) -> &mut Counter {
+        self.0[i].get_or_insert_with(Counter::default)
+    }
+}
 
 /// Bytes per second below which a fabric port or an NVLink counts as idle: a training job's
 /// collectives move GB/s, subnet-management chatter on an idle port a few kB/s.
@@ -261,8 +285,9 @@ pub struct GpuState {
     pub pci_present: Option<bool>,
     /// The kernel said it fell off the bus (XID 79 or the plain line).
     pub fell_off_at: Option<i64>,
-    /// Previous cumulative clock-event (violation) times, for the share of each interval.
-    pub clock_events: Option<(i64, BTreeMap<String, u64>)>,
+    /// Previous cumulative clock-event (violation) times of the reasons `apply::CLOCK_REASONS`,
+    /// for the share of each interval.
+    pub clock_events: Option<(i64, [Option<u64>; 3])>,
     /// NVLink data bytes (all links, both directions).
     pub nvlink_traffic: Traffic,
     /// PCIe AER lines naming this GPU: (time, uncorrected).
@@ -277,7 +302,7 @@ pub struct NicState {
     pub state_word: Option<String>,
     /// The rating the port reports, Gb/s.
     pub max_rate_gbps: Option<f64>,
-    pub counters: BTreeMap<&'static str, Counter>,
+    pub counters: NicCounters,
     pub carrier_changes: Counter,
     /// Report time since which the link is down.
     pub down_since: Option<i64>,
@@ -295,7 +320,7 @@ pub struct NicState {
     /// The netdev behind the port (`ibp12s0`, `eth1`): kernel lines name RoCE ports by it.
     pub netdev: Option<String>,
     /// Counters sitting at their maximum now.
-    pub saturated: Vec<String>,
+    pub saturated: Vec<&'static str>,
     /// Data bytes sent and received.
     pub traffic: Traffic,
     /// Driver-level trouble from the kernel: mlx5 health/command timeouts, NETDEV WATCHDOG, IB
@@ -583,6 +608,31 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nic_counters_are_in_byte_order_as_a_reports_counter_map_is() {
+        // apply_nics walks a report's counters and this list side by side.
+        assert!(NIC_COUNTERS.windows(2).all(|w| w[0] < w[1]), "{NIC_COUNTERS:?}");
+        for name in CONGESTION_INPUTS {
+            assert!(NicCounters::index(name).is_some(), "{name} is read for congestion");
+        }
+        // Every counter a report carries that the detectors read is kept, the others are not.
+        let mut st = State::default();
+        let mut r = NodeReport::empty("n1");
+        r.seq = 1;
+        r.timestamp_ms = 1_000;
+        let mut nic = faultline_proto::NicSample { name: "mlx5_0".into(), ..Default::default() };
+        for (i, name) in NIC_COUNTERS.iter().chain(["aaa_first", "zzz_last", "port_rcv_data"].iter()).enumerate() {
+            nic.counters.insert(name.to_string(), i as u64);
+        }
+        r.nics = vec![nic];
+        st.apply(&r, 1_000);
+        let kept = &st.nodes["n1"].nics["mlx5_0"].counters;
+        for name in NIC_COUNTERS {
+            assert!(kept.get(name).is_some_and(|c| c.samples == 1), "{name} kept");
+        }
+        assert!(kept.get("port_rcv_data").is_none());
+    }
 
     #[test]
     fn a_late_report_is_applied_for_its_events_and_a_replay_is_a_duplicate() {

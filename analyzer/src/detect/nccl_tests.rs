@@ -130,7 +130,7 @@ fn a_nic_whose_counters_explain_the_edges_keeps_the_counters_class() {
     for (i, v) in [0u64, 400, 900].iter().enumerate() {
         c.update(NOW - 30_000 + i as i64 * 10_000, *v);
     }
-    errors.counters.insert("symbol_error", c);
+    *errors.counters.at("symbol_error").unwrap() = c;
     assert_eq!(bad_nic_class(errors), Some(FaultClass::CableBitErrors));
     // A healthy port (counters flat), two peers failing once: the NIC or the path, not told apart.
     assert_eq!(bad_nic_class(NicState::default()), None);

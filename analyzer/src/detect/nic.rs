@@ -223,7 +223,7 @@ mod tests {
 
     fn with_counter(name: &'static str, values: &[u64]) -> NicState {
         let mut n = up();
-        let c = n.counters.entry(name).or_default();
+        let c = n.counters.at(name).expect("a counter the detectors read");
         for (i, v) in values.iter().enumerate() {
             c.update(NOW - (values.len() - i) as i64 * 10_000, *v);
         }

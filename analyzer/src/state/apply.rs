@@ -3,6 +3,23 @@
 
 use super::*;
 
+/// The entry for `key`, made (with its key allocated) only the first time: a report names the same
+/// NICs, disks and nodes every interval, and cloning each name per report was most of the cost of
+/// applying one.
+pub(super) fn slot<'a, V: Default>(map: &'a mut BTreeMap<String, V>, key: &str) -> &'a mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), V::default());
+    }
+    map.get_mut(key).expect("inserted above when missing")
+}
+
+/// Sets `dst` to `src` without allocating when they are already equal (names rarely change).
+pub(super) fn set_str(dst: &mut Option<String>, src: Option<&str>) {
+    if dst.as_deref() != src {
+        *dst = src.map(str::to_string);
+    }
+}
+
 pub(super) fn apply_event(node: &mut NodeState, e: &faultline_proto::Event) {
     if let Some(c) = &e.collective {
         super::comm::record(node, e, c); // collective evidence (detect/nccl.rs reads it)
@@ -144,13 +161,13 @@ pub(super) fn apply_gpus(node: &mut NodeState, gpus: &[GpuSample], ts: i64) {
         st.missing_since = None;
         st.state = g.state;
         if g.pci_bus_id.is_some() {
-            st.pci_bus_id = g.pci_bus_id.clone();
+            set_str(&mut st.pci_bus_id, g.pci_bus_id.as_deref());
         }
         st.pci_present = g.pci_present;
         // NVML's own words: "GPU is lost" is lost; any other error (a fallen-off GPU often answers
         // "Unknown Error") leaves the GPU unresponsive until the kernel log or PCI says more.
         let err = g.nvml_error.as_deref().filter(|e| !e.to_ascii_lowercase().contains("not supported"));
-        st.nvml_error = err.map(str::to_string);
+        set_str(&mut st.nvml_error, err);
         let lost_word = err.is_some_and(|e| e.to_ascii_lowercase().contains("lost"));
         let state = match g.state {
             WireGpuState::Ok if lost_word => WireGpuState::Lost,
@@ -213,10 +230,12 @@ pub(super) fn apply_gpus(node: &mut NodeState, gpus: &[GpuSample], ts: i64) {
                 st.remap_pending = rr.pending;
                 st.remap_failure = rr.failure;
             }
-            let nvl: Vec<u64> =
-                g.nvlinks.iter().filter_map(|l| Some(l.tx_bytes?.saturating_add(l.rx_bytes?))).collect();
-            if !nvl.is_empty() {
-                let total = nvl.iter().fold(0u64, |a, b| a.saturating_add(*b));
+            let nvl = g
+                .nvlinks
+                .iter()
+                .filter_map(|l| Some(l.tx_bytes?.saturating_add(l.rx_bytes?)))
+                .fold(None, |a: Option<u64>, b| Some(a.unwrap_or(0).saturating_add(b)));
+            if let Some(total) = nvl {
                 st.nvlink_traffic.update(ts, total, NVLINK_TRAFFIC_FLOOR_BYTES_PER_S);
             }
             for l in &g.nvlinks {
@@ -252,25 +271,29 @@ pub(super) fn apply_gpus(node: &mut NodeState, gpus: &[GpuSample], ts: i64) {
 /// Reasons the clocks are held down for heat, and for the power brake (NVML's reason names).
 const THERMAL_REASONS: &[&str] = &["hw_thermal_slowdown", "sw_thermal_slowdown"];
 const BRAKE_REASONS: &[&str] = &["hw_power_brake_slowdown"];
+/// Every reason `clock_shares` reads: what `GpuState::clock_events` keeps, in this order.
+pub const CLOCK_REASONS: [&str; 3] = ["hw_thermal_slowdown", "sw_thermal_slowdown", "hw_power_brake_slowdown"];
 
 /// Share of the interval since the previous sample that the clocks were held for heat and for the
 /// power brake, from NVML's cumulative violation times. `None` without counters (or on the first).
+/// Only the reasons read here are kept from one sample to the next (`CLOCK_REASONS`).
 fn clock_shares(st: &mut GpuState, now: &BTreeMap<String, u64>, ts: i64) -> (Option<f64>, Option<f64>) {
     if now.is_empty() {
         st.clock_events = None;
         return (None, None);
     }
-    let prev = st.clock_events.replace((ts, now.clone()));
+    let cur: [Option<u64>; CLOCK_REASONS.len()] = std::array::from_fn(|i| now.get(CLOCK_REASONS[i]).copied());
+    let prev = st.clock_events.replace((ts, cur));
     let Some((pt, prev)) = prev.filter(|(pt, _)| *pt < ts) else { return (None, None) };
     let span_ns = (ts - pt) as f64 * 1e6;
     let share = |names: &[&str]| -> Option<f64> {
         let mut any = false;
         let mut max = 0.0f64;
-        for n in names {
-            if let (Some(a), Some(b)) = (prev.get(*n), now.get(*n)) {
+        for (i, _) in CLOCK_REASONS.iter().enumerate().filter(|(_, r)| names.contains(r)) {
+            if let (Some(a), Some(b)) = (prev[i], cur[i]) {
                 any = true;
                 // A reset (driver reload) restarts the count: the new value is the time since.
-                let d = if b >= a { b - a } else { *b };
+                let d = if b >= a { b - a } else { b };
                 max = max.max(d as f64 / span_ns);
             }
         }
@@ -282,10 +305,10 @@ fn clock_shares(st: &mut GpuState, now: &BTreeMap<String, u64>, ts: i64) -> (Opt
 pub(super) fn apply_nics(node: &mut NodeState, nics: &[NicSample], ts: i64) {
     super::comm::record_addrs(node, nics); // addresses for peer lookup (detect/nccl.rs)
     for n in nics {
-        let st = node.nics.entry(n.name.clone()).or_default();
+        let st = slot(&mut node.nics, &n.name);
         st.fabric = n.is_fabric();
         if n.netdev.is_some() {
-            st.netdev = n.netdev.clone();
+            set_str(&mut st.netdev, n.netdev.as_deref());
         }
         let down = n.carrier == Some(false)
             || n.operstate.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("down") || s == "lowerlayerdown")
@@ -304,30 +327,33 @@ pub(super) fn apply_nics(node: &mut NodeState, nics: &[NicSample], ts: i64) {
             st.down_since = None;
             st.up_at = Some(ts);
         }
-        let mut deltas = [None::<u64>; 6];
+        let mut all = [None::<u64>; NIC_COUNTERS.len()];
         st.saturated.clear();
-        for name in NIC_COUNTERS {
-            if let Some(v) = n.counters.get(*name) {
-                let c = st.counters.entry(name).or_default();
-                // Stuck at its width's maximum: no delta, unknown rather than zero.
-                if n.saturated.iter().any(|x| x == name) || faultline_proto::counters::is_saturated(name, *v) {
-                    c.mark_saturated();
-                    st.saturated.push(name.to_string());
-                    continue;
-                }
-                let d = c.update(ts, *v);
-                if let Some(i) = CONGESTION_INPUTS.iter().position(|c| c == name) {
-                    deltas[i] = d;
-                }
+        // Both in byte order: one pass over the report's counters.
+        let mut want = NIC_COUNTERS.iter().enumerate().peekable();
+        for (key, v) in &n.counters {
+            while want.peek().is_some_and(|(_, w)| **w < key.as_str()) {
+                want.next();
             }
+            let Some(&(i, name)) = want.peek().filter(|(_, w)| **w == key.as_str()) else { continue };
+            let c = st.counters.slot(i);
+            // Stuck at its width's maximum: no delta, unknown rather than zero.
+            if n.saturated.iter().any(|x| x == name) || faultline_proto::counters::is_saturated(name, *v) {
+                c.mark_saturated();
+                st.saturated.push(name);
+                continue;
+            }
+            all[i] = c.update(ts, *v);
         }
+        let deltas: [Option<u64>; 6] =
+            std::array::from_fn(|k| NicCounters::index(CONGESTION_INPUTS[k]).and_then(|i| all[i]));
         // Congestion per byte sent, only while the port carries traffic: a job that stalls and
         // resumes changes wait and bytes together, a congested fabric changes the ratio.
         let bytes = deltas[0].or(deltas[1]).unwrap_or(0);
         // A saturated `port_xmit_wait` is unknown, not zero: the point keeps the ECN/CNP marks (RoCE)
         // and no wait. A port that can tell neither (IB with its wait counter at the maximum) adds no
         // point, so it neither votes for nor against a congested leaf.
-        let wait_known = !st.saturated.iter().any(|x| x == "port_xmit_wait");
+        let wait_known = !st.saturated.iter().any(|x| *x == "port_xmit_wait");
         let wait = deltas[2].filter(|_| wait_known);
         let marks_known = deltas[3..].iter().any(Option::is_some);
         if bytes >= CONGESTION_MIN_BYTES && !down && (wait.is_some() || marks_known) {
@@ -362,10 +388,8 @@ pub(super) fn apply_nics(node: &mut NodeState, nics: &[NicSample], ts: i64) {
                 push(&mut st.rates, (ts, rate), GPU_POINTS);
             }
         }
-        if st.link_layer != n.link_layer {
-            st.link_layer = n.link_layer.clone();
-        }
-        st.state_word = n.ib_state.clone().or_else(|| n.operstate.clone());
+        set_str(&mut st.link_layer, n.link_layer.as_deref());
+        set_str(&mut st.state_word, n.ib_state.as_deref().or(n.operstate.as_deref()));
         st.max_rate_gbps = n.max_rate_gbps;
     }
 }
@@ -391,11 +415,14 @@ pub(super) fn apply_job(jobs: &mut BTreeMap<String, JobState>, host: &str, j: &J
         }
     }
     // Ranks this node ran and no longer lists: their processes are gone.
-    let listed: Vec<u32> = j.ranks.iter().map(|r| r.rank).collect();
-    if let Some(before) = job.by_node.insert(host.to_string(), listed.clone()) {
-        for k in before.iter().filter(|k| !listed.contains(k)) {
-            if let Some(rs) = job.ranks.get_mut(k).filter(|rs| rs.node == host && rs.gone_ms.is_none()) {
-                rs.gone_ms = Some(ts);
+    let same = job.by_node.get(host).is_some_and(|b| b.iter().copied().eq(j.ranks.iter().map(|r| r.rank)));
+    if !same {
+        let listed: Vec<u32> = j.ranks.iter().map(|r| r.rank).collect();
+        if let Some(before) = job.by_node.insert(host.to_string(), listed.clone()) {
+            for k in before.iter().filter(|k| !listed.contains(k)) {
+                if let Some(rs) = job.ranks.get_mut(k).filter(|rs| rs.node == host && rs.gone_ms.is_none()) {
+                    rs.gone_ms = Some(ts);
+                }
             }
         }
     }
@@ -409,9 +436,13 @@ pub(super) fn apply_job(jobs: &mut BTreeMap<String, JobState>, host: &str, j: &J
             rs.exit_code = None;
             rs.exited_ms = None;
         }
-        rs.node = host.to_string();
-        rs.gpus = r.gpus.clone();
-        rs.nic = r.nic.clone();
+        if rs.node != host {
+            rs.node = host.to_string();
+        }
+        if rs.gpus != r.gpus {
+            rs.gpus.clone_from(&r.gpus);
+        }
+        set_str(&mut rs.nic, r.nic.as_deref());
         rs.pid = r.pid.or(rs.pid);
         rs.state = r.state;
         rs.seen_ms = ts;
