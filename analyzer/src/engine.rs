@@ -89,6 +89,11 @@ pub enum IncidentChange {
 const HEARTBEAT_SCAN_MS: i64 = 1_000;
 /// A job with no new data is re-checked this often (stalls are judged on time passing).
 const JOB_RECHECK_MS: i64 = 2_000;
+/// A job with new routine data (progress, counters) waits this long after its last check: each of
+/// its nodes' reports marks it dirty, so a 100-node job was checked on every tick (every second).
+/// Reports that change what a job is (a rank exits or vanishes, a non-finite loss, any event, the
+/// scheduler ending it) are checked on the next tick.
+const JOB_DIRTY_MIN_MS: i64 = 2_000;
 pub use crate::silence::{
     HEARTBEAT_MIN_SILENCE_MS, HEARTBEAT_TRANSIT_MS, MASS_SILENCE_FRACTION, MASS_SILENCE_MIN_NODES, silence_allowance_ms,
 };
@@ -110,6 +115,8 @@ pub struct Analyzer {
     book: Book,
     dirty_nodes: BTreeSet<String>,
     dirty_jobs: BTreeSet<String>,
+    /// Dirty jobs to check on the next tick whatever `JOB_DIRTY_MIN_MS` says.
+    urgent_jobs: BTreeSet<String>,
     node_symptoms: HashMap<String, Vec<Symptom>>,
     job_symptoms: HashMap<String, Vec<Symptom>>,
     job_checked: HashMap<String, i64>,
@@ -142,6 +149,7 @@ impl Analyzer {
             book: Book::default(),
             dirty_nodes: BTreeSet::new(),
             dirty_jobs: BTreeSet::new(),
+            urgent_jobs: BTreeSet::new(),
             node_symptoms: HashMap::new(),
             job_symptoms: HashMap::new(),
             job_checked: HashMap::new(),
@@ -198,6 +206,12 @@ impl Analyzer {
     fn apply(&mut self, report: &NodeReport, now_ms: i64) -> IngestOutcome {
         let prev = self.state.nodes.get(&report.node);
         let before: Vec<String> = prev.map(|n| n.jobs.clone()).unwrap_or_default();
+        let urgent: Vec<&str> = report
+            .jobs
+            .iter()
+            .filter(|j| !report.events.is_empty() || self.job_news(&report.node, j))
+            .map(|j| j.job_id.as_str())
+            .collect();
         let inventory = |n: &crate::state::NodeState| (n.gpus.len(), n.nics.len(), n.disks.len());
         let inv_before = prev.map(inventory);
         let applied = self.state.apply(report, now_ms);
@@ -218,15 +232,37 @@ impl Analyzer {
             self.dirty_nodes.insert(report.node.clone());
             // Jobs listed now, and jobs that just left this node, need a look.
             for j in &report.jobs {
-                self.dirty_jobs.insert(j.job_id.clone());
+                if !self.dirty_jobs.contains(&j.job_id) {
+                    self.dirty_jobs.insert(j.job_id.clone());
+                }
+            }
+            for j in urgent {
+                if !self.urgent_jobs.contains(j) {
+                    self.urgent_jobs.insert(j.to_string());
+                }
             }
             for j in before {
                 if !report.jobs.iter().any(|x| x.job_id == j) {
+                    self.urgent_jobs.insert(j.clone());
                     self.dirty_jobs.insert(j);
                 }
             }
         }
         IngestOutcome { node: report.node.clone(), seq: report.seq, duplicate }
+    }
+
+    /// Whether `j` (as `node` reports it) changes what the job is, not only how it runs: a rank
+    /// exited, vanished from the node or reports a non-finite loss, or the scheduler ended the job.
+    fn job_news(&self, node: &str, j: &faultline_proto::JobSample) -> bool {
+        use faultline_proto::report::ProcState;
+        let listed_before = self.state.jobs.get(&j.job_id).and_then(|s| s.by_node.get(node)).map_or(0, Vec::len);
+        j.ranks.len() < listed_before
+            || j.sched_state.is_some_and(|s| s.is_ended())
+            || j.ranks.iter().any(|r| {
+                r.exit_code.is_some()
+                    || matches!(r.state, ProcState::Exited | ProcState::Zombie)
+                    || r.progress.as_ref().and_then(|p| p.loss).is_some_and(|l| !l.is_finite())
+            })
     }
 
     /// Run detectors and the localizer at `now_ms`; return what changed.
@@ -387,7 +423,14 @@ impl Analyzer {
             warmup_ms: (self.cfg.job_warmup_s * 1000.0) as i64,
             pause_max_ms: (self.cfg.job_pause_max_s * 1000.0) as i64,
         };
-        let dirty = std::mem::take(&mut self.dirty_jobs);
+        // Dirty jobs checked less than `JOB_DIRTY_MIN_MS` ago stay dirty for a later tick, unless
+        // their news is urgent.
+        let urgent = std::mem::take(&mut self.urgent_jobs);
+        let (dirty, wait): (BTreeSet<String>, BTreeSet<String>) =
+            std::mem::take(&mut self.dirty_jobs).into_iter().partition(|id| {
+                urgent.contains(id) || self.job_checked.get(id).is_none_or(|t| now_ms - t >= JOB_DIRTY_MIN_MS)
+            });
+        self.dirty_jobs = wait;
         let mut to_check: BTreeSet<String> = dirty.clone();
         if recheck {
             for (id, _) in &self.state.jobs {

@@ -107,8 +107,13 @@ pub fn check(nodes: &BTreeMap<String, NodeState>, fab: &Fabric<'_>, out: &mut Ve
 
 /// The judged paths: each live node's probes toward live peers, peer addresses traced to NICs.
 fn matrix(nodes: &BTreeMap<String, NodeState>, fab: &Fabric<'_>) -> Vec<Path> {
+    // No node probes (pingmesh off): nothing to judge, and no address book to build.
+    if nodes.values().all(|n| n.probes.paths.is_empty()) {
+        return Vec::new();
+    }
     // Address → (node, NIC); an address more than one node reports names nothing.
-    let mut owner: HashMap<&str, Option<(&str, &str)>> = HashMap::new();
+    let addrs = nodes.values().flat_map(|n| n.nic_addrs.values()).map(Vec::len).sum();
+    let mut owner: HashMap<&str, Option<(&str, &str)>> = HashMap::with_capacity(addrs);
     for (name, n) in nodes {
         for (nic, addrs) in &n.nic_addrs {
             for a in addrs {
