@@ -97,16 +97,55 @@ pub const WRITE_FLOOR_BYTES_PER_S: f64 = 50e6;
 /// stuck at its maximum (IB 32-bit counters saturate) gives zero deltas.
 ///
 /// Memory: a counter that only ever counts zero keeps no deltas at all (most NVLink and error
-/// counters); once it moves, every delta is kept until the window has aged out again.
+/// counters) and no buffer for them (`Deltas`); once it moves, every delta is kept until the window
+/// has aged out again.
 #[derive(Debug, Clone, Default)]
 pub struct Counter {
     last: Option<(i64, u64)>,
     /// Samples seen (the first gives no delta).
     pub samples: u32,
     /// (report time, increase since the previous sample); leading zero deltas are not stored.
-    pub deltas: VecDeque<(i64, u64)>,
+    pub deltas: Deltas,
     /// The counter sits at its width's maximum and no longer moves: its rate is unknown, not zero.
     pub saturated: bool,
+}
+
+/// A counter's stored deltas: no buffer at all while there are none. A 100k-GPU cluster keeps
+/// about 1.9M counters, nearly all of them flat; an empty `VecDeque` inline cost 32 bytes each,
+/// a pointer costs 8.
+#[derive(Debug, Clone, Default)]
+pub struct Deltas(Option<Box<VecDeque<(i64, u64)>>>);
+
+impl Deltas {
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &(i64, u64)> + '_ {
+        self.0.as_deref().into_iter().flatten()
+    }
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |q| q.len())
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn back(&self) -> Option<&(i64, u64)> {
+        self.0.as_ref().and_then(|q| q.back())
+    }
+    fn push(&mut self, d: (i64, u64)) {
+        push(self.0.get_or_insert_with(|| Box::new(VecDeque::with_capacity(COUNTER_POINTS))), d, COUNTER_POINTS);
+    }
+    /// Drops deltas older than `since`, and the buffer once nothing but zeros is left.
+    fn trim(&mut self, since: i64) {
+        if let Some(q) = self.0.as_mut() {
+            while q.front().is_some_and(|x| x.0 < since) {
+                q.pop_front();
+            }
+            if q.iter().all(|x| x.1 == 0) {
+                self.0 = None;
+            }
+        }
+    }
+    pub fn clear(&mut self) {
+        self.0 = None;
+    }
 }
 
 impl Counter {
@@ -122,14 +161,9 @@ impl Counter {
         self.samples = self.samples.saturating_add(1);
         if let Some(d) = d {
             if d > 0 || !self.deltas.is_empty() {
-                self.deltas.push_back((ts, d));
+                self.deltas.push((ts, d));
             }
-            while self.deltas.len() > COUNTER_POINTS || self.deltas.front().is_some_and(|x| x.0 < ts - WINDOW_MS) {
-                self.deltas.pop_front();
-            }
-            if self.deltas.iter().all(|x| x.1 == 0) {
-                self.deltas.clear();
-            }
+            self.deltas.trim(ts - WINDOW_MS);
         }
         d
     }
@@ -245,6 +279,59 @@ pub struct NvLinkState {
     pub recovery: Counter,
 }
 
+/// A GPU's NVLinks by link number, in order: a sorted vector, not a map. A 100k-GPU cluster keeps
+/// 1.8M of them; a B-tree's nodes (room for 11 entries each) held them at about twice the bytes.
+#[derive(Debug, Clone, Default)]
+pub struct Links(Vec<(u32, NvLinkState)>);
+
+impl Links {
+    pub fn get(&self, link: &u32) -> Option<&NvLinkState> {
+        self.0.binary_search_by_key(link, |(k, _)| *k).ok().map(|i| &self.0[i].1)
+    }
+    pub fn contains_key(&self, link: &u32) -> bool {
+        self.get(link).is_some()
+    }
+    /// The state of `link`, made on first use.
+    pub fn entry_or_default(&mut self, link: u32) -> &mut NvLinkState {
+        let i = match self.0.binary_search_by_key(&link, |(k, _)| *k) {
+            Ok(i) => i,
+            Err(i) => {
+                self.0.insert(i, (link, NvLinkState::default()));
+                i
+            }
+        };
+        &mut self.0[i].1
+    }
+    /// Room for `n` more links, exactly: a GPU lists all its links in its first sample, and
+    /// growing one at a time would leave 32 slots for 18 links.
+    pub fn reserve_exact(&mut self, n: usize) {
+        self.0.reserve_exact(n);
+    }
+    pub fn insert(&mut self, link: u32, st: NvLinkState) {
+        *self.entry_or_default(link) = st;
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (&u32, &NvLinkState)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'a> IntoIterator for &'a Links {
+    type Item = (&'a u32, &'a NvLinkState);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (u32, NvLinkState)>,
+        fn(&'a (u32, NvLinkState)) -> (&'a u32, &'a NvLinkState),
+    >;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct XidSeen {
     pub ts: i64,
@@ -273,7 +360,7 @@ pub struct GpuState {
     /// When a DBE / SRAM increase was last seen.
     pub dbe_at: Option<i64>,
     pub sram_at: Option<i64>,
-    pub nvlinks: BTreeMap<u32, NvLinkState>,
+    pub nvlinks: Links,
     pub xids: VecDeque<XidSeen>,
     /// Last ECC-event (NVML `ecc_dbe` / `ecc_sbe`) times.
     pub ecc_dbe_event_at: Option<i64>,
@@ -518,11 +605,14 @@ pub enum Applied {
     Duplicate,
 }
 
+/// Appends to a ring of at most `cap`, making room first: pushing first would hold `cap + 1` for a
+/// moment, and a `VecDeque` grows its buffer to the next power of two for it (a ring of 8 GPU
+/// samples kept 16 slots), doubling what every ring of every component holds.
 pub(crate) fn push<T>(q: &mut VecDeque<T>, v: T, cap: usize) {
-    q.push_back(v);
-    while q.len() > cap {
+    while q.len() >= cap.max(1) {
         q.pop_front();
     }
+    q.push_back(v);
 }
 
 impl State {

@@ -12,7 +12,35 @@ use faultline_analyzer::ingest::{self, Bases, Encoding, NodeLedger};
 use faultline_proto::wire::delta::{Sender, envelope};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: Counting = Counting;
+
+/// mimalloc, counting the bytes live: what the engine holds, apart from the allocator's overhead.
+struct Counting;
+
+static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size(), std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: forwarded as is.
+        unsafe { mimalloc::MiMalloc.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        LIVE.fetch_sub(l.size(), std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: forwarded as is.
+        unsafe { mimalloc::MiMalloc.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, n: usize) -> *mut u8 {
+        LIVE.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        LIVE.fetch_sub(l.size(), std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: forwarded as is.
+        unsafe { mimalloc::MiMalloc.realloc(p, l, n) }
+    }
+}
+
+fn live_mib() -> usize {
+    LIVE.load(std::sync::atomic::Ordering::Relaxed) >> 20
+}
 
 /// This thread's CPU time: stages are timed in CPU time, not wall time, so that other work on a
 /// shared machine does not count.
@@ -45,6 +73,7 @@ struct Stages {
     free: Duration,
     reports: u64,
     delta_bytes: u64,
+    events: u64,
 }
 
 fn main() {
@@ -59,8 +88,14 @@ fn main() {
         }
     };
     let epoch = 1_700_000_000_000;
+    let rss = || faultline_sim::report::rss_bytes() >> 20;
     let mut w = faultline_sim::World::new(&sc, epoch);
+    let rss_world = rss();
+    let l0 = live_mib();
     let mut an = Analyzer::new(Default::default(), w.cluster.topology());
+    if std::env::var_os("INGESTBENCH_TRACE").is_some() {
+        eprintln!("Analyzer::new (topology): {} MiB", live_mib() - l0);
+    }
     let mut ledger = NodeLedger::default();
     let bases = Bases::default();
     let mut senders: HashMap<String, Sender> = HashMap::new();
@@ -78,6 +113,7 @@ fn main() {
         let mut spent = Vec::with_capacity(out.len());
         for o in out {
             let r = o.report;
+            s.events += r.events.len() as u64;
             let t = Instant::now();
             let full = faultline_proto::wire::encode(&r);
             s.encode += t.elapsed();
@@ -120,10 +156,40 @@ fn main() {
         let t = Instant::now();
         drop(spent);
         s.free += t.elapsed();
+        let before_tick = live_mib();
         let t = Instant::now();
         an.tick(now);
+        if std::env::var_os("INGESTBENCH_TRACE").is_some() && w.t_ms <= 11_000 {
+            eprintln!(
+                "t {} ms: tick grew live heap by {} MiB (now {})",
+                w.t_ms,
+                live_mib() as i64 - before_tick as i64,
+                live_mib()
+            );
+        }
         s.tick += t.elapsed();
+        if std::env::var_os("INGESTBENCH_TRACE").is_some() && w.t_ms % 10_000 == 0 {
+            eprintln!("t {} s: live heap {} MiB, events so far {}", w.t_ms / 1000, live_mib(), s.events);
+        }
     }
+    let rss_end = rss();
+    drop(senders);
+    let rss_no_senders = rss();
+    let (bn, bb) = bases.size();
+    let live_with = live_mib();
+    drop(an);
+    let rss_no_engine = rss();
+    println!(
+        "live heap: engine {} MiB ({:.0} KiB per node)",
+        live_with - live_mib(),
+        (live_with - live_mib()) as f64 * 1024.0 / w.nodes.len().max(1) as f64
+    );
+    println!(
+        "RSS MiB: world built {rss_world}, end {rss_end}, without the agents' delta bases {rss_no_senders}, without the engine {rss_no_engine} (engine ~{} MiB = {:.0} KiB per node); analyzer delta bases {bn} nodes, {} MiB",
+        rss_no_senders.saturating_sub(rss_no_engine),
+        (rss_no_senders.saturating_sub(rss_no_engine) as f64 * 1024.0) / w.nodes.len().max(1) as f64,
+        bb >> 20
+    );
     let n = s.reports.max(1) as f64;
     let us = |d: Duration| d.as_secs_f64() * 1e6 / n;
     let rounds = ((secs * 1000 - warm_ms) as f64 / (sc.interval_s * 1000.0)).max(1.0);

@@ -103,10 +103,7 @@ pub(super) fn apply_event(node: &mut NodeState, e: &faultline_proto::Event) {
     if let (EventClass::CgroupOomKill, Some(pid)) = (ev.class, ev.pid) {
         push(&mut node.cgroup_ooms, (ev.ts, pid), MAX_POINTS);
     }
-    node.events.push_back(ev);
-    while node.events.len() > MAX_EVENTS_PER_NODE {
-        node.events.pop_front();
-    }
+    push(&mut node.events, ev, MAX_EVENTS_PER_NODE);
 }
 
 /// `… Killed process 4242 (python) …` → 4242: the OOM killer's lines name the pid in words.
@@ -238,8 +235,11 @@ pub(super) fn apply_gpus(node: &mut NodeState, gpus: &[GpuSample], ts: i64) {
             if let Some(total) = nvl {
                 st.nvlink_traffic.update(ts, total, NVLINK_TRAFFIC_FLOOR_BYTES_PER_S);
             }
+            if st.nvlinks.is_empty() {
+                st.nvlinks.reserve_exact(g.nvlinks.len());
+            }
             for l in &g.nvlinks {
-                let ls = st.nvlinks.entry(l.link).or_default();
+                let ls = st.nvlinks.entry_or_default(l.link);
                 if l.active {
                     ls.seen_active = true;
                     ls.inactive_since = None;

@@ -20,10 +20,8 @@ pub struct CommObs {
 
 /// Keep `e`'s collective evidence on its node.
 pub fn record(node: &mut NodeState, e: &Event, c: &CollectiveInfo) {
-    node.comm.push_back(CommObs { ts: e.ts_ms, class: e.class, count: e.count.max(1), info: c.clone() });
-    while node.comm.len() > MAX_COMM_PER_NODE {
-        node.comm.pop_front();
-    }
+    let obs = CommObs { ts: e.ts_ms, class: e.class, count: e.count.max(1), info: c.clone() };
+    super::push(&mut node.comm, obs, MAX_COMM_PER_NODE);
 }
 
 /// Keep each NIC's addresses (from every report's NICs).
