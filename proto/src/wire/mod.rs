@@ -19,6 +19,7 @@ mod decode;
 pub mod delta;
 mod encode;
 mod messages;
+mod names;
 
 pub use messages::*;
 
@@ -33,7 +34,7 @@ pub const CONTENT_TYPES: &[&str] =
 
 /// Encodes a report. Never fails: every `NodeReport` has a compact form.
 pub fn encode(r: &NodeReport) -> Vec<u8> {
-    prost::Message::encode_to_vec(&encode::to_wire(r))
+    encode::encode(r)
 }
 
 /// Decodes a compact report. Errors name the field that is wrong; the report is not validated here
@@ -46,5 +47,7 @@ pub fn decode(body: &[u8]) -> Result<NodeReport, ReportError> {
     decode::from_wire(w)
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;

@@ -111,3 +111,26 @@ fn probe_samples_survive_the_round_trip_and_bad_indices_name_the_probe() {
     let e = decode(&prost::Message::encode_to_vec(&w)).unwrap_err();
     assert_eq!(e.field(), "probes[1].peer_addr", "{e}");
 }
+
+/// The bytes of `sample()` as the encoder before the string table was written straight from the
+/// report (prost over `to_wire`) wrote them: what goes on the wire must not change, since deployed
+/// analyzers read it and the delta encoding compresses against the previous report's bytes.
+const SAMPLE_BYTES: &[u8] = include_bytes!("testdata/sample.pb");
+
+#[test]
+fn the_bytes_are_those_of_the_messages_and_do_not_change() {
+    let r = sample();
+    assert_eq!(encode(&r), prost::Message::encode_to_vec(&to_wire(&r)));
+    assert_eq!(encode(&r), SAMPLE_BYTES);
+}
+
+#[test]
+fn a_healthy_nodes_report_keeps_its_bytes_and_its_trip() {
+    let r: NodeReport = serde_json::from_str(include_str!("testdata/healthy-node.json")).unwrap();
+    assert_eq!(r.gpus.len(), 8);
+    let bytes = encode(&r);
+    assert_eq!(bytes, include_bytes!("testdata/healthy-node.pb"));
+    let back = decode(&bytes).unwrap();
+    assert!(back.validate().is_ok());
+    assert_eq!(back, r);
+}
