@@ -1,15 +1,18 @@
-//! `NodeReport` → compact messages: the string table (each string once, referred to by index),
-//! enum values written as their serde names, and optional columns with a bitset of absent entries.
+//! `NodeReport` → compact bytes: the string table (each string once, referred to by index, enum
+//! values as their serde names) and `encode`, which writes the table and then the fields
+//! (`write.rs`). `to_wire` builds the same report as the messages of `messages.rs`, with optional
+//! columns as values and a bitset of absent entries: the reference the tests hold the bytes to.
 
 use std::collections::{BTreeMap, HashMap};
 
+#[cfg(test)]
 use super::messages::*;
 use super::names::WireName;
 use crate::report::*;
 
 /// The report's string table while encoding: strings borrowed from the report, looked up with a
 /// cheap hash (a word at a time; names are short and the table lives for one report).
-struct Strings<'a> {
+pub(super) struct Strings<'a> {
     list: Vec<&'a str>,
     index: HashMap<&'a str, u32, std::hash::BuildHasherDefault<WordHash>>,
 }
@@ -19,24 +22,24 @@ struct Strings<'a> {
 /// comparing a name with the one at its place in the previous list is much cheaper than hashing it
 /// again. A name that differs is put as usual.
 #[derive(Default)]
-struct Run<'a>(Vec<(&'a str, u32)>);
+pub(super) struct Run<'a>(Vec<(&'a str, u32)>);
 
 impl<'a> Strings<'a> {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         // A healthy 8-GPU, 8-NIC report has about 100 distinct strings.
         Strings { list: Vec::with_capacity(128), index: HashMap::with_capacity_and_hasher(128, Default::default()) }
     }
-    fn put(&mut self, s: &'a str) -> u32 {
+    pub(super) fn put(&mut self, s: &'a str) -> u32 {
         let list = &mut self.list;
         *self.index.entry(s).or_insert_with(|| {
             list.push(s);
             (list.len() - 1) as u32
         })
     }
-    fn opt(&mut self, s: &'a Option<String>) -> Option<u32> {
+    pub(super) fn opt(&mut self, s: &'a Option<String>) -> Option<u32> {
         s.as_deref().map(|s| self.put(s))
     }
-    fn all(&mut self, v: &'a [String]) -> Vec<u32> {
+    pub(super) fn all(&mut self, v: &'a [String]) -> Vec<u32> {
         v.iter().map(|s| self.put(s)).collect()
     }
     /// Entry `i` of a list of names, through `run`.
@@ -54,9 +57,17 @@ impl<'a> Strings<'a> {
         k
     }
     /// A unit enum by its serde (JSON) name.
-    fn name<T: WireName>(&mut self, v: T) -> u32 {
+    pub(super) fn name<T: WireName>(&mut self, v: T) -> u32 {
         self.put(v.wire_name())
     }
+    /// The indices of a map's keys, into `out`.
+    pub(super) fn keys(&mut self, run: &mut Run<'a>, m: &'a BTreeMap<String, u64>, out: &mut Vec<u32>) {
+        out.clear();
+        for (i, k) in m.keys().enumerate() {
+            out.push(self.put_at(run, i, k));
+        }
+    }
+    #[cfg(test)]
     fn map(&mut self, run: &mut Run<'a>, m: &'a BTreeMap<String, u64>) -> (Vec<u32>, Vec<u64>) {
         let mut keys = Vec::with_capacity(m.len());
         let mut values = Vec::with_capacity(m.len());
@@ -70,9 +81,9 @@ impl<'a> Strings<'a> {
 
 /// The runs of the lists of names that repeat from one NIC or GPU to the next.
 #[derive(Default)]
-struct Runs<'a> {
-    nic_counters: Run<'a>,
-    clock_events: Run<'a>,
+pub(super) struct Runs<'a> {
+    pub(super) nic_counters: Run<'a>,
+    pub(super) clock_events: Run<'a>,
 }
 
 /// A multiplicative hash over 8-byte words (as rustc's FxHash), for the string table's short keys.
@@ -114,6 +125,7 @@ impl std::hash::Hasher for WordHash {
 
 /// A column of optional values: the values (0 where absent) and a bitset of the absent entries
 /// (empty when none is). A column with no value at all is sent empty.
+#[cfg(test)]
 fn column(values: impl Iterator<Item = Option<u64>> + Clone) -> (Vec<u64>, Vec<u64>) {
     if values.clone().all(|v| v.is_none()) {
         return (Vec::new(), Vec::new());
@@ -143,26 +155,28 @@ pub(super) fn to_wire(r: &NodeReport) -> Report {
 }
 
 /// The report's compact bytes: the string table (field 1, which `prost` would write first) straight
-/// from the report's own strings, then the rest of the messages. The same bytes as
-/// `encode_to_vec(&to_wire(r))` without a copy of every string.
+/// from the report's own strings, then the other fields, written straight from the report
+/// (`write.rs`). The same bytes as `encode_to_vec(&to_wire(r))`, without building the messages.
 pub(super) fn encode(r: &NodeReport) -> Vec<u8> {
-    use prost::Message;
     use prost::encoding::{encode_varint, encoded_len_varint};
-    let (w, strings) = build(r);
+    let mut s = Strings::new();
+    // A healthy 8-GPU node's report is about 7.5 KB.
+    let mut body = super::write::W(Vec::with_capacity(8 << 10));
+    super::write::report(&mut body, r, &mut s);
     // Field 1, length-delimited: the key byte 0x0a.
-    let table: usize = strings.iter().map(|s| 1 + encoded_len_varint(s.len() as u64) + s.len()).sum();
-    let mut out = Vec::with_capacity(table + w.encoded_len());
-    for s in strings {
+    let table: usize = s.list.iter().map(|s| 1 + encoded_len_varint(s.len() as u64) + s.len()).sum();
+    let mut out = Vec::with_capacity(table + body.0.len());
+    for s in &s.list {
         out.push(0x0a);
         encode_varint(s.len() as u64, &mut out);
         out.extend_from_slice(s.as_bytes());
     }
-    // A `Vec` grows as needed, so encoding into one cannot run short of room.
-    let _ = w.encode(&mut out);
+    out.extend_from_slice(&body.0);
     out
 }
 
 /// The report's messages with an empty string table, and the table apart (borrowed from `r`).
+#[cfg(test)]
 fn build(r: &NodeReport) -> (Report, Vec<&str>) {
     let mut s = Strings::new();
     let mut runs = Runs::default();
@@ -353,6 +367,7 @@ fn build(r: &NodeReport) -> (Report, Vec<&str>) {
     (w, s.list)
 }
 
+#[cfg(test)]
 fn gpu_to_wire<'a>(g: &'a GpuSample, s: &mut Strings<'a>, runs: &mut Runs<'a>) -> Gpu {
     let nvlinks = (!g.nvlinks.is_empty()).then(|| {
         let l = &g.nvlinks;

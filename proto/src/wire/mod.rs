@@ -20,6 +20,7 @@ pub mod delta;
 mod encode;
 mod messages;
 mod names;
+mod write;
 
 pub use messages::*;
 
