@@ -1,6 +1,7 @@
 //! Property tests of the compact encoding: for reports of every shape (present and absent values,
 //! names repeated across NICs and GPUs or not, every enum value), `decode(encode(r)) == r`, and the
-//! bytes are exactly `prost`'s encoding of `to_wire(r)`, so the fast paths change nothing on the wire.
+//! bytes are exactly `prost`'s encoding of `to_wire(r)`, so the fast paths change nothing on the wire,
+//! and the in-place reader gives what `prost` and `from_wire` give.
 
 use proptest::prelude::*;
 
@@ -322,6 +323,9 @@ proptest! {
         let r = report(seed);
         let bytes = encode(&r);
         prop_assert_eq!(&bytes, &prost::Message::encode_to_vec(&to_wire(&r)));
-        prop_assert_eq!(decode(&bytes).unwrap(), r);
+        prop_assert_eq!(decode(&bytes).unwrap(), r.clone());
+        // The in-place reader takes the body (no silent fall back) and agrees with the general way.
+        let general = super::decode::from_wire(<Report as prost::Message>::decode(&bytes[..]).unwrap()).unwrap();
+        prop_assert_eq!(super::read::report(&bytes), Some(general));
     }
 }
