@@ -140,10 +140,10 @@ impl NodeReport {
                     "must be a non-empty device name without '/' or spaces",
                 ));
             }
-            if let (Some(t), Some(a)) = (d.total_bytes, d.available_bytes) {
-                if a > t {
-                    return Err(invalid(format!("disks[{i}].available_bytes"), "is larger than total_bytes"));
-                }
+            if let (Some(t), Some(a)) = (d.total_bytes, d.available_bytes)
+                && a > t
+            {
+                return Err(invalid(format!("disks[{i}].available_bytes"), "is larger than total_bytes"));
             }
         }
         max_len(&|| "jobs".into(), self.jobs.len(), MAX_JOBS)?;
@@ -250,10 +250,10 @@ fn validate_host(h: &HostSample) -> Result<(), ReportError> {
             range(&|| name.into(), v, LOAD)?;
         }
     }
-    if let (Some(t), Some(u)) = (h.mem_total_bytes, h.mem_used_bytes) {
-        if u > t {
-            return Err(invalid("host.mem_used_bytes", "is larger than mem_total_bytes"));
-        }
+    if let (Some(t), Some(u)) = (h.mem_total_bytes, h.mem_used_bytes)
+        && u > t
+    {
+        return Err(invalid("host.mem_used_bytes", "is larger than mem_total_bytes"));
     }
     max_len(&|| "host.fans".into(), h.fans.len(), MAX_FANS_OR_TEMPS)?;
     max_len(&|| "host.temps".into(), h.temps.len(), MAX_FANS_OR_TEMPS)?;
@@ -290,21 +290,21 @@ fn validate_gpu(i: usize, g: &GpuSample) -> Result<(), ReportError> {
             range(&|| f(name), v, GPU_POWER_W)?;
         }
     }
-    if let (Some(t), Some(u)) = (g.mem_total_bytes, g.mem_used_bytes) {
-        if u > t {
-            return Err(invalid(f("mem_used_bytes"), "is larger than mem_total_bytes"));
-        }
+    if let (Some(t), Some(u)) = (g.mem_total_bytes, g.mem_used_bytes)
+        && u > t
+    {
+        return Err(invalid(f("mem_used_bytes"), "is larger than mem_total_bytes"));
     }
     if let Some(p) = &g.pcie {
-        if let (Some(c), Some(m)) = (p.width, p.max_width) {
-            if c > PCIE_MAX_WIDTH || m > PCIE_MAX_WIDTH {
-                return Err(invalid(f("pcie.width"), "PCIe width above x64 is impossible"));
-            }
+        if let (Some(c), Some(m)) = (p.width, p.max_width)
+            && (c > PCIE_MAX_WIDTH || m > PCIE_MAX_WIDTH)
+        {
+            return Err(invalid(f("pcie.width"), "PCIe width above x64 is impossible"));
         }
-        if let (Some(c), Some(m)) = (p.generation, p.max_generation) {
-            if c > PCIE_MAX_GENERATION || m > PCIE_MAX_GENERATION {
-                return Err(invalid(f("pcie.generation"), "PCIe generation above 16 is impossible"));
-            }
+        if let (Some(c), Some(m)) = (p.generation, p.max_generation)
+            && (c > PCIE_MAX_GENERATION || m > PCIE_MAX_GENERATION)
+        {
+            return Err(invalid(f("pcie.generation"), "PCIe generation above 16 is impossible"));
         }
     }
     max_len(&|| f("nvlinks"), g.nvlinks.len(), MAX_NVLINKS_PER_GPU)?;

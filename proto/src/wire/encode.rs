@@ -44,10 +44,10 @@ impl<'a> Strings<'a> {
     }
     /// Entry `i` of a list of names, through `run`.
     fn put_at(&mut self, run: &mut Run<'a>, i: usize, s: &'a str) -> u32 {
-        if let Some(&(p, k)) = run.0.get(i) {
-            if p == s {
-                return k;
-            }
+        if let Some(&(p, k)) = run.0.get(i)
+            && p == s
+        {
+            return k;
         }
         let k = self.put(s);
         match run.0.get_mut(i) {

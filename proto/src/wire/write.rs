@@ -284,12 +284,15 @@ fn gpu<'a>(w: &mut W, g: &'a GpuSample, s: &mut Strings<'a>, runs: &mut Runs<'a>
     }
 }
 
+/// One value of a link.
+type Cell = fn(&NvLinkSample) -> Option<u64>;
+
 /// The NVLink columns (`messages::Links`): a value column with no value at all is left out, as is
 /// the bitset of a column with none absent.
 fn links(w: &mut W, l: &[NvLinkSample]) {
     w.packed(1, l.iter().map(|x| u64::from(x.link)));
     w.packed(2, l.iter().map(|x| u64::from(x.active)));
-    let columns: [(u32, fn(&NvLinkSample) -> Option<u64>); 7] = [
+    let columns: [(u32, Cell); 7] = [
         (3, |x| x.crc_errors),
         (5, |x| x.replay_errors),
         (7, |x| x.recovery_errors),
