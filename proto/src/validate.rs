@@ -78,7 +78,8 @@ impl NodeReport {
         Ok(report)
     }
 
-    /// Check everything serde cannot: versions, ranges, finiteness, list sizes, names.
+    /// Check everything serde cannot: versions, ranges, finiteness, list sizes, names. A field's
+    /// path is written out only when it is refused, so a good report costs no allocation.
     pub fn validate(&self) -> Result<(), ReportError> {
         if self.schema_version != SCHEMA_VERSION {
             return Err(invalid(
@@ -92,9 +93,9 @@ impl NodeReport {
                 "must be a non-empty host name without '/', ':', spaces, control or bidi characters, at most 128 bytes",
             ));
         }
-        str_len("agent_version", &self.agent_version)?;
+        str_len(&|| "agent_version".into(), &self.agent_version)?;
         if let Some(d) = &self.driver_version {
-            str_len("driver_version", d)?;
+            str_len(&|| "driver_version".into(), d)?;
         }
         if self.timestamp_ms <= 0 {
             return Err(invalid("timestamp_ms", "must be a positive Unix time in milliseconds"));
@@ -105,33 +106,33 @@ impl NodeReport {
         if let Some(h) = &self.host {
             validate_host(h)?;
         }
-        max_len("gpus", self.gpus.len(), MAX_GPUS)?;
-        let mut seen = std::collections::BTreeSet::new();
+        max_len(&|| "gpus".into(), self.gpus.len(), MAX_GPUS)?;
+        let mut seen = Seen::new(self.gpus.len());
         for (i, g) in self.gpus.iter().enumerate() {
-            if !seen.insert(g.index) {
+            if seen.again(&self.gpus[..i], g.index, |h| h.index) {
                 return Err(invalid(format!("gpus[{i}].index"), format!("GPU index {} appears twice", g.index)));
             }
-            validate_gpu(&format!("gpus[{i}]"), g)?;
+            validate_gpu(i, g)?;
         }
-        max_len("nics", self.nics.len(), MAX_NICS)?;
-        let mut seen = std::collections::BTreeSet::new();
+        max_len(&|| "nics".into(), self.nics.len(), MAX_NICS)?;
+        let mut seen = Seen::new(self.nics.len());
         for (i, n) in self.nics.iter().enumerate() {
-            let f = format!("nics[{i}]");
+            let f = |k: &str| format!("nics[{i}].{k}");
             if !valid_name(&n.name) {
-                return Err(invalid(format!("{f}.name"), "must be a non-empty name without '/' or spaces"));
+                return Err(invalid(f("name"), "must be a non-empty name without '/' or spaces"));
             }
-            if !seen.insert(n.name.as_str()) {
-                return Err(invalid(format!("{f}.name"), format!("NIC {} appears twice", n.name)));
+            if seen.again(&self.nics[..i], n.name.as_str(), |m| m.name.as_str()) {
+                return Err(invalid(f("name"), format!("NIC {} appears twice", n.name)));
             }
-            max_len(&format!("{f}.counters"), n.counters.len(), MAX_COUNTERS_PER_NIC)?;
+            max_len(&|| f("counters"), n.counters.len(), MAX_COUNTERS_PER_NIC)?;
             if let Some(r) = n.rate_gbps {
-                range(&format!("{f}.rate_gbps"), r, NIC_RATE_GBPS)?;
+                range(&|| f("rate_gbps"), r, NIC_RATE_GBPS)?;
             }
             if let Some(r) = n.max_rate_gbps {
-                range(&format!("{f}.max_rate_gbps"), r, NIC_RATE_GBPS)?;
+                range(&|| f("max_rate_gbps"), r, NIC_RATE_GBPS)?;
             }
         }
-        max_len("disks", self.disks.len(), MAX_DISKS)?;
+        max_len(&|| "disks".into(), self.disks.len(), MAX_DISKS)?;
         for (i, d) in self.disks.iter().enumerate() {
             if !valid_name(&d.device) {
                 return Err(invalid(
@@ -139,29 +140,25 @@ impl NodeReport {
                     "must be a non-empty device name without '/' or spaces",
                 ));
             }
-            if let (Some(t), Some(a)) = (d.total_bytes, d.available_bytes) {
-                if a > t {
-                    return Err(invalid(format!("disks[{i}].available_bytes"), "is larger than total_bytes"));
-                }
+            if let (Some(t), Some(a)) = (d.total_bytes, d.available_bytes)
+                && a > t
+            {
+                return Err(invalid(format!("disks[{i}].available_bytes"), "is larger than total_bytes"));
             }
         }
-        max_len("jobs", self.jobs.len(), MAX_JOBS)?;
+        max_len(&|| "jobs".into(), self.jobs.len(), MAX_JOBS)?;
         for (i, j) in self.jobs.iter().enumerate() {
-            let f = format!("jobs[{i}]");
             if !valid_name(&j.job_id) {
-                return Err(invalid(format!("{f}.job_id"), "must be a non-empty id without '/' or spaces"));
+                return Err(invalid(format!("jobs[{i}].job_id"), "must be a non-empty id without '/' or spaces"));
             }
-            max_len(&format!("{f}.ranks"), j.ranks.len(), MAX_RANKS_PER_JOB)?;
+            max_len(&|| format!("jobs[{i}].ranks"), j.ranks.len(), MAX_RANKS_PER_JOB)?;
             for (k, r) in j.ranks.iter().enumerate() {
-                let f = format!("{f}.ranks[{k}]");
+                let f = |x: &str| format!("jobs[{i}].ranks[{k}].{x}");
                 if let Some(c) = r.cpu_seconds {
-                    range(&format!("{f}.cpu_seconds"), c, CPU_SECONDS)?;
+                    range(&|| f("cpu_seconds"), c, CPU_SECONDS)?;
                 }
                 if r.gpus.len() > MAX_GPUS {
-                    return Err(invalid(
-                        format!("{f}.gpus"),
-                        format!("has {} entries, more than {MAX_GPUS}", r.gpus.len()),
-                    ));
+                    return Err(invalid(f("gpus"), format!("has {} entries, more than {MAX_GPUS}", r.gpus.len())));
                 }
                 if let Some(p) = &r.progress {
                     for (name, v) in [
@@ -170,43 +167,40 @@ impl NodeReport {
                         ("compute_ms", p.compute_ms),
                     ] {
                         if let Some(v) = v {
-                            range(&format!("{f}.progress.{name}"), v, STEP_MS)?;
+                            range(&|| f(&format!("progress.{name}")), v, STEP_MS)?;
                         }
                     }
                     for (name, v) in [("loss", p.loss), ("grad_norm", p.grad_norm)] {
                         if let Some(v) = v {
-                            finite(&format!("{f}.progress.{name}"), v)?;
+                            finite(&|| f(&format!("progress.{name}")), v)?;
                         }
                     }
                 }
             }
         }
-        max_len("events", self.events.len(), MAX_EVENTS)?;
+        max_len(&|| "events".into(), self.events.len(), MAX_EVENTS)?;
         for (i, e) in self.events.iter().enumerate() {
-            let f = format!("events[{i}]");
+            let f = |k: &str| format!("events[{i}].{k}");
             if e.class == crate::EventClass::None {
-                return Err(invalid(
-                    format!("{f}.class"),
-                    "\"none\" is the classifier's word for a benign line, not an event",
-                ));
+                return Err(invalid(f("class"), "\"none\" is the classifier's word for a benign line, not an event"));
             }
             if e.ts_ms <= 0 {
-                return Err(invalid(format!("{f}.ts_ms"), "must be a positive Unix time in milliseconds"));
+                return Err(invalid(f("ts_ms"), "must be a positive Unix time in milliseconds"));
             }
             if e.count == 0 {
-                return Err(invalid(format!("{f}.count"), "must be at least 1"));
+                return Err(invalid(f("count"), "must be at least 1"));
             }
-            str_len(&format!("{f}.message"), &e.message)?;
+            str_len(&|| f("message"), &e.message)?;
             if let Some(c) = e.component.as_deref().filter(|c| !c.is_empty()) {
-                event_component(&format!("{f}.component"), &self.node, c)?;
+                event_component("", &self.node, c).map_err(|e| at(e, f("component")))?;
             }
             if let Some(d) = &e.device {
-                str_len(&format!("{f}.device"), d)?;
+                str_len(&|| f("device"), d)?;
             }
             if let Some(c) = &e.collective {
                 for (k, v) in c.strings() {
                     if let Some(v) = v {
-                        str_len(&format!("{f}.collective.{k}"), v)?;
+                        str_len(&|| f(&format!("collective.{k}")), v)?;
                     }
                 }
             }
@@ -216,82 +210,113 @@ impl NodeReport {
     }
 }
 
+/// The keys of a list seen so far, to find one that appears twice. Lists are short (the limits
+/// allow 64 GPUs): comparing with the earlier entries costs less than building a set, and only a
+/// long list gets one.
+struct Seen<K>(Option<std::collections::BTreeSet<K>>);
+
+impl<K: Ord + Copy> Seen<K> {
+    fn new(len: usize) -> Self {
+        Seen((len > 32).then(std::collections::BTreeSet::new))
+    }
+    /// Whether `k`, the key of the entry after `earlier`, is the key of an earlier entry.
+    fn again<'a, T>(&mut self, earlier: &'a [T], k: K, key: impl Fn(&'a T) -> K) -> bool {
+        match &mut self.0 {
+            Some(set) => !set.insert(k),
+            None => earlier.iter().any(|x| key(x) == k),
+        }
+    }
+}
+
+/// `e` naming `field`.
+fn at(e: ReportError, field: String) -> ReportError {
+    match e {
+        ReportError::Decode { message, .. } => ReportError::Decode { field, message },
+        ReportError::Invalid { message, .. } => ReportError::Invalid { field, message },
+    }
+}
+
+/// A field's path, written out only when a refusal names it.
+type Field<'a> = &'a dyn Fn() -> String;
+
 fn validate_host(h: &HostSample) -> Result<(), ReportError> {
     for (name, v) in [("host.cpu_util_pct", h.cpu_util_pct), ("host.cpu_non_job_pct", h.cpu_non_job_pct)] {
         if let Some(v) = v {
-            range(name, v, PCT)?;
+            range(&|| name.into(), v, PCT)?;
         }
     }
     for (name, v) in [("host.load1", h.load1), ("host.load5", h.load5), ("host.load15", h.load15)] {
         if let Some(v) = v {
-            range(name, v, LOAD)?;
+            range(&|| name.into(), v, LOAD)?;
         }
     }
-    if let (Some(t), Some(u)) = (h.mem_total_bytes, h.mem_used_bytes) {
-        if u > t {
-            return Err(invalid("host.mem_used_bytes", "is larger than mem_total_bytes"));
-        }
+    if let (Some(t), Some(u)) = (h.mem_total_bytes, h.mem_used_bytes)
+        && u > t
+    {
+        return Err(invalid("host.mem_used_bytes", "is larger than mem_total_bytes"));
     }
-    max_len("host.fans", h.fans.len(), MAX_FANS_OR_TEMPS)?;
-    max_len("host.temps", h.temps.len(), MAX_FANS_OR_TEMPS)?;
+    max_len(&|| "host.fans".into(), h.fans.len(), MAX_FANS_OR_TEMPS)?;
+    max_len(&|| "host.temps".into(), h.temps.len(), MAX_FANS_OR_TEMPS)?;
     for (i, fan) in h.fans.iter().enumerate() {
-        str_len(&format!("host.fans[{i}].name"), &fan.name)?;
+        str_len(&|| format!("host.fans[{i}].name"), &fan.name)?;
         if let Some(r) = fan.rpm {
-            range(&format!("host.fans[{i}].rpm"), r, FAN_RPM)?;
+            range(&|| format!("host.fans[{i}].rpm"), r, FAN_RPM)?;
         }
     }
     for (i, t) in h.temps.iter().enumerate() {
-        str_len(&format!("host.temps[{i}].name"), &t.name)?;
-        range(&format!("host.temps[{i}].celsius"), t.celsius, HOST_TEMP_C)?;
+        str_len(&|| format!("host.temps[{i}].name"), &t.name)?;
+        range(&|| format!("host.temps[{i}].celsius"), t.celsius, HOST_TEMP_C)?;
     }
     Ok(())
 }
 
-fn validate_gpu(f: &str, g: &GpuSample) -> Result<(), ReportError> {
+/// GPU `i` of the report (`gpus[i]`).
+fn validate_gpu(i: usize, g: &GpuSample) -> Result<(), ReportError> {
+    let f = |k: &str| format!("gpus[{i}].{k}");
     for (name, v) in
         [("util_gpu_pct", g.util_gpu_pct), ("util_mem_pct", g.util_mem_pct), ("tensor_active_pct", g.tensor_active_pct)]
     {
         if let Some(v) = v {
-            range(&format!("{f}.{name}"), v, PCT)?;
+            range(&|| f(name), v, PCT)?;
         }
     }
     for (name, v) in [("temp_c", g.temp_c), ("mem_temp_c", g.mem_temp_c)] {
         if let Some(v) = v {
-            range(&format!("{f}.{name}"), v, GPU_TEMP_C)?;
+            range(&|| f(name), v, GPU_TEMP_C)?;
         }
     }
     for (name, v) in [("power_w", g.power_w), ("power_limit_w", g.power_limit_w)] {
         if let Some(v) = v {
-            range(&format!("{f}.{name}"), v, GPU_POWER_W)?;
+            range(&|| f(name), v, GPU_POWER_W)?;
         }
     }
-    if let (Some(t), Some(u)) = (g.mem_total_bytes, g.mem_used_bytes) {
-        if u > t {
-            return Err(invalid(format!("{f}.mem_used_bytes"), "is larger than mem_total_bytes"));
-        }
+    if let (Some(t), Some(u)) = (g.mem_total_bytes, g.mem_used_bytes)
+        && u > t
+    {
+        return Err(invalid(f("mem_used_bytes"), "is larger than mem_total_bytes"));
     }
     if let Some(p) = &g.pcie {
-        if let (Some(c), Some(m)) = (p.width, p.max_width) {
-            if c > PCIE_MAX_WIDTH || m > PCIE_MAX_WIDTH {
-                return Err(invalid(format!("{f}.pcie.width"), "PCIe width above x64 is impossible"));
-            }
+        if let (Some(c), Some(m)) = (p.width, p.max_width)
+            && (c > PCIE_MAX_WIDTH || m > PCIE_MAX_WIDTH)
+        {
+            return Err(invalid(f("pcie.width"), "PCIe width above x64 is impossible"));
         }
-        if let (Some(c), Some(m)) = (p.generation, p.max_generation) {
-            if c > PCIE_MAX_GENERATION || m > PCIE_MAX_GENERATION {
-                return Err(invalid(format!("{f}.pcie.generation"), "PCIe generation above 16 is impossible"));
-            }
+        if let (Some(c), Some(m)) = (p.generation, p.max_generation)
+            && (c > PCIE_MAX_GENERATION || m > PCIE_MAX_GENERATION)
+        {
+            return Err(invalid(f("pcie.generation"), "PCIe generation above 16 is impossible"));
         }
     }
-    max_len(&format!("{f}.nvlinks"), g.nvlinks.len(), MAX_NVLINKS_PER_GPU)?;
-    max_len(&format!("{f}.processes"), g.processes.len(), MAX_PROCESSES_PER_GPU)?;
-    max_len(&format!("{f}.throttle_reasons"), g.throttle_reasons.len(), 64)?;
-    str_len(&format!("{f}.name"), &g.name)?;
-    str_len(&format!("{f}.uuid"), &g.uuid)?;
+    max_len(&|| f("nvlinks"), g.nvlinks.len(), MAX_NVLINKS_PER_GPU)?;
+    max_len(&|| f("processes"), g.processes.len(), MAX_PROCESSES_PER_GPU)?;
+    max_len(&|| f("throttle_reasons"), g.throttle_reasons.len(), 64)?;
+    str_len(&|| f("name"), &g.name)?;
+    str_len(&|| f("uuid"), &g.uuid)?;
     if let Some(mig) = &g.mig {
-        max_len(&format!("{f}.mig"), mig.len(), MAX_MIG_PER_GPU)?;
+        max_len(&|| f("mig"), mig.len(), MAX_MIG_PER_GPU)?;
         for (j, m) in mig.iter().enumerate() {
-            str_len(&format!("{f}.mig[{j}].profile"), &m.profile)?;
-            str_len(&format!("{f}.mig[{j}].uuid"), &m.uuid)?;
+            str_len(&|| f(&format!("mig[{j}].profile")), &m.profile)?;
+            str_len(&|| f(&format!("mig[{j}].uuid")), &m.uuid)?;
         }
     }
     Ok(())
@@ -315,28 +340,28 @@ pub fn event_component(field: &str, node: &str, c: &str) -> Result<(), ReportErr
     }
 }
 
-fn finite(field: &str, v: f64) -> Result<(), ReportError> {
-    if v.is_finite() { Ok(()) } else { Err(invalid(field, "must be a finite number")) }
+fn finite(field: Field<'_>, v: f64) -> Result<(), ReportError> {
+    if v.is_finite() { Ok(()) } else { Err(invalid(field(), "must be a finite number")) }
 }
 
-fn range(field: &str, v: f64, (lo, hi): (f64, f64)) -> Result<(), ReportError> {
+fn range(field: Field<'_>, v: f64, (lo, hi): (f64, f64)) -> Result<(), ReportError> {
     finite(field, v)?;
     if v < lo || v > hi {
-        return Err(invalid(field, format!("{v} is outside the possible range {lo}..={hi}")));
+        return Err(invalid(field(), format!("{v} is outside the possible range {lo}..={hi}")));
     }
     Ok(())
 }
 
-fn max_len(field: &str, n: usize, max: usize) -> Result<(), ReportError> {
+fn max_len(field: Field<'_>, n: usize, max: usize) -> Result<(), ReportError> {
     if n > max {
-        return Err(invalid(field, format!("has {n} entries, more than the limit of {max}")));
+        return Err(invalid(field(), format!("has {n} entries, more than the limit of {max}")));
     }
     Ok(())
 }
 
-fn str_len(field: &str, s: &str) -> Result<(), ReportError> {
+fn str_len(field: Field<'_>, s: &str) -> Result<(), ReportError> {
     if s.len() > MAX_STRING {
-        return Err(invalid(field, format!("is {} bytes, more than the limit of {MAX_STRING}", s.len())));
+        return Err(invalid(field(), format!("is {} bytes, more than the limit of {MAX_STRING}", s.len())));
     }
     Ok(())
 }

@@ -1,12 +1,10 @@
 //! Compact messages → `NodeReport`: string indices resolved against the table, enum names parsed
-//! with serde, columns unpacked. Every error names the field that is wrong.
+//! by their serde names (`names.rs`), columns unpacked. Every error names the field that is wrong.
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
-use serde::de::IntoDeserializer;
-
 use super::messages::*;
+use super::names::WireName;
 use crate::report::*;
 use crate::{Event, ReportError};
 
@@ -18,20 +16,24 @@ struct Table<'a>(&'a [String]);
 
 impl Table<'_> {
     fn get(&self, i: u32, field: &dyn Fn() -> String) -> Result<String, ReportError> {
-        self.0.get(i as usize).cloned().ok_or_else(|| {
-            bad(field(), format!("string index {i} is past the end of the string table ({} entries)", self.0.len()))
-        })
+        self.str(i, field).map(str::to_owned)
     }
     fn opt(&self, i: Option<u32>, field: &dyn Fn() -> String) -> Result<Option<String>, ReportError> {
         i.map(|i| self.get(i, field)).transpose()
     }
     fn all(&self, v: &[u32], field: &dyn Fn() -> String) -> Result<Vec<String>, ReportError> {
-        v.iter().map(|&i| self.get(i, field)).collect()
+        v.iter().map(|&i| self.get(i, field)).collect_exact()
     }
-    fn name<T: for<'de> Deserialize<'de>>(&self, i: u32, field: &dyn Fn() -> String) -> Result<T, ReportError> {
-        let s = self.get(i, field)?;
-        let de: serde::de::value::StrDeserializer<'_, serde::de::value::Error> = s.as_str().into_deserializer();
-        T::deserialize(de).map_err(|e| bad(field(), e.to_string()))
+    /// Entry `i`, borrowed.
+    fn str(&self, i: u32, field: &dyn Fn() -> String) -> Result<&str, ReportError> {
+        self.0.get(i as usize).map(String::as_str).ok_or_else(|| {
+            bad(field(), format!("string index {i} is past the end of the string table ({} entries)", self.0.len()))
+        })
+    }
+    /// A unit enum by its serde (JSON) name.
+    fn name<T: WireName>(&self, i: u32, field: &dyn Fn() -> String) -> Result<T, ReportError> {
+        let s = self.str(i, field)?;
+        T::from_wire_name(s).ok_or_else(|| bad(field(), T::unknown(s)))
     }
     fn map(
         &self,
@@ -42,9 +44,28 @@ impl Table<'_> {
         if keys.len() != values.len() {
             return Err(bad(field(), format!("{} names but {} values", keys.len(), values.len())));
         }
-        keys.iter().zip(values).map(|(&k, &v)| Ok((self.get(k, field)?, v))).collect()
+        let mut pairs = Vec::with_capacity(keys.len());
+        for (&k, &v) in keys.iter().zip(values) {
+            pairs.push((self.get(k, field)?, v));
+        }
+        // Keys come sorted from a `BTreeMap`: the map is then built in one pass.
+        Ok(BTreeMap::from_iter(pairs))
     }
 }
+
+/// Collecting the entries of a list into a `Vec` of its size at once: `collect` into a `Result`
+/// cannot know the size and grows the `Vec` (of large structs) step by step.
+trait CollectExact<U>: ExactSizeIterator<Item = Result<U, ReportError>> + Sized {
+    fn collect_exact(self) -> Result<Vec<U>, ReportError> {
+        let mut out = Vec::with_capacity(self.len());
+        for x in self {
+            out.push(x?);
+        }
+        Ok(out)
+    }
+}
+
+impl<U, I: ExactSizeIterator<Item = Result<U, ReportError>>> CollectExact<U> for I {}
 
 /// Entry `i` of an optional column.
 fn cell(values: &[u64], absent: &[u64], i: usize) -> Option<u64> {
@@ -82,7 +103,7 @@ pub(super) fn from_wire(w: Report) -> Result<NodeReport, ReportError> {
                         alarm: x.alarm,
                     })
                 })
-                .collect::<Result<_, ReportError>>()?,
+                .collect_exact()?,
             temps: h
                 .temps
                 .iter()
@@ -94,11 +115,11 @@ pub(super) fn from_wire(w: Report) -> Result<NodeReport, ReportError> {
                         crit_celsius: x.crit_celsius,
                     })
                 })
-                .collect::<Result<_, ReportError>>()?,
+                .collect_exact()?,
             addrs: t.all(&h.addrs, &|| "host.addrs".to_string())?,
         }),
     };
-    let gpus = w.gpus.iter().enumerate().map(|(i, g)| gpu_from_wire(g, i, &t)).collect::<Result<_, _>>()?;
+    let gpus = w.gpus.iter().enumerate().map(|(i, g)| gpu_from_wire(g, i, &t)).collect_exact()?;
     let nics = w
         .nics
         .iter()
@@ -127,7 +148,7 @@ pub(super) fn from_wire(w: Report) -> Result<NodeReport, ReportError> {
                 addrs: t.all(&n.addrs, &p("addrs"))?,
             })
         })
-        .collect::<Result<_, ReportError>>()?;
+        .collect_exact()?;
     let disks = w
         .disks
         .iter()
@@ -143,7 +164,7 @@ pub(super) fn from_wire(w: Report) -> Result<NodeReport, ReportError> {
                 write_bytes: d.write_bytes,
             })
         })
-        .collect::<Result<_, ReportError>>()?;
+        .collect_exact()?;
     let jobs = w
         .jobs
         .iter()
@@ -186,7 +207,7 @@ pub(super) fn from_wire(w: Report) -> Result<NodeReport, ReportError> {
                         progress,
                     })
                 })
-                .collect::<Result<_, ReportError>>()?;
+                .collect_exact()?;
             Ok(JobSample {
                 job_id: t.get(j.job_id, &p("job_id"))?,
                 scheduler: t.name(j.scheduler, &p("scheduler"))?,
@@ -196,15 +217,15 @@ pub(super) fn from_wire(w: Report) -> Result<NodeReport, ReportError> {
                 ranks,
             })
         })
-        .collect::<Result<_, ReportError>>()?;
+        .collect_exact()?;
     let events = w
         .events
         .iter()
         .enumerate()
         .map(|(i, e)| {
             let p = |k: &'static str| move || format!("events[{i}].{k}");
-            let class_name = t.get(e.class, &p("class"))?;
-            let class = crate::EventClass::parse(&class_name)
+            let class_name = t.str(e.class, &p("class"))?;
+            let class = crate::EventClass::parse(class_name)
                 .ok_or_else(|| bad(p("class")(), format!("unknown event class {class_name:?}")))?;
             Ok(Event {
                 ts_ms: e.ts_ms,
@@ -246,7 +267,7 @@ pub(super) fn from_wire(w: Report) -> Result<NodeReport, ReportError> {
                     .transpose()?,
             })
         })
-        .collect::<Result<_, ReportError>>()?;
+        .collect_exact()?;
     Ok(NodeReport {
         schema_version: w.schema_version,
         node: t.get(w.node, &f("node"))?,
@@ -283,7 +304,7 @@ pub(super) fn from_wire(w: Report) -> Result<NodeReport, ReportError> {
                     rtt_max_us: p.rtt_max_us,
                 })
             })
-            .collect::<Result<_, ReportError>>()?,
+            .collect_exact()?,
     })
 }
 
@@ -387,7 +408,7 @@ fn gpu_from_wire(g: &Gpu, i: usize, t: &Table<'_>) -> Result<GpuSample, ReportEr
                             mem_used_bytes: m.mem_used_bytes,
                         })
                     })
-                    .collect::<Result<Vec<_>, ReportError>>()?,
+                    .collect_exact()?,
             ),
             _ => None,
         },

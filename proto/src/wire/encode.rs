@@ -1,173 +1,131 @@
-//! `NodeReport` → compact messages: the string table (each string once, referred to by index),
-//! enum values written as their serde names, and optional columns with a bitset of absent entries.
+//! `NodeReport` → compact bytes: the string table (each string once, referred to by index, enum
+//! values as their serde names) and `encode`, which writes the table and then the fields
+//! (`write.rs`). `to_wire` builds the same report as the messages of `messages.rs`, with optional
+//! columns as values and a bitset of absent entries: the reference the tests hold the bytes to.
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::Serialize;
-
+#[cfg(test)]
 use super::messages::*;
+use super::names::WireName;
 use crate::report::*;
 
 /// The report's string table while encoding: strings borrowed from the report, looked up with a
-/// cheap hash (FNV-1a; names are short and the table lives for one report).
-#[derive(Default)]
-struct Strings<'a> {
+/// cheap hash (a word at a time; names are short and the table lives for one report).
+pub(super) struct Strings<'a> {
     list: Vec<&'a str>,
-    index: HashMap<&'a str, u32, std::hash::BuildHasherDefault<Fnv>>,
+    index: HashMap<&'a str, u32, std::hash::BuildHasherDefault<WordHash>>,
 }
 
+/// The names a list of names (a map's keys) got last time, by position: every NIC of a node lists
+/// the same 30-odd counter names in the same order (every GPU the same clock-event reasons), so
+/// comparing a name with the one at its place in the previous list is much cheaper than hashing it
+/// again. A name that differs is put as usual.
+#[derive(Default)]
+pub(super) struct Run<'a>(Vec<(&'a str, u32)>);
+
 impl<'a> Strings<'a> {
-    fn put(&mut self, s: &'a str) -> u32 {
+    pub(super) fn new() -> Self {
+        // A healthy 8-GPU, 8-NIC report has about 100 distinct strings.
+        Strings { list: Vec::with_capacity(128), index: HashMap::with_capacity_and_hasher(128, Default::default()) }
+    }
+    pub(super) fn put(&mut self, s: &'a str) -> u32 {
         let list = &mut self.list;
         *self.index.entry(s).or_insert_with(|| {
             list.push(s);
             (list.len() - 1) as u32
         })
     }
-    fn opt(&mut self, s: &'a Option<String>) -> Option<u32> {
+    pub(super) fn opt(&mut self, s: &'a Option<String>) -> Option<u32> {
         s.as_deref().map(|s| self.put(s))
     }
-    fn all(&mut self, v: &'a [String]) -> Vec<u32> {
+    pub(super) fn all(&mut self, v: &'a [String]) -> Vec<u32> {
         v.iter().map(|s| self.put(s)).collect()
     }
+    /// Entry `i` of a list of names, through `run`.
+    fn put_at(&mut self, run: &mut Run<'a>, i: usize, s: &'a str) -> u32 {
+        if let Some(&(p, k)) = run.0.get(i)
+            && p == s
+        {
+            return k;
+        }
+        let k = self.put(s);
+        match run.0.get_mut(i) {
+            Some(e) => *e = (s, k),
+            None => run.0.push((s, k)),
+        }
+        k
+    }
     /// A unit enum by its serde (JSON) name.
-    fn name<T: Serialize>(&mut self, v: &T) -> u32 {
-        self.put(v.serialize(VariantName).unwrap_or(""))
+    pub(super) fn name<T: WireName>(&mut self, v: T) -> u32 {
+        self.put(v.wire_name())
     }
-    fn map(&mut self, m: &'a BTreeMap<String, u64>) -> (Vec<u32>, Vec<u64>) {
-        m.iter().map(|(k, v)| (self.put(k), *v)).unzip()
-    }
-    fn into_owned(self) -> Vec<String> {
-        self.list.into_iter().map(str::to_owned).collect()
-    }
-}
-
-/// FNV-1a, for the string table's short keys.
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+    /// The indices of a map's keys, into `out`.
+    pub(super) fn keys(&mut self, run: &mut Run<'a>, m: &'a BTreeMap<String, u64>, out: &mut Vec<u32>) {
+        out.clear();
+        for (i, k) in m.keys().enumerate() {
+            out.push(self.put_at(run, i, k));
         }
     }
-}
-
-/// A serializer that only answers the name of a unit enum variant (what serde writes to JSON for
-/// it), without building a string.
-struct VariantName;
-
-#[derive(Debug)]
-struct NotAUnitVariant;
-
-impl std::fmt::Display for NotAUnitVariant {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("not a unit enum variant")
+    #[cfg(test)]
+    fn map(&mut self, run: &mut Run<'a>, m: &'a BTreeMap<String, u64>) -> (Vec<u32>, Vec<u64>) {
+        let mut keys = Vec::with_capacity(m.len());
+        let mut values = Vec::with_capacity(m.len());
+        for (i, (k, v)) in m.iter().enumerate() {
+            keys.push(self.put_at(run, i, k));
+            values.push(*v);
+        }
+        (keys, values)
     }
 }
 
-impl std::error::Error for NotAUnitVariant {}
+/// The runs of the lists of names that repeat from one NIC or GPU to the next.
+#[derive(Default)]
+pub(super) struct Runs<'a> {
+    pub(super) nic_counters: Run<'a>,
+    pub(super) clock_events: Run<'a>,
+}
 
-impl serde::ser::Error for NotAUnitVariant {
-    fn custom<T: std::fmt::Display>(_: T) -> Self {
-        NotAUnitVariant
+/// A multiplicative hash over 8-byte words (as rustc's FxHash), for the string table's short keys.
+#[derive(Default)]
+struct WordHash(u64);
+
+const WORD_HASH_K: u64 = 0x517c_c1b7_2722_0a95;
+
+impl WordHash {
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(WORD_HASH_K);
     }
 }
 
-macro_rules! not_a_variant {
-    ($($f:ident($($t:ty),*);)*) => {
-        $(fn $f(self, $(_: $t),*) -> Result<Self::Ok, Self::Error> { Err(NotAUnitVariant) })*
-    };
-}
-
-impl serde::Serializer for VariantName {
-    type Ok = &'static str;
-    type Error = NotAUnitVariant;
-    type SerializeSeq = serde::ser::Impossible<&'static str, NotAUnitVariant>;
-    type SerializeTuple = serde::ser::Impossible<&'static str, NotAUnitVariant>;
-    type SerializeTupleStruct = serde::ser::Impossible<&'static str, NotAUnitVariant>;
-    type SerializeTupleVariant = serde::ser::Impossible<&'static str, NotAUnitVariant>;
-    type SerializeMap = serde::ser::Impossible<&'static str, NotAUnitVariant>;
-    type SerializeStruct = serde::ser::Impossible<&'static str, NotAUnitVariant>;
-    type SerializeStructVariant = serde::ser::Impossible<&'static str, NotAUnitVariant>;
-
-    fn serialize_unit_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        variant: &'static str,
-    ) -> Result<&'static str, NotAUnitVariant> {
-        Ok(variant)
+impl std::hash::Hasher for WordHash {
+    fn finish(&self) -> u64 {
+        // The table picks buckets from the low bits and tags from the high ones: fold the well-mixed
+        // high half down.
+        self.0 ^ (self.0 >> 29)
     }
-
-    not_a_variant! {
-        serialize_bool(bool); serialize_i8(i8); serialize_i16(i16); serialize_i32(i32); serialize_i64(i64);
-        serialize_u8(u8); serialize_u16(u16); serialize_u32(u32); serialize_u64(u64); serialize_f32(f32);
-        serialize_f64(f64); serialize_char(char); serialize_str(&str); serialize_bytes(&[u8]);
-        serialize_none(); serialize_unit(); serialize_unit_struct(&'static str);
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            self.add(u64::from_le_bytes(b));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(b) ^ ((rest.len() as u64) << 59));
+        }
     }
-
-    fn serialize_some<T: ?Sized + Serialize>(self, _: &T) -> Result<Self::Ok, Self::Error> {
-        Err(NotAUnitVariant)
-    }
-    fn serialize_newtype_struct<T: ?Sized + Serialize>(self, _: &'static str, _: &T) -> Result<Self::Ok, Self::Error> {
-        Err(NotAUnitVariant)
-    }
-    fn serialize_newtype_variant<T: ?Sized + Serialize>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: &T,
-    ) -> Result<Self::Ok, Self::Error> {
-        Err(NotAUnitVariant)
-    }
-    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Self::Error> {
-        Err(NotAUnitVariant)
-    }
-    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, Self::Error> {
-        Err(NotAUnitVariant)
-    }
-    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeTupleStruct, Self::Error> {
-        Err(NotAUnitVariant)
-    }
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeTupleVariant, Self::Error> {
-        Err(NotAUnitVariant)
-    }
-    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Self::Error> {
-        Err(NotAUnitVariant)
-    }
-    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct, Self::Error> {
-        Err(NotAUnitVariant)
-    }
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeStructVariant, Self::Error> {
-        Err(NotAUnitVariant)
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
     }
 }
 
 /// A column of optional values: the values (0 where absent) and a bitset of the absent entries
 /// (empty when none is). A column with no value at all is sent empty.
+#[cfg(test)]
 fn column(values: impl Iterator<Item = Option<u64>> + Clone) -> (Vec<u64>, Vec<u64>) {
     if values.clone().all(|v| v.is_none()) {
         return (Vec::new(), Vec::new());
@@ -187,8 +145,41 @@ fn column(values: impl Iterator<Item = Option<u64>> + Clone) -> (Vec<u64>, Vec<u
     (out, absent)
 }
 
+/// The report's messages, with its string table (what `encode` writes; tests change them to make
+/// bad bodies).
+#[cfg(test)]
 pub(super) fn to_wire(r: &NodeReport) -> Report {
-    let mut s = Strings::default();
+    let (mut w, strings) = build(r);
+    w.strings = strings.into_iter().map(str::to_owned).collect();
+    w
+}
+
+/// The report's compact bytes: the string table (field 1, which `prost` would write first) straight
+/// from the report's own strings, then the other fields, written straight from the report
+/// (`write.rs`). The same bytes as `encode_to_vec(&to_wire(r))`, without building the messages.
+pub(super) fn encode(r: &NodeReport) -> Vec<u8> {
+    use prost::encoding::{encode_varint, encoded_len_varint};
+    let mut s = Strings::new();
+    // A healthy 8-GPU node's report is about 7.5 KB.
+    let mut body = super::write::W(Vec::with_capacity(8 << 10));
+    super::write::report(&mut body, r, &mut s);
+    // Field 1, length-delimited: the key byte 0x0a.
+    let table: usize = s.list.iter().map(|s| 1 + encoded_len_varint(s.len() as u64) + s.len()).sum();
+    let mut out = Vec::with_capacity(table + body.0.len());
+    for s in &s.list {
+        out.push(0x0a);
+        encode_varint(s.len() as u64, &mut out);
+        out.extend_from_slice(s.as_bytes());
+    }
+    out.extend_from_slice(&body.0);
+    out
+}
+
+/// The report's messages with an empty string table, and the table apart (borrowed from `r`).
+#[cfg(test)]
+fn build(r: &NodeReport) -> (Report, Vec<&str>) {
+    let mut s = Strings::new();
+    let mut runs = Runs::default();
     let node = s.put(&r.node);
     let agent_version = s.put(&r.agent_version);
     let host = r.host.as_ref().map(|h| Host {
@@ -216,15 +207,15 @@ pub(super) fn to_wire(r: &NodeReport) -> Report {
             .collect(),
         addrs: s.all(&h.addrs),
     });
-    let gpus = r.gpus.iter().map(|g| gpu_to_wire(g, &mut s)).collect();
+    let gpus = r.gpus.iter().map(|g| gpu_to_wire(g, &mut s, &mut runs)).collect();
     let nics = r
         .nics
         .iter()
         .map(|n| {
-            let (counter_keys, counter_values) = s.map(&n.counters);
+            let (counter_keys, counter_values) = s.map(&mut runs.nic_counters, &n.counters);
             Nic {
                 name: s.put(&n.name),
-                kind: s.name(&n.kind),
+                kind: s.name(n.kind),
                 netdev: s.opt(&n.netdev),
                 port: n.port,
                 pci_bus_id: s.opt(&n.pci_bus_id),
@@ -263,9 +254,9 @@ pub(super) fn to_wire(r: &NodeReport) -> Report {
         .iter()
         .map(|j| Job {
             job_id: s.put(&j.job_id),
-            scheduler: s.name(&j.scheduler),
+            scheduler: s.name(j.scheduler),
             world_size: j.world_size,
-            sched_state: j.sched_state.as_ref().map(|x| s.name(x)),
+            sched_state: j.sched_state.map(|x| s.name(x)),
             sched_exit_code: j.sched_exit_code,
             ranks: j
                 .ranks
@@ -276,7 +267,7 @@ pub(super) fn to_wire(r: &NodeReport) -> Report {
                     pid: k.pid,
                     gpus: k.gpus.clone(),
                     nic: s.opt(&k.nic),
-                    state: s.name(&k.state),
+                    state: s.name(k.state),
                     cpu_seconds: k.cpu_seconds,
                     rss_bytes: k.rss_bytes,
                     exit_code: k.exit_code,
@@ -291,7 +282,7 @@ pub(super) fn to_wire(r: &NodeReport) -> Report {
                         loss_step: p.loss_step,
                         grad_norm: p.grad_norm,
                         nonfinite_loss: p.nonfinite_loss,
-                        status: s.name(&p.status),
+                        status: s.name(p.status),
                         exit_code: p.exit_code,
                     }),
                 })
@@ -303,9 +294,9 @@ pub(super) fn to_wire(r: &NodeReport) -> Report {
         .iter()
         .map(|e| WireEvent {
             ts_ms: e.ts_ms,
-            source: s.name(&e.source),
+            source: s.name(e.source),
             class: s.put(e.class.as_str()),
-            severity: s.put(e.severity.as_str()),
+            severity: s.name(e.severity),
             component: s.opt(&e.component),
             xid: e.xid,
             caused_by_xid: e.caused_by_xid,
@@ -334,8 +325,8 @@ pub(super) fn to_wire(r: &NodeReport) -> Report {
             }),
         })
         .collect();
-    let (collector_error_keys, collector_error_values) = s.map(&r.collector_errors);
-    Report {
+    let (collector_error_keys, collector_error_values) = s.map(&mut Run::default(), &r.collector_errors);
+    let w = Report {
         strings: Vec::new(),
         schema_version: r.schema_version,
         node,
@@ -372,18 +363,12 @@ pub(super) fn to_wire(r: &NodeReport) -> Report {
                 rtt_max_us: p.rtt_max_us,
             })
             .collect(),
-    }
-    .with_strings(s.into_owned())
+    };
+    (w, s.list)
 }
 
-impl Report {
-    fn with_strings(mut self, strings: Vec<String>) -> Self {
-        self.strings = strings;
-        self
-    }
-}
-
-fn gpu_to_wire<'a>(g: &'a GpuSample, s: &mut Strings<'a>) -> Gpu {
+#[cfg(test)]
+fn gpu_to_wire<'a>(g: &'a GpuSample, s: &mut Strings<'a>, runs: &mut Runs<'a>) -> Gpu {
     let nvlinks = (!g.nvlinks.is_empty()).then(|| {
         let l = &g.nvlinks;
         let (crc_errors, crc_errors_absent) = column(l.iter().map(|x| x.crc_errors));
@@ -412,14 +397,14 @@ fn gpu_to_wire<'a>(g: &'a GpuSample, s: &mut Strings<'a>) -> Gpu {
             crc_data_errors_absent,
         }
     });
-    let (clock_event_keys, clock_event_values) = s.map(&g.clock_event_ns);
+    let (clock_event_keys, clock_event_values) = s.map(&mut runs.clock_events, &g.clock_event_ns);
     Gpu {
         index: g.index,
         uuid: s.put(&g.uuid),
         name: s.put(&g.name),
         serial: s.opt(&g.serial),
         pci_bus_id: s.opt(&g.pci_bus_id),
-        state: s.name(&g.state),
+        state: s.name(g.state),
         util_gpu_pct: g.util_gpu_pct,
         util_mem_pct: g.util_mem_pct,
         mem_total_bytes: g.mem_total_bytes,

@@ -13,12 +13,17 @@
 //! ignores fields it does not know, so an older analyzer accepts a newer agent's report.
 //!
 //! Files: `messages.rs` holds the message definitions (the field numbers), `encode.rs` turns a
-//! `NodeReport` into them, `decode.rs` turns them back and names the field that is wrong.
+//! `NodeReport` into them (the reference) and keeps the string table, `write.rs` writes the same
+//! bytes straight from the report, `read.rs` reads bodies in that form straight into a report, and
+//! `decode.rs` turns any valid body's messages back and names the field that is wrong.
 
 mod decode;
 pub mod delta;
 mod encode;
 mod messages;
+mod names;
+mod read;
+mod write;
 
 pub use messages::*;
 
@@ -33,12 +38,17 @@ pub const CONTENT_TYPES: &[&str] =
 
 /// Encodes a report. Never fails: every `NodeReport` has a compact form.
 pub fn encode(r: &NodeReport) -> Vec<u8> {
-    prost::Message::encode_to_vec(&encode::to_wire(r))
+    encode::encode(r)
 }
 
 /// Decodes a compact report. Errors name the field that is wrong; the report is not validated here
 /// (the analyzer's ingest validates every report, whatever its encoding, once).
 pub fn decode(body: &[u8]) -> Result<NodeReport, ReportError> {
+    // The body as `encode` writes it, read in place; anything else (or anything wrong) goes the
+    // general way, which names the field that is wrong.
+    if let Some(r) = read::report(body) {
+        return Ok(r);
+    }
     let w = <Report as prost::Message>::decode(body).map_err(|e| ReportError::Decode {
         field: "(protobuf body)".into(),
         message: format!("not a faultline protobuf NodeReport: {e}"),
@@ -46,5 +56,7 @@ pub fn decode(body: &[u8]) -> Result<NodeReport, ReportError> {
     decode::from_wire(w)
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;

@@ -111,3 +111,58 @@ fn probe_samples_survive_the_round_trip_and_bad_indices_name_the_probe() {
     let e = decode(&prost::Message::encode_to_vec(&w)).unwrap_err();
     assert_eq!(e.field(), "probes[1].peer_addr", "{e}");
 }
+
+/// The bytes of `sample()` as the encoder before the string table was written straight from the
+/// report (prost over `to_wire`) wrote them: what goes on the wire must not change, since deployed
+/// analyzers read it and the delta encoding compresses against the previous report's bytes.
+const SAMPLE_BYTES: &[u8] = include_bytes!("testdata/sample.pb");
+
+#[test]
+fn the_bytes_are_those_of_the_messages_and_do_not_change() {
+    let r = sample();
+    assert_eq!(encode(&r), prost::Message::encode_to_vec(&to_wire(&r)));
+    assert_eq!(encode(&r), SAMPLE_BYTES);
+}
+
+#[test]
+fn a_healthy_nodes_report_keeps_its_bytes_and_its_trip() {
+    let r: NodeReport = serde_json::from_str(include_str!("testdata/healthy-node.json")).unwrap();
+    assert_eq!(r.gpus.len(), 8);
+    let bytes = encode(&r);
+    assert_eq!(bytes, include_bytes!("testdata/healthy-node.pb"));
+    let back = decode(&bytes).unwrap();
+    assert!(back.validate().is_ok());
+    assert_eq!(back, r);
+}
+
+/// Bodies outside the form `encode` writes (fields out of order, repeated, unknown, numbers not
+/// packed) are valid protobuf all the same: they decode as `prost` reads them.
+#[test]
+fn bodies_in_another_valid_form_decode_as_prost_reads_them() {
+    let r = sample();
+    let bytes = encode(&r);
+    assert!(super::read::report(&bytes).is_some());
+    let general = |b: &[u8]| super::decode::from_wire(<Report as prost::Message>::decode(b).unwrap()).unwrap();
+    // `node` again at the end (tag 3, index 0): the last one counts.
+    let mut again = bytes.clone();
+    again.extend_from_slice(&[3 << 3, 0]);
+    assert!(super::read::report(&again).is_none());
+    assert_eq!(decode(&again).unwrap(), general(&again));
+    assert_eq!(decode(&again).unwrap().node, to_wire(&r).strings[0]);
+    // A field from a newer agent (tag 99, a number): skipped.
+    let mut newer = bytes.clone();
+    newer.extend_from_slice(&[0x98, 0x06, 7]);
+    assert!(super::read::report(&newer).is_none());
+    assert_eq!(decode(&newer).unwrap(), r);
+    // Collector-error names not packed (one key per field) and the fields in reverse order.
+    let mut w = to_wire(&r);
+    w.collector_error_keys.clear();
+    w.collector_error_values.clear();
+    let mut unpacked = prost::Message::encode_to_vec(&w);
+    let mut tail = Vec::new();
+    prost::encoding::uint64::encode(20, &4, &mut tail);
+    prost::encoding::uint32::encode(19, &to_wire(&r).collector_error_keys[0], &mut tail);
+    unpacked.extend_from_slice(&tail);
+    assert!(super::read::report(&unpacked).is_none());
+    assert_eq!(decode(&unpacked).unwrap(), r);
+}
