@@ -65,7 +65,6 @@ struct Stages {
     encode: Duration,
     delta_encode: Duration,
     rebuild: Duration,
-    prost: Duration,
     from_wire: Duration,
     validate: Duration,
     apply: Duration,
@@ -136,10 +135,6 @@ fn main() {
                 }
             };
             let t = Instant::now();
-            let wire = <faultline_proto::wire::Report as prost::Message>::decode(compact.as_slice()).expect("prost");
-            s.prost += t.elapsed();
-            drop(wire);
-            let t = Instant::now();
             let d = ingest::decode(&compact, Encoding::Protobuf).expect("decode");
             s.from_wire += t.elapsed();
             let t = Instant::now();
@@ -200,14 +195,13 @@ fn main() {
         w.nodes.len(),
         s.delta_bytes as f64 / n
     );
-    println!("per report, us (prost decode is also inside decode; validate is timed apart but also inside decode):");
+    println!("per report, us (validate is timed apart but is also inside decode):");
     for (name, d) in [
         ("sim step (physics + report)", s.step),
         ("agent: compact encode", s.encode),
         ("agent: delta encode", s.delta_encode),
         ("analyzer: delta rebuild", s.rebuild),
-        ("analyzer: prost decode only", s.prost),
-        ("analyzer: decode (prost + from_wire + validate)", s.from_wire),
+        ("analyzer: decode + validate", s.from_wire),
         ("analyzer: validate", s.validate),
         ("analyzer: apply (engine + ledger)", s.apply),
         ("analyzer: tick (per report)", s.tick),
