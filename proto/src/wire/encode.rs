@@ -8,12 +8,13 @@ use std::collections::{BTreeMap, HashMap};
 #[cfg(test)]
 use super::messages::*;
 use super::names::WireName;
+#[cfg(test)]
 use crate::report::*;
 
 /// The report's string table while encoding: strings borrowed from the report, looked up with a
 /// cheap hash (a word at a time; names are short and the table lives for one report).
 pub(super) struct Strings<'a> {
-    list: Vec<&'a str>,
+    pub(super) list: Vec<&'a str>,
     index: HashMap<&'a str, u32, std::hash::BuildHasherDefault<WordHash>>,
 }
 
@@ -152,27 +153,6 @@ pub(super) fn to_wire(r: &NodeReport) -> Report {
     let (mut w, strings) = build(r);
     w.strings = strings.into_iter().map(str::to_owned).collect();
     w
-}
-
-/// The report's compact bytes: the string table (field 1, which `prost` would write first) straight
-/// from the report's own strings, then the other fields, written straight from the report
-/// (`write.rs`). The same bytes as `encode_to_vec(&to_wire(r))`, without building the messages.
-pub(super) fn encode(r: &NodeReport) -> Vec<u8> {
-    use prost::encoding::{encode_varint, encoded_len_varint};
-    let mut s = Strings::new();
-    // A healthy 8-GPU node's report is about 7.5 KB.
-    let mut body = super::write::W(Vec::with_capacity(8 << 10));
-    super::write::report(&mut body, r, &mut s);
-    // Field 1, length-delimited: the key byte 0x0a.
-    let table: usize = s.list.iter().map(|s| 1 + encoded_len_varint(s.len() as u64) + s.len()).sum();
-    let mut out = Vec::with_capacity(table + body.0.len());
-    for s in &s.list {
-        out.push(0x0a);
-        encode_varint(s.len() as u64, &mut out);
-        out.extend_from_slice(s.as_bytes());
-    }
-    out.extend_from_slice(&body.0);
-    out
 }
 
 /// The report's messages with an empty string table, and the table apart (borrowed from `r`).

@@ -38,7 +38,7 @@ pub const CONTENT_TYPES: &[&str] =
 
 /// Encodes a report. Never fails: every `NodeReport` has a compact form.
 pub fn encode(r: &NodeReport) -> Vec<u8> {
-    encode::encode(r)
+    write::encode(r)
 }
 
 /// Decodes a compact report. Errors name the field that is wrong; the report is not validated here
