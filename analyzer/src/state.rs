@@ -605,6 +605,23 @@ pub enum Applied {
     Duplicate,
 }
 
+/// The entry for `key`, made (with its key allocated) only the first time: a report names the same
+/// NICs, disks and nodes every interval, and cloning each name per report was most of the cost of
+/// applying one.
+pub(crate) fn slot<'a, V: Default>(map: &'a mut BTreeMap<String, V>, key: &str) -> &'a mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), V::default());
+    }
+    map.get_mut(key).expect("inserted above when missing")
+}
+
+/// Sets `dst` to `src` without allocating when they are already equal (names rarely change).
+pub(crate) fn set_str(dst: &mut Option<String>, src: Option<&str>) {
+    if dst.as_deref() != src {
+        *dst = src.map(str::to_string);
+    }
+}
+
 /// Appends to a ring of at most `cap`, making room first: pushing first would hold `cap + 1` for a
 /// moment, and a `VecDeque` grows its buffer to the next power of two for it (a ring of 8 GPU
 /// samples kept 16 slots), doubling what every ring of every component holds.

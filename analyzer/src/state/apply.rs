@@ -3,23 +3,6 @@
 
 use super::*;
 
-/// The entry for `key`, made (with its key allocated) only the first time: a report names the same
-/// NICs, disks and nodes every interval, and cloning each name per report was most of the cost of
-/// applying one.
-pub(super) fn slot<'a, V: Default>(map: &'a mut BTreeMap<String, V>, key: &str) -> &'a mut V {
-    if !map.contains_key(key) {
-        map.insert(key.to_string(), V::default());
-    }
-    map.get_mut(key).expect("inserted above when missing")
-}
-
-/// Sets `dst` to `src` without allocating when they are already equal (names rarely change).
-pub(super) fn set_str(dst: &mut Option<String>, src: Option<&str>) {
-    if dst.as_deref() != src {
-        *dst = src.map(str::to_string);
-    }
-}
-
 pub(super) fn apply_event(node: &mut NodeState, e: &faultline_proto::Event) {
     if let Some(c) = &e.collective {
         super::comm::record(node, e, c); // collective evidence (detect/nccl.rs reads it)

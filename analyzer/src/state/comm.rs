@@ -27,7 +27,7 @@ pub fn record(node: &mut NodeState, e: &Event, c: &CollectiveInfo) {
 /// Keep each NIC's addresses (from every report's NICs).
 pub fn record_addrs(node: &mut NodeState, nics: &[NicSample]) {
     for n in nics.iter().filter(|n| !n.addrs.is_empty()) {
-        let held = super::apply::slot(&mut node.nic_addrs, &n.name);
+        let held = super::slot(&mut node.nic_addrs, &n.name);
         if *held != n.addrs {
             held.clone_from(&n.addrs);
         }
