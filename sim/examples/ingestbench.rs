@@ -3,6 +3,7 @@
 //! what each stage costs per report, so work goes where the time is. Reports come from a scenario's
 //! world; each node's reports are deltas against its previous one, as agents send them.
 //! `cargo run --release -p faultline-sim --example ingestbench -- sim/scenarios/scale-16k.toml 120`
+//! With `INGESTBENCH_TRACE=1` it also prints the live heap and RSS every 10 virtual seconds.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -164,7 +165,13 @@ fn main() {
         }
         s.tick += t.elapsed();
         if std::env::var_os("INGESTBENCH_TRACE").is_some() && w.t_ms % 10_000 == 0 {
-            eprintln!("t {} s: live heap {} MiB, events so far {}", w.t_ms / 1000, live_mib(), s.events);
+            eprintln!(
+                "t {} s: live heap {} MiB, RSS {} MiB, events so far {}",
+                w.t_ms / 1000,
+                live_mib(),
+                rss(),
+                s.events
+            );
         }
     }
     let rss_end = rss();
