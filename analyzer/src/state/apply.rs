@@ -251,11 +251,12 @@ pub(super) fn apply_gpus(node: &mut NodeState, gpus: &[GpuSample], ts: i64) {
     }
 }
 
-/// Reasons the clocks are held down for heat, and for the power brake (NVML's reason names).
-const THERMAL_REASONS: &[&str] = &["hw_thermal_slowdown", "sw_thermal_slowdown"];
-const BRAKE_REASONS: &[&str] = &["hw_power_brake_slowdown"];
-/// Every reason `clock_shares` reads: what `GpuState::clock_events` keeps, in this order.
+/// Every reason `clock_shares` reads (NVML's reason names): what `GpuState::clock_events` keeps, in
+/// this order. The clocks are held down for heat by the first two (`THERMAL`), for the power brake
+/// by the last (`BRAKE`).
 pub const CLOCK_REASONS: [&str; 3] = ["hw_thermal_slowdown", "sw_thermal_slowdown", "hw_power_brake_slowdown"];
+const THERMAL: std::ops::Range<usize> = 0..2;
+const BRAKE: std::ops::Range<usize> = 2..3;
 
 /// Share of the interval since the previous sample that the clocks were held for heat and for the
 /// power brake, from NVML's cumulative violation times. `None` without counters (or on the first).
@@ -269,10 +270,10 @@ fn clock_shares(st: &mut GpuState, now: &BTreeMap<String, u64>, ts: i64) -> (Opt
     let prev = st.clock_events.replace((ts, cur));
     let Some((pt, prev)) = prev.filter(|(pt, _)| *pt < ts) else { return (None, None) };
     let span_ns = (ts - pt) as f64 * 1e6;
-    let share = |names: &[&str]| -> Option<f64> {
+    let share = |reasons: std::ops::Range<usize>| -> Option<f64> {
         let mut any = false;
         let mut max = 0.0f64;
-        for (i, _) in CLOCK_REASONS.iter().enumerate().filter(|(_, r)| names.contains(r)) {
+        for i in reasons {
             if let (Some(a), Some(b)) = (prev[i], cur[i]) {
                 any = true;
                 // A reset (driver reload) restarts the count: the new value is the time since.
@@ -282,7 +283,7 @@ fn clock_shares(st: &mut GpuState, now: &BTreeMap<String, u64>, ts: i64) -> (Opt
         }
         any.then_some(max.min(1.0))
     };
-    (share(THERMAL_REASONS), share(BRAKE_REASONS))
+    (share(THERMAL), share(BRAKE))
 }
 
 pub(super) fn apply_nics(node: &mut NodeState, nics: &[NicSample], ts: i64) {
