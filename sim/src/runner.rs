@@ -259,9 +259,9 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                     }
                 });
                 // Applied reports are freed on their own thread, as HTTP request threads free them
-                // after letting go of the engine's lock. Bounded like the other stages: unbounded,
-                // reports piled up whenever that thread got less CPU than the others (RSS grew
-                // 2.4 -> 3.1 GiB from 300 to 600 s at 100k GPUs while the engine's heap was flat).
+                // after letting go of the engine's lock. Bounded like the other stages, so reports
+                // cannot pile up when that thread gets less CPU than the others. (This was not what
+                // made RSS climb at scale: that climb stayed with the queue bounded, BENCHMARKS.md.)
                 let (tx_free, rx_free) = mpsc::sync_channel::<Vec<ingest::Spent>>(PIPELINE_DEPTH);
                 scope.spawn(move || rx_free.into_iter().for_each(drop));
                 for k in 0..=steps {
