@@ -431,6 +431,36 @@ pub struct CongestionPoint {
 /// wait, then ECN/CNP marks.
 pub const CONGESTION_INPUTS: [&str; 6] =
     ["tx_bytes", "port_xmit_data", "port_xmit_wait", "np_ecn_marked_roce_packets", "np_cnp_sent", "rp_cnp_handled"];
+/// Where each of `CONGESTION_INPUTS` sits in `NIC_COUNTERS`, worked out at compile time (a name
+/// missing there fails the build), so applying a report looks none of them up.
+pub const CONGESTION_AT: [usize; 6] = {
+    let mut at = [0; 6];
+    let mut k = 0;
+    while k < CONGESTION_INPUTS.len() {
+        at[k] = nic_counter_at(CONGESTION_INPUTS[k]);
+        k += 1;
+    }
+    at
+};
+
+/// Place of `name` in `NIC_COUNTERS`, in a constant; not there is a build error.
+const fn nic_counter_at(name: &str) -> usize {
+    let mut i = 0;
+    while i < NIC_COUNTERS.len() {
+        let (a, b) = (NIC_COUNTERS[i].as_bytes(), name.as_bytes());
+        if a.len() == b.len() {
+            let mut j = 0;
+            while j < a.len() && a[j] == b[j] {
+                j += 1;
+            }
+            if j == a.len() {
+                return i;
+            }
+        }
+        i += 1;
+    }
+    panic!("a congestion input is not in NIC_COUNTERS")
+}
 /// A sample that sent less than this (1 MB) is idle: subnet chatter, not traffic.
 pub const CONGESTION_MIN_BYTES: u64 = 1_000_000;
 

@@ -329,8 +329,7 @@ pub(super) fn apply_nics(node: &mut NodeState, nics: &[NicSample], ts: i64) {
             }
             all[i] = c.update(ts, *v);
         }
-        let deltas: [Option<u64>; 6] =
-            std::array::from_fn(|k| NicCounters::index(CONGESTION_INPUTS[k]).and_then(|i| all[i]));
+        let deltas: [Option<u64>; 6] = CONGESTION_AT.map(|i| all[i]);
         // Congestion per byte sent, only while the port carries traffic: a job that stalls and
         // resumes changes wait and bytes together, a congested fabric changes the ratio.
         let bytes = deltas[0].or(deltas[1]).unwrap_or(0);
