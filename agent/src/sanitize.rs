@@ -157,7 +157,8 @@ impl Sanitizer {
             opt(f, "net", format!("nics[{i}].max_rate_gbps"), &mut n.max_rate_gbps, NIC_RATE_GBPS);
             if n.counters.len() > MAX_COUNTERS_PER_NIC {
                 f.push(("net", format!("nics[{i}].counters"), "too many counters".into()));
-                let keep: Vec<String> = n.counters.keys().take(MAX_COUNTERS_PER_NIC).cloned().collect();
+                let keep: Vec<faultline_proto::CounterName> =
+                    n.counters.keys().take(MAX_COUNTERS_PER_NIC).cloned().collect();
                 n.counters.retain(|k, _| keep.contains(k));
             }
         }
@@ -227,7 +228,7 @@ impl Sanitizer {
             }
         }
         for (who, c) in &self.counts {
-            *r.collector_errors.entry((*who).to_string()).or_insert(0) += c;
+            *r.collector_errors.entry(faultline_proto::counter_name(who)).or_insert(0) += c;
         }
         if let Err(e) = r.validate() {
             tracing::error!(error = %e, "report still invalid after sanitizing; the analyzer will refuse it");

@@ -760,7 +760,7 @@ mod tests {
         r.timestamp_ms = 1_000;
         let mut nic = faultline_proto::NicSample { name: "mlx5_0".into(), ..Default::default() };
         for (i, name) in NIC_COUNTERS.iter().chain(["aaa_first", "zzz_last", "port_rcv_data"].iter()).enumerate() {
-            nic.counters.insert(name.to_string(), i as u64);
+            nic.counters.insert((*name).into(), i as u64);
         }
         r.nics = vec![nic];
         st.apply(&r, 1_000);

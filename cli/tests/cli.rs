@@ -144,7 +144,7 @@ fn report(node_index: usize, seq: u64, xid79_on_gpu1: bool) -> NodeReport {
             ib_phys_state: Some("LinkUp".into()),
             rate_gbps: Some(400.0),
             max_rate_gbps: Some(400.0),
-            counters: [("symbol_error".to_string(), 0u64), ("link_downed".to_string(), 0)].into_iter().collect(),
+            counters: [("symbol_error".into(), 0u64), ("link_downed".into(), 0)].into_iter().collect(),
             ..Default::default()
         })
         .collect();

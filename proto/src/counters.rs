@@ -58,3 +58,60 @@ mod tests {
         assert_eq!(saturate("rx_bytes", 1 << 40), 1 << 40);
     }
 }
+
+/// A counter's name as reports carry it: short names (every netdev statistic) held inline, the
+/// kernel's known long names as `&'static str`, so building, decoding and dropping a report's counter
+/// map allocates nothing per name. Compares, hashes and serializes as the plain string.
+pub type CounterName = smol_str::SmolStr;
+
+/// `name` as a [`CounterName`]: a known IB or RDMA counter is taken from a static table, anything
+/// else is copied (inline when it is 23 bytes or shorter, which every netdev statistic is).
+pub fn counter_name(name: &str) -> CounterName {
+    match known(name) {
+        Some(s) => CounterName::new_static(s),
+        None => CounterName::new(name),
+    }
+}
+
+/// The static copy of a counter name longer than `CounterName` holds inline.
+fn known(name: &str) -> Option<&'static str> {
+    if name.len() <= 23 {
+        return None;
+    }
+    Some(match name {
+        "excessive_buffer_overrun_errors" => "excessive_buffer_overrun_errors",
+        "local_link_integrity_errors" => "local_link_integrity_errors",
+        "port_rcv_remote_physical_errors" => "port_rcv_remote_physical_errors",
+        "port_rcv_switch_relay_errors" => "port_rcv_switch_relay_errors",
+        "port_rcv_constraint_errors" => "port_rcv_constraint_errors",
+        "port_xmit_constraint_errors" => "port_xmit_constraint_errors",
+        "port_unicast_xmit_packets" => "port_unicast_xmit_packets",
+        "port_unicast_rcv_packets" => "port_unicast_rcv_packets",
+        "port_multicast_xmit_packets" => "port_multicast_xmit_packets",
+        "port_multicast_rcv_packets" => "port_multicast_rcv_packets",
+        "np_ecn_marked_roce_packets" => "np_ecn_marked_roce_packets",
+        "resp_remote_access_errors" => "resp_remote_access_errors",
+        "req_remote_invalid_request" => "req_remote_invalid_request",
+        "req_remote_access_errors" => "req_remote_access_errors",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn counter_names_compare_as_their_strings_however_they_are_held() {
+        for n in ["symbol_error", "port_rcv_remote_physical_errors", "some_vendor_counter_with_a_long_name", ""] {
+            let c = counter_name(n);
+            assert_eq!(c.as_str(), n);
+            assert_eq!(c, CounterName::from(n.to_string()));
+            assert_eq!(serde_json::to_string(&c).unwrap(), serde_json::to_string(n).unwrap());
+        }
+        // Known long names are static: no heap behind them.
+        assert!(!counter_name("excessive_buffer_overrun_errors").is_heap_allocated());
+        assert!(!counter_name("rx_bytes").is_heap_allocated());
+        assert!(counter_name("some_vendor_counter_with_a_long_name").is_heap_allocated());
+    }
+}

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::counters::{CounterName, counter_name};
 use crate::{EventClass, Severity};
 
 /// The schema version this crate writes and accepts.
@@ -76,7 +77,7 @@ pub struct NodeReport {
     pub dropped: Dropped,
     /// Collector errors since start, by collector name (monotonic).
     #[serde(default)]
-    pub collector_errors: BTreeMap<String, u64>,
+    pub collector_errors: BTreeMap<CounterName, u64>,
     /// How many GPUs this node should have: the agent's config, or else the count it saw at its first
     /// start (persisted). Fewer GPUs than this in a report is a GPU missing, even right after boot.
     #[serde(default)]
@@ -244,7 +245,7 @@ pub struct GpuSample {
     /// `hw_power_brake_slowdown`, `sync_boost`). Judging throttling from how fast these grow is
     /// robust to a snapshot that happens to miss a short event.
     #[serde(default)]
-    pub clock_event_ns: BTreeMap<String, u64>,
+    pub clock_event_ns: BTreeMap<CounterName, u64>,
     /// The NVML error the handle or its queries answered this cycle, in NVML's words (`Unknown Error`,
     /// `GPU is lost`, `Timeout`), when any. A fallen-off GPU often answers `Unknown Error`.
     #[serde(default)]
@@ -408,7 +409,7 @@ pub struct NicSample {
     /// Raw counters with the kernel's names. IB `port_*_data` are already ×4 into bytes and also
     /// appear as `rx_bytes`/`tx_bytes`.
     #[serde(default)]
-    pub counters: BTreeMap<String, u64>,
+    pub counters: BTreeMap<crate::counters::CounterName, u64>,
     /// Whether this is a fabric NIC (the data plane training traffic uses). Only fabric NICs can be a
     /// fault root. `None` (older agents): IB/RoCE ports are fabric, plain netdevs are not.
     #[serde(default)]

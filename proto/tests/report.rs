@@ -41,7 +41,7 @@ fn good() -> NodeReport {
         }],
         nics: vec![NicSample {
             name: "mlx5_0".into(),
-            counters: [("symbol_error".to_string(), 3u64)].into_iter().collect(),
+            counters: [("symbol_error".into(), 3u64)].into_iter().collect(),
             rate_gbps: Some(400.0),
             ..Default::default()
         }],

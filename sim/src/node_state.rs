@@ -125,7 +125,7 @@ pub struct GpuDyn {
     /// Per NVLink: data KiB sent and received (NVML's throughput fields).
     pub nvl_kib: Vec<[u64; 2]>,
     /// NVML's cumulative clock-event (violation) time per reason, ns.
-    pub clock_ev: BTreeMap<String, u64>,
+    pub clock_ev: BTreeMap<faultline_proto::CounterName, u64>,
 }
 
 /// Monotonic NIC counters of one boot.

@@ -24,7 +24,7 @@ pub const CLOCK_EVENT_FIELDS: [(u32, &str); 5] = [
 
 /// The clocks-event counters this GPU answers. A field the driver does not know answers
 /// NotSupported on its own and is left out; all five missing is NotSupported for the query.
-pub fn clock_events(dev: &nvml_wrapper::Device) -> Result<BTreeMap<String, u64>, NvmlError> {
+pub fn clock_events(dev: &nvml_wrapper::Device) -> Result<BTreeMap<faultline_proto::CounterName, u64>, NvmlError> {
     let ids: Vec<FieldId> = CLOCK_EVENT_FIELDS.iter().map(|(id, _)| FieldId(*id)).collect();
     let vals = dev.field_values_for(&ids)?;
     let mut out = BTreeMap::new();
@@ -32,13 +32,13 @@ pub fn clock_events(dev: &nvml_wrapper::Device) -> Result<BTreeMap<String, u64>,
     for ((_, name), v) in CLOCK_EVENT_FIELDS.iter().zip(vals) {
         match v.and_then(|f| f.value) {
             Ok(SampleValue::U64(x)) => {
-                out.insert(name.to_string(), x);
+                out.insert(faultline_proto::counter_name(name), x);
             }
             Ok(SampleValue::U32(x)) => {
-                out.insert(name.to_string(), u64::from(x));
+                out.insert(faultline_proto::counter_name(name), u64::from(x));
             }
             Ok(SampleValue::I64(x)) if x >= 0 => {
-                out.insert(name.to_string(), x as u64);
+                out.insert(faultline_proto::counter_name(name), x as u64);
             }
             Ok(_) => {}
             Err(NvmlError::NotSupported) | Err(NvmlError::InvalidArg) => {}

@@ -186,7 +186,7 @@ fn read_port(ddir: &Path, dev: &str, port: u32, watch: &mut CounterWatch, errs: 
                 v
             };
             if nic.counters.len() < MAX_COUNTERS_PER_NIC - 2 {
-                nic.counters.insert(f, v);
+                nic.counters.insert(faultline_proto::counter_name(&f), v);
             }
         }
     }
@@ -224,7 +224,7 @@ pub fn add_ethtool_stats(
                     continue;
                 }
                 watch.observe(&nic.name, &k, v, errs);
-                nic.counters.entry(k).or_insert(v);
+                nic.counters.entry(faultline_proto::counter_name(&k)).or_insert(v);
             }
         }
         Err(e) => errs.push(CollectError::io(format!("ethtool statistics of {netdev}"), e)),

@@ -238,7 +238,7 @@ pub struct CollectorStatus {
 /// (`DEFAULT_COLLECTOR_DEADLINE`), so one blocking read never holds up the report.
 pub struct Registry {
     workers: Vec<Worker>,
-    errors: BTreeMap<String, u64>,
+    errors: BTreeMap<faultline_proto::CounterName, u64>,
     logged: HashSet<String>,
     deadline: std::time::Duration,
     /// Collectors past their deadline in the last cycle.
@@ -319,11 +319,11 @@ impl Registry {
     /// Append a collector (it runs after those already registered).
     pub fn push(&mut self, c: Box<dyn Collector>) {
         let name = c.name();
-        self.errors.entry(name.to_string()).or_insert(0);
+        self.errors.entry(faultline_proto::counter_name(name)).or_insert(0);
         match Worker::spawn(c) {
             Ok(w) => self.workers.push(w),
             Err(e) => {
-                *self.errors.entry(name.to_string()).or_insert(0) += 1;
+                *self.errors.entry(faultline_proto::counter_name(name)).or_insert(0) += 1;
                 tracing::error!(collector = name, error = %e, "collector not running");
                 self.unavailable(name);
             }
@@ -370,7 +370,7 @@ impl Registry {
             let mut flat = Vec::new();
             flatten(err, &mut flat);
             for e in flat {
-                *self.errors.entry(name.to_string()).or_insert(0) += 1;
+                *self.errors.entry(faultline_proto::counter_name(name)).or_insert(0) += 1;
                 let key = format!("{name}\u{0}{}", e.log_key());
                 if self.logged.len() < MAX_LOGGED_PROBLEMS && self.logged.insert(key) {
                     tracing::warn!(collector = name, error = %e, "collector problem (logged once, counted every time)");
@@ -387,7 +387,7 @@ impl Registry {
     }
 
     /// Errors per collector since start.
-    pub fn errors(&self) -> &BTreeMap<String, u64> {
+    pub fn errors(&self) -> &BTreeMap<faultline_proto::CounterName, u64> {
         &self.errors
     }
 }

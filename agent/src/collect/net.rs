@@ -191,7 +191,7 @@ fn merge_into(nic: &mut NicSample, nd: Netdev) {
         if nic.counters.len() >= MAX_COUNTERS_PER_NIC {
             break;
         }
-        nic.counters.entry(k).or_insert(v);
+        nic.counters.entry(faultline_proto::counter_name(&k)).or_insert(v);
     }
 }
 
@@ -231,7 +231,7 @@ mod tests {
         }
         let mut r = crate::collect::blank_report("n", 1, 1000);
         let mut ib_counters = std::collections::BTreeMap::new();
-        ib_counters.insert("rx_bytes".to_string(), 4000u64);
+        ib_counters.insert("rx_bytes".into(), 4000u64);
         r.nics.push(NicSample {
             name: "mlx5_0".into(),
             netdev: Some("ib0".into()),

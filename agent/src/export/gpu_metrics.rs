@@ -449,7 +449,9 @@ fn encode_report(
         "Time the clocks were held down since driver load, by reason (NVML clocks-event counters).",
         MetricType::Counter,
         &ok,
-        |l, g| g.clock_event_ns.iter().map(|(r, ns)| (with(l, &[("reason", r.clone())]), *ns as f64 / 1e9)).collect(),
+        |l, g| {
+            g.clock_event_ns.iter().map(|(r, ns)| (with(l, &[("reason", r.to_string())]), *ns as f64 / 1e9)).collect()
+        },
     )?;
     family(
         enc,

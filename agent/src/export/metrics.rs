@@ -375,8 +375,8 @@ mod tests {
         let mut r = crate::collect::blank_report("node-7", 1, 1000);
         r.host = Some(HostSample { cpu_util_pct: Some(50.0), mem_used_bytes: Some(42), ..Default::default() });
         let mut counters = std::collections::BTreeMap::new();
-        counters.insert("rx_bytes".to_string(), 9_007_199_254_740_993u64);
-        counters.insert("link_downed".to_string(), 2);
+        counters.insert("rx_bytes".into(), 9_007_199_254_740_993u64);
+        counters.insert("link_downed".into(), 2);
         r.nics.push(NicSample {
             name: "mlx5_0".into(),
             ib_state: Some("ACTIVE".into()),

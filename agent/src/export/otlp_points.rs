@@ -253,7 +253,7 @@ fn nic(out: &mut Out, n: &NicSample) {
         } else {
             "faultline.nic.raw.events"
         };
-        out.put(name, Num::U(*v), with(attrs(), [KeyValue::new("faultline.nic.counter", k.clone())]));
+        out.put(name, Num::U(*v), with(attrs(), [KeyValue::new("faultline.nic.counter", k.to_string())]));
     }
 }
 
@@ -331,7 +331,7 @@ mod tests {
             netdev: Some("ib0".into()),
             ib_state: Some("ACTIVE".into()),
             rate_gbps: Some(400.0),
-            counters: [("symbol_error".to_string(), 3u64), ("port_rcv_data".to_string(), 40)].into_iter().collect(),
+            counters: [("symbol_error".into(), 3u64), ("port_rcv_data".into(), 40)].into_iter().collect(),
             ..Default::default()
         }];
         r.host = Some(HostSample { mem_used_bytes: Some(5), cpu_util_pct: Some(25.0), ..Default::default() });

@@ -93,11 +93,7 @@ impl Rig {
                 .map(|g| NicSample {
                     name: format!("mlx5_{g}"),
                     operstate: Some("up".into()),
-                    counters: [
-                        ("rx_bytes".to_string(), self.nic_bytes[i]),
-                        ("tx_bytes".to_string(), self.nic_bytes[i]),
-                    ]
-                    .into(),
+                    counters: [("rx_bytes".into(), self.nic_bytes[i]), ("tx_bytes".into(), self.nic_bytes[i])].into(),
                     ..Default::default()
                 })
                 .chain(std::iter::once(NicSample {
@@ -105,7 +101,7 @@ impl Rig {
                     name: "eno1".into(),
                     kind: NicKind::Netdev,
                     operstate: Some("up".into()),
-                    counters: [("tx_bytes".to_string(), ts as u64 * 1000)].into(),
+                    counters: [("tx_bytes".into(), ts as u64 * 1000)].into(),
                     ..Default::default()
                 }))
                 .collect();

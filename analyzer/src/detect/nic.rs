@@ -368,7 +368,7 @@ mod tests {
         faultline_proto::NicSample {
             name: "mlx5_0".into(),
             operstate: Some(operstate.into()),
-            counters: [("symbol_error".to_string(), symbol_error)].into(),
+            counters: [("symbol_error".into(), symbol_error)].into(),
             ..Default::default()
         }
     }

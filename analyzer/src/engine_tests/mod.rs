@@ -147,11 +147,11 @@ impl World {
                 rate_gbps: Some(400.0),
                 max_rate_gbps: Some(400.0),
                 counters: [
-                    ("symbol_error".to_string(), 3),
-                    ("port_rcv_errors".to_string(), 1),
-                    ("link_downed".to_string(), 0),
-                    ("port_xmit_wait".to_string(), elapsed / 10 + (elapsed / 1000 % 7) * 10),
-                    ("tx_bytes".to_string(), moved),
+                    ("symbol_error".into(), 3),
+                    ("port_rcv_errors".into(), 1),
+                    ("link_downed".into(), 0),
+                    ("port_xmit_wait".into(), elapsed / 10 + (elapsed / 1000 % 7) * 10),
+                    ("tx_bytes".into(), moved),
                 ]
                 .into_iter()
                 .collect(),

@@ -8,11 +8,11 @@ fn big_report(n: usize, seq: u64, t: i64) -> NodeReport {
     let h = format!("node-{n:05}");
     let job = n / 64;
     let step = ((t - START) / 2000) as u64;
-    let counters: BTreeMap<String, u64> = crate::state::NIC_COUNTERS
+    let counters: BTreeMap<faultline_proto::CounterName, u64> = crate::state::NIC_COUNTERS
         .iter()
         .chain(["port_xmit_data", "port_rcv_data", "port_xmit_packets", "port_rcv_packets", "VL15_dropped"].iter())
         .enumerate()
-        .map(|(i, c)| (c.to_string(), (t - START) as u64 * i as u64))
+        .map(|(i, c)| (faultline_proto::counter_name(c), (t - START) as u64 * i as u64))
         .collect();
     NodeReport {
         schema_version: SCHEMA_VERSION,

@@ -261,7 +261,11 @@ const BRAKE: std::ops::Range<usize> = 2..3;
 /// Share of the interval since the previous sample that the clocks were held for heat and for the
 /// power brake, from NVML's cumulative violation times. `None` without counters (or on the first).
 /// Only the reasons read here are kept from one sample to the next (`CLOCK_REASONS`).
-fn clock_shares(st: &mut GpuState, now: &BTreeMap<String, u64>, ts: i64) -> (Option<f64>, Option<f64>) {
+fn clock_shares(
+    st: &mut GpuState,
+    now: &BTreeMap<faultline_proto::CounterName, u64>,
+    ts: i64,
+) -> (Option<f64>, Option<f64>) {
     if now.is_empty() {
         st.clock_events = None;
         return (None, None);
@@ -539,10 +543,10 @@ mod tests {
     fn congestion_points_treat_a_saturated_wait_as_unknown() {
         let sample = |t: u64, ecn: bool| {
             let mut counters = std::collections::BTreeMap::new();
-            counters.insert("port_xmit_data".to_string(), t * 20_000_000_000);
-            counters.insert("port_xmit_wait".to_string(), u64::from(u32::MAX));
+            counters.insert("port_xmit_data".into(), t * 20_000_000_000);
+            counters.insert("port_xmit_wait".into(), u64::from(u32::MAX));
             if ecn {
-                counters.insert("np_ecn_marked_roce_packets".to_string(), t * 1000);
+                counters.insert("np_ecn_marked_roce_packets".into(), t * 1000);
             }
             NicSample {
                 name: "mlx5_0".into(),

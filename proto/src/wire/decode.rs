@@ -40,13 +40,13 @@ impl Table<'_> {
         keys: &[u32],
         values: &[u64],
         field: &dyn Fn() -> String,
-    ) -> Result<BTreeMap<String, u64>, ReportError> {
+    ) -> Result<BTreeMap<CounterName, u64>, ReportError> {
         if keys.len() != values.len() {
             return Err(bad(field(), format!("{} names but {} values", keys.len(), values.len())));
         }
         let mut pairs = Vec::with_capacity(keys.len());
         for (&k, &v) in keys.iter().zip(values) {
-            pairs.push((self.get(k, field)?, v));
+            pairs.push((counter_name(&self.get(k, field)?), v));
         }
         // Keys come sorted from a `BTreeMap`: the map is then built in one pass.
         Ok(BTreeMap::from_iter(pairs))

@@ -143,11 +143,11 @@ impl T<'_> {
         }
         Some(out)
     }
-    fn map(&self, keys: &[u8], values: &[u8]) -> Option<BTreeMap<String, u64>> {
+    fn map(&self, keys: &[u8], values: &[u8]) -> Option<BTreeMap<CounterName, u64>> {
         let mut pairs = Vec::with_capacity(count(keys));
         let mut vs = packed(values);
         for k in packed(keys) {
-            pairs.push((self.s(k? as u32)?, vs.next()??));
+            pairs.push((counter_name(self.0.get(k? as u32 as usize)?), vs.next()??));
         }
         if vs.next().is_some() {
             return None;

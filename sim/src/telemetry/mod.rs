@@ -340,7 +340,7 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
         // a busy healthy GPU touches its software power cap now and then.
         let busy = s.util_gpu_pct.unwrap_or(0.0) > 50.0;
         for r in CLOCK_EVENT_REASONS {
-            let e = gd.clock_ev.entry((*r).to_string()).or_insert(0);
+            let e = gd.clock_ev.entry(faultline_proto::CounterName::new_static(r)).or_insert(0);
             if s.throttle_reasons.iter().any(|x| x == r) {
                 *e += (dt_s * 1e9) as u64;
             } else if *r == "sw_power_cap" && busy {

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use faultline_proto::counters;
-use faultline_proto::{NicKind, NicSample};
+use faultline_proto::{CounterName, NicKind, NicSample};
 
 use super::{Load, RankHere};
 use crate::node_state::{
@@ -101,7 +101,8 @@ pub fn build(
         }
         // What sysfs shows: the true totals, held at each counter's maximum.
         let mut saturated = Vec::new();
-        let mut counters: BTreeMap<String, u64> = BTreeMap::new();
+        // Static names (no allocation per counter), gathered and then sorted once into the map.
+        let mut pairs: Vec<(CounterName, u64)> = Vec::with_capacity(NIC_COUNTER_NAMES.len() + 2);
         for (name, v) in NIC_COUNTER_NAMES.iter().zip(nd.c.iter()) {
             if !roce && ROCE_CONGESTION_COUNTERS.contains(name) {
                 continue;
@@ -110,10 +111,11 @@ pub fn build(
             if counters::is_saturated(name, shown) {
                 saturated.push((*name).to_string());
             }
-            counters.insert((*name).to_string(), shown);
+            pairs.push((CounterName::new_static(name), shown));
         }
-        counters.insert("rx_bytes".to_string(), nd.c[C::PortRcvData as usize]);
-        counters.insert("tx_bytes".to_string(), nd.c[C::PortXmitData as usize]);
+        pairs.push((CounterName::new_static("rx_bytes"), nd.c[C::PortRcvData as usize]));
+        pairs.push((CounterName::new_static("tx_bytes"), nd.c[C::PortXmitData as usize]));
+        let counters = BTreeMap::from_iter(pairs);
         nics.push(NicSample {
             fabric: Some(true),
             saturated,
@@ -150,12 +152,13 @@ fn netdev(
     bytes: u64,
     bus: Option<String>,
 ) -> NicSample {
-    let mut counters = BTreeMap::new();
-    counters.insert("rx_bytes".to_string(), bytes);
-    counters.insert("tx_bytes".to_string(), bytes / 3);
-    counters.insert("rx_errors".to_string(), 0);
-    counters.insert("tx_errors".to_string(), 0);
-    counters.insert("rx_dropped".to_string(), bytes / 9_000_000_000);
+    let counters = BTreeMap::from([
+        (CounterName::new_static("rx_bytes"), bytes),
+        (CounterName::new_static("tx_bytes"), bytes / 3),
+        (CounterName::new_static("rx_errors"), 0),
+        (CounterName::new_static("tx_errors"), 0),
+        (CounterName::new_static("rx_dropped"), bytes / 9_000_000_000),
+    ]);
     NicSample {
         name: name.to_string(),
         kind: NicKind::Netdev,
