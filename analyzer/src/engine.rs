@@ -132,6 +132,8 @@ pub struct Analyzer {
     /// Verdicts of the fabric probe matrix (`detect::pingmesh`), judged once per `PINGMESH_EVERY_MS`.
     fabric_symptoms: Vec<Symptom>,
     last_pingmesh_ms: i64,
+    /// The fleet's address book for collective evidence (detect/nccl.rs), kept until an address changes.
+    addr_book: detect::nccl::BookCache,
 }
 
 /// How often the whole probe matrix is judged: its view is a minute long, so every 5 s is plenty
@@ -161,6 +163,7 @@ impl Analyzer {
             rates: Default::default(),
             fabric_symptoms: Vec::new(),
             last_pingmesh_ms: i64::MIN,
+            addr_book: detect::nccl::BookCache::default(),
         }
     }
 
@@ -488,7 +491,9 @@ impl Analyzer {
             let leaf_of = |h: &str, n: &str| {
                 topo.leaf_of_nic(&ComponentId::Nic { host: h.into(), name: n.into() }).map(str::to_string)
             };
-            detect::nccl::check(job, &self.state.nodes, &leaf_of, now_ms, &mut out);
+            let (cache, nodes, generation) = (&self.addr_book, &self.state.nodes, self.state.addr_gen);
+            let book = || cache.get(nodes, generation);
+            detect::nccl::check(job, &self.state.nodes, &leaf_of, &book, now_ms, &mut out);
             // Remember a hang, so its end (the NCCL watchdog killing every rank) stays the same fault.
             match out.iter().find(|s| s.kind == SymptomKind::JobStalled && s.value >= 1.0) {
                 Some(s) => {

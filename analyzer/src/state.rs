@@ -503,6 +503,8 @@ pub struct HostPoint {
 #[derive(Debug, Clone, Default)]
 pub struct NodeState {
     pub name: String,
+    /// How many times this node's NIC or host addresses changed (the first report's included).
+    pub addr_changes: u64,
     pub first_seen_ms: i64,
     /// Report time of the newest applied report.
     pub last_report_ms: i64,
@@ -626,6 +628,9 @@ pub struct JobState {
 pub struct State {
     pub nodes: BTreeMap<String, NodeState>,
     pub jobs: BTreeMap<String, JobState>,
+    /// Moves whenever a node appears or any node's NIC or host addresses change: what the address
+    /// book of collective evidence (detect/nccl.rs) is rebuilt on.
+    pub addr_gen: u64,
 }
 
 /// What applying a report did.
@@ -667,11 +672,12 @@ impl State {
     /// duplicate (a spool replay); a lower `seq` with a newer timestamp means the agent lost its
     /// persisted `seq` and starts over, which we accept.
     pub fn apply(&mut self, r: &NodeReport, now_ms: i64) -> Applied {
-        let node = self.nodes.entry(r.node.clone()).or_insert_with(|| NodeState {
-            name: r.node.clone(),
-            first_seen_ms: r.timestamp_ms,
-            ..Default::default()
-        });
+        if !self.nodes.contains_key(&r.node) {
+            self.addr_gen += 1;
+            let fresh = NodeState { name: r.node.clone(), first_seen_ms: r.timestamp_ms, ..Default::default() };
+            self.nodes.insert(r.node.clone(), fresh);
+        }
+        let node = self.nodes.get_mut(&r.node).expect("inserted above when missing");
         // A duplicate is a seq applied already (a spool replay after a lost answer). A report with an
         // older seq that was never applied (it arrived late, behind newer ones) is not: its events
         // still count. Past the window of remembered seqs, an older report is taken as a replay.
@@ -703,14 +709,18 @@ impl State {
         }
         node.last_report_ms = ts;
         node.shutdown = r.shutdown;
+        let addr_changes = node.addr_changes;
         apply_host(node, r.host.as_ref(), ts);
         apply_gpus(node, &r.gpus, ts);
         apply_nics(node, &r.nics, ts);
+        if node.addr_changes != addr_changes {
+            self.addr_gen += 1;
+        }
         probes::record(node, &r.probes, ts); // fabric probe results (detect/pingmesh.rs reads them)
         node.expected_gpus = r.expected_gpus;
         let mut written: Option<u64> = None;
         for d in &r.disks {
-            let st = node.disks.entry(d.device.clone()).or_default();
+            let st = slot(&mut node.disks, &d.device);
             st.read_only = d.read_only;
             st.full = matches!((d.total_bytes, d.available_bytes), (Some(t), Some(a)) if t > 0 && a == 0);
             if let Some(w) = d.write_bytes {
@@ -769,6 +779,49 @@ mod tests {
             assert!(kept.get(name).is_some_and(|c| c.samples == 1), "{name} kept");
         }
         assert!(kept.get("port_rcv_data").is_none());
+    }
+
+    #[test]
+    fn the_address_generation_moves_only_when_a_node_or_an_address_is_new() {
+        let mut st = State::default();
+        let report = |seq: u64, nic_addr: &str, host_addr: &str| {
+            let mut r = NodeReport::empty("n1");
+            r.seq = seq;
+            r.timestamp_ms = seq as i64 * 10_000;
+            let nic = faultline_proto::NicSample {
+                name: "mlx5_0".into(),
+                addrs: vec![nic_addr.to_string()],
+                ..Default::default()
+            };
+            r.nics = vec![nic];
+            r.host = Some(faultline_proto::HostSample { addrs: vec![host_addr.into()], ..Default::default() });
+            r
+        };
+        st.apply(&report(1, "10.0.0.1", "192.168.0.1"), 10_000);
+        let first = st.addr_gen;
+        assert!(first > 0, "a new node and its first addresses move it");
+        st.apply(&report(2, "10.0.0.1", "192.168.0.1"), 20_000);
+        assert_eq!(st.addr_gen, first, "the same addresses again leave it");
+        st.apply(&report(3, "10.0.0.2", "192.168.0.1"), 30_000);
+        assert!(st.addr_gen > first, "a NIC address changed");
+        let second = st.addr_gen;
+        st.apply(&report(4, "10.0.0.2", "192.168.0.9"), 40_000);
+        assert!(st.addr_gen > second, "a host address changed");
+        let third = st.addr_gen;
+        let mut other = report(1, "10.0.0.3", "192.168.0.3");
+        other.node = "n2".into();
+        st.apply(&other, 40_000);
+        assert!(st.addr_gen > third, "a new node");
+        // The cached book follows the generation: the same book until it moves.
+        let cache = crate::detect::nccl::BookCache::default();
+        let a = cache.get(&st.nodes, st.addr_gen);
+        assert!(std::sync::Arc::ptr_eq(&a, &cache.get(&st.nodes, st.addr_gen)));
+        assert_eq!(a.resolve("10.0.0.3").map(|e| e.node), Some("n2".to_string()));
+        st.apply(&report(5, "10.0.0.7", "192.168.0.9"), 50_000);
+        let b = cache.get(&st.nodes, st.addr_gen);
+        assert!(!std::sync::Arc::ptr_eq(&a, &b));
+        assert_eq!(b.resolve("10.0.0.7").map(|e| e.node), Some("n1".to_string()));
+        assert_eq!(b.resolve("10.0.0.2"), None, "the old address is gone with the rebuild");
     }
 
     #[test]

@@ -74,7 +74,9 @@ fn run(
     leaf_of: &dyn Fn(&str, &str) -> Option<String>,
 ) -> Vec<Symptom> {
     let mut out = Vec::new();
-    check(job, nodes, leaf_of, NOW, &mut out);
+    let book =
+        || std::sync::Arc::new(AddrBook::new(nodes.iter().map(|(k, n)| (k.as_str(), &n.nic_addrs, host_addrs(n)))));
+    check(job, nodes, leaf_of, &book, NOW, &mut out);
     out
 }
 

@@ -122,6 +122,9 @@ pub(super) fn apply_host(node: &mut NodeState, h: Option<&HostSample>, ts: i64) 
         HOST_POINTS,
     );
     node.uptime_s = h.uptime_s;
+    if node.host.as_ref().is_none_or(|o| o.addrs != h.addrs) {
+        node.addr_changes += 1;
+    }
     node.host = Some(h.clone());
 }
 

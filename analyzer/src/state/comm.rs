@@ -30,6 +30,7 @@ pub fn record_addrs(node: &mut NodeState, nics: &[NicSample]) {
         let held = super::slot(&mut node.nic_addrs, &n.name);
         if *held != n.addrs {
             held.clone_from(&n.addrs);
+            node.addr_changes += 1;
         }
     }
 }
