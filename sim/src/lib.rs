@@ -9,6 +9,7 @@
 pub mod addrs;
 pub mod agent;
 pub mod cluster;
+pub mod cputime;
 pub mod faults;
 pub mod fuzz;
 pub mod jobs;

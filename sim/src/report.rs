@@ -40,6 +40,23 @@ pub struct AnalyzerStats {
     pub round_ms_p50: Option<f64>,
     pub round_ms_p95: Option<f64>,
     pub round_ms_max: Option<f64>,
+    /// The same rounds in the analyzer thread's CPU time: its work, without the time it waited for a
+    /// core the simulator's threads held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round_cpu_ms_p50: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round_cpu_ms_p95: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round_cpu_ms_max: Option<f64>,
+    /// Each round's analyzer CPU time, milliseconds, in order (which rounds cost most: the first,
+    /// with every node's full report, or those of a fault).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub round_cpu_ms: Vec<f64>,
+    /// CPU seconds of each in-process thread over the run: the simulator (physics, reports, the
+    /// agents' encoding), decode (rebuild, decode, validation), the analyzer (apply, ledger, ticks)
+    /// and the thread that frees applied reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_s: Option<ThreadCpu>,
     pub ingest_ms_total: Option<f64>,
     /// Decoding and validating every report (`ingest::decode`), done on its own thread outside the
     /// engine, as the HTTP server's request threads do; not part of the round times above.
@@ -73,6 +90,15 @@ pub struct AnalyzerStats {
     /// (`runner::rss_every_s`), as (virtual s, bytes), so a long run shows whether memory stays flat.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rss_samples: Vec<(f64, u64)>,
+}
+
+/// CPU seconds per thread of an in-process run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ThreadCpu {
+    pub simulator: f64,
+    pub decode: f64,
+    pub analyzer: f64,
+    pub free: f64,
 }
 
 /// The whole run report.
@@ -152,6 +178,19 @@ impl RunReport {
                 a.ingest_ms_total.unwrap_or(0.0),
                 a.tick_ms_total.unwrap_or(0.0),
                 a.tick_ms_max.unwrap_or(0.0)
+            );
+        }
+        if let (Some(p50), Some(p95), Some(max)) = (a.round_cpu_ms_p50, a.round_cpu_ms_p95, a.round_cpu_ms_max) {
+            let _ = writeln!(
+                o,
+                "analyzer CPU per round (its thread's CPU time, without waits for a core): p50 {p50:.1} ms, p95 {p95:.1} ms, max {max:.1} ms"
+            );
+        }
+        if let Some(c) = &a.cpu_s {
+            let _ = writeln!(
+                o,
+                "CPU by thread: simulator {:.1} s, decode {:.1} s, analyzer {:.1} s, free {:.1} s",
+                c.simulator, c.decode, c.analyzer, c.free
             );
         }
         if let Some(d) = a.decode_ms_total {

@@ -12,6 +12,7 @@ use faultline_analyzer::ingest::{self, Encoding, NodeLedger};
 use faultline_analyzer::{Analyzer, EngineConfig, IncidentChange, IngestError, IngestOutcome};
 use faultline_proto::Incident;
 
+use crate::cputime::thread_cpu;
 use crate::report::{AnalyzerStats, ClusterInfo, JobPlacement, RunReport, peak_rss_bytes, rss_bytes};
 use crate::scenario::Scenario;
 use crate::score::{self, RunFacts, RunIncident, TruthFault};
@@ -174,6 +175,7 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
     let mut sim_cur = Duration::ZERO;
     let mut sim_total = Duration::ZERO;
     let mut round_cur = Duration::ZERO;
+    let (mut rounds_cpu_ms, mut round_cpu_cur): (Vec<f64>, Duration) = (Vec::new(), Duration::ZERO);
     let mut round_reports = 0u64;
     let mut round_idx = 0i64;
     let (mut ingest_total, mut tick_total, mut tick_max) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
@@ -199,13 +201,15 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
             let (tx, rx_enc) = mpsc::sync_channel::<Result<Second, serde_json::Error>>(PIPELINE_DEPTH);
             let (tx_dec, rx) = mpsc::sync_channel::<Result<Decoded, serde_json::Error>>(PIPELINE_DEPTH);
             let mut decode_total = Duration::ZERO;
+            // The analyzer thread's CPU from here on (building the world and the engine is not its work).
+            let analyzer_cpu0 = thread_cpu();
             let result = std::thread::scope(|scope| -> Result<(), RunError> {
                 // Owned here, so that returning early drops it and the producer stops.
                 let rx = rx;
                 let world = &mut world;
                 let bases = &bases;
                 let senders = &mut senders;
-                scope.spawn(move || {
+                let decoder = scope.spawn(move || {
                     for second in rx_enc {
                         let msg = second.map(|s| {
                             let d0 = Instant::now();
@@ -228,8 +232,9 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                             break;
                         }
                     }
+                    thread_cpu()
                 });
-                scope.spawn(move || {
+                let simulator = scope.spawn(move || {
                     for _ in 0..=steps {
                         let g0 = Instant::now();
                         let out = world.step();
@@ -257,13 +262,17 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                             break;
                         }
                     }
+                    thread_cpu()
                 });
                 // Applied reports are freed on their own thread, as HTTP request threads free them
                 // after letting go of the engine's lock. Bounded like the other stages, so reports
                 // cannot pile up when that thread gets less CPU than the others. (This was not what
                 // made RSS climb at scale: that climb stayed with the queue bounded, BENCHMARKS.md.)
                 let (tx_free, rx_free) = mpsc::sync_channel::<Vec<ingest::Spent>>(PIPELINE_DEPTH);
-                scope.spawn(move || rx_free.into_iter().for_each(drop));
+                let freer = scope.spawn(move || {
+                    rx_free.into_iter().for_each(drop);
+                    thread_cpu()
+                });
                 for k in 0..=steps {
                     let Ok(second) = rx.recv() else { break };
                     let second = second?;
@@ -272,6 +281,7 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                     let mut spent = Duration::ZERO;
                     decode_total += second.decode_time;
                     let n_items = second.items.len() as u64;
+                    let cpu0 = thread_cpu();
                     for (arrival, node, seq, body, decoded) in second.items {
                         stats.reports += 1;
                         stats.report_bytes += body.len() as u64;
@@ -305,6 +315,7 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                     let t0 = Instant::now();
                     let changes = an.tick(epoch_ms + t);
                     let tk = t0.elapsed();
+                    let round_cpu = thread_cpu().saturating_sub(cpu0);
                     tick_total += tk;
                     tick_max = tick_max.max(tk);
                     spent += tk;
@@ -322,9 +333,11 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                     let idx = t.max(0) / interval_ms;
                     if idx != round_idx {
                         rounds_ms.push(ms(round_cur));
+                        rounds_cpu_ms.push(ms(round_cpu_cur));
                         sim_rounds_ms.push(ms(sim_cur));
                         stats.reports_per_round_max = stats.reports_per_round_max.max(round_reports);
                         round_cur = Duration::ZERO;
+                        round_cpu_cur = Duration::ZERO;
                         sim_cur = Duration::ZERO;
                         round_reports = 0;
                         round_idx = idx;
@@ -333,6 +346,7 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                         stats.rss_samples.push(((t / 1000) as f64, rss_bytes()));
                     }
                     round_cur += spent;
+                    round_cpu_cur += round_cpu;
                     sim_cur += second.sim_time;
                     sim_total += second.sim_time;
                     round_reports += n_items;
@@ -341,11 +355,21 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                         p((k as f64).min(sc.duration_s), sc.duration_s);
                     }
                 }
+                // Every second was consumed: the other threads have finished or are finishing.
+                drop(tx_free);
+                let secs = |h: std::thread::ScopedJoinHandle<'_, Duration>| h.join().map_or(0.0, |d| d.as_secs_f64());
+                stats.cpu_s = Some(crate::report::ThreadCpu {
+                    simulator: r2(secs(simulator)),
+                    decode: r2(secs(decoder)),
+                    analyzer: r2(thread_cpu().saturating_sub(analyzer_cpu0).as_secs_f64()),
+                    free: r2(secs(freer)),
+                });
                 Ok(())
             });
             result?;
             if round_reports > 0 {
                 rounds_ms.push(ms(round_cur));
+                rounds_cpu_ms.push(ms(round_cpu_cur));
                 sim_rounds_ms.push(ms(sim_cur));
                 stats.reports_per_round_max = stats.reports_per_round_max.max(round_reports);
             }
@@ -353,6 +377,10 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
             stats.round_ms_p50 = score::percentile(&rounds_ms, 50.0).map(r2);
             stats.round_ms_p95 = score::percentile(&rounds_ms, 95.0).map(r2);
             stats.round_ms_max = score::percentile(&rounds_ms, 100.0).map(r2);
+            stats.round_cpu_ms_p50 = score::percentile(&rounds_cpu_ms, 50.0).map(r2);
+            stats.round_cpu_ms_p95 = score::percentile(&rounds_cpu_ms, 95.0).map(r2);
+            stats.round_cpu_ms_max = score::percentile(&rounds_cpu_ms, 100.0).map(r2);
+            stats.round_cpu_ms = rounds_cpu_ms.iter().map(|x| x.round()).collect();
             stats.ingest_ms_total = Some(r2(ms(ingest_total)));
             stats.decode_ms_total = Some(r2(ms(decode_total)));
             stats.tick_ms_total = Some(r2(ms(tick_total)));

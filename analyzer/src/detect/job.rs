@@ -124,9 +124,18 @@ fn vanished_early(job: &JobState, r: &RankState) -> bool {
 
 /// The cgroup OOM kill of one of this job's rank processes, if the kernel logged one: (time, rank, pid).
 fn cgroup_oom(job: &JobState, nodes: &BTreeMap<String, NodeState>, now: i64) -> Option<(i64, u32, u32)> {
+    // Ranks in order sit node by node: look each node up once, not once per rank.
+    let mut held: Option<(&str, Option<&NodeState>)> = None;
     job.ranks.iter().find_map(|(k, r)| {
         let pid = r.pid?;
-        let n = nodes.get(&r.node)?;
+        let n = match held {
+            Some((name, n)) if name == r.node => n,
+            _ => {
+                let n = nodes.get(&r.node);
+                held = Some((r.node.as_str(), n));
+                n
+            }
+        }?;
         n.cgroup_ooms.iter().find(|(t, p)| *p == pid && *t > now - EVENT_HOLD_MS).map(|(t, _)| (*t, *k, pid))
     })
 }

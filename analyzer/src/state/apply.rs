@@ -320,13 +320,9 @@ pub(super) fn apply_nics(node: &mut NodeState, nics: &[NicSample], ts: i64) {
         }
         let mut all = [None::<u64>; NIC_COUNTERS.len()];
         st.saturated.clear();
-        // Both in byte order: one pass over the report's counters.
-        let mut want = NIC_COUNTERS.iter().enumerate().peekable();
         for (key, v) in &n.counters {
-            while want.peek().is_some_and(|(_, w)| **w < key.as_str()) {
-                want.next();
-            }
-            let Some(&(i, name)) = want.peek().filter(|(_, w)| **w == key.as_str()) else { continue };
+            let Some(i) = NicCounters::index(key) else { continue };
+            let name = NIC_COUNTERS[i];
             let c = st.counters.slot(i);
             // Stuck at its width's maximum: no delta, unknown rather than zero.
             if n.saturated.iter().any(|x| x == name) || faultline_proto::counters::is_saturated(name, *v) {
