@@ -316,6 +316,13 @@ impl Links {
     }
     /// The state of `link`, made on first use.
     pub fn entry_or_default(&mut self, link: u32) -> &mut NvLinkState {
+        // Links are numbered from 0 without gaps on every GPU seen so far: link k sits at k, and the
+        // search (several entries of a large vector touched, for every link of every report) is
+        // only for the exception.
+        let at = link as usize;
+        if self.0.get(at).is_some_and(|(k, _)| *k == link) {
+            return &mut self.0[at].1;
+        }
         let i = match self.0.binary_search_by_key(&link, |(k, _)| *k) {
             Ok(i) => i,
             Err(i) => {
