@@ -136,6 +136,15 @@ quantile() { # name q
             }
         }' "$WORK/metrics.txt"
 }
+# Share of a histogram's observations at or under the bucket bound `le` (one of its bounds).
+share() { # name le
+    awk -v name="$1" -v le="$2" '
+        index($0, name "_bucket{le=\"") == 1 {
+            b = $0; sub(/^[^"]*"/, "", b); sub(/".*/, "", b)
+            if (b == "+Inf") total = $NF + 0; else if (b + 0 == le + 0) at = $NF + 0
+        }
+        END { if (total > 0) printf "%.2f%%\n", 100 * at / total; else print "n/a" }' "$WORK/metrics.txt"
+}
 result() { awk -v r="$1" 'index($0, "faultline_ingest_reports_total{result=\"" r "\"}") == 1 {v = $NF} END {print v + 0}' "$WORK/metrics.txt"; }
 
 SENT="$(sed -n 's/.*"reports": *\([0-9]*\).*/\1/p' "$WORK/run.json" | head -1)"
@@ -158,7 +167,10 @@ printf 'ingest handling      p50 %s, p99 %s (analyzer histogram)\n' \
     "$(quantile faultline_ingest_duration_seconds 0.5)" "$(quantile faultline_ingest_duration_seconds 0.99)"
 printf 'report age at ingest p50 %s, p99 %s (report timestamp to arrival)\n' \
     "$(quantile faultline_report_age_seconds 0.5)" "$(quantile faultline_report_age_seconds 0.99)"
-printf 'engine tick          p99 %s\n' "$(quantile faultline_engine_tick_duration_seconds 0.99)"
+printf 'report age <= 2 s    %s of reports (<= 1 s: %s)\n' \
+    "$(share faultline_report_age_seconds 2)" "$(share faultline_report_age_seconds 1)"
+printf 'engine tick          p50 %s, p99 %s\n' \
+    "$(quantile faultline_engine_tick_duration_seconds 0.5)" "$(quantile faultline_engine_tick_duration_seconds 0.99)"
 printf 'analyzer CPU         %.1f s over %.1f s wall = %.2f cores\n' "$CPU_S" "$WALL" "$CORES"
 printf 'analyzer peak RSS    %s MiB\n' "$((PEAK_KB / 1024))"
 printf 'simulator CPU        %s\n' "$(awk '{printf "%.1f s user + %.1f s sys over %.1f s wall", $1, $2, $3}' "$WORK/sim.time")"
