@@ -3,7 +3,9 @@
 //! what each stage costs per report, so work goes where the time is. Reports come from a scenario's
 //! world; each node's reports are deltas against its previous one, as agents send them.
 //! `cargo run --release -p faultline-sim --example ingestbench -- sim/scenarios/scale-16k.toml 120`
-//! With `INGESTBENCH_TRACE=1` it also prints the live heap and RSS every 10 virtual seconds.
+//! With `INGESTBENCH_TRACE=1` it also prints the live heap, RSS and tick time every 10 virtual
+//! seconds, and any second whose work grew the live heap by more than 20 MiB, stage by stage;
+//! with `INGESTBENCH_BIG=M` it prints where each allocation of M MiB or more was made.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -22,6 +24,7 @@ static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::ne
 
 unsafe impl std::alloc::GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        big(l.size());
         LIVE.fetch_add(l.size(), std::sync::atomic::Ordering::Relaxed);
         // SAFETY: forwarded as is.
         unsafe { mimalloc::MiMalloc.alloc(l) }
@@ -32,11 +35,34 @@ unsafe impl std::alloc::GlobalAlloc for Counting {
         unsafe { mimalloc::MiMalloc.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, n: usize) -> *mut u8 {
+        big(n);
         LIVE.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         LIVE.fetch_sub(l.size(), std::sync::atomic::Ordering::Relaxed);
         // SAFETY: forwarded as is.
         unsafe { mimalloc::MiMalloc.realloc(p, l, n) }
     }
+}
+
+std::thread_local! {
+    static IN_BIG: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// With `INGESTBENCH_BIG=MiB`: where each allocation of at least that size comes from.
+fn big(size: usize) {
+    static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    if size < (1 << 20) {
+        return;
+    }
+    if IN_BIG.with(|f| f.replace(true)) {
+        return;
+    }
+    let limit = *LIMIT.get_or_init(|| {
+        std::env::var("INGESTBENCH_BIG").ok().and_then(|v| v.parse::<usize>().ok()).map_or(usize::MAX, |m| m << 20)
+    });
+    if size >= limit {
+        eprintln!("allocation of {} MiB at\n{}", size >> 20, std::backtrace::Backtrace::force_capture());
+    }
+    IN_BIG.with(|f| f.set(false));
 }
 
 fn live_mib() -> usize {
@@ -108,9 +134,31 @@ fn main() {
         if w.t_ms == warm_ms {
             s = Stages::default();
         }
+        let live0 = live_mib();
         let t = Instant::now();
         let out = w.step();
         s.step += t.elapsed();
+        let live_step = live_mib();
+        let n_out = out.len();
+        if std::env::var_os("INGESTBENCH_TRACE").is_some() && live_step > live0 + 20 {
+            let big = out.iter().max_by_key(|o| faultline_proto::wire::encode(&o.report).len());
+            if let Some(o) = big {
+                let r = &o.report;
+                eprintln!(
+                    "t {} ms: largest report {} ({} B compact): {} NICs, {} GPUs, {} jobs, {} ranks, {} events, {} probes, {} disks",
+                    w.t_ms,
+                    r.node,
+                    faultline_proto::wire::encode(r).len(),
+                    r.nics.len(),
+                    r.gpus.len(),
+                    r.jobs.len(),
+                    r.jobs.iter().map(|j| j.ranks.len()).sum::<usize>(),
+                    r.events.len(),
+                    r.probes.len(),
+                    r.disks.len()
+                );
+            }
+        }
         let now = epoch + w.t_ms;
         let mut spent = Vec::with_capacity(out.len());
         for o in out {
@@ -151,6 +199,7 @@ fn main() {
             s.reports += 1;
             drop(r);
         }
+        let live_reports = live_mib();
         let t = Instant::now();
         drop(spent);
         s.free += t.elapsed();
@@ -167,6 +216,18 @@ fn main() {
         }
         let tk = t.elapsed();
         s.tick += tk;
+        // A second whose work grew the live heap by more than 20 MiB, stage by stage.
+        if std::env::var_os("INGESTBENCH_TRACE").is_some() && live_mib() > live0 + 20 {
+            eprintln!(
+                "t {} ms: live heap {} MiB -> step ({} reports) {} -> reports (encode, decode, apply) {} -> free, tick {}",
+                w.t_ms,
+                n_out,
+                live0,
+                live_step,
+                live_reports,
+                live_mib()
+            );
+        }
         tick_window += tk;
         if std::env::var_os("INGESTBENCH_TRACE").is_some() && w.t_ms % 10_000 == 0 {
             eprintln!(

@@ -442,10 +442,11 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
     })
 }
 
-/// How often an in-process run samples its RSS, virtual seconds: every 5 minutes in runs up to two
-/// hours (a 600 s scale run gives 300 s and 600 s), every hour in longer ones (a 24 h run gives 24).
+/// How often an in-process run samples its RSS, virtual seconds: every minute in runs up to two
+/// hours (a 600 s scale run gives ten samples: one sample at a fault or a burst of full reports is
+/// not a trend), every hour in longer ones (a 24 h run gives 24).
 pub fn rss_every_s(duration_s: f64) -> i64 {
-    if duration_s <= 7200.0 { 300 } else { 3600 }
+    if duration_s <= 7200.0 { 60 } else { 3600 }
 }
 
 fn r2(x: f64) -> f64 {
