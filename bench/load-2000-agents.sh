@@ -174,6 +174,10 @@ printf 'engine tick          p50 %s, p99 %s\n' \
 printf 'analyzer CPU         %.1f s over %.1f s wall = %.2f cores\n' "$CPU_S" "$WALL" "$CORES"
 printf 'analyzer peak RSS    %s MiB\n' "$((PEAK_KB / 1024))"
 printf 'simulator CPU        %s\n' "$(awk '{printf "%.1f s user + %.1f s sys over %.1f s wall", $1, $2, $3}' "$WORK/sim.time")"
+# The sender's own view: due time to the analyzer's answer (at 1x, virtual seconds are real ones),
+# which tells a late sender from a slow analyzer.
+lag() { sed -n "s/.*\"lag_virtual_s_$1\": *\([0-9.]*\).*/\1/p" "$WORK/run.json" | head -1; }
+printf 'sender lag           p50 %s s, p99 %s s, max %s s (due to answered, the load generator'"'"'s view)\n' "$(lag p50)" "$(lag p99)" "$(lag max)"
 printf 'incidents by class   %s (the scenario injects one gpu_lost)\n' \
     "$(curl -sf -H "Authorization: Bearer $TOKEN" "$URL/api/v1/incidents?status=all" | grep -o '"class":"[a-z_]*"' | sort | uniq -c | awk '{printf "%s×%s ", $1, $2}' | tr -d '"' | sed 's/class://g')"
 
