@@ -173,6 +173,8 @@ printf 'engine tick          p50 %s, p99 %s\n' \
     "$(quantile faultline_engine_tick_duration_seconds 0.5)" "$(quantile faultline_engine_tick_duration_seconds 0.99)"
 printf 'analyzer CPU         %.1f s over %.1f s wall = %.2f cores\n' "$CPU_S" "$WALL" "$CORES"
 printf 'analyzer peak RSS    %s MiB\n' "$((PEAK_KB / 1024))"
+printf 'slow ticks (> 0.5 s) %s\n' "$(grep -c 'slow tick' "$WORK/analyzer.err" || true)"
+grep 'slow tick' "$WORK/analyzer.err" | head -5 | sed 's/^/                     /' || true
 printf 'simulator CPU        %s\n' "$(awk '{printf "%.1f s user + %.1f s sys over %.1f s wall", $1, $2, $3}' "$WORK/sim.time")"
 # The sender's own view: due time to the analyzer's answer (at 1x, virtual seconds are real ones),
 # which tells a late sender from a slow analyzer.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use faultline_proto::{Incident, IncidentStatus};
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use crate::app::AppState;
 pub use crate::app::OutboxPlanner;
@@ -21,6 +21,10 @@ use crate::sync::lock;
 /// Most incident changes kept in memory while the store refuses writes (disk full, I/O error).
 /// Incident changes are rare (a handful per fault), so this covers hours of a broken disk.
 const MAX_PENDING_CHANGES: usize = 10_000;
+
+/// A tick that holds the engine longer than this is logged with where its time went: every report
+/// that arrives meanwhile waits for it, so a slow tick shows up as report age.
+const SLOW_TICK: Duration = Duration::from_millis(500);
 
 /// What one tick did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -45,8 +49,22 @@ impl AppState {
         let now_ms = self.clock.now_ms();
         let span_start = crate::otel::enabled().then(crate::otel::now_ns);
         self.metrics.tick_started();
-        let changes = lock(&self.engine).tick(now_ms);
+        let t_lock = Instant::now();
+        let mut engine = lock(&self.engine);
+        let waited = t_lock.elapsed();
+        let t_run = Instant::now();
+        let changes = engine.tick(now_ms);
+        let ran = t_run.elapsed();
+        drop(engine);
         let n = changes.len();
+        if waited + ran > SLOW_TICK {
+            warn!(
+                waited_for_engine_ms = waited.as_millis() as u64,
+                engine_tick_ms = ran.as_millis() as u64,
+                changes = n,
+                "slow tick: reports arriving meanwhile wait for it"
+            );
+        }
         if n > 0 {
             let mut counts = crate::otel::TickCounts::default();
             let mut open = self.open.write().unwrap_or_else(|p| p.into_inner());
