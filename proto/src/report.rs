@@ -409,7 +409,7 @@ pub struct NicSample {
     /// Raw counters with the kernel's names. IB `port_*_data` are already ×4 into bytes and also
     /// appear as `rx_bytes`/`tx_bytes`.
     #[serde(default)]
-    pub counters: BTreeMap<crate::counters::CounterName, u64>,
+    pub counters: BTreeMap<CounterName, u64>,
     /// Whether this is a fabric NIC (the data plane training traffic uses). Only fabric NICs can be a
     /// fault root. `None` (older agents): IB/RoCE ports are fabric, plain netdevs are not.
     #[serde(default)]

@@ -141,14 +141,14 @@ fn main() {
         let live_step = live_mib();
         let n_out = out.len();
         if std::env::var_os("INGESTBENCH_TRACE").is_some() && live_step > live0 + 20 {
-            let big = out.iter().max_by_key(|o| faultline_proto::wire::encode(&o.report).len());
-            if let Some(o) = big {
+            let big = out.iter().map(|o| (faultline_proto::wire::encode(&o.report).len(), o)).max_by_key(|(n, _)| *n);
+            if let Some((bytes, o)) = big {
                 let r = &o.report;
                 eprintln!(
                     "t {} ms: largest report {} ({} B compact): {} NICs, {} GPUs, {} jobs, {} ranks, {} events, {} probes, {} disks",
                     w.t_ms,
                     r.node,
-                    faultline_proto::wire::encode(r).len(),
+                    bytes,
                     r.nics.len(),
                     r.gpus.len(),
                     r.jobs.len(),

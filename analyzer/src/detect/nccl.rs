@@ -102,13 +102,18 @@ impl BookCache {
         {
             return Arc::clone(b);
         }
-        let b = Arc::new(AddrBook::new(nodes.iter().map(|(k, n)| (k.as_str(), &n.nic_addrs, host_addrs(n)))));
+        let b = Arc::new(AddrBook::of_nodes(nodes));
         *held = Some((generation, Arc::clone(&b)));
         b
     }
 }
 
 impl AddrBook {
+    /// The book of every node in the state: its NICs' and its host's addresses.
+    pub fn of_nodes(nodes: &BTreeMap<String, NodeState>) -> Self {
+        AddrBook::new(nodes.iter().map(|(k, n)| (k.as_str(), &n.nic_addrs, host_addrs(n))))
+    }
+
     /// From each node's NIC addresses and its host's addresses (which name the node only; a NIC's
     /// own address names the NIC too).
     pub fn new<'a>(

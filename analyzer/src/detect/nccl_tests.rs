@@ -74,8 +74,7 @@ fn run(
     leaf_of: &dyn Fn(&str, &str) -> Option<String>,
 ) -> Vec<Symptom> {
     let mut out = Vec::new();
-    let book =
-        || std::sync::Arc::new(AddrBook::new(nodes.iter().map(|(k, n)| (k.as_str(), &n.nic_addrs, host_addrs(n)))));
+    let book = || std::sync::Arc::new(AddrBook::of_nodes(nodes));
     check(job, nodes, leaf_of, &book, NOW, &mut out);
     out
 }
@@ -91,8 +90,7 @@ fn one_bad_nic_seen_by_several_peers_is_that_nic() {
     }
     let j = job(5);
     let o = job_obs(&j, &ns, NOW);
-    let (edges, unresolved) =
-        edges(&o, &AddrBook::new(ns.iter().map(|(k, n)| (k.as_str(), &n.nic_addrs, host_addrs(n)))), &|_| None);
+    let (edges, unresolved) = edges(&o, &AddrBook::of_nodes(&ns), &|_| None);
     assert!(unresolved.is_empty());
     assert_eq!(edges.len(), 3, "the same pair seen from both ends is one edge: {edges:#?}");
     let l = localize(&edges, &no_leaves).unwrap();
@@ -200,7 +198,7 @@ fn socket_resets_from_several_peers_name_the_node_when_no_nic_is_known() {
     let l = {
         let j = job(4);
         let o = job_obs(&j, &ns, NOW);
-        let book = AddrBook::new(ns.iter().map(|(k, n)| (k.as_str(), &n.nic_addrs, host_addrs(n))));
+        let book = AddrBook::of_nodes(&ns);
         localize(&edges(&o, &book, &|_| None).0, &no_leaves).unwrap()
     };
     assert_eq!(l.culprit, Culprit::Node { host: "n0".into() });
@@ -324,7 +322,7 @@ fn old_and_other_jobs_evidence_does_not_count() {
 #[test]
 fn addresses_resolve_in_every_form_and_unknown_peers_are_noted() {
     let ns = nodes(3);
-    let book = AddrBook::new(ns.iter().map(|(k, n)| (k.as_str(), &n.nic_addrs, host_addrs(n))));
+    let book = AddrBook::of_nodes(&ns);
     let nic = |node: &str, nic: &str| Some(End { node: node.into(), nic: Some(nic.into()) });
     assert_eq!(book.resolve("10.1.2.1"), nic("n1", "mlx5_2"));
     assert_eq!(book.resolve("::ffff:10.1.2.1"), nic("n1", "mlx5_2"));
@@ -354,7 +352,7 @@ fn the_same_nic_failing_on_many_nodes_across_leaves_is_a_rail() {
     let leaf_of = |h: &str, _nic: &str| Some(format!("leaf-{h}"));
     let j = job(6);
     let o = job_obs(&j, &ns, NOW);
-    let book = AddrBook::new(ns.iter().map(|(k, n)| (k.as_str(), &n.nic_addrs, host_addrs(n))));
+    let book = AddrBook::of_nodes(&ns);
     let l = localize(&edges(&o, &book, &|_| None).0, &leaf_of).unwrap();
     assert_eq!(l.culprit, Culprit::Rail { nic: "mlx5_3".into() }, "{}", l.reason);
     let out = run(&ns, &j, &leaf_of);
