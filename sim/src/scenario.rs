@@ -98,6 +98,8 @@ struct RawCluster {
     link_layer: Option<Spanned<LinkLayer>>,
     #[serde(default)]
     dcgm: Option<bool>,
+    #[serde(default)]
+    nonfabric_netdevs: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -150,6 +152,9 @@ pub struct ClusterSpec {
     pub link_layer: LinkLayer,
     /// DCGM runs on the nodes: profiling fields (`tensor_active_pct`) exist.
     pub dcgm: bool,
+    /// The agents run with `[nics] collect_nonfabric_netdevs = true`: reports also carry the
+    /// management, storage and bond netdevs (`fabric: false`). Default false, the agent's default.
+    pub nonfabric_netdevs: bool,
 }
 
 impl ClusterSpec {
@@ -434,6 +439,7 @@ fn resolve_cluster(cx: &Ctx, c: &Spanned<RawCluster>) -> Result<ClusterSpec, Sce
         nvlinks_per_gpu,
         link_layer,
         dcgm: r.dcgm.unwrap_or(false),
+        nonfabric_netdevs: r.nonfabric_netdevs.unwrap_or(false),
     })
 }
 

@@ -121,7 +121,8 @@ nodes = 32
 """
     if fabric == "tor":
         head += "nodes_per_leaf = 8\n"
-    head += 'spines = 2\ngpus_per_node = 8\nnics_per_node = 8\ngpu_model = "H100"\n\n'
+    head += 'spines = 2\ngpus_per_node = 8\nnics_per_node = 8\ngpu_model = "H100"\n'
+    head += "# Agents also report their management and storage netdevs (never fault roots).\nnonfabric_netdevs = true\n\n"
     head += "[behaviour]\n# Every job runs PyTorch's NaN check, so a GPU corrupting collectives is named.\nnan_check_share = 1.0\n\n"
     # A slow GPU or silent data corruption shows only in the steps and losses ranks post: the jobs
     # those faults hit use the progress API; the others do not, so hangs are also judged by counters.
@@ -177,6 +178,8 @@ spines = {spines}
 gpus_per_node = 8
 nics_per_node = 8
 gpu_model = "H100"
+# Agents also report their management and storage netdevs (never fault roots).
+nonfabric_netdevs = true
 
 """
     body = []

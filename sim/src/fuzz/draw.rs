@@ -68,11 +68,14 @@ pub fn world_toml(seed: u64) -> String {
     }
     let _ = writeln!(
         t,
-        "spines = 2\ngpus_per_node = {gpn}\nnics_per_node = {nics}\ngpu_model = \"{}\"\nnvlinks_per_gpu = {}\nlink_layer = \"{}\"\n",
+        "spines = 2\ngpus_per_node = {gpn}\nnics_per_node = {nics}\ngpu_model = \"{}\"\nnvlinks_per_gpu = {}\nlink_layer = \"{}\"",
         MODELS[mi],
         if gpn == 1 { 0 } else { NVLINKS[mi] },
         if roce { "ethernet" } else { "infiniband" }
     );
+    // Half the worlds run agents that also report their management and storage netdevs: taken from
+    // the seed, not drawn, so that every other draw of a seed's world stays what it was.
+    let _ = writeln!(t, "nonfabric_netdevs = {}\n", seed % 2 == 1);
     let _ = writeln!(t, "[behaviour]\nprogress_api_share = {:.2}", r.pick(&[0.1, 0.25, 0.25, 0.5]));
     if r.chance(0.3) {
         let _ = writeln!(t, "nccl_timeout_s = {}", r.pick(&[300.0, 1800.0]));

@@ -1,7 +1,10 @@
-//! The NICs of a node as the agent reads them from sysfs: the fabric ports (IB or RoCE) with their
-//! counters at their real widths, stuck at the maximum where the kernel saturates them, and the
-//! netdevs every real node also has (management NIC, storage bond, docker0, veth*, ifb*, ports down
-//! since boot), which are not fabric and never fault roots.
+//! The NICs of a node as the agent reads them from sysfs and reports them: the fabric ports (IB or
+//! RoCE) with their counters at their real widths, stuck at the maximum where the kernel saturates
+//! them. The other netdevs every real node has (management NIC, storage bond, docker0, veth*, ifb*,
+//! ports down since boot) go through the agent's own `[nics]` rules: by default it reports none of
+//! them; with `collect_nonfabric_netdevs` (the scenario's `nonfabric_netdevs`) it reports the
+//! physical ones and the bond as `fabric: false`, and never the container and traffic-shaping
+//! devices its `netdev_exclude` names.
 
 use std::collections::BTreeMap;
 
@@ -139,7 +142,10 @@ pub fn build(
             counters,
         });
     }
-    nics.extend(other_netdevs(w, d, n, ts, dt_s));
+    if c.spec.nonfabric_netdevs {
+        let agent = faultline_agent::collect::fabric::NicsConfig::default();
+        nics.extend(other_netdevs(w, d, n, ts, dt_s).into_iter().filter(|x| !agent.netdev_excluded(&x.name)));
+    }
     nics
 }
 
