@@ -451,6 +451,14 @@ pub const CONGESTION_AT: [usize; 6] = {
     at
 };
 
+/// Where `rx_bytes` and `tx_bytes` sit in `NIC_COUNTERS`.
+pub const RX_BYTES_AT: usize = nic_counter_at("rx_bytes");
+pub const TX_BYTES_AT: usize = nic_counter_at("tx_bytes");
+
+/// The value each of `NIC_COUNTERS` saturates at, where it has a fixed width (IB port counters).
+pub static NIC_COUNTER_MAX: std::sync::LazyLock<[Option<u64>; NIC_COUNTERS.len()]> =
+    std::sync::LazyLock::new(|| std::array::from_fn(|i| faultline_proto::counters::ib_counter_max(NIC_COUNTERS[i])));
+
 /// Place of `name` in `NIC_COUNTERS`, in a constant; not there is a build error.
 const fn nic_counter_at(name: &str) -> usize {
     let mut i = 0;
@@ -467,7 +475,7 @@ const fn nic_counter_at(name: &str) -> usize {
         }
         i += 1;
     }
-    panic!("a congestion input is not in NIC_COUNTERS")
+    panic!("a counter named in a constant is not in NIC_COUNTERS")
 }
 /// A sample that sent less than this (1 MB) is idle: subnet chatter, not traffic.
 pub const CONGESTION_MIN_BYTES: u64 = 1_000_000;

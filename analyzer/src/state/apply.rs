@@ -319,13 +319,27 @@ pub(super) fn apply_nics(node: &mut NodeState, nics: &[NicSample], ts: i64) {
             st.up_at = Some(ts);
         }
         let mut all = [None::<u64>; NIC_COUNTERS.len()];
+        let mut raw = [None::<u64>; NIC_COUNTERS.len()];
         st.saturated.clear();
+        // The report's counters come in byte order, as `NIC_COUNTERS` is: one pass over both
+        // finds each known name, instead of a search of the list per counter.
+        let mut at = 0;
         for (key, v) in &n.counters {
-            let Some(i) = NicCounters::index(key) else { continue };
-            let name = NIC_COUNTERS[i];
+            let key = key.as_str();
+            while at < NIC_COUNTERS.len() && NIC_COUNTERS[at] < key {
+                at += 1;
+            }
+            if at == NIC_COUNTERS.len() {
+                break;
+            }
+            if NIC_COUNTERS[at] != key {
+                continue;
+            }
+            let (i, name) = (at, NIC_COUNTERS[at]);
+            raw[i] = Some(*v);
             let c = st.counters.slot(i);
             // Stuck at its width's maximum: no delta, unknown rather than zero.
-            if n.saturated.iter().any(|x| x == name) || faultline_proto::counters::is_saturated(name, *v) {
+            if n.saturated.iter().any(|x| x == name) || NIC_COUNTER_MAX[i].is_some_and(|m| *v >= m) {
                 c.mark_saturated();
                 st.saturated.push(name);
                 continue;
@@ -356,12 +370,12 @@ pub(super) fn apply_nics(node: &mut NodeState, nics: &[NicSample], ts: i64) {
             );
         }
         // Data bytes both ways: the netdev names, else the IB data counters (already in bytes).
-        let get = |a: &str| n.counters.get(a).copied();
         let sum = |a: Option<u64>, b: Option<u64>| match (a, b) {
             (None, None) => None,
             (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
         };
-        let moved = sum(get("rx_bytes"), get("tx_bytes")).or_else(|| sum(get("port_rcv_data"), get("port_xmit_data")));
+        let moved = sum(raw[RX_BYTES_AT], raw[TX_BYTES_AT])
+            .or_else(|| sum(n.counters.get("port_rcv_data").copied(), raw[CONGESTION_AT[1]]));
         if let Some(b) = moved.filter(|_| !down) {
             st.traffic.update(ts, b, TRAFFIC_FLOOR_BYTES_PER_S);
         }
