@@ -10,11 +10,9 @@
 //! - `seq` grows by one per report and survives agent restarts (the agent persists it), so the analyzer
 //!   can see a gap and the spool can replay in order.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
-pub use crate::counters::{CounterName, counter_name};
+pub use crate::counters::{CounterMap, CounterName, counter_name};
 use crate::{EventClass, Severity};
 
 /// The schema version this crate writes and accepts.
@@ -77,7 +75,7 @@ pub struct NodeReport {
     pub dropped: Dropped,
     /// Collector errors since start, by collector name (monotonic).
     #[serde(default)]
-    pub collector_errors: BTreeMap<CounterName, u64>,
+    pub collector_errors: CounterMap,
     /// How many GPUs this node should have: the agent's config, or else the count it saw at its first
     /// start (persisted). Fewer GPUs than this in a report is a GPU missing, even right after boot.
     #[serde(default)]
@@ -110,7 +108,7 @@ impl NodeReport {
             jobs: Vec::new(),
             events: Vec::new(),
             dropped: Dropped::default(),
-            collector_errors: BTreeMap::new(),
+            collector_errors: CounterMap::new(),
             expected_gpus: None,
             driver_version: None,
             probes: Vec::new(),
@@ -245,7 +243,7 @@ pub struct GpuSample {
     /// `hw_power_brake_slowdown`, `sync_boost`). Judging throttling from how fast these grow is
     /// robust to a snapshot that happens to miss a short event.
     #[serde(default)]
-    pub clock_event_ns: BTreeMap<CounterName, u64>,
+    pub clock_event_ns: CounterMap,
     /// The NVML error the handle or its queries answered this cycle, in NVML's words (`Unknown Error`,
     /// `GPU is lost`, `Timeout`), when any. A fallen-off GPU often answers `Unknown Error`.
     #[serde(default)]
@@ -409,7 +407,7 @@ pub struct NicSample {
     /// Raw counters with the kernel's names. IB `port_*_data` are already ×4 into bytes and also
     /// appear as `rx_bytes`/`tx_bytes`.
     #[serde(default)]
-    pub counters: BTreeMap<CounterName, u64>,
+    pub counters: CounterMap,
     /// Whether this is a fabric NIC (the data plane training traffic uses). Only fabric NICs can be a
     /// fault root. `None` (older agents): IB/RoCE ports are fabric, plain netdevs are not.
     #[serde(default)]

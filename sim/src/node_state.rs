@@ -4,8 +4,6 @@
 //! `ReportCtx` a fault sets its signals on, and `throttle`. Below both `telemetry` and `faults`, so
 //! neither imports the other for it.
 
-use std::collections::BTreeMap;
-
 use faultline_proto::{GpuSample, GpuState, NodeReport};
 
 use crate::cluster::Cluster;
@@ -125,7 +123,7 @@ pub struct GpuDyn {
     /// Per NVLink: data KiB sent and received (NVML's throughput fields).
     pub nvl_kib: Vec<[u64; 2]>,
     /// NVML's cumulative clock-event (violation) time per reason, ns.
-    pub clock_ev: BTreeMap<faultline_proto::CounterName, u64>,
+    pub clock_ev: faultline_proto::CounterMap,
 }
 
 /// Monotonic NIC counters of one boot.

@@ -2,7 +2,6 @@
 //! time from NVML field values, NVML errors in NVML's own words with the GPU's PCI presence, and the
 //! node's expected GPU count.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use nvml_wrapper::enums::device::SampleValue;
@@ -24,10 +23,10 @@ pub const CLOCK_EVENT_FIELDS: [(u32, &str); 5] = [
 
 /// The clocks-event counters this GPU answers. A field the driver does not know answers
 /// NotSupported on its own and is left out; all five missing is NotSupported for the query.
-pub fn clock_events(dev: &nvml_wrapper::Device) -> Result<BTreeMap<faultline_proto::CounterName, u64>, NvmlError> {
+pub fn clock_events(dev: &nvml_wrapper::Device) -> Result<faultline_proto::CounterMap, NvmlError> {
     let ids: Vec<FieldId> = CLOCK_EVENT_FIELDS.iter().map(|(id, _)| FieldId(*id)).collect();
     let vals = dev.field_values_for(&ids)?;
-    let mut out = BTreeMap::new();
+    let mut out = faultline_proto::CounterMap::new();
     let mut first_err = None;
     for ((_, name), v) in CLOCK_EVENT_FIELDS.iter().zip(vals) {
         match v.and_then(|f| f.value) {

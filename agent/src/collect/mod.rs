@@ -238,7 +238,7 @@ pub struct CollectorStatus {
 /// (`DEFAULT_COLLECTOR_DEADLINE`), so one blocking read never holds up the report.
 pub struct Registry {
     workers: Vec<Worker>,
-    errors: BTreeMap<faultline_proto::CounterName, u64>,
+    errors: faultline_proto::CounterMap,
     logged: HashSet<String>,
     deadline: std::time::Duration,
     /// Collectors past their deadline in the last cycle.
@@ -302,7 +302,7 @@ impl Registry {
     pub fn empty() -> Self {
         Self {
             workers: Vec::new(),
-            errors: BTreeMap::new(),
+            errors: faultline_proto::CounterMap::new(),
             logged: HashSet::new(),
             deadline: DEFAULT_COLLECTOR_DEADLINE,
             stalled: Vec::new(),
@@ -387,7 +387,7 @@ impl Registry {
     }
 
     /// Errors per collector since start.
-    pub fn errors(&self) -> &BTreeMap<faultline_proto::CounterName, u64> {
+    pub fn errors(&self) -> &faultline_proto::CounterMap {
         &self.errors
     }
 }

@@ -230,7 +230,7 @@ mod tests {
             write(&net, rel, v);
         }
         let mut r = crate::collect::blank_report("n", 1, 1000);
-        let mut ib_counters = std::collections::BTreeMap::new();
+        let mut ib_counters = faultline_proto::CounterMap::new();
         ib_counters.insert("rx_bytes".into(), 4000u64);
         r.nics.push(NicSample {
             name: "mlx5_0".into(),

@@ -374,7 +374,7 @@ mod tests {
     fn sample_report() -> NodeReport {
         let mut r = crate::collect::blank_report("node-7", 1, 1000);
         r.host = Some(HostSample { cpu_util_pct: Some(50.0), mem_used_bytes: Some(42), ..Default::default() });
-        let mut counters = std::collections::BTreeMap::new();
+        let mut counters = faultline_proto::CounterMap::new();
         counters.insert("rx_bytes".into(), 9_007_199_254_740_993u64);
         counters.insert("link_downed".into(), 2);
         r.nics.push(NicSample {

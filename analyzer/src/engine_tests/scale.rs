@@ -8,7 +8,7 @@ fn big_report(n: usize, seq: u64, t: i64) -> NodeReport {
     let h = format!("node-{n:05}");
     let job = n / 64;
     let step = ((t - START) / 2000) as u64;
-    let counters: BTreeMap<faultline_proto::CounterName, u64> = crate::state::NIC_COUNTERS
+    let counters: faultline_proto::CounterMap = crate::state::NIC_COUNTERS
         .iter()
         .chain(["port_xmit_data", "port_rcv_data", "port_xmit_packets", "port_rcv_packets", "VL15_dropped"].iter())
         .enumerate()

@@ -264,11 +264,7 @@ const BRAKE: std::ops::Range<usize> = 2..3;
 /// Share of the interval since the previous sample that the clocks were held for heat and for the
 /// power brake, from NVML's cumulative violation times. `None` without counters (or on the first).
 /// Only the reasons read here are kept from one sample to the next (`CLOCK_REASONS`).
-fn clock_shares(
-    st: &mut GpuState,
-    now: &BTreeMap<faultline_proto::CounterName, u64>,
-    ts: i64,
-) -> (Option<f64>, Option<f64>) {
+fn clock_shares(st: &mut GpuState, now: &faultline_proto::CounterMap, ts: i64) -> (Option<f64>, Option<f64>) {
     if now.is_empty() {
         st.clock_events = None;
         return (None, None);
@@ -555,7 +551,7 @@ mod tests {
     #[test]
     fn congestion_points_treat_a_saturated_wait_as_unknown() {
         let sample = |t: u64, ecn: bool| {
-            let mut counters = std::collections::BTreeMap::new();
+            let mut counters = faultline_proto::CounterMap::new();
             counters.insert("port_xmit_data".into(), t * 20_000_000_000);
             counters.insert("port_xmit_wait".into(), u64::from(u32::MAX));
             if ecn {

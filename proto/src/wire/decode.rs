@@ -1,8 +1,6 @@
 //! Compact messages → `NodeReport`: string indices resolved against the table, enum names parsed
 //! by their serde names (`names.rs`), columns unpacked. Every error names the field that is wrong.
 
-use std::collections::BTreeMap;
-
 use super::messages::*;
 use super::names::WireName;
 use crate::report::*;
@@ -35,12 +33,7 @@ impl Table<'_> {
         let s = self.str(i, field)?;
         T::from_wire_name(s).ok_or_else(|| bad(field(), T::unknown(s)))
     }
-    fn map(
-        &self,
-        keys: &[u32],
-        values: &[u64],
-        field: &dyn Fn() -> String,
-    ) -> Result<BTreeMap<CounterName, u64>, ReportError> {
+    fn map(&self, keys: &[u32], values: &[u64], field: &dyn Fn() -> String) -> Result<CounterMap, ReportError> {
         if keys.len() != values.len() {
             return Err(bad(field(), format!("{} names but {} values", keys.len(), values.len())));
         }
@@ -49,7 +42,7 @@ impl Table<'_> {
             pairs.push((counter_name(&self.get(k, field)?), v));
         }
         // Keys come sorted from a `BTreeMap`: the map is then built in one pass.
-        Ok(BTreeMap::from_iter(pairs))
+        Ok(CounterMap::from_entries(pairs))
     }
 }
 

@@ -3,8 +3,8 @@
 //! (`write.rs`). `to_wire` builds the same report as the messages of `messages.rs`, with optional
 //! columns as values and a bitset of absent entries: the reference the tests hold the bytes to.
 
-use crate::CounterName;
-use std::collections::{BTreeMap, HashMap};
+use crate::CounterMap;
+use std::collections::HashMap;
 
 #[cfg(test)]
 use super::messages::*;
@@ -63,14 +63,14 @@ impl<'a> Strings<'a> {
         self.put(v.wire_name())
     }
     /// The indices of a map's keys, into `out`.
-    pub(super) fn keys(&mut self, run: &mut Run<'a>, m: &'a BTreeMap<CounterName, u64>, out: &mut Vec<u32>) {
+    pub(super) fn keys(&mut self, run: &mut Run<'a>, m: &'a CounterMap, out: &mut Vec<u32>) {
         out.clear();
         for (i, k) in m.keys().enumerate() {
             out.push(self.put_at(run, i, k));
         }
     }
     #[cfg(test)]
-    fn map(&mut self, run: &mut Run<'a>, m: &'a BTreeMap<CounterName, u64>) -> (Vec<u32>, Vec<u64>) {
+    fn map(&mut self, run: &mut Run<'a>, m: &'a CounterMap) -> (Vec<u32>, Vec<u64>) {
         let mut keys = Vec::with_capacity(m.len());
         let mut values = Vec::with_capacity(m.len());
         for (i, (k, v)) in m.iter().enumerate() {

@@ -65,7 +65,7 @@ impl Gen {
     fn names(&mut self, max: u64) -> Vec<String> {
         (0..self.below(max + 1)).map(|_| self.name()).collect()
     }
-    fn map(&mut self, max: u64) -> std::collections::BTreeMap<CounterName, u64> {
+    fn map(&mut self, max: u64) -> CounterMap {
         (0..self.below(max + 1)).map(|_| (counter_name(&self.name()), self.u64())).collect()
     }
     fn pick<T: WireName>(&mut self) -> T {
@@ -153,7 +153,7 @@ fn gpu(g: &mut Gen, index: u32) -> GpuSample {
     }
 }
 
-fn nic(g: &mut Gen, counters: &std::collections::BTreeMap<CounterName, u64>) -> NicSample {
+fn nic(g: &mut Gen, counters: &CounterMap) -> NicSample {
     NicSample {
         name: g.name(),
         kind: g.pick(),

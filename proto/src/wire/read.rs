@@ -8,8 +8,6 @@
 //! valid encoding and name the field that is wrong. So this path only ever answers what that one
 //! would: the tests check both on the same bodies.
 
-use std::collections::BTreeMap;
-
 use super::names::WireName;
 use crate::report::*;
 use crate::{CollectiveInfo, Event, EventClass};
@@ -121,7 +119,9 @@ fn count(buf: &[u8]) -> usize {
 }
 
 /// The string table.
-struct T<'b>(Vec<&'b str>);
+/// The report's string table, and the counter names made from its entries so far: every NIC of a
+/// report names the same counters, so each name is made once per report, not once per NIC.
+struct T<'b>(Vec<&'b str>, std::cell::RefCell<Vec<Option<CounterName>>>);
 
 impl T<'_> {
     fn s(&self, i: u32) -> Option<String> {
@@ -143,22 +143,31 @@ impl T<'_> {
         }
         Some(out)
     }
-    fn map(&self, keys: &[u8], values: &[u8]) -> Option<BTreeMap<CounterName, u64>> {
+    fn map(&self, keys: &[u8], values: &[u8]) -> Option<CounterMap> {
         let mut pairs = Vec::with_capacity(count(keys));
         let mut vs = packed(values);
+        let mut names = self.1.borrow_mut();
+        if names.len() < self.0.len() {
+            names.resize(self.0.len(), None);
+        }
         for k in packed(keys) {
-            pairs.push((counter_name(self.0.get(k? as u32 as usize)?), vs.next()??));
+            let k = k? as u32 as usize;
+            let name = match names.get_mut(k)? {
+                Some(n) => n.clone(),
+                slot => slot.insert(counter_name(self.0.get(k)?)).clone(),
+            };
+            pairs.push((name, vs.next()??));
         }
         if vs.next().is_some() {
             return None;
         }
-        Some(BTreeMap::from_iter(pairs))
+        Some(CounterMap::from_entries(pairs))
     }
 }
 
 /// The report in `body`, or `None` when `body` is not in `encode`'s form or not a good report.
 pub(super) fn report(body: &[u8]) -> Option<NodeReport> {
-    let mut t = T(Vec::with_capacity(128));
+    let mut t = T(Vec::with_capacity(128), Default::default());
     let mut r = NodeReport::empty(String::new());
     // What `from_wire` gives for a field the body leaves out (proto3: 0).
     r.schema_version = 0;

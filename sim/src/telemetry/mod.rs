@@ -3,8 +3,6 @@
 //! counts), the host, the disk, and the training ranks with their progress. Faults add their signals
 //! through `Fault::apply`; the consequences (slow steps, stalls, idle peers) come from job state.
 
-use std::collections::BTreeMap;
-
 use faultline_proto::{
     DiskSample, EccCounts, FanSample, GpuProcess, GpuSample, GpuState, HostSample, NodeReport, NvLinkSample, PcieLink,
     RowRemap, SCHEMA_VERSION, TempSample,
@@ -230,7 +228,7 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
         jobs: Vec::new(),
         events: Vec::new(),
         dropped: Default::default(),
-        collector_errors: BTreeMap::new(),
+        collector_errors: Default::default(),
         // The count the agent saw at its first start, persisted.
         expected_gpus: Some(gpn as u32),
         driver_version: None,

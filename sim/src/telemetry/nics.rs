@@ -6,10 +6,8 @@
 //! physical ones and the bond as `fabric: false`, and never the container and traffic-shaping
 //! devices its `netdev_exclude` names.
 
-use std::collections::BTreeMap;
-
 use faultline_proto::counters;
-use faultline_proto::{CounterName, NicKind, NicSample};
+use faultline_proto::{CounterMap, CounterName, NicKind, NicSample};
 
 use super::{Load, RankHere};
 use crate::node_state::{
@@ -118,7 +116,7 @@ pub fn build(
         }
         pairs.push((CounterName::new_static("rx_bytes"), nd.c[C::PortRcvData as usize]));
         pairs.push((CounterName::new_static("tx_bytes"), nd.c[C::PortXmitData as usize]));
-        let counters = BTreeMap::from_iter(pairs);
+        let counters = CounterMap::from_entries(pairs);
         nics.push(NicSample {
             fabric: Some(true),
             saturated,
@@ -158,7 +156,7 @@ fn netdev(
     bytes: u64,
     bus: Option<String>,
 ) -> NicSample {
-    let counters = BTreeMap::from([
+    let counters = CounterMap::from([
         (CounterName::new_static("rx_bytes"), bytes),
         (CounterName::new_static("tx_bytes"), bytes / 3),
         (CounterName::new_static("rx_errors"), 0),
