@@ -26,9 +26,11 @@ use crate::ReportError;
 
 /// The media type of a delta body.
 pub const DELTA_CONTENT_TYPE: &str = "application/vnd.faultline.report-delta";
-/// zstd level 1: against a prefix this alike, level 3 (zstd's default) made the same 0.87 KB patch
-/// at 1.6x the time (43 vs 27 us per healthy 8-GPU report, sim/examples/ingestbench.rs).
-const LEVEL: i32 = 1;
+/// zstd level -1 (its first fast level: literals stored, not Huffman-coded): against a prefix this
+/// alike, the patch is the same size as level 1's (751 vs 748 B per healthy 8-GPU report) at 0.79x
+/// the time (17.8 vs 22.6 us); level 3 (zstd's default) took 1.6x level 1's time for the same size;
+/// level -3 made 847 B for 16.1 us (sim/examples/ingestbench.rs, scale-16k).
+const LEVEL: i32 = -1;
 /// Largest rebuilt report taken: the same bound the analyzer puts on any request body (4 MiB).
 pub const MAX_REBUILT_BYTES: usize = 4 << 20;
 
