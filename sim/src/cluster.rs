@@ -30,6 +30,8 @@ pub struct NicStatic {
     pub name: String,
     pub netdev: String,
     pub bus_id: String,
+    /// The fabric address of its netdev (`addrs::nic`), made once.
+    pub addr: String,
 }
 
 #[derive(Debug, Clone)]
@@ -134,6 +136,7 @@ impl Cluster {
                             LinkLayer::Ethernet => format!("eth{k}"),
                         },
                         bus_id: format!("0000:{bus:02x}:00.0"),
+                        addr: crate::addrs::nic(i as usize, k),
                     }
                 })
                 .collect();

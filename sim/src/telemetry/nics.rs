@@ -23,6 +23,16 @@ use crate::world::World;
 const ROCE_CONGESTION_COUNTERS: [&str; 4] =
     ["np_cnp_sent", "np_ecn_marked_roce_packets", "rp_cnp_handled", "rp_cnp_ignored"];
 
+/// Every counter a fabric port shows, in name order (the order of its report's map), with where its
+/// value is kept: the sysfs counters, and `rx_bytes`/`tx_bytes`, which are its data counters.
+static SHOWN: std::sync::LazyLock<Vec<(&'static str, usize)>> = std::sync::LazyLock::new(|| {
+    let mut v: Vec<(&'static str, usize)> = NIC_COUNTER_NAMES.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+    v.push(("rx_bytes", C::PortRcvData as usize));
+    v.push(("tx_bytes", C::PortXmitData as usize));
+    v.sort_unstable();
+    v
+});
+
 /// What faults did to the fabric ports of this report.
 pub struct NicFx {
     pub down: Vec<bool>,
@@ -102,20 +112,19 @@ pub fn build(
         }
         // What sysfs shows: the true totals, held at each counter's maximum.
         let mut saturated = Vec::new();
-        // Static names (no allocation per counter), gathered and then sorted once into the map.
-        let mut pairs: Vec<(CounterName, u64)> = Vec::with_capacity(NIC_COUNTER_NAMES.len() + 2);
         for (name, v) in NIC_COUNTER_NAMES.iter().zip(nd.c.iter()) {
-            if !roce && ROCE_CONGESTION_COUNTERS.contains(name) {
-                continue;
-            }
-            let shown = counters::saturate(name, *v);
-            if counters::is_saturated(name, shown) {
+            if (roce || !ROCE_CONGESTION_COUNTERS.contains(name)) && counters::is_saturated(name, *v) {
                 saturated.push((*name).to_string());
             }
-            pairs.push((CounterName::new_static(name), shown));
         }
-        pairs.push((CounterName::new_static("rx_bytes"), nd.c[C::PortRcvData as usize]));
-        pairs.push((CounterName::new_static("tx_bytes"), nd.c[C::PortXmitData as usize]));
+        // Static names (no allocation per counter), taken in name order: the map is built as is.
+        let mut pairs: Vec<(CounterName, u64)> = Vec::with_capacity(SHOWN.len());
+        for &(name, i) in SHOWN.iter() {
+            if !roce && ROCE_CONGESTION_COUNTERS.contains(&name) {
+                continue;
+            }
+            pairs.push((CounterName::new_static(name), counters::saturate(name, nd.c[i])));
+        }
         let counters = CounterMap::from_entries(pairs);
         nics.push(NicSample {
             fabric: Some(true),
@@ -136,7 +145,7 @@ pub fn build(
             rate_gbps: Some(if down { 0.0 } else { rate }),
             // sysfs has no "maximum rate" to compare a degraded link with.
             max_rate_gbps: None,
-            addrs: vec![crate::addrs::nic(n, k as u32)],
+            addrs: vec![ns.addr.clone()],
             counters,
         });
     }
