@@ -127,6 +127,11 @@ impl Coalescer {
         out
     }
 
+    /// No window is open: nothing will come due until the next event.
+    pub fn is_idle(&self) -> bool {
+        self.open.is_empty()
+    }
+
     /// Everything still counted, at shutdown.
     pub fn flush_all(&mut self) -> Vec<Event> {
         let out = self.open.values_mut().filter_map(Self::summary).collect();
@@ -166,7 +171,9 @@ mod tests {
     fn a_storm_becomes_one_event_plus_one_count() {
         let mut c = Coalescer::with_window(Duration::from_secs(10));
         let t0 = Instant::now();
+        assert!(c.is_idle(), "nothing can come due before the first event");
         assert_eq!(c.offer(ev("xid", Some(45), "gpu1"), t0).len(), 1);
+        assert!(!c.is_idle(), "an open window has a summary to send when it ends");
         for i in 1..=500u64 {
             assert!(c.offer(ev("xid", Some(45), "gpu1"), t0 + Duration::from_millis(i)).is_empty());
         }
@@ -177,6 +184,7 @@ mod tests {
         let out = c.flush_due(t0 + Duration::from_secs(11));
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].count, 500);
+        assert!(c.is_idle(), "every window ended and was flushed");
         // The next one opens a fresh window.
         assert_eq!(c.offer(ev("xid", Some(45), "gpu1"), t0 + Duration::from_secs(12)).len(), 1);
     }
