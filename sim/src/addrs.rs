@@ -13,7 +13,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::cluster::{Cluster, LinkLayer};
+use crate::realism::LinkLayer;
 
 /// First address of the hosts' management network.
 const HOST_BASE: u32 = u32::from_be_bytes([172, 16, 0, 0]);
@@ -34,9 +34,9 @@ pub fn nic(n: usize, k: u32) -> String {
     Ipv4Addr::from(FABRIC_BASE | subnet | hostpart).to_string()
 }
 
-/// The GID NCCL prints for NIC `k` of node `n`.
-pub fn gid(cluster: &Cluster, n: usize, k: u32) -> String {
-    match cluster.spec.link_layer {
+/// The GID NCCL prints for NIC `k` of node `n` on a fabric of `link_layer`.
+pub fn gid(link_layer: LinkLayer, n: usize, k: u32) -> String {
+    match link_layer {
         LinkLayer::Ethernet => format!("::ffff:{}", nic(n, k)),
         LinkLayer::Infiniband => {
             // The port GUID: a vendor prefix, then the node and port.

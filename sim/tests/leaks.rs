@@ -138,18 +138,32 @@ fn ecn_and_cnp_counters_exist_on_roce_ports_only() {
     }
 }
 
+/// A report carries the NICs the agent reports: by default its fabric ports only; with
+/// `collect_nonfabric_netdevs` (`nonfabric_netdevs` here) also the physical netdevs and the bond, as
+/// `fabric: false`; never the container and traffic-shaping devices its `netdev_exclude` names.
 #[test]
-fn nodes_have_the_netdevs_real_nodes_have_and_no_made_up_fields() {
-    let sc = scenario("", "[[job]]\nid = \"a\"\nnodes = 2\nstep_time_s = 1\n");
-    let rs = run(&sc, 60);
-    let r = of(&rs, "node-0000").last().unwrap();
-    for name in ["eno1", "eno2", "docker0", "ifb0", "ifb1", "bond0"] {
-        let n = r.nics.iter().find(|n| n.name == name).unwrap_or_else(|| panic!("no {name}"));
+fn nodes_have_the_netdevs_the_agent_reports_and_no_made_up_fields() {
+    let jobs = "[[job]]\nid = \"a\"\nnodes = 2\nstep_time_s = 1\n";
+    let names = |extra: &str| {
+        let rs = run(&scenario(extra, jobs), 60);
+        let r = of(&rs, "node-0000").last().unwrap().clone();
+        assert!(r.nics.iter().filter(|n| n.kind == NicKind::Infiniband).all(|n| n.fabric == Some(true)));
+        assert!(r.nics.iter().all(|n| n.max_rate_gbps.is_none()), "sysfs has no maximum rate");
+        assert!(r.gpus.iter().all(|g| g.tensor_active_pct.is_none()), "no DCGM, no profiling fields");
+        r
+    };
+    let plain = names("");
+    assert!(plain.nics.iter().all(|n| n.kind == NicKind::Infiniband), "the agent's default: fabric ports only");
+    assert_eq!(plain.nics.len(), 8);
+    let all = names("nonfabric_netdevs = true");
+    for name in ["eno1", "eno2", "ens10f0np0", "ens10f1np1", "bond0"] {
+        let n = all.nics.iter().find(|n| n.name == name).unwrap_or_else(|| panic!("no {name}"));
         assert_eq!((n.kind, n.fabric), (NicKind::Netdev, Some(false)), "{name}");
     }
-    assert!(r.nics.iter().filter(|n| n.kind == NicKind::Infiniband).all(|n| n.fabric == Some(true)));
-    assert!(r.nics.iter().all(|n| n.max_rate_gbps.is_none()), "sysfs has no maximum rate");
-    assert!(r.gpus.iter().all(|g| g.tensor_active_pct.is_none()), "no DCGM, no profiling fields");
+    let agent = faultline_agent::collect::fabric::NicsConfig::default();
+    for n in &all.nics {
+        assert!(!agent.netdev_excluded(&n.name), "{} is never reported by the agent", n.name);
+    }
 }
 
 #[test]

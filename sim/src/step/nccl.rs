@@ -143,8 +143,8 @@ impl World {
             self.nccl_prefix(j, me),
             addrs::host(b.node),
             self.oob_port(j, peer),
-            addrs::gid(&self.cluster, a.node, a.nic),
-            addrs::gid(&self.cluster, b.node, b.nic),
+            addrs::gid(self.cluster.spec.link_layer, a.node, a.nic),
+            addrs::gid(self.cluster.spec.link_layer, b.node, b.nic),
             self.cluster.nodes[a.node].nics[a.nic as usize].name,
         );
         self.say(j, me, ts, line, out);
