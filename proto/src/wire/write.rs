@@ -6,7 +6,7 @@
 //! A nested message's length comes before it but is known only after it: its body is written after
 //! a one-byte length, and moved along by a byte or two in the rare case it is 128 bytes or more.
 
-use prost::encoding::{encode_varint, encoded_len_varint};
+use prost::encoding::encoded_len_varint;
 
 use super::encode::{Run, Runs, Strings};
 use crate::report::*;
@@ -16,7 +16,6 @@ use crate::{CollectiveInfo, Event};
 /// from the report's own strings, then the other fields, written straight from the report
 /// (below). The same bytes as `encode_to_vec(&to_wire(r))`, without building the messages.
 pub(super) fn encode(r: &NodeReport) -> Vec<u8> {
-    use prost::encoding::{encode_varint, encoded_len_varint};
     let mut s = Strings::new();
     // A healthy 8-GPU node's report is about 7.5 KB.
     let mut body = W(Vec::with_capacity(8 << 10));
@@ -31,6 +30,25 @@ pub(super) fn encode(r: &NodeReport) -> Vec<u8> {
     }
     out.extend_from_slice(&body.0);
     out
+}
+
+/// `v` as a protobuf varint: the bytes `prost::encoding::encode_varint` writes. Most values here
+/// (tags, string indices, small counts) take one byte, which is pushed without a loop.
+#[inline]
+fn encode_varint(mut v: u64, out: &mut Vec<u8>) {
+    if v < 0x80 {
+        out.push(v as u8);
+        return;
+    }
+    let mut buf = [0u8; 10];
+    let mut i = 0;
+    while v >= 0x80 {
+        buf[i] = (v as u8) | 0x80;
+        v >>= 7;
+        i += 1;
+    }
+    buf[i] = v as u8;
+    out.extend_from_slice(&buf[..=i]);
 }
 
 /// Wire types.
