@@ -451,9 +451,10 @@ pub const CONGESTION_AT: [usize; 6] = {
     at
 };
 
-/// Where `rx_bytes` and `tx_bytes` sit in `NIC_COUNTERS`.
+/// Where `rx_bytes`, `tx_bytes` and `port_xmit_data` sit in `NIC_COUNTERS`.
 pub const RX_BYTES_AT: usize = nic_counter_at("rx_bytes");
 pub const TX_BYTES_AT: usize = nic_counter_at("tx_bytes");
+pub const PORT_XMIT_DATA_AT: usize = nic_counter_at("port_xmit_data");
 
 /// The value each of `NIC_COUNTERS` saturates at, where it has a fixed width (IB port counters).
 pub static NIC_COUNTER_MAX: std::sync::LazyLock<[Option<u64>; NIC_COUNTERS.len()]> =

@@ -371,7 +371,7 @@ pub(super) fn apply_nics(node: &mut NodeState, nics: &[NicSample], ts: i64) {
             (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
         };
         let moved = sum(raw[RX_BYTES_AT], raw[TX_BYTES_AT])
-            .or_else(|| sum(n.counters.get("port_rcv_data").copied(), raw[CONGESTION_AT[1]]));
+            .or_else(|| sum(n.counters.get("port_rcv_data").copied(), raw[PORT_XMIT_DATA_AT]));
         if let Some(b) = moved.filter(|_| !down) {
             st.traffic.update(ts, b, TRAFFIC_FLOOR_BYTES_PER_S);
         }
