@@ -131,12 +131,12 @@ impl LineHandler {
         }
     }
 
-    /// Send the counts of floods whose window ended.
     /// Nothing is being coalesced: no summary can come due before the next line.
     pub fn is_idle(&self) -> bool {
         self.coalescer.is_idle()
     }
 
+    /// Send the counts of floods whose window ended.
     pub fn tick(&mut self, now: Instant) {
         for out in self.coalescer.flush_due(now) {
             self.events.push(out, false);

@@ -41,7 +41,7 @@ impl Table<'_> {
         for (&k, &v) in keys.iter().zip(values) {
             pairs.push((counter_name(&self.get(k, field)?), v));
         }
-        // Keys come sorted from a `BTreeMap`: the map is then built in one pass.
+        // Keys come sorted from a `CounterMap`: the map is then built as they come, without a sort.
         Ok(CounterMap::from_entries(pairs))
     }
 }

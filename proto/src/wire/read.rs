@@ -118,7 +118,6 @@ fn count(buf: &[u8]) -> usize {
     buf.iter().filter(|&&b| b < 0x80).count()
 }
 
-/// The string table.
 /// The report's string table, and the counter names made from its entries so far: every NIC of a
 /// report names the same counters, so each name is made once per report, not once per NIC.
 struct T<'b>(Vec<&'b str>, std::cell::RefCell<Vec<Option<CounterName>>>);
