@@ -133,9 +133,6 @@ impl CounterMap {
     pub const fn new() -> Self {
         CounterMap(Vec::new())
     }
-    pub fn with_capacity(n: usize) -> Self {
-        CounterMap(Vec::with_capacity(n))
-    }
     pub fn len(&self) -> usize {
         self.0.len()
     }
@@ -147,9 +144,6 @@ impl CounterMap {
     }
     pub fn get(&self, name: &str) -> Option<&u64> {
         self.find(name).ok().map(|i| &self.0[i].1)
-    }
-    pub fn get_mut(&mut self, name: &str) -> Option<&mut u64> {
-        self.find(name).ok().map(|i| &mut self.0[i].1)
     }
     pub fn contains_key(&self, name: &str) -> bool {
         self.find(name).is_ok()
@@ -219,15 +213,14 @@ pub struct CounterEntry<'a> {
 impl<'a> CounterEntry<'a> {
     /// The value, `default` inserted first when the name is not there.
     pub fn or_insert(self, default: u64) -> &'a mut u64 {
-        let v = &mut self.map.0;
-        let i = match v.binary_search_by(|(k, _)| k.cmp(&self.name)) {
+        let i = match self.map.find(&self.name) {
             Ok(i) => i,
             Err(i) => {
-                v.insert(i, (self.name, default));
+                self.map.0.insert(i, (self.name, default));
                 i
             }
         };
-        &mut v[i].1
+        &mut self.map.0[i].1
     }
     pub fn or_default(self) -> &'a mut u64 {
         self.or_insert(0)
