@@ -33,6 +33,10 @@ static SHOWN: std::sync::LazyLock<Vec<(&'static str, usize)>> = std::sync::LazyL
     v
 });
 
+/// The agent's default `[nics]` rules, made once (its exclude list is two dozen globs).
+static AGENT_NICS: std::sync::LazyLock<faultline_agent::collect::fabric::NicsConfig> =
+    std::sync::LazyLock::new(Default::default);
+
 /// What faults did to the fabric ports of this report.
 pub struct NicFx {
     pub down: Vec<bool>,
@@ -150,8 +154,7 @@ pub fn build(
         });
     }
     if c.spec.nonfabric_netdevs {
-        let agent = faultline_agent::collect::fabric::NicsConfig::default();
-        nics.extend(other_netdevs(w, d, n, ts, dt_s).into_iter().filter(|x| !agent.netdev_excluded(&x.name)));
+        nics.extend(other_netdevs(w, d, n, ts, dt_s).into_iter().filter(|x| !AGENT_NICS.netdev_excluded(&x.name)));
     }
     nics
 }
