@@ -24,7 +24,18 @@ const RAIL_BITS: u32 = 17;
 
 /// The management address of node `n`.
 pub fn host(n: usize) -> String {
-    Ipv4Addr::from(HOST_BASE.wrapping_add(n as u32 + 1)).to_string()
+    host_ip(n).to_string()
+}
+
+fn host_ip(n: usize) -> Ipv4Addr {
+    Ipv4Addr::from(HOST_BASE.wrapping_add(n as u32 + 1))
+}
+
+/// `host(n)`, written into `out` (its old text replaced), without allocating when it has room.
+pub fn write_host(n: usize, out: &mut String) {
+    use std::fmt::Write;
+    out.clear();
+    write!(out, "{}", host_ip(n)).expect("writing to a String cannot fail");
 }
 
 /// The address of NIC `k` of node `n` on its rail's subnet.
@@ -53,6 +64,9 @@ mod tests {
     #[test]
     fn addresses_are_distinct_per_node_and_rail() {
         assert_eq!(host(0), "172.16.0.1");
+        let mut reused = "255.255.255.255 and more".to_string();
+        write_host(0, &mut reused);
+        assert_eq!(reused, host(0));
         assert_eq!(host(300), "172.16.1.45");
         assert_eq!(nic(0, 0), "10.0.0.1");
         assert_eq!(nic(0, 3), "10.6.0.1");

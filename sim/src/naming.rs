@@ -25,3 +25,10 @@ pub fn spine(i: u32, total: u32) -> String {
 pub fn nic(i: u32) -> String {
     format!("mlx5_{i}")
 }
+
+/// `nic(i)`, written into `out` (its old text replaced).
+pub fn write_nic(i: u32, out: &mut String) {
+    use std::fmt::Write;
+    out.clear();
+    write!(out, "mlx5_{i}").expect("writing to a String cannot fail");
+}

@@ -101,9 +101,22 @@ pub struct World {
     pub agents: Vec<NodeAgent>,
     /// Reports sent but not yet arrived (late ones).
     pub(crate) in_flight: Vec<Outgoing>,
+    /// Reports handed back after sending (`recycle`), whose buffers the next reports are built in.
+    pub(crate) spares: Vec<NodeReport>,
 }
 
+/// At most this many reports are kept for `World::recycle`: a second's worth at 100,000 GPUs.
+const SPARES_MAX: usize = 2_048;
+
 impl World {
+    /// Hands back a report `step` gave out, once it is sent: the next report is built in its
+    /// buffers instead of new ones (`telemetry::reuse`). Its content does not matter.
+    pub fn recycle(&mut self, report: NodeReport) {
+        if self.spares.len() < SPARES_MAX {
+            self.spares.push(report);
+        }
+    }
+
     pub fn new(sc: &Scenario, epoch_ms: i64) -> Self {
         let cluster = Cluster::build(sc);
         let noise = Noise::new(sc.seed, sc.noise);
@@ -175,6 +188,7 @@ impl World {
             probes: sc.probes.clone(),
             agents,
             in_flight: Vec::new(),
+            spares: Vec::new(),
         }
     }
 

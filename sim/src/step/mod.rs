@@ -14,6 +14,7 @@ use crate::faults::{Obs, RankFx, Seen, lines};
 use crate::noise::{self, what};
 use crate::telemetry;
 use crate::world::{HUNG_TASK_TIMEOUT_MS, Outgoing, RETRY_MS, RankView, Silence, World};
+use faultline_proto::NodeReport;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum ReqKind {
@@ -139,6 +140,7 @@ impl World {
                 // Back from a reboot or a crash: fresh boot, counters from zero, same persisted seq.
                 d.reboot(&self.cluster, n, self.seed, ts - 60_000);
             }
+            let spare = self.spares.pop().unwrap_or_else(|| NodeReport::empty(""));
             let report = telemetry::build(
                 self,
                 &mut d,
@@ -146,6 +148,7 @@ impl World {
                 ts,
                 matches!(kind, ReqKind::Urgent | ReqKind::News),
                 kind == ReqKind::Shutdown,
+                spare,
             );
             if kind == ReqKind::Shutdown {
                 d.rebooting = true;

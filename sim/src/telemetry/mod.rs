@@ -21,6 +21,9 @@ mod nics;
 mod nvlink;
 pub mod probes;
 mod ranks;
+mod reuse;
+
+use reuse::{emptied, slots, some_text, text, texts};
 
 struct Model {
     mem_bytes: u64,
@@ -30,13 +33,13 @@ struct Model {
 }
 
 fn model(name: &str) -> Model {
-    let m = name.to_ascii_uppercase();
+    let has = |m: &str| name.as_bytes().windows(m.len()).any(|w| w.eq_ignore_ascii_case(m.as_bytes()));
     let mib = |x: u64| x << 20;
-    if m.contains("B200") {
+    if has("B200") {
         Model { mem_bytes: mib(183_359), power_limit_w: 1000.0, sm_max: 1965, mem_max: 3996 }
-    } else if m.contains("H200") {
+    } else if has("H200") {
         Model { mem_bytes: mib(143_771), power_limit_w: 700.0, sm_max: 1980, mem_max: 3201 }
-    } else if m.contains("A100") {
+    } else if has("A100") {
         Model { mem_bytes: mib(81_920), power_limit_w: 400.0, sm_max: 1410, mem_max: 1593 }
     } else {
         Model { mem_bytes: mib(81_559), power_limit_w: 700.0, sm_max: 1980, mem_max: 2619 }
@@ -69,8 +72,20 @@ pub(crate) struct RankHere {
     pub extra: f64,
 }
 
-/// Build node `n`'s report at virtual ms `ts`.
-pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdown: bool) -> NodeReport {
+/// The names of a node's fans, as hwmon numbers them.
+const FANS: [&str; 6] = ["hwmon3/fan1", "hwmon3/fan2", "hwmon3/fan3", "hwmon3/fan4", "hwmon3/fan5", "hwmon3/fan6"];
+
+/// Build node `n`'s report at virtual ms `ts`, in the buffers of `spare`, a report sent before (of
+/// any node; `NodeReport::empty` when there is none): see `reuse`.
+pub fn build(
+    w: &World,
+    d: &mut NodeDyn,
+    n: usize,
+    ts: i64,
+    urgent: bool,
+    shutdown: bool,
+    mut spare: NodeReport,
+) -> NodeReport {
     let c = &w.cluster;
     let spec = &c.spec;
     let node = &c.nodes[n];
@@ -136,8 +151,10 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
     }
 
     // GPUs, before faults.
-    let mut gpus = Vec::with_capacity(gpn);
-    for (g, gs) in node.gpus.iter().enumerate() {
+    let mut gpus = std::mem::take(&mut spare.gpus);
+    slots(&mut gpus, node.gpus.len());
+    for (g, (gs, slot)) in node.gpus.iter().zip(gpus.iter_mut()).enumerate() {
+        let o = std::mem::take(slot);
         let gk = nk * 64 + g as u64;
         let load = gpu_rank[g].map_or(Load::Idle, |i| ranks[i].load);
         let (util, tensor, power) = match load {
@@ -161,17 +178,17 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
             Some(_) => m.mem_bytes / 100 * (88 + (noise::unit(&[w.seed, what::STATIC, gk, 8]) * 8.0) as u64),
             None => 600 << 20,
         };
-        let processes = gpu_rank[g]
-            .map(|i| {
-                vec![GpuProcess { pid: w.pid(ranks[i].j, ranks[i].r), used_mem_bytes: Some(mem_used - (500 << 20)) }]
-            })
-            .unwrap_or_default();
-        gpus.push(GpuSample {
+        let mut processes = emptied(o.processes);
+        if let Some(i) = gpu_rank[g] {
+            processes
+                .push(GpuProcess { pid: w.pid(ranks[i].j, ranks[i].r), used_mem_bytes: Some(mem_used - (500 << 20)) });
+        }
+        *slot = GpuSample {
             index: g as u32,
-            uuid: gs.uuid.clone(),
-            name: spec.gpu_model.clone(),
-            serial: Some(gs.serial.clone()),
-            pci_bus_id: Some(gs.bus_id.clone()),
+            uuid: text(o.uuid, &gs.uuid),
+            name: text(o.name, &spec.gpu_model),
+            serial: some_text(o.serial, &gs.serial),
+            pci_bus_id: some_text(o.pci_bus_id, &gs.bus_id),
             state: GpuState::Ok,
             util_gpu_pct: Some((util * 10.0).round() / 10.0),
             util_mem_pct: Some((util * 0.42 * 10.0).round() / 10.0),
@@ -188,7 +205,7 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
             mem_clock_mhz: Some(m.mem_max),
             mem_clock_max_mhz: Some(m.mem_max),
             throttle_mask: Some(u64::from(idle)),
-            throttle_reasons: if idle { vec!["gpu_idle".to_string()] } else { Vec::new() },
+            throttle_reasons: texts(o.throttle_reasons, idle.then_some("gpu_idle")),
             // A DCGM profiling field: only where DCGM runs.
             tensor_active_pct: spec.dcgm.then_some((tensor * 10.0).round() / 10.0),
             ecc: EccCounts::default(),
@@ -201,20 +218,25 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
                 max_width: Some(16),
                 replay_count: None,
             }),
-            nvlinks: Vec::new(),
+            // Filled in after the faults, below.
+            nvlinks: o.nvlinks,
             processes,
-            not_supported: vec!["retired_pages".to_string()],
-            clock_event_ns: Default::default(),
+            not_supported: texts(o.not_supported, ["retired_pages"]),
+            clock_event_ns: o.clock_event_ns,
             nvml_error: None,
             pci_present: Some(true),
             mig: None,
-        });
+        };
     }
 
+    let spare_nics = std::mem::take(&mut spare.nics);
+    let spare_host = spare.host.take().unwrap_or_default();
+    let spare_disks = std::mem::take(&mut spare.disks);
+    let spare_jobs = std::mem::take(&mut spare.jobs);
     let mut report = NodeReport {
         schema_version: SCHEMA_VERSION,
-        node: node.name.clone(),
-        agent_version: AGENT_VERSION.to_string(),
+        node: text(spare.node, &node.name),
+        agent_version: text(spare.agent_version, AGENT_VERSION),
         seq: d.seq,
         // The agent's clock, NTP-skewed.
         timestamp_ms: w.epoch_ms + ts + w.agents[n].skew_ms,
@@ -279,6 +301,7 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
 
     // GPU counters, then the state of GPUs that stopped answering.
     let mut sbe_events = Vec::new();
+    let mut up: Vec<bool> = Vec::new();
     for (g, s) in report.gpus.iter_mut().enumerate() {
         let gd = &mut d.gpus[g];
         gd.energy_mj += s.power_w.unwrap_or(0.0) * dt_s * 1000.0;
@@ -309,7 +332,8 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
             p.replay_count = Some(gd.pcie_replay);
         }
         // NVLink data: the job's collectives over the links that are up; nothing on a lost GPU.
-        let up: Vec<bool> = (0..gd.nvl.len()).map(|l| !nvlink_down.contains(&(g, l))).collect();
+        up.clear();
+        up.extend((0..gd.nvl.len()).map(|l| !nvlink_down.contains(&(g, l))));
         if let (Some(i), GpuState::Ok) = (gpu_rank[g], gpu_state[g]) {
             let rh = &ranks[i];
             let peers = ranks.iter().filter(|o| o.j == rh.j && o.view == RankView::Running).count();
@@ -318,22 +342,17 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
             let rx = noise.jitter(what::TRAFFIC, nk * 64 + g as u64, tk ^ 7, 0.01);
             nvlink::advance(&mut gd.nvl_kib, &up, bps, dt_s, rx);
         }
-        s.nvlinks = gd
-            .nvl
-            .iter()
-            .zip(&gd.nvl_kib)
-            .enumerate()
-            .map(|(l, (c, b))| NvLinkSample {
-                link: l as u32,
-                active: up[l],
-                crc_errors: Some(c[0]),
-                replay_errors: Some(c[1]),
-                recovery_errors: Some(c[2]),
-                tx_bytes: Some(b[0] * 1024),
-                rx_bytes: Some(b[1] * 1024),
-                ..Default::default()
-            })
-            .collect();
+        s.nvlinks.clear();
+        s.nvlinks.extend(gd.nvl.iter().zip(&gd.nvl_kib).enumerate().map(|(l, (c, b))| NvLinkSample {
+            link: l as u32,
+            active: up[l],
+            crc_errors: Some(c[0]),
+            replay_errors: Some(c[1]),
+            recovery_errors: Some(c[2]),
+            tx_bytes: Some(b[0] * 1024),
+            rx_bytes: Some(b[1] * 1024),
+            ..Default::default()
+        }));
         // Violation time grows while a reason holds (the whole window: faults hold it throughout);
         // a busy healthy GPU touches its software power cap now and then.
         let busy = s.util_gpu_pct.unwrap_or(0.0) > 50.0;
@@ -345,7 +364,7 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
                 *e += (dt_s * 1e9 * 0.01 * noise.level.min(3.0)) as u64;
             }
         }
-        s.clock_event_ns = gd.clock_ev.clone();
+        s.clock_event_ns.clone_from(&gd.clock_ev);
         if gpu_state[g] != GpuState::Ok {
             *s = GpuSample {
                 index: s.index,
@@ -361,7 +380,7 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
         }
     }
 
-    report.nics = nics::build(w, d, n, ts, dt_s, &ranks, &nic_fx);
+    report.nics = nics::build(w, d, n, ts, dt_s, &ranks, &nic_fx, spare_nics);
     if w.probes.enabled {
         report.probes = probes::fill(w, &w.probes, n, ts, dt_s, &report.nics); // scenario [probes]
     }
@@ -382,8 +401,11 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
         ((30u64 << 30) as f64 + (40u64 << 30) as f64 * alive) as u64
     };
     let load = cpu_util / 100.0 * f64::from(HOST_CPUS) * 0.9;
-    let fans = (0..6)
-        .map(|i| {
+    let mut fans = spare_host.fans;
+    slots(&mut fans, FANS.len());
+    for (i, (slot, fan)) in (0u64..).zip(fans.iter_mut().zip(FANS)) {
+        let o = std::mem::take(slot);
+        *slot = {
             let failed = fan_failed && (i == 0 || i == 3);
             let rpm = if failed {
                 0.0
@@ -393,27 +415,36 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
                     + noise.plus(what::HOST, nk, tk ^ i, 80.0))
                 .round()
             };
-            FanSample { name: format!("hwmon3/fan{}", i + 1), rpm: Some(rpm), min_rpm: Some(1_000.0), alarm: failed }
-        })
-        .collect();
+            FanSample { name: text(o.name, fan), rpm: Some(rpm), min_rpm: Some(1_000.0), alarm: failed }
+        };
+    }
     let hot = if fan_failed { 15.0 } else { 0.0 };
-    let temps = vec![
+    let mut temps = spare_host.temps;
+    slots(&mut temps, 3);
+    let [t0, t1, t2] = [0, 1, 2].map(|i| std::mem::take(&mut temps[i]).name);
+    let new_temps = [
         TempSample {
-            name: "CPU0 Temp".into(),
+            name: text(t0, "CPU0 Temp"),
             celsius: (42.0 + 1.5 * alive + hot + noise.plus(what::TEMP, nk, tk ^ 11, 1.0)).round(),
             crit_celsius: Some(100.0),
         },
         TempSample {
-            name: "CPU1 Temp".into(),
+            name: text(t1, "CPU1 Temp"),
             celsius: (41.0 + 1.5 * alive + hot + noise.plus(what::TEMP, nk, tk ^ 12, 1.0)).round(),
             crit_celsius: Some(100.0),
         },
         TempSample {
-            name: "Inlet Temp".into(),
+            name: text(t2, "Inlet Temp"),
             celsius: (23.0 + noise.plus(what::TEMP, nk, tk ^ 13, 0.5)).round(),
             crit_celsius: Some(45.0),
         },
     ];
+    for (slot, t) in temps.iter_mut().zip(new_temps) {
+        *slot = t;
+    }
+    let mut addrs = spare_host.addrs;
+    slots(&mut addrs, 1);
+    crate::addrs::write_host(n, &mut addrs[0]);
     report.host = Some(HostSample {
         cpu_count: Some(HOST_CPUS),
         cpu_util_pct: Some((cpu_util * 10.0).round() / 10.0),
@@ -429,14 +460,17 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
         uptime_s: Some(((ts - d.boot_ms) / 1000).max(0) as u64),
         fans,
         temps,
-        addrs: vec![crate::addrs::host(n)],
+        addrs,
     });
     let writing = ranks.iter().filter(|r| r.load == Load::Checkpoint).count() as f64;
     d.disk_written += ((5.0e6 + CKPT_BYTES_PER_S * writing) * dt_s) as u64;
-    report.disks = vec![DiskSample {
+    let mut disks = spare_disks;
+    slots(&mut disks, 1);
+    let o = std::mem::take(&mut disks[0]);
+    disks[0] = DiskSample {
         write_bytes: Some(d.disk_written),
-        device: naming::DISK.to_string(),
-        mount: Some("/".to_string()),
+        device: text(o.device, naming::DISK),
+        mount: some_text(o.mount, "/"),
         total_bytes: Some(DISK_BYTES),
         available_bytes: Some(if disk_full {
             0
@@ -444,9 +478,10 @@ pub fn build(w: &World, d: &mut NodeDyn, n: usize, ts: i64, urgent: bool, shutdo
             (DISK_BYTES as f64 * (0.62 + 0.02 * noise::unit(&[w.seed, what::STATIC, nk, 50]))) as u64
         }),
         read_only: disk_read_only,
-    }];
+    };
+    report.disks = disks;
 
-    report.jobs = ranks::build(w, ts, &ranks);
+    report.jobs = ranks::build(w, ts, &ranks, spare_jobs);
 
     // Events seen since the last report.
     let mut events = sbe_events;

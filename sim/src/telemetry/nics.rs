@@ -9,6 +9,7 @@
 use faultline_proto::counters;
 use faultline_proto::{CounterMap, CounterName, NicKind, NicSample};
 
+use super::reuse::{slots, some_text, text, texts};
 use super::{Load, RankHere};
 use crate::node_state::{
     NIC_BUSY_BYTES_PER_S, NIC_COUNTER_NAMES, NIC_IDLE_BYTES_PER_S, NicCounter as C, NicDyn, NodeDyn, XMIT_WAIT_PER_S,
@@ -23,14 +24,36 @@ use crate::world::World;
 const ROCE_CONGESTION_COUNTERS: [&str; 4] =
     ["np_cnp_sent", "np_ecn_marked_roce_packets", "rp_cnp_handled", "rp_cnp_ignored"];
 
-/// Every counter a fabric port shows, in name order (the order of its report's map), with where its
-/// value is kept: the sysfs counters, and `rx_bytes`/`tx_bytes`, which are its data counters.
-static SHOWN: std::sync::LazyLock<Vec<(&'static str, usize)>> = std::sync::LazyLock::new(|| {
-    let mut v: Vec<(&'static str, usize)> = NIC_COUNTER_NAMES.iter().enumerate().map(|(i, n)| (*n, i)).collect();
-    v.push(("rx_bytes", C::PortRcvData as usize));
-    v.push(("tx_bytes", C::PortXmitData as usize));
-    v.sort_unstable();
+/// One counter a fabric port shows.
+struct Shown {
+    name: &'static str,
+    /// Where its true total is kept (`NicDyn::c`).
+    slot: usize,
+    /// The value it saturates at, if it has a fixed width (`counters::ib_counter_max`).
+    max: Option<u64>,
+    /// Only a RoCE port has it (`ROCE_CONGESTION_COUNTERS`).
+    roce_only: bool,
+}
+
+impl Shown {
+    fn new(name: &'static str, slot: usize) -> Shown {
+        Shown { name, slot, max: counters::ib_counter_max(name), roce_only: ROCE_CONGESTION_COUNTERS.contains(&name) }
+    }
+}
+
+/// Every counter a fabric port shows, in name order (the order of its report's map): the sysfs
+/// counters, and `rx_bytes`/`tx_bytes`, which are its data counters. Looked up once, not per report.
+static SHOWN: std::sync::LazyLock<Vec<Shown>> = std::sync::LazyLock::new(|| {
+    let mut v: Vec<Shown> = NIC_COUNTER_NAMES.iter().enumerate().map(|(i, n)| Shown::new(n, i)).collect();
+    v.push(Shown::new("rx_bytes", C::PortRcvData as usize));
+    v.push(Shown::new("tx_bytes", C::PortXmitData as usize));
+    v.sort_unstable_by_key(|s| s.name);
     v
+});
+
+/// The sysfs counters of fixed width, in `NIC_COUNTER_NAMES` order (the order of `saturated`).
+static SATURABLE: std::sync::LazyLock<Vec<Shown>> = std::sync::LazyLock::new(|| {
+    NIC_COUNTER_NAMES.iter().enumerate().map(|(i, n)| Shown::new(n, i)).filter(|s| s.max.is_some()).collect()
 });
 
 /// The agent's default `[nics]` rules, made once (its exclude list is two dozen globs).
@@ -48,7 +71,8 @@ pub struct NicFx {
     pub congested: Vec<f64>,
 }
 
-/// The fabric ports, then the other netdevs of node `n`.
+/// The fabric ports, then the other netdevs of node `n`, in the buffers of `spare` (see `reuse`).
+#[allow(clippy::too_many_arguments)]
 pub fn build(
     w: &World,
     d: &mut NodeDyn,
@@ -57,6 +81,7 @@ pub fn build(
     dt_s: f64,
     ranks: &[RankHere],
     fx: &NicFx,
+    spare: Vec<NicSample>,
 ) -> Vec<NicSample> {
     let c = &w.cluster;
     let node = &c.nodes[n];
@@ -81,8 +106,10 @@ pub fn build(
         }
     }
     let roce = c.spec.link_layer == LinkLayer::Ethernet;
-    let mut nics = Vec::with_capacity(nics_n + 8);
-    for (k, ns) in node.nics.iter().enumerate() {
+    let mut nics = spare;
+    slots(&mut nics, node.nics.len());
+    for (k, (ns, slot)) in node.nics.iter().zip(nics.iter_mut()).enumerate() {
+        let o = std::mem::take(slot);
         let nd = &mut d.nics[k];
         let down = fx.down[k];
         let rate = fx.rate[k];
@@ -115,43 +142,41 @@ pub fn build(
             nd.c[C::SymbolError as usize] += 1;
         }
         // What sysfs shows: the true totals, held at each counter's maximum.
-        let mut saturated = Vec::new();
-        for (name, v) in NIC_COUNTER_NAMES.iter().zip(nd.c.iter()) {
-            if (roce || !ROCE_CONGESTION_COUNTERS.contains(name)) && counters::is_saturated(name, *v) {
-                saturated.push((*name).to_string());
-            }
-        }
-        // Static names (no allocation per counter), taken in name order: the map is built as is.
-        let mut pairs: Vec<(CounterName, u64)> = Vec::with_capacity(SHOWN.len());
-        for &(name, i) in SHOWN.iter() {
-            if !roce && ROCE_CONGESTION_COUNTERS.contains(&name) {
-                continue;
-            }
-            pairs.push((CounterName::new_static(name), counters::saturate(name, nd.c[i])));
-        }
-        let counters = CounterMap::from_entries(pairs);
-        nics.push(NicSample {
+        let saturated = texts(
+            o.saturated,
+            SATURABLE
+                .iter()
+                .filter(|s| (roce || !s.roce_only) && s.max.is_some_and(|m| nd.c[s.slot] >= m))
+                .map(|s| s.name),
+        );
+        // Static names (no allocation per counter), in name order.
+        let mut counters = o.counters;
+        counters.refill_sorted(SHOWN.iter().filter(|s| roce || !s.roce_only).map(|s| {
+            let v = nd.c[s.slot];
+            (CounterName::new_static(s.name), s.max.map_or(v, |m| v.min(m)))
+        }));
+        *slot = NicSample {
             fabric: Some(true),
             saturated,
-            name: ns.name.clone(),
+            name: text(o.name, &ns.name),
             kind: NicKind::Infiniband,
-            netdev: Some(ns.netdev.clone()),
+            netdev: some_text(o.netdev, &ns.netdev),
             port: Some(1),
-            pci_bus_id: Some(ns.bus_id.clone()),
-            operstate: Some(if down { "down" } else { "up" }.to_string()),
+            pci_bus_id: some_text(o.pci_bus_id, &ns.bus_id),
+            operstate: some_text(o.operstate, if down { "down" } else { "up" }),
             carrier: Some(!down),
             carrier_changes: Some(nd.carrier_changes),
             speed_mbps: if down { None } else { Some((rate * 1000.0) as u64) },
             mtu: Some(if roce { 9000 } else { 4096 }),
-            link_layer: Some(if roce { "Ethernet" } else { "InfiniBand" }.to_string()),
-            ib_state: Some(if down { "DOWN" } else { "ACTIVE" }.to_string()),
-            ib_phys_state: Some(if down { "Polling" } else { "LinkUp" }.to_string()),
+            link_layer: some_text(o.link_layer, if roce { "Ethernet" } else { "InfiniBand" }),
+            ib_state: some_text(o.ib_state, if down { "DOWN" } else { "ACTIVE" }),
+            ib_phys_state: some_text(o.ib_phys_state, if down { "Polling" } else { "LinkUp" }),
             rate_gbps: Some(if down { 0.0 } else { rate }),
             // sysfs has no "maximum rate" to compare a degraded link with.
             max_rate_gbps: None,
-            addrs: vec![ns.addr.clone()],
+            addrs: texts(o.addrs, [ns.addr.as_str()]),
             counters,
-        });
+        };
     }
     if c.spec.nonfabric_netdevs {
         nics.extend(other_netdevs(w, d, n, ts, dt_s).into_iter().filter(|x| !AGENT_NICS.netdev_excluded(&x.name)));

@@ -6,6 +6,7 @@
 
 use faultline_proto::{JobSample, ProcState, Progress, ProgressStatus, RankSample, SchedState, Scheduler};
 
+use super::reuse::{emptied, text};
 use super::{Load, RankHere, round2};
 use crate::faults::{COMPUTE_FRAC_MULTI, COMPUTE_FRAC_SINGLE, RankFx};
 use crate::jobs::Pause;
@@ -24,12 +25,13 @@ fn sched(w: &World, j: usize, ts: i64, launcher: Launcher) -> (Option<SchedState
     if ts >= job.end_ms {
         return (Some(SchedState::Completed), Some(0));
     }
-    // The job failed once every one of its ranks is gone or dead; until then it runs.
-    let views: Vec<RankView> = (0..job.ranks.len()).map(|r| w.rank_view(j, r, ts)).collect();
-    let alive = views.iter().any(|v| matches!(v, RankView::Running | RankView::HangD));
-    if alive {
+    // The job failed once every one of its ranks is gone or dead; until then it runs. (Asked per
+    // node report, of jobs of thousands of ranks: the first live rank answers.)
+    let alive = |v: &RankView| matches!(v, RankView::Running | RankView::HangD);
+    if (0..job.ranks.len()).any(|r| alive(&w.rank_view(j, r, ts))) {
         return (Some(SchedState::Running), None);
     }
+    let views: Vec<RankView> = (0..job.ranks.len()).map(|r| w.rank_view(j, r, ts)).collect();
     let node_fail =
         w.job_fx[j].iter().any(|(fi, fx)| w.faults[*fi].active(ts) && fx.ranks.iter().any(|(_, x)| *x == RankFx::Gone));
     if node_fail {
@@ -42,11 +44,14 @@ fn sched(w: &World, j: usize, ts: i64, launcher: Launcher) -> (Option<SchedState
     (Some(SchedState::Failed), code.or(Some(1)))
 }
 
-/// The job samples of one node's report.
-pub fn build(w: &World, ts: i64, ranks: &[RankHere]) -> Vec<JobSample> {
+/// The job samples of one node's report, in the buffers of `spare` (see `reuse`).
+pub fn build(w: &World, ts: i64, ranks: &[RankHere], spare: Vec<JobSample>) -> Vec<JobSample> {
     let c = &w.cluster;
     let noise = w.noise;
-    let mut jobs: Vec<JobSample> = Vec::new();
+    // The old samples' buffers, to take from; the jobs are rebuilt in `jobs`.
+    let mut old_jobs: Vec<JobSample> = spare;
+    let mut old_ranks: Vec<RankSample> = old_jobs.iter_mut().flat_map(|j| j.ranks.drain(..)).collect();
+    let mut jobs: Vec<JobSample> = Vec::with_capacity(old_jobs.len().max(1));
     for rh in ranks {
         let job = &c.jobs[rh.j];
         let jd = &w.jobs[rh.j];
@@ -116,13 +121,22 @@ pub fn build(w: &World, ts: i64, ranks: &[RankHere]) -> Vec<JobSample> {
                 exit_code: if ended_ok { Some(0) } else { None },
             }
         });
+        let o = old_ranks.pop().unwrap_or_default();
         let sample = RankSample {
             io_write_bytes: Some(jd.written_bytes + (noise::unit(&[w.seed, what::STATIC, rkey, 4]) * 2.0e9) as u64),
             rank: rk.rank,
             local_rank: Some(rk.local_rank),
             pid: Some(w.pid(rh.j, rh.r)),
-            gpus: vec![rk.gpu],
-            nic: Some(naming::nic(rk.nic)),
+            gpus: {
+                let mut g = emptied(o.gpus);
+                g.push(rk.gpu);
+                g
+            },
+            nic: {
+                let mut s = o.nic.unwrap_or_default();
+                naming::write_nic(rk.nic, &mut s);
+                Some(s)
+            },
             state,
             cpu_seconds: Some(round2(((end - jd.run_start_ms).max(0) as f64 / 1000.0) * 1.4)),
             rss_bytes: Some(
@@ -136,17 +150,22 @@ pub fn build(w: &World, ts: i64, ranks: &[RankHere]) -> Vec<JobSample> {
             Some(s) => s.ranks.push(sample),
             None => {
                 let (sched_state, sched_exit_code) = sched(w, rh.j, ts, job.launcher);
+                let o = old_jobs.pop().unwrap_or_default();
                 jobs.push(JobSample {
                     sched_state,
                     sched_exit_code,
-                    job_id: job.id.clone(),
+                    job_id: text(o.job_id, &job.id),
                     scheduler: match job.launcher {
                         Launcher::Slurm => Scheduler::Slurm,
                         Launcher::Kubernetes => Scheduler::Kubernetes,
                         Launcher::Torchrun => Scheduler::Torchrun,
                     },
                     world_size: Some(job.ranks.len() as u32),
-                    ranks: vec![sample],
+                    ranks: {
+                        let mut r = emptied(o.ranks);
+                        r.push(sample);
+                        r
+                    },
                 })
             }
         }
