@@ -53,8 +53,8 @@ pub struct AnalyzerStats {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub round_cpu_ms: Vec<f64>,
     /// CPU seconds of each in-process thread over the run: the simulator (physics, reports, the
-    /// agents' encoding), decode (rebuild, decode, validation), the analyzer (apply, ledger, ticks)
-    /// and the thread that frees applied reports.
+    /// agents' encoding), decode (rebuild, decode, validation, and freeing the reports once
+    /// applied) and the analyzer (apply, ledger, ticks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_s: Option<ThreadCpu>,
     pub ingest_ms_total: Option<f64>,
@@ -98,7 +98,6 @@ pub struct ThreadCpu {
     pub simulator: f64,
     pub decode: f64,
     pub analyzer: f64,
-    pub free: f64,
 }
 
 /// The whole run report.
@@ -189,8 +188,8 @@ impl RunReport {
         if let Some(c) = &a.cpu_s {
             let _ = writeln!(
                 o,
-                "CPU by thread: simulator {:.1} s, decode {:.1} s, analyzer {:.1} s, free {:.1} s",
-                c.simulator, c.decode, c.analyzer, c.free
+                "CPU by thread: simulator {:.1} s, decode and free {:.1} s, analyzer {:.1} s",
+                c.simulator, c.decode, c.analyzer
             );
         }
         if let Some(d) = a.decode_ms_total {

@@ -223,14 +223,22 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
             let mut decode_total = Duration::ZERO;
             // The analyzer thread's CPU from here on (building the world and the engine is not its work).
             let analyzer_cpu0 = thread_cpu();
+            // Applied reports go back to the thread that decoded them, to be freed there, as an HTTP
+            // request thread frees the report it decoded once the engine has applied it. (A thread
+            // of their own cost more: every free of another thread's memory is an atomic operation
+            // in the allocator.) Unbounded, but at most the pipeline's depth of seconds is in it:
+            // the decoder drains it before each second it decodes, and it cannot run further ahead.
+            let (tx_free, rx_free) = mpsc::channel::<Vec<ingest::Spent>>();
             let result = std::thread::scope(|scope| -> Result<(), RunError> {
                 // Owned here, so that returning early drops it and the producer stops.
                 let rx = rx;
+                let tx_free = tx_free;
                 let world = &mut world;
                 let bases = &bases;
                 let senders = &mut senders;
                 let decoder = scope.spawn(move || {
                     for second in rx_enc {
+                        rx_free.try_iter().for_each(drop);
                         let msg = second.map(|s| {
                             let d0 = Instant::now();
                             let items = s
@@ -252,6 +260,9 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                             break;
                         }
                     }
+                    drop(tx_dec);
+                    // The last seconds' reports, until the analyzer is done.
+                    rx_free.into_iter().for_each(drop);
                     thread_cpu()
                 });
                 let simulator = scope.spawn(move || {
@@ -271,9 +282,12 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                                 },
                             };
                             match body {
-                                Ok((body, enc)) => items.push((o.arrival_ms, o.report.node, o.report.seq, body, enc)),
+                                Ok((body, enc)) => {
+                                    items.push((o.arrival_ms, o.report.node.clone(), o.report.seq, body, enc))
+                                }
                                 Err(e) => failed = Some(e),
                             }
+                            world.recycle(o.report);
                         }
                         let msg = match failed {
                             Some(e) => Err(e),
@@ -283,15 +297,6 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                             break;
                         }
                     }
-                    thread_cpu()
-                });
-                // Applied reports are freed on their own thread, as HTTP request threads free them
-                // after letting go of the engine's lock. Bounded like the other stages, so reports
-                // cannot pile up when that thread gets less CPU than the others. (This was not what
-                // made RSS climb at scale: that climb stayed with the queue bounded, BENCHMARKS.md.)
-                let (tx_free, rx_free) = mpsc::sync_channel::<Vec<ingest::Spent>>(PIPELINE_DEPTH);
-                let freer = scope.spawn(move || {
-                    rx_free.into_iter().for_each(drop);
                     thread_cpu()
                 });
                 for k in 0..=steps {
@@ -383,7 +388,6 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                     simulator: r2(secs(simulator)),
                     decode: r2(secs(decoder)),
                     analyzer: r2(thread_cpu().saturating_sub(analyzer_cpu0).as_secs_f64()),
-                    free: r2(secs(freer)),
                 });
                 Ok(())
             });
@@ -569,6 +573,7 @@ fn run_wire(
             if tx.send((body, content_type, full, due)).is_err() {
                 return Err(werr("every sender thread stopped".into()));
             }
+            world.recycle(o.report);
         }
         let idx = t.max(0) / world.interval_ms;
         if idx != round_idx {
