@@ -133,15 +133,20 @@ impl W {
         let at = self.0.len();
         self.0.push(0);
         body(self);
-        let n = self.0.len() - at - 1;
+        let end = self.0.len();
+        let n = end - at - 1;
         if n < 0x80 {
             self.0[at] = n as u8;
         } else {
+            // The length takes k bytes, not the one reserved: the body moves up by k - 1.
             let k = encoded_len_varint(n as u64);
-            self.0.splice(at + 1..at + 1, std::iter::repeat_n(0, k - 1));
-            let mut len = Vec::with_capacity(k);
-            encode_varint(n as u64, &mut len);
-            self.0[at..at + k].copy_from_slice(&len);
+            self.0.resize(end + k - 1, 0);
+            self.0.copy_within(at + 1..end, at + k);
+            let mut v = n as u64;
+            for b in &mut self.0[at..at + k] {
+                *b = (v as u8 & 0x7f) | if v >= 0x80 { 0x80 } else { 0 };
+                v >>= 7;
+            }
         }
     }
 }
@@ -323,42 +328,41 @@ fn gpu<'a>(w: &mut W, g: &'a GpuSample, s: &mut Strings<'a>, runs: &mut Runs<'a>
     }
 }
 
-/// One value of a link.
-type Cell = fn(&NvLinkSample) -> Option<u64>;
-
 /// The NVLink columns (`messages::Links`): a value column with no value at all is left out, as is
 /// the bitset of a column with none absent.
 fn links(w: &mut W, l: &[NvLinkSample]) {
     w.packed(1, l.iter().map(|x| u64::from(x.link)));
     w.packed(2, l.iter().map(|x| u64::from(x.active)));
-    let columns: [(u32, Cell); 7] = [
-        (3, |x| x.crc_errors),
-        (5, |x| x.replay_errors),
-        (7, |x| x.recovery_errors),
-        (9, |x| x.tx_bytes),
-        (11, |x| x.rx_bytes),
-        (13, |x| x.crc_flit_errors),
-        (15, |x| x.crc_data_errors),
-    ];
-    for (tag, get) in columns {
-        if l.iter().all(|x| get(x).is_none()) {
-            continue;
-        }
-        w.packed(tag, l.iter().map(|x| get(x).unwrap_or(0)));
-        // The bitset, 64 links a word, as long as its last absent entry needs.
-        let words = l.iter().rposition(|x| get(x).is_none()).map_or(0, |i| i / 64 + 1);
-        w.packed(
-            tag + 1,
-            (0..words).map(|k| {
-                l.iter()
-                    .enumerate()
-                    .skip(k * 64)
-                    .take(64)
-                    .filter(|(_, x)| get(x).is_none())
-                    .fold(0u64, |m, (i, _)| m | 1 << (i % 64))
-            }),
-        );
+    // One call per column, each with its own getter (inlined, not called through a pointer).
+    column(w, 3, l, |x| x.crc_errors);
+    column(w, 5, l, |x| x.replay_errors);
+    column(w, 7, l, |x| x.recovery_errors);
+    column(w, 9, l, |x| x.tx_bytes);
+    column(w, 11, l, |x| x.rx_bytes);
+    column(w, 13, l, |x| x.crc_flit_errors);
+    column(w, 15, l, |x| x.crc_data_errors);
+}
+
+/// One value column of the links (`tag`), and the bitset of its absent entries (`tag + 1`).
+#[inline(always)]
+fn column(w: &mut W, tag: u32, l: &[NvLinkSample], get: impl Fn(&NvLinkSample) -> Option<u64> + Copy) {
+    if l.iter().all(|x| get(x).is_none()) {
+        return;
     }
+    w.packed(tag, l.iter().map(move |x| get(x).unwrap_or(0)));
+    // The bitset, 64 links a word, as long as its last absent entry needs.
+    let words = l.iter().rposition(|x| get(x).is_none()).map_or(0, |i| i / 64 + 1);
+    w.packed(
+        tag + 1,
+        (0..words).map(move |k| {
+            l.iter()
+                .enumerate()
+                .skip(k * 64)
+                .take(64)
+                .filter(|(_, x)| get(x).is_none())
+                .fold(0u64, |m, (i, _)| m | 1 << (i % 64))
+        }),
+    );
 }
 
 /// A NIC: its counter names go into the table first, as `to_wire` puts them.
