@@ -114,6 +114,10 @@ pub struct IncidentStats {
 pub struct Analyzer {
     cfg: EngineConfig,
     topology_file: TopologyFile,
+    /// The topology file's `[[link]]` rates by NIC id (the first link naming a NIC, as
+    /// `TopologyFile::expected_rate` reads them): asked for every fabric NIC of every report, so
+    /// a hash lookup, not a scan of the links; and none at all when no link sets a rate.
+    link_rates: HashMap<String, Option<f64>>,
     topo: Topology,
     state: State,
     book: Book,
@@ -146,9 +150,16 @@ const PINGMESH_EVERY_MS: i64 = 5_000;
 impl Analyzer {
     pub fn new(cfg: EngineConfig, topology: TopologyFile) -> Self {
         let topo = Topology::new(&topology);
+        let mut link_rates = HashMap::new();
+        if topology.links.iter().any(|l| l.expected_rate_gbps.is_some()) {
+            for l in &topology.links {
+                link_rates.entry(l.nic.clone()).or_insert(l.expected_rate_gbps);
+            }
+        }
         Self {
             cfg,
             topology_file: topology,
+            link_rates,
             topo,
             state: State::default(),
             book: Book::default(),
@@ -176,8 +187,12 @@ impl Analyzer {
 
     /// The rate a NIC should train at: the topology file's, the config's, else the fleet's.
     pub fn expected_rate(&self, host: &str, nic: &str) -> Option<f64> {
-        self.topology_file
-            .expected_rate(host, nic)
+        let link = match self.link_rates.is_empty() {
+            true => None,
+            false => self.link_rates.get(&format!("{host}/nic:{nic}")).copied().flatten(),
+        };
+        link.or(self.topology_file.expected_rate_gbps)
+            .filter(|r| r.is_finite() && *r > 0.0)
             .or(self.cfg.expected_nic_rate_gbps.filter(|r| *r > 0.0))
             .or_else(|| self.fleet_nic_rate_gbps())
     }
@@ -210,7 +225,10 @@ impl Analyzer {
 
     fn apply(&mut self, report: &NodeReport, now_ms: i64) -> IngestOutcome {
         let prev = self.state.nodes.get(&report.node);
-        let before: Vec<String> = prev.map(|n| n.jobs.clone()).unwrap_or_default();
+        // Jobs the node listed last time and no longer does (usually none: nothing allocated).
+        let left: Vec<String> = prev
+            .map(|n| n.jobs.iter().filter(|j| !report.jobs.iter().any(|x| x.job_id == **j)).cloned().collect())
+            .unwrap_or_default();
         let urgent: Vec<&str> = report
             .jobs
             .iter()
@@ -250,11 +268,9 @@ impl Analyzer {
                     self.urgent_jobs.insert(j.to_string());
                 }
             }
-            for j in before {
-                if !report.jobs.iter().any(|x| x.job_id == j) {
-                    self.urgent_jobs.insert(j.clone());
-                    self.dirty_jobs.insert(j);
-                }
+            for j in left {
+                self.urgent_jobs.insert(j.clone());
+                self.dirty_jobs.insert(j);
             }
         }
         IngestOutcome { node: report.node.clone(), seq: report.seq, duplicate }

@@ -69,7 +69,11 @@ impl NicCounters {
         NIC_COUNTERS.binary_search(&name).ok()
     }
     pub fn get(&self, name: &str) -> Option<&Counter> {
-        Self::index(name).and_then(|i| self.0[i].as_ref())
+        Self::index(name).and_then(|i| self.get_at(i))
+    }
+    /// The counter at place `i` of `NIC_COUNTERS` (a constant from `nic_counter_at`).
+    pub fn get_at(&self, i: usize) -> Option<&Counter> {
+        self.0.get(i).and_then(Option::as_ref)
     }
     /// The counter of `name` (made on first use); `None` for a name the detectors do not read.
     pub fn at(&mut self, name: &str) -> Option<&mut Counter> {
@@ -461,7 +465,7 @@ pub static NIC_COUNTER_MAX: std::sync::LazyLock<[Option<u64>; NIC_COUNTERS.len()
     std::sync::LazyLock::new(|| std::array::from_fn(|i| faultline_proto::counters::ib_counter_max(NIC_COUNTERS[i])));
 
 /// Place of `name` in `NIC_COUNTERS`, in a constant; not there is a build error.
-const fn nic_counter_at(name: &str) -> usize {
+pub const fn nic_counter_at(name: &str) -> usize {
     let mut i = 0;
     while i < NIC_COUNTERS.len() {
         let (a, b) = (NIC_COUNTERS[i].as_bytes(), name.as_bytes());
@@ -484,6 +488,10 @@ pub const CONGESTION_MIN_BYTES: u64 = 1_000_000;
 impl NicState {
     pub fn counter(&self, name: &str) -> Option<&Counter> {
         self.counters.get(name)
+    }
+    /// The counter at place `i` of `NIC_COUNTERS`, found without a search.
+    pub fn counter_at(&self, i: usize) -> Option<&Counter> {
+        self.counters.get_at(i)
     }
 }
 

@@ -11,7 +11,7 @@
 use faultline_proto::{ComponentId, FaultClass};
 
 use super::{EVENT_HOLD_MS, SOFT_SAMPLES, Symptom, SymptomKind as K};
-use crate::state::GpuState;
+use crate::state::{GpuPoint, GpuState};
 use faultline_proto::xid::{self, XidClass};
 
 /// Application XIDs (13, 31, 43) on one GPU within this window, this many times, point at the GPU:
@@ -61,11 +61,33 @@ impl Default for GpuPeers {
 }
 
 /// The last `n` points, or `None` while fewer were seen.
-pub fn recent<T>(points: &std::collections::VecDeque<T>, n: usize) -> Option<Vec<&T>> {
-    if points.len() < n {
+pub fn recent<T>(points: &std::collections::VecDeque<T>, n: usize) -> Option<Recent<'_, T>> {
+    if points.len() < n || n == 0 {
         return None;
     }
-    Some(points.iter().skip(points.len() - n).collect())
+    Some(Recent(points.range(points.len() - n..)))
+}
+
+/// The last points of a series, as `recent` found them (at least one): read in place, not copied
+/// into a vector, since every GPU of every report is judged on them.
+pub struct Recent<'a, T>(std::collections::vec_deque::Iter<'a, T>);
+
+impl<'a, T> Recent<'a, T> {
+    pub fn iter(&self) -> std::collections::vec_deque::Iter<'a, T> {
+        self.0.clone()
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.len() == 0
+    }
+    pub fn first(&self) -> &'a T {
+        self.0.clone().next().expect("recent() gives at least one point")
+    }
+    pub fn last(&self) -> Option<&'a T> {
+        self.0.clone().next_back()
+    }
 }
 
 /// Check one GPU. Pure: reads `g` and `peers`, appends to `out`.
@@ -226,14 +248,19 @@ pub fn check(host: &str, idx: u32, g: &GpuState, peers: &GpuPeers, now: i64, out
     }
     // Throttling from the violation counters' growth where the agent reports them.
     let shares = recent(&g.points, THROTTLE_SAMPLES).map(|pts| {
-        let th: Option<Vec<f64>> = pts.iter().map(|p| p.thermal_share).collect();
-        let br: Option<Vec<f64>> = pts.iter().map(|p| p.brake_share).collect();
-        let mean = |v: Vec<f64>| v.iter().sum::<f64>() / v.len().max(1) as f64;
-        (th.map(mean), br.map(mean), pts[0].ts)
+        // The mean share, if every point has one.
+        let mean = |share: fn(&GpuPoint) -> Option<f64>| -> Option<f64> {
+            let mut sum = 0.0;
+            for p in pts.iter() {
+                sum += share(p)?;
+            }
+            Some(sum / pts.len().max(1) as f64)
+        };
+        (mean(|p| p.thermal_share), mean(|p| p.brake_share), pts.first().ts)
     });
     let (thermal_share, brake_share, share_onset) = shares.unwrap_or((None, None, now));
     if let Some(pts) = recent(&g.points, SOFT_SAMPLES) {
-        let onset = pts[0].ts;
+        let onset = pts.first().ts;
         let hot = pts.iter().all(|p| p.temp_c.is_some_and(|t| t >= THERMAL_TEMP_C));
         let thermal = match thermal_share {
             Some(sh) => sh >= THROTTLE_SHARE,
@@ -323,8 +350,10 @@ pub fn check(host: &str, idx: u32, g: &GpuState, peers: &GpuPeers, now: i64, out
     }
     // NVLinks: a link seen up that is now inactive is down; error counters rising every sample is a storm.
     for (link, l) in &g.nvlinks {
-        let lid = ComponentId::nvlink(host, idx, *link);
+        // Named only when it has a symptom: 18 links a GPU, on every report.
+        let lid = || ComponentId::nvlink(host, idx, *link);
         if let (Some(t), true) = (l.inactive_since, l.seen_active) {
+            let lid = lid();
             out.push(
                 Symptom::new(lid.clone(), K::NvlinkDown, t, format!("{lid} is inactive"))
                     .class(FaultClass::NvlinkDown)
@@ -332,9 +361,15 @@ pub fn check(host: &str, idx: u32, g: &GpuState, peers: &GpuPeers, now: i64, out
             );
             continue;
         }
+        // (sum of the last samples' deltas, whether there are SOFT_SAMPLES of them and all moved)
         let sum = |c: &crate::state::Counter| -> (u64, bool) {
-            let v: Vec<u64> = c.last_n(SOFT_SAMPLES).collect();
-            (v.iter().sum(), v.len() == SOFT_SAMPLES && v.iter().all(|d| *d > 0))
+            let (mut sum, mut n, mut all) = (0u64, 0usize, true);
+            for d in c.last_n(SOFT_SAMPLES) {
+                sum += d;
+                n += 1;
+                all &= d > 0;
+            }
+            (sum, n == SOFT_SAMPLES && all)
         };
         let (crc, crc_all) = sum(&l.crc);
         let (rep, rep_all) = sum(&l.replay);
@@ -345,6 +380,7 @@ pub fn check(host: &str, idx: u32, g: &GpuState, peers: &GpuPeers, now: i64, out
                 .filter_map(|c| c.deltas.iter().rev().nth(SOFT_SAMPLES - 1).map(|x| x.0))
                 .min()
                 .unwrap_or(now);
+            let lid = lid();
             out.push(
                 Symptom::new(
                     lid.clone(),

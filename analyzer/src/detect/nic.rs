@@ -11,7 +11,7 @@
 use faultline_proto::{ComponentId, FaultClass};
 
 use super::{SOFT_SAMPLES, Symptom, SymptomKind as K};
-use crate::state::{CongestionPoint, NicState};
+use crate::state::{CongestionPoint, NicState, nic_counter_at};
 
 /// Link-down transitions within this window that make a flap: two downs in five minutes is not a
 /// cable pulled once (that stays down) nor a switch reboot (one down, one up).
@@ -26,6 +26,11 @@ pub const LINK_BOUNCE_HOLD_MS: i64 = 60_000;
 pub const NIC_ERR_MIN: u64 = 10;
 /// Physical-layer error counters.
 pub const ERROR_COUNTERS: &[&str] = &["symbol_error", "port_rcv_errors", "local_link_integrity_errors"];
+/// Where `ERROR_COUNTERS` and `link_downed` sit in the node state's counters (`NIC_COUNTERS`),
+/// worked out at compile time: the detector runs on every report of every fabric NIC.
+const ERROR_COUNTERS_AT: [usize; 3] =
+    [nic_counter_at(ERROR_COUNTERS[0]), nic_counter_at(ERROR_COUNTERS[1]), nic_counter_at(ERROR_COUNTERS[2])];
+const LINK_DOWNED_AT: usize = nic_counter_at("link_downed");
 pub const RETRANSMIT_COUNTERS: &[&str] =
     &["out_of_sequence", "packet_seq_err", "roce_adp_retrans", "local_ack_timeout_err"];
 /// A congestion counter whose every recent delta exceeds this multiple of its own median baseline
@@ -63,7 +68,7 @@ pub fn check(host: &str, name: &str, n: &NicState, peers: &NicPeers, now: i64, o
     }
     let id = ComponentId::nic(host, name);
     let downs = n.downs.iter().filter(|t| **t > now - FLAP_WINDOW_MS).count();
-    let downed_deltas = n.counter("link_downed").map(|c| c.increases_since(now - FLAP_WINDOW_MS)).unwrap_or(0);
+    let downed_deltas = n.counter_at(LINK_DOWNED_AT).map(|c| c.increases_since(now - FLAP_WINDOW_MS)).unwrap_or(0);
     let carrier = n.carrier_changes.sum_since(now - FLAP_WINDOW_MS);
     let flapping = downs >= FLAP_MIN_DOWNS || downed_deltas >= FLAP_MIN_DOWNS || carrier >= 2 * FLAP_MIN_DOWNS as u64;
     if let Some(t) = n.down_since {
@@ -101,21 +106,20 @@ pub fn check(host: &str, name: &str, n: &NicState, peers: &NicPeers, now: i64, o
     // Physical-layer errors rising every sample.
     let mut per_sample = [0u64; SOFT_SAMPLES];
     let mut have = 0usize;
-    for name in ERROR_COUNTERS {
-        if let Some(c) = n.counter(name) {
-            let v: Vec<u64> = c.last_n(SOFT_SAMPLES).collect();
-            if v.len() == SOFT_SAMPLES {
-                have += 1;
-                for (i, d) in v.iter().enumerate() {
-                    per_sample[i] += d;
-                }
+    for at in ERROR_COUNTERS_AT {
+        if let Some(c) = n.counter_at(at)
+            && c.deltas.len() >= SOFT_SAMPLES
+        {
+            have += 1;
+            for (i, d) in c.last_n(SOFT_SAMPLES).enumerate() {
+                per_sample[i] += d;
             }
         }
     }
     let total: u64 = per_sample.iter().sum();
     if have > 0 && per_sample.iter().all(|d| *d > 0) && total >= NIC_ERR_MIN {
         let onset = n
-            .counter(ERROR_COUNTERS[0])
+            .counter_at(ERROR_COUNTERS_AT[0])
             .and_then(|c| c.deltas.iter().rev().nth(SOFT_SAMPLES - 1).map(|x| x.0))
             .unwrap_or(now);
         let retrans: u64 =
