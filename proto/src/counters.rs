@@ -196,6 +196,10 @@ impl CounterMap {
         }
         self.0.iter().map(pair as fn(&(CounterName, u64)) -> (&CounterName, &u64))
     }
+    /// The entries in name order, values writable (names are not: the order holds).
+    pub fn iter_mut(&mut self) -> impl DoubleEndedIterator<Item = (&CounterName, &mut u64)> + ExactSizeIterator {
+        self.0.iter_mut().map(|(k, v)| (&*k, v))
+    }
     pub fn keys(&self) -> impl DoubleEndedIterator<Item = &CounterName> + ExactSizeIterator + Clone {
         self.0.iter().map(|(k, _)| k)
     }
@@ -359,6 +363,8 @@ mod map_tests {
         assert_eq!(flat(&again), [("a".to_string(), 1), ("b".to_string(), 2)]);
         again.clone_from(&ours);
         assert!(again == ours);
+        again.iter_mut().filter(|(k, _)| *k == "rx_bytes").for_each(|(_, v)| *v += 10);
+        assert_eq!(again.get("rx_bytes"), Some(&13));
     }
 
     #[test]

@@ -186,8 +186,15 @@ pub(super) fn report(body: &[u8]) -> Option<NodeReport> {
             8 => r.shutdown = f.bool()?,
             9 => r.urgent = f.bool()?,
             10 => r.host = Some(host(f.bytes()?, &t)?),
-            11 => r.gpus.push(gpu(f.bytes()?, &t)?),
-            12 => r.nics.push(nic(f.bytes()?, &t)?),
+            // Room for a full node at the first: growing 1, 2, 4, 8 moved every sample three times.
+            11 => {
+                r.gpus.reserve(if r.gpus.is_empty() { 8 } else { 1 });
+                r.gpus.push(gpu(f.bytes()?, &t)?)
+            }
+            12 => {
+                r.nics.reserve(if r.nics.is_empty() { 8 } else { 1 });
+                r.nics.push(nic(f.bytes()?, &t)?)
+            }
             13 => r.disks.push(disk(f.bytes()?, &t)?),
             14 => r.jobs.push(job(f.bytes()?, &t)?),
             15 => r.events.push(event(f.bytes()?, &t)?),

@@ -356,11 +356,16 @@ pub fn build(
         // Violation time grows while a reason holds (the whole window: faults hold it throughout);
         // a busy healthy GPU touches its software power cap now and then.
         let busy = s.util_gpu_pct.unwrap_or(0.0) > 50.0;
-        for r in CLOCK_EVENT_REASONS {
-            let e = gd.clock_ev.entry(faultline_proto::CounterName::new_static(r)).or_insert(0);
+        if gd.clock_ev.len() != CLOCK_EVENT_REASONS.len() {
+            for r in CLOCK_EVENT_REASONS {
+                gd.clock_ev.entry(faultline_proto::CounterName::new_static(r)).or_insert(0);
+            }
+        }
+        // Its keys are the reasons (nothing else adds any): walked in place, not looked up.
+        for (r, e) in gd.clock_ev.iter_mut() {
             if s.throttle_reasons.iter().any(|x| x == r) {
                 *e += (dt_s * 1e9) as u64;
-            } else if *r == "sw_power_cap" && busy {
+            } else if r == "sw_power_cap" && busy {
                 *e += (dt_s * 1e9 * 0.01 * noise.level.min(3.0)) as u64;
             }
         }
