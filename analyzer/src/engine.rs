@@ -114,10 +114,8 @@ pub struct IncidentStats {
 pub struct Analyzer {
     cfg: EngineConfig,
     topology_file: TopologyFile,
-    /// The topology file's `[[link]]` rates by NIC id (the first link naming a NIC, as
-    /// `TopologyFile::expected_rate` reads them): asked for every fabric NIC of every report, so
-    /// a hash lookup, not a scan of the links; and none at all when no link sets a rate.
-    link_rates: HashMap<String, Option<f64>>,
+    /// The topology file's NIC rates, indexed: asked for every fabric NIC of every report.
+    expected_rates: faultline_proto::topology::ExpectedRates,
     topo: Topology,
     state: State,
     book: Book,
@@ -150,16 +148,11 @@ const PINGMESH_EVERY_MS: i64 = 5_000;
 impl Analyzer {
     pub fn new(cfg: EngineConfig, topology: TopologyFile) -> Self {
         let topo = Topology::new(&topology);
-        let mut link_rates = HashMap::new();
-        if topology.links.iter().any(|l| l.expected_rate_gbps.is_some()) {
-            for l in &topology.links {
-                link_rates.entry(l.nic.clone()).or_insert(l.expected_rate_gbps);
-            }
-        }
+        let expected_rates = topology.expected_rates();
         Self {
             cfg,
             topology_file: topology,
-            link_rates,
+            expected_rates,
             topo,
             state: State::default(),
             book: Book::default(),
@@ -187,12 +180,8 @@ impl Analyzer {
 
     /// The rate a NIC should train at: the topology file's, the config's, else the fleet's.
     pub fn expected_rate(&self, host: &str, nic: &str) -> Option<f64> {
-        let link = match self.link_rates.is_empty() {
-            true => None,
-            false => self.link_rates.get(&format!("{host}/nic:{nic}")).copied().flatten(),
-        };
-        link.or(self.topology_file.expected_rate_gbps)
-            .filter(|r| r.is_finite() && *r > 0.0)
+        self.expected_rates
+            .get(host, nic)
             .or(self.cfg.expected_nic_rate_gbps.filter(|r| *r > 0.0))
             .or_else(|| self.fleet_nic_rate_gbps())
     }

@@ -28,7 +28,7 @@
 //! switch = "leaf-01"
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -175,15 +175,16 @@ impl TopologyFile {
         self.racks.iter().find(|r| r.nodes.iter().any(|h| h == host)).map(|r| r.leaf.as_str())
     }
 
-    /// The rate a NIC should train at: its `link`'s, else the file's. `None`: not said.
-    pub fn expected_rate(&self, host: &str, nic: &str) -> Option<f64> {
-        let id = format!("{host}/nic:{nic}");
-        self.links
-            .iter()
-            .find(|l| l.nic == id)
-            .and_then(|l| l.expected_rate_gbps)
-            .or(self.expected_rate_gbps)
-            .filter(|r| r.is_finite() && *r > 0.0)
+    /// The rates NICs should train at, indexed for lookups on every report (`ExpectedRates::get`).
+    pub fn expected_rates(&self) -> ExpectedRates {
+        let mut by_nic = HashMap::new();
+        // Without a per-link rate, every NIC gets the file's: nothing to look up.
+        if self.links.iter().any(|l| l.expected_rate_gbps.is_some()) {
+            for l in &self.links {
+                by_nic.entry(l.nic.clone()).or_insert(l.expected_rate_gbps);
+            }
+        }
+        ExpectedRates { by_nic, fabric: self.expected_rate_gbps }
     }
 
     /// Spines above a switch.
@@ -193,6 +194,27 @@ impl TopologyFile {
 
     pub fn leaves(&self) -> BTreeSet<&str> {
         self.switches.iter().filter(|s| s.tier == SwitchTier::Leaf).map(|s| s.name.as_str()).collect()
+    }
+}
+
+/// What a topology file says NICs should train at (`TopologyFile::expected_rates`): each `link`'s
+/// rate by NIC id (the first link naming a NIC), and the file's for the rest. Asked for every fabric
+/// NIC of every report, so a hash lookup, not a scan of the links.
+#[derive(Debug, Clone, Default)]
+pub struct ExpectedRates {
+    by_nic: HashMap<String, Option<f64>>,
+    fabric: Option<f64>,
+}
+
+impl ExpectedRates {
+    /// The rate NIC `nic` of `host` should train at: its `link`'s, else the file's. `None`: not said.
+    pub fn get(&self, host: &str, nic: &str) -> Option<f64> {
+        let link = if self.by_nic.is_empty() {
+            None
+        } else {
+            self.by_nic.get(&format!("{host}/nic:{nic}")).copied().flatten()
+        };
+        link.or(self.fabric).filter(|r| r.is_finite() && *r > 0.0)
     }
 }
 
@@ -227,10 +249,10 @@ mod tests {
         assert_eq!(t.leaf_of("n1", "mlx5_0"), Some("leaf-01"));
         assert_eq!(t.leaf_of("n9", "mlx5_0"), None);
         assert_eq!(t.uplinks_of("leaf-00"), ["spine-00".to_string()]);
-        assert_eq!(t.expected_rate("n1", "mlx5_0"), Some(200.0));
-        assert_eq!(t.expected_rate("n0", "mlx5_0"), Some(400.0));
+        assert_eq!(t.expected_rates().get("n1", "mlx5_0"), Some(200.0));
+        assert_eq!(t.expected_rates().get("n0", "mlx5_0"), Some(400.0));
         let parsed: TopologyFile = serde_json::from_str(r#"{"expected_rate_gbps": 400}"#).unwrap();
-        assert_eq!(parsed.expected_rate("x", "mlx5_0"), Some(400.0));
+        assert_eq!(parsed.expected_rates().get("x", "mlx5_0"), Some(400.0));
     }
 
     #[test]
