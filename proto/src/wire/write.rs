@@ -35,11 +35,18 @@ pub(super) fn encode(r: &NodeReport) -> Vec<u8> {
 /// `v` as a protobuf varint: the bytes `prost::encoding::encode_varint` writes. Most values here
 /// (tags, string indices, small counts) take one byte, which is pushed without a loop.
 #[inline]
-fn encode_varint(mut v: u64, out: &mut Vec<u8>) {
+fn encode_varint(v: u64, out: &mut Vec<u8>) {
     if v < 0x80 {
         out.push(v as u8);
         return;
     }
+    let (buf, len) = varint_bytes(v);
+    out.extend_from_slice(&buf[..len]);
+}
+
+/// `v` as a protobuf varint, in a buffer on the stack: (bytes, how many are used).
+#[inline]
+fn varint_bytes(mut v: u64) -> ([u8; 10], usize) {
     let mut buf = [0u8; 10];
     let mut i = 0;
     while v >= 0x80 {
@@ -48,7 +55,7 @@ fn encode_varint(mut v: u64, out: &mut Vec<u8>) {
         i += 1;
     }
     buf[i] = v as u8;
-    out.extend_from_slice(&buf[..=i]);
+    (buf, i + 1)
 }
 
 /// Wire types.
@@ -139,14 +146,10 @@ impl W {
             self.0[at] = n as u8;
         } else {
             // The length takes k bytes, not the one reserved: the body moves up by k - 1.
-            let k = encoded_len_varint(n as u64);
+            let (len, k) = varint_bytes(n as u64);
             self.0.resize(end + k - 1, 0);
             self.0.copy_within(at + 1..end, at + k);
-            let mut v = n as u64;
-            for b in &mut self.0[at..at + k] {
-                *b = (v as u8 & 0x7f) | if v >= 0x80 { 0x80 } else { 0 };
-                v >>= 7;
-            }
+            self.0[at..at + k].copy_from_slice(&len[..k]);
         }
     }
 }
