@@ -23,7 +23,9 @@ pub fn spine(i: u32, total: u32) -> String {
 }
 /// `mlx5_<i>`: the IB device of NIC i.
 pub fn nic(i: u32) -> String {
-    format!("mlx5_{i}")
+    let mut s = String::new();
+    write_nic(i, &mut s);
+    s
 }
 
 /// `nic(i)`, written into `out` (its old text replaced).

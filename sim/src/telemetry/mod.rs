@@ -23,7 +23,7 @@ pub mod probes;
 mod ranks;
 mod reuse;
 
-use reuse::{emptied, slots, some_text, text, texts};
+use reuse::{filled, slots, some_text, text, texts};
 
 struct Model {
     mem_bytes: u64,
@@ -178,11 +178,13 @@ pub fn build(
             Some(_) => m.mem_bytes / 100 * (88 + (noise::unit(&[w.seed, what::STATIC, gk, 8]) * 8.0) as u64),
             None => 600 << 20,
         };
-        let mut processes = emptied(o.processes);
-        if let Some(i) = gpu_rank[g] {
-            processes
-                .push(GpuProcess { pid: w.pid(ranks[i].j, ranks[i].r), used_mem_bytes: Some(mem_used - (500 << 20)) });
-        }
+        let processes = filled(
+            o.processes,
+            gpu_rank[g].map(|i| GpuProcess {
+                pid: w.pid(ranks[i].j, ranks[i].r),
+                used_mem_bytes: Some(mem_used - (500 << 20)),
+            }),
+        );
         *slot = GpuSample {
             index: g as u32,
             uuid: text(o.uuid, &gs.uuid),
@@ -424,28 +426,17 @@ pub fn build(
         };
     }
     let hot = if fan_failed { 15.0 } else { 0.0 };
-    let mut temps = spare_host.temps;
-    slots(&mut temps, 3);
-    let [t0, t1, t2] = [0, 1, 2].map(|i| std::mem::take(&mut temps[i]).name);
-    let new_temps = [
-        TempSample {
-            name: text(t0, "CPU0 Temp"),
-            celsius: (42.0 + 1.5 * alive + hot + noise.plus(what::TEMP, nk, tk ^ 11, 1.0)).round(),
-            crit_celsius: Some(100.0),
-        },
-        TempSample {
-            name: text(t1, "CPU1 Temp"),
-            celsius: (41.0 + 1.5 * alive + hot + noise.plus(what::TEMP, nk, tk ^ 12, 1.0)).round(),
-            crit_celsius: Some(100.0),
-        },
-        TempSample {
-            name: text(t2, "Inlet Temp"),
-            celsius: (23.0 + noise.plus(what::TEMP, nk, tk ^ 13, 0.5)).round(),
-            crit_celsius: Some(45.0),
-        },
+    // (name, °C, critical °C)
+    let readings = [
+        ("CPU0 Temp", 42.0 + 1.5 * alive + hot + noise.plus(what::TEMP, nk, tk ^ 11, 1.0), 100.0),
+        ("CPU1 Temp", 41.0 + 1.5 * alive + hot + noise.plus(what::TEMP, nk, tk ^ 12, 1.0), 100.0),
+        ("Inlet Temp", 23.0 + noise.plus(what::TEMP, nk, tk ^ 13, 0.5), 45.0),
     ];
-    for (slot, t) in temps.iter_mut().zip(new_temps) {
-        *slot = t;
+    let mut temps = spare_host.temps;
+    slots(&mut temps, readings.len());
+    for (slot, (name, celsius, crit)) in temps.iter_mut().zip(readings) {
+        let o = std::mem::take(slot);
+        *slot = TempSample { name: text(o.name, name), celsius: celsius.round(), crit_celsius: Some(crit) };
     }
     let mut addrs = spare_host.addrs;
     slots(&mut addrs, 1);

@@ -6,7 +6,7 @@
 
 use faultline_proto::{JobSample, ProcState, Progress, ProgressStatus, RankSample, SchedState, Scheduler};
 
-use super::reuse::{emptied, text};
+use super::reuse::{filled, text};
 use super::{Load, RankHere, round2};
 use crate::faults::{COMPUTE_FRAC_MULTI, COMPUTE_FRAC_SINGLE, RankFx};
 use crate::jobs::Pause;
@@ -127,11 +127,7 @@ pub fn build(w: &World, ts: i64, ranks: &[RankHere], spare: Vec<JobSample>) -> V
             rank: rk.rank,
             local_rank: Some(rk.local_rank),
             pid: Some(w.pid(rh.j, rh.r)),
-            gpus: {
-                let mut g = emptied(o.gpus);
-                g.push(rk.gpu);
-                g
-            },
+            gpus: filled(o.gpus, [rk.gpu]),
             nic: {
                 let mut s = o.nic.unwrap_or_default();
                 naming::write_nic(rk.nic, &mut s);
@@ -161,11 +157,7 @@ pub fn build(w: &World, ts: i64, ranks: &[RankHere], spare: Vec<JobSample>) -> V
                         Launcher::Torchrun => Scheduler::Torchrun,
                     },
                     world_size: Some(job.ranks.len() as u32),
-                    ranks: {
-                        let mut r = emptied(o.ranks);
-                        r.push(sample);
-                        r
-                    },
+                    ranks: filled(o.ranks, [sample]),
                 })
             }
         }

@@ -34,9 +34,10 @@ pub(super) fn texts<'a>(mut old: Vec<String>, items: impl IntoIterator<Item = &'
     old
 }
 
-/// `old`, emptied.
-pub(super) fn emptied<T>(mut old: Vec<T>) -> Vec<T> {
+/// `old`'s buffer, now holding `items` only.
+pub(super) fn filled<T>(mut old: Vec<T>, items: impl IntoIterator<Item = T>) -> Vec<T> {
     old.clear();
+    old.extend(items);
     old
 }
 
@@ -61,6 +62,8 @@ mod tests {
         assert!(texts(v, []).is_empty());
         assert_eq!(some_text(Some("long old value".into()), "v"), Some("v".to_string()));
         assert_eq!(some_text(None, "v"), Some("v".to_string()));
+        assert_eq!(filled(vec![7, 8, 9], [1]), [1]);
+        assert!(filled(vec![7], None).is_empty());
         let mut s = vec![1, 2, 3];
         slots(&mut s, 2);
         assert_eq!(s, [1, 2]);
