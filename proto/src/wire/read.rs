@@ -406,45 +406,56 @@ fn gpu(buf: &[u8], t: &T<'_>) -> Option<GpuSample> {
     Some(g)
 }
 
-/// The NVLink columns (`messages::Links`).
+/// The NVLink columns (`messages::Links`), read side by side in place: one link a step from each.
 fn links(buf: &[u8]) -> Option<Vec<NvLinkSample>> {
     let mut cols: [&[u8]; 16] = [&[]; 16];
     fields(buf, &[], |tag, f| {
         *cols.get_mut(tag.checked_sub(1)? as usize)? = f.bytes()?;
         Some(())
     })?;
-    let link: Vec<u32> = packed(cols[0]).map(|v| v.map(|v| v as u32)).collect::<Option<_>>()?;
-    let n = link.len();
-    let active: Vec<bool> = packed(cols[1]).map(|v| v.map(|v| v != 0)).collect::<Option<_>>()?;
-    // Value columns (tags 3, 5, …, 15) and their bitsets of absent entries (4, 6, …, 16).
-    let mut values: [Vec<u64>; 7] = Default::default();
-    let mut absent: [Vec<u64>; 7] = Default::default();
-    for c in 0..7 {
-        values[c] = packed(cols[2 + 2 * c]).collect::<Option<_>>()?;
-        absent[c] = packed(cols[3 + 2 * c]).collect::<Option<_>>()?;
+    let (mut link, mut active) = (R(cols[0]), R(cols[1]));
+    // Value columns (tags 3, 5, …, 15), each empty or one value per link, and their bitsets of
+    // absent entries (4, 6, …, 16), a word per 64 links; words past the last are all present.
+    let mut values: [R<'_>; 7] = std::array::from_fn(|c| R(cols[2 + 2 * c]));
+    let mut absent: [R<'_>; 7] = std::array::from_fn(|c| R(cols[3 + 2 * c]));
+    let used: [bool; 7] = std::array::from_fn(|c| !values[c].0.is_empty());
+    let mut words = [0u64; 7];
+    let mut out = Vec::with_capacity(count(cols[0]));
+    while !link.0.is_empty() {
+        let i = out.len();
+        let mut cell = [None; 7];
+        for c in 0..7 {
+            if i % 64 == 0 {
+                words[c] = if absent[c].0.is_empty() { 0 } else { absent[c].varint()? };
+            }
+            if used[c] {
+                let v = values[c].varint()?;
+                cell[c] = (words[c] & (1 << (i % 64)) == 0).then_some(v);
+            }
+        }
+        let [crc_errors, replay_errors, recovery_errors, tx_bytes, rx_bytes, crc_flit_errors, crc_data_errors] = cell;
+        out.push(NvLinkSample {
+            link: link.varint()? as u32,
+            active: active.varint()? != 0,
+            crc_errors,
+            replay_errors,
+            recovery_errors,
+            tx_bytes,
+            rx_bytes,
+            crc_flit_errors,
+            crc_data_errors,
+        });
     }
-    if active.len() != n || values.iter().any(|c| !c.is_empty() && c.len() != n) {
+    // Every column as long as the links; the rest of a bitset well formed, though unused.
+    if !active.0.is_empty() || values.iter().any(|v| !v.0.is_empty()) {
         return None;
     }
-    let cell = |c: usize, i: usize| {
-        let gone = absent[c].get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0);
-        if gone { None } else { values[c].get(i).copied() }
-    };
-    Some(
-        (0..n)
-            .map(|i| NvLinkSample {
-                link: link[i],
-                active: active[i],
-                crc_errors: cell(0, i),
-                replay_errors: cell(1, i),
-                recovery_errors: cell(2, i),
-                tx_bytes: cell(3, i),
-                rx_bytes: cell(4, i),
-                crc_flit_errors: cell(5, i),
-                crc_data_errors: cell(6, i),
-            })
-            .collect(),
-    )
+    for mut a in absent {
+        while !a.0.is_empty() {
+            a.varint()?;
+        }
+    }
+    Some(out)
 }
 
 fn nic(buf: &[u8], t: &T<'_>) -> Option<NicSample> {

@@ -166,3 +166,29 @@ fn bodies_in_another_valid_form_decode_as_prost_reads_them() {
     assert!(super::read::report(&unpacked).is_none());
     assert_eq!(decode(&unpacked).unwrap(), r);
 }
+
+/// The NVLink columns' bitsets of absent values take a word per 64 links: a GPU with more links than
+/// one word holds, absent values on both sides of the boundary, reads back the same through the
+/// in-place reader and through `prost`.
+#[test]
+fn nvlink_columns_past_one_bitset_word_survive_the_trip() {
+    let mut r = sample();
+    r.gpus[0].nvlinks = (0..130u32)
+        .map(|l| NvLinkSample {
+            link: l,
+            active: l % 5 != 0,
+            crc_errors: (l % 7 != 3).then_some(u64::from(l) << 20),
+            replay_errors: (l != 64 && l != 129).then_some(1),
+            recovery_errors: None,
+            tx_bytes: Some(u64::MAX - u64::from(l)),
+            rx_bytes: (l < 70).then_some(u64::from(l)),
+            crc_flit_errors: (l == 63).then_some(9),
+            crc_data_errors: Some(0),
+        })
+        .collect();
+    let bytes = encode(&r);
+    assert_eq!(bytes, prost::Message::encode_to_vec(&to_wire(&r)));
+    let general = super::decode::from_wire(<Report as prost::Message>::decode(&bytes[..]).unwrap()).unwrap();
+    assert_eq!(super::read::report(&bytes).as_ref(), Some(&general));
+    assert_eq!(general, r);
+}
