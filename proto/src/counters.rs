@@ -206,6 +206,11 @@ impl CounterMap {
     pub fn values(&self) -> impl DoubleEndedIterator<Item = &u64> + ExactSizeIterator + Clone {
         self.0.iter().map(|(_, v)| v)
     }
+    /// From entries in strictly increasing name order (checked in debug builds only: a hot path).
+    pub fn from_sorted(v: Vec<(CounterName, u64)>) -> Self {
+        debug_assert!(v.windows(2).all(|w| w[0].0 < w[1].0), "counter names out of order");
+        CounterMap(v)
+    }
     /// From entries in any order: sorted by name (stably), a later entry of a name replacing an
     /// earlier one, as inserting them one by one into a map would.
     pub fn from_entries(mut v: Vec<(CounterName, u64)>) -> Self {

@@ -391,11 +391,11 @@ pub(super) fn apply_nics(node: &mut NodeState, nics: &[NicSample], ts: i64) {
 }
 
 pub(super) fn apply_job(jobs: &mut BTreeMap<String, JobState>, host: &str, j: &JobSample, ts: i64, interval: i64) {
-    let job = jobs.entry(j.job_id.clone()).or_insert_with(|| JobState {
-        id: j.job_id.clone(),
-        first_seen_ms: ts,
-        ..Default::default()
-    });
+    // Looked up by name first: the key is copied only for a job new to the analyzer.
+    if !jobs.contains_key(&j.job_id) {
+        jobs.insert(j.job_id.clone(), JobState { id: j.job_id.clone(), first_seen_ms: ts, ..Default::default() });
+    }
+    let Some(job) = jobs.get_mut(&j.job_id) else { return };
     job.last_seen_ms = job.last_seen_ms.max(ts);
     job.ended_ms = None;
     if j.world_size.is_some() {

@@ -41,6 +41,7 @@ impl<'a> Strings<'a> {
     pub(super) fn opt(&mut self, s: &'a Option<String>) -> Option<u32> {
         s.as_deref().map(|s| self.put(s))
     }
+    #[cfg(test)]
     pub(super) fn all(&mut self, v: &'a [String]) -> Vec<u32> {
         v.iter().map(|s| self.put(s)).collect()
     }

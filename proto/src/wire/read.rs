@@ -8,6 +8,8 @@
 //! valid encoding and name the field that is wrong. So this path only ever answers what that one
 //! would: the tests check both on the same bodies.
 
+use std::cell::RefCell;
+
 use super::names::WireName;
 use crate::report::*;
 use crate::{CollectiveInfo, Event, EventClass};
@@ -120,9 +122,12 @@ fn count(buf: &[u8]) -> usize {
 
 /// The report's string table, and the counter names made from its entries so far: every NIC of a
 /// report names the same counters, so each name is made once per report, not once per NIC.
-struct T<'b>(Vec<&'b str>, std::cell::RefCell<Vec<Option<CounterName>>>);
+/// Also the last column of counter names read that was in name order, and its names: the next
+/// NIC's (GPU's) column is usually the same bytes, and then neither its indices nor its order need
+/// reading again.
+struct T<'b>(Vec<&'b str>, RefCell<Vec<Option<CounterName>>>, RefCell<(&'b [u8], Vec<CounterName>)>);
 
-impl T<'_> {
+impl<'b> T<'b> {
     fn s(&self, i: u32) -> Option<String> {
         self.0.get(i as usize).map(|s| (*s).to_owned())
     }
@@ -142,9 +147,17 @@ impl T<'_> {
         }
         Some(out)
     }
-    fn map(&self, keys: &[u8], values: &[u8]) -> Option<CounterMap> {
-        let mut pairs = Vec::with_capacity(count(keys));
+    fn map(&self, keys: &'b [u8], values: &[u8]) -> Option<CounterMap> {
         let mut vs = packed(values);
+        let mut last = self.2.borrow_mut();
+        if !keys.is_empty() && last.0 == keys {
+            let mut pairs = Vec::with_capacity(last.1.len());
+            for name in &last.1 {
+                pairs.push((name.clone(), vs.next()??));
+            }
+            return vs.next().is_none().then(|| CounterMap::from_sorted(pairs));
+        }
+        let mut pairs = Vec::with_capacity(count(keys));
         let mut names = self.1.borrow_mut();
         if names.len() < self.0.len() {
             names.resize(self.0.len(), None);
@@ -160,13 +173,17 @@ impl T<'_> {
         if vs.next().is_some() {
             return None;
         }
+        if pairs.windows(2).all(|w| w[0].0 < w[1].0) {
+            *last = (keys, pairs.iter().map(|(k, _)| k.clone()).collect());
+            return Some(CounterMap::from_sorted(pairs));
+        }
         Some(CounterMap::from_entries(pairs))
     }
 }
 
 /// The report in `body`, or `None` when `body` is not in `encode`'s form or not a good report.
 pub(super) fn report(body: &[u8]) -> Option<NodeReport> {
-    let mut t = T(Vec::with_capacity(128), Default::default());
+    let mut t = T(Vec::with_capacity(128), Default::default(), RefCell::new((&[], Vec::new())));
     let mut r = NodeReport::empty(String::new());
     // What `from_wire` gives for a field the body leaves out (proto3: 0).
     r.schema_version = 0;
@@ -272,7 +289,7 @@ fn host(buf: &[u8], t: &T<'_>) -> Option<HostSample> {
     Some(h)
 }
 
-fn gpu(buf: &[u8], t: &T<'_>) -> Option<GpuSample> {
+fn gpu<'b>(buf: &'b [u8], t: &T<'b>) -> Option<GpuSample> {
     let mut g = GpuSample::default();
     let (mut uuid, mut name, mut state) = (0, 0, 0);
     let (mut serial, mut pci_bus_id, mut nvml_error, mut mig_on) = (None, None, None, None);
@@ -458,7 +475,7 @@ fn links(buf: &[u8]) -> Option<Vec<NvLinkSample>> {
     Some(out)
 }
 
-fn nic(buf: &[u8], t: &T<'_>) -> Option<NicSample> {
+fn nic<'b>(buf: &'b [u8], t: &T<'b>) -> Option<NicSample> {
     let mut n = NicSample::default();
     let (mut name, mut kind) = (0, 0);
     let (mut netdev, mut pci_bus_id, mut operstate, mut link_layer, mut ib_state, mut ib_phys_state) =

@@ -140,6 +140,10 @@ impl W {
         }
         self.close(at);
     }
+    /// A packed column of names, by their indices in the string table (each put there first).
+    fn names<'a>(&mut self, tag: u32, names: &'a [String], s: &mut Strings<'a>) {
+        self.packed(tag, names.iter().map(|x| u64::from(s.put(x))));
+    }
     fn packed_u32(&mut self, tag: u32, values: &[u32]) {
         self.packed(tag, values.iter().map(|&v| u64::from(v)));
     }
@@ -256,8 +260,7 @@ fn host<'a>(w: &mut W, h: &'a HostSample, s: &mut Strings<'a>) {
             w.opt_f64(3, t.crit_celsius);
         });
     }
-    let addrs = s.all(&h.addrs);
-    w.packed_u32(15, &addrs);
+    w.names(15, &h.addrs, s);
 }
 
 /// A GPU: its clock-event names go into the table first, as `to_wire` puts them.
@@ -284,8 +287,7 @@ fn gpu<'a>(w: &mut W, g: &'a GpuSample, s: &mut Strings<'a>, runs: &mut Runs<'a>
     w.opt_u32(19, g.mem_clock_mhz);
     w.opt_u32(20, g.mem_clock_max_mhz);
     w.opt_u64(21, g.throttle_mask);
-    let reasons = s.all(&g.throttle_reasons);
-    w.packed_u32(22, &reasons);
+    w.names(22, &g.throttle_reasons, s);
     w.opt_f64(23, g.tensor_active_pct);
     w.opt_u64(24, g.ecc.sbe_volatile);
     w.opt_u64(25, g.ecc.dbe_volatile);
@@ -325,8 +327,7 @@ fn gpu<'a>(w: &mut W, g: &'a GpuSample, s: &mut Strings<'a>, runs: &mut Runs<'a>
             w.opt_u64(2, p.used_mem_bytes);
         });
     }
-    let not_supported = s.all(&g.not_supported);
-    w.packed_u32(34, &not_supported);
+    w.names(34, &g.not_supported, s);
     w.packed_u32(35, keys);
     w.packed(36, g.clock_event_ns.values().copied());
     w.opt_u32(37, s.opt(&g.nvml_error));
@@ -402,10 +403,8 @@ fn nic<'a>(w: &mut W, n: &'a NicSample, s: &mut Strings<'a>, runs: &mut Runs<'a>
     w.packed_u32(16, keys);
     w.packed(17, n.counters.values().copied());
     w.opt_bool(18, n.fabric);
-    let saturated = s.all(&n.saturated);
-    w.packed_u32(19, &saturated);
-    let addrs = s.all(&n.addrs);
-    w.packed_u32(20, &addrs);
+    w.names(19, &n.saturated, s);
+    w.names(20, &n.addrs, s);
 }
 
 fn job<'a>(w: &mut W, j: &'a JobSample, s: &mut Strings<'a>) {
