@@ -24,7 +24,19 @@ const LEN: u32 = 2;
 struct R<'b>(&'b [u8]);
 
 impl<'b> R<'b> {
+    /// A varint: one byte (most of them) inline, longer ones by a call.
+    #[inline(always)]
     fn varint(&mut self) -> Option<u64> {
+        match self.0.split_first() {
+            Some((&b, rest)) if b < 0x80 => {
+                self.0 = rest;
+                Some(u64::from(b))
+            }
+            _ => self.long_varint(),
+        }
+    }
+    #[inline(never)]
+    fn long_varint(&mut self) -> Option<u64> {
         let mut v = 0u64;
         for i in 0..10 {
             let (&b, rest) = self.0.split_first()?;
