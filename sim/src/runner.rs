@@ -16,7 +16,7 @@ use crate::cputime::thread_cpu;
 use crate::report::{AnalyzerStats, ClusterInfo, JobPlacement, RunReport, peak_rss_bytes, rss_bytes};
 use crate::scenario::Scenario;
 use crate::score::{self, RunFacts, RunIncident, TruthFault};
-use crate::world::{DEFAULT_EPOCH_MS, World};
+use crate::world::{DEFAULT_EPOCH_MS, Outgoing, World};
 
 /// Seconds of reports the simulator may run ahead of the analyzer in-process.
 const PIPELINE_DEPTH: usize = 2;
@@ -43,10 +43,11 @@ enum Body {
 /// wire a 409 asks for it; in-process nothing does, and the copy is not made).
 fn delta_body(
     senders: &mut HashMap<String, faultline_proto::wire::delta::Sender>,
-    r: &faultline_proto::NodeReport,
+    o: &mut Outgoing,
     keep_resend: bool,
 ) -> Body {
-    let full = faultline_proto::wire::encode(r);
+    let full = compact(o);
+    let r = &o.report;
     if !senders.contains_key(&r.node) {
         let fresh = faultline_proto::wire::delta::Sender::new(faultline_agent::export::push::FULL_EVERY);
         senders.insert(r.node.clone(), fresh);
@@ -63,6 +64,11 @@ fn delta_body(
             Body::Full(full)
         }
     }
+}
+
+/// The compact bytes of an outgoing report: those made as it was built, else made now.
+fn compact(o: &mut Outgoing) -> Vec<u8> {
+    o.compact.take().unwrap_or_else(|| faultline_proto::wire::encode(&o.report))
 }
 
 /// (arrival ms, node, seq, body, what `ingest::decode` made of it).
@@ -214,6 +220,8 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
             // The ingest ledger (seq, duplicates, liveness) an HTTP analyzer keeps beside its engine.
             let mut ledger = NodeLedger::default();
             let encoding = opts.encoding.unwrap_or(Encoding::Delta);
+            // Compact bytes are made as each report is built, as an agent makes them.
+            world.encode_compact = encoding != Encoding::Json;
             // The analyzer's delta bases (an HTTP analyzer keeps them beside its engine) and each
             // simulated agent's own (`Sender`): in-process every report is acknowledged.
             let bases = ingest::Bases::default();
@@ -272,11 +280,11 @@ pub fn run(sc: &Scenario, mut opts: RunOptions<'_>) -> Result<RunReport, RunErro
                         let out = world.step();
                         let mut items = Vec::with_capacity(out.len());
                         let mut failed = None;
-                        for o in out {
+                        for mut o in out {
                             let body = match encoding {
                                 Encoding::Json => serde_json::to_vec(&o.report).map(|b| (b, encoding)),
-                                Encoding::Protobuf => Ok((faultline_proto::wire::encode(&o.report), encoding)),
-                                Encoding::Delta => match delta_body(senders, &o.report, false) {
+                                Encoding::Protobuf => Ok((compact(&mut o), encoding)),
+                                Encoding::Delta => match delta_body(senders, &mut o, false) {
                                     Body::Delta { body, .. } => Ok((body, Encoding::Delta)),
                                     Body::Full(body) => Ok((body, Encoding::Protobuf)),
                                 },
@@ -499,6 +507,7 @@ fn run_wire(
     let url = format!("{base}/api/v1/reports");
     // What agents send: the compact encoding unless the caller asked for JSON.
     let encoding = opts.encoding.unwrap_or(Encoding::Delta);
+    world.encode_compact = encoding != Encoding::Json;
     let mut senders: HashMap<String, faultline_proto::wire::delta::Sender> = HashMap::new();
     let mut workers = Vec::new();
     for _ in 0..WIRE_WORKERS {
@@ -556,11 +565,11 @@ fn run_wire(
     for k in 0..=steps {
         let out = world.step();
         let t = world.t_ms;
-        for o in out {
+        for mut o in out {
             let (body, content_type, full) = match encoding {
                 Encoding::Json => (serde_json::to_vec(&o.report)?, encoding.content_type(), None),
-                Encoding::Protobuf => (faultline_proto::wire::encode(&o.report), encoding.content_type(), None),
-                Encoding::Delta => match delta_body(&mut senders, &o.report, true) {
+                Encoding::Protobuf => (compact(&mut o), encoding.content_type(), None),
+                Encoding::Delta => match delta_body(&mut senders, &mut o, true) {
                     Body::Delta { body, resend } => (body, encoding.content_type(), resend),
                     Body::Full(body) => (body, faultline_proto::wire::CONTENT_TYPE, None),
                 },

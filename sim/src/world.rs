@@ -63,6 +63,11 @@ pub struct Outgoing {
     /// Virtual ms when it reaches the analyzer.
     pub arrival_ms: i64,
     pub report: NodeReport,
+    /// The report's compact bytes (`wire::encode`), made as the agent built it, when the world was
+    /// asked for them (`encode_compact`). Made there, the report is still in the CPU's cache: made
+    /// when it arrives, after the second's other reports were built, it had to be read back from
+    /// memory (a second at 100,000 GPUs is about 40 MB of reports).
+    pub compact: Option<Vec<u8>>,
 }
 
 /// A planned reboot: the node sends a last report at `start` and is back at `end`.
@@ -103,6 +108,8 @@ pub struct World {
     pub(crate) in_flight: Vec<Outgoing>,
     /// Reports handed back after sending (`recycle`), whose buffers the next reports are built in.
     pub(crate) spares: Vec<NodeReport>,
+    /// Whether each report leaves with its compact bytes (`Outgoing::compact`). Off by default.
+    pub encode_compact: bool,
 }
 
 /// At most this many reports are kept for `World::recycle`: a second's worth at 100,000 GPUs.
@@ -189,6 +196,7 @@ impl World {
             agents,
             in_flight: Vec::new(),
             spares: Vec::new(),
+            encode_compact: false,
         }
     }
 

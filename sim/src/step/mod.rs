@@ -168,7 +168,8 @@ impl World {
             } else {
                 0
             };
-            self.in_flight.push(Outgoing { sent_ms: ts, arrival_ms: ts + lat as i64 + late, report });
+            let compact = self.encode_compact.then(|| faultline_proto::wire::encode(&report));
+            self.in_flight.push(Outgoing { sent_ms: ts, arrival_ms: ts + lat as i64 + late, report, compact });
         }
         let (mut reports, later): (Vec<Outgoing>, Vec<Outgoing>) =
             std::mem::take(&mut self.in_flight).into_iter().partition(|o| o.arrival_ms <= t);
