@@ -135,9 +135,7 @@ impl W {
     /// length, as a nested message is.
     fn packed(&mut self, tag: u32, values: impl Iterator<Item = u64>) {
         let start = self.0.len();
-        self.key(tag, LEN);
-        let at = self.0.len();
-        self.0.push(0);
+        let at = self.open(tag, 1);
         for v in values {
             encode_varint(v, &mut self.0);
         }
@@ -145,7 +143,7 @@ impl W {
             self.0.truncate(start);
             return;
         }
-        self.close(at);
+        self.close(at, 1);
     }
     /// A packed column of names, by their indices in the string table (each put there first).
     fn names<'a>(&mut self, tag: u32, names: &'a [String], s: &mut Strings<'a>) {
@@ -156,50 +154,56 @@ impl W {
     }
     /// A nested message: `body` writes its fields.
     fn message(&mut self, tag: u32, body: impl FnOnce(&mut Self)) {
-        self.key(tag, LEN);
-        let at = self.0.len();
-        self.0.push(0);
+        let at = self.open(tag, 1);
         body(self);
-        self.close(at);
+        self.close(at, 1);
     }
-    /// A nested message that is usually 128 bytes to 16 KiB long (a GPU, a NIC, a GPU's links): two
-    /// bytes are kept for its length, so the body moves only when it is shorter or longer than that.
+    /// A nested message that is usually 128 bytes to 16 KiB long (a GPU, a NIC, a GPU's links, a
+    /// job): two bytes are kept for its length, so the body moves only when it is shorter or longer.
     fn big_message(&mut self, tag: u32, body: impl FnOnce(&mut Self)) {
+        let at = self.open(tag, 2);
+        body(self);
+        self.close(at, 2);
+    }
+    /// The key of length-delimited field `tag`, then `reserved` bytes kept for its length: where
+    /// they start.
+    #[inline(always)]
+    fn open(&mut self, tag: u32, reserved: usize) -> usize {
         self.key(tag, LEN);
         let at = self.0.len();
-        self.0.extend_from_slice(&[0, 0]);
-        body(self);
-        let end = self.0.len();
-        let n = end - at - 2;
-        if (0x80..0x4000).contains(&n) {
-            self.0[at] = (n as u8) | 0x80;
-            self.0[at + 1] = (n >> 7) as u8;
-        } else {
-            // Shorter: the length takes one byte; longer: three or more.
-            let (len, k) = varint_bytes(n as u64);
-            if k < 2 {
-                self.0.copy_within(at + 2..end, at + 1);
-                self.0.truncate(end - 1);
-            } else {
-                self.0.resize(end + k - 2, 0);
-                self.0.copy_within(at + 2..end, at + k);
+        for _ in 0..reserved {
+            self.0.push(0);
+        }
+        at
+    }
+    /// Writes the length of what follows the `reserved` bytes at `at` into them. The usual case, a
+    /// length that takes exactly those bytes, is written in place.
+    #[inline(always)]
+    fn close(&mut self, at: usize, reserved: usize) {
+        let n = self.0.len() - at - reserved;
+        match reserved {
+            1 if n < 0x80 => self.0[at] = n as u8,
+            2 if (0x80..0x4000).contains(&n) => {
+                self.0[at] = (n as u8) | 0x80;
+                self.0[at + 1] = (n >> 7) as u8;
             }
-            self.0[at..at + k].copy_from_slice(&len[..k]);
+            _ => self.move_body(at, reserved, n),
         }
     }
-    /// Writes the length of what follows the byte at `at` (reserved for it) into that byte.
-    fn close(&mut self, at: usize) {
-        let end = self.0.len();
-        let n = end - at - 1;
-        if n < 0x80 {
-            self.0[at] = n as u8;
-        } else {
-            // The length takes k bytes, not the one reserved: the body moves up by k - 1.
-            let (len, k) = varint_bytes(n as u64);
-            self.0.resize(end + k - 1, 0);
-            self.0.copy_within(at + 1..end, at + k);
-            self.0[at..at + k].copy_from_slice(&len[..k]);
+    /// A length that takes more or fewer bytes than were kept: the body moves up or down by the
+    /// difference.
+    #[inline(never)]
+    fn move_body(&mut self, at: usize, reserved: usize, n: usize) {
+        let end = at + reserved + n;
+        let (len, k) = varint_bytes(n as u64);
+        if k > reserved {
+            self.0.resize(end + k - reserved, 0);
+            self.0.copy_within(at + reserved..end, at + k);
+        } else if k < reserved {
+            self.0.copy_within(at + reserved..end, at + k);
+            self.0.truncate(end - (reserved - k));
         }
+        self.0[at..at + k].copy_from_slice(&len[..k]);
     }
 }
 
