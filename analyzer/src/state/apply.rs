@@ -395,7 +395,7 @@ pub(super) fn apply_job(jobs: &mut BTreeMap<String, JobState>, host: &str, j: &J
     if !jobs.contains_key(&j.job_id) {
         jobs.insert(j.job_id.clone(), JobState { id: j.job_id.clone(), first_seen_ms: ts, ..Default::default() });
     }
-    let Some(job) = jobs.get_mut(&j.job_id) else { return };
+    let job = jobs.get_mut(&j.job_id).expect("inserted above when missing");
     job.last_seen_ms = job.last_seen_ms.max(ts);
     job.ended_ms = None;
     if j.world_size.is_some() {
