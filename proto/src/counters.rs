@@ -31,12 +31,22 @@ pub fn ib_counter_max(name: &str) -> Option<u64> {
 
 /// True when `value` sits at `name`'s maximum: the counter no longer moves.
 pub fn is_saturated(name: &str, value: u64) -> bool {
-    ib_counter_max(name).is_some_and(|m| value >= m)
+    at_max(ib_counter_max(name), value)
 }
 
 /// What a counter of `name` shows after `true_total` events: the total, held at the maximum.
 pub fn saturate(name: &str, true_total: u64) -> u64 {
-    ib_counter_max(name).map_or(true_total, |m| true_total.min(m))
+    held_at(ib_counter_max(name), true_total)
+}
+
+/// `is_saturated` for a counter whose maximum (`ib_counter_max`) was looked up already.
+pub fn at_max(max: Option<u64>, value: u64) -> bool {
+    max.is_some_and(|m| value >= m)
+}
+
+/// `saturate` for a counter whose maximum (`ib_counter_max`) was looked up already.
+pub fn held_at(max: Option<u64>, true_total: u64) -> u64 {
+    max.map_or(true_total, |m| true_total.min(m))
 }
 
 #[cfg(test)]

@@ -335,7 +335,7 @@ pub(super) fn apply_nics(node: &mut NodeState, nics: &[NicSample], ts: i64) {
             raw[i] = Some(*v);
             let c = st.counters.slot(i);
             // Stuck at its width's maximum: no delta, unknown rather than zero.
-            if n.saturated.iter().any(|x| x == name) || NIC_COUNTER_MAX[i].is_some_and(|m| *v >= m) {
+            if n.saturated.iter().any(|x| x == name) || faultline_proto::counters::at_max(NIC_COUNTER_MAX[i], *v) {
                 c.mark_saturated();
                 st.saturated.push(name);
                 continue;

@@ -146,15 +146,17 @@ pub fn build(
             o.saturated,
             SATURABLE
                 .iter()
-                .filter(|s| (roce || !s.roce_only) && s.max.is_some_and(|m| nd.c[s.slot] >= m))
+                .filter(|s| (roce || !s.roce_only) && counters::at_max(s.max, nd.c[s.slot]))
                 .map(|s| s.name),
         );
         // Static names (no allocation per counter), in name order.
         let mut counters = o.counters;
-        counters.refill_sorted(SHOWN.iter().filter(|s| roce || !s.roce_only).map(|s| {
-            let v = nd.c[s.slot];
-            (CounterName::new_static(s.name), s.max.map_or(v, |m| v.min(m)))
-        }));
+        counters.refill_sorted(
+            SHOWN
+                .iter()
+                .filter(|s| roce || !s.roce_only)
+                .map(|s| (CounterName::new_static(s.name), counters::held_at(s.max, nd.c[s.slot]))),
+        );
         *slot = NicSample {
             fabric: Some(true),
             saturated,
