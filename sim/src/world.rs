@@ -62,11 +62,14 @@ pub struct Outgoing {
     pub sent_ms: i64,
     /// Virtual ms when it reaches the analyzer.
     pub arrival_ms: i64,
+    /// The report; when the world makes compact bytes (`encode_compact`), only its heading:
+    /// node, seq, times and flags.
     pub report: NodeReport,
     /// The report's compact bytes (`wire::encode`), made as the agent built it, when the world was
-    /// asked for them (`encode_compact`). Made there, the report is still in the CPU's cache: made
-    /// when it arrives, after the second's other reports were built, it had to be read back from
-    /// memory (a second at 100,000 GPUs is about 40 MB of reports).
+    /// asked for them (`encode_compact`). Made there, the report is still in the CPU's cache, and
+    /// its buffers go straight to build the next report, so they are too. Made when it arrived,
+    /// after the second's other reports were built, it had to be read back from memory (a second
+    /// at 100,000 GPUs is about 40 MB of reports), and so did the buffers the next ones reused.
     pub compact: Option<Vec<u8>>,
 }
 
@@ -118,8 +121,10 @@ const SPARES_MAX: usize = 2_048;
 impl World {
     /// Hands back a report `step` gave out, once it is sent: the next report is built in its
     /// buffers instead of new ones (`telemetry::reuse`). Its content does not matter.
+    /// With `encode_compact` on, the world reused the report as soon as its bytes were made, and
+    /// what comes back is only its heading: it is dropped.
     pub fn recycle(&mut self, report: NodeReport) {
-        if self.spares.len() < SPARES_MAX {
+        if !self.encode_compact && self.spares.len() < SPARES_MAX {
             self.spares.push(report);
         }
     }

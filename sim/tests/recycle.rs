@@ -50,3 +50,50 @@ fn a_recycled_report_is_the_report_built_fresh() {
     assert!(compared > 500, "only {compared} reports compared");
     assert!(with_faults >= 3, "only {with_faults} of the worlds have faults");
 }
+
+/// With `encode_compact`, a report's buffers build the next node's report as soon as its bytes are
+/// made: the bytes must be those of the report built fresh, and its heading must name it.
+#[test]
+fn compact_bytes_made_in_reused_buffers_are_those_of_the_fresh_report() {
+    let mut compared = 0usize;
+    let mut foreign: Vec<NodeReport> = Vec::new();
+    for i in 0..6 {
+        let seed = fuzz::world_seed(20_261_208, i);
+        let (sc, mut fresh) = world(seed);
+        let (_, mut reused) = world(seed);
+        // Reports of another world's shape are the first buffers reused.
+        for r in foreign.drain(..) {
+            reused.recycle(r);
+        }
+        reused.encode_compact = true;
+        let steps = (sc.duration_s as usize).min(900);
+        for _ in 0..steps {
+            let a = fresh.step();
+            let b = reused.step();
+            assert_eq!(a.len(), b.len(), "world {seed}: the same reports are sent");
+            for (x, y) in a.into_iter().zip(b) {
+                let r = &x.report;
+                let h = &y.report;
+                assert_eq!(
+                    (&h.node, h.seq, h.timestamp_ms, h.shutdown, h.urgent),
+                    (&r.node, r.seq, r.timestamp_ms, r.shutdown, r.urgent)
+                );
+                assert!(h.gpus.is_empty() && h.nics.is_empty() && h.jobs.is_empty(), "a heading carries no samples");
+                let bytes = y.compact.expect("compact bytes are made with encode_compact");
+                assert!(
+                    bytes == faultline_proto::wire::encode(r),
+                    "world {seed}: {} seq {} encodes differently",
+                    r.node,
+                    r.seq
+                );
+                compared += 1;
+                if foreign.len() < 64 {
+                    foreign.push(x.report);
+                }
+                // What comes back is a heading: the world does not build in it.
+                reused.recycle(y.report);
+            }
+        }
+    }
+    assert!(compared > 500, "only {compared} reports compared");
+}

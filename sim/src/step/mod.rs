@@ -168,7 +168,16 @@ impl World {
             } else {
                 0
             };
-            let compact = self.encode_compact.then(|| faultline_proto::wire::encode(&report));
+            let (report, compact) = if self.encode_compact {
+                // The report leaves as its bytes. Its buffers, still in the CPU's cache, build the
+                // next node's report; what goes on is its heading.
+                let bytes = faultline_proto::wire::encode(&report);
+                let heading = heading(&report);
+                self.spares.push(report);
+                (heading, Some(bytes))
+            } else {
+                (report, None)
+            };
             self.in_flight.push(Outgoing { sent_ms: ts, arrival_ms: ts + lat as i64 + late, report, compact });
         }
         let (mut reports, later): (Vec<Outgoing>, Vec<Outgoing>) =
@@ -272,5 +281,17 @@ impl World {
                 }
             }
         }
+    }
+}
+
+/// A report's heading without its samples and events: who sent it, its seq, times and flags.
+fn heading(r: &NodeReport) -> NodeReport {
+    NodeReport {
+        seq: r.seq,
+        timestamp_ms: r.timestamp_ms,
+        interval_ms: r.interval_ms,
+        shutdown: r.shutdown,
+        urgent: r.urgent,
+        ..NodeReport::empty(r.node.clone())
     }
 }
