@@ -1,6 +1,7 @@
 //! faultline-analyzer: joins agent reports on a dependency graph, detects symptoms, names root
 //! causes, and serves incidents. `engine` is the clock-free core the simulator drives too.
 
+pub mod alloc;
 pub mod api;
 pub mod api_actions;
 pub mod app;

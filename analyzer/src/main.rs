@@ -86,6 +86,7 @@ enum Sub {
 }
 
 fn main() -> ExitCode {
+    faultline_analyzer::alloc::keep_freed_pages();
     let mut cli = Cli::parse();
     faultline_logging::init(cli.log_format);
     if let Some(Sub::Backup { dest }) = &cli.command {

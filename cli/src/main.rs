@@ -70,6 +70,7 @@ Exit codes:
   2  error";
 
 fn main() -> ExitCode {
+    faultline_analyzer::alloc::keep_freed_pages();
     let cli = Cli::parse();
     match cli.command {
         Cmd::Diag(c) => commands::run(&cli.conn, c),
