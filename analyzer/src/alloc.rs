@@ -12,7 +12,7 @@ const PURGE_DELAY: mi::mi_option_t = 15;
 /// after mimalloc's default second, the same pages came back as page faults the kernel zeroed. In
 /// `scale-100k` (600 virtual s in about 60 s of wall time, so an interval is a wall second there):
 /// 1.39M minor faults -> 0.58M, system time 3.4 -> 2.1 s, wall 59.4 -> 57.1 s (2 cores), peak RSS
-/// 1,903 -> 1,921 MiB.
+/// 1,859 -> 1,876 MiB.
 pub const PURGE_DELAY_MS: i64 = 10_000;
 
 /// Keeps freed pages for `PURGE_DELAY_MS` (call once, first thing in `main`), unless the operator
