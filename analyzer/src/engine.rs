@@ -213,25 +213,12 @@ impl Analyzer {
     }
 
     fn apply(&mut self, report: &NodeReport, now_ms: i64) -> IngestOutcome {
-        let prev = self.state.nodes.get(&report.node);
-        // Jobs the node listed last time and no longer does (usually none: nothing allocated).
-        let left: Vec<String> = prev
-            .map(|n| n.jobs.iter().filter(|j| !report.jobs.iter().any(|x| x.job_id == **j)).cloned().collect())
-            .unwrap_or_default();
-        let urgent: Vec<&str> = report
-            .jobs
-            .iter()
-            .filter(|j| !report.events.is_empty() || self.job_news(&report.node, j))
-            .map(|j| j.job_id.as_str())
-            .collect();
-        let inventory = |n: &crate::state::NodeState| (n.gpus.len(), n.nics.len(), n.disks.len());
-        let inv_before = prev.map(inventory);
         let applied = self.state.apply(report, now_ms);
         let duplicate = applied == Applied::Duplicate;
         if !duplicate {
             self.rates.learn(report);
             // The graph learns a node's parts when they first appear (not on every report).
-            if inv_before != self.state.nodes.get(&report.node).map(inventory) {
+            if self.state.changes.inventory {
                 self.topo.add_inventory(
                     &report.node,
                     report.gpus.iter().map(|g| g.index),
@@ -246,37 +233,25 @@ impl Analyzer {
             // back was most of what they cost (12,500 nodes hold about 1.5 GB of state). Nodes
             // with symptoms, and silent ones, are still judged at each heartbeat scan.
             self.check_node(&report.node, now_ms);
-            // Jobs listed now, and jobs that just left this node, need a look.
+            // Jobs listed now, and jobs that just left this node, need a look; those with news
+            // (`state::Changes::urgent`) at the next tick.
             for j in &report.jobs {
                 if !self.dirty_jobs.contains(&j.job_id) {
                     self.dirty_jobs.insert(j.job_id.clone());
                 }
             }
-            for j in urgent {
+            for &i in &self.state.changes.urgent {
+                let j = &report.jobs[i].job_id;
                 if !self.urgent_jobs.contains(j) {
-                    self.urgent_jobs.insert(j.to_string());
+                    self.urgent_jobs.insert(j.clone());
                 }
             }
-            for j in left {
+            for j in self.state.changes.left.drain(..) {
                 self.urgent_jobs.insert(j.clone());
                 self.dirty_jobs.insert(j);
             }
         }
         IngestOutcome { node: report.node.clone(), seq: report.seq, duplicate }
-    }
-
-    /// Whether `j` (as `node` reports it) changes what the job is, not only how it runs: a rank
-    /// exited, vanished from the node or reports a non-finite loss, or the scheduler ended the job.
-    fn job_news(&self, node: &str, j: &faultline_proto::JobSample) -> bool {
-        use faultline_proto::report::ProcState;
-        let listed_before = self.state.jobs.get(&j.job_id).and_then(|s| s.by_node.get(node)).map_or(0, Vec::len);
-        j.ranks.len() < listed_before
-            || j.sched_state.is_some_and(|s| s.is_ended())
-            || j.ranks.iter().any(|r| {
-                r.exit_code.is_some()
-                    || matches!(r.state, ProcState::Exited | ProcState::Zombie)
-                    || r.progress.as_ref().and_then(|p| p.loss).is_some_and(|l| !l.is_finite())
-            })
     }
 
     /// Run detectors and the localizer at `now_ms`; return what changed.
@@ -396,11 +371,15 @@ impl Analyzer {
             nic::check(name, nic_name, st, &peers, now_ms, &mut out);
         }
         let old = self.node_symptoms.get(name);
+        let had = old.is_some();
         if old.map(|o| same(o, &out)) != Some(true) && !(old.is_none() && out.is_empty()) {
             self.symptoms_changed = true;
         }
         if out.is_empty() {
-            self.node_symptoms.remove(name);
+            // A healthy node had none before either, nearly always: no second hash of its name.
+            if had {
+                self.node_symptoms.remove(name);
+            }
         } else {
             self.node_symptoms.insert(name.to_string(), out);
         }

@@ -9,7 +9,7 @@ pub mod comm;
 pub mod probes;
 
 pub use apply::fan_rpm_bad;
-use apply::{apply_event, apply_gpus, apply_host, apply_job, apply_nics};
+use apply::{apply_event, apply_gpus, apply_host, apply_job, apply_nics, job_news};
 
 use faultline_proto::{
     EventClass, EventSource, GpuSample, GpuState as WireGpuState, HostSample, JobSample, NicSample, NodeReport,
@@ -677,6 +677,21 @@ pub struct State {
     /// Moves whenever a node appears or any node's NIC or host addresses change: what the address
     /// book of collective evidence (detect/nccl.rs) is rebuilt on.
     pub addr_gen: u64,
+    /// What the last `apply` found that the engine acts on.
+    pub changes: Changes,
+}
+
+/// What `State::apply` found in a report, beside what it wrote to the state, for the engine: found
+/// where the node and its jobs are in hand, not looked up again. Reused from report to report.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Jobs the node listed in its previous report and no longer lists.
+    pub left: Vec<String>,
+    /// Places in the report's `jobs` of the jobs to check at the next tick: all of them when the
+    /// report carries events, else those with news (`apply::job_news`).
+    pub urgent: Vec<usize>,
+    /// The node is new, or its count of GPUs, NICs or disks changed: the graph learns its parts.
+    pub inventory: bool,
 }
 
 /// What applying a report did.
@@ -718,12 +733,19 @@ impl State {
     /// duplicate (a spool replay); a lower `seq` with a newer timestamp means the agent lost its
     /// persisted `seq` and starts over, which we accept.
     pub fn apply(&mut self, r: &NodeReport, now_ms: i64) -> Applied {
-        if !self.nodes.contains_key(&r.node) {
+        let changes = &mut self.changes;
+        changes.left.clear();
+        changes.urgent.clear();
+        let new_node = !self.nodes.contains_key(&r.node);
+        if new_node {
             self.addr_gen += 1;
             let fresh = NodeState { name: r.node.clone(), first_seen_ms: r.timestamp_ms, ..Default::default() };
             self.nodes.insert(r.node.clone(), fresh);
         }
         let node = self.nodes.get_mut(&r.node).expect("inserted above when missing");
+        let inventory = |n: &NodeState| (n.gpus.len(), n.nics.len(), n.disks.len());
+        let inventory_before = inventory(node);
+        changes.inventory = new_node;
         // A duplicate is a seq applied already (a spool replay after a lost answer). A report with an
         // older seq that was never applied (it arrived late, behind newer ones) is not: its events
         // still count. Past the window of remembered seqs, an older report is taken as a replay.
@@ -734,6 +756,10 @@ impl State {
         if node.reports > 0 && replay {
             node.duplicates += 1;
             return Applied::Duplicate;
+        }
+        changes.left.extend(node.jobs.iter().filter(|j| !r.jobs.iter().any(|x| x.job_id == **j)).cloned());
+        if !r.events.is_empty() {
+            changes.urgent.extend(0..r.jobs.len());
         }
         push(&mut node.recent_seqs, r.seq, RECENT_SEQS);
         // Saturating: a report may carry any u64 seq, `u64::MAX` included (found by fuzzing).
@@ -751,6 +777,10 @@ impl State {
         }
         if stale {
             // An old report replayed after newer ones: its events count, its samples are history.
+            changes.inventory |= inventory(node) != inventory_before;
+            if r.events.is_empty() {
+                changes.urgent.extend((0..r.jobs.len()).filter(|i| job_news(&self.jobs, &r.node, &r.jobs[*i])));
+            }
             return Applied::Fresh;
         }
         node.last_report_ms = ts;
@@ -777,6 +807,7 @@ impl State {
         if let Some(w) = written {
             node.disk_writes.update(ts, w, WRITE_FLOOR_BYTES_PER_S);
         }
+        changes.inventory |= inventory(node) != inventory_before;
         let interval = r.interval_ms as i64;
         // Nearly always the jobs of the last report, in its order: nothing to copy or to end.
         let same_jobs = node.jobs.len() == r.jobs.len() && node.jobs.iter().zip(&r.jobs).all(|(a, j)| *a == j.job_id);
@@ -795,8 +826,11 @@ impl State {
             }
             node.jobs = listed;
         }
-        for j in &r.jobs {
-            apply_job(&mut self.jobs, &r.node, j, ts, interval);
+        for (i, j) in r.jobs.iter().enumerate() {
+            // The news is read before the sample is applied, as `job_news` reads it.
+            if apply_job(&mut self.jobs, &r.node, j, ts, interval) && r.events.is_empty() {
+                changes.urgent.push(i);
+            }
         }
         Applied::Fresh
     }

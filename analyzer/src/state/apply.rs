@@ -390,12 +390,40 @@ pub(super) fn apply_nics(node: &mut NodeState, nics: &[NicSample], ts: i64) {
     }
 }
 
-pub(super) fn apply_job(jobs: &mut BTreeMap<String, JobState>, host: &str, j: &JobSample, ts: i64, interval: i64) {
+/// Whether `j` (as `node` reports it) changes what the job is, not only how it runs: a rank exited,
+/// vanished from the node or reports a non-finite loss, or the scheduler ended the job. Read before
+/// the sample is applied.
+pub(super) fn job_news(jobs: &BTreeMap<String, JobState>, node: &str, j: &JobSample) -> bool {
+    let listed_before = jobs.get(&j.job_id).and_then(|s| s.by_node.get(node)).map_or(0, Vec::len);
+    sample_news(j, listed_before)
+}
+
+/// `job_news` for a sample whose node listed `listed_before` ranks of the job last time.
+fn sample_news(j: &JobSample, listed_before: usize) -> bool {
+    j.ranks.len() < listed_before
+        || j.sched_state.is_some_and(|s| s.is_ended())
+        || j.ranks.iter().any(|r| {
+            r.exit_code.is_some()
+                || matches!(r.state, ProcState::Exited | ProcState::Zombie)
+                || r.progress.as_ref().and_then(|p| p.loss).is_some_and(|l| !l.is_finite())
+        })
+}
+
+/// Applies one job's sample from `host`; returns its news (`job_news`, as it was before).
+pub(super) fn apply_job(
+    jobs: &mut BTreeMap<String, JobState>,
+    host: &str,
+    j: &JobSample,
+    ts: i64,
+    interval: i64,
+) -> bool {
     // Looked up by name first: the key is copied only for a job new to the analyzer.
     if !jobs.contains_key(&j.job_id) {
         jobs.insert(j.job_id.clone(), JobState { id: j.job_id.clone(), first_seen_ms: ts, ..Default::default() });
     }
     let job = jobs.get_mut(&j.job_id).expect("inserted above when missing");
+    let before = job.by_node.get(host);
+    let news = sample_news(j, before.map_or(0, Vec::len));
     job.last_seen_ms = job.last_seen_ms.max(ts);
     job.ended_ms = None;
     if j.world_size.is_some() {
@@ -411,7 +439,7 @@ pub(super) fn apply_job(jobs: &mut BTreeMap<String, JobState>, host: &str, j: &J
         }
     }
     // Ranks this node ran and no longer lists: their processes are gone.
-    let same = job.by_node.get(host).is_some_and(|b| b.iter().copied().eq(j.ranks.iter().map(|r| r.rank)));
+    let same = before.is_some_and(|b| b.iter().copied().eq(j.ranks.iter().map(|r| r.rank)));
     if !same {
         let listed: Vec<u32> = j.ranks.iter().map(|r| r.rank).collect();
         if let Some(before) = job.by_node.insert(host.to_string(), listed.clone()) {
@@ -500,6 +528,7 @@ pub(super) fn apply_job(jobs: &mut BTreeMap<String, JobState>, host: &str, j: &J
             }
         }
     }
+    news
 }
 
 #[cfg(test)]
