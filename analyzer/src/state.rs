@@ -841,6 +841,50 @@ mod tests {
     use super::*;
 
     #[test]
+    fn apply_says_which_jobs_left_which_have_news_and_when_the_inventory_changed() {
+        use faultline_proto::report::ProcState;
+        use faultline_proto::{JobSample, RankSample};
+        let job = |id: &str, ranks: &[u32]| JobSample {
+            job_id: id.into(),
+            ranks: ranks.iter().map(|r| RankSample { rank: *r, ..Default::default() }).collect(),
+            ..Default::default()
+        };
+        let rep = |seq: u64, jobs: Vec<JobSample>, gpus: u32| {
+            let mut r = NodeReport::empty("n1");
+            r.seq = seq;
+            r.timestamp_ms = seq as i64 * 10_000;
+            r.jobs = jobs;
+            r.gpus = (0..gpus).map(|i| faultline_proto::GpuSample { index: i, ..Default::default() }).collect();
+            r
+        };
+        let mut st = State::default();
+        st.apply(&rep(1, vec![job("a", &[0, 1]), job("b", &[2])], 2), 10_000);
+        assert!(st.changes.inventory, "a new node's parts go to the graph");
+        assert!(st.changes.left.is_empty() && st.changes.urgent.is_empty());
+        // The same again: nothing to say.
+        st.apply(&rep(2, vec![job("a", &[0, 1]), job("b", &[2])], 2), 20_000);
+        assert!(!st.changes.inventory && st.changes.left.is_empty() && st.changes.urgent.is_empty());
+        // Job b left the node, a lost a rank, and a GPU more is listed.
+        st.apply(&rep(3, vec![job("a", &[0])], 3), 30_000);
+        assert_eq!(st.changes.left, vec!["b".to_string()]);
+        assert_eq!(st.changes.urgent, vec![0]);
+        assert!(st.changes.inventory);
+        // A rank that exited is news, read before the sample is applied.
+        let mut exited = job("a", &[0]);
+        exited.ranks[0].state = ProcState::Exited;
+        st.apply(&rep(4, vec![job("c", &[5]), exited], 3), 40_000);
+        assert_eq!(st.changes.urgent, vec![1]);
+        assert!(st.changes.left.is_empty() && !st.changes.inventory);
+        // A report with events makes every job it lists urgent.
+        let mut r = rep(5, vec![job("c", &[5]), job("a", &[0])], 3);
+        r.events.push(faultline_proto::Event { ts_ms: 50_000, message: "x".into(), ..Default::default() });
+        st.apply(&r, 50_000);
+        assert_eq!(st.changes.urgent, vec![0, 1]);
+        // A replay of seq 5 is a duplicate: the engine ignores what it says.
+        assert_eq!(st.apply(&r, 51_000), Applied::Duplicate);
+    }
+
+    #[test]
     fn a_counter_is_four_words_and_keeps_its_last_sample() {
         assert_eq!(std::mem::size_of::<Counter>(), 32);
         let mut c = Counter::default();
