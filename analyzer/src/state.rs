@@ -812,19 +812,17 @@ impl State {
         // Nearly always the jobs of the last report, in its order: nothing to copy or to end.
         let same_jobs = node.jobs.len() == r.jobs.len() && node.jobs.iter().zip(&r.jobs).all(|(a, j)| *a == j.job_id);
         if !same_jobs {
-            let listed: Vec<String> = r.jobs.iter().map(|j| j.job_id.clone()).collect();
-            for old in std::mem::take(&mut node.jobs) {
-                if !listed.contains(&old) {
-                    if let Some(job) = self.jobs.get_mut(&old) {
-                        for rs in job.ranks.values_mut() {
-                            if rs.node == r.node && rs.gone_ms.is_none() {
-                                rs.gone_ms = Some(ts);
-                            }
+            // The jobs that left (`changes.left`, found above) lost this node's ranks.
+            for old in &changes.left {
+                if let Some(job) = self.jobs.get_mut(old) {
+                    for rs in job.ranks.values_mut() {
+                        if rs.node == r.node && rs.gone_ms.is_none() {
+                            rs.gone_ms = Some(ts);
                         }
                     }
                 }
             }
-            node.jobs = listed;
+            node.jobs = r.jobs.iter().map(|j| j.job_id.clone()).collect();
         }
         for (i, j) in r.jobs.iter().enumerate() {
             // The news is read before the sample is applied, as `job_news` reads it.
